@@ -1,0 +1,75 @@
+"""Celery configuration (the customer's ``celeryconfig``): queues, routes, rate limits.
+
+Read by ``worker.app`` with ``config_from_object``; every value comes from the environment
+through :mod:`worker.settings`, so containers differ only by their env file. The reasons
+behind each choice are in NOTES-style comments because each one is a place where others
+lost messages.
+"""
+
+from __future__ import annotations
+
+from kombu import Exchange, Queue
+
+from worker.schedule import build_beat_schedule
+from worker.settings import get_settings
+
+_s = get_settings()
+
+broker_url = _s.redis_url
+result_backend = _s.result_backend
+broker_connection_retry_on_startup = True
+
+# Redis has no publisher confirms; fail fast instead of blocking forever when Redis is gone
+# (celery#4296), so the bridge keeps its batch, does not commit, and retries.
+_transport = {
+    "visibility_timeout": _s.visibility_timeout_s,  # above the longest task / retry wait
+    "socket_timeout": 5,
+    "socket_connect_timeout": 5,
+    "max_retries": 3,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 2,
+}
+broker_transport_options = _transport
+result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout_s}
+redis_socket_timeout = 5
+redis_socket_connect_timeout = 5
+result_expires = 24 * 3600
+# Chord header results must outlive the longest trend run or the callback never fires.
+result_chord_join_timeout = 3600
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+task_queues = (
+    Queue(_s.ingest_queue, Exchange(_s.ingest_queue), routing_key=_s.ingest_queue),
+    Queue(_s.trends_queue, Exchange(_s.trends_queue), routing_key=_s.trends_queue),
+    Queue("celery", Exchange("celery"), routing_key="celery"),
+)
+task_default_queue = "celery"
+task_routes = {
+    "tasks.ingest.*": {"queue": _s.ingest_queue, "routing_key": _s.ingest_queue},
+    "tasks.trends.*": {"queue": _s.trends_queue, "routing_key": _s.trends_queue},
+    "tasks.post.*": {"queue": "celery", "routing_key": "celery"},
+}
+# Rate limit per worker instance (a token bucket in its main process, NOT global): scale
+# the ingest rate by adding ingest workers, not by raising -c.
+task_annotations = {"tasks.ingest.write_batch": {"rate_limit": _s.ingest_rate_limit}}
+
+# Ingest tasks are acknowledged after they ran; a killed worker's batch is redelivered
+# (task_reject_on_worker_lost), and the idempotent store write makes that harmless.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_track_started = True
+
+# Flower needs these to show tasks and workers.
+worker_send_task_events = True
+task_send_sent_event = True
+
+beat_schedule = build_beat_schedule(_s)
+# A restarted beat does not fire a burst of runs it missed while it was down.
+beat_cron_starting_deadline = 120

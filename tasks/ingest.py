@@ -1,0 +1,74 @@
+"""The ingest task: one batch of validated points -> the event store.
+
+Retries with exponential backoff and full jitter while the store is unavailable; after the
+retry budget the batch goes to the dead-letter topic (confirmed) and the log says so. If
+even that write fails, the task keeps retrying: nothing is ever dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
+
+from worker.app import app
+from worker.deadletter import DeadLetterError, batch_letter
+from worker.events import InvalidEvent, points_from_wire
+from worker.runtime import dead_letters, event_store
+from worker.settings import get_settings
+from worker.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def _countdown(retries: int) -> int:
+    settings = get_settings()
+    return get_exponential_backoff_interval(
+        factor=settings.ingest_retry_backoff_s,
+        retries=retries,
+        maximum=settings.ingest_retry_backoff_max_s,
+        full_jitter=True,
+    )
+
+
+@app.task(bind=True, name="tasks.ingest.write_batch", max_retries=None, acks_late=True,
+          reject_on_worker_lost=True)
+def write_batch(self: Task, points: list[list[Any]]) -> dict[str, int]:
+    """Write a batch; idempotent, so a redelivered or re-published batch is harmless."""
+    settings = get_settings()
+    retries = self.request.retries
+    try:
+        batch = points_from_wire(points)
+    except InvalidEvent as error:
+        # Cannot be fixed by retrying: dead-letter at once (the bridge never sends these;
+        # a hand-made or corrupted message can).
+        _dead_letter(self, points, error.reason, retries)
+        return {"written": 0, "dead_lettered": len(points)}
+    try:
+        event_store().write(batch)
+    except StoreUnavailable as error:
+        if retries >= settings.ingest_max_retries:
+            _dead_letter(self, points, f"store unavailable after {retries} retries: {error}", retries)
+            return {"written": 0, "dead_lettered": len(batch)}
+        countdown = _countdown(retries)
+        log.warning("store unavailable, retrying", extra={
+            "task_id": self.request.id, "retry": retries + 1, "countdown_s": countdown,
+            "events": len(batch), "error": str(error)[:300]})
+        raise self.retry(exc=error, countdown=countdown) from None
+    log.info("batch written", extra={"task_id": self.request.id, "events": len(batch),
+                                      "retries": retries})
+    return {"written": len(batch), "dead_lettered": 0}
+
+
+def _dead_letter(task: Task, points: list[list[Any]], reason: str, retries: int) -> None:
+    try:
+        dead_letters().write([batch_letter(points, reason, source="ingest", attempt=retries + 1)])
+    except DeadLetterError as error:
+        countdown = _countdown(retries)
+        log.error("dead-letter write failed, retrying the batch", extra={
+            "task_id": task.request.id, "countdown_s": countdown, "error": str(error)})
+        raise task.retry(exc=error, countdown=countdown) from None
+    log.error("batch dead-lettered", extra={"task_id": task.request.id, "events": len(points),
+                                             "reason": reason[:300]})

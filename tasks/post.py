@@ -1,0 +1,1 @@
+"""Morning post task."""

@@ -1,0 +1,1 @@
+"""Trend tasks (see the trend engine)."""

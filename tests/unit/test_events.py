@@ -1,0 +1,138 @@
+"""Event validation: every outcome an upstream event can have (SPEC §2)."""
+
+from __future__ import annotations
+
+import json
+import re
+from copy import deepcopy
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from worker.events import (
+    InvalidEvent,
+    decode_event,
+    event_identity,
+    parse_timestamp_ns,
+    points_from_wire,
+    points_to_wire,
+)
+
+EVENT = {
+    "id": "b0f2",
+    "timestamp": "2021-05-04T12:34:56Z",
+    "obj": {"data": {"doi": "10.1101/2021.04.01.123456", "title": "A paper"}},
+    "subj": {"pid": "https://twitter.com/x/status/1", "processed": {
+        "score": 42.5, "sentiment_raw": 0.3, "followers": 1200, "length": 180,
+        "question_mark_count": 1, "exclamation_mark_count": 0, "bot_rating": 10,
+        "contains_abstract_raw": 0.2, "time_score": 20.0, "type_factor": 1.0,
+        "user_score": 25.1, "content_score": 14.0}},
+}
+
+
+def encode(event: dict) -> bytes:
+    return json.dumps(event).encode()
+
+
+def test_valid_event_becomes_a_point() -> None:
+    point = decode_event(encode(EVENT))
+    assert point.event_id == "b0f2"
+    assert point.doi == "10.1101/2021.04.01.123456"
+    assert point.time_ns == 1620131696 * 10**9
+    assert (point.score, point.followers, point.questions, point.exclamations) == (42.5, 1200, 1, 0)
+    assert point.bot_rating == 10.0 and point.contains_abstract_raw == 0.2
+
+
+def test_malformed_json_is_rejected_with_reason() -> None:
+    with pytest.raises(InvalidEvent, match="not valid JSON"):
+        decode_event(b'{"id": "x", "timestamp": ')
+
+
+@pytest.mark.parametrize("path", [
+    ("timestamp",), ("obj",), ("obj", "data", "doi"), ("subj", "processed"),
+    ("subj", "processed", "score"), ("subj", "processed", "followers"),
+    ("subj", "processed", "bot_rating"), ("subj", "processed", "question_mark_count"),
+])
+def test_missing_required_field_names_the_field(path: tuple[str, ...]) -> None:
+    event = deepcopy(EVENT)
+    parent = event
+    for key in path[:-1]:
+        parent = parent[key]
+    del parent[path[-1]]
+    with pytest.raises(InvalidEvent, match=f"missing required field `{path[-1]}`"):
+        decode_event(encode(event))
+
+
+@pytest.mark.parametrize(("field", "value", "where"), [
+    ("followers", "1200", "$.subj.processed.followers"),
+    ("followers", 12.5, "$.subj.processed.followers"),
+    ("followers", True, "$.subj.processed.followers"),
+    ("score", "high", "$.subj.processed.score"),
+    ("length", None, "$.subj.processed.length"),
+])
+def test_wrong_type_names_the_path(field: str, value: object, where: str) -> None:
+    event = deepcopy(EVENT)
+    event["subj"]["processed"][field] = value
+    with pytest.raises(InvalidEvent, match=re.escape(f"at `{where}`")):
+        decode_event(encode(event))
+
+
+def test_unknown_extra_fields_are_ignored() -> None:
+    event = deepcopy(EVENT)
+    event["extra"] = {"anything": [1, 2]}
+    event["subj"]["processed"]["new_metric"] = 3
+    assert decode_event(encode(event)) == decode_event(encode(EVENT))
+
+
+def test_optional_fields_default_to_zero() -> None:
+    event = deepcopy(EVENT)
+    for name in ("contains_abstract_raw", "time_score", "type_factor", "user_score", "content_score"):
+        del event["subj"]["processed"][name]
+    point = decode_event(encode(event))
+    assert point.contains_abstract_raw == 0.0 and point.content_score == 0.0
+
+
+def test_bad_timestamp_and_empty_doi_are_invalid() -> None:
+    event = deepcopy(EVENT)
+    event["timestamp"] = "yesterday"
+    with pytest.raises(InvalidEvent, match="not ISO 8601"):
+        decode_event(encode(event))
+    event = deepcopy(EVENT)
+    event["obj"]["data"]["doi"] = "  "
+    with pytest.raises(InvalidEvent, match="empty"):
+        decode_event(encode(event))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2021-05-04T12:34:56Z", 1620131696 * 10**9),
+    ("2021-05-04T12:34:56", 1620131696 * 10**9),  # no offset: UTC
+    ("2021-05-04T14:34:56+02:00", 1620131696 * 10**9),
+    ("2021-05-04T12:34:56.123456Z", 1620131696 * 10**9 + 123456000),
+])
+def test_timestamps_become_utc_nanoseconds(text: str, expected: int) -> None:
+    assert parse_timestamp_ns(text) == expected
+
+
+def test_identity_without_id_is_a_stable_hash() -> None:
+    event = deepcopy(EVENT)
+    del event["id"]
+    first = decode_event(encode(event)).event_id
+    assert first == decode_event(encode(event)).event_id == event_identity(
+        None, EVENT["subj"]["pid"], EVENT["obj"]["data"]["doi"], EVENT["timestamp"])
+    other = deepcopy(event)
+    other["subj"]["pid"] = "https://twitter.com/y/status/2"  # same DOI, same second
+    assert decode_event(encode(other)).event_id != first
+
+
+@given(st.lists(st.builds(
+    lambda i, s, f: decode_event(encode({**EVENT, "id": f"e{i}", "subj": {
+        **EVENT["subj"], "processed": {**EVENT["subj"]["processed"], "score": s, "followers": f}}})),
+    st.integers(0, 10**6), st.floats(-1e9, 1e9, allow_nan=False), st.integers(0, 10**9)), max_size=20))
+def test_wire_round_trip(points: list) -> None:
+    assert points_from_wire(json.loads(json.dumps(points_to_wire(points)))) == points
+
+
+def test_malformed_wire_batch_is_rejected() -> None:
+    with pytest.raises(InvalidEvent, match="malformed batch"):
+        points_from_wire([["only-an-id"]])

@@ -1,0 +1,21 @@
+"""The Celery application: ``celery -A worker.app worker -Q ingest`` and friends."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+from worker.logs import make_formatter
+from worker.settings import get_settings
+
+app = Celery("aggregator", include=["tasks.ingest", "tasks.trends", "tasks.post"])
+app.config_from_object("celeryconfig")
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _format_logs(logger: object, **_: object) -> None:
+    """Celery's own log lines in the product's format (LOG_FORMAT), not Celery's default."""
+    formatter = make_formatter(get_settings().log_format)
+    for handler in getattr(logger, "handlers", []):
+        handler.setFormatter(formatter)

@@ -1,0 +1,1 @@
+"""The Kafka bridge: Kafka topic -> rate-limited Celery ingest queue (see ``consumer``)."""

@@ -1,0 +1,144 @@
+"""The dynamic ceiling: how many events the bridge gathers before it publishes a batch.
+
+The buffer notebook in the seeds wants a ceiling that follows the incoming rate instead of
+a fixed 50. Here: ceiling = smoothed rate x target interval, clamped to [min, max], so a
+batch leaves about every ``target_interval_s`` whatever the rate — one event per batch at
+night (nothing waits for company), a few hundred per batch at peak (few, large writes).
+
+Rules that keep it well-behaved:
+
+* the rate is an exponentially decayed count (a proper average for irregular arrivals,
+  which decays towards zero in silence instead of freezing at the last burst's value);
+* a new ceiling is applied only when a new batch starts, and only when it differs from the
+  current one by more than the hysteresis fraction (no flapping on noise);
+* a batch never waits longer than ``max_age_s`` (a ceiling set by a burst that stopped must
+  not hold the tail of the burst back), and never exceeds ``max_bytes``: a batch is flushed
+  *before* adding the message that would overflow it.
+
+Pure code: the clock is passed in, so every rule is tested with a fake clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class CeilingConfig:
+    target_interval_s: float = 5.0
+    half_life_s: float = 60.0
+    min_batch: int = 1
+    max_batch: int = 5000
+    max_age_s: float = 10.0
+    max_bytes: int = 4_000_000
+    hysteresis: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.min_batch <= self.max_batch):
+            raise ValueError("need 1 <= min_batch <= max_batch")
+        if self.target_interval_s <= 0 or self.half_life_s <= 0 or self.max_age_s <= 0:
+            raise ValueError("intervals must be > 0")
+        if not (0 <= self.hysteresis < 1):
+            raise ValueError("hysteresis must be in [0, 1)")
+
+
+class RateEstimator:
+    """Events per second as an exponentially decayed count of arrivals.
+
+    The estimate is Σ exp(-(now - tᵢ)/τ) / τ: for a steady rate r it converges to r, with
+    memory τ = half_life / ln 2.
+    """
+
+    def __init__(self, half_life_s: float) -> None:
+        self._tau = half_life_s / math.log(2)
+        self._mass = 0.0
+        self._at: float | None = None
+
+    def _decay_to(self, now: float) -> None:
+        if self._at is not None and now > self._at:
+            self._mass *= math.exp(-(now - self._at) / self._tau)
+        if self._at is None or now > self._at:
+            self._at = now
+
+    def observe(self, now: float, n: int = 1) -> None:
+        self._decay_to(now)
+        self._mass += n
+
+    def rate(self, now: float) -> float:
+        self._decay_to(now)
+        return self._mass / self._tau
+
+
+@dataclass
+class Batch(Generic[T]):
+    items: list[T] = field(default_factory=list)
+    nbytes: int = 0
+    started_at: float = 0.0
+    ceiling: int = 1
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class CeilingPolicy:
+    """Decides the ceiling of each batch and when a batch is due."""
+
+    def __init__(self, config: CeilingConfig) -> None:
+        self.config = config
+        self.rate = RateEstimator(config.half_life_s)
+        self.ceiling = config.min_batch
+
+    def target(self, now: float) -> int:
+        """The ceiling the current rate asks for, before hysteresis."""
+        c = self.config
+        wanted = round(self.rate.rate(now) * c.target_interval_s)
+        return max(c.min_batch, min(c.max_batch, wanted))
+
+    def next_ceiling(self, now: float) -> int:
+        """Ceiling for a batch that starts now (hysteresis applied)."""
+        wanted = self.target(now)
+        if abs(wanted - self.ceiling) > self.config.hysteresis * self.ceiling:
+            self.ceiling = wanted
+        return self.ceiling
+
+    def is_due(self, batch: Batch[T], now: float) -> bool:
+        return len(batch) > 0 and (len(batch) >= batch.ceiling or now - batch.started_at >= self.config.max_age_s)
+
+
+class Batcher(Generic[T]):
+    """Gathers items into batches under a :class:`CeilingPolicy`; returns batches to publish."""
+
+    def __init__(self, policy: CeilingPolicy) -> None:
+        self.policy = policy
+        self.current: Batch[T] = Batch()
+
+    def add(self, item: T, nbytes: int, now: float) -> list[Batch[T]]:
+        """Add one item; return the batches that became due (oldest first), possibly none."""
+        self.policy.rate.observe(now)
+        out: list[Batch[T]] = []
+        c = self.policy.config
+        if len(self.current) and self.current.nbytes + nbytes > c.max_bytes:
+            out.append(self._take())
+        if not len(self.current):
+            self.current = Batch(started_at=now, ceiling=self.policy.next_ceiling(now))
+        self.current.items.append(item)
+        self.current.nbytes += nbytes
+        if self.policy.is_due(self.current, now):
+            out.append(self._take())
+        return out
+
+    def due(self, now: float) -> Batch[T] | None:
+        """The current batch if its age says so (call on every poll, also when idle)."""
+        return self._take() if self.policy.is_due(self.current, now) else None
+
+    def drain(self) -> Batch[T] | None:
+        """Whatever is gathered, regardless of the ceiling (shutdown, rebalance)."""
+        return self._take() if len(self.current) else None
+
+    def _take(self) -> Batch[T]:
+        batch, self.current = self.current, Batch()
+        return batch

@@ -1,0 +1,69 @@
+"""Depth of a kombu queue on Redis, for the bridge's backpressure.
+
+kombu keeps one Redis list per priority (``q``, ``q\\x06\\x163``, ``q\\x06\\x166``,
+``q\\x06\\x169``); the depth is the sum of their lengths, read in one pipeline. Tasks a
+worker has already reserved sit in the ``unacked`` hash and are not counted. The probe
+reads at most once per ``interval_s`` and caches the answer, and it treats a Redis error as
+"too deep": pausing on an unknown depth is safe, publishing into it is not.
+
+The same round trip checks the exchange binding key: kombu silently drops a message whose
+binding (``_kombu.binding.<exchange>``) is missing (kombu#1063), e.g. after Redis lost its
+data; the bridge then declares the queue again before it publishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+log = logging.getLogger(__name__)
+
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+UNKNOWN_DEPTH = 2**62
+
+
+def priority_keys(queue: str) -> list[str]:
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
+@dataclass
+class DepthReading:
+    depth: int  # UNKNOWN_DEPTH when Redis did not answer
+    binding_ok: bool
+
+
+class QueueDepthProbe:
+    def __init__(self, client: redis.Redis, queue: str, exchange: str | None = None,
+                 interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._client = client
+        self._keys = priority_keys(queue)
+        self._binding_key = f"_kombu.binding.{exchange or queue}"
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last: DepthReading | None = None
+        self._read_at = float("-inf")
+
+    def read(self) -> DepthReading:
+        now = self._clock()
+        if self._last is not None and now - self._read_at < self._interval_s:
+            return self._last
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key in self._keys:
+                pipe.llen(key)
+            pipe.exists(self._binding_key)
+            *lengths, binding = pipe.execute()
+            reading = DepthReading(int(sum(lengths)), bool(binding))
+        except redis.RedisError as error:
+            log.warning("queue depth unknown, treating as too deep", extra={"error": str(error)})
+            reading = DepthReading(UNKNOWN_DEPTH, True)
+        self._last, self._read_at = reading, now
+        return reading
+
+    def invalidate(self) -> None:
+        self._last = None

@@ -1,0 +1,69 @@
+"""Publishing batches of points as ingest tasks, from one thread (the Celery app is not
+thread-safe, celery#4480).
+
+Redis gives no publisher confirm: a returned LPUSH is all we get, so a publish that raises
+leaves the batch with the caller, uncommitted, to be published again. The task id is
+deterministic (topic, partitions, first-last offsets) so a batch published twice is
+recognisable in Flower and in the logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from worker.events import Point, points_to_wire
+
+log = logging.getLogger(__name__)
+
+INGEST_TASK = "tasks.ingest.write_batch"
+RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1.0}
+
+
+class PublishError(RuntimeError):
+    """The broker did not take the batch; keep it and retry later."""
+
+
+def batch_task_id(topic: str, ranges: Iterable[tuple[int, int, int]]) -> str:
+    """``ingest:<topic>:p<partition>:<first>-<last>,…`` (hashed when it gets long)."""
+    spans = ",".join(f"p{p}:{first}-{last}" for p, first, last in sorted(ranges))
+    text = f"ingest:{topic}:{spans}"
+    if len(text) <= 150:
+        return text
+    return f"ingest:{topic}:h{hashlib.blake2b(spans.encode(), digest_size=12).hexdigest()}"
+
+
+class IngestPublisher:
+    def __init__(self, app: Celery, queue: str) -> None:
+        self.app = app
+        self.queue = queue
+
+    def declare(self) -> None:
+        """Declare the ingest queue and its exchange binding in Redis (kombu#1063)."""
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=3)
+                channel = conn.default_channel
+                for queue in self.app.amqp.queues.values():
+                    queue.bind(channel).declare()
+        except (OperationalError, OSError, redis.RedisError) as error:
+            raise PublishError(f"cannot declare queues: {error}") from error
+
+    def publish(self, points: list[Point], task_id: str) -> None:
+        try:
+            self.app.send_task(
+                INGEST_TASK,
+                args=[points_to_wire(points)],
+                task_id=task_id,
+                queue=self.queue,
+                routing_key=self.queue,
+                retry=True,
+                retry_policy=RETRY_POLICY,
+            )
+        except (OperationalError, OSError, redis.RedisError) as error:
+            raise PublishError(f"publish of {task_id} failed: {error}") from error

@@ -1,0 +1,1 @@
+"""PostgreSQL access shared by the store, the trend publisher and the CLI."""

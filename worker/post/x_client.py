@@ -1,0 +1,141 @@
+"""Posting to X (API v2, ``POST /2/tweets``) with tweepy, OAuth 1.0a user context.
+
+The X API is only ever reached through :class:`XPoster`. Tests point it at a local
+recorder with ``X_API_BASE_URL``: tweepy 4.x hard-codes ``"https://api.twitter.com" +
+route`` in a local variable of ``BaseClient.request`` and sends through the documented
+public attribute ``Client.session``, so the poster gives the client a ``requests.Session``
+subclass that rewrites that one origin. No tweepy code is copied or monkeypatched, and the
+OAuth 1.0a signature is computed over the URL that is actually requested.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import requests
+import tweepy
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The origin tweepy's BaseClient.request builds every v2 URL from.
+TWEEPY_API_ORIGIN = "https://api.twitter.com"
+DEFAULT_TIMEOUT_S = 30.0
+
+_CREDENTIALS = ("x_consumer_key", "x_consumer_secret", "x_access_token", "x_access_token_secret")
+
+
+class XPostError(RuntimeError):
+    """The X API accepted the request but its answer holds no tweet id.
+
+    HTTP errors are not wrapped: they surface as tweepy's own exceptions
+    (``tweepy.errors.Forbidden`` for a duplicate post or revoked app,
+    ``tweepy.errors.TooManyRequests`` with ``reset_time``, ...) so the caller can tell a
+    retryable failure from a permanent one.
+    """
+
+
+class _XApiSession(requests.Session):
+    """Session that gives every request a timeout and, for tests, another origin.
+
+    requests has no default timeout and tweepy passes none, so a stalled connection would
+    hang the posting worker for ever; the timeout is set here, where every tweepy request
+    passes. When ``base_url`` is set, a URL that does not start with tweepy's known origin
+    raises instead of being sent: should a tweepy upgrade change the origin, a test must
+    fail, never reach the real API.
+    """
+
+    def __init__(self, *, base_url: str | None, timeout_s: float) -> None:
+        super().__init__()
+        self._base_url = base_url
+        self._timeout_s = timeout_s
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        if self._base_url is not None:
+            url = url.decode() if isinstance(url, bytes) else url
+            if not url.startswith(TWEEPY_API_ORIGIN + "/"):
+                raise RuntimeError(
+                    f"refusing to rebase {url!r}: tweepy no longer builds URLs from "
+                    f"{TWEEPY_API_ORIGIN}; update TWEEPY_API_ORIGIN in {__name__}"
+                )
+            url = self._base_url + url[len(TWEEPY_API_ORIGIN) :]
+        kwargs.setdefault("timeout", self._timeout_s)
+        return super().request(method, url, *args, **kwargs)
+
+
+def _clean_base_url(base_url: str) -> str:
+    """``scheme://host[:port][/prefix]`` without trailing slash, validated when the poster
+    is built (a typo in the setting should fail loudly, not send to a wrong place)."""
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"X API base URL must be http(s)://host[:port], got {base_url!r}")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+class XPoster:
+    """Posts one text to X and returns the new post's id."""
+
+    def __init__(
+        self,
+        *,
+        consumer_key: str,
+        consumer_secret: str,
+        access_token: str,
+        access_token_secret: str,
+        api_base_url: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        # wait_on_rate_limit=False: tweepy would otherwise sleep up to 15 minutes inside
+        # the Celery task; a 429 is raised and the caller decides whether to retry.
+        self._client = tweepy.Client(
+            consumer_key=consumer_key,
+            consumer_secret=consumer_secret,
+            access_token=access_token,
+            access_token_secret=access_token_secret,
+            wait_on_rate_limit=False,
+        )
+        self._client.session = _XApiSession(
+            base_url=_clean_base_url(api_base_url) if api_base_url else None,
+            timeout_s=timeout_s,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> XPoster | None:
+        """The poster, or None when any of the four credentials is missing or blank.
+
+        None means "dry run": the caller logs the text instead of posting. A blank value
+        counts as missing because env files often carry ``X_ACCESS_TOKEN=`` placeholders.
+        Only the names of missing variables are logged, never values.
+        """
+        values = {name: (getattr(settings, name) or "").strip() for name in _CREDENTIALS}
+        missing = [name.upper() for name, value in values.items() if not value]
+        if missing:
+            names = ",".join(missing)
+            log.info("X credentials missing (%s): dry run", names, extra={"missing": names})
+            return None
+        return cls(
+            consumer_key=values["x_consumer_key"],
+            consumer_secret=values["x_consumer_secret"],
+            access_token=values["x_access_token"],
+            access_token_secret=values["x_access_token_secret"],
+            api_base_url=settings.x_api_base_url,
+        )
+
+    def post(self, text: str) -> str:
+        """Create a post with ``text``; return its id.
+
+        tweepy's HTTP exceptions (``tweepy.errors.HTTPException`` subclasses) and requests'
+        connection errors propagate unchanged: swallowing them would record the day as
+        posted when nothing was posted.
+        """
+        response = self._client.create_tweet(text=text, user_auth=True)
+        data = getattr(response, "data", None)
+        tweet_id = data.get("id") if isinstance(data, dict) else None
+        if not tweet_id:
+            raise XPostError(f"X API answer without a post id: {response!r}")
+        log.info("posted to X", extra={"tweet_id": str(tweet_id)})
+        return str(tweet_id)

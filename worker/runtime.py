@@ -1,0 +1,35 @@
+"""Per-process resources of a worker: created lazily, after Celery's fork.
+
+A database connection or a Kafka producer created before the prefork pool forks would be
+shared by the children and corrupted; creating them on first use inside the child avoids
+that, and a failed connection is simply reopened on the next task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import lru_cache
+
+from worker.deadletter import DeadLetterWriter
+from worker.settings import get_settings
+from worker.store import EventStore, open_store
+
+
+@lru_cache(maxsize=1)
+def event_store() -> EventStore:
+    return open_store(get_settings())
+
+
+@lru_cache(maxsize=1)
+def dead_letters() -> DeadLetterWriter:
+    settings = get_settings()
+    return DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic)
+
+
+def reset() -> None:
+    """Forget the cached resources (tests switch settings between cases)."""
+    for cached in (event_store, dead_letters):
+        if cached.cache_info().currsize:
+            with contextlib.suppress(Exception):  # closing a broken resource is best effort
+                cached().close()
+        cached.cache_clear()

@@ -1,0 +1,18 @@
+"""Event stores behind one port; :func:`open_store` picks the backend from settings."""
+
+from __future__ import annotations
+
+from worker.settings import Settings
+from worker.store.base import EventStore, StoreUnavailable
+
+__all__ = ["EventStore", "StoreUnavailable", "open_store"]
+
+
+def open_store(settings: Settings) -> EventStore:
+    if settings.event_store == "influxdb":
+        from worker.store.influx import InfluxStore
+
+        return InfluxStore.from_settings(settings)
+    from worker.store.postgres import PostgresStore
+
+    return PostgresStore.from_settings(settings)

@@ -1,0 +1,1 @@
+"""Trend computation: the vectorized math (``math``) and, beside it, the publishing side."""
