@@ -23,6 +23,10 @@ broker_connection_retry_on_startup = True
 # (celery#4296), so the bridge keeps its batch, does not commit, and retries.
 _transport = {
     "visibility_timeout": _s.visibility_timeout_s,  # above the longest task / retry wait
+    # Sweep for messages of dead workers (unacked past the visibility timeout) every
+    # min(10 s, timeout) instead of kombu's default ~100 s (interval x throttle 10).
+    "unacked_restore_interval": min(10, _s.visibility_timeout_s),
+    "unacked_restore_throttle": 1,
     "socket_timeout": 5,
     "socket_connect_timeout": 5,
     "max_retries": 3,

@@ -8,29 +8,30 @@ even that write fails, the task keeps retrying: nothing is ever dropped.
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 from celery import Task
-from celery.utils.time import get_exponential_backoff_interval
 
 from worker.app import app
 from worker.deadletter import DeadLetterError, batch_letter
-from worker.events import InvalidEvent, points_from_wire
+from worker.events import InvalidEvent, points_from_wire, points_to_wire
 from worker.runtime import dead_letters, event_store
 from worker.settings import get_settings
-from worker.store import StoreUnavailable
+from worker.store import StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
-def _countdown(retries: int) -> int:
+def _countdown(retries: int) -> float:
+    """Exponential backoff with full jitter (Celery's helper only takes whole seconds).
+
+    Full jitter spreads the retries of many batches that failed together, so a store that
+    comes back is not hit by all of them in the same second.
+    """
     settings = get_settings()
-    return get_exponential_backoff_interval(
-        factor=settings.ingest_retry_backoff_s,
-        retries=retries,
-        maximum=settings.ingest_retry_backoff_max_s,
-        full_jitter=True,
-    )
+    ceiling = min(settings.ingest_retry_backoff_max_s, settings.ingest_retry_backoff_s * 2**retries)
+    return random.uniform(0, ceiling)
 
 
 @app.task(bind=True, name="tasks.ingest.write_batch", max_retries=None, acks_late=True,
@@ -57,6 +58,11 @@ def write_batch(self: Task, points: list[list[Any]]) -> dict[str, int]:
             "task_id": self.request.id, "retry": retries + 1, "countdown_s": countdown,
             "events": len(batch), "error": str(error)[:300]})
         raise self.retry(exc=error, countdown=countdown) from None
+    except StoreRejected as error:
+        # The store wrote what it could and refused the rest as invalid: retrying cannot
+        # help, so the refused points go to the dead letters with the store's reason.
+        _dead_letter(self, points_to_wire(error.rejected), f"store rejected: {error}", retries)
+        return {"written": len(batch) - len(error.rejected), "dead_lettered": len(error.rejected)}
     log.info("batch written", extra={"task_id": self.request.id, "events": len(batch),
                                       "retries": retries})
     return {"written": len(batch), "dead_lettered": 0}

@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -153,5 +152,14 @@ def spawn(tmp_path: Path) -> Iterator[object]:
             proc.wait()
 
 
-CELERY = [sys.executable, "-m", "celery", "-A", "worker.app"]
-AGGREGATOR = [sys.executable, "-m", "worker.cli"]
+
+@pytest.fixture(autouse=True)
+def _celery_app_on_test_redis(request: pytest.FixtureRequest) -> None:
+    """Point the test process's Celery app at the session Redis (when the test uses it)."""
+    if "redis_url" not in request.fixturenames:
+        return
+    url = request.getfixturevalue("redis_url")
+    from worker.app import app
+
+    app.conf.broker_url = url
+    app.conf.result_backend = url

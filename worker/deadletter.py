@@ -143,39 +143,43 @@ class DeadLetterReader:
             return []
         return [TopicPartition(self.topic, p) for p in sorted(metadata.partitions)]
 
-    def read(self, *, pending_only: bool = True) -> Iterator[tuple[TopicPartition, DeadLetter | None]]:
-        """Yield (position, letter) up to the end seen at the start; None for an unreadable record."""
+    def read(self, *, pending_only: bool = True,
+             idle_s: float = 1.0) -> Iterator[tuple[TopicPartition, DeadLetter | None]]:
+        """Yield (position, letter) until the topic has nothing more; None for an unreadable record.
+
+        The high watermark is only a lower bound of the end here: the end is reached when every
+        partition is past its watermark and the broker stays quiet for ``idle_s`` (some
+        Kafka-API brokers, Tansu among them, report the watermark per record batch).
+        """
         partitions = self._partitions()
         if not partitions:
             return
         starts = self._consumer.committed(partitions, timeout=10) if pending_only else partitions
-        ends: dict[int, int] = {}
+        behind: dict[int, int] = {}
         assignment = []
         for tp in starts:
             low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
             start = tp.offset if pending_only and tp.offset >= 0 else low
+            assignment.append(TopicPartition(self.topic, tp.partition, start if start >= 0 else OFFSET_BEGINNING))
             if start < high:
-                ends[tp.partition] = high
-                assignment.append(TopicPartition(self.topic, tp.partition, start if start >= 0 else OFFSET_BEGINNING))
-        if not assignment:
-            return
+                behind[tp.partition] = high
         self._consumer.assign(assignment)
-        while ends:
-            msg = self._consumer.poll(5.0)
+        while True:
+            msg = self._consumer.poll(idle_s if not behind else 10.0)
             if msg is None:
-                raise DeadLetterError(f"timed out reading {self.topic!r} before its end")
+                if behind:
+                    raise DeadLetterError(f"timed out reading {self.topic!r} before its end")
+                return
             if msg.error():
                 raise KafkaException(msg.error())
             partition, offset = msg.partition(), msg.offset()
-            if partition not in ends or offset >= ends[partition]:
-                continue
+            if offset + 1 >= behind.get(partition, 0):
+                behind.pop(partition, None)
             try:
                 letter: DeadLetter | None = _decoder.decode(msg.value())
             except msgspec.DecodeError:
                 letter = None
             yield TopicPartition(self.topic, partition, offset + 1), letter
-            if offset + 1 >= ends[partition]:
-                del ends[partition]
 
     def commit(self, positions: Sequence[TopicPartition]) -> None:
         """Move the replay cursor (synchronously: this is a CLI, not a rebalance callback)."""

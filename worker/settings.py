@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     result_backend_url: str | None = None  # defaults to redis_url
     # Unacked messages are redelivered after this; keep it above the longest task, the
     # longest retry countdown and the trend chord (NOTES: celery#5935).
-    visibility_timeout_s: int = Field(7200, ge=60)
+    visibility_timeout_s: int = Field(7200, ge=1)
 
     # --- Kafka --------------------------------------------------------------------------
     kafka_bootstrap_servers: str = "127.0.0.1:9092"

@@ -137,8 +137,10 @@ async function main() {
     if (!isValid && errors.length === 0) errors.push('invalid (the compiler gave no message)');
     results.push({ valid: isValid && errors.length === 0, errors, strings, regexes });
   }
-  process.stdout.write(JSON.stringify(results));
-  process.exit(0); // the language server's run() promise would keep node alive
+  // Exit only once the answer is flushed: stdout to a pipe is asynchronous in node, and
+  // exiting right after write() cuts the output at 64 KiB. Exit at all because the
+  // language server's run() promise would keep node alive.
+  process.stdout.write(JSON.stringify(results), () => process.exit(0));
 }
 
 main().catch((error) => die(3, error?.stack ?? String(error)));

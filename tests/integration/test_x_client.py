@@ -69,9 +69,7 @@ def _handler_for(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
 
         def _handle(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            recorder.requests.append(
-                Recorded(self.command, self.path, dict(self.headers.items()), body)
-            )
+            recorder.requests.append(Recorded(self.command, self.path, dict(self.headers.items()), body))
             recorder.received.set()
             if recorder.hold:
                 recorder.release.wait(10)
@@ -148,9 +146,7 @@ def _poster(recorder: Recorder) -> XPoster:
 def _text() -> str:
     text = compose_post(
         [
-            Paper(
-                "10.1/a", "Überblick über die Ausbreitung von SARS-CoV-2 in Pflegeheimen", "Müller"
-            ),
+            Paper("10.1/a", "Überblick über die Ausbreitung von SARS-CoV-2 in Pflegeheimen", "Müller"),
             Paper("10.1/b", "新型コロナウイルス感染症の疫学", "田中"),
             Paper("10.1/c", "Masks 😷 and ventilation", None),
         ],

@@ -149,13 +149,9 @@ def test_all_titles_shrink_together_until_the_post_fits() -> None:
     title = "one two three four five six seven eight nine ten eleven twelve"
     text = compose_post([paper(title, name) for name in names], LINK)
     assert text is not None
-    with_40 = "\n".join(
-        [HEADER, *[f"{i}. {names[0]} et al. {cut_text(title, 40)}" for i in (1, 2, 3)], LINK]
-    )
+    with_40 = "\n".join([HEADER, *[f"{i}. {names[0]} et al. {cut_text(title, 40)}" for i in (1, 2, 3)], LINK])
     assert weighted_length(with_40) > 280
-    assert text.splitlines()[1:-1] == [
-        f"{i}. {names[0]} et al. one two three four five six (...)" for i in (1, 2, 3)
-    ]
+    assert text.splitlines()[1:-1] == [f"{i}. {names[0]} et al. one two three four five six (...)" for i in (1, 2, 3)]
     assert weighted_length(text) <= 280
 
 
@@ -316,9 +312,7 @@ def _line_is_rendering_of(line: str, number: int, item: Paper) -> bool:
     start = body.find(marker)
     while start != -1:  # a name may itself contain " et al.": try every split
         shown_name, rest = body[:start], body[start + len(marker) :]
-        if _is_cut_of(shown_name, name) and (
-            rest == "" or (rest.startswith(" ") and _is_cut_of(rest[1:], title))
-        ):
+        if _is_cut_of(shown_name, name) and (rest == "" or (rest.startswith(" ") and _is_cut_of(rest[1:], title))):
             return True
         start = body.find(marker, start + 1)
     return False

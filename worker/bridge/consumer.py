@@ -142,7 +142,7 @@ class Bridge:
     def step(self) -> None:
         now = self.clock()
         if now >= self._blocked_until:
-            self._flush_downstream()
+            self._flush_downstream(gated=True)
         self._update_pause(now)
         messages = self.consumer.consume(num_messages=500, timeout=self.settings.bridge_poll_timeout_s)
         now = self.clock()
@@ -176,14 +176,19 @@ class Bridge:
         self.ready.extend(self.batcher.add(Entry(partition, offset, point), nbytes, now))
 
     # -- downstream: dead letters first, then batches, in order ------------------------------
-    def _flush_downstream(self) -> bool:
-        """Write pending dead letters, then publish ready batches; False on a failure."""
+    def _over_high_watermark(self) -> bool:
+        return self.probe.read().depth >= self.settings.bridge_queue_high_watermark
+
+    def _flush_downstream(self, *, gated: bool = False) -> bool:
+        """Write pending dead letters, then publish ready batches in order (unless the queue
+        is too deep: then they wait, and so does everything behind them); False on a failure.
+        """
         try:
             if self.pending_letters:
                 self.dead_letters.write([letter for _, letter in self.pending_letters])
                 self.stats.dead_lettered += len(self.pending_letters)
                 self.pending_letters.clear()
-            while self.ready:
+            while self.ready and not (gated and self._over_high_watermark()):
                 self._publish(self.ready[0])
                 self.ready.popleft()
         except (PublishError, DeadLetterError) as error:
@@ -211,6 +216,7 @@ class Bridge:
                 self.probe.invalidate()
             task_id = batch_task_id(self.topic, [(p, a, b) for p, (a, b) in ranges.items()])
             self.publisher.publish(points, task_id)
+            self.probe.note_published()
             self.stats.published_batches += 1
             self.stats.published_events += len(points)
             log.debug("batch published", extra={"task_id": task_id, "events": len(points),
@@ -236,9 +242,10 @@ class Bridge:
             self._backpressure = True
         elif reading.depth <= s.bridge_queue_low_watermark:
             self._backpressure = False
-        blocked = now < self._blocked_until or bool(self.ready) or bool(self.pending_letters)
-        # A stopping bridge takes nothing more; what it holds is flushed by _shutdown.
-        want_pause = self._backpressure or blocked or self._stopping
+        # Ready batches held back by backpressure are covered by the watermark itself; only a
+        # failing downstream blocks on its own. Pausing is not free (librdkafka drops its
+        # prefetch), so it is never done per batch.
+        want_pause = self._backpressure or now < self._blocked_until
         policy = self.batcher.policy
         self.stats.ceiling = policy.ceiling
         self.stats.rate_per_s = policy.rate.rate(now)

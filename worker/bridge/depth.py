@@ -65,5 +65,11 @@ class QueueDepthProbe:
         self._last, self._read_at = reading, now
         return reading
 
+    def note_published(self, n: int = 1) -> None:
+        """Count our own publishes into the cached depth, so a burst cannot overshoot the
+        high watermark between two reads."""
+        if self._last is not None and self._last.depth != UNKNOWN_DEPTH:
+            self._last = DepthReading(self._last.depth + n, self._last.binding_ok)
+
     def invalidate(self) -> None:
         self._last = None

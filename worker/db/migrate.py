@@ -15,10 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def _yoyo_uri(dsn: str) -> str:
-    # yoyo picks its driver from the scheme; psycopg2 is the one we ship.
-    for prefix in ("postgresql://", "postgres://"):
-        if dsn.startswith(prefix):
-            return "postgresql+psycopg2://" + dsn[len(prefix):]
+    # yoyo's "postgresql" scheme is its psycopg2 backend, the driver we ship.
+    if dsn.startswith("postgres://"):
+        return "postgresql://" + dsn[len("postgres://"):]
     return dsn
 
 

@@ -163,10 +163,7 @@ def _line(number: int, name: str | None, title: str | None) -> str:
 def _attempts(papers: Sequence[tuple[str | None, str]]) -> Iterator[list[str]]:
     """Paper lines of each attempt, from the most to the least informative."""
     for max_chars in CUT_LENGTHS:
-        yield [
-            _line(number, name, cut_text(title, max_chars))
-            for number, (name, title) in enumerate(papers, start=1)
-        ]
+        yield [_line(number, name, cut_text(title, max_chars)) for number, (name, title) in enumerate(papers, start=1)]
 
     shortest = CUT_LENGTHS[-1]
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from worker.settings import Settings
-from worker.store.base import EventStore, StoreUnavailable
+from worker.store.base import EventStore, StoreRejected, StoreUnavailable
 
-__all__ = ["EventStore", "StoreUnavailable", "open_store"]
+__all__ = ["EventStore", "StoreRejected", "StoreUnavailable", "open_store"]
 
 
 def open_store(settings: Settings) -> EventStore:

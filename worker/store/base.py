@@ -17,6 +17,19 @@ class StoreUnavailable(RuntimeError):
     """The store could not be reached or refused the write; the caller should retry."""
 
 
+class StoreRejected(RuntimeError):
+    """InfluxDB refused the request as invalid; retrying the same request cannot succeed.
+
+    ``rejected`` holds the points of a write that were refused (all points of a chunk the
+    server refused: it does not say which line was wrong), so the caller can dead-letter
+    them; the other points of the batch have been written.
+    """
+
+    def __init__(self, message: str, rejected: Sequence[Point] = ()) -> None:
+        super().__init__(message)
+        self.rejected: list[Point] = list(rejected)
+
+
 @runtime_checkable
 class EventStore(Protocol):
     name: str

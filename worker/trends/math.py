@@ -1,11 +1,11 @@
 """Trend math for many DOIs at once (SPEC §4): pure numpy, no I/O.
 
 A trend run scores thousands of DOIs; doing that one DOI at a time in Python (pandas per
-DOI, ``pymannkendall`` per series, ``statsmodels`` Holt per series) manages a few hundred
-rows per second. Here every quantity is computed for all DOIs of a chunk in one array
-operation. The only Python loops run over the *time* axis (at most ``windows`` steps),
-over the Holt parameter grid (inside one array), or over fixed-size chunks of DOIs (to
-bound memory), never over DOIs one by one.
+DOI, ``pymannkendall`` per series, ``statsmodels`` Holt per series) manages a few dozen
+rows per second (the Holt fit alone takes ~25 ms; see ``bench/trend_math.py``). Here
+every quantity is computed for all DOIs of a chunk in one array operation. The only
+Python loops run over the *time* axis (at most ``windows`` steps), over fixed-size chunks
+of DOIs (to bound memory) and over the terms of a series, never over DOIs one by one.
 
 Two stages, so a store may do the first in its database:
 
@@ -76,17 +76,19 @@ mk_trend, mk_p
     Mann–Kendall test as ``pymannkendall.original_test(series, alpha=0.05)``:
     ``S = Σ_{i<j} sign(x_j − x_i)``; ``var_S = (n(n−1)(2n+5) − Σ_ties t(t−1)(2t+5)) / 18``;
     ``z = (S − 1)/√var_S`` for ``S > 0``, ``(S + 1)/√var_S`` for ``S < 0``, 0 for ``S = 0``;
-    ``p = 2·(1 − Φ(|z|))`` (evaluated like scipy's ``ndtr``, so it agrees to ~1e-16 and is
-    0.0 wherever pymannkendall's is); ``'increasing'``/``'decreasing'`` when
-    ``|z| > Φ⁻¹(0.975)`` and the sign of ``z`` says so, else ``'no trend'``.
+    ``p = 2·(1 − Φ(|z|))`` (evaluated like scipy's ``ndtr`` but in numpy: it agrees with
+    pymannkendall to ~1e-15 absolute and is 0.0 wherever pymannkendall's is);
+    ``'increasing'``/``'decreasing'`` when ``|z| > Φ⁻¹(0.975)`` and the sign of ``z``
+    says so, else ``'no trend'``.
     A constant series (e.g. all zeros) has ``S = var_S = 0``: ``z = 0``, ``p = 1``,
     ``'no trend'``.
 
 Degenerate cases (no NaN or infinity ever leaves this module)
     * A DOI without events: ``count = 0``, every mean and sum 0, ``score = 0``, an
       all-zero series.
-    * An all-zero (or constant ``c``) series: ``stddev = 0``, ``ema = kama = c``,
-      ``ker = 0``, ``projected_change = c``, ``trending = 0``, ``'no trend'``, ``p = 1``.
+    * An all-zero (or constant ``c``) series: ``stddev = 0``, ``kama = c``, ``ema = c``
+      (to rounding), ``ker = 0``, ``projected_change = c``, ``trending = 0``,
+      ``'no trend'``, ``p = 1``.
     * A single window: ``stddev = 0``, ``ker = 0``, ``kama = ema = projected_change = x_0``,
       ``trending = 0``, ``'no trend'``, ``p = 1``.
     * Non-finite inputs are rejected with :class:`ValueError` (a NaN would silently poison
@@ -96,6 +98,7 @@ Degenerate cases (no NaN or infinity ever leaves this module)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -310,9 +313,7 @@ def window_series(
     return series.astype(np.float64).reshape(n_dois, windows)
 
 
-def _validated_events(
-    cols: EventColumns, n_dois: int
-) -> tuple[NDArray[np.int64], dict[str, FloatArray]]:
+def _validated_events(cols: EventColumns, n_dois: int) -> tuple[NDArray[np.int64], dict[str, FloatArray]]:
     if n_dois < 0:
         raise ValueError(f"n_dois must be >= 0, got {n_dois}")
     doi_index = np.asarray(cols.doi_index)
@@ -330,9 +331,7 @@ def _validated_events(
             continue
         column = np.asarray(getattr(cols, field.name), dtype=np.float64)
         if column.shape != (n_events,):
-            raise ValueError(
-                f"column {field.name!r} has shape {column.shape}, expected ({n_events},)"
-            )
+            raise ValueError(f"column {field.name!r} has shape {column.shape}, expected ({n_events},)")
         if not np.isfinite(column).all():
             raise ValueError(f"column {field.name!r} contains NaN or infinity")
         values[field.name] = column
@@ -402,7 +401,7 @@ def compute_trends(agg: Aggregates, duration: Duration) -> TrendColumns:
     )
 
 
-def rows(dois: list[str] | tuple[str, ...], cols: TrendColumns) -> list[dict[str, Any]]:
+def rows(dois: Sequence[str], cols: TrendColumns) -> list[dict[str, Any]]:
     """One dict per DOI: ``{"doi": ..., <TREND_COLUMNS>...}`` with plain Python values.
 
     Plain ``float``/``int``/``str`` (via ``tolist``), because the rows travel as JSON
@@ -420,14 +419,11 @@ def rows(dois: list[str] | tuple[str, ...], cols: TrendColumns) -> list[dict[str
     ]
 
 
-def _validated_aggregates(
-    agg: Aggregates, duration: Duration
-) -> tuple[dict[str, FloatArray], FloatArray]:
+def _validated_aggregates(agg: Aggregates, duration: Duration) -> tuple[dict[str, FloatArray], FloatArray]:
     series = np.asarray(agg.series, dtype=np.float64)
     if series.ndim != 2 or series.shape[1] != duration.windows:
         raise ValueError(
-            f"series has shape {series.shape}, expected (n_dois, {duration.windows}) "
-            f"for duration {duration.name!r}"
+            f"series has shape {series.shape}, expected (n_dois, {duration.windows}) for duration {duration.name!r}"
         )
     n = series.shape[0]
     sums: dict[str, FloatArray] = {}
@@ -565,9 +561,7 @@ def pairwise_statistics(x: FloatArray) -> tuple[FloatArray, FloatArray, FloatArr
         np.subtract(x[:, lag:], x[:, :-lag], out=difference[:, block])
         blocks.append((lag, block))
         offset = block.stop
-    s = (
-        np.count_nonzero(difference > 0.0, axis=1) - np.count_nonzero(difference < 0.0, axis=1)
-    ).astype(np.float64)
+    s = (np.count_nonzero(difference > 0.0, axis=1) - np.count_nonzero(difference < 0.0, axis=1)).astype(np.float64)
     for lag, block in blocks[1:]:
         difference[:, block] /= lag
     slope = _median_rows(difference)
@@ -610,7 +604,8 @@ def two_sided_p(z: FloatArray) -> FloatArray:
 
     ``ndtr(a)`` is ``0.5 + 0.5·erf(a/√2)`` for ``|a| < 1`` and ``1 − 0.5·erfc(a/√2)``
     otherwise; the same expressions here make the p-values agree with pymannkendall to
-    about 1e-16 (including the 0.0 it returns beyond ``|z| ≈ 8.3``).
+    about 1e-15 absolute (including the 0.0 it returns beyond ``|z| ≈ 8.3``), without
+    making scipy a dependency of the worker's math.
     """
     x = np.abs(z) / np.sqrt(2.0)
     near = x < np.sqrt(0.5)

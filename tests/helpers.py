@@ -1,0 +1,76 @@
+"""Helpers shared by the integration and end-to-end tests (real processes, real services)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg2
+from confluent_kafka import Consumer, TopicPartition
+
+from worker.devstack.services import wait_until
+
+CELERY = [sys.executable, "-m", "celery", "-A", "worker.app"]
+AGGREGATOR = [sys.executable, "-m", "worker.cli"]
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Await a state another process produces (a row count, a log line, a queue length)."""
+    wait_until(check, timeout, what)
+
+
+def count_events(dsn: str) -> int:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM discussion_event")
+        return int(cur.fetchone()[0])
+
+
+def log_text(proc: subprocess.Popen) -> str:
+    return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+
+def start_worker(spawn: Callable, env: dict[str, str], queue: str = "ingest", concurrency: int = 1,
+                 name: str | None = None) -> subprocess.Popen:
+    """A real Celery worker process; returns once it answers a ping."""
+    from worker.app import app
+
+    node = f"{name or queue}-{uuid.uuid4().hex[:6]}@localhost"
+    proc = spawn([*CELERY, "worker", "-Q", queue, "-c", str(concurrency), "-n", node, "-l", "info",
+                  "--without-mingle", "--without-gossip"], env, node.split("@")[0])
+    wait_for(lambda: bool(app.control.ping(destination=[node], timeout=0.5)) or _dead(proc), 60,
+             f"celery worker {node}")
+    assert proc.poll() is None, log_text(proc)[-3000:]
+    proc.node = node  # type: ignore[attr-defined]
+    return proc
+
+
+def _dead(proc: subprocess.Popen) -> bool:
+    return proc.poll() is not None
+
+
+def committed_total(bootstrap: str, group: str, topic: str, partitions: int = 2) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        got = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in got)
+    finally:
+        consumer.close()
+
+
+def queued_points(redis_url: str, queue: str = "ingest") -> int:
+    """Events waiting in the ingest queue (sum over the queued tasks' batches)."""
+    import base64
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    total = 0
+    for raw in client.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        body = json.loads(base64.b64decode(message["body"]))
+        total += len(body[0][0])
+    return total

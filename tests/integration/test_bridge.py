@@ -1,0 +1,97 @@
+"""The bridge against a real broker (Tansu) and Redis: backpressure, SIGTERM, dead letters."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import redis
+from confluent_kafka import Producer
+from helpers import AGGREGATOR, committed_total, count_events, log_text, queued_points, start_worker, wait_for
+
+from worker.deadletter import DeadLetterReader
+from worker.demo import demo_events
+
+pytestmark = pytest.mark.integration
+
+
+def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for payload in payloads:
+        producer.produce(topic, payload)
+    assert producer.flush(30) == 0
+
+
+FIXED_BATCHES = {"BRIDGE_MIN_BATCH": "10", "BRIDGE_MAX_BATCH": "10", "BRIDGE_QUEUE_HIGH_WATERMARK": "2",
+                 "BRIDGE_QUEUE_LOW_WATERMARK": "0", "BRIDGE_DEPTH_CHECK_INTERVAL_S": "0.2"}
+
+
+def test_backpressure_pauses_and_resumes(env: dict[str, str], spawn) -> None:
+    env = {**env, **FIXED_BATCHES}
+    # More than one consume() call takes (500): part of the backlog must stay in Kafka.
+    produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC"], list(demo_events(1500, 10, seed=3)))
+    bridge = spawn([*AGGREGATOR, "bridge"], env, "bridge")
+    wait_for(lambda: "msg=paused" in log_text(bridge), 60, "bridge paused")
+    r = redis.Redis.from_url(env["REDIS_URL"])
+    assert r.llen("ingest") == 2  # exactly the high watermark: nothing more was published
+    assert queued_points(env["REDIS_URL"]) == 20
+    assert committed_total(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_GROUP_ID"], env["KAFKA_TOPIC"]) <= 20
+    start_worker(spawn, env)
+    wait_for(lambda: "msg=resumed" in log_text(bridge), 60, "bridge resumed")
+    wait_for(lambda: count_events(env["POSTGRES_DSN"]) == 1500, 90, "all 1500 stored after resuming")
+    wait_for(lambda: committed_total(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_GROUP_ID"],
+                                     env["KAFKA_TOPIC"]) == 1500, 30, "offsets committed")
+
+
+def test_sigterm_commits_what_was_published_and_no_more(env: dict[str, str], spawn) -> None:
+    env = {**env, **FIXED_BATCHES, "BRIDGE_SHUTDOWN_DEADLINE_S": "2"}
+    produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC"], list(demo_events(200, 10, seed=4)))
+    bridge = spawn([*AGGREGATOR, "bridge"], env, "bridge")
+    wait_for(lambda: "msg=paused" in log_text(bridge), 60, "bridge paused with batches held")
+    r = redis.Redis.from_url(env["REDIS_URL"])
+    r.execute_command("CLIENT", "PAUSE", "60000", "WRITE")  # the broker stops taking publishes
+    try:
+        bridge.send_signal(signal.SIGTERM)
+        assert bridge.wait(60) == 0, log_text(bridge)[-3000:]
+    finally:
+        r.execute_command("CLIENT", "UNPAUSE")
+    published = queued_points(env["REDIS_URL"])
+    committed = committed_total(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_GROUP_ID"], env["KAFKA_TOPIC"])
+    assert published == 20
+    assert committed == published
+
+
+def test_invalid_events_are_dead_lettered_and_replayed(env: dict[str, str], spawn) -> None:
+    good = list(demo_events(50, 5, seed=5))
+    broken = json.loads(good[0])
+    del broken["subj"]["processed"]["score"]
+    bad = [b"{not json", json.dumps(broken).encode()]
+    produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC"], [*good, *bad])
+    start_worker(spawn, env)
+    bridge = spawn([*AGGREGATOR, "bridge"], env, "bridge")
+    wait_for(lambda: count_events(env["POSTGRES_DSN"]) == 50, 60, "valid events stored")
+    wait_for(lambda: committed_total(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_GROUP_ID"],
+                                     env["KAFKA_TOPIC"]) == 52, 30, "invalid events committed past")
+    bridge.send_signal(signal.SIGTERM)
+    bridge.wait(30)
+    reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], env["KAFKA_GROUP_ID"])
+    letters = sorted((letter.reason for _, letter in reader.read()), key=len)
+    reader.close()
+    assert len(letters) == 2
+    assert any("not valid JSON" in reason for reason in letters)
+    assert any("missing required field `score`" in reason for reason in letters)
+
+    import subprocess
+
+    listing = subprocess.run([*AGGREGATOR, "dlq", "list"], env={**__import__("os").environ, **env},
+                             capture_output=True, text=True, check=True)
+    assert "2 dead letter(s) pending replay" in listing.stderr
+    assert "missing required field `score`" in listing.stdout
+    replayed = subprocess.run([*AGGREGATOR, "dlq", "replay"], env={**__import__("os").environ, **env},
+                              capture_output=True, text=True, check=True)
+    report = json.loads(replayed.stdout.strip().splitlines()[-1])
+    assert report["read"] == 2 and report["still_invalid"] == 2  # still broken: dead-lettered again
+    listing = subprocess.run([*AGGREGATOR, "dlq", "list"], env={**__import__("os").environ, **env},
+                             capture_output=True, text=True, check=True)
+    assert "2 dead letter(s) pending replay" in listing.stderr and "attempt=2" in listing.stdout

@@ -1,0 +1,329 @@
+"""Every Flux text the product sends passes the real Flux compiler; literals round-trip.
+
+The compiler is libflux (wasm, run by node through ``tests/flux_compiler.py``); all sources
+go through ONE node process per test session (module-scoped fixture), which keeps this
+file at a couple of seconds.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from tests.flux_compiler import FluxCompilerMissing, FluxResult, check_flux
+from worker.durations import DEFAULT_DURATIONS, Duration
+from worker.store import flux
+from worker.store.influx import _fill_trend_inputs
+from worker.trends.math import window_series
+
+NOW_NS = 1_620_131_696_123_456_789
+BUCKET = "discussions"
+
+AWKWARD_DOIS: list[str] = [
+    "10.1101/2021.04.01.123456",
+    "10.1000/xyz(123)abc",
+    '10.1000/quote"in"doi',
+    "10.1000/back\\slash",
+    "10.1000/dollar${injected}",
+    "10.1000/$\\\"",
+    "10.1000/a b,c=d",
+    "10.1000/é-ünïcode-漢字",
+    "10.1000/new\nline\ttab\rcr",
+    "10.1000/[brackets]{braces}^$.*+?|",
+    '") |> drop(columns: ["doi"]) //',
+    "10.1000/ctrl\x01\x7f",
+    "10.1000/\\/slashes//",
+]
+
+
+def _sources() -> dict[str, str]:
+    sources: dict[str, str] = {}
+    for i, doi in enumerate(AWKWARD_DOIS):
+        sources[f"read_events[{i}]"] = flux.read_events_query(BUCKET, doi, NOW_NS - 10**12, NOW_NS)
+    sources["count_per_doi"] = flux.count_per_doi_query(BUCKET, 0, NOW_NS)
+    chunk = [f"10.5555/chunk.{i}" for i in range(200)]
+    for duration in DEFAULT_DURATIONS:
+        sources[f"qualifying[{duration.name}]"] = flux.qualifying_dois_query(
+            BUCKET, duration, NOW_NS
+        )
+        sources[f"trend_inputs[{duration.name},awkward]"] = flux.trend_inputs_query(
+            BUCKET, duration, NOW_NS, AWKWARD_DOIS
+        )
+        sources[f"trend_inputs[{duration.name},200]"] = flux.trend_inputs_query(
+            BUCKET, duration, NOW_NS, chunk
+        )
+    sources["downsample_task"] = flux.downsample_task(BUCKET)
+    sources["downsample_task[odd bucket]"] = flux.downsample_task('my "events" $bucket')
+    return sources
+
+
+SOURCES = _sources()
+
+
+@pytest.fixture(scope="module")
+def compiled() -> dict[str, FluxResult]:
+    names = list(SOURCES)
+    return dict(zip(names, check_flux([SOURCES[n] for n in names]), strict=True))
+
+
+# --------------------------------------------------------------------------- the check itself
+
+
+def test_the_compiler_rejects_an_unknown_function_and_a_wrong_argument_type() -> None:
+    unknown, wrong_type, both, fine = check_flux(
+        [
+            'from(bucket: "b") |> range(start: -1h) |> frobnicate()',
+            "from(bucket: 42) |> range(start: -1h)",
+            'import "math"\nfrom(bucket: 1) |> range(start: -1h) |> nosuch(x: math.exp(x: "e"))',
+            'from(bucket: "b") |> range(start: -1h)',
+        ]
+    )
+    assert not unknown.valid
+    assert any("frobnicate" in e for e in unknown.errors), unknown.errors
+    assert not wrong_type.valid
+    assert any("expected string but found int" in e for e in wrong_type.errors), wrong_type.errors
+    assert not both.valid and len(both.errors) >= 2, both.errors
+    assert fine.valid and fine.errors == []
+
+
+def test_a_syntax_error_is_invalid() -> None:
+    (result,) = check_flux(['x = "unterminated'])
+    assert not result.valid and result.errors
+
+
+def test_missing_node_is_an_error_not_a_skip(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tests.flux_compiler.shutil.which", lambda _name: None)
+    with pytest.raises(FluxCompilerMissing, match="npm ci --prefix tests/fluxcheck"):
+        check_flux(["x = 1"])
+
+
+# --------------------------------------------------------------------------- every builder
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_every_flux_text_compiles(name: str, compiled: dict[str, FluxResult]) -> None:
+    result = compiled[name]
+    assert result.valid, f"{name}: {result.errors}\n{SOURCES[name]}"
+
+
+@pytest.mark.parametrize("index", range(len(AWKWARD_DOIS)))
+def test_doi_reaches_the_parser_verbatim(index: int, compiled: dict[str, FluxResult]) -> None:
+    assert AWKWARD_DOIS[index] in compiled[f"read_events[{index}]"].strings
+
+
+@pytest.mark.parametrize("duration", DEFAULT_DURATIONS, ids=lambda d: d.name)
+def test_doi_regex_matches_exactly_the_chunk(
+    duration: Duration, compiled: dict[str, FluxResult]
+) -> None:
+    regexes = compiled[f"trend_inputs[{duration.name},awkward]"].regexes
+    assert len(regexes) == 3  # one literal filter per pipeline, so each is pushable
+    assert len(set(regexes)) == 1
+    # The parser's value is what RE2 compiles; Python's re reads these escapes the same way.
+    pattern = re.compile(regexes[0])
+    for doi in AWKWARD_DOIS:
+        assert pattern.fullmatch(doi), doi
+        assert not pattern.fullmatch(doi + "x")
+        assert not pattern.fullmatch("x" + doi)
+        if "." in doi:
+            assert not pattern.fullmatch(doi.replace(".", "X"))
+    assert not pattern.fullmatch("")
+
+
+def test_task_declares_name_and_schedule(compiled: dict[str, FluxResult]) -> None:
+    strings = compiled["downsample_task"].strings
+    assert flux.downsample_task_name(BUCKET) in strings
+    assert "discussions_1h" in strings
+    assert "every: 1h" in SOURCES["downsample_task"]
+
+
+def test_queries_use_no_join_and_push_down() -> None:
+    text = SOURCES["trend_inputs[year,200]"]
+    assert "join" not in text
+    assert "contains(" not in text
+    assert text.count("yield(") == 3
+    assert "aggregateWindow(" in text and "createEmpty: true" in text
+
+
+# --------------------------------------------------------------------------- literals
+
+TRICKY_STRINGS = [
+    "",
+    "plain",
+    "$",
+    "${x}",
+    "$${",
+    "\\${",
+    '$\\"',
+    "$\\",
+    '"',
+    "\\",
+    "\\\\\\",
+    "a\nb\rc\td",
+    "\x00\x01\x1f\x7f",
+    "é漢字🙂",
+    "\u2028\u0085",
+    "\\x41",
+    '"${"',
+]
+
+
+def test_string_literals_round_trip_through_the_parser() -> None:
+    sources = [f"x = {flux.string_literal(s)}" for s in TRICKY_STRINGS]
+    for text, result, expected in zip(sources, check_flux(sources), TRICKY_STRINGS, strict=True):
+        assert result.valid, (text, result.errors)
+        assert result.strings == [expected], text
+
+
+def test_string_literal_never_contains_a_raw_dollar_or_control_character() -> None:
+    for s in TRICKY_STRINGS:
+        body = flux.string_literal(s)[1:-1]
+        assert "$" not in body
+        assert all(ord(c) >= 0x20 and ord(c) != 0x7F for c in body)
+
+
+def test_regex_quote() -> None:
+    assert flux.regex_quote("10.1/a(b)") == "10\\.1\\/a\\(b\\)"
+    assert flux.regex_quote("x\ny") == "x\\x0ay"
+    assert flux.regex_set_literal(["a", "b.c"]) == "/^(?:a|b\\.c)$/"
+    with pytest.raises(ValueError):
+        flux.regex_set_literal([])
+
+
+def test_time_literal() -> None:
+    assert flux.time_literal(NOW_NS) == "2021-05-04T12:34:56.123456789Z"
+    assert flux.time_literal(0) == "1970-01-01T00:00:00.000000000Z"
+    assert flux.time_literal(1) == "1970-01-01T00:00:00.000000001Z"
+
+
+def test_duration_literal() -> None:
+    assert flux.duration_literal(360 * 10**9) == "360s"
+    assert flux.duration_literal(1) == "1ns"
+    assert flux.duration_literal(0) == "0s"
+
+
+@pytest.mark.parametrize(
+    "value", [-0.00036, -0.00000357142857, -0.000000833333333, 1e-20, 1e20, 0.1, -2.0, 0.0]
+)
+def test_float_literal_is_positional_and_exact(value: float) -> None:
+    text = flux.float_literal(value)
+    assert "e" not in text.lower() and "." in text
+    assert float(text) == value
+
+
+def test_float_literal_refuses_non_finite() -> None:
+    with pytest.raises(ValueError):
+        flux.float_literal(float("nan"))
+
+
+def test_int_literal_refuses_bool_and_float() -> None:
+    assert flux.int_literal(30) == "30"
+    with pytest.raises(TypeError):
+        flux.int_literal(True)
+    with pytest.raises(TypeError):
+        flux.int_literal(3.0)  # type: ignore[arg-type]
+
+
+def test_builders_refuse_bad_input() -> None:
+    with pytest.raises(ValueError):
+        flux.read_events_query(BUCKET, "d", 10, 10)
+    with pytest.raises(ValueError):
+        flux.trend_inputs_query(BUCKET, DEFAULT_DURATIONS[0], NOW_NS, [])
+    with pytest.raises(ValueError):
+        flux.trend_inputs_query(
+            BUCKET, DEFAULT_DURATIONS[0], NOW_NS, ["d"] * (flux.MAX_DOIS_PER_QUERY + 1)
+        )
+
+
+def test_qualifying_means_more_than_min_events() -> None:
+    duration = DEFAULT_DURATIONS[1]
+    assert f"r._value > {duration.min_events})" in flux.qualifying_dois_query(
+        BUCKET, duration, NOW_NS
+    )
+
+
+def test_span_range_is_closed_at_now() -> None:
+    duration = DEFAULT_DURATIONS[0]
+    text = flux.qualifying_dois_query(BUCKET, duration, NOW_NS)
+    start = flux.time_literal(NOW_NS - duration.span_s * 10**9)
+    assert f"range(start: {start}, stop: {flux.time_literal(NOW_NS + 1)})" in text
+
+
+# --------------------------------------------------------------------------- series alignment
+
+
+def _simulate_flux_series(
+    duration: Duration, now_ns: int, times: list[int], scores: list[float]
+) -> dict[int, float]:
+    """What range + aggregateWindow(offset, timeSrc: "_stop") of the query produce."""
+    start, stop, offset = flux.series_alignment(duration, now_ns)
+    width = duration.window_s * 10**9
+    sums: dict[int, float] = defaultdict(float)
+    window_start = start
+    while window_start < stop:  # createEmpty: every window of the range exists
+        sums[min(window_start + width, stop)] += 0.0
+        window_start += width
+    for t, score in zip(times, scores, strict=True):
+        if start <= t < stop:
+            w_start = t - (t - offset) % width
+            sums[min(w_start + width, stop)] += score
+    return sums
+
+
+@pytest.mark.parametrize("duration", DEFAULT_DURATIONS, ids=lambda d: d.name)
+def test_window_series_matches_the_trend_math(duration: Duration) -> None:
+    rng = random.Random(duration.name)
+    width = duration.window_s * 10**9
+    span = duration.windows * width
+    times = [NOW_NS - rng.randrange(0, span + 3 * width) for _ in range(400)]
+    us = 1000  # the math module's ages are float seconds: test boundaries at 1 µs
+    times += [NOW_NS, NOW_NS - width, NOW_NS - width + us, NOW_NS - width - us]
+    times += [NOW_NS - span, NOW_NS - span + us, NOW_NS - span - us, NOW_NS + us]
+    scores = [rng.uniform(0.5, 50.0) for _ in times]
+
+    simulated = _simulate_flux_series(duration, NOW_NS, times, scores)
+    assert len(simulated) == duration.windows
+    records = [
+        _Record({"result": "series", "doi": "d", "time_ns": t, "_value": v})
+        for t, v in simulated.items()
+    ]
+    sums = {name: np.zeros(1) for name in (*flux.SUM_FIELDS.values(), "decayed_score", "sum_age")}
+    series = np.zeros((1, duration.windows))
+    _fill_trend_inputs(records, {"d": 0}, duration, NOW_NS, sums, series)  # type: ignore[arg-type]
+
+    ages = np.array([(NOW_NS - t) / 1e9 for t in times])
+    expected = window_series(
+        np.zeros(len(times), dtype=np.int64), ages, np.array(scores), 1, duration
+    )
+    np.testing.assert_allclose(series, expected, rtol=1e-12, atol=0)
+
+
+class _Record:
+    """Just what _fill_trend_inputs reads of an influxdb_client FluxRecord."""
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self.values = values
+
+
+def test_sums_and_decay_results_fill_the_aggregates() -> None:
+    duration = DEFAULT_DURATIONS[0]
+    records = [
+        _Record({"result": "sums", "doi": "b", "_field": "count", "_value": 3}),
+        _Record({"result": "sums", "doi": "b", "_field": "score", "_value": 7.5}),
+        _Record({"result": "sums", "doi": "b", "_field": "followers", "_value": 12}),
+        _Record({"result": "sums", "doi": "zzz-not-asked", "_field": "count", "_value": 9}),
+        _Record({"result": "decay", "doi": "b", "decayed": 5.25, "age": 100.0}),
+    ]
+    names = (*flux.SUM_FIELDS.values(), "decayed_score", "sum_age")
+    sums = {name: np.zeros(2) for name in names}
+    series = np.zeros((2, duration.windows))
+    _fill_trend_inputs(records, {"a": 0, "b": 1}, duration, NOW_NS, sums, series)  # type: ignore[arg-type]
+    assert sums["count"].tolist() == [0.0, 3.0]
+    assert sums["sum_score"].tolist() == [0.0, 7.5]
+    assert sums["sum_followers"].tolist() == [0.0, 12.0]
+    assert sums["decayed_score"].tolist() == [0.0, 5.25]
+    assert sums["sum_age"].tolist() == [0.0, 100.0]
+    assert not series.any()

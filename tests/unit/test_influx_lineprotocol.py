@@ -1,0 +1,561 @@
+"""Line protocol and timestamps of the InfluxDB store (pure: no server, no network).
+
+Plus the error mapping of ``InfluxStore.write`` against a stand-in for the client's
+write API, since a wrong mapping would either drop events (retry never) or loop on a bad
+batch (retry for ever).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import math
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import urllib3.exceptions
+from influxdb_client.rest import ApiException
+
+from worker.durations import DEFAULT_DURATIONS
+from worker.events import POINT_FIELDS, Point
+from worker.store import flux
+from worker.store.base import EventStore, StoreUnavailable
+from worker.store.influx import (
+    WRITE_CHUNK_LINES,
+    InfluxStore,
+    StoreRejected,
+    UnrepresentableValue,
+    escape_tag_value,
+    event_timestamp_ns,
+    point_line,
+    trend_lines,
+)
+
+SECOND = 1_620_131_696 * 10**9
+
+
+def make_point(
+    event_id: str = "ev-1", doi: str = "10.1101/2021.04.01.123456", time_ns: int = SECOND, **kw: Any
+) -> Point:
+    values: dict[str, Any] = {
+        "score": 42.5,
+        "sentiment_raw": 0.3,
+        "followers": 1200,
+        "length": 180,
+        "questions": 1,
+        "exclamations": 0,
+        "bot_rating": 10.0,
+        "contains_abstract_raw": 0.2,
+        "time_score": 20.0,
+        "type_factor": 1.0,
+        "user_score": 25.1,
+        "content_score": 14.0,
+    }
+    values.update(kw)
+    return Point(event_id=event_id, doi=doi, time_ns=time_ns, **values)
+
+
+# --------------------------------------------------------------------------- lines
+
+
+def test_point_line() -> None:
+    point = make_point()
+    assert point_line(point) == (
+        "discussion,doi=10.1101/2021.04.01.123456 "
+        "score=42.5,sentiment_raw=0.3,followers=1200i,length=180i,questions=1i,"
+        "exclamations=0i,bot_rating=10.0,contains_abstract_raw=0.2,time_score=20.0,"
+        "type_factor=1.0,user_score=25.1,content_score=14.0,count=1i "
+        f"{event_timestamp_ns(point)}"
+    )
+
+
+def test_int_and_float_fields_keep_their_type_whatever_the_python_type() -> None:
+    # A float field written once as an integer would be refused by InfluxDB ever after.
+    line = point_line(make_point(score=42, bot_rating=3, followers=7.0, length=True))
+    fields = dict(f.split("=") for f in line.split(" ")[1].split(","))
+    assert fields["score"] == "42.0"
+    assert fields["bot_rating"] == "3.0"
+    assert fields["followers"] == "7i"
+    assert fields["length"] == "1i"
+    assert fields["count"] == "1i"
+    assert fields["sentiment_raw"] == "0.3"
+
+
+def test_tiny_and_huge_floats_are_written_as_influx_floats() -> None:
+    line = point_line(make_point(score=1e-7, user_score=1.5e300))
+    assert "score=1e-07," in line
+    assert "user_score=1.5e+300," in line
+
+
+@pytest.mark.parametrize(
+    ("doi", "escaped"),
+    [
+        ("10.1000/a b", "10.1000/a\\ b"),
+        ("10.1000/a,b", "10.1000/a\\,b"),
+        ("10.1000/a=b", "10.1000/a\\=b"),
+        ("a b,c=d e", "a\\ b\\,c\\=d\\ e"),
+        ("10.1000/(x)\"y\"/é", '10.1000/(x)"y"/é'),
+        ("10.1000/back\\slash", "10.1000/back\\slash"),
+    ],
+)
+def test_tag_value_escaping(doi: str, escaped: str) -> None:
+    assert escape_tag_value(doi) == escaped
+    assert point_line(make_point(doi=doi)).startswith(f"discussion,doi={escaped} score=")
+
+
+@pytest.mark.parametrize(
+    "doi", ["", "a\nb", "a\rb", "ends\\", "a\\ b", "a\\,b", "a\\=b", "a\\\\b"]
+)
+def test_tag_values_line_protocol_cannot_carry_are_refused(doi: str) -> None:
+    with pytest.raises(UnrepresentableValue):
+        escape_tag_value(doi)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_fields_are_refused(value: float) -> None:
+    with pytest.raises(UnrepresentableValue):
+        point_line(make_point(score=value))
+
+
+def test_int64_overflow_is_refused() -> None:
+    with pytest.raises(UnrepresentableValue):
+        point_line(make_point(followers=2**63))
+
+
+# --------------------------------------------------------------------------- timestamps
+
+
+def test_same_event_same_timestamp() -> None:
+    first = make_point(event_id="b0f2-1", time_ns=SECOND + 123_000_000)
+    again = make_point(event_id="b0f2-1", time_ns=SECOND + 123_000_000, score=1.0)
+    assert event_timestamp_ns(first) == event_timestamp_ns(again)
+    assert point_line(first).rsplit(" ", 1)[1] == point_line(again).rsplit(" ", 1)[1]
+
+
+def test_timestamp_is_stable_across_processes() -> None:
+    # blake2b, not hash(): a pinned value catches an accidental change of the mapping.
+    assert event_timestamp_ns(make_point(event_id="b0f2-1")) == SECOND + 690_321_836
+
+
+def test_two_events_in_one_second_do_not_collide_and_stay_in_their_second() -> None:
+    stamps = {
+        event_timestamp_ns(make_point(event_id=f"ev-{i}", time_ns=SECOND + i * 1000))
+        for i in range(1000)
+    }
+    assert len(stamps) == 1000
+    assert all(SECOND <= s < SECOND + 10**9 for s in stamps)
+
+
+def test_sub_second_part_is_replaced() -> None:
+    a = make_point(event_id="x", time_ns=SECOND)
+    b = make_point(event_id="x", time_ns=SECOND + 999_999_999)
+    assert event_timestamp_ns(a) == event_timestamp_ns(b)
+    before = make_point(event_id="x", time_ns=SECOND - 1)
+    assert event_timestamp_ns(before) == event_timestamp_ns(a) - 10**9
+
+
+# --------------------------------------------------------------------------- trend history
+
+
+def test_trend_lines() -> None:
+    rows = [
+        {
+            "doi": "10.1000/a b",
+            "score": 1.5,
+            "count": 12,
+            "stddev": math.nan,
+            "mk_trend": 'no "trend"',
+            "flag": True,
+            "missing": None,
+        },
+        {"doi": "10.1000/empty", "stddev": math.nan},
+    ]
+    assert trend_lines("today", 1_700_000_000_000_000_000, rows) == [
+        'trend,doi=10.1000/a\\ b,duration=today score=1.5,count=12i,mk_trend="no \\"trend\\"",'
+        "flag=true 1700000000000000000"
+    ]
+
+
+def test_trend_lines_need_a_doi() -> None:
+    with pytest.raises(UnrepresentableValue):
+        trend_lines("today", 1, [{"score": 1.0}])
+
+
+# --------------------------------------------------------------------------- write errors
+
+
+class FakeWriteApi:
+    def __init__(self, fail_with: list[BaseException | None] | None = None) -> None:
+        self.bodies: list[str] = []
+        self.fail_with = list(fail_with or [])
+
+    def write(self, *, bucket: str, org: str, record: str, write_precision: str) -> None:
+        assert write_precision == "ns"
+        error = self.fail_with.pop(0) if self.fail_with else None
+        if error is not None:
+            raise error
+        self.bodies.append(record)
+
+    def close(self) -> None:
+        pass
+
+
+class FakeClient:
+    def __init__(self, write_api: FakeWriteApi) -> None:
+        self._write_api = write_api
+
+    def write_api(self, write_options: object) -> FakeWriteApi:
+        return self._write_api
+
+    def query_api(self) -> object:
+        return object()
+
+    def close(self) -> None:
+        pass
+
+
+def make_store(write_api: FakeWriteApi) -> InfluxStore:
+    return InfluxStore(
+        "http://influx.invalid:8086",
+        "token",
+        "amba",
+        "discussions",
+        "trends",
+        client=FakeClient(write_api),  # type: ignore[arg-type]
+    )
+
+
+def test_the_store_implements_the_port() -> None:
+    store = make_store(FakeWriteApi())
+    assert isinstance(store, EventStore) and store.name == "influxdb"
+
+
+def test_write_sends_one_line_per_point_in_chunks() -> None:
+    api = FakeWriteApi()
+    points = [make_point(event_id=f"e{i}") for i in range(WRITE_CHUNK_LINES + 1)]
+    make_store(api).write(points)
+    assert [body.count("\n") + 1 for body in api.bodies] == [WRITE_CHUNK_LINES, 1]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429, 401, 404])
+def test_server_errors_and_throttling_are_retryable(status: int) -> None:
+    api = FakeWriteApi([ApiException(status=status, reason="nope")])
+    with pytest.raises(StoreUnavailable, match=f"HTTP {status}"):
+        make_store(api).write([make_point()])
+
+
+def test_connection_errors_are_retryable() -> None:
+    error = urllib3.exceptions.NewConnectionError(None, "connection refused")  # type: ignore[arg-type]
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        make_store(FakeWriteApi([error])).write([make_point()])
+    with pytest.raises(StoreUnavailable):
+        make_store(FakeWriteApi([ConnectionResetError()])).write([make_point()])
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_bad_data_is_rejected_not_retried(status: int) -> None:
+    api = FakeWriteApi([ApiException(status=status, reason="field type conflict")])
+    points = [make_point(event_id="a"), make_point(event_id="b")]
+    with pytest.raises(StoreRejected) as caught:
+        make_store(api).write(points)
+    assert not isinstance(caught.value, StoreUnavailable)
+    assert caught.value.rejected == points
+
+
+def test_an_unrepresentable_point_does_not_hold_back_the_others() -> None:
+    api = FakeWriteApi()
+    good, bad = make_point(event_id="good"), make_point(event_id="bad", doi="a\nb")
+    with pytest.raises(StoreRejected, match="bad: ") as caught:
+        make_store(api).write([good, bad])
+    assert caught.value.rejected == [bad]
+    assert api.bodies == [point_line(good)]
+
+
+def test_empty_write_sends_nothing() -> None:
+    api = FakeWriteApi()
+    make_store(api).write([])
+    assert api.bodies == []
+
+
+def test_a_refused_connection_is_retryable() -> None:
+    # A real socket: nothing listens on port 1, the client gets ECONNREFUSED at once.
+    store = InfluxStore("http://127.0.0.1:1", "token", "amba", "discussions", "trends")
+    try:
+        with pytest.raises(StoreUnavailable, match="unreachable"):
+            store.write([make_point()])
+        with pytest.raises(StoreUnavailable):
+            store.count_per_doi(0, SECOND)
+        with pytest.raises(StoreUnavailable):
+            store.setup()
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------- over HTTP
+# A stand-in InfluxDB speaking just enough of the v2 HTTP API, so that the requests the
+# real influxdb_client builds from our calls (paths, parameters, bodies) and its parsing
+# of annotated CSV are exercised without a server.
+
+
+class FakeInflux:
+    """A stateful fake of the v2 API endpoints the store uses."""
+
+    ORG_ID = "0123456789abcdef"
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, list[str]], bytes]] = []
+        self.buckets: dict[str, dict[str, Any]] = {}
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.csv = ""
+        self.fail: tuple[int, dict[str, str]] | None = None
+
+    def handle(self, method: str, url: str, body: bytes) -> tuple[int, str, str]:
+        parsed = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qs(parsed.query)
+        self.requests.append((method, parsed.path, query, body))
+        if self.fail is not None:
+            status, payload = self.fail
+            return status, "application/json", json.dumps(payload)
+        path = parsed.path
+        if (method, path) == ("GET", "/api/v2/orgs"):
+            orgs = [{"id": self.ORG_ID, "name": "amba"}] if query.get("org") == ["amba"] else []
+            if not orgs:
+                return 404, "application/json", '{"code":"not found","message":"org not found"}'
+            return 200, "application/json", json.dumps({"orgs": orgs})
+        if (method, path) == ("GET", "/api/v2/buckets"):
+            assert query.get("orgID") == [self.ORG_ID]
+            found = [b for b in self.buckets.values() if [b["name"]] == query.get("name")]
+            return 200, "application/json", json.dumps({"buckets": found})
+        if (method, path) == ("POST", "/api/v2/buckets"):
+            request = json.loads(body)
+            bucket_id = f"{len(self.buckets) + 1:016x}"
+            self.buckets[bucket_id] = {
+                "id": bucket_id,
+                "name": request["name"],
+                "orgID": request["orgID"],
+                "retentionRules": request.get("retentionRules") or [],
+            }
+            return 201, "application/json", json.dumps(self.buckets[bucket_id])
+        if method == "PATCH" and path.startswith("/api/v2/buckets/"):
+            bucket = self.buckets[path.rsplit("/", 1)[1]]
+            bucket["retentionRules"] = json.loads(body)["retentionRules"]
+            return 200, "application/json", json.dumps(bucket)
+        if (method, path) == ("GET", "/api/v2/tasks"):
+            assert query.get("orgID") == [self.ORG_ID]
+            found = [t for t in self.tasks.values() if [t["name"]] == query.get("name")]
+            return 200, "application/json", json.dumps({"tasks": found})
+        if (method, path) == ("POST", "/api/v2/tasks"):
+            request = json.loads(body)
+            name = re.search(r'name: "([^"]+)"', request["flux"])
+            assert name is not None
+            task_id = f"{len(self.tasks) + 1:016x}"
+            self.tasks[task_id] = {
+                "id": task_id,
+                "orgID": request["orgID"],
+                "name": name.group(1),
+                "flux": request["flux"],
+                "status": request["status"],
+                "every": "1h",
+            }
+            return 201, "application/json", json.dumps(self.tasks[task_id])
+        if method == "PATCH" and path.startswith("/api/v2/tasks/"):
+            task = self.tasks[path.rsplit("/", 1)[1]]
+            task["flux"] = json.loads(body)["flux"]
+            return 200, "application/json", json.dumps(task)
+        if (method, path) == ("POST", "/api/v2/write"):
+            return 204, "text/plain", ""
+        if (method, path) == ("POST", "/api/v2/query"):
+            return 200, "text/csv; charset=utf-8", self.csv
+        return 404, "application/json", '{"code":"not found","message":"no such endpoint"}'
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeInflux, str]]:
+    state = FakeInflux()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            status, content_type, text = state.handle(self.command, self.path, body)
+            data = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = _serve
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def http_store(url: str, retention_days: int = 400) -> InfluxStore:
+    return InfluxStore(url, "token", "amba", "discussions", "trends", retention_days)
+
+
+def annotated_csv(tables: list[tuple[str, list[tuple[str, str]], list[list[object]]]]) -> str:
+    """InfluxDB's annotated CSV: one block per (result, columns, rows), table id per row."""
+    blocks = []
+    for result, columns, rows in tables:
+        names = [name for name, _ in columns]
+        types = [kind for _, kind in columns]
+        lines = [
+            "#group,false,false," + ",".join("false" for _ in columns),
+            "#datatype,string,long," + ",".join(types),
+            f"#default,{result},," + ",".join("" for _ in columns),
+            ",result,table," + ",".join(names),
+        ]
+        lines += [",,0," + ",".join(str(v) for v in row) for row in rows]
+        blocks.append("\r\n".join(lines) + "\r\n")
+    return "\r\n".join(blocks)
+
+
+def test_setup_over_http_is_idempotent(fake: tuple[FakeInflux, str]) -> None:
+    state, url = fake
+    store = http_store(url, retention_days=2)
+    store.setup()
+    store.setup()
+    names = sorted(b["name"] for b in state.buckets.values())
+    assert names == ["discussions", "discussions_1h", "trends"]
+    by_name = {b["name"]: b for b in state.buckets.values()}
+    assert by_name["discussions"]["retentionRules"] == [
+        {"type": "expire", "everySeconds": 2 * 86_400}
+    ]
+    assert by_name["trends"]["retentionRules"] == []
+    (task,) = state.tasks.values()
+    assert task["name"] == "discussions_downsample_1h" and task["status"] == "active"
+    posts = [(m, p) for m, p, _, _ in state.requests if m in ("POST", "PATCH")]
+    assert len(posts) == 4  # three buckets and one task, all from the first setup
+
+    http_store(url, retention_days=3).setup()  # an operator changed the retention
+    assert by_name["discussions"]["retentionRules"][0]["everySeconds"] == 3 * 86_400
+    store.close()
+
+
+def test_setup_with_an_unknown_org_says_so(fake: tuple[FakeInflux, str]) -> None:
+    _, url = fake
+    store = InfluxStore(url, "token", "nope", "discussions", "trends")
+    with pytest.raises(StoreRejected, match="organization 'nope' not found"):
+        store.setup()
+    store.close()
+
+
+def test_write_over_http(fake: tuple[FakeInflux, str]) -> None:
+    state, url = fake
+    store = http_store(url)
+    points = [make_point(event_id="a"), make_point(event_id="b", doi="10.1000/x y")]
+    store.write(points)
+    ((method, path, query, body),) = state.requests
+    assert (method, path) == ("POST", "/api/v2/write")
+    assert query == {"org": ["amba"], "bucket": ["discussions"], "precision": ["ns"]}
+    assert body.decode() == "\n".join(point_line(p) for p in points)
+
+    state.fail = (503, {"code": "unavailable", "message": "shutting down"})
+    with pytest.raises(StoreUnavailable, match="HTTP 503: shutting down"):
+        store.write(points)
+    state.fail = (422, {"code": "unprocessable entity", "message": "field type conflict"})
+    with pytest.raises(StoreRejected, match="field type conflict"):
+        store.write(points)
+    store.close()
+
+
+def test_read_events_over_http(fake: tuple[FakeInflux, str]) -> None:
+    state, url = fake
+    store = http_store(url)
+    point = make_point(event_id="a")
+    stamp = event_timestamp_ns(point)
+    columns = [("doi", "string"), ("_time", "dateTime:RFC3339Nano"), ("count", "long")]
+    row: list[object] = [point.doi, "2021-05-04T12:34:56.690321836Z", 1]
+    for name in POINT_FIELDS:
+        integer = isinstance(getattr(point, name), int)
+        columns.append((name, "long" if integer else "double"))
+        row.append(getattr(point, name))
+    columns.append(("time_ns", "long"))
+    row.append(stamp)
+    state.csv = annotated_csv([("_result", columns, [row])])
+
+    (read,) = store.read_events(point.doi, SECOND - 10**9, SECOND + 10**9)
+    assert read.fields() == point.fields()
+    assert read.time_ns == stamp
+    assert read.event_id == f"influxdb:{point.doi}@{stamp}"
+    ((method, path, query, body),) = state.requests
+    assert (method, path, query) == ("POST", "/api/v2/query", {"org": ["amba"]})
+    sent = json.loads(body)["query"]
+    assert sent == flux.read_events_query("discussions", point.doi, SECOND - 10**9, SECOND + 10**9)
+    store.close()
+
+
+def test_trend_inputs_over_http(fake: tuple[FakeInflux, str]) -> None:
+    state, url = fake
+    store = http_store(url)
+    duration = DEFAULT_DURATIONS[0]
+    now = SECOND + 123
+    _, stop, _ = flux.series_alignment(duration, now)
+    width = duration.window_s * 10**9
+    series_rows: list[list[object]] = [
+        [doi, stop - k * width, value]
+        for doi, k, value in [("b", 0, 4.0), ("b", 59, 1.5), ("a", 1, 2.0)]
+    ]
+    state.csv = annotated_csv(
+        [
+            ("sums", [("doi", "string"), ("_field", "string"), ("_value", "long")],
+             [["b", "count", 3], ["b", "followers", 12]]),
+            ("sums", [("doi", "string"), ("_field", "string"), ("_value", "double")],
+             [["b", "score", 7.5], ["a", "score", 2.0]]),
+            ("decay", [("doi", "string"), ("decayed", "double"), ("age", "double")],
+             [["b", 5.25, 100.0]]),
+            ("series", [("doi", "string"), ("time_ns", "long"), ("_value", "double")],
+             series_rows),
+        ]
+    )
+    got = store.trend_inputs(duration, now, ["a", "b", "c"])
+    assert got.count.tolist() == [0.0, 3.0, 0.0]
+    assert got.sum_score.tolist() == [2.0, 7.5, 0.0]
+    assert got.sum_followers.tolist() == [0.0, 12.0, 0.0]
+    assert got.decayed_score.tolist() == [0.0, 5.25, 0.0]
+    assert got.sum_age.tolist() == [0.0, 100.0, 0.0]
+    assert got.series.shape == (3, duration.windows)
+    assert got.series[1, -1] == 4.0 and got.series[1, 0] == 1.5 and got.series[0, -2] == 2.0
+    assert got.series.sum() == 7.5
+    sent = json.loads(state.requests[0][3])["query"]
+    assert sent == flux.trend_inputs_query("discussions", duration, now, ["a", "b", "c"])
+
+    assert store.trend_inputs(duration, now, []).series.shape == (0, duration.windows)
+    assert len(state.requests) == 1  # an empty chunk asks nothing
+    store.close()
+
+
+def test_qualifying_and_counts_over_http(fake: tuple[FakeInflux, str]) -> None:
+    state, url = fake
+    store = http_store(url)
+    state.csv = annotated_csv(
+        [("_result", [("doi", "string"), ("_value", "long")], [["b", 31], ["a", 40]])]
+    )
+    assert store.qualifying_dois(DEFAULT_DURATIONS[1], SECOND) == ["a", "b"]
+    assert store.count_per_doi(0, SECOND) == {"a": 40, "b": 31}
+    store.close()
+
+
+def test_trend_history_over_http(fake: tuple[FakeInflux, str]) -> None:
+    state, url = fake
+    store = http_store(url)
+    store.write_trend_history("today", SECOND, [{"doi": "a", "score": 1.0, "count": 2}])
+    ((_, path, query, body),) = state.requests
+    assert path == "/api/v2/write" and query["bucket"] == ["trends"]
+    assert body == f"trend,doi=a,duration=today score=1.0,count=2i {SECOND}".encode()
+    store.close()

@@ -1,0 +1,117 @@
+"""`aggregator dev`: the whole product on this machine, on real services, in one command.
+
+Starts Kafka (Tansu), Redis and PostgreSQL from the machine's binaries, runs setup, then
+the bridge, an ingest worker, a trends worker (-c 1), a default worker (morning post) and
+beat as child processes with the same environment a container would get, produces demo
+events and prints what was ingested and trended. Ctrl-C (or the end of the demo without
+--keep) stops everything it started, in reverse order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+
+from worker.devstack.services import KafkaBroker, PostgresServer, RedisServer, ServiceError
+
+CELERY = [sys.executable, "-m", "celery", "-A", "worker.app"]
+AGGREGATOR = [sys.executable, "-m", "worker.cli"]
+
+
+def _count(dsn: str, sql: str) -> int:
+    try:
+        with psycopg2.connect(dsn, connect_timeout=2) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            return int(cur.fetchone()[0])
+    except psycopg2.Error:
+        return -1
+
+
+def run_dev(*, events: int, dois: int, workdir: str, keep: bool) -> int:
+    root = Path(workdir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    services: list[object] = []
+    procs: list[tuple[str, subprocess.Popen]] = []
+    try:
+        print(f"starting services in {root} ...", flush=True)
+        kafka = KafkaBroker(root / "kafka").start()
+        services.append(kafka)
+        redis_server = RedisServer(root / "redis").start()
+        services.append(redis_server)
+        pg = PostgresServer(root / "postgres").start()
+        services.append(pg)
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+            "REDIS_URL": redis_server.url,
+            "POSTGRES_DSN": pg.dsn,
+            "EVENT_STORE": "postgres",
+            "INGEST_RATE_LIMIT": os.environ.get("INGEST_RATE_LIMIT", "50/s"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        print(f"  kafka {kafka.bootstrap}  redis {redis_server.url}  postgres {pg.dsn}", flush=True)
+        subprocess.run([*AGGREGATOR, "setup"], env=env, check=True)
+        from worker.deadletter import ensure_topic
+
+        ensure_topic(kafka.bootstrap, env.get("KAFKA_TOPIC", "events_processed-discusses"), 2)
+        logs = root / "logs"
+        logs.mkdir(exist_ok=True)
+
+        def start(name: str, argv: list[str]) -> None:
+            log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+            procs.append((name, subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                 start_new_session=True)))
+
+        start("worker-ingest", [*CELERY, "worker", "-Q", "ingest", "-c", "1", "-n", "ingest@%h", "-l", "info"])
+        start("worker-trends", [*CELERY, "worker", "-Q", "trends", "-c", "1", "-n", "trends@%h", "-l", "info"])
+        start("worker-default", [*CELERY, "worker", "-Q", "celery", "-c", "1", "-n", "default@%h", "-l", "info"])
+        start("beat", [*CELERY, "beat", "-l", "info", "--schedule", str(root / "celerybeat-schedule")])
+        start("bridge", [*AGGREGATOR, "bridge"])
+        print(f"processes started; logs in {logs}", flush=True)
+        subprocess.run([*AGGREGATOR, "produce-demo", "--events", str(events), "--dois", str(dois)],
+                       env=env, check=True)
+        started = time.monotonic()
+        trending_seen = False
+        while not stop.is_set():
+            stored = _count(pg.dsn, "SELECT count(*) FROM discussion_event")
+            trending = _count(pg.dsn, "SELECT count(*) FROM trending")
+            print(f"[{time.monotonic() - started:6.1f}s] events stored: {stored}/{events}   "
+                  f"trending rows: {max(trending, 0)}", flush=True)
+            for name, proc in procs:
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; see {logs / (name + '.log')}", flush=True)
+                    return 1
+            trending_seen = trending_seen or trending > 0
+            if stored >= events and not keep and (trending_seen or time.monotonic() - started > 240):
+                print(f"all {events} events ingested in {time.monotonic() - started:.1f}s"
+                      + ("; trends computed" if trending_seen else "; no trend run yet (beat runs every 3 min)"))
+                break
+            stop.wait(2.0)
+        return 0
+    except (ServiceError, subprocess.CalledProcessError) as error:
+        print(f"dev stack failed: {error}", file=sys.stderr)
+        return 1
+    finally:
+        for _name, proc in reversed(procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _name, proc in reversed(procs):
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        for service in reversed(services):
+            service.stop()  # type: ignore[attr-defined]
+        print("stopped everything", flush=True)
