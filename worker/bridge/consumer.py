@@ -55,6 +55,9 @@ class BridgeStats:
     rate_per_s: float = 0.0
     queue_depth: int = 0
     committed_upto: dict[int, int] = field(default_factory=dict)
+    # partition -> high watermark (librdkafka's cached value) - next offset to take; replaced
+    # as a whole each step, so the metrics thread reads a consistent dict.
+    lag: dict[int, int] = field(default_factory=dict)
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
@@ -151,6 +154,7 @@ class Bridge:
         due = self.batcher.due(now)
         if due is not None:
             self.ready.append(due)
+        self._update_lag()
         if now - self._last_report >= 30:
             self._last_report = now
             log.info("bridge progress", extra=self._stats_extra())
@@ -232,6 +236,24 @@ class Bridge:
             self.stats.committed_upto.update(owned)
         except KafkaException as error:
             log.warning("store_offsets failed", extra={"error": str(error)})
+
+    def _update_lag(self) -> None:
+        """Consumer lag for the metrics, from the cached high watermark: no broker round trip.
+
+        A partition is left out until the bridge has taken a message from it. While paused
+        librdkafka fetches nothing, so the watermark (and the lag) is the last one seen.
+        """
+        lag: dict[int, int] = {}
+        for p in self.assignment:
+            if p not in self.next_offset:
+                continue
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                lag[p] = max(0, high - self.next_offset[p])
+        self.stats.lag = lag
 
     # -- pause / resume -----------------------------------------------------------------------
     def _update_pause(self, now: float) -> None:

@@ -35,6 +35,18 @@ def _count(dsn: str, sql: str) -> int:
         return -1
 
 
+def _print_top(dsn: str) -> None:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT status, dois, chunks, rows_written, finished_at - started_at FROM trend_run "
+                    "ORDER BY started_at DESC LIMIT 1")
+        print("last trend run: status={} dois={} chunks={} rows={} took={}".format(*cur.fetchone()))
+        cur.execute("SELECT publication_doi, count, round(score::numeric, 2), round(trending::numeric, 3), mk_trend "
+                    "FROM trending WHERE duration = 'currently' ORDER BY score DESC LIMIT 5")
+        print("top 5 trending (currently): doi, events, score, Theil-Sen slope, Mann-Kendall")
+        for row in cur.fetchall():
+            print("   ", *row)
+
+
 def run_dev(*, events: int, dois: int, workdir: str, keep: bool) -> int:
     root = Path(workdir).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -83,7 +95,7 @@ def run_dev(*, events: int, dois: int, workdir: str, keep: bool) -> int:
         subprocess.run([*AGGREGATOR, "produce-demo", "--events", str(events), "--dois", str(dois)],
                        env=env, check=True)
         started = time.monotonic()
-        trending_seen = False
+        trending_seen = triggered = False
         while not stop.is_set():
             stored = _count(pg.dsn, "SELECT count(*) FROM discussion_event")
             trending = _count(pg.dsn, "SELECT count(*) FROM trending")
@@ -93,11 +105,18 @@ def run_dev(*, events: int, dois: int, workdir: str, keep: bool) -> int:
                 if proc.poll() is not None:
                     print(f"{name} exited with {proc.returncode}; see {logs / (name + '.log')}", flush=True)
                     return 1
-            trending_seen = trending_seen or trending > 0
-            if stored >= events and not keep and (trending_seen or time.monotonic() - started > 240):
-                print(f"all {events} events ingested in {time.monotonic() - started:.1f}s"
-                      + ("; trends computed" if trending_seen else "; no trend run yet (beat runs every 3 min)"))
-                break
+            if stored >= events and not triggered:
+                # Do not wait for beat's next tick: enqueue a run the way beat does.
+                print(f"all {events} events ingested in {time.monotonic() - started:.1f}s; "
+                      "enqueueing a `currently` trend run on the trends queue", flush=True)
+                subprocess.run([*CELERY, "call", "tasks.trends.run_trend", "--args", '["currently"]',
+                                "--queue", "trends"], env=env, check=True, capture_output=True)
+                triggered = True
+            if trending > 0 and not trending_seen:
+                trending_seen = True
+                _print_top(pg.dsn)
+                if not keep:
+                    break
             stop.wait(2.0)
         return 0
     except (ServiceError, subprocess.CalledProcessError) as error:

@@ -14,11 +14,14 @@ import io
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import psycopg2
 
 from worker.db.connection import Connection, connect
+from worker.durations import Duration
 from worker.events import POINT_FIELDS, Point
 from worker.store.base import StoreUnavailable
+from worker.trends.math import Aggregates
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,41 @@ def _copy_buffer(points: Sequence[Point]) -> io.StringIO:
 
 
 def _ns_to_ts_sql(param: str) -> str:
-    return f"to_timestamp(0) + ({param} / {_US}) * interval '1 microsecond'"
+    return f"to_timestamp(0) + ({param}::bigint / {_US}) * interval '1 microsecond'"
+
+
+# Aggregates field -> SQL expression over the events of the span (`ev`).
+_SUMS = {
+    "count": "count(*)",
+    "sum_score": "sum(score)",
+    # exp() raises on underflow in PostgreSQL; below e^-700 a weight is 0 in float64 anyway.
+    "decayed_score": "sum(score * exp(greatest(%(g)s * age, -700)))",
+    "sum_age": "sum(age)",
+    "sum_sentiment": "sum(sentiment_raw)",
+    "sum_followers": "sum(followers)",
+    "sum_abstract": "sum(contains_abstract_raw)",
+    "sum_length": "sum(length)",
+    "sum_questions": "sum(questions)",
+    "sum_exclamations": "sum(exclamations)",
+    "sum_bot_rating": "sum(bot_rating)",
+}
+_SPAN_EVENTS = f"""
+    WITH ev AS (
+        SELECT doi, score, sentiment_raw, followers, contains_abstract_raw, length, questions,
+               exclamations, bot_rating,
+               extract(epoch FROM ({_ns_to_ts_sql("%(now)s")} - time))::float8 AS age
+        FROM discussion_event
+        WHERE doi = ANY(%(dois)s)
+          AND time >= {_ns_to_ts_sql("%(now)s")} - %(span)s * interval '1 second'
+          AND time <= {_ns_to_ts_sql("%(now)s")}
+    )
+"""
+_TREND_SUMS = _SPAN_EVENTS + f"SELECT doi, {', '.join(f'({e})::float8' for e in _SUMS.values())} FROM ev GROUP BY doi"
+_TREND_SERIES = _SPAN_EVENTS + """
+    SELECT doi, floor(age / %(w)s)::int AS k, sum(score)::float8 FROM ev
+    WHERE age < %(w)s::float8 * %(windows)s
+    GROUP BY doi, k
+"""
 
 
 class PostgresStore:
@@ -123,7 +160,41 @@ class PostgresStore:
         """
         return {doi: int(n) for doi, n in self._query(sql, (start_ns, stop_ns))}
 
-    def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple]:
+    # -- trend inputs: aggregation pushed down to PostgreSQL ---------------------------------
+    def qualifying_dois(self, duration: Duration, now_ns: int) -> list[str]:
+        """DOIs with more than ``min_events`` events in ``[now - span, now]``, sorted."""
+        sql = f"""
+            SELECT doi FROM discussion_event
+            WHERE time >= {_ns_to_ts_sql("%(now)s")} - %(span)s * interval '1 second'
+              AND time <= {_ns_to_ts_sql("%(now)s")}
+            GROUP BY doi HAVING count(*) > %(min)s ORDER BY doi
+        """
+        rows = self._query(sql, {"now": now_ns, "span": duration.span_s, "min": duration.min_events})
+        return [doi for (doi,) in rows]
+
+    def trend_inputs(self, duration: Duration, now_ns: int, dois: Sequence[str]) -> Aggregates:
+        """Per-DOI sums, decayed score and window series, computed in two GROUP BYs.
+
+        Only ``len(dois) x (11 + windows)`` numbers leave the database, not every event.
+        Window k counts ages in [k*w, (k+1)*w) back from now, i.e. series position
+        ``windows - 1 - k``, exactly as :func:`worker.trends.math.window_series`.
+        """
+        index = {doi: i for i, doi in enumerate(dois)}
+        if len(index) != len(dois):
+            raise ValueError("trend_inputs: duplicate DOIs in the chunk")
+        n = len(dois)
+        sums = np.zeros((n, len(_SUMS)))
+        series = np.zeros((n, duration.windows))
+        if n:
+            params = {"now": now_ns, "span": duration.span_s, "dois": list(dois), "g": duration.gravity,
+                      "w": duration.window_s, "windows": duration.windows}
+            for doi, *values in self._query(_TREND_SUMS, params):
+                sums[index[doi]] = values
+            for doi, k, total in self._query(_TREND_SERIES, params):
+                series[index[doi], duration.windows - 1 - k] = total
+        return Aggregates(**{name: sums[:, i].copy() for i, name in enumerate(_SUMS)}, series=series)
+
+    def _query(self, sql: str, params: tuple[object, ...] | dict[str, object]) -> list[tuple]:
         conn = self._connection()
         try:
             with conn, conn.cursor() as cur:

@@ -1,0 +1,313 @@
+"""Ingest throughput: the product (bridge + one Celery worker) against the source's approach.
+
+Product: the events wait in a fresh topic (produced first, not timed); the clock starts
+when ``aggregator bridge`` and one ingest worker (``-c 2``) are started, and stops when
+``discussion_event`` holds every event. Process start-up, the consumer group join and the
+dynamic ceiling's ramp-up are inside the measured time, as they are for an operator who
+starts the stack against a backlog. The store-side rate (first to last stored batch, from
+``ingested_at``) is reported beside it.
+
+Baseline, in the same run, on the same events: what the source did — a plain
+confluent-kafka consumer that decodes each event with the stdlib ``json`` and writes it
+with one ``INSERT`` and one ``COMMIT``, into a fresh ``discussion_event`` table of a second
+database. Its cost per event does not depend on how many events there are, so it runs on
+a prefix and is extrapolated (the table says so). Its clock starts at its first message:
+its group join is left out, which can only make the baseline look faster, never the
+product.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+
+from bench.common import (
+    AGGREGATOR,
+    CELERY,
+    BenchError,
+    Processes,
+    RowCounter,
+    Stack,
+    find_log_line,
+    produce_fast,
+    wait_for,
+)
+
+# How the product is configured for this benchmark (printed with the results).
+# - INGEST_RATE_LIMIT far above the task rate (a few batches per second), so the Celery rate
+#   limit is not what is measured.
+# - ceiling = smoothed rate x BRIDGE_TARGET_INTERVAL_S: at 4,000-20,000 events/s this gives
+#   batches of 1,000-5,000 (capped by BRIDGE_MAX_BATCH). A half-life of 2 s lets the
+#   estimate follow a backlog being read instead of ramping up over minutes.
+# - BRIDGE_MAX_BATCH_AGE_S = 2 x the interval, the same ratio as the production defaults
+#   (5 s / 10 s); with the default 10 s the last partial batch would wait 10 s.
+PRODUCT_SETTINGS: dict[str, str] = {
+    "INGEST_RATE_LIMIT": "1000/s",
+    "BRIDGE_TARGET_INTERVAL_S": "0.25",
+    "BRIDGE_RATE_HALF_LIFE_S": "2",
+    "BRIDGE_MAX_BATCH": "5000",
+    "BRIDGE_MAX_BATCH_AGE_S": "0.5",
+}
+WORKER_CONCURRENCY = 2
+
+_BASELINE_INSERT = """
+INSERT INTO discussion_event (event_id, doi, time, score, sentiment_raw, followers, length,
+    questions, exclamations, bot_rating, contains_abstract_raw, time_score, type_factor,
+    user_score, content_score)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
+
+@dataclass
+class ProductRun:
+    events: int
+    seconds: float  # process start -> last row visible
+    first_row_s: float  # process start -> first row visible
+    store_seconds: float  # first -> last stored batch (ingested_at)
+    batch_sizes: list[int]
+    bridge_stats: dict[str, str]
+    profiles: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    @property
+    def store_rate(self) -> float:
+        return self.events / self.store_seconds if self.store_seconds > 0 else float("nan")
+
+
+@dataclass
+class BaselineRun:
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+@dataclass
+class IngestResult:
+    product: ProductRun
+    baseline: BaselineRun
+    produce_seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return self.product.rate / self.baseline.rate
+
+
+# --- the product -----------------------------------------------------------------------------
+def _batch_sizes(redis_url: str) -> list[int]:
+    """Sizes of the batches the worker wrote, from the task results in the Redis backend.
+
+    The worker runs at ``-l warning`` (its per-batch info line would cost time), and the
+    result backend already holds ``{"written": n}`` for every task id.
+    """
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    sizes = []
+    for key in client.scan_iter(match="celery-task-meta-ingest:*", count=1000):
+        raw = client.get(key)
+        if raw is None:
+            continue
+        meta = json.loads(raw)
+        if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
+            sizes.append(int(meta["result"].get("written", 0)))
+    return sizes
+
+
+def _start_profiler(pid: int, out: Path, *, subprocesses: bool) -> subprocess.Popen:
+    """py-spy sampling ``pid`` into collapsed stacks (summarised by :func:`top_frames`)."""
+    argv = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "100",
+            "--output", str(out), "--nonblocking"]
+    if subprocesses:
+        argv.append("--subprocesses")
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _stop_profiler(proc: subprocess.Popen) -> None:
+    """SIGINT makes py-spy write its output; it is killed if it does not exit."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_product(stack: Stack, procs: Processes, topic: str, events: int, *,
+                profile_dir: Path | None = None) -> ProductRun:
+    """Start bridge + worker against the filled topic; time until every event is stored."""
+    dsn = stack.fresh_database("product")
+    stack.flush_redis()
+    env = stack.env(topic=topic, dsn=dsn, **PRODUCT_SETTINGS)
+    counter = RowCounter(dsn)
+    profilers: dict[str, subprocess.Popen] = {}
+    profiles: dict[str, Path] = {}
+    bridge = worker = None
+    try:
+        start = time.monotonic()
+        bridge = procs.spawn([*AGGREGATOR, "bridge"], env, "ingest-bridge")
+        worker = procs.spawn([*CELERY, "worker", "-Q", "ingest", "-c", str(WORKER_CONCURRENCY),
+                              "-n", f"bench-ingest-{uuid.uuid4().hex[:6]}@localhost",
+                              "--without-mingle", "--without-gossip", "-l", "warning"], env, "ingest-worker")
+        if profile_dir is not None:
+            profile_dir.mkdir(parents=True, exist_ok=True)
+            for name, proc, children in (("bridge", bridge, False), ("worker", worker, True)):
+                profiles[name] = profile_dir / f"ingest-{name}.txt"
+                profilers[name] = _start_profiler(proc.pid, profiles[name], subprocesses=children)
+
+        first_row: list[float] = []
+
+        def some_rows() -> bool:
+            return counter() > 0
+
+        def all_rows() -> bool:
+            n = counter()
+            if n and not first_row:
+                first_row.append(time.monotonic())
+            return n >= events
+
+        def alive() -> None:
+            procs.check_alive(bridge, worker)
+
+        timeout = 120 + events / 500  # generous: a stuck pipeline fails, a slow one finishes
+        first_seen = wait_for(some_rows, timeout, "first stored event", interval=0.05, alive=alive)
+        first_row.append(first_seen)
+        done = wait_for(all_rows, timeout, f"{events:,} events stored", interval=0.1, alive=alive)
+        seconds = done - start
+        for proc in profilers.values():
+            _stop_profiler(proc)
+
+        stored, store_seconds = counter.query(
+            "SELECT count(*), extract(epoch FROM max(ingested_at) - min(ingested_at)) FROM discussion_event")
+        if stored != events:
+            raise BenchError(f"product stored {stored} events, expected {events}")
+        sizes = _batch_sizes(stack.redis.url)
+        procs.terminate(bridge)  # SIGTERM: the bridge flushes, commits and logs its totals
+        procs.terminate(worker)
+        stats = find_log_line(procs.log_text(bridge), "bridge stopped") or {}
+        return ProductRun(events, seconds, first_row[0] - start, float(store_seconds or 0.0), sizes, stats,
+                          profiles)
+    finally:
+        for proc in profilers.values():
+            _stop_profiler(proc)
+        for proc in (bridge, worker):
+            if proc is not None:
+                procs.terminate(proc, timeout=10)
+        counter.close()
+
+
+# --- the baseline ------------------------------------------------------------------------------
+def run_baseline(stack: Stack, topic: str, events: int) -> BaselineRun:
+    """The source's loop: poll one message, ``json.loads``, one INSERT, one COMMIT."""
+    from confluent_kafka import Consumer
+
+    dsn = stack.fresh_database("baseline")
+    consumer = Consumer({
+        "bootstrap.servers": stack.kafka.bootstrap,
+        "group.id": f"baseline-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": True,
+    })
+    conn = psycopg2.connect(dsn, application_name="bench-baseline")
+    try:
+        consumer.subscribe([topic])
+        cur = conn.cursor()
+        done = 0
+        start: float | None = None
+        deadline = time.monotonic() + 60 + events / 200
+        while done < events:
+            if time.monotonic() > deadline:
+                raise BenchError(f"baseline: only {done} of {events} events within the deadline")
+            message = consumer.poll(1.0)
+            if message is None or message.error() is not None:
+                continue
+            if start is None:
+                start = time.perf_counter()
+            event = json.loads(message.value())
+            processed = event["subj"]["processed"]
+            cur.execute(_BASELINE_INSERT, (
+                event.get("id"), event["obj"]["data"]["doi"], event["timestamp"],
+                processed["score"], processed["sentiment_raw"], processed["followers"], processed["length"],
+                processed["question_mark_count"], processed["exclamation_mark_count"], processed["bot_rating"],
+                processed.get("contains_abstract_raw", 0.0), processed.get("time_score", 0.0),
+                processed.get("type_factor", 0.0), processed.get("user_score", 0.0),
+                processed.get("content_score", 0.0),
+            ))
+            conn.commit()
+            done += 1
+        assert start is not None
+        seconds = time.perf_counter() - start
+    finally:
+        with contextlib.suppress(Exception):
+            consumer.close()
+        conn.close()
+    with contextlib.closing(psycopg2.connect(dsn)) as check, check.cursor() as cur:
+        cur.execute("SELECT count(*) FROM discussion_event")
+        stored = cur.fetchone()[0]
+    if stored != events:
+        raise BenchError(f"baseline stored {stored} events, expected {events}")
+    return BaselineRun(events, seconds)
+
+
+def run(stack: Stack, payloads: list[bytes], *, baseline_events: int,
+        profile_dir: Path | None = None) -> IngestResult:
+    """Both measurements on the same events: fill one topic, run the baseline, the product."""
+    topic = stack.fresh_topic("ingest", partitions=2)
+    produce_seconds = produce_fast(stack.kafka.bootstrap, topic, payloads)
+    # Baseline first: the product's database then gets no autovacuum work from it.
+    baseline = run_baseline(stack, topic, min(baseline_events, len(payloads)))
+    procs = Processes(stack.root / "logs" / f"ingest-{os.getpid()}")
+    try:
+        product = run_product(stack, procs, topic, len(payloads), profile_dir=profile_dir)
+    finally:
+        procs.close()
+    return IngestResult(product, baseline, produce_seconds)
+
+
+# --- reporting -----------------------------------------------------------------------------------
+def batch_summary(sizes: list[int]) -> str:
+    if not sizes:
+        return "batch sizes unknown"
+    ordered = sorted(sizes)
+    median = ordered[len(ordered) // 2]
+    big = sum(1 for s in sizes if s >= 1000)
+    return (f"{len(sizes)} batches: median {median:,}, max {ordered[-1]:,}, "
+            f"{big} of {len(sizes)} with >= 1,000 events ({sum(s for s in sizes if s >= 1000) / sum(sizes):.0%} "
+            f"of the events)")
+
+
+def top_frames(collapsed: Path, top: int = 12) -> list[tuple[float, float, str]]:
+    """(self share, inclusive share, frame) from py-spy's collapsed stacks, by self time."""
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        self_time[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        return []
+    return [(n / total, inclusive[frame] / total, frame) for frame, n in self_time.most_common(top)]

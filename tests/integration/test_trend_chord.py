@@ -1,0 +1,176 @@
+"""The trend chord, eagerly, against real PostgreSQL and Redis (SPEC §4, §5, §7)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import psycopg2
+import pytest
+from trend_seed import S, seed_events, seed_publications
+
+from worker.trends import engine, publish
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+NOW_NS = engine.datetime_to_ns(NOW)
+
+
+def q(dsn: str, sql: str, params: tuple | None = None) -> list[tuple]:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+@pytest.fixture
+def eager(env: dict[str, str]):  # noqa: ANN201
+    from worker.app import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield app
+    app.conf.task_always_eager = False
+    app.conf.task_eager_propagates = False
+
+
+@pytest.fixture
+def seeded(env: dict[str, str]) -> dict[str, list[str]]:
+    dsn = env["POSTGRES_DSN"]
+    qualifying = [f"10.1101/q{i:04d}" for i in range(450)]
+    few = [f"10.1101/few{i}" for i in range(20)]  # 10 events: not MORE than min_events
+    counts = {doi: 11 + (i % 5) for i, doi in enumerate(qualifying)} | {doi: 10 for doi in few}
+    seed_events(dsn, NOW_NS, counts, 6 * 3600)
+    covid, other = qualifying[:7], qualifying[7:12]
+    seed_publications(dsn, covid, other)
+    return {"qualifying": qualifying, "few": few, "covid": covid, "other": other}
+
+
+def test_run_chunks_and_finalizes(eager, env: dict[str, str], seeded: dict[str, list[str]]) -> None:  # noqa: ANN001
+    from tasks.trends import run_lock, run_trend
+
+    result = run_trend.delay("currently", NOW.isoformat()).get()
+    assert result["status"] == "started" and result["dois"] == 450 and result["chunks"] == 3
+    dsn = env["POSTGRES_DSN"]
+    assert q(dsn, "SELECT status, dois, chunks, rows_written FROM trend_run") == [("finalized", 450, 3, 450)]
+    assert q(dsn, "SELECT count(*), count(DISTINCT publication_doi) FROM trending WHERE duration = 'currently'") \
+        == [(450, 450)]
+    assert q(dsn, "SELECT count(*) FROM trending WHERE publication_doi LIKE '10.1101/few%'") == [(0,)]
+    assert q(dsn, "SELECT count(*), min(calculated_at) FROM trending_history") == [(450, NOW)]
+    assert q(dsn, "SELECT count(*) FROM trending_staging") == [(0,)]
+    counts = dict(q(dsn, "SELECT publication_doi, count FROM trending"))
+    assert counts["10.1101/q0001"] == 12
+    view = q(dsn, "SELECT publication_doi, trending_ranking, title FROM trending_covid_papers "
+                  "WHERE duration = 'currently' ORDER BY trending_ranking")
+    assert sorted(doi for doi, _, _ in view) == sorted(seeded["covid"])  # not the 4th-entity ones
+    assert [rank for _, rank, _ in view] == list(range(1, 8))
+    scores = [s for (s,) in q(dsn, "SELECT score FROM trending_covid_papers ORDER BY trending_ranking")]
+    assert scores == sorted(scores, reverse=True)
+    assert run_lock("currently").holder() is None  # released by the callback
+
+
+def test_a_second_run_replaces_and_keeps_history(eager, env: dict[str, str], seeded) -> None:  # noqa: ANN001
+    from tasks.trends import run_trend
+
+    run_trend.delay("currently", NOW.isoformat()).get()
+    later = NOW + timedelta(minutes=3)
+    run_trend.delay("currently", later.isoformat()).get()
+    dsn = env["POSTGRES_DSN"]
+    assert q(dsn, "SELECT DISTINCT calculated_at FROM trending") == [(later,)]
+    # 3 minutes later some DOIs no longer have more than 10 events in the span.
+    (second,) = q(dsn, "SELECT rows_written FROM trend_run WHERE calculated_at = %s", (later,))[0]
+    assert 400 < second < 450
+    assert q(dsn, "SELECT count(*) FROM trending WHERE duration = 'currently'") == [(second,)]
+    assert q(dsn, "SELECT calculated_at, count(*) FROM trending_history GROUP BY 1 ORDER BY 1") == [
+        (NOW, 450), (later, second)]
+
+
+def test_older_run_finalized_after_a_newer_changes_nothing(eager, env: dict[str, str], seeded) -> None:  # noqa: ANN001
+    from tasks.trends import run_trend
+
+    settings_dsn = env["POSTGRES_DSN"]
+    run_trend.delay("currently", (NOW + timedelta(minutes=3)).isoformat()).get()
+    before = q(settings_dsn, "SELECT publication_doi, score, calculated_at FROM trending ORDER BY 1")
+    # A late run planned for an earlier time: its rows are staged, its finalize must not win.
+    publish.start_run(settings_dsn, "old-run", "currently", NOW)
+    publish.stage_rows(settings_dsn, "old-run", [{"doi": "10.1101/zzz", **dict.fromkeys(
+        ("score", "count", "mean_sentiment", "sum_followers", "abstract_difference", "mean_age", "mean_length",
+         "mean_questions", "mean_exclamations", "mean_bot_rating", "mean_score", "stddev", "ema", "kama", "ker",
+         "projected_change", "trending", "mk_p"), 1), "mk_trend": "no trend"}])
+    assert publish.finalize(settings_dsn, "old-run", "currently", NOW).status == "superseded"
+    assert q(settings_dsn, "SELECT publication_doi, score, calculated_at FROM trending ORDER BY 1") == before
+    assert q(settings_dsn, "SELECT status FROM trend_run WHERE run_id = 'old-run'") == [("superseded",)]
+
+
+def test_readers_never_see_an_empty_duration(eager, env: dict[str, str], seeded) -> None:  # noqa: ANN001
+    from tasks.trends import run_trend
+
+    dsn = env["POSTGRES_DSN"]
+    run_trend.delay("currently", NOW.isoformat()).get()
+    seen: list[tuple[int, int, str]] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            while not done.is_set():
+                cur.execute("SELECT count(*), count(DISTINCT run_id), min(run_id) FROM trending "
+                            "WHERE duration = 'currently'")
+                seen.append(cur.fetchone())
+        conn.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for minutes in range(1, 6):
+            run_trend.delay("currently", (NOW + timedelta(minutes=minutes)).isoformat()).get()
+    finally:
+        done.set()
+        thread.join()
+    assert len(seen) > 20
+    written = dict(q(dsn, "SELECT run_id, rows_written FROM trend_run"))
+    assert len(written) == 6
+    # Every snapshot: exactly one run's complete set; never empty, never a mix of two runs.
+    assert all(runs == 1 and count == written[run_id] for count, runs, run_id in seen), set(seen)
+    assert len({run_id for _, _, run_id in seen}) > 1  # the reader did see replacements happen
+
+
+def test_run_is_skipped_while_the_previous_one_is_in_flight(eager, env: dict[str, str], seeded) -> None:  # noqa: ANN001
+    from tasks.trends import run_lock, run_trend
+
+    lock = run_lock("currently")
+    assert lock.acquire("other-run")
+    try:
+        assert run_trend.delay("currently", NOW.isoformat()).get() == {"status": "skipped", "duration": "currently"}
+        assert not lock.release("not-the-holder")  # compare-and-delete: a stranger cannot release it
+        assert q(env["POSTGRES_DSN"], "SELECT count(*) FROM trend_run") == [(0,)]
+    finally:
+        assert lock.release("other-run")
+    assert run_trend.delay("currently", NOW.isoformat()).get()["status"] == "started"
+
+
+def test_no_qualifying_doi_empties_the_duration(eager, env: dict[str, str], seeded) -> None:  # noqa: ANN001
+    from tasks.trends import run_trend
+
+    run_trend.delay("currently", NOW.isoformat()).get()
+    later = NOW + timedelta(days=2)  # every event is now older than 6 h
+    assert run_trend.delay("currently", later.isoformat()).get()["chunks"] == 0
+    assert q(env["POSTGRES_DSN"], "SELECT count(*) FROM trending WHERE duration = 'currently'") == [(0,)]
+
+
+def test_unknown_duration_is_a_clear_error(eager, env: dict[str, str]) -> None:  # noqa: ANN001
+    from tasks.trends import run_trend
+
+    with pytest.raises(ValueError, match="unknown duration 'hourly'"):
+        run_trend.delay("hourly").get()
+
+
+def test_cli_run_prints_phases(env: dict[str, str], seeded, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    from worker.cli import main
+
+    assert main(["trends", "run", "currently", "--at", NOW.isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert "450 DOIs with more than 10 events" in out and "3 chunk(s)" in out
+    assert "finalized: 450 rows" in out and "trending_covid_papers refreshed" in out
+    _ = S

@@ -1,0 +1,52 @@
+"""Seeding events and upstream tables for the trend tests."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import psycopg2
+
+from worker.events import Point
+from worker.store.postgres import PostgresStore
+
+S = 1_000_000_000
+
+
+def seed_events(dsn: str, now_ns: int, counts: dict[str, int], span_s: int, seed: int = 3) -> list[Point]:
+    rng = random.Random(seed)
+    points = []
+    for doi, n in counts.items():
+        for i in range(n):
+            age_s = rng.uniform(0, span_s * 0.999)
+            points.append(Point(f"{doi}#{i}", doi, now_ns - int(age_s * S) // 1000 * 1000, rng.uniform(1, 50),
+                                rng.uniform(-1, 1), rng.randint(0, 5000), rng.randint(10, 280), rng.randint(0, 2),
+                                rng.randint(0, 2), rng.choice((1.0, 5.0, 10.0)), rng.random(), 1.0, 1.0, 2.0, 3.0))
+    store = PostgresStore(dsn)
+    for start in range(0, len(points), 5000):
+        store.write(points[start:start + 5000])
+    store.close()
+    return points
+
+
+def seed_publications(dsn: str, covid: Sequence[str], other: Sequence[str]) -> None:
+    """Publications with authors; `covid` ones have COVID-19 among their top-3 entities,
+    `other` ones have it only as their 4th entity (must NOT qualify for the view)."""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        entities = {}
+        for value in ("COVID-19", "SARS-CoV-2", "Vaccine", "Influenza", "Climate"):
+            cur.execute("INSERT INTO discussion_data (value, type) VALUES (%s, 'entity') RETURNING id", (value,))
+            entities[value] = cur.fetchone()[0]
+        cur.execute("INSERT INTO discussion_data (value, type) VALUES ('COVID-19 hashtag', 'hashtag') RETURNING id")
+        hashtag = cur.fetchone()[0]
+        for i, doi in enumerate([*covid, *other]):
+            cur.execute("INSERT INTO publication (doi, title, year) VALUES (%s, %s, 2021)", (doi, f"Title of {doi}"))
+            cur.execute("INSERT INTO author (name) VALUES (%s) RETURNING id", (f"Ada Lovelace{i}",))
+            cur.execute("INSERT INTO publication_author VALUES (%s, %s)", (doi, cur.fetchone()[0]))
+            if doi in covid:
+                counts = {"COVID-19": 5, "SARS-CoV-2": 9, "Vaccine": 7, "Influenza": 1}
+            else:
+                counts = {"COVID-19": 1, "SARS-CoV-2": 9, "Vaccine": 7, "Influenza": 3}
+            for value, count in counts.items():
+                cur.execute("INSERT INTO discussion_data_point VALUES (%s, %s, %s)", (doi, entities[value], count))
+            cur.execute("INSERT INTO discussion_data_point VALUES (%s, %s, 100)", (doi, hashtag))

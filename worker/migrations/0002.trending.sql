@@ -1,0 +1,138 @@
+-- depends: 0001.events-and-upstream
+-- The trend tables owned by this product (SPEC §4, §5).
+
+-- The current rows: one per (publication_doi, duration), replaced per duration in one
+-- transaction by the run's finalize step.
+CREATE TABLE trending (
+    publication_doi      text NOT NULL,
+    duration             text NOT NULL,
+    score                double precision NOT NULL,
+    count                integer NOT NULL,
+    mean_sentiment       double precision NOT NULL,
+    sum_followers        double precision NOT NULL,
+    abstract_difference  double precision NOT NULL,
+    mean_age             double precision NOT NULL,
+    mean_length          double precision NOT NULL,
+    mean_questions       double precision NOT NULL,
+    mean_exclamations    double precision NOT NULL,
+    mean_bot_rating      double precision NOT NULL,
+    mean_score           double precision NOT NULL,
+    stddev               double precision NOT NULL,
+    ema                  double precision NOT NULL,
+    kama                 double precision NOT NULL,
+    ker                  double precision NOT NULL,
+    projected_change     double precision NOT NULL,
+    trending             double precision NOT NULL,
+    mk_trend             text NOT NULL,
+    mk_p                 double precision NOT NULL,
+    run_id               text NOT NULL,
+    calculated_at        timestamptz NOT NULL,
+    PRIMARY KEY (publication_doi, duration)
+);
+CREATE INDEX trending_duration_score ON trending (duration, score DESC);
+
+-- Every run's rows with the time of the calculation, for analysing trends over time.
+CREATE TABLE trending_history (
+    publication_doi      text NOT NULL,
+    duration             text NOT NULL,
+    score                double precision NOT NULL,
+    count                integer NOT NULL,
+    mean_sentiment       double precision NOT NULL,
+    sum_followers        double precision NOT NULL,
+    abstract_difference  double precision NOT NULL,
+    mean_age             double precision NOT NULL,
+    mean_length          double precision NOT NULL,
+    mean_questions       double precision NOT NULL,
+    mean_exclamations    double precision NOT NULL,
+    mean_bot_rating      double precision NOT NULL,
+    mean_score           double precision NOT NULL,
+    stddev               double precision NOT NULL,
+    ema                  double precision NOT NULL,
+    kama                 double precision NOT NULL,
+    ker                  double precision NOT NULL,
+    projected_change     double precision NOT NULL,
+    trending             double precision NOT NULL,
+    mk_trend             text NOT NULL,
+    mk_p                 double precision NOT NULL,
+    run_id               text NOT NULL,
+    calculated_at        timestamptz NOT NULL,
+    PRIMARY KEY (duration, calculated_at, publication_doi)
+);
+CREATE INDEX trending_history_doi ON trending_history (publication_doi, duration, calculated_at);
+
+-- Rows of runs in flight, written by the chunk subtasks; chord results stay small (a count)
+-- and the finalize step moves the rows with INSERT ... SELECT inside PostgreSQL.
+CREATE UNLOGGED TABLE trending_staging (
+    run_id               text NOT NULL,
+    publication_doi      text NOT NULL,
+    score                double precision NOT NULL,
+    count                integer NOT NULL,
+    mean_sentiment       double precision NOT NULL,
+    sum_followers        double precision NOT NULL,
+    abstract_difference  double precision NOT NULL,
+    mean_age             double precision NOT NULL,
+    mean_length          double precision NOT NULL,
+    mean_questions       double precision NOT NULL,
+    mean_exclamations    double precision NOT NULL,
+    mean_bot_rating      double precision NOT NULL,
+    mean_score           double precision NOT NULL,
+    stddev               double precision NOT NULL,
+    ema                  double precision NOT NULL,
+    kama                 double precision NOT NULL,
+    ker                  double precision NOT NULL,
+    projected_change     double precision NOT NULL,
+    trending             double precision NOT NULL,
+    mk_trend             text NOT NULL,
+    mk_p                 double precision NOT NULL,
+    PRIMARY KEY (run_id, publication_doi)
+);
+
+-- One row per run: what operators look at to see a run's story.
+CREATE TABLE trend_run (
+    run_id         text PRIMARY KEY,
+    duration       text NOT NULL,
+    calculated_at  timestamptz NOT NULL,  -- the run's "now"
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    finished_at    timestamptz,
+    status         text NOT NULL CHECK (status IN ('running', 'finalized', 'superseded', 'failed')),
+    dois           integer,
+    chunks         integer,
+    rows_written   integer,
+    error          text
+);
+CREATE INDEX trend_run_duration_started ON trend_run (duration, started_at DESC);
+
+-- The calculation time of the rows currently in `trending`, per duration: an older run
+-- that finishes late compares against it and changes nothing.
+CREATE TABLE trending_state (
+    duration       text PRIMARY KEY,
+    calculated_at  timestamptz NOT NULL,
+    run_id         text NOT NULL
+);
+
+-- Trending COVID-19 papers: publications whose three most counted `entity` values include
+-- one containing "COVID-19", ranked per duration by score.
+CREATE MATERIALIZED VIEW trending_covid_papers AS
+WITH ranked_entity AS (
+    SELECT ddp.publication_doi, dd.value,
+           row_number() OVER (PARTITION BY ddp.publication_doi
+                              ORDER BY ddp.count DESC, dd.value) AS entity_rank
+    FROM discussion_data_point ddp
+    JOIN discussion_data dd ON dd.id = ddp.discussion_data_point_id
+    WHERE dd.type = 'entity'
+),
+covid AS (
+    SELECT DISTINCT publication_doi FROM ranked_entity
+    WHERE entity_rank <= 3 AND value LIKE '%COVID-19%'
+)
+SELECT t.*,
+       p.id AS publication_id, p.title, p.pub_date, p.year, p.citation_count,
+       row_number() OVER (PARTITION BY t.duration ORDER BY t.score DESC, t.publication_doi)
+           AS trending_ranking
+FROM trending t
+JOIN publication p ON p.doi = t.publication_doi
+JOIN covid c ON c.publication_doi = t.publication_doi
+WITH DATA;
+-- Unique index: required by REFRESH MATERIALIZED VIEW CONCURRENTLY.
+CREATE UNIQUE INDEX trending_covid_papers_key ON trending_covid_papers (publication_doi, duration);
+CREATE INDEX trending_covid_papers_rank ON trending_covid_papers (duration, trending_ranking);

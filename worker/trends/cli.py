@@ -1,0 +1,63 @@
+"""`aggregator trends run DURATION [--at TIME]`: one run in this process, phase by phase.
+
+Runs the same steps as the chord (plan, chunks, finalize, view refresh) without a worker,
+under the same overlap lock, and prints what each phase did and how long it took — the
+tool for re-running a trend by hand or checking a deployment.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+
+from worker.durations import get_durations
+from worker.settings import get_settings
+from worker.store import open_store
+from worker.trends import engine, publish
+
+
+def run_once(duration_name: str, at: str | None) -> int:
+    settings = get_settings()
+    durations = get_durations()
+    if duration_name not in durations:
+        print(f"unknown duration {duration_name!r}; known: {', '.join(durations)}", file=sys.stderr)
+        return 2
+    duration = durations[duration_name]
+    now = datetime.fromisoformat(at) if at else datetime.now(UTC)
+    now_ns = engine.datetime_to_ns(now)
+    from tasks.trends import run_lock
+
+    token = engine.new_token()
+    lock = run_lock(duration_name)
+    if not lock.acquire(token):
+        print(f"a run of {duration_name} is in flight (lock held by {lock.holder()}); not starting another",
+              file=sys.stderr)
+        return 1
+    store = open_store(settings)
+    try:
+        t0 = time.perf_counter()
+        plan = engine.plan_run(settings, store, duration, now_ns, token)
+        t1 = time.perf_counter()
+        print(f"run {plan.run_id} at {engine.ns_to_datetime(now_ns).isoformat()}")
+        print(f"  select   {t1 - t0:8.3f}s  {plan.dois} DOIs with more than {duration.min_events} events "
+              f"in the last {duration.span}, {len(plan.chunks)} chunk(s) of <= {settings.trend_chunk_size}")
+        staged = 0
+        try:
+            for chunk in plan.chunks:
+                staged += engine.compute_chunk(settings, store, duration, plan.run_id, now_ns, chunk)
+        except Exception as error:
+            publish.fail_run(settings.postgres_dsn, plan.run_id, repr(error))
+            raise
+        t2 = time.perf_counter()
+        print(f"  chunks   {t2 - t1:8.3f}s  {staged} rows computed and staged")
+        result = engine.finalize_run(settings, store, plan.run_id, duration_name, now_ns)
+        print(f"  finalize {result.get('finalize_s', 0.0):8.3f}s  {result['status']}: {result['rows']} rows "
+              f"now in trending for {duration_name}")
+        if "view_refresh_s" in result:
+            print(f"  view     {result['view_refresh_s']:8.3f}s  trending_covid_papers refreshed")
+        print(f"  total    {time.perf_counter() - t0:8.3f}s")
+        return 0
+    finally:
+        lock.release(token)
+        store.close()

@@ -1,0 +1,138 @@
+"""Publishing a run's rows in PostgreSQL: staging, atomic replacement, history, view refresh.
+
+Chunk subtasks write their rows to ``trending_staging`` (so chord results stay a number,
+not megabytes through Redis). The finalize step replaces the duration's rows in ONE
+transaction — readers see the old set or the new one, never a mix and never an empty
+table (MVCC) — after checking under a row lock that no newer run has been published
+(``trending_state``), then refreshes the materialized view CONCURRENTLY, outside the
+transaction, so readers of the view are not blocked either.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg2.extras import execute_values
+
+from worker.db.connection import Connection, connect
+from worker.trends.math import TREND_COLUMNS
+
+log = logging.getLogger(__name__)
+
+_COLS = ", ".join(TREND_COLUMNS)
+
+
+@dataclass
+class FinalizeResult:
+    status: str  # "finalized" or "superseded"
+    rows: int
+
+
+def start_run(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> None:
+    with connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO trend_run (run_id, duration, calculated_at, status) VALUES (%s, %s, %s, 'running') "
+                    "ON CONFLICT (run_id) DO NOTHING", (run_id, duration, calculated_at))
+    conn.close()
+
+
+def record_plan(dsn: str, run_id: str, dois: int, chunks: int) -> None:
+    with connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE trend_run SET dois = %s, chunks = %s WHERE run_id = %s", (dois, chunks, run_id))
+    conn.close()
+
+
+def stage_rows(dsn: str, run_id: str, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Write a chunk's rows; idempotent (a redelivered chunk rewrites the same rows)."""
+    if not rows:
+        return 0
+    values = [(run_id, row["doi"], *(row[name] for name in TREND_COLUMNS)) for row in rows]
+    conn = connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            execute_values(
+                cur,
+                f"INSERT INTO trending_staging (run_id, publication_doi, {_COLS}) VALUES %s "
+                f"ON CONFLICT (run_id, publication_doi) DO UPDATE SET "
+                + ", ".join(f"{c} = EXCLUDED.{c}" for c in TREND_COLUMNS),
+                values,
+                page_size=1000,
+            )
+    finally:
+        conn.close()
+    return len(values)
+
+
+def finalize(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> FinalizeResult:
+    """Replace the duration's rows with the run's staged rows, unless a newer run won."""
+    conn = connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO trending_state (duration, calculated_at, run_id) "
+                        "VALUES (%s, '-infinity', '') ON CONFLICT (duration) DO NOTHING", (duration,))
+            cur.execute("SELECT calculated_at FROM trending_state WHERE duration = %s FOR UPDATE", (duration,))
+            (current,) = cur.fetchone()
+            if current >= calculated_at:
+                cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
+                cur.execute("UPDATE trend_run SET status = 'superseded', finished_at = now(), rows_written = 0 "
+                            "WHERE run_id = %s", (run_id,))
+                log.warning("run superseded by a newer one; rows kept", extra={
+                    "run_id": run_id, "duration": duration, "current": current.isoformat()})
+                return FinalizeResult("superseded", 0)
+            cur.execute("DELETE FROM trending WHERE duration = %s", (duration,))
+            cur.execute(
+                f"INSERT INTO trending (publication_doi, duration, {_COLS}, run_id, calculated_at) "
+                f"SELECT publication_doi, %s, {_COLS}, run_id, %s FROM trending_staging WHERE run_id = %s",
+                (duration, calculated_at, run_id),
+            )
+            rows = cur.rowcount
+            cur.execute(
+                f"INSERT INTO trending_history (publication_doi, duration, {_COLS}, run_id, calculated_at) "
+                f"SELECT publication_doi, duration, {_COLS}, run_id, calculated_at FROM trending "
+                f"WHERE duration = %s ON CONFLICT DO NOTHING",
+                (duration,),
+            )
+            cur.execute("UPDATE trending_state SET calculated_at = %s, run_id = %s WHERE duration = %s",
+                        (calculated_at, run_id, duration))
+            cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
+            cur.execute("UPDATE trend_run SET status = 'finalized', finished_at = now(), rows_written = %s "
+                        "WHERE run_id = %s", (rows, run_id))
+        return FinalizeResult("finalized", rows)
+    finally:
+        conn.close()
+
+
+def refresh_covid_view(dsn: str) -> None:
+    """CONCURRENTLY: readers of the view are never blocked (needs the unique index)."""
+    conn: Connection = connect(dsn, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY trending_covid_papers")
+    finally:
+        conn.close()
+
+
+def fail_run(dsn: str, run_id: str, error: str) -> None:
+    """A failed run: its staged rows go, the current rows stay untouched."""
+    conn = connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
+            cur.execute("UPDATE trend_run SET status = 'failed', finished_at = now(), error = %s "
+                        "WHERE run_id = %s AND status = 'running'", (error[:2000], run_id))
+    finally:
+        conn.close()
+
+
+def run_rows(dsn: str, duration: str) -> list[dict[str, Any]]:
+    """The current rows of a duration (for the store's trend history and for tests)."""
+    conn = connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(f"SELECT publication_doi, {_COLS} FROM trending WHERE duration = %s", (duration,))
+            return [{"doi": doi, **dict(zip(TREND_COLUMNS, rest, strict=True))} for doi, *rest in cur.fetchall()]
+    finally:
+        conn.close()
