@@ -28,7 +28,7 @@ def run_status(dsn: str, run_id: str) -> str | None:
     return rows[0][0] if rows else None
 
 
-def test_runs_through_a_real_worker_and_a_failing_chunk_keeps_old_rows(env: dict[str, str], spawn) -> None:  # noqa: ANN001
+def test_runs_through_a_real_worker_and_a_failing_chunk_keeps_old_rows(env: dict[str, str], spawn) -> None:
     from tasks.trends import run_lock
     from worker.app import app
 

@@ -24,7 +24,7 @@ def q(dsn: str, sql: str, params: tuple | None = None) -> list[tuple]:
 
 
 @pytest.fixture
-def eager(env: dict[str, str]):  # noqa: ANN201
+def eager(env: dict[str, str]):
     from worker.app import app
 
     app.conf.task_always_eager = True
@@ -46,7 +46,7 @@ def seeded(env: dict[str, str]) -> dict[str, list[str]]:
     return {"qualifying": qualifying, "few": few, "covid": covid, "other": other}
 
 
-def test_run_chunks_and_finalizes(eager, env: dict[str, str], seeded: dict[str, list[str]]) -> None:  # noqa: ANN001
+def test_run_chunks_and_finalizes(eager, env: dict[str, str], seeded: dict[str, list[str]]) -> None:
     from tasks.trends import run_lock, run_trend
 
     result = run_trend.delay("currently", NOW.isoformat()).get()
@@ -69,7 +69,7 @@ def test_run_chunks_and_finalizes(eager, env: dict[str, str], seeded: dict[str, 
     assert run_lock("currently").holder() is None  # released by the callback
 
 
-def test_a_second_run_replaces_and_keeps_history(eager, env: dict[str, str], seeded) -> None:  # noqa: ANN001
+def test_a_second_run_replaces_and_keeps_history(eager, env: dict[str, str], seeded) -> None:
     from tasks.trends import run_trend
 
     run_trend.delay("currently", NOW.isoformat()).get()
@@ -85,7 +85,7 @@ def test_a_second_run_replaces_and_keeps_history(eager, env: dict[str, str], see
         (NOW, 450), (later, second)]
 
 
-def test_older_run_finalized_after_a_newer_changes_nothing(eager, env: dict[str, str], seeded) -> None:  # noqa: ANN001
+def test_older_run_finalized_after_a_newer_changes_nothing(eager, env: dict[str, str], seeded) -> None:
     from tasks.trends import run_trend
 
     settings_dsn = env["POSTGRES_DSN"]
@@ -102,7 +102,7 @@ def test_older_run_finalized_after_a_newer_changes_nothing(eager, env: dict[str,
     assert q(settings_dsn, "SELECT status FROM trend_run WHERE run_id = 'old-run'") == [("superseded",)]
 
 
-def test_readers_never_see_an_empty_duration(eager, env: dict[str, str], seeded) -> None:  # noqa: ANN001
+def test_readers_never_see_an_empty_duration(eager, env: dict[str, str], seeded) -> None:
     from tasks.trends import run_trend
 
     dsn = env["POSTGRES_DSN"]
@@ -136,7 +136,7 @@ def test_readers_never_see_an_empty_duration(eager, env: dict[str, str], seeded)
     assert len({run_id for _, _, run_id in seen}) > 1  # the reader did see replacements happen
 
 
-def test_run_is_skipped_while_the_previous_one_is_in_flight(eager, env: dict[str, str], seeded) -> None:  # noqa: ANN001
+def test_run_is_skipped_while_the_previous_one_is_in_flight(eager, env: dict[str, str], seeded) -> None:
     from tasks.trends import run_lock, run_trend
 
     lock = run_lock("currently")
@@ -150,7 +150,7 @@ def test_run_is_skipped_while_the_previous_one_is_in_flight(eager, env: dict[str
     assert run_trend.delay("currently", NOW.isoformat()).get()["status"] == "started"
 
 
-def test_no_qualifying_doi_empties_the_duration(eager, env: dict[str, str], seeded) -> None:  # noqa: ANN001
+def test_no_qualifying_doi_empties_the_duration(eager, env: dict[str, str], seeded) -> None:
     from tasks.trends import run_trend
 
     run_trend.delay("currently", NOW.isoformat()).get()
@@ -159,14 +159,14 @@ def test_no_qualifying_doi_empties_the_duration(eager, env: dict[str, str], seed
     assert q(env["POSTGRES_DSN"], "SELECT count(*) FROM trending WHERE duration = 'currently'") == [(0,)]
 
 
-def test_unknown_duration_is_a_clear_error(eager, env: dict[str, str]) -> None:  # noqa: ANN001
+def test_unknown_duration_is_a_clear_error(eager, env: dict[str, str]) -> None:
     from tasks.trends import run_trend
 
     with pytest.raises(ValueError, match="unknown duration 'hourly'"):
         run_trend.delay("hourly").get()
 
 
-def test_cli_run_prints_phases(env: dict[str, str], seeded, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_cli_run_prints_phases(env: dict[str, str], seeded, capsys: pytest.CaptureFixture[str]) -> None:
     from worker.cli import main
 
     assert main(["trends", "run", "currently", "--at", NOW.isoformat()]) == 0
