@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from x_recorder import x_api  # noqa: F401 - the fake X API fixture, shared by the post tests
 
 from worker.devstack.services import KafkaBroker, PostgresServer, RedisServer
 

@@ -1,0 +1,112 @@
+"""The morning post (SPEC §6): top three of `trending_covid_papers` for `today`, once a day.
+
+Never twice for the same day: the day is *claimed* in PostgreSQL (a row in
+`morning_post`) before the API call and marked posted after it. A definite refusal by X
+(an HTTP error answer) releases the claim so a retry may post; an ambiguous failure (a
+timeout: X may have created the tweet) keeps the claim, and the log tells the operator to
+check the account — a duplicate post is worse than a missing one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import tweepy
+
+from worker.db.connection import connect
+from worker.post.compose import Paper, compose_post
+from worker.post.x_client import XPoster
+from worker.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+TOP_QUERY = """
+SELECT v.publication_doi, coalesce(v.title, v.publication_doi),
+       (SELECT a.name FROM publication_author pa JOIN author a ON a.id = pa.author_id
+        WHERE pa.publication_doi = v.publication_doi ORDER BY a.id LIMIT 1)
+FROM trending_covid_papers v
+WHERE v.duration = %s
+ORDER BY v.trending_ranking
+LIMIT 3
+"""
+
+
+@dataclass
+class PostOutcome:
+    status: str  # "posted", "dry_run", "already_posted", "no_papers"
+    text: str | None = None
+    tweet_id: str | None = None
+
+
+def last_name(name: str | None) -> str | None:
+    """"Lovelace, Ada" and "Ada Lovelace" both give "Lovelace"; empty gives None."""
+    if not name or not name.strip():
+        return None
+    name = name.strip()
+    if "," in name:
+        return name.split(",", 1)[0].strip() or None
+    return name.split()[-1]
+
+
+def top_papers(dsn: str, duration: str = "today") -> list[Paper]:
+    conn = connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(TOP_QUERY, (duration,))
+            return [Paper(doi=doi, title=title, author_last_name=last_name(author))
+                    for doi, title, author in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def todays_text(settings: Settings) -> str | None:
+    return compose_post(top_papers(settings.postgres_dsn), settings.trending_url)
+
+
+def morning_post(settings: Settings, *, day: date | None = None, poster: XPoster | None = None,
+                 dry_run: bool = False) -> PostOutcome:
+    day = day or datetime.now(UTC).date()
+    text = todays_text(settings)
+    if text is None:
+        log.info("no trending COVID-19 paper today: nothing to post", extra={"day": day.isoformat()})
+        return PostOutcome("no_papers")
+    poster = None if dry_run else (poster or XPoster.from_settings(settings))
+    if poster is None:
+        log.info("dry run: morning post not sent", extra={"day": day.isoformat(), "text": text})
+        return PostOutcome("dry_run", text)
+    conn = connect(settings.postgres_dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO morning_post (day, status, text) VALUES (%s, 'posting', %s) "
+                        "ON CONFLICT (day) DO NOTHING", (day, text))
+            claimed = cur.rowcount == 1
+        if not claimed:
+            log.warning("morning post already claimed for this day; not posting again", extra={"day": day.isoformat()})
+            return PostOutcome("already_posted", text)
+        try:
+            tweet_id = poster.post(text)
+        except tweepy.HTTPException:
+            with conn, conn.cursor() as cur:  # X answered with a refusal: nothing was posted
+                cur.execute("DELETE FROM morning_post WHERE day = %s AND status = 'posting'", (day,))
+            raise
+        except Exception:
+            log.error("morning post outcome unknown (claim kept, check the account before clearing it)",
+                      extra={"day": day.isoformat()})
+            raise
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE morning_post SET status = 'posted', tweet_id = %s, posted_at = now() WHERE day = %s",
+                        (tweet_id, day))
+        log.info("morning post sent", extra={"day": day.isoformat(), "tweet_id": tweet_id})
+        return PostOutcome("posted", text, tweet_id)
+    finally:
+        conn.close()
+
+
+def post_cli(*, dry_run: bool) -> int:
+    outcome = morning_post(get_settings(), dry_run=dry_run)
+    if outcome.text:
+        print(outcome.text)
+    print(f"status: {outcome.status}" + (f" tweet_id={outcome.tweet_id}" if outcome.tweet_id else ""))
+    return 0
