@@ -92,8 +92,11 @@ CREATE TABLE trend_run (
     run_id         text PRIMARY KEY,
     duration       text NOT NULL,
     calculated_at  timestamptz NOT NULL,  -- the run's "now"
-    started_at     timestamptz NOT NULL DEFAULT now(),
-    finished_at    timestamptz,
+    started_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    planned_at     timestamptz,           -- qualifying DOIs selected, chunks known
+    finalize_at    timestamptz,           -- all chunks done, finalize began
+    finished_at    timestamptz,           -- rows replaced (or run failed/superseded)
+    refreshed_at   timestamptz,           -- trending_covid_papers refreshed
     status         text NOT NULL CHECK (status IN ('running', 'finalized', 'superseded', 'failed')),
     dois           integer,
     chunks         integer,

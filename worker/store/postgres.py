@@ -86,11 +86,10 @@ _SPAN_EVENTS = f"""
           AND time <= {_ns_to_ts_sql("%(now)s")}
     )
 """
-_TREND_SUMS = _SPAN_EVENTS + f"SELECT doi, {', '.join(f'({e})::float8' for e in _SUMS.values())} FROM ev GROUP BY doi"
-_TREND_SERIES = _SPAN_EVENTS + """
-    SELECT doi, floor(age / %(w)s)::int AS k, sum(score)::float8 FROM ev
-    WHERE age < %(w)s::float8 * %(windows)s
-    GROUP BY doi, k
+_SCORE = list(_SUMS).index("sum_score")
+_TREND_WINDOWS = _SPAN_EVENTS + f"""
+    SELECT doi, floor(age / %(w)s)::int AS k, {', '.join(f'({e})::float8' for e in _SUMS.values())}
+    FROM ev GROUP BY doi, k
 """
 
 
@@ -173,25 +172,31 @@ class PostgresStore:
         return [doi for (doi,) in rows]
 
     def trend_inputs(self, duration: Duration, now_ns: int, dois: Sequence[str]) -> Aggregates:
-        """Per-DOI sums, decayed score and window series, computed in two GROUP BYs.
+        """Per-DOI sums, decayed score and window series from ONE ``GROUP BY doi, window``.
 
-        Only ``len(dois) x (11 + windows)`` numbers leave the database, not every event.
-        Window k counts ages in [k*w, (k+1)*w) back from now, i.e. series position
-        ``windows - 1 - k``, exactly as :func:`worker.trends.math.window_series`.
+        Only (DOIs x windows) partial sums leave the database, not every event; the per-DOI
+        sums are their totals, the series their score column. Window k counts ages in
+        [k*w, (k+1)*w) back from now, i.e. series position ``windows - 1 - k``, exactly as
+        :func:`worker.trends.math.window_series`; events older than the series (k >=
+        windows) still count in the sums.
         """
         index = {doi: i for i, doi in enumerate(dois)}
         if len(index) != len(dois):
             raise ValueError("trend_inputs: duplicate DOIs in the chunk")
-        n = len(dois)
+        n, windows = len(dois), duration.windows
         sums = np.zeros((n, len(_SUMS)))
-        series = np.zeros((n, duration.windows))
+        series = np.zeros((n, windows))
         if n:
             params = {"now": now_ns, "span": duration.span_s, "dois": list(dois), "g": duration.gravity,
-                      "w": duration.window_s, "windows": duration.windows}
-            for doi, *values in self._query(_TREND_SUMS, params):
-                sums[index[doi]] = values
-            for doi, k, total in self._query(_TREND_SERIES, params):
-                series[index[doi], duration.windows - 1 - k] = total
+                      "w": duration.window_s}
+            found = self._query(_TREND_WINDOWS, params)
+            if found:
+                rows_doi = np.fromiter((index[r[0]] for r in found), dtype=np.int64, count=len(found))
+                rows_k = np.fromiter((r[1] for r in found), dtype=np.int64, count=len(found))
+                values = np.array([r[2:] for r in found], dtype=np.float64)
+                np.add.at(sums, rows_doi, values)
+                inside = rows_k < windows
+                series[rows_doi[inside], windows - 1 - rows_k[inside]] = values[inside, _SCORE]
         return Aggregates(**{name: sums[:, i].copy() for i, name in enumerate(_SUMS)}, series=series)
 
     def _query(self, sql: str, params: tuple[object, ...] | dict[str, object]) -> list[tuple]:

@@ -86,6 +86,6 @@ def finalize_run(settings: Settings, store: object, run_id: str, duration: str, 
             except Exception as error:  # the PostgreSQL history is the record; log and go on
                 log.error("store trend history not written", extra={"run_id": run_id, "error": str(error)})
         started = time.perf_counter()
-        publish.refresh_covid_view(settings.postgres_dsn)
+        publish.refresh_covid_view(settings.postgres_dsn, run_id)
         timings["view_refresh_s"] = time.perf_counter() - started
     return {"run_id": run_id, "status": result.status, "rows": result.rows, **timings}

@@ -41,7 +41,7 @@ def start_run(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> 
 
 def record_plan(dsn: str, run_id: str, dois: int, chunks: int) -> None:
     with connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("UPDATE trend_run SET dois = %s, chunks = %s WHERE run_id = %s", (dois, chunks, run_id))
+        cur.execute("UPDATE trend_run SET dois = %s, chunks = %s, planned_at = clock_timestamp() WHERE run_id = %s", (dois, chunks, run_id))
     conn.close()
 
 
@@ -71,13 +71,14 @@ def finalize(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> F
     conn = connect(dsn)
     try:
         with conn, conn.cursor() as cur:
+            cur.execute("UPDATE trend_run SET finalize_at = clock_timestamp() WHERE run_id = %s", (run_id,))
             cur.execute("INSERT INTO trending_state (duration, calculated_at, run_id) "
                         "VALUES (%s, '-infinity', '') ON CONFLICT (duration) DO NOTHING", (duration,))
             cur.execute("SELECT calculated_at FROM trending_state WHERE duration = %s FOR UPDATE", (duration,))
             (current,) = cur.fetchone()
             if current >= calculated_at:
                 cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
-                cur.execute("UPDATE trend_run SET status = 'superseded', finished_at = now(), rows_written = 0 "
+                cur.execute("UPDATE trend_run SET status = 'superseded', finished_at = clock_timestamp(), rows_written = 0 "
                             "WHERE run_id = %s", (run_id,))
                 log.warning("run superseded by a newer one; rows kept", extra={
                     "run_id": run_id, "duration": duration, "current": current.isoformat()})
@@ -98,19 +99,21 @@ def finalize(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> F
             cur.execute("UPDATE trending_state SET calculated_at = %s, run_id = %s WHERE duration = %s",
                         (calculated_at, run_id, duration))
             cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
-            cur.execute("UPDATE trend_run SET status = 'finalized', finished_at = now(), rows_written = %s "
+            cur.execute("UPDATE trend_run SET status = 'finalized', finished_at = clock_timestamp(), rows_written = %s "
                         "WHERE run_id = %s", (rows, run_id))
         return FinalizeResult("finalized", rows)
     finally:
         conn.close()
 
 
-def refresh_covid_view(dsn: str) -> None:
+def refresh_covid_view(dsn: str, run_id: str | None = None) -> None:
     """CONCURRENTLY: readers of the view are never blocked (needs the unique index)."""
     conn: Connection = connect(dsn, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY trending_covid_papers")
+            if run_id is not None:
+                cur.execute("UPDATE trend_run SET refreshed_at = clock_timestamp() WHERE run_id = %s", (run_id,))
     finally:
         conn.close()
 
@@ -121,7 +124,7 @@ def fail_run(dsn: str, run_id: str, error: str) -> None:
     try:
         with conn, conn.cursor() as cur:
             cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
-            cur.execute("UPDATE trend_run SET status = 'failed', finished_at = now(), error = %s "
+            cur.execute("UPDATE trend_run SET status = 'failed', finished_at = clock_timestamp(), error = %s "
                         "WHERE run_id = %s AND status = 'running'", (error[:2000], run_id))
     finally:
         conn.close()
