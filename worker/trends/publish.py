@@ -41,7 +41,8 @@ def start_run(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> 
 
 def record_plan(dsn: str, run_id: str, dois: int, chunks: int) -> None:
     with connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("UPDATE trend_run SET dois = %s, chunks = %s, planned_at = clock_timestamp() WHERE run_id = %s", (dois, chunks, run_id))
+        cur.execute("UPDATE trend_run SET dois = %s, chunks = %s, planned_at = clock_timestamp() WHERE run_id = %s",
+                    (dois, chunks, run_id))
     conn.close()
 
 
@@ -78,8 +79,8 @@ def finalize(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> F
             (current,) = cur.fetchone()
             if current >= calculated_at:
                 cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
-                cur.execute("UPDATE trend_run SET status = 'superseded', finished_at = clock_timestamp(), rows_written = 0 "
-                            "WHERE run_id = %s", (run_id,))
+                cur.execute("UPDATE trend_run SET status = 'superseded', finished_at = clock_timestamp(), "
+                            "rows_written = 0 WHERE run_id = %s", (run_id,))
                 log.warning("run superseded by a newer one; rows kept", extra={
                     "run_id": run_id, "duration": duration, "current": current.isoformat()})
                 return FinalizeResult("superseded", 0)
