@@ -86,6 +86,10 @@ def run_trends(quick: bool) -> list[str]:
             *("  " + line for line in out.getvalue().rstrip().splitlines())]
 
 
+def _secs(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f} s"
+
+
 def ingest_lines(result: ingest.IngestResult, profiled: bool) -> list[str]:
     p, b = result.product, result.baseline
     flag = " (PROFILED: py-spy attached, slower than unprofiled)" if profiled else ""
@@ -93,9 +97,11 @@ def ingest_lines(result: ingest.IngestResult, profiled: bool) -> list[str]:
         f"ingest {p.events:,} events ({DOIS:,} DOIs): product {p.rate:,.0f} ev/s{flag} | baseline "
         f"(per-event json + INSERT + commit, {b.events:,} ev extrapolated) {b.rate:,.0f} ev/s | "
         f"ratio {result.ratio:.1f}x (target >= 10x: {'met' if result.ratio >= 10 else 'MISSED'})",
-        f"  product: {p.seconds:.2f} s from starting bridge + worker to {p.events:,} rows (first row after "
-        f"{p.first_row_s:.2f} s); store side {p.store_rate:,.0f} ev/s (first to last batch, "
-        f"{p.store_seconds:.2f} s)",
+        f"  product: {p.seconds:.2f} s from starting bridge + worker to {p.events:,} rows; of these, "
+        f"{_secs(p.assigned_s)} until the bridge's consumer group join was done (partitions assigned) and "
+        f"{p.first_row_s:.2f} s until the first row; store side {p.store_rate:,.0f} ev/s (first to last "
+        f"batch, {p.store_seconds:.2f} s)",
+        f"  product {p.cpu.line(p.events)}",
         f"  {ingest.batch_summary(p.batch_sizes)}; bridge totals: consumed={p.bridge_stats.get('consumed', '?')} "
         f"published_batches={p.bridge_stats.get('published_batches', '?')} "
         f"dead_lettered={p.bridge_stats.get('dead_lettered', '?')}",
@@ -103,6 +109,7 @@ def ingest_lines(result: ingest.IngestResult, profiled: bool) -> list[str]:
         + f"; worker -Q ingest -c {ingest.WORKER_CONCURRENCY}",
         f"  baseline: {b.events:,} events in {b.seconds:.2f} s from its first message (group join left out); "
         f"{p.events:,} would take {p.events / b.rate:,.0f} s",
+        f"  baseline {b.cpu.line(b.events)}",
         f"  (loading the topic, not timed: {result.produce_seconds:.1f} s)",
     ]
     for name, path in p.profiles.items():

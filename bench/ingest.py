@@ -27,6 +27,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -38,7 +39,10 @@ from bench.common import (
     Processes,
     RowCounter,
     Stack,
+    cpu_seconds,
     find_log_line,
+    machine_busy_seconds,
+    postmaster_pid,
     produce_fast,
     wait_for,
 )
@@ -69,13 +73,32 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 
 
 @dataclass
+class CpuUse:
+    """CPU seconds per component over a timed run: where the two cores went."""
+
+    wall: float
+    parts: dict[str, float]
+    machine: float  # the whole machine's busy CPU seconds over the same time
+
+    def line(self, events: int) -> str:
+        cores = os.cpu_count() or 1
+        total = sum(self.parts.values())
+        shares = ", ".join(f"{name} {sec:.1f} s ({sec / events * 1e6:.0f} µs/ev)" for name, sec in self.parts.items())
+        return (f"CPU over {self.wall:.1f} s wall ({cores} cores = {cores * self.wall:.1f} core-s): {shares}; "
+                f"total {total:.1f} core-s = {total / self.wall:.2f} cores busy; whole machine "
+                f"{self.machine / self.wall:.2f} cores busy (others: {max(0.0, self.machine - total) / self.wall:.2f})")
+
+
+@dataclass
 class ProductRun:
     events: int
     seconds: float  # process start -> last row visible
     first_row_s: float  # process start -> first row visible
+    assigned_s: float | None  # process start -> the bridge's partitions assigned (group join done)
     store_seconds: float  # first -> last stored batch (ingested_at)
     batch_sizes: list[int]
     bridge_stats: dict[str, str]
+    cpu: CpuUse
     profiles: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -91,6 +114,7 @@ class ProductRun:
 class BaselineRun:
     events: int
     seconds: float
+    cpu: CpuUse
 
     @property
     def rate(self) -> float:
@@ -109,26 +133,6 @@ class IngestResult:
 
 
 # --- the product -----------------------------------------------------------------------------
-def _batch_sizes(redis_url: str) -> list[int]:
-    """Sizes of the batches the worker wrote, from the task results in the Redis backend.
-
-    The worker runs at ``-l warning`` (its per-batch info line would cost time), and the
-    result backend already holds ``{"written": n}`` for every task id.
-    """
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    sizes = []
-    for key in client.scan_iter(match="celery-task-meta-ingest:*", count=1000):
-        raw = client.get(key)
-        if raw is None:
-            continue
-        meta = json.loads(raw)
-        if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
-            sizes.append(int(meta["result"].get("written", 0)))
-    return sizes
-
-
 def _start_profiler(pid: int, out: Path, *, subprocesses: bool) -> subprocess.Popen:
     """py-spy sampling ``pid`` into collapsed stacks (summarised by :func:`top_frames`)."""
     argv = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "100",
@@ -150,6 +154,25 @@ def _stop_profiler(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def _service_cpu(stack: Stack) -> dict[str, float]:
+    assert stack.kafka.proc is not None and stack.redis.proc is not None
+    return {
+        "PostgreSQL": cpu_seconds(postmaster_pid(stack.pg)),
+        "Redis": cpu_seconds(stack.redis.proc.pid),
+        "Tansu": cpu_seconds(stack.kafka.proc.pid),
+        "bench poller": cpu_seconds(os.getpid(), children=False),
+    }
+
+
+def _assigned_at(text: str, started_wall: float) -> float | None:
+    """Seconds from process start to the bridge's ``partitions assigned`` log line."""
+    fields = find_log_line(text, "partitions assigned")
+    if fields is None or "ts" not in fields:
+        return None
+    stamp = datetime.strptime(fields["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return stamp.timestamp() - started_wall
+
+
 def run_product(stack: Stack, procs: Processes, topic: str, events: int, *,
                 profile_dir: Path | None = None) -> ProductRun:
     """Start bridge + worker against the filled topic; time until every event is stored."""
@@ -161,6 +184,9 @@ def run_product(stack: Stack, procs: Processes, topic: str, events: int, *,
     profiles: dict[str, Path] = {}
     bridge = worker = None
     try:
+        before = _service_cpu(stack)
+        machine_before = machine_busy_seconds()
+        started_wall = time.time()
         start = time.monotonic()
         bridge = procs.spawn([*AGGREGATOR, "bridge"], env, "ingest-bridge")
         worker = procs.spawn([*CELERY, "worker", "-Q", "ingest", "-c", str(WORKER_CONCURRENCY),
@@ -172,25 +198,20 @@ def run_product(stack: Stack, procs: Processes, topic: str, events: int, *,
                 profiles[name] = profile_dir / f"ingest-{name}.txt"
                 profilers[name] = _start_profiler(proc.pid, profiles[name], subprocesses=children)
 
-        first_row: list[float] = []
-
-        def some_rows() -> bool:
-            return counter() > 0
-
-        def all_rows() -> bool:
-            n = counter()
-            if n and not first_row:
-                first_row.append(time.monotonic())
-            return n >= events
-
         def alive() -> None:
             procs.check_alive(bridge, worker)
 
         timeout = 120 + events / 500  # generous: a stuck pipeline fails, a slow one finishes
-        first_seen = wait_for(some_rows, timeout, "first stored event", interval=0.05, alive=alive)
-        first_row.append(first_seen)
-        done = wait_for(all_rows, timeout, f"{events:,} events stored", interval=0.1, alive=alive)
+        first_row = wait_for(counter.any_rows, timeout, "first stored event", interval=0.05, alive=alive)
+        done = counter.wait_for_rows(events, timeout, alive)
         seconds = done - start
+        after = _service_cpu(stack)
+        machine = machine_busy_seconds() - machine_before
+        parts = {"bridge": cpu_seconds(bridge.pid)}
+        worker_main = cpu_seconds(worker.pid, children=False)
+        parts["worker main"] = worker_main
+        parts[f"worker pool (-c {WORKER_CONCURRENCY})"] = cpu_seconds(worker.pid) - worker_main
+        parts.update({name: after[name] - before[name] for name in before})
         for proc in profilers.values():
             _stop_profiler(proc)
 
@@ -198,12 +219,14 @@ def run_product(stack: Stack, procs: Processes, topic: str, events: int, *,
             "SELECT count(*), extract(epoch FROM max(ingested_at) - min(ingested_at)) FROM discussion_event")
         if stored != events:
             raise BenchError(f"product stored {stored} events, expected {events}")
-        sizes = _batch_sizes(stack.redis.url)
+        # ingested_at is now() of the writing transaction: one value per batch.
+        sizes = [int(n) for (n,) in counter.rows("SELECT count(*) FROM discussion_event GROUP BY ingested_at")]
         procs.terminate(bridge)  # SIGTERM: the bridge flushes, commits and logs its totals
         procs.terminate(worker)
-        stats = find_log_line(procs.log_text(bridge), "bridge stopped") or {}
-        return ProductRun(events, seconds, first_row[0] - start, float(store_seconds or 0.0), sizes, stats,
-                          profiles)
+        text = procs.log_text(bridge)
+        stats = find_log_line(text, "bridge stopped") or {}
+        return ProductRun(events, seconds, first_row - start, _assigned_at(text, started_wall),
+                          float(store_seconds or 0.0), sizes, stats, CpuUse(seconds, parts, machine), profiles)
     finally:
         for proc in profilers.values():
             _stop_profiler(proc)
@@ -229,8 +252,12 @@ def run_baseline(stack: Stack, topic: str, events: int) -> BaselineRun:
     try:
         consumer.subscribe([topic])
         cur = conn.cursor()
+        cur.execute("SELECT pg_backend_pid()")
+        backend = int(cur.fetchone()[0])
+        conn.commit()
         done = 0
         start: float | None = None
+        cpu_before = (0.0, 0.0, 0.0)
         deadline = time.monotonic() + 60 + events / 200
         while done < events:
             if time.monotonic() > deadline:
@@ -240,6 +267,8 @@ def run_baseline(stack: Stack, topic: str, events: int) -> BaselineRun:
                 continue
             if start is None:
                 start = time.perf_counter()
+                cpu_before = (cpu_seconds(os.getpid(), children=False), cpu_seconds(backend),
+                              machine_busy_seconds())
             event = json.loads(message.value())
             processed = event["subj"]["processed"]
             cur.execute(_BASELINE_INSERT, (
@@ -254,6 +283,9 @@ def run_baseline(stack: Stack, topic: str, events: int) -> BaselineRun:
             done += 1
         assert start is not None
         seconds = time.perf_counter() - start
+        cpu = CpuUse(seconds, {"consumer (python + librdkafka)": cpu_seconds(os.getpid(), children=False)
+                               - cpu_before[0], "PostgreSQL backend": cpu_seconds(backend) - cpu_before[1]},
+                     machine_busy_seconds() - cpu_before[2])
     finally:
         with contextlib.suppress(Exception):
             consumer.close()
@@ -263,7 +295,7 @@ def run_baseline(stack: Stack, topic: str, events: int) -> BaselineRun:
         stored = cur.fetchone()[0]
     if stored != events:
         raise BenchError(f"baseline stored {stored} events, expected {events}")
-    return BaselineRun(events, seconds)
+    return BaselineRun(events, seconds, cpu)
 
 
 def run(stack: Stack, payloads: list[bytes], *, baseline_events: int,

@@ -64,7 +64,7 @@ def test_flower_shows_our_worker_and_queue_lengths(redis_url: str, spawn: Callab
 
     env = {"REDIS_URL": redis_url}
     port = free_port()
-    flower = spawn([*CELERY, "flower", f"--port={port}", "--address=127.0.0.1"],
+    flower = spawn([*CELERY, "flower", f"--port={port}", "--address=127.0.0.1", "--purge_offline_workers=600"],
                    {**env, "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}, "flower")
     wait_for(lambda: flower.poll() is not None or get(port, "/healthcheck", auth=False, timeout=1)[0] == 200,
              30, "flower /healthcheck")

@@ -137,10 +137,12 @@ def test_every_declared_queue_is_served_and_trends_alone_with_concurrency_1() ->
     served = {q: name for name, words in workers.items() for q in (option(words, "-Q") or "").split(",")}
     assert declared_queues() <= set(served), f"queues nobody serves: {declared_queues() - set(served)}"
     trends = ENV["TRENDS_QUEUE"]
-    trends_worker = workers[served[trends]]
+    trends_servers = [name for name, words in workers.items() if trends in (option(words, "-Q") or "").split(",")]
+    assert trends_servers == ["worker-trends"], f"exactly one worker serves {trends}: {trends_servers}"
+    trends_worker = workers["worker-trends"]
     assert option(trends_worker, "-Q") == trends, "the trends worker must serve only the trends queue"
     assert option(trends_worker, "-c", "--concurrency") == "1", "trend runs must never overlap"
-    assert SERVICES[served[trends]].get("deploy", {}).get("replicas", 1) == 1
+    assert SERVICES["worker-trends"].get("deploy", {}).get("replicas", 1) == 1
     # The ingest worker serves the queue the bridge publishes to.
     assert ENV["INGEST_QUEUE"] in served
 

@@ -46,6 +46,7 @@ class Entry:
 @dataclass
 class BridgeStats:
     consumed: int = 0
+    polls: int = 0
     published_batches: int = 0
     published_events: int = 0
     dead_lettered: int = 0
@@ -148,6 +149,7 @@ class Bridge:
             self._flush_downstream(gated=True)
         self._update_pause(now)
         messages = self.consumer.consume(num_messages=500, timeout=self.settings.bridge_poll_timeout_s)
+        self.stats.polls += 1
         now = self.clock()
         for message in messages:
             self._take(message, now)
@@ -302,7 +304,11 @@ class Bridge:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assignment = {tp.partition for tp in partitions}
         if self._paused and partitions:
-            consumer.pause(partitions)  # a newly assigned partition is not paused by librdkafka
+            # A newly assigned partition is not paused, and a pause() before the assignment
+            # is applied is lost (the client's own assign() after this callback resets it):
+            # assign here, then pause.
+            consumer.assign(partitions)
+            consumer.pause(partitions)
         log.info("partitions assigned", extra={"partitions": sorted(self.assignment), "paused": self._paused})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -310,7 +316,9 @@ class Bridge:
         drained = self.batcher.drain()
         if drained is not None:
             self.ready.append(drained)
-        self._flush_downstream()  # one attempt: publish and store what we can before losing them
+        # One attempt to publish and store what we hold before losing the partitions, unless
+        # the queue is too deep: then the next owner re-reads it from the committed offset.
+        self._flush_downstream(gated=True)
         self._forget(revoked)
         self.assignment -= revoked
         log.info("partitions revoked", extra={"partitions": sorted(revoked)})

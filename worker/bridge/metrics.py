@@ -61,6 +61,7 @@ class BridgeCollector(Collector):
             return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
 
         yield counter("consumed", "Messages taken from Kafka (valid or not).", s.consumed)
+        yield counter("polls", "Poll calls of the bridge loop (it keeps polling while paused).", s.polls)
         yield counter("published_batches", "Ingest tasks published to the Celery queue.", s.published_batches)
         yield counter("published_events", "Events published to the Celery queue inside batches.",
                       s.published_events)
