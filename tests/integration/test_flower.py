@@ -1,7 +1,7 @@
 """Flower 2 against the real Redis and a real worker: what operators see, with basic auth.
 
 Runs Flower exactly as compose does (`celery -A worker.app flower`, FLOWER_BASIC_AUTH from
-the environment) and reads back the two API answers docs/operating.md tells operators to
+the environment) and reads back the two API answers the README (Operating it) tells operators to
 watch. Flower's answers are printed (`pytest -s`) so the documentation can quote them.
 """
 
@@ -106,7 +106,7 @@ def test_flower_shows_our_worker_and_queue_lengths(redis_url: str, spawn: Callab
     names = [q["name"] for q in lengths["active_queues"]]
     assert "ingest" in names, text
     # Flower 2.2 lists only the queues its known workers consume once it knows any worker:
-    # the 3 tasks still waiting on `trends` no longer appear (docs/operating.md warns).
+    # the 3 tasks still waiting on `trends` no longer appear (the README (Operating it) warns).
     assert "trends" not in names, text
 
     # The container healthcheck's ping finds this worker by host pattern.
