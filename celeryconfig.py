@@ -39,8 +39,9 @@ result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout_
 redis_socket_timeout = 5
 redis_socket_connect_timeout = 5
 result_expires = 24 * 3600
-# Chord header results must outlive the longest trend run or the callback never fires.
-result_chord_join_timeout = 3600
+# Chord header results (and the chord counter) must outlive the longest trend run or the
+# callback never fires; Celery's default (None) leaves them without any expiry.
+result_chord_expires = 6 * 3600
 
 task_serializer = "json"
 result_serializer = "json"
