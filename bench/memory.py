@@ -84,6 +84,10 @@ def _status_kib(pid: int, key: str) -> int:
     raise BenchError(f"no {key} in /proc/{pid}/status")
 
 
+def _median(values: list[int]) -> int:
+    return sorted(values)[len(values) // 2] if values else 0
+
+
 def queued(redis_url: str, queue: str = "ingest") -> tuple[int, int]:
     """(tasks, events) waiting in the ingest queue: kombu's JSON envelope, base64 body,
     Celery protocol 2 body ``[args, kwargs, embed]`` with ``args[0]`` the batch."""
@@ -141,8 +145,8 @@ def run_one(stack: Stack, procs: Processes, payloads: list[bytes], *, sample_s: 
         consumed = int(stats["consumed"])
         return MemoryRun(
             backlog=len(payloads), peak_rss=peak_kib * 1024, rss_at_pause=rss_at_pause,
-            rss_settled=sorted(tail := after_pause[-max(1, len(after_pause) // 4):])[len(tail) // 2],
-            samples=len(samples), seconds_to_pause=paused_at - start,
+            rss_settled=_median(after_pause[-max(1, len(after_pause) // 4):]), samples=len(samples),
+            seconds_to_pause=paused_at - start,
             sampled_after_pause_s=sampled_after, queued_tasks=tasks, queued_events=events,
             held_in_bridge=consumed - events, consumed=consumed,
         )
@@ -162,7 +166,8 @@ def run(stack: Stack, payloads: list[bytes], *, reference: int, sample_s: float 
 
 def describe(run: MemoryRun) -> str:
     return (f"backlog {run.backlog:,}: peak RSS (VmHWM) {run.peak_rss / MiB:.0f} MiB, at pause "
-            f"{run.rss_at_pause / MiB:.0f} MiB, settled {run.rss_settled / MiB:.0f} MiB "
-            f"({run.samples} samples, {run.sampled_after_pause_s:.0f} s after the pause); paused after {run.seconds_to_pause:.1f} s; held: Redis "
-            f"{run.queued_tasks} tasks = {run.queued_events:,} events, bridge {run.held_in_bridge:,} events, "
-            f"Kafka {run.in_kafka:,} events ({run.in_kafka / run.backlog:.1%} of the backlog)")
+            f"{run.rss_at_pause / MiB:.0f} MiB, settled {run.rss_settled / MiB:.0f} MiB ({run.samples} samples, "
+            f"{run.sampled_after_pause_s:.0f} s after the pause); paused after {run.seconds_to_pause:.1f} s; "
+            f"held: Redis {run.queued_tasks} tasks = {run.queued_events:,} events, bridge "
+            f"{run.held_in_bridge:,} events, Kafka {run.in_kafka:,} events ({run.in_kafka / run.backlog:.1%} "
+            f"of the backlog)")

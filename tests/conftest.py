@@ -164,3 +164,16 @@ def _celery_app_on_test_redis(request: pytest.FixtureRequest) -> None:
 
     app.conf.broker_url = url
     app.conf.result_backend = url
+
+
+@pytest.fixture
+def eager(env: dict[str, str]):
+    """Celery tasks run in the test process (wiring tests); failure paths of chords need a
+    real worker instead (eager mode runs neither callback nor errback on a failing header)."""
+    from worker.app import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield app
+    app.conf.task_always_eager = False
+    app.conf.task_eager_propagates = False

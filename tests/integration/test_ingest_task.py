@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import psycopg2
 import pytest
+from helpers import count_events
 
 from worker.deadletter import DeadLetterReader
 from worker.demo import demo_events
 from worker.events import decode_event, points_to_wire
 
 pytestmark = pytest.mark.integration
-
-
-def count_events(dsn: str) -> int:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM discussion_event")
-        return int(cur.fetchone()[0])
-
-
-@pytest.fixture
-def eager(env: dict[str, str]):
-    from worker.app import app
-
-    app.conf.task_always_eager = True
-    app.conf.task_eager_propagates = True
-    yield app
-    app.conf.task_always_eager = False
-    app.conf.task_eager_propagates = False
 
 
 def test_batch_is_written_once_even_when_sent_twice(eager, env: dict[str, str]) -> None:

@@ -24,17 +24,6 @@ def q(dsn: str, sql: str, params: tuple | None = None) -> list[tuple]:
 
 
 @pytest.fixture
-def eager(env: dict[str, str]):
-    from worker.app import app
-
-    app.conf.task_always_eager = True
-    app.conf.task_eager_propagates = True
-    yield app
-    app.conf.task_always_eager = False
-    app.conf.task_eager_propagates = False
-
-
-@pytest.fixture
 def seeded(env: dict[str, str]) -> dict[str, list[str]]:
     dsn = env["POSTGRES_DSN"]
     qualifying = [f"10.1101/q{i:04d}" for i in range(450)]
