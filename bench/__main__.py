@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import shutil
 import signal
 import sys
 import time
@@ -36,8 +37,8 @@ class Sizes:
 
 
 FULL = Sizes(events=200_000, baseline_events=20_000, backlog=1_000_000, reference_backlog=100_000, sample_s=20.0)
-# Quick backlogs stay >= 100,000: librdkafka prefetches up to 100,000 messages
-# (queued.min.messages) before the pause, so smaller backlogs have smaller peaks.
+# Quick backlogs stay >= 100,000: librdkafka prefetches up to 64 MiB (~130,000 events)
+# before the pause, so a much smaller backlog has a smaller peak (see bench/memory.py).
 QUICK = Sizes(events=20_000, baseline_events=2_000, backlog=200_000, reference_backlog=100_000, sample_s=5.0)
 
 
@@ -85,7 +86,7 @@ def run_trends(quick: bool) -> list[str]:
     with contextlib.redirect_stdout(out):
         trend_math.main(["--quick"] if quick else [])
     return ["trend math (bench/trend_math.py" + (" --quick" if quick else "") + "):",
-            *("  " + line for line in out.getvalue().rstrip().splitlines())]
+            *(("  " + line).rstrip() for line in out.getvalue().rstrip().splitlines())]
 
 
 def _secs(value: float | None) -> str:
@@ -104,9 +105,9 @@ def ingest_lines(result: ingest.IngestResult, profiled: bool) -> list[str]:
         f"{p.first_row_s:.2f} s until the first row; from the first row to the last {p.steady_rate:,.0f} ev/s "
         f"= {p.steady_rate / b.rate:.1f}x the baseline",
         f"  product {p.cpu.line(p.events)}",
-        f"  {ingest.batch_summary(p.batch_sizes)}; bridge totals: consumed={p.bridge_stats.get('consumed', '?')} "
+        f"  bridge totals: consumed={p.bridge_stats.get('consumed', '?')} "
         f"published_batches={p.bridge_stats.get('published_batches', '?')} "
-        f"dead_lettered={p.bridge_stats.get('dead_lettered', '?')}",
+        f"dead_lettered={p.bridge_stats.get('dead_lettered', '?')}; {ingest.batch_summary(p.batch_sizes)}",
         "  settings: " + " ".join(f"{k}={v}" for k, v in ingest.PRODUCT_SETTINGS.items())
         + f"; worker -Q ingest -c {ingest.WORKER_CONCURRENCY}",
         f"  baseline: {b.events:,} events in {b.seconds:.2f} s from its first message (group join left out); "
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sizes_from(args)
     signal.signal(signal.SIGTERM, _sigterm)
     selected = {args.only} if args.only else {"ingest", "memory", "trends"}
+    if args.profile is not None and shutil.which("py-spy") is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
     lines = [machine_line()]
 
     if "trends" in selected:

@@ -222,7 +222,7 @@ class Stack:
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap,
             "KAFKA_TOPIC": topic,
             "KAFKA_DLQ_TOPIC": f"{topic}.dlq",
-            "KAFKA_GROUP_ID": f"bench-{topic}",
+            "KAFKA_GROUP_ID": f"bench-{topic}-{uuid.uuid4().hex[:6]}",  # a new group reads from the start
             "EVENT_STORE": "postgres",
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "kv",

@@ -9,11 +9,11 @@ is the figure reported. The same run with a 10x smaller backlog is the reference
 peaks should be about equal, which is what "bounded" means.
 
 What the peak is made of: the interpreter with its imports, plus librdkafka's prefetch
-before the pause (it keeps fetching until ``queued.min.messages`` = 100,000 messages or
-``queued.max.messages.kbytes`` = 64 MiB are queued, whichever comes first) — librdkafka
-drops the prefetch at the pause, so the "settled" RSS after it is lower. A backlog smaller
-than the prefetch limit is prefetched whole and gives a smaller peak; any backlog above it
-gives the same one.
+before the pause (it keeps fetching until ``queued.min.messages`` = 100,000 messages per
+partition or ``queued.max.messages.kbytes`` = 64 MiB in all are queued, whichever comes
+first) — librdkafka drops the prefetch at the pause, so the "settled" RSS after it is
+lower. A backlog smaller than the prefetch limit (~130,000 events of ~500 bytes here) is
+prefetched whole and gives a somewhat smaller peak; any backlog above it gives the same.
 
 Where the events are at the pause: in Redis (summed over the queued tasks' batches), in
 the bridge (consumed but not yet published: read from the bridge's final ``bridge stopped``
@@ -28,8 +28,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
 
 from bench.common import (
     AGGREGATOR,
@@ -114,11 +112,12 @@ def run_one(stack: Stack, procs: Processes, payloads: list[bytes], *, sample_s: 
     start = time.monotonic()
     bridge = procs.spawn([*AGGREGATOR, "bridge"], env, f"memory-bridge-{len(payloads)}")
     try:
-        proc = psutil.Process(bridge.pid)
         samples: list[int] = []
 
         def sample() -> None:
-            samples.append(proc.memory_info().rss)
+            # VmRSS from the same file as VmHWM, so a sample can never exceed the peak
+            # (psutil's RSS comes from statm and differs by up to a MiB).
+            samples.append(_status_kib(bridge.pid, "VmRSS") * 1024)
 
         def paused() -> bool:
             sample()
