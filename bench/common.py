@@ -223,6 +223,7 @@ class Stack:
             "KAFKA_TOPIC": topic,
             "KAFKA_DLQ_TOPIC": f"{topic}.dlq",
             "KAFKA_GROUP_ID": f"bench-{topic}-{uuid.uuid4().hex[:6]}",  # a new group reads from the start
+            "KAFKA_SESSION_TIMEOUT_MS": "6000",  # Tansu holds a new group's first join for half of it
             "EVENT_STORE": "postgres",
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "kv",

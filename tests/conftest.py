@@ -114,6 +114,7 @@ def env(monkeypatch: pytest.MonkeyPatch, pg_dsn: str, redis_url: str, kafka: Kaf
         "INGEST_RETRY_BACKOFF_S": "0.2",
         "INGEST_RETRY_BACKOFF_MAX_S": "1",
         "INGEST_RATE_LIMIT": "1000/s",
+        "KAFKA_SESSION_TIMEOUT_MS": "6000",
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_topic: str = "events_processed-discusses"
     kafka_group_id: str = "trend-aggregator"
+    # Consumer session timeout; a new group's first join can wait up to about half of it.
+    kafka_session_timeout_ms: int = Field(10_000, ge=1000)
     kafka_dlq_topic: str = "events_processed-discusses.dlq"
     # Partition count used when the product creates the dead-letter topic itself.
     kafka_dlq_partitions: int = Field(1, ge=1)

@@ -71,7 +71,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         # Publishing retries are bounded well under this (NOTES: apply_async can block).
         "max.poll.interval.ms": 300_000,
-        "session.timeout.ms": 10_000,
+        "session.timeout.ms": settings.kafka_session_timeout_ms,
         "enable.partition.eof": False,
     }
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import psycopg2
+from msgspec.structs import astuple
 
 from worker.db.connection import Connection, connect
 from worker.durations import Duration
@@ -48,11 +49,11 @@ def _escape(text: str) -> str:
 
 
 def _copy_buffer(points: Sequence[Point]) -> io.StringIO:
-    lines = []
-    for p in points:
-        values = [_escape(p.event_id), _escape(p.doi), str(p.time_ns // 1000)]
-        values.extend(repr(float(v)) for v in p.fields())
-        lines.append("\t".join(values))
+    # Hot path (one call per event of every batch): astuple + map beat per-field getattr.
+    lines = [
+        f"{_escape(t[0])}\t{_escape(t[1])}\t{t[2] // 1000}\t" + "\t".join(map(repr, map(float, t[3:])))
+        for t in map(astuple, points)
+    ]
     return io.StringIO("\n".join(lines) + "\n")
 
 
