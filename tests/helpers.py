@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+__all__ = ["AGGREGATOR", "CELERY"]  # re-exported: tests start processes as `aggregator dev` does
+
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,10 +12,8 @@ from pathlib import Path
 import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 
+from worker.devstack.run import AGGREGATOR, CELERY
 from worker.devstack.services import wait_until
-
-CELERY = [sys.executable, "-m", "celery", "-A", "worker.app"]
-AGGREGATOR = [sys.executable, "-m", "worker.cli"]
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:

@@ -13,13 +13,15 @@ from worker.store.postgres import PostgresStore
 S = 1_000_000_000
 
 
-def seed_events(dsn: str, now_ns: int, counts: dict[str, int], span_s: int, seed: int = 3) -> list[Point]:
+def seed_events(dsn: str, now_ns: int, counts: dict[str, int], span_s: int, seed: int = 3,
+                id_prefix: str = "") -> list[Point]:
     rng = random.Random(seed)
     points = []
     for doi, n in counts.items():
         for i in range(n):
             age_s = rng.uniform(0, span_s * 0.999)
-            points.append(Point(f"{doi}#{i}", doi, now_ns - int(age_s * S) // 1000 * 1000, rng.uniform(1, 50),
+            t_ns = now_ns - int(age_s * S) // 1000 * 1000
+            points.append(Point(f"{id_prefix}{doi}#{i}", doi, t_ns, rng.uniform(1, 50),
                                 rng.uniform(-1, 1), rng.randint(0, 5000), rng.randint(10, 280), rng.randint(0, 2),
                                 rng.randint(0, 2), rng.choice((1.0, 5.0, 10.0)), rng.random(), 1.0, 1.0, 2.0, 3.0))
     store = PostgresStore(dsn)

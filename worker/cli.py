@@ -19,16 +19,14 @@ log = logging.getLogger("aggregator")
 
 
 def cmd_setup(_: argparse.Namespace) -> int:
+    from worker.db.migrate import migrate
     from worker.deadletter import ensure_topic
     from worker.store import open_store
 
     settings = get_settings()
-    from worker.db.migrate import migrate
-
-    applied = migrate(settings.postgres_dsn)
+    applied = migrate(settings.postgres_dsn)  # trend tables live in PostgreSQL whatever the event store
     store = open_store(settings)
-    if store.name != "postgres":
-        store.setup()
+    store.setup()  # idempotent (for PostgreSQL the migrations above, already applied)
     store.close()
     ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, settings.kafka_dlq_partitions)
     print(f"setup done: migrations applied={applied or 'none'} store={store.name} "

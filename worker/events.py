@@ -173,10 +173,5 @@ def points_from_wire(payload: object) -> list[Point]:
         raise InvalidEvent(f"malformed batch: {error}") from None
 
 
-def wire_size(points: list[Point]) -> int:
-    """Bytes of the encoded batch, for the bridge's byte cap."""
-    return len(_encoder.encode(points))
-
-
 def point_size(point: Point) -> int:
     return len(_encoder.encode(point)) + 1

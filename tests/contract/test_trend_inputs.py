@@ -33,8 +33,11 @@ def test_store_aggregates_equal_the_pure_aggregation(backend, duration) -> None:
     counts = {"10.1/a": 40, "10.1/b": 12, "10.1/c": 3, "10.1/d": 0}
     seed = DEFAULT_DURATIONS.index(duration)
     points = seed_events(dsn, NOW, {k: v for k, v in counts.items() if v}, duration.span_s, seed=seed)
-    # An event just outside the span and one in the future must not count.
-    seed_events(dsn, NOW + duration.span_s * S + 5 * S, {"10.1/a": 1}, 1, seed=1)
+    # An event just older than the span and one in the future must not count (distinct ids:
+    # a colliding id would be dropped by ON CONFLICT and prove nothing).
+    seed_events(dsn, NOW - duration.span_s * S - 5 * S, {"10.1/a": 1}, 1, seed=1, id_prefix="old-")
+    seed_events(dsn, NOW + 5 * S, {"10.1/a": 1}, 1, seed=1, id_prefix="future-")
+    assert store.count_per_doi(NOW - duration.span_s * S - 10 * S, NOW + 10 * S)["10.1/a"] == 42
     dois = list(counts)
     assert store.qualifying_dois(duration, NOW) == (["10.1/a", "10.1/b"] if duration.min_events < 12 else ["10.1/a"])
     got = store.trend_inputs(duration, NOW, dois)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg2
 import pytest
-from trend_seed import S, seed_events, seed_publications
+from trend_seed import seed_events, seed_publications
 
 from worker.trends import engine, publish
 
@@ -162,4 +162,3 @@ def test_cli_run_prints_phases(env: dict[str, str], seeded, capsys: pytest.Captu
     out = capsys.readouterr().out
     assert "450 DOIs with more than 10 events" in out and "3 chunk(s)" in out
     assert "finalized: 450 rows" in out and "trending_covid_papers refreshed" in out
-    _ = S
