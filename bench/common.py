@@ -153,11 +153,12 @@ class Stack:
     pg: PostgresServer
 
     @classmethod
-    def start(cls) -> Stack:
+    def start(cls, *, durable: bool = True) -> Stack:
         """Start the three services (each waits for real readiness) and migrate a template.
 
         If one service fails to start, the ones already running are stopped before the
-        error propagates.
+        error propagates. ``durable``: PostgreSQL with its default fsync and synchronous
+        commit, as in production (``False`` gives the tests' throwaway settings).
         """
         root = _workdir("run")
         started: list[KafkaBroker | RedisServer | PostgresServer] = []
@@ -166,7 +167,7 @@ class Stack:
             started.append(kafka)
             redis_server = RedisServer(root / "redis").start()
             started.append(redis_server)
-            pg = PostgresServer(root / "pg", database=TEMPLATE_DB)
+            pg = PostgresServer(root / "pg", database=TEMPLATE_DB, durable=durable)
             started.append(pg)
             pg.start()
             from worker.db.migrate import migrate

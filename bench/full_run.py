@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from worker.devstack.services import PostgresServer, RedisServer, wait_until
 
-    pg = PostgresServer(_workdir("pg")).start()
+    pg = PostgresServer(_workdir("pg"), durable=True).start()  # production durability
     redis_server = RedisServer(_workdir("redis")).start()
     worker: subprocess.Popen | None = None
     try:

@@ -22,8 +22,6 @@ totals, since its SIGTERM flush publishes them), and in Kafka (the rest).
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -87,20 +85,13 @@ def _median(values: list[int]) -> int:
 
 
 def queued(redis_url: str, queue: str = "ingest") -> tuple[int, int]:
-    """(tasks, events) waiting in the ingest queue: kombu's JSON envelope, base64 body,
-    Celery protocol 2 body ``[args, kwargs, embed]`` with ``args[0]`` the batch."""
+    """(tasks, events) waiting in the ingest queue."""
     import redis
 
-    client = redis.Redis.from_url(redis_url)
-    tasks = events = 0
-    for raw in client.lrange(queue, 0, -1):
-        message = json.loads(raw)
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        events += len(json.loads(body)[0][0])
-        tasks += 1
-    return tasks, events
+    from worker.bridge.publisher import queued_batch_sizes
+
+    sizes = queued_batch_sizes(redis.Redis.from_url(redis_url), queue)
+    return len(sizes), sum(sizes)
 
 
 def run_one(stack: Stack, procs: Processes, payloads: list[bytes], *, sample_s: float) -> MemoryRun:

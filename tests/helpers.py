@@ -61,15 +61,8 @@ def committed_total(bootstrap: str, group: str, topic: str, partitions: int = 2)
 
 def queued_points(redis_url: str, queue: str = "ingest") -> int:
     """Events waiting in the ingest queue (sum over the queued tasks' batches)."""
-    import base64
-    import json
-
     import redis
 
-    client = redis.Redis.from_url(redis_url)
-    total = 0
-    for raw in client.lrange(queue, 0, -1):
-        message = json.loads(raw)
-        body = json.loads(base64.b64decode(message["body"]))
-        total += len(body[0][0])
-    return total
+    from worker.bridge.publisher import queued_batch_sizes
+
+    return sum(queued_batch_sizes(redis.Redis.from_url(redis_url), queue))

@@ -48,6 +48,10 @@ class DeadLetter(msgspec.Struct, omit_defaults=True):
         return b""
 
 
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(DeadLetter)
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -61,12 +65,13 @@ def event_letter(raw: bytes, reason: str, *, source: str, origin: str | None, at
                           origin=origin, attempt=attempt)
 
 
-def batch_letter(points: list[list[object]], reason: str, *, source: str, attempt: int = 1) -> DeadLetter:
-    return DeadLetter("batch", reason, source, now_iso(), points=points, attempt=attempt)
-
-
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(DeadLetter)
+def batch_letter(points: object, reason: str, *, source: str, attempt: int = 1) -> DeadLetter:
+    """A batch letter; points that are not a list of lists (a hand-made or corrupted task
+    argument) are kept as text, so the letter stays readable and says what came."""
+    if isinstance(points, list) and all(isinstance(point, list) for point in points):
+        return DeadLetter("batch", reason, source, now_iso(), points=points, attempt=attempt)
+    text = points if isinstance(points, str) else _encoder.encode(points).decode()
+    return DeadLetter("batch", reason, source, now_iso(), payload_text=text, attempt=attempt)
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:

@@ -9,7 +9,8 @@ becomes the dead-letter reason an operator reads.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import msgspec
 
@@ -38,16 +39,22 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
+# Integer measures are bounded by the stores' column types (PostgreSQL integer / bigint):
+# an out-of-range value is an invalid event, named by its JSON path, not a failed write.
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 # --- the wire format of the upstream event (only what we read; extra fields are ignored) --
 
 
 class _Processed(msgspec.Struct):
     score: float
     sentiment_raw: float
-    followers: int
-    length: int
-    question_mark_count: int
-    exclamation_mark_count: int
+    followers: Int64
+    length: Int32
+    question_mark_count: Int32
+    exclamation_mark_count: Int32
     bot_rating: float
     contains_abstract_raw: float = 0.0
     time_score: float = 0.0
@@ -81,13 +88,13 @@ class Point(msgspec.Struct, frozen=True, array_like=True):
 
     event_id: str
     doi: str
-    time_ns: int  # UTC, nanoseconds since the epoch
+    time_ns: Int64  # UTC, nanoseconds since the epoch
     score: float
     sentiment_raw: float
-    followers: int
-    length: int
-    questions: int
-    exclamations: int
+    followers: Int64
+    length: Int32
+    questions: Int32
+    exclamations: Int32
     bot_rating: float
     contains_abstract_raw: float
     time_score: float
@@ -104,16 +111,27 @@ _decoder = msgspec.json.Decoder(_Event)
 _encoder = msgspec.json.Encoder()
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def parse_timestamp_ns(text: str) -> int:
-    """ISO 8601 -> UTC nanoseconds; a timestamp without offset is taken as UTC (SPEC §2)."""
+    """ISO 8601 -> UTC nanoseconds; a timestamp without offset is taken as UTC (SPEC §2).
+
+    Hot path (once per event in the bridge): ``fromisoformat`` (3.11 reads ``Z`` and the
+    basic format) and exact integer arithmetic on the timedelta, with no intermediate float
+    that could shift a microsecond.
+    """
     try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00", 1))
+        parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidEvent(f"timestamp {text!r} is not ISO 8601") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    whole = int(parsed.replace(microsecond=0).timestamp())
-    return whole * 1_000_000_000 + parsed.microsecond * 1_000
+        try:
+            parsed = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise InvalidEvent(f"timestamp {text!r} is not ISO 8601") from None
+    epoch = _EPOCH_NAIVE if parsed.tzinfo is None else _EPOCH
+    return (parsed - epoch) // _MICROSECOND * 1_000
 
 
 def event_identity(event_id: str | None, pid: str | None, doi: str, timestamp: str) -> str:
@@ -139,38 +157,63 @@ def decode_event(raw: bytes | str) -> Point:
     doi = event.obj.data.doi.strip()
     if not doi:
         raise InvalidEvent("invalid event: empty `$.obj.data.doi`")
+    # NUL is valid JSON ("\u0000") but no store keeps it in text (PostgreSQL refuses it).
+    if "\x00" in doi or (event.id is not None and "\x00" in event.id):
+        raise InvalidEvent("invalid event: NUL character in `$.obj.data.doi` or `$.id`")
     processed = event.subj.processed
     time_ns = parse_timestamp_ns(event.timestamp)
+    # Positional: this runs once per event, and keywords cost a third of the construction.
     return Point(
-        event_id=event_identity(event.id, event.subj.pid, doi, event.timestamp),
-        doi=doi,
-        time_ns=time_ns,
-        score=processed.score,
-        sentiment_raw=processed.sentiment_raw,
-        followers=processed.followers,
-        length=processed.length,
-        questions=processed.question_mark_count,
-        exclamations=processed.exclamation_mark_count,
-        bot_rating=processed.bot_rating,
-        contains_abstract_raw=processed.contains_abstract_raw,
-        time_score=processed.time_score,
-        type_factor=processed.type_factor,
-        user_score=processed.user_score,
-        content_score=processed.content_score,
+        event_identity(event.id, event.subj.pid, doi, event.timestamp), doi, time_ns,
+        processed.score, processed.sentiment_raw, processed.followers, processed.length,
+        processed.question_mark_count, processed.exclamation_mark_count, processed.bot_rating,
+        processed.contains_abstract_raw, processed.time_score, processed.type_factor,
+        processed.user_score, processed.content_score,
     )
 
 
-def points_to_wire(points: list[Point]) -> list[list[object]]:
-    """Points as plain JSON-able lists (what a Celery ingest task carries)."""
+_batch_decoder = msgspec.json.Decoder(list[Point])
+
+
+def points_to_wire(points: list[Point]) -> str:
+    """A batch as one JSON text: the argument of an ingest task.
+
+    One string, not a list of lists, because Celery's JSON serializer then has a single
+    string to escape, the worker's main process (which decodes every message body to look
+    for protocol-1 fields) parses one string instead of 15 objects per event, and the pool
+    child decodes and validates the batch with msgspec in one pass. Measured: ~14 µs less
+    CPU per event across bridge and worker (``python -m bench --only ingest``).
+    """
+    return _encoder.encode(points).decode()
+
+
+def points_to_builtins(points: list[Point]) -> list[list[object]]:
+    """Points as plain lists: the form a dead letter keeps (readable in ``dlq list``)."""
     return msgspec.to_builtins(points)
 
 
 def points_from_wire(payload: object) -> list[Point]:
-    """Inverse of :func:`points_to_wire`; rejects a malformed batch loudly."""
+    """Inverse of :func:`points_to_wire`; also takes the list form (dead letters, batches
+    queued by an older bridge). Rejects a malformed batch loudly."""
     try:
+        if isinstance(payload, str | bytes):
+            return _batch_decoder.decode(payload)
         return msgspec.convert(payload, list[Point])
-    except msgspec.ValidationError as error:
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
         raise InvalidEvent(f"malformed batch: {error}") from None
+
+
+def wire_to_builtins(payload: object) -> object:
+    """A task argument in the plain form a dead letter keeps, whatever it is.
+
+    A string that is not JSON is returned as it is: the dead letter must still say what came.
+    """
+    if isinstance(payload, str | bytes):
+        try:
+            return msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            return payload if isinstance(payload, str) else payload.decode(errors="replace")
+    return payload
 
 
 def point_size(point: Point) -> int:

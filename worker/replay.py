@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from confluent_kafka import TopicPartition
 
 from worker.bridge.publisher import IngestPublisher
-from worker.deadletter import DeadLetterReader, DeadLetterWriter, event_letter
+from worker.deadletter import DeadLetterReader, DeadLetterWriter, batch_letter, event_letter
 from worker.events import InvalidEvent, Point, decode_event, points_from_wire
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,15 @@ def replay(reader: DeadLetterReader, writer: DeadLetterWriter, publisher: Ingest
             log.error("unreadable dead letter skipped", extra={"position": str(position)})
             continue
         if letter.kind == "batch":
-            batch = points_from_wire(letter.points or [])
+            try:
+                batch = points_from_wire(letter.points if letter.points is not None else letter.payload_text or "")
+            except InvalidEvent as error:
+                # A corrupted batch stays a dead letter (attempt + 1) instead of stopping
+                # the replay of everything behind it.
+                report.still_invalid += 1
+                redead.append(batch_letter(letter.points if letter.points is not None else letter.payload_text,
+                                           error.reason, source="replay", attempt=letter.attempt + 1))
+                continue
             publisher.publish(batch, f"replay:{position.topic}:{position.partition}:{position.offset - 1}")
             report.batches_replayed += 1
             report.events_replayed += len(batch)

@@ -75,3 +75,32 @@ def test_awkward_dois_and_ids(store: EventStore) -> None:
     store.write([point("id with\ttab\nand newline", doi, T0)])
     assert store.count_per_doi(T0, T0 + S) == {doi: 1}
     assert len(store.read_events(doi, T0, T0 + S)) == 1
+
+
+def test_values_survive_exactly(store: EventStore) -> None:
+    """Every float bit, big integers and non-ASCII text come back as written."""
+    awkward = Point("ü-1", "10.1/ü—漢字", T0 + 123_456_000, 0.1 + 0.2, -0.0, 2**53 + 1, 0, 0, 0,
+                    5e-324, 1e308, -1.5e-300, 1.0, 2.0, 3.0)
+    store.write([awkward])
+    (got,) = store.read_events(awkward.doi, T0, T0 + S)
+    assert got.fields() == awkward.fields()
+    assert got.time_ns == awkward.time_ns
+
+
+def test_postgres_refused_points_are_isolated(pg_dsn: str) -> None:
+    """A point PostgreSQL refuses as data costs only itself: the others are written and
+    StoreRejected names exactly the refused ones (bisection), for the dead letters."""
+    from worker.store import StoreRejected
+    from worker.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_dsn)
+    good = [point(f"g{i}", "10.1/ok", T0 + i * S) for i in range(37)]
+    too_long = Point("long", "10.1/ok", T0, 1.0, 0.5, 100, 2**40, 1, 0, 2.0, 0.25, 3.0, 1.0, 4.0, 5.0)
+    bad = [point("nul\x00id", "10.1/ok", T0), point("other", "10.1/\x00", T0), too_long]
+    batch = [*good[:5], bad[0], *good[5:30], bad[1], *good[30:], bad[2]]
+    with pytest.raises(StoreRejected) as caught:
+        store.write(batch)
+    assert caught.value.rejected == bad
+    assert "0x00" in str(caught.value)
+    assert store.count_per_doi(T0, T0 + 100 * S) == {"10.1/ok": 37}
+    store.close()

@@ -23,13 +23,59 @@ def test_batch_is_written_once_even_when_sent_twice(eager, env: dict[str, str]) 
 
 
 def test_malformed_batch_goes_to_dead_letters(eager, env: dict[str, str]) -> None:
+    """Whatever form a bad batch comes in, its dead letter is readable and says what came;
+    a replay keeps it dead-lettered (attempt + 1) instead of stopping on it."""
     from tasks.ingest import write_batch
+    from worker.app import app
+    from worker.bridge.publisher import IngestPublisher
+    from worker.deadletter import DeadLetterWriter
+    from worker.replay import replay
 
     assert write_batch.delay([["not", "a", "point"]]).get() == {"written": 0, "dead_lettered": 1}
+    assert write_batch.delay('[["not", "a", "point"], ["x"]]').get() == {"written": 0, "dead_lettered": 2}
+    assert write_batch.delay("not json").get() == {"written": 0, "dead_lettered": 1}
+
+    def read_all(group: str) -> list:
+        reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], group)
+        try:
+            return [letter for _, letter in reader.read()]
+        finally:
+            reader.close()
+
+    letters = read_all(env["KAFKA_GROUP_ID"])
+    assert [letter.kind for letter in letters] == ["batch"] * 3
+    assert all("malformed batch" in letter.reason for letter in letters)
+    assert [letter.points for letter in letters[:2]] == [[["not", "a", "point"]], [["not", "a", "point"], ["x"]]]
+    assert letters[2].points is None and letters[2].payload_text == "not json"
+
+    reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], env["KAFKA_GROUP_ID"])
+    writer = DeadLetterWriter(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"])
+    try:
+        report = replay(reader, writer, IngestPublisher(app, "ingest"))
+    finally:
+        reader.close()
+    assert (report.read, report.still_invalid, report.batches_replayed) == (3, 3, 0)
+    again = read_all("fresh-reader")[3:]
+    assert [(letter.source, letter.attempt) for letter in again] == [("replay", 2)] * 3
+    assert again[2].payload_text == "not json"
+
+
+def test_point_the_store_refuses_is_dead_lettered_alone(eager, env: dict[str, str]) -> None:
+    """A point only PostgreSQL refuses (NUL in text; the bridge rejects these before) goes to
+    the dead letters with the server's reason; the rest of its batch is stored."""
+    from tasks.ingest import write_batch
+    from worker.events import points_to_builtins
+
+    points = [decode_event(raw) for raw in demo_events(50, 5)]
+    wire = points_to_builtins(points)
+    wire[17][0] = "bad\x00id"
+    assert write_batch.delay(wire).get() == {"written": 49, "dead_lettered": 1}
+    assert count_events(env["POSTGRES_DSN"]) == 49
     reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], env["KAFKA_GROUP_ID"])
     letters = [letter for _, letter in reader.read()]
     reader.close()
-    assert len(letters) == 1 and letters[0].kind == "batch" and "malformed batch" in letters[0].reason
+    assert len(letters) == 1 and letters[0].points == [wire[17]]
+    assert "store rejected: PostgreSQL refused 1 point(s)" in letters[0].reason
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 
 import pytest
@@ -78,11 +79,46 @@ def test_rate_estimate_follows_a_steady_rate(rate: float, duration: float) -> No
 
 def test_rate_decays_in_silence() -> None:
     est = RateEstimator(half_life_s=10.0)
-    for i in range(100):
-        est.observe(i * 0.1)
-    busy = est.rate(10.0)
-    assert est.rate(20.0) == pytest.approx(busy / 2, rel=1e-9)
-    assert est.rate(1000.0) < 1e-20
+    for i in range(2000):
+        est.observe(i * 0.1)  # 200 s: 20 half-lives, the start-up correction is gone
+    busy = est.rate(200.0)
+    assert busy == pytest.approx(10.0, rel=0.05)
+    assert est.rate(210.0) == pytest.approx(busy / 2, rel=1e-5)
+    assert est.rate(10_000.0) < 1e-20
+
+
+@settings(max_examples=80, deadline=None)
+@given(rate=st.floats(0.5, 5000.0), min_window=st.floats(0.1, 10.0))
+def test_rate_is_unbiased_from_the_start(rate: float, min_window: float) -> None:
+    """A steady rate is seen as itself almost at once, not as a ramp from zero over τ.
+
+    (Rates with gaps near τ carry a discretisation error of their own, which
+    test_rate_estimate_follows_a_steady_rate bounds.)"""
+    est = RateEstimator(half_life_s=60.0, min_window_s=min_window)
+    step = 1.0 / rate
+    n = max(10, math.ceil(min_window * rate) + 1)  # 10 arrivals and the minimum window
+    for i in range(n):
+        est.observe(i * step)
+    # Counting both ends of n arrivals over (n - 1) gaps overestimates by n / (n - 1).
+    assert est.rate((n - 1) * step) == pytest.approx(rate, rel=0.15)
+
+
+def test_first_event_is_not_an_infinite_rate() -> None:
+    est = RateEstimator(half_life_s=60.0, min_window_s=5.0)
+    assert est.rate(0.0) == 0.0
+    est.observe(100.0)
+    assert est.rate(100.0) == pytest.approx(1 / 5)
+
+
+def test_backlog_ramps_the_ceiling_geometrically() -> None:
+    """A burst (a backlog read at start-up) reaches max_batch (less the hysteresis) within
+    a few batches: 1, 2, 4, … since each batch's ceiling is what arrived before it."""
+    config = CeilingConfig(target_interval_s=5.0, half_life_s=60.0, max_batch=5000, max_age_s=10.0)
+    batcher: Batcher[int] = Batcher(CeilingPolicy(config))
+    sizes = [len(b) for i in range(20_000) for b in batcher.add(i, 100, 1e-5 * i)]
+    assert sizes[:4] == [1, 2, 4, 8]
+    assert len(sizes) <= 16
+    assert min(sizes[-3:]) >= 5000 * (1 - config.hysteresis)
 
 
 def steady(rate_per_s: float, seconds: float, start: float = 0.0) -> list[tuple[float, int]]:

