@@ -37,8 +37,8 @@ class Sizes:
 
 
 FULL = Sizes(events=200_000, baseline_events=20_000, backlog=1_000_000, reference_backlog=100_000, sample_s=20.0)
-# Quick backlogs stay >= 100,000: librdkafka prefetches up to 64 MiB (~130,000 events)
-# before the pause, so a much smaller backlog has a smaller peak (see bench/memory.py).
+# Quick backlogs stay >= 100,000, well above librdkafka's prefetch before the pause
+# (KAFKA_PREFETCH_KBYTES, ~33,000 events): a smaller backlog has a smaller peak (bench/memory.py).
 QUICK = Sizes(events=20_000, baseline_events=2_000, backlog=200_000, reference_backlog=100_000, sample_s=5.0)
 
 

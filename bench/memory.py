@@ -10,10 +10,10 @@ peaks should be about equal, which is what "bounded" means.
 
 What the peak is made of: the interpreter with its imports, plus librdkafka's prefetch
 before the pause (it keeps fetching until ``queued.min.messages`` = 100,000 messages per
-partition or ``queued.max.messages.kbytes`` = 64 MiB in all are queued, whichever comes
-first) — librdkafka drops the prefetch at the pause, so the "settled" RSS after it is
-lower. A backlog smaller than the prefetch limit (~130,000 events of ~500 bytes here) is
-prefetched whole and gives a somewhat smaller peak; any backlog above it gives the same.
+partition or ``queued.max.messages.kbytes`` = ``KAFKA_PREFETCH_KBYTES`` (16 MiB) in all
+are queued, whichever comes first) — librdkafka drops the prefetch at the pause, so the
+"settled" RSS after it is lower. A backlog smaller than the prefetch limit (~33,000
+events of ~500 bytes here) is prefetched whole; any backlog above it gives the same peak.
 
 Where the events are at the pause: in Redis (summed over the queued tasks' batches), in
 the bridge (consumed but not yet published: read from the bridge's final ``bridge stopped``

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     kafka_group_id: str = "trend-aggregator"
     # Consumer session timeout; a new group's first join can wait up to about half of it.
     kafka_session_timeout_ms: int = Field(10_000, ge=1000)
+    # librdkafka's prefetch ceiling (queued.max.messages.kbytes): the bridge's memory peak
+    # while it reads a backlog. librdkafka's own default is 64 MiB; 16 MiB still holds
+    # ~30,000 events, a second of the fastest ingest measured here.
+    kafka_prefetch_kbytes: int = Field(16_384, ge=1024, le=2_097_151)
     kafka_dlq_topic: str = "events_processed-discusses.dlq"
     # Partition count used when the product creates the dead-letter topic itself.
     kafka_dlq_partitions: int = Field(1, ge=1)

@@ -72,6 +72,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         # Publishing retries are bounded well under this (NOTES: apply_async can block).
         "max.poll.interval.ms": 300_000,
         "session.timeout.ms": settings.kafka_session_timeout_ms,
+        "queued.max.messages.kbytes": settings.kafka_prefetch_kbytes,
         "enable.partition.eof": False,
     }
 
