@@ -19,6 +19,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import psycopg2
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     pg = PostgresServer(_workdir("pg"), durable=True).start()  # production durability
     redis_server = RedisServer(_workdir("redis")).start()
     worker: subprocess.Popen | None = None
+    worker_log: BinaryIO | None = None
     try:
         env = {**os.environ, "POSTGRES_DSN": pg.dsn, "REDIS_URL": redis_server.url, "EVENT_STORE": "postgres",
                "LOG_LEVEL": "WARNING"}
@@ -83,10 +85,12 @@ def main(argv: list[str] | None = None) -> int:
 
         from worker.app import app
 
+        # The worker's banner and log go to a file, so stdout holds only the results.
+        worker_log = (redis_server.workdir / "trends-worker.log").open("wb")
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "trends", "-c", "1",
              "-n", "bench-trends@localhost", "--without-mingle", "--without-gossip", "-l", "warning"],
-            env=env, start_new_session=True)
+            env=env, start_new_session=True, stdout=worker_log, stderr=subprocess.STDOUT)
         wait_until(lambda: bool(app.control.ping(destination=["bench-trends@localhost"], timeout=0.5)), 60,
                    "trends worker")
         started = time.perf_counter()
@@ -119,10 +123,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<14}{float(value):>9.2f}")
         print(f"  {'enqueue->done':<14}{wall:>9.2f}  (includes the beat-style enqueue and result polling)")
         return 0
+    except BaseException:
+        log_file = redis_server.workdir / "trends-worker.log"
+        if log_file.exists():
+            print("trends worker log (tail):\n" + log_file.read_text(errors="replace")[-4000:], file=sys.stderr)
+        raise
     finally:
         if worker is not None and worker.poll() is None:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(30)
+        if worker_log is not None:
+            worker_log.close()
         redis_server.stop()
         pg.stop()
         shutil.rmtree(pg.workdir, ignore_errors=True)

@@ -79,7 +79,9 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
             if letter is None:
                 print(f"{where}\tunreadable")
             else:
-                size = len(letter.points or []) if letter.kind == "batch" else 1
+                # A batch kept as text (it was not a list of points) has no known size: "-".
+                size: int | str = 1 if letter.kind == "event" else (
+                    len(letter.points) if letter.points is not None else "-")
                 print(f"{where}\t{letter.failed_at}\t{letter.kind}\t{size}\t{letter.source}\t"
                       f"attempt={letter.attempt}\t{letter.reason}")
             shown += 1
