@@ -57,6 +57,12 @@ def test_rewrite_is_idempotent(store: EventStore) -> None:
     assert store.count_per_doi(T0, T0 + 10 * S) == {"10.1/b": 3}
 
 
+def test_an_event_twice_in_one_batch_is_stored_once(store: EventStore) -> None:
+    first = point("dup", "10.1/f", T0, score=1.0)
+    store.write([first, point("other", "10.1/f", T0 + S), first])
+    assert store.count_per_doi(T0, T0 + 10 * S) == {"10.1/f": 2}
+
+
 def test_two_events_same_doi_same_second_both_count(store: EventStore) -> None:
     store.write([point("x1", "10.1/c", T0), point("x2", "10.1/c", T0)])
     assert store.count_per_doi(T0, T0 + S) == {"10.1/c": 2}

@@ -40,7 +40,7 @@ CREATE TEMPORARY TABLE IF NOT EXISTS event_staging (
 """
 _MERGE = f"""
 INSERT INTO discussion_event (event_id, doi, time, {", ".join(POINT_FIELDS)})
-SELECT DISTINCT ON (event_id) event_id, doi,
+SELECT event_id, doi,
        to_timestamp(0) + time_us * interval '1 microsecond', {", ".join(POINT_FIELDS)}
 FROM event_staging
 ON CONFLICT (event_id) DO NOTHING
