@@ -41,8 +41,9 @@ class InvalidEvent(ValueError):
 
 # Integer measures are bounded by the stores' column types (PostgreSQL integer / bigint):
 # an out-of-range value is an invalid event, named by its JSON path, not a failed write.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
-Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Int64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=_INT64_MAX)]
 
 
 # --- the wire format of the upstream event (only what we read; extra fields are ignored) --
@@ -162,6 +163,8 @@ def decode_event(raw: bytes | str) -> Point:
         raise InvalidEvent("invalid event: NUL character in `$.obj.data.doi` or `$.id`")
     processed = event.subj.processed
     time_ns = parse_timestamp_ns(event.timestamp)
+    if not _INT64_MIN <= time_ns <= _INT64_MAX:  # years 1677-2262: what int64 nanoseconds hold
+        raise InvalidEvent(f"timestamp {event.timestamp!r} is outside 1677-2262 (int64 nanoseconds)")
     # Positional: this runs once per event, and keywords cost a third of the construction.
     return Point(
         event_identity(event.id, event.subj.pid, doi, event.timestamp), doi, time_ns,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 from copy import deepcopy
+from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker.events import (
@@ -176,3 +177,45 @@ def test_integers_outside_the_store_types_are_invalid(field: str, value: int) ->
     event["subj"]["processed"][field] = value
     with pytest.raises(InvalidEvent, match=f"processed.{field}"):
         decode_event(encode(event))
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31T00:00:00Z", "0001-01-01T00:00:00Z"])
+def test_timestamps_beyond_int64_nanoseconds_are_invalid(stamp: str) -> None:
+    """Caught here, one event, rather than failing the whole batch in the worker."""
+    event = deepcopy(EVENT)
+    event["timestamp"] = stamp
+    with pytest.raises(InvalidEvent, match="outside 1677-2262"):
+        decode_event(encode(event))
+
+
+_any_int = st.one_of(st.integers(-(2**70), 2**70), st.integers(-(2**31) - 2, 2**31 + 2))
+_any_float = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    doi=st.text(max_size=40), event_id=st.one_of(st.none(), st.text(max_size=40)),
+    stamp=st.one_of(st.datetimes(timezones=st.sampled_from([None, UTC])).map(datetime.isoformat),
+                    st.text(max_size=30)),
+    ints=st.lists(_any_int, min_size=4, max_size=4), floats=st.lists(_any_float, min_size=8, max_size=8),
+)
+def test_what_the_bridge_accepts_the_worker_and_postgres_accept(
+        doi: str, event_id: str | None, stamp: str, ints: list[int], floats: list[float]) -> None:
+    """The bridge's validation is the whole contract: a point it lets through is never
+    refused later as a malformed batch (which would cost the batch) nor fails to encode
+    for COPY; anything else is an InvalidEvent with a reason, never another exception."""
+    from worker.store.postgres import _copy_buffer
+
+    names = ("followers", "length", "question_mark_count", "exclamation_mark_count")
+    processed = dict(zip(names, ints, strict=True)) | dict(zip(
+        ("score", "sentiment_raw", "bot_rating", "contains_abstract_raw", "time_score", "type_factor",
+         "user_score", "content_score"), floats, strict=True))
+    event = {"timestamp": stamp, "obj": {"data": {"doi": doi}}, "subj": {"processed": processed}}
+    if event_id is not None:
+        event["id"] = event_id
+    try:
+        point = decode_event(encode(event))
+    except InvalidEvent:
+        return
+    assert points_from_wire(points_to_wire([point])) == [point]
+    _copy_buffer([point])
