@@ -53,14 +53,14 @@ def replay(reader: DeadLetterReader, writer: DeadLetterWriter, publisher: Ingest
             log.error("unreadable dead letter skipped", extra={"position": str(position)})
             continue
         if letter.kind == "batch":
+            kept = letter.points if letter.points is not None else letter.payload_text or ""
             try:
-                batch = points_from_wire(letter.points if letter.points is not None else letter.payload_text or "")
+                batch = points_from_wire(kept)
             except InvalidEvent as error:
                 # A corrupted batch stays a dead letter (attempt + 1) instead of stopping
                 # the replay of everything behind it.
                 report.still_invalid += 1
-                redead.append(batch_letter(letter.points if letter.points is not None else letter.payload_text,
-                                           error.reason, source="replay", attempt=letter.attempt + 1))
+                redead.append(batch_letter(kept, error.reason, source="replay", attempt=letter.attempt + 1))
                 continue
             publisher.publish(batch, f"replay:{position.topic}:{position.partition}:{position.offset - 1}")
             report.batches_replayed += 1
