@@ -15,8 +15,8 @@ from worker.settings import get_settings
 
 _s = get_settings()
 
-broker_url = _s.redis_url
-result_backend = _s.result_backend
+broker_url = _s.redis_url.get_secret_value()
+result_backend = _s.result_backend.get_secret_value()
 broker_connection_retry_on_startup = True
 
 # Redis has no publisher confirms; fail fast instead of blocking forever when Redis is gone
@@ -27,8 +27,8 @@ _transport = {
     # min(10 s, timeout) instead of kombu's default ~100 s (interval x throttle 10).
     "unacked_restore_interval": min(10, _s.visibility_timeout_s),
     "unacked_restore_throttle": 1,
-    "socket_timeout": 5,
-    "socket_connect_timeout": 5,
+    "socket_timeout": _s.connect_timeout_s,
+    "socket_connect_timeout": _s.connect_timeout_s,
     "max_retries": 3,
     "interval_start": 0,
     "interval_step": 0.5,
@@ -36,8 +36,8 @@ _transport = {
 }
 broker_transport_options = _transport
 result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout_s}
-redis_socket_timeout = 5
-redis_socket_connect_timeout = 5
+redis_socket_timeout = _s.connect_timeout_s
+redis_socket_connect_timeout = _s.connect_timeout_s
 result_expires = 24 * 3600
 # Chord header results (and the chord counter) must outlive the longest trend run or the
 # callback never fires; Celery's default (None) leaves them without any expiry.

@@ -256,7 +256,7 @@ class RowCounter:
     def query(self, sql: str) -> tuple:
         with self._conn.cursor() as cur:
             cur.execute(sql)
-            return tuple(cur.fetchone()) if cur.description else ()
+            return tuple(cur.fetchone() or ()) if cur.description else ()
 
     def rows(self, sql: str) -> list[tuple]:
         with self._conn.cursor() as cur:
@@ -354,7 +354,7 @@ class Processes:
     def check_alive(self, *procs: subprocess.Popen) -> None:
         for proc in procs:
             if proc.poll() is not None:
-                raise BenchError(f"{proc.args[2:4]} exited with {proc.returncode}:\n{self.tail(proc)}")
+                raise BenchError(f"{proc.args[2:4]!r} exited with {proc.returncode}:\n{self.tail(proc)}")
 
     def terminate(self, proc: subprocess.Popen, timeout: float = 30.0) -> int:
         """SIGTERM the process group and wait (the bridge flushes on SIGTERM); SIGKILL after."""

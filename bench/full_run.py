@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                                   extract(epoch FROM refreshed_at - finished_at),
                                   extract(epoch FROM refreshed_at - started_at)
                            FROM trend_run""")
-            dois, chunks, rows, select_s, chunks_s, finalize_s, view_s, total_s = cur.fetchone()
+            dois, chunks, rows, select_s, chunks_s, finalize_s, view_s, total_s = cur.fetchone() or (None,) * 8
         print(f"\nfull run `currently`: {args.events:,} events, {dois:,} qualifying DOIs, {chunks} chunks, "
               f"{rows:,} rows, worker -Q trends -c 1")
         print(f"  {'phase':<14}{'wall s':>9}")

@@ -260,9 +260,9 @@ def run_product(stack: Stack, procs: Processes, topic: str, events: int, *,
     finally:
         for proc in profilers.values():
             _stop_profiler(proc)
-        for proc in (bridge, worker):
-            if proc is not None:
-                procs.terminate(proc, timeout=10)
+        for child in (bridge, worker):
+            if child is not None:
+                procs.terminate(child, timeout=10)
         counter.close()
 
 
@@ -303,7 +303,7 @@ def run_baseline(stack: Stack, topic: str, events: int) -> BaselineRun:
                 start = time.perf_counter()
                 cpu_before = (cpu_seconds(os.getpid(), children=False), cpu_seconds(backend),
                               machine_busy_seconds())
-            event = json.loads(message.value())
+            event = json.loads(message.value() or b"")
             processed = event["subj"]["processed"]
             cur.execute(_BASELINE_INSERT, (
                 event.get("id"), event["obj"]["data"]["doi"], event["timestamp"],

@@ -38,7 +38,7 @@ def _countdown(retries: int) -> float:
 # per batch is pure overhead on the hot path (Flower still sees the task through events).
 @app.task(bind=True, name="tasks.ingest.write_batch", max_retries=None, acks_late=True,
           reject_on_worker_lost=True, ignore_result=True)
-def write_batch(self: Task, points: str | list[list[Any]]) -> dict[str, int]:
+def write_batch(self: Task[Any, Any], points: str | list[list[Any]]) -> dict[str, int]:
     """Write a batch; idempotent, so a redelivered or re-published batch is harmless.
 
     ``points`` is the JSON text :func:`worker.events.points_to_wire` made (the list form
@@ -76,7 +76,7 @@ def write_batch(self: Task, points: str | list[list[Any]]) -> dict[str, int]:
     return {"written": len(batch), "dead_lettered": 0}
 
 
-def _dead_letter(task: Task, points: object, reason: str, retries: int) -> None:
+def _dead_letter(task: Task[Any, Any], points: object, reason: str, retries: int) -> None:
     try:
         dead_letters().write([batch_letter(points, reason, source="ingest", attempt=retries + 1)])
     except DeadLetterError as error:

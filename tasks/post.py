@@ -14,7 +14,7 @@ from worker.settings import get_settings
 
 @app.task(name="tasks.post.morning_post", bind=True, autoretry_for=(tweepy.TooManyRequests, tweepy.TwitterServerError),
           retry_backoff=60, retry_backoff_max=900, max_retries=5)
-def morning_post_task(self: Task) -> dict[str, Any]:
+def morning_post_task(self: Task[Any, Any]) -> dict[str, Any]:
     """Rate limits and X server errors are retried (the claim was released); other refusals
     (403: duplicate, revoked app) fail the task for an operator to look at."""
     outcome = morning_post(get_settings())

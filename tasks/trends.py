@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 @lru_cache(maxsize=1)
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, socket_connect_timeout=5)
+    settings = get_settings()
+    return redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=settings.connect_timeout_s,
+                                socket_connect_timeout=settings.connect_timeout_s)
 
 
 def run_lock(duration: str) -> RunLock:
@@ -35,7 +37,7 @@ def run_lock(duration: str) -> RunLock:
 
 
 @app.task(name="tasks.trends.run_trend", bind=True)
-def run_trend(self: Task, duration_name: str, at: str | None = None) -> dict[str, Any]:
+def run_trend(self: Task[Any, Any], duration_name: str, at: str | None = None) -> dict[str, Any]:
     settings = get_settings()
     durations = get_durations()
     if duration_name not in durations:
@@ -67,13 +69,13 @@ def run_trend(self: Task, duration_name: str, at: str | None = None) -> dict[str
 
 
 @app.task(name="tasks.trends.compute_chunk", bind=True, acks_late=True)
-def compute_chunk(self: Task, run_id: str, duration_name: str, now_ns: int, dois: list[str]) -> int:
+def compute_chunk(self: Task[Any, Any], run_id: str, duration_name: str, now_ns: int, dois: list[str]) -> int:
     duration = get_durations()[duration_name]
     return engine.compute_chunk(get_settings(), event_store(), duration, run_id, now_ns, dois)
 
 
 @app.task(name="tasks.trends.finalize_trend", bind=True)
-def finalize_trend(self: Task, counts: list[int], run_id: str, duration_name: str, now_ns: int,
+def finalize_trend(self: Task[Any, Any], counts: list[int], run_id: str, duration_name: str, now_ns: int,
                    token: str) -> dict[str, Any]:
     try:
         result = engine.finalize_run(get_settings(), event_store(), run_id, duration_name, now_ns)
@@ -90,6 +92,6 @@ def trend_failed(request: Any, exc: BaseException, traceback: str, run_id: str, 
     log.error("trend run failed; current rows kept", extra={
         "run_id": run_id, "duration": duration_name, "task_id": getattr(request, "id", None), "error": repr(exc)})
     try:
-        publish.fail_run(get_settings().postgres_dsn, run_id, repr(exc))
+        publish.fail_run(get_settings().postgres_dsn.get_secret_value(), run_id, repr(exc))
     finally:
         run_lock(duration_name).release(token)

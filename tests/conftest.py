@@ -163,8 +163,7 @@ def _celery_app_on_test_redis(request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("redis_url")
     from worker.app import app
 
-    app.conf.broker_url = url
-    app.conf.result_backend = url
+    app.conf.update(broker_url=url, result_backend=url)
 
 
 @pytest.fixture

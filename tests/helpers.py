@@ -42,7 +42,7 @@ def start_worker(spawn: Callable, env: dict[str, str], queue: str = "ingest", co
     wait_for(lambda: bool(app.control.ping(destination=[node], timeout=0.5)) or _dead(proc), 60,
              f"celery worker {node}")
     assert proc.poll() is None, log_text(proc)[-3000:]
-    proc.node = node  # type: ignore[attr-defined]
+    proc.node = node
     return proc
 
 

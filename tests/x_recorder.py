@@ -80,8 +80,8 @@ def x_api() -> Iterator[Recorder]:
     recorder = Recorder()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(recorder))
     server.daemon_threads = True
-    host, port = server.server_address[:2]
-    recorder.base_url = f"http://{host}:{port}"
+    port = server.server_address[1]
+    recorder.base_url = f"http://127.0.0.1:{port}"
     serving = threading.Event()
 
     def serve() -> None:

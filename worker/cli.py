@@ -2,6 +2,11 @@
 
 Each subcommand imports what it needs lazily, so `aggregator --help` and the health check
 stay fast and do not need every service to be reachable.
+
+Failures end the way :mod:`worker.errors` describes: one or two lines naming what failed,
+where (passwords masked) and what to do, and a ``sysexits`` code (2 usage, 69 a service
+did not answer, 70 a bug, 78 configuration). ``--debug`` adds the traceback and
+librdkafka's own log lines.
 """
 
 from __future__ import annotations
@@ -9,32 +14,104 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
+from worker.durations import DEFAULT_DURATIONS
+from worker.errors import ConfigError, OperatorError, classify
+from worker.kafka_config import KAFKA_LOGGER
 from worker.logs import setup_logging
-from worker.settings import get_settings
+from worker.settings import PLACEHOLDER_SECRET, ConfigurationError, Settings, get_settings
+
+if TYPE_CHECKING:
+    from worker.bridge.consumer import Bridge
 
 log = logging.getLogger("aggregator")
 
+DISTRIBUTION = "altmetrics-trend-aggregator"
+#: Subcommands that run until stopped: librdkafka's lines are part of their log.
+LONG_RUNNING = {"bridge", "dev"}
 
-def cmd_setup(_: argparse.Namespace) -> int:
+
+# -- argument types: a bad value is a usage error (exit 2) with one line ----------------------
+def iso_time(text: str) -> datetime:
+    """ISO 8601; a time without offset is UTC (as in the events)."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time, e.g. 2026-11-23T12:00:00+00:00") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not positive")
+    return value
+
+
+# -- setup -------------------------------------------------------------------------------------
+def placeholder_secrets(settings: Settings, environ: dict[str, str]) -> list[str]:
+    """The variables that still hold .env.example's ``change-me`` placeholders."""
+    found = [name.upper() for name in ("postgres_dsn", "redis_url", "result_backend_url", "influxdb_v2_token",
+                                       "x_consumer_key", "x_consumer_secret", "x_access_token",
+                                       "x_access_token_secret")
+             if (value := getattr(settings, name)) is not None and PLACEHOLDER_SECRET in value.get_secret_value()]
+    # Flower's login is read by Flower itself; compose hands it to setup so it is checked too.
+    found += [name for name in ("FLOWER_BASIC_AUTH",) if PLACEHOLDER_SECRET in environ.get(name, "")]
+    return found
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
     from worker.db.migrate import migrate
     from worker.deadletter import ensure_topic
     from worker.store import open_store
 
     settings = get_settings()
-    applied = migrate(settings.postgres_dsn)  # trend tables live in PostgreSQL whatever the event store
+    placeholders = placeholder_secrets(settings, dict(os.environ))
+    if placeholders and not args.allow_placeholder_secrets:
+        raise ConfigError(
+            f"refusing to set up with placeholder secrets ({PLACEHOLDER_SECRET!r}) in {', '.join(placeholders)}",
+            "Replace every change-me in .env; for a throwaway development stack only, "
+            "pass --allow-placeholder-secrets.")
+    # Trend tables live in PostgreSQL whatever the event store.
+    applied = migrate(settings.postgres_dsn.get_secret_value(), connect_timeout_s=settings.connect_timeout_s)
     store = open_store(settings)
-    store.setup()  # idempotent (for PostgreSQL the migrations above, already applied)
-    store.close()
+    try:
+        store.setup()  # idempotent (for PostgreSQL the migrations above, already applied)
+    finally:
+        store.close()
     ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, settings.kafka_dlq_partitions)
-    print(f"setup done: migrations applied={applied or 'none'} store={store.name} "
+    print(f"setup done: migrations applied={','.join(applied) or 'none'} store={store.name} "
           f"dead-letter topic={settings.kafka_dlq_topic}")
     return 0
 
 
-def build_bridge():
+# -- bridge --------------------------------------------------------------------------------------
+def build_bridge() -> Bridge:
     import redis
 
     from worker.app import app
@@ -44,8 +121,11 @@ def build_bridge():
     from worker.deadletter import DeadLetterWriter, ensure_topic
 
     settings = get_settings()
+    # Fail at start, with a message, when Kafka does not answer (the loop would only wait).
     ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, settings.kafka_dlq_partitions)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    timeout = settings.connect_timeout_s
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=timeout,
+                                  socket_connect_timeout=timeout)
     probe = QueueDepthProbe(client, settings.ingest_queue, interval_s=settings.bridge_depth_check_interval_s)
     return Bridge(settings, IngestPublisher(app, settings.ingest_queue), probe,
                   DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic))
@@ -54,24 +134,21 @@ def build_bridge():
 def cmd_bridge(_: argparse.Namespace) -> int:
     bridge = build_bridge()
     bridge.install_signal_handlers()
-    if get_settings().bridge_metrics_port:
+    port = get_settings().bridge_metrics_port
+    if port:
         from worker.bridge.metrics import serve_metrics
 
-        serve_metrics(bridge, get_settings().bridge_metrics_port)
+        serve_metrics(bridge, port)
     bridge.run()
     return 0
 
 
-def _reader_writer():
-    from worker.deadletter import DeadLetterReader, DeadLetterWriter
+# -- dead letters --------------------------------------------------------------------------------
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    from worker.deadletter import DeadLetterReader
 
     s = get_settings()
-    return (DeadLetterReader(s.kafka_bootstrap_servers, s.kafka_dlq_topic, s.kafka_group_id),
-            DeadLetterWriter(s.kafka_bootstrap_servers, s.kafka_dlq_topic))
-
-
-def cmd_dlq_list(args: argparse.Namespace) -> int:
-    reader, _ = _reader_writer()
+    reader = DeadLetterReader(s.kafka_bootstrap_servers, s.kafka_dlq_topic, s.kafka_group_id)
     shown = 0
     try:
         for position, letter in reader.read(pending_only=not args.all):
@@ -82,8 +159,9 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
                 # A batch kept as text (it was not a list of points) has no known size: "-".
                 size: int | str = 1 if letter.kind == "event" else (
                     len(letter.points) if letter.points is not None else "-")
+                reason = " ".join(letter.reason.split())  # one line per letter, whatever the reason holds
                 print(f"{where}\t{letter.failed_at}\t{letter.kind}\t{size}\t{letter.source}\t"
-                      f"attempt={letter.attempt}\t{letter.reason}")
+                      f"attempt={letter.attempt}\t{reason}")
             shown += 1
             if args.limit and shown >= args.limit:
                 break
@@ -96,11 +174,14 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 def cmd_dlq_replay(_: argparse.Namespace) -> int:
     from worker.app import app
     from worker.bridge.publisher import IngestPublisher
+    from worker.deadletter import DeadLetterReader, DeadLetterWriter
     from worker.replay import replay
 
-    reader, writer = _reader_writer()
+    s = get_settings()
+    reader = DeadLetterReader(s.kafka_bootstrap_servers, s.kafka_dlq_topic, s.kafka_group_id)
+    writer = DeadLetterWriter(s.kafka_bootstrap_servers, s.kafka_dlq_topic)
     try:
-        report = replay(reader, writer, IngestPublisher(app, get_settings().ingest_queue))
+        report = replay(reader, writer, IngestPublisher(app, s.ingest_queue))
     finally:
         reader.close()
         writer.close()
@@ -108,15 +189,19 @@ def cmd_dlq_replay(_: argparse.Namespace) -> int:
     return 0
 
 
+# -- demo and dev stack ------------------------------------------------------------------------
 def cmd_produce_demo(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
+    from worker.deadletter import ensure_topic
     from worker.demo import demo_events, produce
 
     s = get_settings()
+    topic = args.topic or s.kafka_topic
+    ensure_topic(s.kafka_bootstrap_servers, topic, 1)  # answers within CONNECT_TIMEOUT_S, or says why not
     payloads = demo_events(args.events, args.dois, seed=args.seed, spread=timedelta(hours=args.hours))
-    n = produce(s.kafka_bootstrap_servers, args.topic or s.kafka_topic, payloads)
-    print(f"produced {n} events on {args.dois} DOIs to {args.topic or s.kafka_topic}")
+    n = produce(s.kafka_bootstrap_servers, topic, payloads)
+    print(f"produced {n} events on {args.dois} DOIs to {topic}")
     return 0
 
 
@@ -126,6 +211,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(events=args.events, dois=args.dois, workdir=args.workdir, keep=args.keep)
 
 
+# -- trends and the morning post ------------------------------------------------------------------
 def cmd_trends_run(args: argparse.Namespace) -> int:
     from worker.trends.cli import run_once
 
@@ -139,63 +225,142 @@ def cmd_post(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
+    from worker.errors import EX_UNAVAILABLE
     from worker.health import check
 
-    return check(args.component)
+    return EX_UNAVAILABLE if check(args.component) else 0
+
+
+# -- the parser ------------------------------------------------------------------------------------
+def _version() -> str:
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown in --help (not for flags and unset options), descriptions as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or isinstance(action, argparse._VersionAction):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aggregator", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="aggregator", formatter_class=_Formatter,
+        description="Trend aggregator for scholarly altmetrics: Kafka -> Celery -> event store -> trends in "
+                    "PostgreSQL.\nEvery setting comes from the environment (see .env.example).",
+        epilog="Exit codes: 0 ok, 2 bad command line, 69 a service did not answer, 70 unexpected error, "
+               "75 try again later (a run of that duration is in flight), 78 bad configuration.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on failure show the traceback, and show librdkafka's own log lines")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("setup", help="apply migrations, set up the event store and Kafka topics (idempotent)"
-                   ).set_defaults(func=cmd_setup)
-    sub.add_parser("bridge", help="run the Kafka -> Celery bridge").set_defaults(func=cmd_bridge)
+    def command(name: str, summary: str, description: str | None = None,
+                into: argparse._SubParsersAction[argparse.ArgumentParser] = sub) -> argparse.ArgumentParser:
+        return into.add_parser(name, help=summary, description=description or summary, formatter_class=_Formatter)
 
-    dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(dest="dlq_command", required=True)
-    lister = dlq.add_parser("list", help="list dead letters pending replay")
+    setup = command("setup", "create or update what the product needs (idempotent)",
+                    "Apply the PostgreSQL migrations, set up the event store (InfluxDB buckets and tasks) and "
+                    "create the dead-letter topic. Safe to run at every start. Refuses .env.example's "
+                    "change-me secrets.")
+    setup.add_argument("--allow-placeholder-secrets", action="store_true",
+                       help="accept change-me secrets (a throwaway development stack only)")
+    setup.set_defaults(func=cmd_setup)
+
+    command("bridge", "run the Kafka -> Celery bridge until SIGTERM",
+            "Consume KAFKA_TOPIC, validate each event, publish batches to the ingest queue, dead-letter "
+            "invalid events; pause while the queue is above BRIDGE_QUEUE_HIGH_WATERMARK.").set_defaults(
+        func=cmd_bridge)
+
+    dlq = command("dlq", "list or replay dead letters").add_subparsers(dest="dlq_command", required=True,
+                                                                         metavar="ACTION")
+    lister = command("list", "print dead letters pending replay, one line each",
+                     "One tab-separated line per dead letter: partition@offset, failed at, kind, events, "
+                     "source, attempt, reason; the count goes to stderr.", into=dlq)
     lister.add_argument("--all", action="store_true", help="also those already replayed")
-    lister.add_argument("--limit", type=int, default=0)
+    lister.add_argument("--limit", type=non_negative_int, default=0, help="print at most N (0: all)")
     lister.set_defaults(func=cmd_dlq_list)
-    dlq.add_parser("replay", help="validate again and re-publish pending dead letters"
-                   ).set_defaults(func=cmd_dlq_replay)
+    command("replay", "validate pending dead letters again and re-publish them",
+            "Events valid now and batches are re-published to the ingest queue; still-invalid events are "
+            "dead-lettered again with attempt + 1. Prints a JSON report.", into=dlq).set_defaults(
+        func=cmd_dlq_replay)
 
-    demo = sub.add_parser("produce-demo", help="produce realistic synthetic events to Kafka")
-    demo.add_argument("--events", type=int, default=1000)
-    demo.add_argument("--dois", type=int, default=50)
-    demo.add_argument("--hours", type=float, default=6.0, help="spread timestamps over the last H hours")
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--topic", default=None)
+    demo = command("produce-demo", "produce realistic synthetic events to Kafka")
+    demo.add_argument("--events", type=positive_int, default=1000, help="how many events")
+    demo.add_argument("--dois", type=positive_int, default=50, help="over how many DOIs (Zipf popularity)")
+    demo.add_argument("--hours", type=positive_float, default=6.0, help="spread timestamps over the last H hours")
+    demo.add_argument("--seed", type=int, default=7, help="random seed")
+    demo.add_argument("--topic", default=None, help="topic (default: KAFKA_TOPIC)")
     demo.set_defaults(func=cmd_produce_demo)
 
-    dev = sub.add_parser("dev", help="run the whole product locally on real services (Ctrl-C stops)")
-    dev.add_argument("--events", type=int, default=5000)
-    dev.add_argument("--dois", type=int, default=200)
-    dev.add_argument("--workdir", default=".devstack")
+    dev = command("dev", "run the whole product locally on real services (Ctrl-C stops)",
+                  "Start Kafka (Tansu), Redis and PostgreSQL from this machine's binaries, then setup, the "
+                  "bridge, the workers and beat; produce demo events and print what was ingested and trended.")
+    dev.add_argument("--events", type=positive_int, default=5000, help="demo events to produce")
+    dev.add_argument("--dois", type=positive_int, default=200, help="DOIs they discuss")
+    dev.add_argument("--workdir", default=".devstack", help="where the services keep data and logs")
     dev.add_argument("--keep", action="store_true", help="keep running after the demo until Ctrl-C")
     dev.set_defaults(func=cmd_dev)
 
-    trends = sub.add_parser("trends", help="trend runs").add_subparsers(dest="trends_command", required=True)
-    run = trends.add_parser("run", help="run one trend calculation now and print its phases")
-    run.add_argument("duration")
-    run.add_argument("--at", default=None, help="ISO 8601 time to compute at (default: now)")
+    trends = command("trends", "trend runs").add_subparsers(dest="trends_command", required=True, metavar="ACTION")
+    names = [d.name for d in DEFAULT_DURATIONS]
+    run = command("run", "run one trend calculation in this process and print its phases",
+                  f"Select the DOIs, compute every chunk, replace the duration's rows, refresh the view: the "
+                  f"steps of a scheduled run, under the same overlap lock. Durations: {', '.join(names)}.",
+                  into=trends)
+    run.add_argument("duration", choices=names, help="which duration")
+    run.add_argument("--at", type=iso_time, default=None,
+                     help="compute as of this ISO 8601 time (no offset = UTC; default: now)")
     run.set_defaults(func=cmd_trends_run)
 
-    post = sub.add_parser("post", help="the morning post")
+    post = command("post", "the morning post: compose today's text and post it to X",
+                   "Post the top three trending COVID-19 papers of `today` (once a day); without X "
+                   "credentials, or with --dry-run, only print the text.")
     post.add_argument("--dry-run", action="store_true", help="print today's text, post nothing")
     post.set_defaults(func=cmd_post)
 
-    health = sub.add_parser("health", help="exit 0 when a component's dependencies answer")
-    health.add_argument("component", choices=("bridge", "worker", "beat", "setup"), nargs="?", default="worker")
+    health = command("health", "exit 0 when a component's dependencies answer (container healthcheck)",
+                     "One line per check; exit 69 when one fails.")
+    health.add_argument("component", choices=("bridge", "worker", "beat", "setup"), nargs="?", default="worker",
+                        help="whose dependencies to check")
     health.set_defaults(func=cmd_health)
     return parser
 
 
+def _report(command: str, failure: OperatorError) -> None:
+    lines = failure.lines()
+    print(f"aggregator {command}: {lines[0]}", file=sys.stderr)
+    for line in lines[1:]:
+        print(f"  {line}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    settings = get_settings()  # exits with a readable message on a bad environment
-    setup_logging(settings.log_level, settings.log_format)
-    return int(args.func(args) or 0)
+    args = make_parser().parse_args(argv)  # a bad command line exits 2 here, with one line
+    debug = bool(args.debug)
+    command = " ".join(filter(None, (args.command, getattr(args, "dlq_command", None),
+                                     getattr(args, "trends_command", None))))
+    settings: Settings | None = None
+    try:
+        settings = get_settings()
+        setup_logging(settings.log_level, settings.log_format)
+        if command not in LONG_RUNNING and not debug:
+            # A one-shot command reports a failed connection in its own last line;
+            # librdkafka's lines about the same failure would only bury it.
+            logging.getLogger(KAFKA_LOGGER).setLevel(logging.CRITICAL)
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (Exception, ConfigurationError) as error:
+        failure = classify(error, settings)
+        _report(command, failure)
+        if debug:
+            traceback.print_exc()
+        return failure.exit_code
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ from typing import Literal
 
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # not in its __all__
+
+from worker.kafka_config import client_config, position
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +76,17 @@ def batch_letter(points: object, reason: str, *, source: str, attempt: int = 1) 
     return DeadLetter("batch", reason, source, now_iso(), payload_text=text, attempt=attempt)
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
-    """Create the topic if it does not exist (idempotent)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    if topic in admin.list_topics(timeout=10).topics:
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, *, timeout_s: float | None = None) -> None:
+    """Create the topic if it does not exist (idempotent); KafkaException when Kafka is silent."""
+    config = client_config(bootstrap, timeout_s=timeout_s)
+    timeout = config["socket.timeout.ms"] / 1000
+    admin = AdminClient(config)
+    if topic in admin.list_topics(timeout=timeout).topics:
         return
     futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
     for future in futures.values():
         try:
-            future.result(timeout=15)
+            future.result(timeout=max(15.0, timeout))
         except KafkaException as error:
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
@@ -94,13 +98,9 @@ class DeadLetterWriter:
     def __init__(self, bootstrap: str, topic: str, timeout_s: float = 30.0) -> None:
         self.topic = topic
         self._timeout_s = timeout_s
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "enable.idempotence": True,
-            "message.timeout.ms": int(timeout_s * 1000),
-            "linger.ms": 5,
-        })
+        self._producer = Producer(client_config(bootstrap, {
+            "acks": "all", "enable.idempotence": True, "message.timeout.ms": int(timeout_s * 1000), "linger.ms": 5,
+        }))
 
     def write(self, letters: Sequence[DeadLetter]) -> None:
         if not letters:
@@ -135,15 +135,13 @@ class DeadLetterReader:
 
     def __init__(self, bootstrap: str, topic: str, group_id: str) -> None:
         self.topic = topic
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": replay_group(group_id),
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        })
+        config = client_config(bootstrap, {"group.id": replay_group(group_id), "enable.auto.commit": False,
+                                           "auto.offset.reset": "earliest"})
+        self._timeout_s = config["socket.timeout.ms"] / 1000
+        self._consumer = Consumer(config)
 
     def _partitions(self) -> list[TopicPartition]:
-        metadata = self._consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+        metadata = self._consumer.list_topics(self.topic, timeout=self._timeout_s).topics.get(self.topic)
         if metadata is None or metadata.error is not None:
             return []
         return [TopicPartition(self.topic, p) for p in sorted(metadata.partitions)]
@@ -159,11 +157,11 @@ class DeadLetterReader:
         partitions = self._partitions()
         if not partitions:
             return
-        starts = self._consumer.committed(partitions, timeout=10) if pending_only else partitions
+        starts = self._consumer.committed(partitions, timeout=self._timeout_s) if pending_only else partitions
         behind: dict[int, int] = {}
         assignment = []
         for tp in starts:
-            low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s)
             start = tp.offset if pending_only and tp.offset >= 0 else low
             assignment.append(TopicPartition(self.topic, tp.partition, start if start >= 0 else OFFSET_BEGINNING))
             if start < high:
@@ -177,11 +175,11 @@ class DeadLetterReader:
                 return
             if msg.error():
                 raise KafkaException(msg.error())
-            partition, offset = msg.partition(), msg.offset()
+            partition, offset = position(msg)
             if offset + 1 >= behind.get(partition, 0):
                 behind.pop(partition, None)
             try:
-                letter: DeadLetter | None = _decoder.decode(msg.value())
+                letter: DeadLetter | None = _decoder.decode(msg.value() or b"")
             except msgspec.DecodeError:
                 letter = None
             yield TopicPartition(self.topic, partition, offset + 1), letter

@@ -72,7 +72,9 @@ def produce(bootstrap: str, topic: str, payloads: Iterator[bytes]) -> int:
     """Produce and wait for every delivery; return how many were delivered."""
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+    from worker.kafka_config import client_config
+
+    producer = Producer(client_config(bootstrap, {"linger.ms": 20, "acks": "all"}))
     errors: list[str] = []
 
     def on_delivery(err: object, _msg: object) -> None:

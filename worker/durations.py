@@ -37,6 +37,12 @@ class Duration:
         return timedelta(seconds=self.span_s)
 
 
+# What an override may put in each field (JSON numbers: a float gravity may be written 0).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "span_s": (int,), "gravity": (float, int), "window_s": (int,), "windows": (int,), "min_events": (int,),
+    "schedule": (str,),
+}
+
 _H = 3600
 DEFAULT_DURATIONS: tuple[Duration, ...] = (
     Duration("currently", 6 * _H, -0.00036, 6 * 60, 60, 10, "*/3 * * * *"),
@@ -70,6 +76,11 @@ def build_durations(overrides_json: str = "{}") -> dict[str, Duration]:
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"TREND_DURATIONS[{name!r}]: unknown fields {sorted(unknown)}")
+        for key, value in changes.items():
+            expected = _FIELD_TYPES[key]
+            if isinstance(value, bool) or not isinstance(value, expected):
+                raise ValueError(f"TREND_DURATIONS[{name!r}][{key!r}] must be "
+                                 f"{' or '.join(t.__name__ for t in expected)}, not {value!r}")
         table[name] = replace(table[name], **changes)
     return table
 

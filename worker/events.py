@@ -192,7 +192,8 @@ def points_to_wire(points: list[Point]) -> str:
 
 def points_to_builtins(points: list[Point]) -> list[list[object]]:
     """Points as plain lists: the form a dead letter keeps (readable in ``dlq list``)."""
-    return msgspec.to_builtins(points)
+    builtins: list[list[object]] = msgspec.to_builtins(points)
+    return builtins
 
 
 def points_from_wire(payload: object) -> list[Point]:

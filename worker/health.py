@@ -27,8 +27,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit, urlunsplit
 
+from worker.masking import mask_dsn, scrub
 from worker.settings import Settings, get_settings
 
 TIMEOUT_S = 3.0
@@ -38,12 +38,8 @@ Check = Callable[[], str]
 
 
 def redact(url: str) -> str:
-    """The URL without its password: health lines end up in `docker inspect` output."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL or DSN without its password: health lines end up in `docker inspect` output."""
+    return mask_dsn(url)
 
 
 def check_redis(url: str) -> Check:
@@ -84,8 +80,9 @@ def check_kafka(bootstrap: str, topic: str) -> Check:
         # A metadata request for one topic: proves a broker answers without listing a big
         # cluster. A missing topic is reported but is not a failure: the product cannot
         # create the customer's topic, and the bridge simply waits for it.
-        admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(TIMEOUT_S * 1000),
-                             "log_level": 0})
+        from worker.kafka_config import client_config
+
+        admin = AdminClient(client_config(bootstrap, timeout_s=TIMEOUT_S))
         metadata = admin.list_topics(topic=topic, timeout=TIMEOUT_S)
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
@@ -129,7 +126,7 @@ def check_celery_ping(settings: Settings, hostname: str) -> Check:
         # and the beat schedule, which is wasted time for a ping. The pattern makes only the
         # nodes of this host answer (compose names them `<role>@%h`), and limit=1 returns on
         # the first reply instead of waiting out the timeout.
-        app = Celery("health", broker=settings.redis_url)
+        app = Celery("health", broker=settings.redis_url.get_secret_value())
         app.conf.broker_transport_options = {"socket_timeout": TIMEOUT_S, "socket_connect_timeout": TIMEOUT_S,
                                              "max_retries": 1}
         app.conf.broker_connection_retry_on_startup = False
@@ -137,7 +134,7 @@ def check_celery_ping(settings: Settings, hostname: str) -> Check:
             replies = app.control.ping(timeout=TIMEOUT_S, limit=1, pattern=f"*@{hostname}", matcher="glob")
         finally:
             app.close()
-        nodes = sorted(node for reply in replies for node in reply)
+        nodes = sorted(node for reply in replies or [] for node in reply)
         if not nodes:
             raise RuntimeError(f"no Celery worker on this host (*@{hostname}) answered a ping")
         return ", ".join(nodes)
@@ -151,11 +148,11 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
     influx: list[tuple[str, Check]] = []
     if s.event_store == "influxdb" and s.influxdb_v2_url:
         influx = [("influxdb", check_influxdb(s.influxdb_v2_url))]
-    redis_checks: list[tuple[str, Check]] = [("redis", check_redis(s.redis_url))]
+    redis_checks: list[tuple[str, Check]] = [("redis", check_redis(s.redis_url.get_secret_value()))]
     if s.result_backend != s.redis_url:
-        redis_checks.append(("results", check_redis(s.result_backend)))
+        redis_checks.append(("results", check_redis(s.result_backend.get_secret_value())))
     kafka = ("kafka", check_kafka(s.kafka_bootstrap_servers, s.kafka_topic))
-    postgres = ("postgres", check_postgres(s.postgres_dsn))
+    postgres = ("postgres", check_postgres(s.postgres_dsn.get_secret_value()))
 
     if component == "bridge":
         bridge = [*redis_checks[:1], kafka]
@@ -189,12 +186,15 @@ def check(component: str, *, settings: Settings | None = None, hostname: str | N
     ``hostname`` selects the Celery nodes that must answer the ping (default: this host,
     matching the ``-n <role>@%h`` names compose gives the workers).
     """
-    named = checks_for(component, settings or get_settings(), hostname)
+    settings = settings or get_settings()
+    named = checks_for(component, settings, hostname)
     with ThreadPoolExecutor(max_workers=len(named)) as pool:
         results = list(pool.map(_timed, [run for _, run in named]))
     width = max(len(name) for name, _ in named)
+    secrets = settings.secret_values()
     failed = 0
     for (name, _), (ok, detail, ms) in zip(named, results, strict=True):
         failed += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {name:<{width}}  {detail} ({ms:.0f} ms)", flush=True)
+        line = f"{'ok  ' if ok else 'FAIL'} {name:<{width}}  {detail} ({ms:.0f} ms)"
+        print(scrub(line, secrets), flush=True)
     return 1 if failed else 0

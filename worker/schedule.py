@@ -27,7 +27,8 @@ def parse_cron(expr: str) -> crontab:
 def min_period_s(expr: str) -> int:
     """Shortest gap between two ticks of a cron over a week (day-of-month/month ignored,
     which can only make the estimate shorter, i.e. the expiry safer)."""
-    cron = parse_cron(expr)
+    # celery-types does not declare crontab's parsed sets (minute, hour, day_of_week).
+    cron: Any = parse_cron(expr)
     ticks = [
         m for m in range(_WEEK_MIN)
         # crontab's day_of_week: 0 = Sunday; minute index 0 here is a Monday 00:00.

@@ -1,54 +1,130 @@
-"""Typed configuration read from the environment.
+"""Typed configuration read from the environment, validated in one place at start.
 
 Every process (bridge, workers, beat, CLI) reads the same variables, so a container only
-needs an env file. Values are validated once at start; a bad value stops the process with a
-message that names the variable, instead of failing later in the middle of a batch.
+needs its environment. Everything is checked when the process starts — URLs and DSNs
+parse, rate limits have Celery's syntax, bounds are ordered, the InfluxDB store has its
+URL, token and org, crons are crons — so a wrong value stops the process with a message
+naming the variable instead of failing later as a crashed worker in the middle of a batch.
+
+Credentials (the PostgreSQL DSN, the Redis URLs, the InfluxDB token, the X keys) are
+pydantic ``SecretStr``: their ``repr`` and ``str`` are masked, and code that needs the
+value says so with ``.get_secret_value()`` at the one place it hands it to a driver.
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.durations import Duration, build_durations
+from worker.masking import mask_dsn, mask_url
+
+#: The placeholder .env.example uses for every secret; `aggregator setup` refuses it.
+PLACEHOLDER_SECRET = "change-me"
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^\s\[\]:/,]+):(\d{1,5})$")
 
 
 class ConfigurationError(SystemExit):
-    """Raised (and exits the process) when the environment holds an invalid setting."""
+    """The environment holds an invalid setting.
+
+    A ``SystemExit``: a Celery worker or beat that imports a bad configuration stops with
+    this message instead of a traceback; the ``aggregator`` command catches it and exits 78.
+    """
+
+
+def _check_redis_url(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL, e.g. redis://redis:6379/0")
+    if parts.scheme != "unix":
+        if not parts.hostname:
+            raise ValueError("has no host, e.g. redis://redis:6379/0")
+        _ = parts.port  # raises ValueError on a port that is not a number in range
+    db = parts.path.strip("/")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        raise ValueError(f"database {db!r} is not a number, e.g. redis://redis:6379/0")
+
+
+def _check_postgres_dsn(value: str) -> None:
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import parse_dsn
+
+    if "://" in value and not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL or a libpq keyword string (host=... dbname=...)")
+    try:
+        parsed = parse_dsn(value)
+    except ProgrammingError as error:
+        raise ValueError(str(error).strip().splitlines()[0]) from None
+    port = parsed.get("port")
+    if port is not None and not all(p.isdigit() for p in port.split(",")):
+        raise ValueError(f"port {port!r} is not a number")
+
+
+def _check_rate_limit(value: str) -> str:
+    match = _RATE.match(value)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError("must be a Celery rate limit: a positive number of tasks per second, "
+                         "or N/s, N/m, N/h (e.g. 20/s)")
+    number, unit = match.groups()
+    return f"{number}/{unit or 's'}"
+
+
+def _check_bootstrap(value: str) -> str:
+    servers = [part.strip() for part in value.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("needs at least one host:port")
+    for server in servers:
+        match = _HOST_PORT.match(server)
+        if match is None or not 0 < int(match.group(2)) < 65536:
+            raise ValueError(f"{server!r} is not host:port (e.g. kafka:9092)")
+    return ",".join(servers)
 
 
 class Settings(BaseSettings):
     """All settings; the environment variable is the field name in upper case."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    # A blank variable (`X_ACCESS_TOKEN=` in an env file) means "not set": the code default.
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True, env_ignore_empty=True)
 
     # --- Redis: Celery broker and result backend -------------------------------------
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    result_backend_url: str | None = None  # defaults to redis_url
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    result_backend_url: SecretStr | None = None  # defaults to redis_url
     # Unacked messages are redelivered after this; keep it above the longest task, the
     # longest retry countdown and the trend chord (NOTES: celery#5935).
     visibility_timeout_s: int = Field(7200, ge=1)
 
+    # --- Every service ---------------------------------------------------------------------
+    # How long a process waits for a service (PostgreSQL, Redis, Kafka, InfluxDB) to answer
+    # before it calls it unreachable: a connection that is accepted but never answered must
+    # end in an error an operator can read, not in a process that hangs for ever.
+    connect_timeout_s: float = Field(10.0, ge=0.5, le=300)
+
     # --- Kafka --------------------------------------------------------------------------
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_topic: str = "events_processed-discusses"
-    kafka_group_id: str = "trend-aggregator"
+    kafka_topic: str = Field("events_processed-discusses", min_length=1)
+    kafka_group_id: str = Field("trend-aggregator", min_length=1)
     # Consumer session timeout; a new group's first join can wait up to about half of it.
     kafka_session_timeout_ms: int = Field(10_000, ge=1000)
     # librdkafka's prefetch ceiling (queued.max.messages.kbytes): the bridge's memory peak
     # while it reads a backlog. librdkafka's own default is 64 MiB; 16 MiB still holds
     # ~30,000 events, a second of the fastest ingest measured here.
     kafka_prefetch_kbytes: int = Field(16_384, ge=1024, le=2_097_151)
-    kafka_dlq_topic: str = "events_processed-discusses.dlq"
+    kafka_dlq_topic: str = Field("events_processed-discusses.dlq", min_length=1)
     # Partition count used when the product creates the dead-letter topic itself.
     kafka_dlq_partitions: int = Field(1, ge=1)
 
     # --- Event store ----------------------------------------------------------------------
     event_store: Literal["postgres", "influxdb"] = "postgres"
-    postgres_dsn: str = "postgresql://aggregator:aggregator@127.0.0.1:5432/aggregator"
+    postgres_dsn: SecretStr = SecretStr("postgresql://aggregator:aggregator@127.0.0.1:5432/aggregator")
     influxdb_v2_url: str | None = None
-    influxdb_v2_token: str | None = None
+    influxdb_v2_token: SecretStr | None = None
     influxdb_v2_org: str = "amba"
     influxdb_v2_bucket: str = "discussions"
     influxdb_v2_trend_bucket: str = "trends"
@@ -56,7 +132,7 @@ class Settings(BaseSettings):
     influxdb_v2_timeout_ms: int = Field(30_000, ge=1000)
 
     # --- Ingest queue ----------------------------------------------------------------------
-    ingest_queue: str = "ingest"
+    ingest_queue: str = Field("ingest", min_length=1)
     # Celery rate limit of the ingest task, per worker process (e.g. "10/s", "600/m").
     ingest_rate_limit: str = "20/s"
     ingest_max_retries: int = Field(8, ge=0)
@@ -81,7 +157,7 @@ class Settings(BaseSettings):
     bridge_metrics_port: int = Field(0, ge=0, le=65535)  # 0 = no metrics endpoint
 
     # --- Trends -----------------------------------------------------------------------------
-    trends_queue: str = "trends"
+    trends_queue: str = Field("trends", min_length=1)
     trend_chunk_size: int = Field(200, ge=1)
     trend_start_offset_s: int = Field(15, ge=0)
     # JSON object overriding fields of the durations table, e.g.
@@ -92,32 +168,182 @@ class Settings(BaseSettings):
     # --- Morning post ---------------------------------------------------------------------
     post_schedule: str = "59 5 * * *"
     trending_url: str = "https://bit.ly/3jdLvc8"
-    x_consumer_key: str | None = None
-    x_consumer_secret: str | None = None
-    x_access_token: str | None = None
-    x_access_token_secret: str | None = None
+    x_consumer_key: SecretStr | None = None
+    x_consumer_secret: SecretStr | None = None
+    x_access_token: SecretStr | None = None
+    x_access_token_secret: SecretStr | None = None
     x_api_base_url: str | None = None  # only for tests against a local recorder
 
     # --- Logging ----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["kv", "json"] = "kv"
 
+    # -- one field at a time ---------------------------------------------------------------
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("redis_url", "result_backend_url", mode="before")
+    @classmethod
+    def _redis(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, str):
+            _check_redis_url(raw.strip())
+            return raw.strip()
+        return value
+
+    @field_validator("postgres_dsn", mode="before")
+    @classmethod
+    def _postgres(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, str):
+            _check_postgres_dsn(raw.strip())
+            return raw.strip()
+        return value
+
+    @field_validator("influxdb_v2_token", "x_consumer_key", "x_consumer_secret", "x_access_token",
+                     "x_access_token_secret", "influxdb_v2_url", "x_api_base_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("influxdb_v2_url", "x_api_base_url", "trending_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        _ = parts.port
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        return _check_bootstrap(value)
+
+    @field_validator("ingest_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        return _check_rate_limit(value)
+
+    @field_validator("post_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from worker.schedule import parse_cron
+
+        parse_cron(value)  # ValueError names what is wrong
+        return value
+
+    @field_validator("trend_durations")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        from worker.schedule import min_period_s
+
+        for duration in build_durations(value).values():
+            try:
+                min_period_s(duration.schedule)
+            except ValueError as error:
+                raise ValueError(f"{duration.name}: schedule {duration.schedule!r}: {error}") from None
+        return value
+
+    # -- settings that must agree -----------------------------------------------------------
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        problems = []
+        if self.bridge_queue_low_watermark >= self.bridge_queue_high_watermark:
+            problems.append(f"BRIDGE_QUEUE_LOW_WATERMARK ({self.bridge_queue_low_watermark}) must be below "
+                            f"BRIDGE_QUEUE_HIGH_WATERMARK ({self.bridge_queue_high_watermark})")
+        if self.bridge_min_batch > self.bridge_max_batch:
+            problems.append(f"BRIDGE_MIN_BATCH ({self.bridge_min_batch}) must not exceed "
+                            f"BRIDGE_MAX_BATCH ({self.bridge_max_batch})")
+        if self.ingest_retry_backoff_s > self.ingest_retry_backoff_max_s:
+            problems.append(f"INGEST_RETRY_BACKOFF_S ({self.ingest_retry_backoff_s}) must not exceed "
+                            f"INGEST_RETRY_BACKOFF_MAX_S ({self.ingest_retry_backoff_max_s})")
+        if self.ingest_retry_backoff_max_s >= self.visibility_timeout_s:
+            # A retry waits in Redis as an unacked ETA message: longer than the visibility
+            # timeout and Redis hands it out a second time (NOTES: celery#5935).
+            problems.append(f"INGEST_RETRY_BACKOFF_MAX_S ({self.ingest_retry_backoff_max_s}) must be below "
+                            f"VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s})")
+        if self.event_store == "influxdb":
+            missing = [name for name, value in (("INFLUXDB_V2_URL", self.influxdb_v2_url),
+                                                ("INFLUXDB_V2_TOKEN", self.influxdb_v2_token),
+                                                ("INFLUXDB_V2_ORG", self.influxdb_v2_org)) if not value]
+            if missing:
+                problems.append(f"EVENT_STORE=influxdb needs {', '.join(missing)}")
+        if self.influxdb_v2_retention_days:
+            longest = max(d.span_s for d in self.durations().values())
+            if self.influxdb_v2_retention_days * 86400 < longest:
+                problems.append(f"INFLUXDB_V2_RETENTION_DAYS ({self.influxdb_v2_retention_days}) is shorter than "
+                                f"the longest trend span ({longest / 86400:g} days): its trends would miss events")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # -- derived values ------------------------------------------------------------------------
     @property
-    def result_backend(self) -> str:
+    def result_backend(self) -> SecretStr:
         return self.result_backend_url or self.redis_url
 
+    def durations(self) -> dict[str, Duration]:
+        """The durations table with this environment's overrides (validated at start)."""
+        return build_durations(self.trend_durations)
 
-def _describe(error: ValidationError) -> str:
+    def secret_values(self) -> list[str]:
+        """Every credential this process knows, for scrubbing text a person will read."""
+        from psycopg2.extensions import parse_dsn
+
+        values: list[str] = []
+        for secret in (self.influxdb_v2_token, self.x_consumer_key, self.x_consumer_secret, self.x_access_token,
+                       self.x_access_token_secret):
+            if secret is not None:
+                values.append(secret.get_secret_value())
+        for url in (self.redis_url, self.result_backend_url):
+            if url is not None:
+                password = urlsplit(url.get_secret_value()).password
+                if password:
+                    values.append(password)
+        password = parse_dsn(self.postgres_dsn.get_secret_value()).get("password")
+        if password:
+            values.append(password)
+        return values
+
+    def addresses(self) -> dict[str, str]:
+        """Where each service is, as an operator may read it (passwords masked)."""
+        return {
+            "PostgreSQL": mask_dsn(self.postgres_dsn.get_secret_value()),
+            "Redis": mask_url(self.redis_url.get_secret_value()),
+            "Kafka": self.kafka_bootstrap_servers,
+            "InfluxDB": self.influxdb_v2_url or "(INFLUXDB_V2_URL not set)",
+        }
+
+
+_SECRET_FIELDS = {name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)}
+# Connection strings are shown with only their password masked: the rest is what is wrong.
+_MASKED_CONNECTION_STRINGS = {"postgres_dsn": mask_dsn, "redis_url": mask_url, "result_backend_url": mask_url}
+
+
+def _shown(name: str, value: object) -> str:
+    if name in _MASKED_CONNECTION_STRINGS and isinstance(value, str):
+        return repr(_MASKED_CONNECTION_STRINGS[name](value))
+    return "'***'" if name in _SECRET_FIELDS else repr(value)
+
+
+def describe(error: ValidationError) -> list[str]:
+    """One line per problem, naming the variable and showing its value (secrets masked)."""
     lines = []
     for item in error.errors():
-        name = ".".join(str(part) for part in item["loc"]).upper()
-        lines.append(f"  {name}={item.get('input')!r}: {item['msg']}")
-    return "invalid configuration in the environment:\n" + "\n".join(lines)
+        message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:  # a rule between settings: the message names them
+            lines.extend(message.split("; "))
+            continue
+        name = ".".join(str(part) for part in item["loc"])
+        lines.append(f"{name.upper()}={_shown(name, item.get('input'))}: {message}")
+    return lines
 
 
 def load_settings() -> Settings:
@@ -125,7 +351,8 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        raise ConfigurationError(_describe(error)) from None
+        problems = describe(error)
+        raise ConfigurationError("invalid configuration: " + "\n".join(problems)) from None
 
 
 @lru_cache(maxsize=1)

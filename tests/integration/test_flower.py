@@ -87,7 +87,7 @@ def test_flower_shows_our_worker_and_queue_lengths(redis_url: str, spawn: Callab
     assert "ingest" in by_name, lengths
 
     worker = start_worker(spawn, env, queue="ingest")
-    node = worker.node
+    node = worker.node  # type: ignore[attr-defined]  # set by start_worker
 
     def listed() -> bool:
         status, workers = get(port, "/api/workers?refresh=1")

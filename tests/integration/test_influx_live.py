@@ -24,13 +24,14 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from influxdb_client import InfluxDBClient
+from influxdb_client.client.influxdb_client import InfluxDBClient
 
 from worker.durations import Duration
 from worker.events import Point
 from worker.settings import Settings
 from worker.store import flux
-from worker.store.influx import InfluxStore, StoreRejected, event_timestamp_ns
+from worker.store.base import StoreRejected
+from worker.store.influx import InfluxStore, event_timestamp_ns
 from worker.trends.math import Aggregates, EventColumns, aggregate_events
 
 pytestmark = [
@@ -95,7 +96,7 @@ def settings() -> Settings:
 def admin(settings: Settings) -> Iterator[InfluxDBClient]:
     client = InfluxDBClient(
         url=str(settings.influxdb_v2_url),
-        token=settings.influxdb_v2_token,
+        token=settings.influxdb_v2_token.get_secret_value() if settings.influxdb_v2_token else "",
         org=settings.influxdb_v2_org,
         timeout=settings.influxdb_v2_timeout_ms,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any
 
 import psycopg2
 import pytest
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 23, 5, 59, tzinfo=UTC)
 DAY = date(2026, 11, 23)
-CREDENTIALS = {"x_consumer_key": "k", "x_consumer_secret": "s", "x_access_token": "t", "x_access_token_secret": "ts"}
+CREDENTIALS: dict[str, Any] = {"x_consumer_key": "k", "x_consumer_secret": "s", "x_access_token": "t",
+                               "x_access_token_secret": "ts"}
 
 
 @pytest.fixture
@@ -51,19 +53,19 @@ def test_dry_run_text(trended: Settings) -> None:
 
 
 def test_posts_once_per_day(trended: Settings, x_api: Recorder) -> None:
-    settings = trended.model_copy(update={**CREDENTIALS, "x_api_base_url": x_api.base_url})
+    settings = Settings(**{**dict(trended), **CREDENTIALS, "x_api_base_url": x_api.base_url})
     first = morning_post(settings, day=DAY)
     assert first.status == "posted" and first.tweet_id == "1234"
     second = morning_post(settings, day=DAY)
     assert second.status == "already_posted"
     assert len(x_api.requests) == 1 and x_api.requests[0].path == "/2/tweets"
-    with psycopg2.connect(settings.postgres_dsn) as conn, conn.cursor() as cur:
+    with psycopg2.connect(settings.postgres_dsn.get_secret_value()) as conn, conn.cursor() as cur:
         cur.execute("SELECT status, tweet_id FROM morning_post WHERE day = %s", (DAY,))
         assert cur.fetchall() == [("posted", "1234")]
 
 
 def test_refusal_releases_the_day(trended: Settings, x_api: Recorder) -> None:
-    settings = trended.model_copy(update={**CREDENTIALS, "x_api_base_url": x_api.base_url})
+    settings = Settings(**{**dict(trended), **CREDENTIALS, "x_api_base_url": x_api.base_url})
     x_api.status, x_api.answer = 503, {"title": "Service Unavailable"}
     with pytest.raises(tweepy.TwitterServerError):
         morning_post(settings, day=DAY)

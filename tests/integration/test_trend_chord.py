@@ -106,7 +106,7 @@ def test_readers_never_see_an_empty_duration(eager, env: dict[str, str], seeded)
             while not done.is_set():
                 cur.execute("SELECT count(*), count(DISTINCT run_id), min(run_id) FROM trending "
                             "WHERE duration = 'currently'")
-                seen.append(cur.fetchone())
+                seen.append(cur.fetchone() or (0, 0, ""))
         conn.close()
 
     thread = threading.Thread(target=reader)

@@ -15,6 +15,7 @@ import requests
 import tweepy
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 from oauthlib.oauth1.rfc5849.utils import parse_authorization_header
+from pydantic import ValidationError
 from x_recorder import Recorder
 
 from worker.post.compose import Paper, compose_post
@@ -23,7 +24,7 @@ from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-CREDENTIALS = {
+CREDENTIALS: dict[str, Any] = {
     "x_consumer_key": "test-consumer-key",
     "x_consumer_secret": "test-consumer-secret",
     "x_access_token": "test-access-token",
@@ -186,9 +187,13 @@ def test_base_url_with_trailing_slash(x_api: Recorder) -> None:
 
 
 @pytest.mark.parametrize("bad", ["127.0.0.1:8080", "ftp://127.0.0.1", "http://"])
-def test_bad_base_url_fails_when_built(bad: str) -> None:
+def test_bad_base_url_is_refused_at_start(bad: str) -> None:
+    # Settings refuse it before any poster exists; the poster refuses it too when built directly.
+    with pytest.raises(ValidationError, match="x_api_base_url"):
+        Settings(**CREDENTIALS, x_api_base_url=bad)
     with pytest.raises(ValueError, match="base URL"):
-        XPoster.from_settings(Settings(**CREDENTIALS, x_api_base_url=bad))
+        XPoster(consumer_key="k", consumer_secret="s", access_token="t", access_token_secret="ts",
+                api_base_url=bad)
 
 
 def test_rebasing_refuses_an_unknown_origin(x_api: Recorder) -> None:

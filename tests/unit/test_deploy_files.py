@@ -198,10 +198,78 @@ def test_redis_never_evicts_and_persists() -> None:
     assert "--appendonly yes" in command
 
 
+def service_env(name: str) -> dict[str, str]:
+    """The environment compose gives a service, interpolated from .env.example."""
+    environment = SERVICES[name].get("environment", {})
+    assert isinstance(environment, dict), f"{name}: environment as a mapping, please"
+    return {key: interpolate(str(value)) for key, value in environment.items()}
+
+
+def test_no_service_gets_the_whole_env_file() -> None:
+    for name, svc in SERVICES.items():
+        assert "env_file" not in svc, f"{name}: pass the variables it needs, not the whole .env"
+
+
 def test_product_runs_on_influxdb_in_compose() -> None:
-    for name, svc in PRODUCT.items():
-        assert svc["env_file"] == ".env", name
-        assert interpolate(str(svc["environment"]["EVENT_STORE"])) == "influxdb", name
+    for name in ("setup", "worker-ingest", "worker-trends"):
+        assert service_env(name)["EVENT_STORE"] == "influxdb", name
+
+
+# Which product service may see which secret: the rest must not get it at all.
+SECRET_HOLDERS = {
+    "POSTGRES_DSN": {"setup", "worker-ingest", "worker-trends", "worker-default"},
+    "INFLUXDB_V2_TOKEN": {"setup", "worker-ingest", "worker-trends"},
+    "X_CONSUMER_KEY": {"setup", "worker-default"},
+    "X_CONSUMER_SECRET": {"setup", "worker-default"},
+    "X_ACCESS_TOKEN": {"setup", "worker-default"},
+    "X_ACCESS_TOKEN_SECRET": {"setup", "worker-default"},
+    "FLOWER_BASIC_AUTH": {"setup", "flower"},
+}
+
+
+@pytest.mark.parametrize("secret", sorted(SECRET_HOLDERS))
+def test_each_secret_reaches_only_the_services_that_use_it(secret: str) -> None:
+    holders = {name for name in PRODUCT if secret in SERVICES[name].get("environment", {})}
+    assert holders == SECRET_HOLDERS[secret]
+
+
+@pytest.mark.parametrize("name", sorted(PRODUCT))
+def test_each_product_service_gets_valid_settings(name: str) -> None:
+    """What compose hands each service (from .env.example) passes the settings validation."""
+    settings = Settings(_env_file=None, **{k.lower(): v for k, v in service_env(name).items()  # type: ignore[arg-type]
+                                           if k.lower() in Settings.model_fields and v != ""})
+    if name in ("setup", "worker-ingest", "worker-trends", "worker-default"):
+        assert urlsplit(settings.postgres_dsn.get_secret_value()).hostname == "postgres"
+
+
+def test_setup_refuses_the_placeholder_secrets_of_env_example() -> None:
+    from worker.cli import placeholder_secrets
+
+    environment = service_env("setup")
+    settings = Settings(_env_file=None, **{k.lower(): v for k, v in environment.items()  # type: ignore[arg-type]
+                                           if k.lower() in Settings.model_fields and v != ""})
+    assert set(placeholder_secrets(settings, environment)) == {"POSTGRES_DSN", "INFLUXDB_V2_TOKEN",
+                                                                "FLOWER_BASIC_AUTH"}
+
+
+def test_published_ports_listen_on_loopback_only() -> None:
+    for name, svc in SERVICES.items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_values_that_must_agree_are_written_once() -> None:
+    influx = service_env("influxdb")
+    for name in ("setup", "worker-ingest", "worker-trends"):
+        env = service_env(name)
+        assert env["INFLUXDB_V2_TOKEN"] == influx["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == ENV["INFLUXDB_TOKEN"]
+        assert env["INFLUXDB_V2_ORG"] == influx["DOCKER_INFLUXDB_INIT_ORG"] == ENV["INFLUXDB_ORG"]
+        assert env["INFLUXDB_V2_BUCKET"] == influx["DOCKER_INFLUXDB_INIT_BUCKET"]
+    postgres = service_env("postgres")
+    for name in SECRET_HOLDERS["POSTGRES_DSN"]:
+        dsn = urlsplit(service_env(name)["POSTGRES_DSN"])
+        assert (dsn.username, dsn.password, dsn.path.lstrip("/")) == (
+            postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"])
 
 
 def test_flower_requires_basic_auth() -> None:
@@ -221,44 +289,41 @@ def test_every_compose_variable_is_in_env_example() -> None:
     assert compose_variables() - set(ENV) == set()
 
 
+# Settings compose builds from other .env values (written once there), and one for tests only.
+COMPOSED = {"POSTGRES_DSN", "INFLUXDB_V2_TOKEN", "INFLUXDB_V2_ORG"}
+TEST_ONLY = {"X_API_BASE_URL"}
+
+
 def test_every_setting_is_in_env_example() -> None:
-    assert SETTINGS_VARS - set(ENV) == set(), "add the new settings to .env.example"
+    assert SETTINGS_VARS - COMPOSED - TEST_ONLY - set(ENV) == set(), "add the new settings to .env.example"
+
+
+def test_every_setting_reaches_a_product_service() -> None:
+    passed = {key for name in PRODUCT for key in SERVICES[name].get("environment", {})}
+    assert SETTINGS_VARS - TEST_ONLY - passed == set(), "compose passes these settings to no service"
 
 
 def test_env_example_has_nothing_unused() -> None:
-    assert set(ENV) - SETTINGS_VARS - compose_variables() == set()
-
-
-def test_env_example_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in ENV.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings()
-    assert settings.event_store == "influxdb"
-    assert settings.result_backend == settings.redis_url  # blank RESULT_BACKEND_URL falls back
+    assert set(ENV) - compose_variables() == set(), "set in .env but read by no service"
 
 
 def test_env_example_points_at_the_compose_services() -> None:
     assert urlsplit(ENV["REDIS_URL"]).hostname == "redis"
     assert ENV["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert urlsplit(ENV["INFLUXDB_V2_URL"]).hostname == "influxdb"
-    dsn = urlsplit(ENV["POSTGRES_DSN"])
-    assert dsn.hostname == "postgres"
-    assert (dsn.username, dsn.password, dsn.path.lstrip("/")) == (
-        ENV["POSTGRES_USER"], ENV["POSTGRES_PASSWORD"], ENV["POSTGRES_DB"])
-    assert ENV["INFLUXDB_V2_TOKEN"] == ENV["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"]
-    assert ENV["INFLUXDB_V2_ORG"] == ENV["DOCKER_INFLUXDB_INIT_ORG"]
-    assert ENV["INFLUXDB_V2_BUCKET"] == ENV["DOCKER_INFLUXDB_INIT_BUCKET"]
 
 
 def test_env_example_keeps_the_code_defaults() -> None:
     """Apart from the compose-specific values, .env.example shows the code's defaults."""
-    compose_specific = {"REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "EVENT_STORE", "POSTGRES_DSN", "INFLUXDB_V2_URL",
-                        "INFLUXDB_V2_TOKEN", "BRIDGE_METRICS_PORT"}
+    compose_specific = {"REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "EVENT_STORE", "INFLUXDB_V2_URL",
+                        "BRIDGE_METRICS_PORT"}
     for name, field in Settings.model_fields.items():
         key = name.upper()
-        if key in compose_specific:
+        if key in compose_specific | COMPOSED | TEST_ONLY:
             continue
         default = "" if field.default is None else str(field.default)
+        if hasattr(field.default, "get_secret_value"):
+            default = field.default.get_secret_value()
         assert ENV[key] == default, f"{key}: .env.example {ENV[key]!r}, code default {default!r}"
 
 
@@ -269,10 +334,77 @@ def test_dockerfile_installs_the_project_as_non_root() -> None:
     keywords = [words[0] for words in instructions]
     assert instructions[0] == ["FROM", "python:3.11-slim"]
     assert "ENTRYPOINT" not in keywords and "HEALTHCHECK" not in keywords
-    assert re.search(r"pip install \.(\s|$)", text), "the image installs the project itself"
+    assert re.search(r"pip install --no-deps \.(\s|$)", text), "the image installs the project itself"
     assert "[dev]" not in text, "no dev dependencies in the image"
     user = [words[1] for words in instructions if words[0] == "USER"]
     assert user and user[-1].strip() not in {"root", "0"}
     copied = " ".join(words[1] for words in instructions if words[0] == "COPY")
     for needed in ("pyproject.toml", "README.md", "celeryconfig.py", "worker", "tasks"):
         assert needed in copied, f"the image needs {needed} to install the package"
+
+
+# --- the lock the image installs -------------------------------------------------------------------
+LOCK = ROOT / "requirements.lock"
+
+
+def locked() -> dict[str, tuple[str, int]]:
+    """name -> (version, number of hashes) from requirements.lock."""
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, tuple[str, int]] = {}
+    current: str | None = None
+    for line in LOCK.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)", line)
+        if match:
+            current = canonicalize_name(match.group(1))
+            pins[current] = (match.group(2), 0)
+        elif current and "--hash=sha256:" in line:
+            version, hashes = pins[current]
+            pins[current] = (version, hashes + 1)
+    return pins
+
+
+def test_lock_pins_every_runtime_dependency_within_its_range() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    pins = locked()
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for text in declared:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is declared but not in requirements.lock: regenerate it (README)"
+        assert Version(pins[name][0]) in requirement.specifier, f"{name}=={pins[name][0]} violates {requirement}"
+    for pinned, (version, hashes) in pins.items():
+        assert hashes >= 1, f"{pinned}=={version} has no hash: the image installs with --require-hashes"
+    # Nothing from the test, bench or dev extras leaks into the image.
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    dev_only = {canonicalize_name(Requirement(r).name) for group in extras.values() for r in group} - {
+        canonicalize_name(Requirement(r).name) for r in declared}
+    transitive_ok = {"packaging", "requests", "urllib3", "oauthlib"}  # runtime packages need them too
+    assert (dev_only - transitive_ok) & set(pins) == set(), "a test/bench-only package is in the image's lock"
+
+
+# The image's install, as the Dockerfile runs it and .ci/run repeats it against the registry.
+IMAGE_INSTALL = ("pip install --require-hashes --no-deps -r requirements.lock", "pip install --no-deps .",
+                 "pip check")
+
+
+def test_dockerfile_installs_from_the_lock_and_checks_it() -> None:
+    text = DOCKERFILE.read_text()
+    for command in IMAGE_INSTALL:
+        assert command in text, f"Dockerfile lost `{command}`"
+    assert "COPY requirements.lock" in text
+    ci = (ROOT / ".ci" / "run").read_text()
+    for command in IMAGE_INSTALL:
+        assert command in ci, f".ci/run must repeat the image's `{command}`"
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    assert lines[lines.index("*")] == "*", "ignore everything, then allow what the image needs"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed == {"pyproject.toml", "README.md", "requirements.lock", "celeryconfig.py", "worker", "tasks"}

@@ -6,6 +6,7 @@ import json
 import re
 from copy import deepcopy
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -22,7 +23,7 @@ from worker.events import (
     wire_to_builtins,
 )
 
-EVENT = {
+EVENT: dict[str, Any] = {
     "id": "b0f2",
     "timestamp": "2021-05-04T12:34:56Z",
     "obj": {"data": {"doi": "10.1101/2021.04.01.123456", "title": "A paper"}},

@@ -13,8 +13,8 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
+from flux_compiler import FluxCompilerMissing, FluxResult, check_flux
 
-from tests.flux_compiler import FluxCompilerMissing, FluxResult, check_flux
 from worker.durations import DEFAULT_DURATIONS, Duration
 from worker.store import flux
 from worker.store.influx import _fill_trend_inputs
@@ -96,7 +96,7 @@ def test_a_syntax_error_is_invalid() -> None:
 
 
 def test_missing_node_is_an_error_not_a_skip(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tests.flux_compiler.shutil.which", lambda _name: None)
+    monkeypatch.setattr("flux_compiler.shutil.which", lambda _name: None)
     with pytest.raises(FluxCompilerMissing, match="npm ci --prefix tests/fluxcheck"):
         check_flux(["x = 1"])
 

@@ -23,11 +23,10 @@ from influxdb_client.rest import ApiException
 from worker.durations import DEFAULT_DURATIONS
 from worker.events import POINT_FIELDS, Point
 from worker.store import flux
-from worker.store.base import EventStore, StoreUnavailable
+from worker.store.base import EventStore, StoreRejected, StoreUnavailable
 from worker.store.influx import (
     WRITE_CHUNK_LINES,
     InfluxStore,
-    StoreRejected,
     UnrepresentableValue,
     escape_tag_value,
     event_timestamp_ns,

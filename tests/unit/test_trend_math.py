@@ -345,7 +345,8 @@ def test_series_statistics_match_references(series: np.ndarray) -> None:
     n, windows = series.shape
     duration = replace(CURRENTLY, windows=windows)
     counts = np.arange(n, dtype=np.float64)  # DOI 0 has no events: means must be 0
-    agg = Aggregates(*(counts * (k + 1) for k in range(len(fields(Aggregates)) - 1)), series=series)
+    sums = {f.name: counts * (k + 1) for k, f in enumerate(fields(Aggregates)) if f.name != "series"}
+    agg = Aggregates(**sums, series=series)
     got = rows([str(k) for k in range(n)], compute_trends(agg, duration))
     for k in range(n):
         x = series[k].tolist()
@@ -553,7 +554,7 @@ def test_single_window_and_two_windows() -> None:
 def test_constant_and_linear_series() -> None:
     """Perfect fits: every grid pair has SSE 0, the forecast is the obvious one."""
     series = np.array([[5.0] * 60, [2.0 * t + 1 for t in range(60)]])
-    agg = Aggregates(*(np.ones(2) for _ in range(11)), series=series)
+    agg = Aggregates(**{f.name: np.ones(2) for f in fields(Aggregates) if f.name != "series"}, series=series)
     trends = compute_trends(agg, CURRENTLY)
     assert trends.projected_change.tolist() == [5.0, 121.0]
     assert trends.trending.tolist() == [0.0, 2.0]

@@ -31,6 +31,7 @@ from worker.bridge.depth import QueueDepthProbe
 from worker.bridge.publisher import IngestPublisher, PublishError, batch_task_id
 from worker.deadletter import DeadLetter, DeadLetterError, DeadLetterWriter, event_letter
 from worker.events import InvalidEvent, Point, decode_event, point_size
+from worker.kafka_config import client_config, position
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,7 @@ class BridgeStats:
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+    return client_config(settings.kafka_bootstrap_servers, timeout_s=settings.connect_timeout_s, extra={
         "group.id": settings.kafka_group_id,
         "enable.auto.commit": True,
         "auto.commit.interval.ms": 1000,
@@ -74,7 +74,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "session.timeout.ms": settings.kafka_session_timeout_ms,
         "queued.max.messages.kbytes": settings.kafka_prefetch_kbytes,
         "enable.partition.eof": False,
-    }
+    })
 
 
 def ceiling_config(settings: Settings) -> CeilingConfig:
@@ -168,18 +168,20 @@ class Bridge:
             if error.code() != KafkaError._PARTITION_EOF:
                 log.error("kafka error", extra={"error": str(error)})
             return
-        partition, offset = message.partition(), message.offset()
+        partition, offset = position(message)
         self.next_offset[partition] = offset + 1
         self.stats.consumed += 1
         raw = message.value() or b""
+        point: Point | None
         try:
-            point: Point | None = decode_event(raw)
-            nbytes = point_size(point)
+            decoded = decode_event(raw)
         except InvalidEvent as invalid:
             point, nbytes = None, 0
             origin = f"{message.topic()}/{partition}@{offset}"
             self.pending_letters.append((partition, event_letter(raw, invalid.reason, source="bridge",
                                                                  origin=origin)))
+        else:
+            point, nbytes = decoded, point_size(decoded)
         self.ready.extend(self.batcher.add(Entry(partition, offset, point), nbytes, now))
 
     # -- downstream: dead letters first, then batches, in order ------------------------------

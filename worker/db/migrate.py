@@ -8,24 +8,39 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
+from urllib.parse import quote, urlencode
 
+from psycopg2.extensions import parse_dsn
 from yoyo import get_backend, read_migrations
 
 log = logging.getLogger(__name__)
 
 
-def _yoyo_uri(dsn: str) -> str:
-    # yoyo's "postgresql" scheme is its psycopg2 backend, the driver we ship.
-    if dsn.startswith("postgres://"):
-        return "postgresql://" + dsn[len("postgres://"):]
-    return dsn
+def yoyo_uri(dsn: str, connect_timeout_s: float) -> str:
+    """The DSN (URL or libpq keywords) as the URL yoyo wants, with a connect timeout.
+
+    yoyo only takes a URL and connects without a timeout, so a server that accepts TCP and
+    never answers would hang `aggregator setup` for ever; ``connect_timeout`` travels as a
+    query argument, which yoyo hands to psycopg2 unchanged (as it does any other keyword).
+    """
+    params = dict(parse_dsn(dsn))
+    user, password = params.pop("user", None), params.pop("password", None)
+    host, port, dbname = params.pop("host", None), params.pop("port", None), params.pop("dbname", "")
+    if host and host.startswith("/"):  # a Unix socket directory is no URL host
+        params["host"], host = host, None
+    credentials = ""
+    if user is not None:
+        credentials = quote(user, safe="") + (f":{quote(password, safe='')}" if password is not None else "") + "@"
+    netloc = credentials + (f"[{host}]" if host and ":" in host else host or "") + (f":{port}" if port else "")
+    params.setdefault("connect_timeout", str(max(2, round(connect_timeout_s))))
+    return f"postgresql://{netloc}/{dbname}?{urlencode(params)}"
 
 
-def migrate(dsn: str) -> list[str]:
+def migrate(dsn: str, *, connect_timeout_s: float = 10.0) -> list[str]:
     """Apply pending migrations; return the ids applied (empty when up to date)."""
     directory = str(resources.files("worker") / "migrations")
     migrations = read_migrations(directory)
-    backend = get_backend(_yoyo_uri(dsn))
+    backend = get_backend(yoyo_uri(dsn, connect_timeout_s))
     try:
         with backend.lock():
             pending = backend.to_apply(migrations)

@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg2
 
 from worker.devstack.services import KafkaBroker, PostgresServer, RedisServer, ServiceError
+from worker.errors import OperatorError, ServiceUnavailable
 
 CELERY = [sys.executable, "-m", "celery", "-A", "worker.app"]
 AGGREGATOR = [sys.executable, "-m", "worker.cli"]
@@ -30,7 +31,8 @@ def _count(dsn: str, sql: str) -> int:
     try:
         with psycopg2.connect(dsn, connect_timeout=2) as conn, conn.cursor() as cur:
             cur.execute(sql)
-            return int(cur.fetchone()[0])
+            row = cur.fetchone()
+            return int(row[0]) if row else -1
     except psycopg2.Error:
         return -1
 
@@ -39,7 +41,7 @@ def _print_top(dsn: str) -> None:
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT status, dois, chunks, rows_written, finished_at - started_at FROM trend_run "
                     "ORDER BY started_at DESC LIMIT 1")
-        print("last trend run: status={} dois={} chunks={} rows={} took={}".format(*cur.fetchone()))
+        print("last trend run: status={} dois={} chunks={} rows={} took={}".format(*(cur.fetchone() or ())))
         cur.execute("SELECT publication_doi, count, round(score::numeric, 2), round(trending::numeric, 3), mk_trend "
                     "FROM trending WHERE duration = 'currently' ORDER BY score DESC LIMIT 5")
         print("top 5 trending (currently): doi, events, score, Theil-Sen slope, Mann-Kendall")
@@ -55,7 +57,7 @@ def run_dev(*, events: int, dois: int, workdir: str, keep: bool) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     services: list[object] = []
-    procs: list[tuple[str, subprocess.Popen]] = []
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
         print(f"starting services in {root} ...", flush=True)
         kafka = KafkaBroker(root / "kafka").start()
@@ -119,9 +121,12 @@ def run_dev(*, events: int, dois: int, workdir: str, keep: bool) -> int:
                     break
             stop.wait(2.0)
         return 0
-    except (ServiceError, subprocess.CalledProcessError) as error:
-        print(f"dev stack failed: {error}", file=sys.stderr)
-        return 1
+    except ServiceError as error:
+        raise ServiceUnavailable("the dev stack", str(root), str(error),
+                                 "Install what it names (README: the two commands), then run again.") from None
+    except subprocess.CalledProcessError as error:
+        raise OperatorError(f"the dev stack failed: {' '.join(map(str, error.cmd[-2:]))} exited with "
+                            f"{error.returncode}", "Its output is above.") from None
     finally:
         for _name, proc in reversed(procs):
             with contextlib.suppress(ProcessLookupError):

@@ -31,7 +31,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+def wait_until(check: Callable[[], bool], timeout: float, what: str,
+               proc: subprocess.Popen[bytes] | None = None) -> None:
     """Poll ``check`` until it is true; fail early if ``proc`` died (its log says why)."""
     deadline = time.monotonic() + timeout
     delay = 0.02
@@ -55,12 +56,12 @@ def _port_open(port: int) -> bool:
 class _Process:
     workdir: Path
     port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
 
-    def _spawn(self, argv: list[str], log_name: str, **kwargs: object) -> subprocess.Popen:
+    def _spawn(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / log_name, "ab")  # noqa: SIM115 - owned by the child
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)  # type: ignore[call-overload]
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -77,7 +77,7 @@ def weighted_length(text: str) -> int:
     The single place that calls ``twitter-text-parser``: URLs count 23 whatever their
     length, CJK and emoji 2, after NFC normalization, as the X API does.
     """
-    return parse_tweet(text).weightedLength
+    return int(parse_tweet(text).weightedLength)
 
 
 def _dropped(char: str) -> bool:

@@ -62,7 +62,7 @@ def top_papers(dsn: str, duration: str = "today") -> list[Paper]:
 
 
 def todays_text(settings: Settings) -> str | None:
-    return compose_post(top_papers(settings.postgres_dsn), settings.trending_url)
+    return compose_post(top_papers(settings.postgres_dsn.get_secret_value()), settings.trending_url)
 
 
 def morning_post(settings: Settings, *, day: date | None = None, poster: XPoster | None = None,
@@ -76,7 +76,7 @@ def morning_post(settings: Settings, *, day: date | None = None, poster: XPoster
     if poster is None:
         log.info("dry run: morning post not sent", extra={"day": day.isoformat(), "text": text})
         return PostOutcome("dry_run", text)
-    conn = connect(settings.postgres_dsn)
+    conn = connect(settings.postgres_dsn.get_secret_value())
     try:
         with conn, conn.cursor() as cur:
             cur.execute("INSERT INTO morning_post (day, status, text) VALUES (%s, 'posting', %s) "

@@ -111,7 +111,8 @@ class XPoster:
         counts as missing because env files often carry ``X_ACCESS_TOKEN=`` placeholders.
         Only the names of missing variables are logged, never values.
         """
-        values = {name: (getattr(settings, name) or "").strip() for name in _CREDENTIALS}
+        values = {name: (secret.get_secret_value().strip() if (secret := getattr(settings, name)) else "")
+                  for name in _CREDENTIALS}
         missing = [name.upper() for name, value in values.items() if not value]
         if missing:
             names = ",".join(missing)

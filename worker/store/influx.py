@@ -53,14 +53,16 @@ import msgspec
 import msgspec.inspect
 import numpy as np
 import urllib3.exceptions
-from influxdb_client import BucketRetentionRules, InfluxDBClient, WritePrecision
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.flux_csv_parser import FluxQueryException
 from influxdb_client.client.flux_table import FluxRecord
+from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.bucket_retention_rules import BucketRetentionRules
 from influxdb_client.domain.patch_retention_rule import PatchRetentionRule
 from influxdb_client.domain.task_create_request import TaskCreateRequest
 from influxdb_client.domain.task_update_request import TaskUpdateRequest
+from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from worker.durations import Duration
@@ -249,7 +251,7 @@ class InfluxStore:
     def __init__(
         self,
         url: str,
-        token: str | None,
+        token: str,
         org: str,
         bucket: str,
         trend_bucket: str,
@@ -269,11 +271,11 @@ class InfluxStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InfluxStore:
-        if not settings.influxdb_v2_url:
-            raise ValueError("EVENT_STORE=influxdb needs INFLUXDB_V2_URL")
+        if not settings.influxdb_v2_url or settings.influxdb_v2_token is None:
+            raise ValueError("EVENT_STORE=influxdb needs INFLUXDB_V2_URL and INFLUXDB_V2_TOKEN")
         return cls(
             url=settings.influxdb_v2_url,
-            token=settings.influxdb_v2_token,
+            token=settings.influxdb_v2_token.get_secret_value(),
             org=settings.influxdb_v2_org,
             bucket=settings.influxdb_v2_bucket,
             trend_bucket=settings.influxdb_v2_trend_bucket,
@@ -386,7 +388,7 @@ class InfluxStore:
                 bucket=bucket,
                 org=self._org,
                 record="\n".join(lines),
-                write_precision=WritePrecision.NS,
+                write_precision=WritePrecision.NS,  # type: ignore[arg-type]  # the stub types it str
             )
 
     def write_trend_history(

@@ -15,6 +15,7 @@ import io
 import logging
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import psycopg2
@@ -140,7 +141,7 @@ class PostgresStore:
 
     @classmethod
     def from_settings(cls, settings: object) -> PostgresStore:
-        return cls(settings.postgres_dsn)  # type: ignore[attr-defined]
+        return cls(settings.postgres_dsn.get_secret_value())  # type: ignore[attr-defined]
 
     # -- connection handling: one connection per process, reopened after a failure -------
     def _connection(self) -> Connection:
@@ -263,7 +264,7 @@ class PostgresStore:
                 series[rows_doi[inside], windows - 1 - rows_k[inside]] = values[inside, _SCORE]
         return Aggregates(**{name: sums[:, i].copy() for i, name in enumerate(_SUMS)}, series=series)
 
-    def _query(self, sql: str, params: tuple[object, ...] | dict[str, object]) -> list[tuple]:
+    def _query(self, sql: str, params: tuple[object, ...] | dict[str, object]) -> list[tuple[Any, ...]]:
         conn = self._connection()
         try:
             with conn, conn.cursor() as cur:

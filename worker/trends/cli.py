@@ -7,33 +7,36 @@ tool for re-running a trend by hand or checking a deployment.
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import UTC, datetime
 
 from worker.durations import get_durations
+from worker.errors import EX_TEMPFAIL, OperatorError, UsageError
 from worker.settings import get_settings
 from worker.store import open_store
 from worker.trends import engine, publish
 
 
-def run_once(duration_name: str, at: str | None) -> int:
+class RunInFlight(OperatorError):
+    """Another run of the duration holds the overlap lock: try again when it is done."""
+
+    exit_code = EX_TEMPFAIL
+
+
+def run_once(duration_name: str, at: datetime | None) -> int:
     settings = get_settings()
     durations = get_durations()
     if duration_name not in durations:
-        print(f"unknown duration {duration_name!r}; known: {', '.join(durations)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"unknown duration {duration_name!r}; known: {', '.join(durations)}")
     duration = durations[duration_name]
-    now = datetime.fromisoformat(at) if at else datetime.now(UTC)
-    now_ns = engine.datetime_to_ns(now)
+    now_ns = engine.datetime_to_ns(at or datetime.now(UTC))
     from tasks.trends import run_lock
 
     token = engine.new_token()
     lock = run_lock(duration_name)
     if not lock.acquire(token):
-        print(f"a run of {duration_name} is in flight (lock held by {lock.holder()}); not starting another",
-              file=sys.stderr)
-        return 1
+        raise RunInFlight(f"a run of {duration_name} is in flight (lock held by {lock.holder()}); not starting "
+                          "another", "Wait for it to finish (at most TREND_LOCK_TTL_S), then run again.")
     store = open_store(settings)
     try:
         t0 = time.perf_counter()
@@ -47,7 +50,7 @@ def run_once(duration_name: str, at: str | None) -> int:
             for chunk in plan.chunks:
                 staged += engine.compute_chunk(settings, store, duration, plan.run_id, now_ns, chunk)
         except Exception as error:
-            publish.fail_run(settings.postgres_dsn, plan.run_id, repr(error))
+            publish.fail_run(settings.postgres_dsn.get_secret_value(), plan.run_id, repr(error))
             raise
         t2 = time.perf_counter()
         print(f"  chunks   {t2 - t1:8.3f}s  {staged} rows computed and staged")

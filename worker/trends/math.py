@@ -457,7 +457,8 @@ def sample_stddev(x: FloatArray) -> FloatArray:
     if windows < 2:
         return np.zeros(x.shape[0])
     deviation = x - x.mean(axis=1, keepdims=True)
-    return np.sqrt(np.einsum("ij,ij->i", deviation, deviation) / (windows - 1))
+    result: FloatArray = np.sqrt(np.einsum("ij,ij->i", deviation, deviation) / (windows - 1))
+    return result
 
 
 def ema_weights(windows: int) -> FloatArray:
@@ -530,7 +531,8 @@ def holt_forecast(x: FloatArray) -> FloatArray:
         trend += scratch
     best = np.argmin(sse, axis=1)
     rows_ = np.arange(m)
-    return level[rows_, best] + trend[rows_, best]
+    forecast_ahead: FloatArray = level[rows_, best] + trend[rows_, best]
+    return forecast_ahead
 
 
 def pairwise_statistics(x: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -590,7 +592,8 @@ def _median_rows(values: FloatArray) -> FloatArray:
     upper = values[:, half]
     if size % 2:
         return upper.copy()
-    return (values[:, :half].max(axis=1) + upper) / 2.0
+    median: FloatArray = (values[:, :half].max(axis=1) + upper) / 2.0
+    return median
 
 
 def mann_kendall_z(s: FloatArray, var_s: FloatArray) -> FloatArray:

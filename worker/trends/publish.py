@@ -76,7 +76,9 @@ def finalize(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> F
             cur.execute("INSERT INTO trending_state (duration, calculated_at, run_id) "
                         "VALUES (%s, '-infinity', '') ON CONFLICT (duration) DO NOTHING", (duration,))
             cur.execute("SELECT calculated_at FROM trending_state WHERE duration = %s FOR UPDATE", (duration,))
-            (current,) = cur.fetchone()
+            row = cur.fetchone()
+            assert row is not None  # the row was inserted above if it was missing
+            (current,) = row
             if current >= calculated_at:
                 cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
                 cur.execute("UPDATE trend_run SET status = 'superseded', finished_at = clock_timestamp(), "
