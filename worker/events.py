@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
+from urllib.parse import unquote
 
 import msgspec
 
@@ -147,27 +148,95 @@ def event_identity(event_id: str | None, pid: str | None, doi: str, timestamp: s
     return "h:" + digest.hexdigest()
 
 
-def decode_event(raw: bytes | str) -> Point:
-    """Validate one Kafka value and return its point, or raise :class:`InvalidEvent`."""
+#: Longest DOI or event id kept, in UTF-8 bytes. A B-tree index entry holds at most ~2.7 kB
+#: (PostgreSQL: "index row requires N bytes"); real DOIs stay under 300 characters.
+MAX_KEY_BYTES = 1024
+
+# Resolver forms of a DOI that upstream sends now and then; all name the same publication.
+_DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/",
+                 "doi.org/", "dx.doi.org/", "doi:")
+
+
+def normalize_doi(text: str) -> str:
+    """One spelling per publication: resolver prefixes removed, lower case.
+
+    DOIs are case-insensitive (SPEC §8; the DOI Handbook: "case-insensitive for ASCII
+    characters"), so ``10.1101/ABC.1``, ``https://doi.org/10.1101/abc.1`` and
+    ``doi:10.1101/abc.1`` are one publication and are stored as ``10.1101/abc.1``. A DOI taken
+    from a resolver URL is percent-decoded (``10.1000%2F182`` in a URL is ``10.1000/182``).
+    Joins with amba's ``publication`` table compare ``lower(doi)`` the same way.
+    """
+    doi = text.strip()
+    folded = doi.lower()
+    for prefix in _DOI_PREFIXES:
+        if folded.startswith(prefix):
+            doi = doi[len(prefix):].strip()
+            if "://" in prefix or prefix.endswith(".org/"):
+                doi = unquote(doi).strip()
+            break
+    return doi.lower()
+
+
+def _checked_text(value: str, where: str, *, limit: int | None = None) -> str:
+    """Text a store can keep: valid UTF-8 (no lone surrogate from a ``\\ud800`` escape), no
+    NUL (PostgreSQL refuses it in text), and within ``limit`` bytes."""
     try:
-        event = _decoder.decode(raw)
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidEvent(f"invalid event: `{where}` is not valid Unicode (a lone surrogate)") from None
+    if "\x00" in value:
+        raise InvalidEvent(f"invalid event: NUL character in `{where}`")
+    if limit is not None and size > limit:
+        raise InvalidEvent(f"invalid event: `{where}` is {size} bytes, longer than {limit}")
+    return value
+
+
+def decode_event(raw: bytes | str) -> Point:
+    """Validate one Kafka value and return its point, or raise :class:`InvalidEvent`.
+
+    Whatever the bytes are, the outcome is a point or ``InvalidEvent``, never another
+    exception: a message that crashed the bridge would crash it again after every restart
+    (a poison pill). msgspec raises ``UnicodeDecodeError`` for invalid UTF-8 inside a string
+    and ``RecursionError`` for very deep nesting, neither a ``msgspec.DecodeError``.
+    """
+    try:
+        return _decode(raw)
+    except InvalidEvent:
+        raise
     except msgspec.ValidationError as error:
         raise InvalidEvent(f"invalid event: {error}") from None
-    except msgspec.DecodeError as error:
-        raise InvalidEvent(f"not valid JSON: {error}") from None
-    doi = event.obj.data.doi.strip()
+    except (msgspec.DecodeError, UnicodeError) as error:
+        raise InvalidEvent(f"not valid JSON: {_short(error)}") from None
+    except RecursionError:
+        raise InvalidEvent("not valid JSON: nested too deeply") from None
+    except Exception as error:  # defence in depth: any surprise is a reason, not a crash
+        raise InvalidEvent(f"undecodable event: {type(error).__name__}: {_short(error)}") from None
+
+
+def _short(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _decode(raw: bytes | str) -> Point:
+    event = _decoder.decode(raw)
+    received_doi = _checked_text(event.obj.data.doi.strip(), "$.obj.data.doi", limit=MAX_KEY_BYTES)
+    doi = normalize_doi(received_doi)
     if not doi:
         raise InvalidEvent("invalid event: empty `$.obj.data.doi`")
-    # NUL is valid JSON ("\u0000") but no store keeps it in text (PostgreSQL refuses it).
-    if "\x00" in doi or (event.id is not None and "\x00" in event.id):
-        raise InvalidEvent("invalid event: NUL character in `$.obj.data.doi` or `$.id`")
+    if event.id is not None:
+        _checked_text(event.id, "$.id", limit=MAX_KEY_BYTES)
+    pid = _checked_text(event.subj.pid, "$.subj.pid") if event.subj.pid is not None else None
+    timestamp = _checked_text(event.timestamp, "$.timestamp")
     processed = event.subj.processed
-    time_ns = parse_timestamp_ns(event.timestamp)
+    time_ns = parse_timestamp_ns(timestamp)
     if not _INT64_MIN <= time_ns <= _INT64_MAX:  # years 1677-2262: what int64 nanoseconds hold
-        raise InvalidEvent(f"timestamp {event.timestamp!r} is outside 1677-2262 (int64 nanoseconds)")
+        raise InvalidEvent(f"timestamp {timestamp!r} is outside 1677-2262 (int64 nanoseconds)")
+    # The identity hashes the DOI as received: a redelivered event has the same bytes, so the
+    # same identity, whatever normalize_doi does to it (the stored DOI is normalized).
     # Positional: this runs once per event, and keywords cost a third of the construction.
     return Point(
-        event_identity(event.id, event.subj.pid, doi, event.timestamp), doi, time_ns,
+        event_identity(event.id, pid, received_doi, timestamp), doi, time_ns,
         processed.score, processed.sentiment_raw, processed.followers, processed.length,
         processed.question_mark_count, processed.exclamation_mark_count, processed.bot_rating,
         processed.contains_abstract_raw, processed.time_score, processed.type_factor,

@@ -16,6 +16,7 @@ from worker.events import (
     InvalidEvent,
     decode_event,
     event_identity,
+    normalize_doi,
     parse_timestamp_ns,
     points_from_wire,
     points_to_builtins,
@@ -220,3 +221,113 @@ def test_what_the_bridge_accepts_the_worker_and_postgres_accept(
         return
     assert points_from_wire(points_to_wire([point])) == [point]
     _copy_buffer([point])
+
+
+# --- any bytes in: a point or InvalidEvent, never another exception (poison pills) ---------------
+def _decodes_or_is_invalid(raw: bytes) -> None:
+    try:
+        decode_event(raw)
+    except InvalidEvent as invalid:
+        assert invalid.reason  # the dead letter says why
+        assert "\n" not in invalid.reason or len(invalid.reason) < 2000
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_never_raise_anything_but_invalid_event(raw: bytes) -> None:
+    _decodes_or_is_invalid(raw)
+
+
+VALID = json.dumps(EVENT).encode()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_mutated_valid_events_never_raise_anything_but_invalid_event(data: st.DataObject) -> None:
+    """Byte-level mutations of a valid event: flips, insertions of bad UTF-8, truncation."""
+    raw = bytearray(VALID)
+    for _ in range(data.draw(st.integers(1, 4))):
+        if not raw:
+            break
+        where = data.draw(st.integers(0, len(raw) - 1))
+        action = data.draw(st.sampled_from(["flip", "insert", "truncate"]))
+        if action == "flip":
+            raw[where] = data.draw(st.integers(0, 255))
+        elif action == "insert":
+            raw[where:where] = data.draw(st.sampled_from([b"\xff", b"\xed\xa0\x80", b"\xc3", b"\x00", b"\\u0000",
+                                                           b"\\ud800", b'"', b"[", b"{"]))
+        else:
+            del raw[where:]
+    _decodes_or_is_invalid(bytes(raw))
+
+
+def _with(path: tuple[str, ...], value: object) -> dict[str, Any]:
+    event = deepcopy(EVENT)
+    parent = event
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    return event
+
+
+@pytest.mark.parametrize("path", [("id",), ("timestamp",), ("obj", "data", "doi"), ("subj", "pid")])
+@pytest.mark.parametrize("bad", [b"\xff", b"\xed\xa0\x80", b"\xc3("])
+def test_invalid_utf8_inside_a_string_is_an_invalid_event(path: tuple[str, ...], bad: bytes) -> None:
+    raw = encode(_with(path, "MARK")).replace(b"MARK", b"10.1/a" + bad)
+    with pytest.raises(InvalidEvent, match="not valid JSON"):
+        decode_event(raw)
+
+
+@pytest.mark.parametrize("path", [("id",), ("timestamp",), ("obj", "data", "doi"), ("subj", "pid")])
+def test_lone_surrogate_escape_is_an_invalid_event(path: tuple[str, ...]) -> None:
+    raw = encode(_with(path, "MARK")).replace(b"MARK", b"10.1/a\\ud800")
+    with pytest.raises(InvalidEvent):
+        decode_event(raw)
+
+
+@pytest.mark.parametrize("depth", [1_000, 10_000, 100_000])
+def test_deep_nesting_in_an_ignored_field_is_an_invalid_event(depth: int) -> None:
+    raw = encode(EVENT)[:-1] + b', "extra": ' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(InvalidEvent, match="nested too deeply|not valid JSON"):
+        decode_event(raw)
+
+
+@pytest.mark.parametrize("path", [("id",), ("obj", "data", "doi")])
+def test_keys_longer_than_an_index_entry_are_invalid(path: tuple[str, ...]) -> None:
+    with pytest.raises(InvalidEvent, match="longer than 1024"):
+        decode_event(encode(_with(path, "10.1/" + "x" * 10_000)))
+
+
+def test_huge_numbers_and_unknown_fields() -> None:
+    with pytest.raises(InvalidEvent):
+        decode_event(encode(_with(("subj", "processed", "followers"), 10**30)))
+    point = decode_event(encode(_with(("subj", "processed", "score"), 1e308)))
+    assert point.score == 1e308
+    assert decode_event(encode({**EVENT, "unknown": {"deep": [1, 2, {"x": None}]}})).event_id == "b0f2"
+
+
+# --- DOI identity -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("doi", [
+    "10.1101/ABC.1", "10.1101/abc.1", " 10.1101/abc.1 ", "https://doi.org/10.1101/abc.1",
+    "http://dx.doi.org/10.1101/ABC.1", "https://dx.doi.org/10.1101/abc.1", "doi:10.1101/abc.1",
+    "DOI:10.1101/Abc.1", "https://doi.org/10.1101%2Fabc.1", "doi.org/10.1101/abc.1",
+])
+def test_doi_spellings_are_one_publication(doi: str) -> None:
+    assert normalize_doi(doi) == "10.1101/abc.1"
+    assert decode_event(encode(_with(("obj", "data", "doi"), doi))).doi == "10.1101/abc.1"
+
+
+def test_identity_without_id_hashes_the_doi_as_received() -> None:
+    """A redelivery has the same bytes, so the same identity, whatever the normalization."""
+    event = {k: v for k, v in EVENT.items() if k != "id"}
+    upper = decode_event(encode(_with(("obj", "data", "doi"), "10.1101/ABC.1") | {"id": None}))
+    lower = decode_event(encode(_with(("obj", "data", "doi"), "10.1101/abc.1") | {"id": None}))
+    assert upper.doi == lower.doi and upper.event_id != lower.event_id
+    assert decode_event(encode(event)).event_id == decode_event(encode(event)).event_id
+
+
+@given(st.text(max_size=60))
+def test_normalized_doi_has_no_surrounding_space_and_one_case(text: str) -> None:
+    once = normalize_doi(text)
+    assert once == once.strip() or not once.strip()
+    assert once.lower() == once
