@@ -30,8 +30,9 @@ from worker.durations import Duration
 from worker.events import Point
 from worker.settings import Settings
 from worker.store import flux
+from worker.store.base import Aggregates
 from worker.store.influx import InfluxStore, StoreRejected, event_timestamp_ns
-from worker.trends.math import Aggregates, EventColumns, aggregate_events
+from worker.trends.math import EventColumns, aggregate_events
 
 pytestmark = [
     pytest.mark.influx_live,

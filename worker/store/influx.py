@@ -66,8 +66,7 @@ from influxdb_client.rest import ApiException
 from worker.durations import Duration
 from worker.events import POINT_FIELDS, Point
 from worker.store import flux
-from worker.store.base import StoreRejected, StoreUnavailable
-from worker.trends.math import Aggregates
+from worker.store.base import Aggregates, StoreRejected, StoreUnavailable
 
 if TYPE_CHECKING:
     from worker.settings import Settings

@@ -15,16 +15,20 @@ import io
 import logging
 import struct
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg2
 from msgspec.structs import astuple
+from psycopg2.extensions import connection as Connection
 
-from worker.db.connection import Connection, connect
+from worker.db.connection import connect
 from worker.durations import Duration
 from worker.events import POINT_FIELDS, Point
-from worker.store.base import StoreRejected, StoreUnavailable
-from worker.trends.math import Aggregates
+from worker.store.base import Aggregates, StoreRejected, StoreUnavailable, TrendRow
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +143,8 @@ class PostgresStore:
         self._conn: Connection | None = None
 
     @classmethod
-    def from_settings(cls, settings: object) -> PostgresStore:
-        return cls(settings.postgres_dsn)  # type: ignore[attr-defined]
+    def from_settings(cls, settings: Settings) -> PostgresStore:
+        return cls(settings.postgres_dsn)
 
     # -- connection handling: one connection per process, reopened after a failure -------
     def _connection(self) -> Connection:
@@ -263,7 +267,11 @@ class PostgresStore:
                 series[rows_doi[inside], windows - 1 - rows_k[inside]] = values[inside, _SCORE]
         return Aggregates(**{name: sums[:, i].copy() for i, name in enumerate(_SUMS)}, series=series)
 
-    def _query(self, sql: str, params: tuple[object, ...] | dict[str, object]) -> list[tuple]:
+    def write_trend_history(self, duration: str, calculated_at_ns: int, rows: Sequence[TrendRow]) -> None:
+        """Nothing to do: the finalize step appends the run to ``trending_history`` in this
+        same database, in the transaction that publishes it."""
+
+    def _query(self, sql: str, params: tuple[object, ...] | dict[str, object]) -> list[tuple[Any, ...]]:
         conn = self._connection()
         try:
             with conn, conn.cursor() as cur:

@@ -131,12 +131,13 @@ def fail_run(dsn: str, run_id: str, error: str) -> None:
         conn.close()
 
 
-def run_rows(dsn: str, duration: str) -> list[dict[str, Any]]:
-    """The current rows of a duration (for the store's trend history and for tests)."""
+def run_rows(dsn: str, duration: str, run_id: str) -> list[dict[str, Any]]:
+    """The rows a run published in ``trending`` (for the store's trend history and for tests)."""
     conn = connect(dsn)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(f"SELECT publication_doi, {_COLS} FROM trending WHERE duration = %s", (duration,))
+            cur.execute(f"SELECT publication_doi, {_COLS} FROM trending WHERE duration = %s AND run_id = %s",
+                        (duration, run_id))
             return [{"doi": doi, **dict(zip(TREND_COLUMNS, rest, strict=True))} for doi, *rest in cur.fetchall()]
     finally:
         conn.close()
