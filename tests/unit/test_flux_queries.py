@@ -7,20 +7,17 @@ file at a couple of seconds.
 
 from __future__ import annotations
 
-import random
 import re
-from collections import defaultdict
 
 import numpy as np
 import pytest
 
 from tests.flux_compiler import FluxCompilerMissing, FluxResult, check_flux
 from worker.durations import DEFAULT_DURATIONS, Duration
-from worker.store import flux
+from worker.store import alignment, flux
 from worker.store.influx import _fill_trend_inputs
-from worker.trends.math import window_series
 
-NOW_NS = 1_620_131_696_123_456_789
+NOW_NS = 1_620_131_696_000_000_000  # a run's time is a whole second (worker.store.alignment)
 BUCKET = "discussions"
 
 AWKWARD_DOIS: list[str] = [
@@ -194,7 +191,8 @@ def test_regex_quote() -> None:
 
 
 def test_time_literal() -> None:
-    assert flux.time_literal(NOW_NS) == "2021-05-04T12:34:56.123456789Z"
+    assert flux.time_literal(NOW_NS) == "2021-05-04T12:34:56.000000000Z"
+    assert flux.time_literal(NOW_NS + 123_456_789) == "2021-05-04T12:34:56.123456789Z"
     assert flux.time_literal(0) == "1970-01-01T00:00:00.000000000Z"
     assert flux.time_literal(1) == "1970-01-01T00:00:00.000000001Z"
 
@@ -245,60 +243,22 @@ def test_qualifying_means_more_than_min_events() -> None:
     )
 
 
-def test_span_range_is_closed_at_now() -> None:
+def test_span_range_is_the_alignments() -> None:
     duration = DEFAULT_DURATIONS[0]
-    text = flux.qualifying_dois_query(BUCKET, duration, NOW_NS)
-    start = flux.time_literal(NOW_NS - duration.span_s * 10**9)
-    assert f"range(start: {start}, stop: {flux.time_literal(NOW_NS + 1)})" in text
+    start, stop = alignment.span_range(duration, NOW_NS)
+    assert stop == NOW_NS + 10**9  # the whole second of `now` is in
+    expected = f"range(start: {flux.time_literal(start)}, stop: {flux.time_literal(stop)})"
+    assert expected in flux.qualifying_dois_query(BUCKET, duration, NOW_NS)
+    assert expected in flux.trend_inputs_query(BUCKET, duration, NOW_NS, ["d"])
 
 
-# --------------------------------------------------------------------------- series alignment
+def test_decay_ages_use_the_events_whole_second() -> None:
+    text = flux.trend_inputs_query(BUCKET, DEFAULT_DURATIONS[0], NOW_NS, ["d"])
+    assert "age = float(v: nowNs - (t - t % 1000000000)) / 1000000000.0" in text
 
 
-def _simulate_flux_series(
-    duration: Duration, now_ns: int, times: list[int], scores: list[float]
-) -> dict[int, float]:
-    """What range + aggregateWindow(offset, timeSrc: "_stop") of the query produce."""
-    start, stop, offset = flux.series_alignment(duration, now_ns)
-    width = duration.window_s * 10**9
-    sums: dict[int, float] = defaultdict(float)
-    window_start = start
-    while window_start < stop:  # createEmpty: every window of the range exists
-        sums[min(window_start + width, stop)] += 0.0
-        window_start += width
-    for t, score in zip(times, scores, strict=True):
-        if start <= t < stop:
-            w_start = t - (t - offset) % width
-            sums[min(w_start + width, stop)] += score
-    return sums
-
-
-@pytest.mark.parametrize("duration", DEFAULT_DURATIONS, ids=lambda d: d.name)
-def test_window_series_matches_the_trend_math(duration: Duration) -> None:
-    rng = random.Random(duration.name)
-    width = duration.window_s * 10**9
-    span = duration.windows * width
-    times = [NOW_NS - rng.randrange(0, span + 3 * width) for _ in range(400)]
-    us = 1000  # the math module's ages are float seconds: test boundaries at 1 µs
-    times += [NOW_NS, NOW_NS - width, NOW_NS - width + us, NOW_NS - width - us]
-    times += [NOW_NS - span, NOW_NS - span + us, NOW_NS - span - us, NOW_NS + us]
-    scores = [rng.uniform(0.5, 50.0) for _ in times]
-
-    simulated = _simulate_flux_series(duration, NOW_NS, times, scores)
-    assert len(simulated) == duration.windows
-    records = [
-        _Record({"result": "series", "doi": "d", "time_ns": t, "_value": v})
-        for t, v in simulated.items()
-    ]
-    sums = {name: np.zeros(1) for name in (*flux.SUM_FIELDS.values(), "decayed_score", "sum_age")}
-    series = np.zeros((1, duration.windows))
-    _fill_trend_inputs(records, {"d": 0}, duration, NOW_NS, sums, series)  # type: ignore[arg-type]
-
-    ages = np.array([(NOW_NS - t) / 1e9 for t in times])
-    expected = window_series(
-        np.zeros(len(times), dtype=np.int64), ages, np.array(scores), 1, duration
-    )
-    np.testing.assert_allclose(series, expected, rtol=1e-12, atol=0)
+# --------------------------------------------------------------------------- trend inputs
+# Which window an event lands in, at every edge, is tests/unit/test_alignment.py.
 
 
 class _Record:

@@ -22,7 +22,7 @@ from influxdb_client.rest import ApiException
 
 from worker.durations import DEFAULT_DURATIONS
 from worker.events import POINT_FIELDS, Point
-from worker.store import flux
+from worker.store import alignment, flux
 from worker.store.base import EventStore, StoreUnavailable
 from worker.store.influx import (
     WRITE_CHUNK_LINES,
@@ -504,8 +504,8 @@ def test_trend_inputs_over_http(fake: tuple[FakeInflux, str]) -> None:
     state, url = fake
     store = http_store(url)
     duration = DEFAULT_DURATIONS[0]
-    now = SECOND + 123
-    _, stop, _ = flux.series_alignment(duration, now)
+    now = SECOND
+    _, stop, _ = alignment.series_range(duration, now)
     width = duration.window_s * 10**9
     series_rows: list[list[object]] = [
         [doi, stop - k * width, value]

@@ -46,15 +46,18 @@ with its own ``from |> range |> filter`` (pushdown rules do not rewrite a source
 several pipelines) and its filter is written out literally (no variables, so it is
 pushable as written).
 
-Time ranges, matching ``worker.trends.math`` to the nanosecond
--------------------------------------------------------------
-* aggregates: events with ``now − span <= t <= now`` (SPEC §4, both ends inclusive):
-  ``range(start: now − span, stop: now + 1ns)`` (Flux's stop is exclusive).
-* window series: window ``j`` (oldest first) holds ages in ``[(W−1−j)·w, (W−j)·w)``, i.e.
-  times in ``(now − (W−j)·w, now − (W−1−j)·w]``. On integer nanoseconds that is Flux's
-  ``[start + 1ns, stop + 1ns)``, so the range is ``[now − W·w + 1ns, now + 1ns)`` and the
-  windows are aligned with ``offset: (now + 1ns) mod w``; ``timeSrc: "_stop"`` stamps each
-  window with its end. Empty windows come out null and are filled with 0.0.
+Time ranges: ``worker.store.alignment``, to the second
+----------------------------------------------------
+Events count at their whole second, ``now`` is a whole second, and every range below is
+the half-open range of stored times that :mod:`worker.store.alignment` derives (the
+PostgreSQL store uses the same ranges, so both give the same inputs):
+
+* aggregates: ``range(start: now − span, stop: now + 1s)``; the decayed score and the ages
+  use the event's whole second, ``int(v: r._time)`` minus its remainder modulo 1 s (the
+  stored sub-second part is a hash offset, not a time);
+* window series: ``range(start: now − W·w + 1s, stop: now + 1s)`` with the windows anchored
+  by ``offset: (now + 1s) mod w``; ``timeSrc: "_stop"`` stamps each window with its end.
+  Empty windows come out null and are filled with 0.0.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from worker.durations import Duration
+from worker.store import alignment
 
 MEASUREMENT = "discussion"
 COUNT_FIELD = "count"
@@ -231,11 +235,6 @@ def _dois_predicate(dois: Sequence[str]) -> str:
     return f"r.doi =~ {regex_set_literal(dois)}"
 
 
-def _span_range(duration: Duration, now_ns: int) -> tuple[int, int]:
-    """``[now − span, now]`` as Flux's half-open range."""
-    return now_ns - duration.span_s * _NS_PER_S, now_ns + 1
-
-
 # --------------------------------------------------------------------------- events
 
 
@@ -269,12 +268,12 @@ def count_per_doi_query(bucket: str, start_ns: int, stop_ns: int) -> str:
 
 
 def qualifying_dois_query(bucket: str, duration: Duration, now_ns: int) -> str:
-    """DOIs with MORE than ``min_events`` events in ``[now − span, now]`` (SPEC §3).
+    """DOIs with MORE than ``min_events`` events in the span (SPEC §3).
 
     The count is pushed down; the threshold runs on the server, so only the qualifying
     DOIs travel.
     """
-    start, stop = _span_range(duration, now_ns)
+    start, stop = alignment.span_range(duration, now_ns)
     predicate = f"{_measurement()} and {_fields_predicate([COUNT_FIELD])}"
     return (
         _source(bucket, start, stop, predicate) + "\n"
@@ -284,26 +283,18 @@ def qualifying_dois_query(bucket: str, duration: Duration, now_ns: int) -> str:
     )
 
 
-def series_alignment(duration: Duration, now_ns: int) -> tuple[int, int, int]:
-    """(start_ns, stop_ns, offset_ns) of the window series (see the module docstring)."""
-    width = duration.window_s * _NS_PER_S
-    stop = now_ns + 1
-    start = stop - duration.windows * width
-    return start, stop, stop % width
-
-
 def trend_inputs_query(bucket: str, duration: Duration, now_ns: int, dois: Sequence[str]) -> str:
     """Per-DOI sums, decayed score, sum of ages and window series for a chunk of DOIs.
 
     Three results (the ``result`` column): ``sums`` (one row per DOI and field of
     :data:`SUM_FIELDS`, ``_field``/``_value``), ``decay`` (one row per DOI: ``decayed``,
-    ``age``) and ``series`` (one row per DOI and window: ``time_ns`` = window end + 1ns,
+    ``age``) and ``series`` (one row per DOI and window: ``time_ns`` = window end + 1s,
     ``_value`` = sum of score, 0.0 when empty).
     """
-    start, stop = _span_range(duration, now_ns)
+    start, stop = alignment.span_range(duration, now_ns)
     select = f"{_measurement()} and {_dois_predicate(dois)}"
     score_only = f"{select} and {_fields_predicate([SCORE_FIELD])}"
-    series_start, series_stop, offset = series_alignment(duration, now_ns)
+    series_start, series_stop, offset = alignment.series_range(duration, now_ns)
     return (
         'import "math"\n\n'
         f"nowNs = {int_literal(now_ns)}\n"
@@ -317,7 +308,8 @@ def trend_inputs_query(bucket: str, duration: Duration, now_ns: int, dois: Seque
         + "\n"
         "    |> reduce(\n"
         "        fn: (r, accumulator) => {\n"
-        "            age = float(v: nowNs - int(v: r._time)) / 1000000000.0\n\n"
+        "            t = int(v: r._time)\n"
+        "            age = float(v: nowNs - (t - t % 1000000000)) / 1000000000.0\n\n"
         "            return {\n"
         "                decayed: accumulator.decayed + r._value * math.exp(x: gravity * age),\n"
         "                age: accumulator.age + age,\n"

@@ -65,7 +65,7 @@ from influxdb_client.rest import ApiException
 
 from worker.durations import Duration
 from worker.events import POINT_FIELDS, Point
-from worker.store import flux
+from worker.store import alignment, flux
 from worker.store.base import Aggregates, StoreRejected, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -484,7 +484,7 @@ def _fill_trend_inputs(
     series: np.ndarray,
 ) -> None:
     """Place the three results of :func:`flux.trend_inputs_query` into the arrays."""
-    _, stop, _ = flux.series_alignment(duration, now_ns)
+    _, stop, _ = alignment.series_range(duration, now_ns)
     width = duration.window_s * _NS_PER_S
     windows = duration.windows
     for record in records:

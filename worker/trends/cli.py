@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import UTC, datetime
 
 from worker.durations import get_durations
 from worker.settings import get_settings
@@ -24,8 +23,7 @@ def run_once(duration_name: str, at: str | None) -> int:
         print(f"unknown duration {duration_name!r}; known: {', '.join(durations)}", file=sys.stderr)
         return 2
     duration = durations[duration_name]
-    now = datetime.fromisoformat(at) if at else datetime.now(UTC)
-    now_ns = engine.datetime_to_ns(now)
+    now_ns = engine.run_time_ns(at)
     from tasks.trends import run_lock
 
     token = engine.new_token()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from worker.durations import Duration
 from worker.settings import Settings
+from worker.store import alignment
 from worker.store.base import EventStore
 from worker.trends import publish
 from worker.trends.math import compute_trends, rows
@@ -42,6 +43,14 @@ def ns_to_datetime(ns: int) -> datetime:
 def datetime_to_ns(at: datetime) -> int:
     at = at if at.tzinfo else at.replace(tzinfo=UTC)
     return int(at.timestamp()) * 1_000_000_000 + at.microsecond * 1000
+
+
+def run_time_ns(at: str | None = None) -> int:
+    """A run's ``now``: ``at`` (ISO 8601, UTC when it has no offset) or the current time,
+    floored to a whole second, the resolution every store computes trends at
+    (:mod:`worker.store.alignment`)."""
+    moment = datetime.fromisoformat(at) if at else datetime.now(UTC)
+    return alignment.run_time_ns(datetime_to_ns(moment))
 
 
 def chunked(items: Sequence[str], size: int) -> list[list[str]]:
