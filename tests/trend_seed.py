@@ -56,3 +56,12 @@ def seed_publications(dsn: str, covid: Sequence[str], other: Sequence[str]) -> N
             for value, count in counts.items():
                 cur.execute("INSERT INTO discussion_data_point VALUES (%s, %s, %s)", (doi, entities[value], count))
             cur.execute("INSERT INTO discussion_data_point VALUES (%s, %s, 100)", (doi, hashtag))
+
+
+def seed_plain_publications(dsn: str, dois: Sequence[str]) -> None:
+    """Publications without authors or entities: only DOIs a publication has are published
+    in ``trending`` (its foreign key to ``publication.doi``)."""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO publication (doi, title) VALUES (%s, %s) ON CONFLICT (doi) DO NOTHING",
+                        [(doi, f"Title of {doi}") for doi in dois])
+    conn.close()

@@ -52,6 +52,9 @@ def run_once(duration_name: str, at: str | None) -> int:
         result = engine.finalize_run(settings, store, plan.run_id, duration_name, now_ns)
         print(f"  finalize {result.get('finalize_s', 0.0):8.3f}s  {result['status']}: {result['rows']} rows "
               f"now in trending for {duration_name}")
+        if result["without_publication"] or result["duplicate_publication"]:
+            print(f"           {result['without_publication']} row(s) without a publication and "
+                  f"{result['duplicate_publication']} duplicate spelling(s) kept in trending_history only")
         if "view_refresh_s" in result:
             print(f"  view     {result['view_refresh_s']:8.3f}s  trending_covid_papers refreshed")
         print(f"  total    {time.perf_counter() - t0:8.3f}s")

@@ -96,4 +96,6 @@ def finalize_run(settings: Settings, store: EventStore, run_id: str, duration: s
         started = time.perf_counter()
         publish.refresh_covid_view(settings.postgres_dsn, run_id)
         timings["view_refresh_s"] = time.perf_counter() - started
-    return {"run_id": run_id, "status": result.status, "rows": result.rows, **timings}
+    return {"run_id": run_id, "status": result.status, "rows": result.rows,
+            "without_publication": result.without_publication,
+            "duplicate_publication": result.duplicate_publication, **timings}
