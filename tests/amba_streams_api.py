@@ -117,24 +117,35 @@ def trend_bucket(duration: str) -> str:
     return f"trending_{duration}"
 
 
-def flux_reads(duration: str, doi: str) -> dict[str, str]:
-    """The API's Flux reads for one duration and DOI, as it sends them (its parameters
-    spliced in; ``system_running_check`` reads `currently` for the last 5 minutes)."""
+#: How far back the API reads each duration (``trending_time_definition[...]['duration']``).
+SPAN = {"currently": "-6h", "today": "-24h", "week": "-7d", "month": "-30d", "year": "-365d"}
+
+
+def flux_reads(duration: str, doi: str, *, duration_bucket: str | None = None, trends_bucket: str | None = None,
+               numbers_bucket: str = NUMBERS_BUCKET) -> dict[str, str]:
+    """Three of the API's Flux reads for one duration and DOI, as it sends them (its
+    parameters spliced in); the bucket names can be a test's own."""
+    bucket = duration_bucket or duration
+    trends = trends_bucket or trend_bucket(duration)
     doi_filter = f'|> filter(fn: (r) => r["doi"] == "{doi}")'
-    field = "score"
-    reads = {
+    span = SPAN[duration]
+    return {
+        # get_number_influx(dois=[doi], field="score"): per-DOI sum over the duration.
         "get_number_influx": (
-            f'from(bucket: "{duration}") |> range(start: -400d) '
+            f'from(bucket: "{bucket}") |> range(start: {span}, stop: now()) '
             f'|> filter(fn: (r) => r["_measurement"] == "{MEASUREMENT}") '
-            f'|> filter(fn: (r) => r["_field"] == "{field}") {doi_filter} |> group() |> sum()'),
+            f'|> filter(fn: (r) => r["_field"] == "score") {doi_filter} |> group() |> sum() '
+            '|> keep(columns: ["_value", "_time", "doi"])'),
+        # get_trending_chart_data(field="sum_followers"): the API asks for `sum_follower`.
         "get_trending_chart_data": (
-            f'from(bucket: "{trend_bucket(duration)}") |> range(start: -400d) '
+            f'from(bucket: "{trends}") |> range(start: {span}) '
             f'|> filter(fn: (r) => r["_measurement"] == "{MEASUREMENT}") '
             f'|> filter(fn: (r) => r["_field"] == "sum_follower") {doi_filter} '
             '|> keep(columns: ["_value", "_time", "_field", "doi"])'),
+        # get_task_number_influx(field="pub_count"): the numbers task's last value.
         "get_task_number_influx": (
-            f'from(bucket: "{NUMBERS_BUCKET}") |> range(start: -400d) '
+            f'from(bucket: "{numbers_bucket}") |> range(start: {span}, stop: now()) '
             f'|> filter(fn: (r) => r["_measurement"] == "{duration}") '
-            '|> filter(fn: (r) => r["_field"] == "pub_count") |> last()'),
+            '|> filter(fn: (r) => r["_field"] == "pub_count") |> last() '
+            '|> keep(columns: ["_value", "_time", "doi"])'),
     }
-    return reads

@@ -50,10 +50,19 @@ class Settings(BaseSettings):
     influxdb_v2_url: str | None = None
     influxdb_v2_token: str | None = None
     influxdb_v2_org: str = "amba"
-    influxdb_v2_bucket: str = "discussions"
-    influxdb_v2_trend_bucket: str = "trends"
-    influxdb_v2_retention_days: int = Field(400, ge=0)  # 0 = keep for ever
+    influxdb_v2_bucket: str = "currently"  # the raw events; amba's streams API reads them as `currently`
+    influxdb_v2_retention_days: int = Field(400, ge=0)  # 0 = keep for ever; >= the year span + 1
     influxdb_v2_timeout_ms: int = Field(30_000, ge=1000)
+
+    # --- InfluxDB layout (amba) -------------------------------------------------------------
+    # The buckets, measurement and tasks amba's streams API reads (worker/store/layout.py;
+    # README "Living in an amba system (InfluxDB)"). Prefix of every bucket and task name the
+    # product manages besides INFLUXDB_V2_BUCKET: `<prefix>today`..`<prefix>year`,
+    # `<prefix>numbers`, `<prefix>trending_<duration>`, `<prefix>task_...`. Empty in an amba
+    # system (the streams API reads fixed names); set it to run a second copy beside one.
+    influxdb_bucket_prefix: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+    # Measurement of the events, the downsampled windows and the trend rows.
+    influxdb_measurement: str = Field("trending", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
     # --- Ingest queue ----------------------------------------------------------------------
     ingest_queue: str = "ingest"

@@ -29,7 +29,8 @@ from worker.durations import DEFAULT_DURATIONS, Duration
 from worker.events import Point
 from worker.store import alignment, flux
 from worker.store.alignment import NS_PER_S
-from worker.store.influx import _fill_trend_inputs, event_timestamp_ns
+from worker.store.influx import _fill_trend_inputs
+from worker.store.lineprotocol import event_timestamp_ns
 from worker.trends.math import window_series
 
 NOW = 1_700_000_000 * NS_PER_S

@@ -13,11 +13,19 @@ import numpy as np
 import pytest
 
 from tests.flux_compiler import FluxCompilerMissing, FluxResult, check_flux
-from worker.durations import DEFAULT_DURATIONS, Duration
+from worker.durations import DEFAULT_DURATIONS, Duration, build_durations
 from worker.store import alignment, flux
+from worker.store.flux_tasks import task_flux
 from worker.store.influx import _fill_trend_inputs
+from worker.store.layout import MEAN_FIELDS, SUM_FIELDS, Layout, TaskSpec
 
 NOW_NS = 1_620_131_696_000_000_000  # a run's time is a whole second (worker.store.alignment)
+LAYOUTS = (
+    Layout.of(measurement="trending", events_bucket="currently", events_retention_days=400, prefix="",
+              durations=build_durations()),
+    Layout.of(measurement='m "$x"', events_bucket='my "events" $bucket', events_retention_days=0,
+              prefix="odd.prefix-", durations=build_durations()),
+)
 BUCKET = "discussions"
 
 AWKWARD_DOIS: list[str] = [
@@ -53,8 +61,10 @@ def _sources() -> dict[str, str]:
         sources[f"trend_inputs[{duration.name},200]"] = flux.trend_inputs_query(
             BUCKET, duration, NOW_NS, chunk
         )
-    sources["downsample_task"] = flux.downsample_task(BUCKET)
-    sources["downsample_task[odd bucket]"] = flux.downsample_task('my "events" $bucket')
+    sources["read_events[odd measurement]"] = flux.read_events_query(BUCKET, "d", 0, NOW_NS, 'm "$x"')
+    for layout in LAYOUTS:
+        for task in layout.tasks():
+            sources[f"task[{layout.prefix}{task.name}]"] = task_flux(layout, task)
     return sources
 
 
@@ -130,11 +140,32 @@ def test_doi_regex_matches_exactly_the_chunk(
     assert not pattern.fullmatch("")
 
 
-def test_task_declares_name_and_schedule(compiled: dict[str, FluxResult]) -> None:
-    strings = compiled["downsample_task"].strings
-    assert flux.downsample_task_name(BUCKET) in strings
-    assert "discussions_1h" in strings
-    assert "every: 1h" in SOURCES["downsample_task"]
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["amba", "odd"])
+def test_tasks_declare_their_name_and_schedule_and_write_where_the_layout_says(
+    layout: Layout, compiled: dict[str, FluxResult]
+) -> None:
+    for task in layout.tasks():
+        result = compiled[f"task[{layout.prefix}{task.name}]"]
+        # The parser's values: names and buckets arrive verbatim, whatever they contain.
+        assert {task.name, task.cron, layout.events_bucket, task.writes, layout.measurement} <= set(result.strings)
+        assert f"    offset: {task.offset_s}s,\n" in SOURCES[f"task[{layout.prefix}{task.name}]"]
+
+
+@pytest.mark.parametrize("task", LAYOUTS[0].tasks(), ids=lambda t: t.name)
+def test_tasks_read_the_raw_events_and_write_amba_fields(task: TaskSpec, compiled: dict[str, FluxResult]) -> None:
+    strings = set(compiled[f"task[{task.name}]"].strings)
+    assert {"currently", "trending"} <= strings  # never another task's output: no cascade
+    assert set(SUM_FIELDS) | set(MEAN_FIELDS) <= strings
+    text = SOURCES[f"task[{task.name}]"]
+    if task.kind == "downsample":
+        spec = LAYOUTS[0].downsampling(task.duration)
+        every = f"{spec.window_s}s"
+        assert f"stop = date.truncate(t: now(), unit: {every})" in text  # complete windows only
+        assert f"start = date.sub(d: {spec.lookback_s}s, from: stop)" in text
+        assert text.count(f"aggregateWindow(every: {every}, fn: ") == 2
+    else:
+        assert f"range(start: -{LAYOUTS[0].durations[task.duration].span_s}s)" in text
+        assert "pub_count" in strings and "experimental.to(" in text
 
 
 def test_queries_use_no_join_and_push_down() -> None:
