@@ -138,6 +138,12 @@ def cmd_post(args: argparse.Namespace) -> int:
     return post_cli(dry_run=args.dry_run)
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from worker.dayplan.cli import run_schedule
+
+    return run_schedule(output=args.output, day=args.date, days=args.days, influx_tasks=args.influx_tasks)
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     from worker.health import check
 
@@ -184,6 +190,15 @@ def make_parser() -> argparse.ArgumentParser:
     post = sub.add_parser("post", help="the morning post")
     post.add_argument("--dry-run", action="store_true", help="print today's text, post nothing")
     post.set_defaults(func=cmd_post)
+
+    schedule = sub.add_parser("schedule", help="draw the day's plan of every scheduled job: heatmap (SVG) and text")
+    schedule.add_argument("--output", default="schedule.svg",
+                          help="SVG file to write (default: schedule.svg); the text goes beside it (.txt), and out")
+    schedule.add_argument("--date", default=None, help="the UTC day to plan, YYYY-MM-DD (default: today)")
+    schedule.add_argument("--days", type=int, default=7, help="measure run lengths over the last N days (default: 7)")
+    schedule.add_argument("--influx-tasks", action=argparse.BooleanOptionalAction, default=None,
+                          help="include the InfluxDB tasks (default: when EVENT_STORE=influxdb)")
+    schedule.set_defaults(func=cmd_schedule)
 
     health = sub.add_parser("health", help="exit 0 when a component's dependencies answer")
     health.add_argument("component", choices=("bridge", "worker", "beat", "setup"), nargs="?", default="worker")

@@ -309,11 +309,11 @@ AMBA_BUCKETS = {  # name -> retention in seconds (0 = for ever); layout.py says 
     "trending_year": 366 * 86_400,
 }
 AMBA_TASKS = {  # name -> (cron, offset)
-    "task_today": ("2-58/4 * * * *", "40s"), "task_week": ("17 * * * *", "40s"),
-    "task_month": ("37 */2 * * *", "40s"), "task_year": ("44 0 * * *", "40s"),
-    "task_numbers_currently": ("* * * * *", "50s"), "task_numbers_today": ("*/4 * * * *", "40s"),
-    "task_numbers_week": ("26 * * * *", "40s"), "task_numbers_month": ("29 */3 * * *", "40s"),
-    "task_numbers_year": ("39 4 * * *", "40s"),
+    "task_today": ("2-59/6 * * * *", "50s"), "task_week": ("17 * * * *", "50s"),
+    "task_month": ("35 */2 * * *", "50s"), "task_year": ("47 0 * * *", "50s"),
+    "task_numbers_currently": ("* * * * *", "2s"), "task_numbers_today": ("10-59/6 * * * *", "50s"),
+    "task_numbers_week": ("23 * * * *", "50s"), "task_numbers_month": ("29 */3 * * *", "50s"),
+    "task_numbers_year": ("53 4 * * *", "50s"),
 }
 
 

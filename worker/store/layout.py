@@ -42,9 +42,9 @@ Decisions (README, "Living in an amba system (InfluxDB)")
   setup on an InfluxDB the original aggregator set up takes its tasks over and rewrites
   them in place instead of running beside them. Its ``task_history`` (the ``year`` bucket
   downsampled into ``history``) is not the product's and is left alone.
-* **Schedules** avoid the trend runs: a run starts 15 s after its cron minute and usually
-  ends within ~15 s; the tasks run 40-50 s into their minute. ``aggregator schedule`` draws
-  the day (the seed's Figure 1) with measured durations and flags overlaps.
+* **Schedules** avoid the trend runs and each other (see :data:`DOWNSAMPLING`);
+  ``aggregator schedule`` draws the day (the seed's Figure 1) with the measured lengths of
+  the runs and flags the overlaps.
 """
 
 from __future__ import annotations
@@ -81,19 +81,23 @@ class NumbersSchedule:
 
 
 #: The windows are the original aggregator's ``downsample_window`` of each bucket.
+#: The schedules: within a minute, a trend run starts at +15 s (TREND_START_OFFSET_S) and
+#: usually ends well before +45 s; `task_numbers_currently` runs every minute at +2 s;
+#: every other task at +50 s, each in minutes of its own (≡ 2, 4 and 5 mod 6) in which no
+#: trend run starts (the trend crons fire at minutes ≡ 0 mod 3, ≡ 1 mod 10, 4, 5 and 25).
 DOWNSAMPLING: tuple[Downsampling, ...] = (
-    Downsampling("today", 2 * 60, "2-58/4 * * * *", 40, 1 * _H),
-    Downsampling("week", 20 * 60, "17 * * * *", 40, 3 * _H),
-    Downsampling("month", 2 * _H, "37 */2 * * *", 40, 12 * _H),
-    Downsampling("year", 24 * _H, "44 0 * * *", 40, 3 * _D),
+    Downsampling("today", 2 * 60, "2-59/6 * * * *", 50, 1 * _H),
+    Downsampling("week", 20 * 60, "17 * * * *", 50, 3 * _H),
+    Downsampling("month", 2 * _H, "35 */2 * * *", 50, 12 * _H),
+    Downsampling("year", 24 * _H, "47 0 * * *", 50, 3 * _D),
 )
 
 NUMBERS: tuple[NumbersSchedule, ...] = (
-    NumbersSchedule("currently", "* * * * *", 50),
-    NumbersSchedule("today", "*/4 * * * *", 40),
-    NumbersSchedule("week", "26 * * * *", 40),
-    NumbersSchedule("month", "29 */3 * * *", 40),
-    NumbersSchedule("year", "39 4 * * *", 40),
+    NumbersSchedule("currently", "* * * * *", 2),
+    NumbersSchedule("today", "10-59/6 * * * *", 50),  # not minute 4: the year run starts at 02:04
+    NumbersSchedule("week", "23 * * * *", 50),
+    NumbersSchedule("month", "29 */3 * * *", 50),
+    NumbersSchedule("year", "53 4 * * *", 50),
 )
 
 #: Event fields of the downsampled buckets and ``numbers``, and how they are combined.
