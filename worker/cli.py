@@ -193,7 +193,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     schedule = sub.add_parser("schedule", help="draw the day's plan of every scheduled job: heatmap (SVG) and text")
     schedule.add_argument("--output", default="schedule.svg",
-                          help="SVG file to write (default: schedule.svg); the text goes beside it (.txt), and out")
+                          help="SVG to write (default: schedule.svg); the summary goes to <name>.txt and stdout")
     schedule.add_argument("--date", default=None, help="the UTC day to plan, YYYY-MM-DD (default: today)")
     schedule.add_argument("--days", type=int, default=7, help="measure run lengths over the last N days (default: 7)")
     schedule.add_argument("--influx-tasks", action=argparse.BooleanOptionalAction, default=None,

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     influxdb_v2_token: str | None = None
     influxdb_v2_org: str = "amba"
     influxdb_v2_bucket: str = "currently"  # the raw events; amba's streams API reads them as `currently`
-    influxdb_v2_retention_days: int = Field(400, ge=0)  # 0 = keep for ever; >= the year span + 1
+    influxdb_v2_retention_days: int = Field(400, ge=0)  # 0 = keep for ever
     influxdb_v2_timeout_ms: int = Field(30_000, ge=1000)
 
     # --- InfluxDB layout (amba) -------------------------------------------------------------

@@ -188,3 +188,11 @@ def test_the_real_durations_at_their_edges(duration: Duration) -> None:
         assert flux_selects(duration, NOW, event_timestamp_ns(p)) == alignment.in_span(duration, NOW, p.time_ns)
         assert postgres_selects(duration, NOW, p.time_ns) == alignment.in_span(duration, NOW, p.time_ns)
     check_series(duration, NOW, points)
+
+
+def test_a_runs_time_from_the_command_line_or_beat_is_floored() -> None:
+    from worker.trends.engine import run_time_ns
+
+    assert run_time_ns("2023-11-14T22:13:20.999999+00:00") == NOW
+    assert run_time_ns("2023-11-14T22:13:20") == NOW  # no offset: UTC
+    assert run_time_ns() % NS_PER_S == 0
