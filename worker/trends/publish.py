@@ -85,6 +85,10 @@ def stage_rows(dsn: str, run_id: str, rows: Sequence[Mapping[str, Any]]) -> int:
     return len(values)
 
 
+# `trending.sum_followers` is a bigint (migration 0004); the staged sums are floats.
+_PUBLISHED_COLS = ", ".join(
+    "least(round(sum_followers), 9e18)::bigint" if column == "sum_followers" else column for column in TREND_COLUMNS)
+
 # One statement: match the run's staged rows to publications, publish the matched ones in
 # `trending` (the duration's rows were deleted just before, in the same transaction),
 # append all of them to the history, and count what was kept out and why.
@@ -97,8 +101,7 @@ WITH resolved AS (
 ),
 published AS (
     INSERT INTO trending (publication_doi, duration, {_COLS}, run_id, calculated_at)
-    SELECT DISTINCT ON (publication) publication, %(duration)s,
-           {_COLS.replace("sum_followers", "least(round(sum_followers), 9e18)::bigint")}, run_id, %(at)s
+    SELECT DISTINCT ON (publication) publication, %(duration)s, {_PUBLISHED_COLS}, run_id, %(at)s
     FROM resolved WHERE publication IS NOT NULL
     ORDER BY publication, count DESC, publication_doi
     RETURNING 1
@@ -107,12 +110,10 @@ history AS (
     INSERT INTO trending_history (publication_doi, duration, {_COLS}, run_id, calculated_at)
     SELECT publication_doi, %(duration)s, {_COLS}, run_id, %(at)s FROM resolved
     ON CONFLICT DO NOTHING
-    RETURNING 1
 )
 SELECT (SELECT count(*) FROM published),
        (SELECT count(*) FROM resolved WHERE publication IS NULL),
-       (SELECT count(*) FROM resolved WHERE publication IS NOT NULL) - (SELECT count(*) FROM published),
-       (SELECT count(*) FROM history)
+       (SELECT count(*) FROM resolved WHERE publication IS NOT NULL) - (SELECT count(*) FROM published)
 """
 
 
@@ -135,7 +136,7 @@ def finalize(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> F
                 return FinalizeResult("superseded", 0)
             cur.execute("DELETE FROM trending WHERE duration = %s", (duration,))
             cur.execute(_PUBLISH, {"run_id": run_id, "duration": duration, "at": calculated_at})
-            rows, unknown, duplicate, _ = _fetch_one(cur)
+            rows, unknown, duplicate = _fetch_one(cur)
             cur.execute("UPDATE trending_state SET calculated_at = %s, run_id = %s WHERE duration = %s",
                         (calculated_at, run_id, duration))
             cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
