@@ -54,7 +54,11 @@ def seed(dsn: str, n_events: int, n_dois: int, now_ns: int, span_s: int) -> None
         ])
     store.close()
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        # Every DOI has its publication, as in amba: the finalize matches rows to them.
+        cur.execute("INSERT INTO publication (doi, title) SELECT format('10.1101/bench.%%s', lpad(i::text, 6, '0')), "
+                    "'Bench paper ' || i FROM generate_series(0, %s - 1) AS i", (n_dois,))
         cur.execute("ANALYZE discussion_event")
+        cur.execute("ANALYZE publication")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,6 @@ The lock token travels through the chord; the callback and the errback release i
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -50,8 +49,7 @@ def run_trend(self: Task[Any, Any], duration_name: str, at: str | None = None) -
                     extra={"duration": duration_name, "holder": lock.holder()})
         return {"status": "skipped", "duration": duration_name}
     try:
-        now_ns = engine.datetime_to_ns(datetime.fromisoformat(at)) if at else engine.datetime_to_ns(
-            datetime.now(UTC))
+        now_ns = engine.run_time_ns(at)
         plan = engine.plan_run(settings, event_store(), duration, now_ns, token)
         log.info("trend run planned", extra={"run_id": plan.run_id, "dois": plan.dois, "chunks": len(plan.chunks)})
         callback = finalize_trend.s(plan.run_id, duration_name, now_ns, token).set(queue=settings.trends_queue)

@@ -77,6 +77,16 @@ def pg_dsn(pg_server: PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_pg_dsn(pg_server: PostgresServer) -> Iterator[str]:
+    """A fresh database WITHOUT the product's migrations (for setup-order tests)."""
+    name = f"e_{uuid.uuid4().hex[:12]}"
+    _admin_exec(pg_server, f'CREATE DATABASE "{name}" TEMPLATE template0')
+    yield pg_server.dsn_for(name)
+    with contextlib.suppress(Exception):
+        _admin_exec(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     import redis
 

@@ -8,13 +8,16 @@ from collections.abc import Sequence
 import psycopg2
 
 from worker.events import Point
+from worker.store import EventStore
 from worker.store.postgres import PostgresStore
 
 S = 1_000_000_000
 
 
-def seed_events(dsn: str, now_ns: int, counts: dict[str, int], span_s: int, seed: int = 3,
+def seed_events(target: str | EventStore, now_ns: int, counts: dict[str, int], span_s: int, seed: int = 3,
                 id_prefix: str = "") -> list[Point]:
+    """Events at random microsecond times in the ``span_s`` before ``now_ns``, written to
+    ``target`` (a PostgreSQL DSN, or any event store)."""
     rng = random.Random(seed)
     points = []
     for doi, n in counts.items():
@@ -24,10 +27,11 @@ def seed_events(dsn: str, now_ns: int, counts: dict[str, int], span_s: int, seed
             points.append(Point(f"{id_prefix}{doi}#{i}", doi, t_ns, rng.uniform(1, 50),
                                 rng.uniform(-1, 1), rng.randint(0, 5000), rng.randint(10, 280), rng.randint(0, 2),
                                 rng.randint(0, 2), rng.choice((1.0, 5.0, 10.0)), rng.random(), 1.0, 1.0, 2.0, 3.0))
-    store = PostgresStore(dsn)
+    store = PostgresStore(target) if isinstance(target, str) else target
     for start in range(0, len(points), 5000):
         store.write(points[start:start + 5000])
-    store.close()
+    if isinstance(target, str):
+        store.close()
     return points
 
 
@@ -52,3 +56,12 @@ def seed_publications(dsn: str, covid: Sequence[str], other: Sequence[str]) -> N
             for value, count in counts.items():
                 cur.execute("INSERT INTO discussion_data_point VALUES (%s, %s, %s)", (doi, entities[value], count))
             cur.execute("INSERT INTO discussion_data_point VALUES (%s, %s, 100)", (doi, hashtag))
+
+
+def seed_plain_publications(dsn: str, dois: Sequence[str]) -> None:
+    """Publications without authors or entities: only DOIs a publication has are published
+    in ``trending`` (its foreign key to ``publication.doi``)."""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO publication (doi, title) VALUES (%s, %s) ON CONFLICT (doi) DO NOTHING",
+                        [(doi, f"Title of {doi}") for doi in dois])
+    conn.close()

@@ -18,7 +18,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
@@ -47,6 +47,15 @@ def iso_time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 time, e.g. 2026-11-23T12:00:00+00:00") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def iso_date(text: str) -> str:
+    """A calendar day, YYYY-MM-DD (kept as text: the planner parses it)."""
+    try:
+        date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+    return text.strip()
 
 
 def positive_int(text: str) -> int:
@@ -224,6 +233,12 @@ def cmd_post(args: argparse.Namespace) -> int:
     return post_cli(dry_run=args.dry_run)
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from worker.dayplan.cli import run_schedule
+
+    return run_schedule(output=args.output, day=args.date, days=args.days, influx_tasks=args.influx_tasks)
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     from worker.errors import EX_UNAVAILABLE
     from worker.health import check
@@ -323,6 +338,19 @@ def make_parser() -> argparse.ArgumentParser:
                    "credentials, or with --dry-run, only print the text.")
     post.add_argument("--dry-run", action="store_true", help="print today's text, post nothing")
     post.set_defaults(func=cmd_post)
+
+    schedule = command("schedule", "draw the day's plan of every scheduled job: heatmap (SVG) and text",
+                       "The five trend runs with their offsets, the InfluxDB tasks and the morning post on a "
+                       "minute-of-hour x hour-of-day heatmap, with each job's measured length (from trend_run, "
+                       "morning_post and InfluxDB's task runs) and the overlaps flagged.")
+    schedule.add_argument("--output", default="schedule.svg",
+                          help="SVG to write; the summary goes to <name>.txt and stdout")
+    schedule.add_argument("--date", type=iso_date, default=None,
+                          help="the UTC day to plan, YYYY-MM-DD (default: today)")
+    schedule.add_argument("--days", type=positive_int, default=7, help="measure run lengths over the last N days")
+    schedule.add_argument("--influx-tasks", action=argparse.BooleanOptionalAction, default=None,
+                          help="include the InfluxDB tasks (default: when EVENT_STORE=influxdb)")
+    schedule.set_defaults(func=cmd_schedule)
 
     health = command("health", "exit 0 when a component's dependencies answer (container healthcheck)",
                      "One line per check; exit 69 when one fails.")

@@ -68,6 +68,22 @@ def demo_events(n: int, dois: int, *, seed: int = 7, now: datetime | None = None
         yield _encoder.encode(make_event(rng, demo_doi(index), at))
 
 
+def create_publications(dsn: str, dois: int, *, seed: int = 7) -> int:
+    """The ``publication`` rows of the demo DOIs, as amba's pipeline creates them upstream.
+
+    Only publications the ``publication`` table knows are published in ``trending`` (its
+    foreign key; ``worker.trends.publish``), so the local stack stands in for the pipeline.
+    """
+    import psycopg2
+
+    rng = random.Random(seed)
+    rows = [(demo_doi(i), demo_title(rng)) for i in range(dois)]
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO publication (doi, title) VALUES (%s, %s) ON CONFLICT (doi) DO NOTHING", rows)
+    conn.close()
+    return len(rows)
+
+
 def produce(bootstrap: str, topic: str, payloads: Iterator[bytes]) -> int:
     """Produce and wait for every delivery; return how many were delivered."""
     from confluent_kafka import Producer

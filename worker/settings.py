@@ -126,10 +126,19 @@ class Settings(BaseSettings):
     influxdb_v2_url: str | None = None
     influxdb_v2_token: SecretStr | None = None
     influxdb_v2_org: str = "amba"
-    influxdb_v2_bucket: str = "discussions"
-    influxdb_v2_trend_bucket: str = "trends"
+    influxdb_v2_bucket: str = "currently"  # the raw events; amba's streams API reads them as `currently`
     influxdb_v2_retention_days: int = Field(400, ge=0)  # 0 = keep for ever
     influxdb_v2_timeout_ms: int = Field(30_000, ge=1000)
+
+    # --- InfluxDB layout (amba) -------------------------------------------------------------
+    # The buckets, measurement and tasks amba's streams API reads (worker/store/layout.py;
+    # README "Living in an amba system (InfluxDB)"). Prefix of every bucket and task name the
+    # product manages besides INFLUXDB_V2_BUCKET: `<prefix>today`..`<prefix>year`,
+    # `<prefix>numbers`, `<prefix>trending_<duration>`, `<prefix>task_...`. Empty in an amba
+    # system (the streams API reads fixed names); set it to run a second copy beside one.
+    influxdb_bucket_prefix: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+    # Measurement of the events, the downsampled windows and the trend rows.
+    influxdb_measurement: str = Field("trending", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
     # --- Ingest queue ----------------------------------------------------------------------
     ingest_queue: str = Field("ingest", min_length=1)
@@ -275,11 +284,17 @@ class Settings(BaseSettings):
                                                 ("INFLUXDB_V2_ORG", self.influxdb_v2_org)) if not value]
             if missing:
                 problems.append(f"EVENT_STORE=influxdb needs {', '.join(missing)}")
-        if self.influxdb_v2_retention_days:
-            longest = max(d.span_s for d in self.durations().values())
-            if self.influxdb_v2_retention_days * 86400 < longest:
-                problems.append(f"INFLUXDB_V2_RETENTION_DAYS ({self.influxdb_v2_retention_days}) is shorter than "
-                                f"the longest trend span ({longest / 86400:g} days): its trends would miss events")
+            else:
+                # The InfluxDB layout's own rules (retention covers the longest span plus a
+                # day, distinct bucket names): checked here so they fail at start, not in setup.
+                from worker.store.layout import Layout, LayoutError
+
+                try:
+                    Layout.of(measurement=self.influxdb_measurement, events_bucket=self.influxdb_v2_bucket,
+                              events_retention_days=self.influxdb_v2_retention_days,
+                              prefix=self.influxdb_bucket_prefix, durations=self.durations())
+                except LayoutError as error:
+                    problems.append(str(error))
         if problems:
             raise ValueError("; ".join(problems))
         return self

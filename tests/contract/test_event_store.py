@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -26,15 +24,11 @@ def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
 
         backend: EventStore = PostgresStore(request.getfixturevalue("pg_dsn"))
     else:
-        if not os.environ.get("INFLUXDB_V2_URL"):
-            pytest.skip("INFLUXDB_V2_URL not set: no InfluxDB 2 on this machine")
-        from worker.settings import Settings
-        from worker.store.influx import InfluxStore
+        from influx_live import live_store
 
-        bucket = f"contract-{uuid.uuid4().hex[:8]}"
-        # Retention 0 (infinite): the fixed test times are years old.
-        backend = InfluxStore.from_settings(Settings(influxdb_v2_bucket=bucket, influxdb_v2_retention_days=0))
-        backend.setup()
+        with live_store() as influx:  # retention 0 (for ever): the fixed test times are years old
+            yield influx
+        return
     yield backend
     backend.close()
 

@@ -1,59 +1,93 @@
 """Store contract for the trend queries: what a store computes in its database equals the
-pure math's aggregation of the same events (so every backend gives the same trend rows)."""
+pure math's aggregation of the same events (so every backend gives the same trend rows).
+
+The expectation is computed from the events as written (their own timestamps, with their
+sub-second parts), never from what a store keeps: ages are whole seconds
+(``worker.store.alignment``), and events sit on every window edge and both span ends.
+"""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from trend_seed import S, seed_events
 
-from worker.durations import DEFAULT_DURATIONS
+from worker.durations import DEFAULT_DURATIONS, Duration
+from worker.events import Point
+from worker.store import EventStore, alignment
 from worker.trends.math import EventColumns, aggregate_events, compute_trends, rows
 
 NOW = 1_700_000_000 * S
+EDGE_FRACTIONS_NS = (0, 1_000, 999_999_000)  # PostgreSQL keeps microseconds
 
 
 @pytest.fixture(params=["postgres", "influxdb"])
-def backend(request: pytest.FixtureRequest):
+def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
     if request.param == "influxdb":
-        if not os.environ.get("INFLUXDB_V2_URL"):
-            pytest.skip("INFLUXDB_V2_URL not set: no InfluxDB 2 on this machine")
-        pytest.skip("covered by tests/integration/test_influx_live.py against a live server")
+        from influx_live import live_store
+
+        with live_store() as influx:  # skips without INFLUXDB_V2_URL
+            yield influx
+        return
     from worker.store.postgres import PostgresStore
 
-    dsn = request.getfixturevalue("pg_dsn")
-    yield dsn, PostgresStore(dsn)
+    postgres = PostgresStore(request.getfixturevalue("pg_dsn"))
+    yield postgres
+    postgres.close()
+
+
+def edge_events(duration: Duration, doi: str) -> list[Point]:
+    """Events on every window edge and both span ends, and just outside the span."""
+    backs = sorted({k * duration.window_s for k in range(duration.windows + 1)} | {duration.span_s})
+    points = []
+    for back in backs:
+        for fraction in EDGE_FRACTIONS_NS:
+            points.append(edge_point(f"edge-{back}-{fraction}", doi, NOW - back * S + fraction, back))
+    points.append(edge_point("after-now", doi, NOW + S, 1))  # the next second: not in
+    points.append(edge_point("before-span", doi, NOW - (duration.span_s + 1) * S + 999_999_000, 2))
+    return points
+
+
+def edge_point(event_id: str, doi: str, time_ns: int, seed: int) -> Point:
+    return Point(event_id, doi, time_ns, 1.0 + seed % 7, 0.25, 100 + seed % 11, 120, 1, 0, 2.0, 0.5, 3.0, 1.0,
+                 4.0, 5.0)
 
 
 @pytest.mark.parametrize("duration", DEFAULT_DURATIONS, ids=lambda d: d.name)
-def test_store_aggregates_equal_the_pure_aggregation(backend, duration) -> None:
-    dsn, store = backend
+def test_store_aggregates_equal_the_pure_aggregation(store: EventStore, duration: Duration) -> None:
     counts = {"10.1/a": 40, "10.1/b": 12, "10.1/c": 3, "10.1/d": 0}
     seed = DEFAULT_DURATIONS.index(duration)
-    points = seed_events(dsn, NOW, {k: v for k, v in counts.items() if v}, duration.span_s, seed=seed)
+    points = seed_events(store, NOW, {k: v for k, v in counts.items() if v}, duration.span_s, seed=seed)
     # An event just older than the span and one in the future must not count (distinct ids:
     # a colliding id would be dropped by ON CONFLICT and prove nothing).
-    seed_events(dsn, NOW - duration.span_s * S - 5 * S, {"10.1/a": 1}, 1, seed=1, id_prefix="old-")
-    seed_events(dsn, NOW + 5 * S, {"10.1/a": 1}, 1, seed=1, id_prefix="future-")
+    points += seed_events(store, NOW - duration.span_s * S - 5 * S, {"10.1/a": 1}, 1, seed=1, id_prefix="old-")
+    points += seed_events(store, NOW + 5 * S, {"10.1/a": 1}, 1, seed=1, id_prefix="future-")
+    edges = edge_events(duration, "10.1/e")
+    store.write(edges)
+    points += edges
     assert store.count_per_doi(NOW - duration.span_s * S - 10 * S, NOW + 10 * S)["10.1/a"] == 42
-    dois = list(counts)
-    assert store.qualifying_dois(duration, NOW) == (["10.1/a", "10.1/b"] if duration.min_events < 12 else ["10.1/a"])
+    dois = [*counts, "10.1/e"]
+    in_span = sum(alignment.in_span(duration, NOW, p.time_ns) for p in edges)
+    assert in_span == len(edges) - 2
+    qualifying = [doi for doi, n in {**counts, "10.1/e": in_span}.items() if n > duration.min_events]
+    assert store.qualifying_dois(duration, NOW) == qualifying
     got = store.trend_inputs(duration, NOW, dois)
 
     index = {d: i for i, d in enumerate(dois)}
     cols = EventColumns(
         doi_index=np.array([index[p.doi] for p in points], dtype=np.int64),
-        age_s=np.array([(NOW - p.time_ns) / S for p in points]),
-        **{name: np.array([float(getattr(p, attr)) for p in points]) for name, attr in [
-            ("score", "score"), ("sentiment_raw", "sentiment_raw"), ("followers", "followers"),
-            ("length", "length"), ("questions", "questions"), ("exclamations", "exclamations"),
-            ("bot_rating", "bot_rating"), ("contains_abstract_raw", "contains_abstract_raw")]},
+        age_s=np.array([float(alignment.age_s(NOW, p.time_ns)) for p in points]),
+        **{name: np.array([float(getattr(p, name)) for p in points]) for name in (
+            "score", "sentiment_raw", "followers", "length", "questions", "exclamations", "bot_rating",
+            "contains_abstract_raw")},
     )
     want = aggregate_events(cols, len(dois), duration)
+    assert got.count.tolist() == want.count.tolist()
+    assert got.count[index["10.1/e"]] == in_span
+    np.testing.assert_array_equal(got.series != 0, want.series != 0)  # every event in its window
     for field in ("count", "sum_score", "decayed_score", "sum_age", "sum_sentiment", "sum_followers",
                   "sum_abstract", "sum_length", "sum_questions", "sum_exclamations", "sum_bot_rating", "series"):
         np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-9, atol=1e-6, err_msg=field)
     assert rows(dois, compute_trends(got, duration))[0]["count"] == 40
-    store.close()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg2
 import pytest
 from helpers import log_text, start_worker, wait_for
-from trend_seed import seed_events
+from trend_seed import seed_events, seed_plain_publications
 
 from worker.trends import engine
 
@@ -35,6 +35,7 @@ def test_runs_through_a_real_worker_and_a_failing_chunk_keeps_old_rows(env: dict
     dsn = env["POSTGRES_DSN"]
     dois = [f"10.1101/w{i:04d}" for i in range(450)]
     seed_events(dsn, engine.datetime_to_ns(NOW), dict.fromkeys(dois, 12), 6 * 3600)
+    seed_plain_publications(dsn, dois)
     env = {**env, "TREND_CHUNK_SIZE": "200"}
     worker = start_worker(spawn, env, queue="trends", concurrency=1)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg2
 import pytest
-from trend_seed import seed_events, seed_publications
+from trend_seed import seed_events, seed_plain_publications, seed_publications
 
 from worker.trends import engine, publish
 
@@ -32,6 +32,7 @@ def seeded(env: dict[str, str]) -> dict[str, list[str]]:
     seed_events(dsn, NOW_NS, counts, 6 * 3600)
     covid, other = qualifying[:7], qualifying[7:12]
     seed_publications(dsn, covid, other)
+    seed_plain_publications(dsn, qualifying[12:] + few)
     return {"qualifying": qualifying, "few": few, "covid": covid, "other": other}
 
 

@@ -7,20 +7,25 @@ file at a couple of seconds.
 
 from __future__ import annotations
 
-import random
 import re
-from collections import defaultdict
 
 import numpy as np
 import pytest
 from flux_compiler import FluxCompilerMissing, FluxResult, check_flux
 
-from worker.durations import DEFAULT_DURATIONS, Duration
-from worker.store import flux
+from worker.durations import DEFAULT_DURATIONS, Duration, build_durations
+from worker.store import alignment, flux
+from worker.store.flux_tasks import task_flux
 from worker.store.influx import _fill_trend_inputs
-from worker.trends.math import window_series
+from worker.store.layout import MEAN_FIELDS, SUM_FIELDS, Layout, TaskSpec
 
-NOW_NS = 1_620_131_696_123_456_789
+NOW_NS = 1_620_131_696_000_000_000  # a run's time is a whole second (worker.store.alignment)
+LAYOUTS = (
+    Layout.of(measurement="trending", events_bucket="currently", events_retention_days=400, prefix="",
+              durations=build_durations()),
+    Layout.of(measurement='m "$x"', events_bucket='my "events" $bucket', events_retention_days=0,
+              prefix="odd.prefix-", durations=build_durations()),
+)
 BUCKET = "discussions"
 
 AWKWARD_DOIS: list[str] = [
@@ -56,8 +61,10 @@ def _sources() -> dict[str, str]:
         sources[f"trend_inputs[{duration.name},200]"] = flux.trend_inputs_query(
             BUCKET, duration, NOW_NS, chunk
         )
-    sources["downsample_task"] = flux.downsample_task(BUCKET)
-    sources["downsample_task[odd bucket]"] = flux.downsample_task('my "events" $bucket')
+    sources["read_events[odd measurement]"] = flux.read_events_query(BUCKET, "d", 0, NOW_NS, 'm "$x"')
+    for layout in LAYOUTS:
+        for task in layout.tasks():
+            sources[f"task[{layout.prefix}{task.name}]"] = task_flux(layout, task)
     return sources
 
 
@@ -133,11 +140,32 @@ def test_doi_regex_matches_exactly_the_chunk(
     assert not pattern.fullmatch("")
 
 
-def test_task_declares_name_and_schedule(compiled: dict[str, FluxResult]) -> None:
-    strings = compiled["downsample_task"].strings
-    assert flux.downsample_task_name(BUCKET) in strings
-    assert "discussions_1h" in strings
-    assert "every: 1h" in SOURCES["downsample_task"]
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["amba", "odd"])
+def test_tasks_declare_their_name_and_schedule_and_write_where_the_layout_says(
+    layout: Layout, compiled: dict[str, FluxResult]
+) -> None:
+    for task in layout.tasks():
+        result = compiled[f"task[{layout.prefix}{task.name}]"]
+        # The parser's values: names and buckets arrive verbatim, whatever they contain.
+        assert {task.name, task.cron, layout.events_bucket, task.writes, layout.measurement} <= set(result.strings)
+        assert f"    offset: {task.offset_s}s,\n" in SOURCES[f"task[{layout.prefix}{task.name}]"]
+
+
+@pytest.mark.parametrize("task", LAYOUTS[0].tasks(), ids=lambda t: t.name)
+def test_tasks_read_the_raw_events_and_write_amba_fields(task: TaskSpec, compiled: dict[str, FluxResult]) -> None:
+    strings = set(compiled[f"task[{task.name}]"].strings)
+    assert {"currently", "trending"} <= strings  # never another task's output: no cascade
+    assert set(SUM_FIELDS) | set(MEAN_FIELDS) <= strings
+    text = SOURCES[f"task[{task.name}]"]
+    if task.kind == "downsample":
+        spec = LAYOUTS[0].downsampling(task.duration)
+        every = f"{spec.window_s}s"
+        assert f"stop = date.truncate(t: now(), unit: {every})" in text  # complete windows only
+        assert f"start = date.sub(d: {spec.lookback_s}s, from: stop)" in text
+        assert text.count(f"aggregateWindow(every: {every}, fn: ") == 2
+    else:
+        assert f"range(start: -{LAYOUTS[0].durations[task.duration].span_s}s)" in text
+        assert "pub_count" in strings and "experimental.to(" in text
 
 
 def test_queries_use_no_join_and_push_down() -> None:
@@ -194,7 +222,8 @@ def test_regex_quote() -> None:
 
 
 def test_time_literal() -> None:
-    assert flux.time_literal(NOW_NS) == "2021-05-04T12:34:56.123456789Z"
+    assert flux.time_literal(NOW_NS) == "2021-05-04T12:34:56.000000000Z"
+    assert flux.time_literal(NOW_NS + 123_456_789) == "2021-05-04T12:34:56.123456789Z"
     assert flux.time_literal(0) == "1970-01-01T00:00:00.000000000Z"
     assert flux.time_literal(1) == "1970-01-01T00:00:00.000000001Z"
 
@@ -245,60 +274,22 @@ def test_qualifying_means_more_than_min_events() -> None:
     )
 
 
-def test_span_range_is_closed_at_now() -> None:
+def test_span_range_is_the_alignments() -> None:
     duration = DEFAULT_DURATIONS[0]
-    text = flux.qualifying_dois_query(BUCKET, duration, NOW_NS)
-    start = flux.time_literal(NOW_NS - duration.span_s * 10**9)
-    assert f"range(start: {start}, stop: {flux.time_literal(NOW_NS + 1)})" in text
+    start, stop = alignment.span_range(duration, NOW_NS)
+    assert stop == NOW_NS + 10**9  # the whole second of `now` is in
+    expected = f"range(start: {flux.time_literal(start)}, stop: {flux.time_literal(stop)})"
+    assert expected in flux.qualifying_dois_query(BUCKET, duration, NOW_NS)
+    assert expected in flux.trend_inputs_query(BUCKET, duration, NOW_NS, ["d"])
 
 
-# --------------------------------------------------------------------------- series alignment
+def test_decay_ages_use_the_events_whole_second() -> None:
+    text = flux.trend_inputs_query(BUCKET, DEFAULT_DURATIONS[0], NOW_NS, ["d"])
+    assert "age = float(v: nowNs - (t - t % 1000000000)) / 1000000000.0" in text
 
 
-def _simulate_flux_series(
-    duration: Duration, now_ns: int, times: list[int], scores: list[float]
-) -> dict[int, float]:
-    """What range + aggregateWindow(offset, timeSrc: "_stop") of the query produce."""
-    start, stop, offset = flux.series_alignment(duration, now_ns)
-    width = duration.window_s * 10**9
-    sums: dict[int, float] = defaultdict(float)
-    window_start = start
-    while window_start < stop:  # createEmpty: every window of the range exists
-        sums[min(window_start + width, stop)] += 0.0
-        window_start += width
-    for t, score in zip(times, scores, strict=True):
-        if start <= t < stop:
-            w_start = t - (t - offset) % width
-            sums[min(w_start + width, stop)] += score
-    return sums
-
-
-@pytest.mark.parametrize("duration", DEFAULT_DURATIONS, ids=lambda d: d.name)
-def test_window_series_matches_the_trend_math(duration: Duration) -> None:
-    rng = random.Random(duration.name)
-    width = duration.window_s * 10**9
-    span = duration.windows * width
-    times = [NOW_NS - rng.randrange(0, span + 3 * width) for _ in range(400)]
-    us = 1000  # the math module's ages are float seconds: test boundaries at 1 µs
-    times += [NOW_NS, NOW_NS - width, NOW_NS - width + us, NOW_NS - width - us]
-    times += [NOW_NS - span, NOW_NS - span + us, NOW_NS - span - us, NOW_NS + us]
-    scores = [rng.uniform(0.5, 50.0) for _ in times]
-
-    simulated = _simulate_flux_series(duration, NOW_NS, times, scores)
-    assert len(simulated) == duration.windows
-    records = [
-        _Record({"result": "series", "doi": "d", "time_ns": t, "_value": v})
-        for t, v in simulated.items()
-    ]
-    sums = {name: np.zeros(1) for name in (*flux.SUM_FIELDS.values(), "decayed_score", "sum_age")}
-    series = np.zeros((1, duration.windows))
-    _fill_trend_inputs(records, {"d": 0}, duration, NOW_NS, sums, series)  # type: ignore[arg-type]
-
-    ages = np.array([(NOW_NS - t) / 1e9 for t in times])
-    expected = window_series(
-        np.zeros(len(times), dtype=np.int64), ages, np.array(scores), 1, duration
-    )
-    np.testing.assert_allclose(series, expected, rtol=1e-12, atol=0)
+# --------------------------------------------------------------------------- trend inputs
+# Which window an event lands in, at every edge, is tests/unit/test_alignment.py.
 
 
 class _Record:

@@ -27,12 +27,12 @@ from scipy.stats import norm
 from statsmodels.tsa.holtwinters import Holt
 
 from worker.durations import DEFAULT_DURATIONS, Duration
+from worker.store.base import Aggregates
 from worker.trends import math as tm
 from worker.trends.math import (
     HOLT_ALPHAS,
     HOLT_BETAS,
     TREND_COLUMNS,
-    Aggregates,
     EventColumns,
     aggregate_events,
     compute_trends,

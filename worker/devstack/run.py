@@ -77,6 +77,9 @@ def run_dev(*, events: int, dois: int, workdir: str, keep: bool) -> int:
         }
         print(f"  kafka {kafka.bootstrap}  redis {redis_server.url}  postgres {pg.dsn}", flush=True)
         subprocess.run([*AGGREGATOR, "setup"], env=env, check=True)
+        from worker.demo import create_publications
+
+        create_publications(pg.dsn, dois)  # upstream's job in production (amba's pipeline)
         from worker.deadletter import ensure_topic
 
         ensure_topic(kafka.bootstrap, env.get("KAFKA_TOPIC", "events_processed-discusses"), 2)

@@ -1,9 +1,16 @@
 -- depends: 0001.events-and-upstream
 -- The trend tables owned by this product (SPEC §4, §5).
+--
+-- Idempotent: amba's components create `trending` themselves (amba-event-stream's
+-- SQLAlchemy models) when they start before the product, so nothing here assumes a table is
+-- absent. Migration 0004 then brings whichever `trending` exists (amba's, or this file's)
+-- to one shape and creates the materialized view `trending_covid_papers` (it used to be
+-- created here; a database that applied this file before keeps its view until 0004
+-- replaces it).
 
 -- The current rows: one per (publication_doi, duration), replaced per duration in one
 -- transaction by the run's finalize step.
-CREATE TABLE trending (
+CREATE TABLE IF NOT EXISTS trending (
     publication_doi      text NOT NULL,
     duration             text NOT NULL,
     score                double precision NOT NULL,
@@ -29,10 +36,10 @@ CREATE TABLE trending (
     calculated_at        timestamptz NOT NULL,
     PRIMARY KEY (publication_doi, duration)
 );
-CREATE INDEX trending_duration_score ON trending (duration, score DESC);
+CREATE INDEX IF NOT EXISTS trending_duration_score ON trending (duration, score DESC);
 
 -- Every run's rows with the time of the calculation, for analysing trends over time.
-CREATE TABLE trending_history (
+CREATE TABLE IF NOT EXISTS trending_history (
     publication_doi      text NOT NULL,
     duration             text NOT NULL,
     score                double precision NOT NULL,
@@ -58,11 +65,11 @@ CREATE TABLE trending_history (
     calculated_at        timestamptz NOT NULL,
     PRIMARY KEY (duration, calculated_at, publication_doi)
 );
-CREATE INDEX trending_history_doi ON trending_history (publication_doi, duration, calculated_at);
+CREATE INDEX IF NOT EXISTS trending_history_doi ON trending_history (publication_doi, duration, calculated_at);
 
 -- Rows of runs in flight, written by the chunk subtasks; chord results stay small (a count)
 -- and the finalize step moves the rows with INSERT ... SELECT inside PostgreSQL.
-CREATE UNLOGGED TABLE trending_staging (
+CREATE UNLOGGED TABLE IF NOT EXISTS trending_staging (
     run_id               text NOT NULL,
     publication_doi      text NOT NULL,
     score                double precision NOT NULL,
@@ -88,7 +95,7 @@ CREATE UNLOGGED TABLE trending_staging (
 );
 
 -- One row per run: what operators look at to see a run's story.
-CREATE TABLE trend_run (
+CREATE TABLE IF NOT EXISTS trend_run (
     run_id         text PRIMARY KEY,
     duration       text NOT NULL,
     calculated_at  timestamptz NOT NULL,  -- the run's "now"
@@ -103,39 +110,12 @@ CREATE TABLE trend_run (
     rows_written   integer,
     error          text
 );
-CREATE INDEX trend_run_duration_started ON trend_run (duration, started_at DESC);
+CREATE INDEX IF NOT EXISTS trend_run_duration_started ON trend_run (duration, started_at DESC);
 
 -- The calculation time of the rows currently in `trending`, per duration: an older run
 -- that finishes late compares against it and changes nothing.
-CREATE TABLE trending_state (
+CREATE TABLE IF NOT EXISTS trending_state (
     duration       text PRIMARY KEY,
     calculated_at  timestamptz NOT NULL,
     run_id         text NOT NULL
 );
-
--- Trending COVID-19 papers: publications whose three most counted `entity` values include
--- one containing "COVID-19", ranked per duration by score.
-CREATE MATERIALIZED VIEW trending_covid_papers AS
-WITH ranked_entity AS (
-    SELECT ddp.publication_doi, dd.value,
-           row_number() OVER (PARTITION BY ddp.publication_doi
-                              ORDER BY ddp.count DESC, dd.value) AS entity_rank
-    FROM discussion_data_point ddp
-    JOIN discussion_data dd ON dd.id = ddp.discussion_data_point_id
-    WHERE dd.type = 'entity'
-),
-covid AS (
-    SELECT DISTINCT publication_doi FROM ranked_entity
-    WHERE entity_rank <= 3 AND value LIKE '%COVID-19%'
-)
-SELECT t.*,
-       p.id AS publication_id, p.title, p.pub_date, p.year, p.citation_count,
-       row_number() OVER (PARTITION BY t.duration ORDER BY t.score DESC, t.publication_doi)
-           AS trending_ranking
-FROM trending t
-JOIN publication p ON p.doi = t.publication_doi
-JOIN covid c ON c.publication_doi = t.publication_doi
-WITH DATA;
--- Unique index: required by REFRESH MATERIALIZED VIEW CONCURRENTLY.
-CREATE UNIQUE INDEX trending_covid_papers_key ON trending_covid_papers (publication_doi, duration);
-CREATE INDEX trending_covid_papers_rank ON trending_covid_papers (duration, trending_ranking);

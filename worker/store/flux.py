@@ -1,8 +1,9 @@
-"""Flux texts for everything the product asks InfluxDB 2 (pure: strings in, strings out).
+"""Flux of the queries the product sends to InfluxDB 2 (pure: strings in, strings out).
 
-Every builder returns the complete Flux source that is sent; the unit tests run each one,
-for every duration and for awkward DOIs, through the real Flux compiler
-(``tests/flux_compiler.py``), because no InfluxDB server runs where the tests run.
+The tasks' Flux is ``flux_tasks.py``, built from the same literals. Every builder returns
+the complete Flux source that is sent; the unit tests run each one, for every duration
+and for awkward DOIs, through the real Flux compiler (``tests/flux_compiler.py``), because
+no InfluxDB server runs where the tests run.
 
 Values are spliced in as *escaped literals*, not passed as query ``params``
 --------------------------------------------------------------------------
@@ -46,15 +47,18 @@ with its own ``from |> range |> filter`` (pushdown rules do not rewrite a source
 several pipelines) and its filter is written out literally (no variables, so it is
 pushable as written).
 
-Time ranges, matching ``worker.trends.math`` to the nanosecond
--------------------------------------------------------------
-* aggregates: events with ``now − span <= t <= now`` (SPEC §4, both ends inclusive):
-  ``range(start: now − span, stop: now + 1ns)`` (Flux's stop is exclusive).
-* window series: window ``j`` (oldest first) holds ages in ``[(W−1−j)·w, (W−j)·w)``, i.e.
-  times in ``(now − (W−j)·w, now − (W−1−j)·w]``. On integer nanoseconds that is Flux's
-  ``[start + 1ns, stop + 1ns)``, so the range is ``[now − W·w + 1ns, now + 1ns)`` and the
-  windows are aligned with ``offset: (now + 1ns) mod w``; ``timeSrc: "_stop"`` stamps each
-  window with its end. Empty windows come out null and are filled with 0.0.
+Time ranges: ``worker.store.alignment``, to the second
+----------------------------------------------------
+Events count at their whole second, ``now`` is a whole second, and every range below is
+the half-open range of stored times that :mod:`worker.store.alignment` derives (the
+PostgreSQL store uses the same ranges, so both give the same inputs):
+
+* aggregates: ``range(start: now − span, stop: now + 1s)``; the decayed score and the ages
+  use the event's whole second, ``int(v: r._time)`` minus its remainder modulo 1 s (the
+  stored sub-second part is a hash offset, not a time);
+* window series: ``range(start: now − W·w + 1s, stop: now + 1s)`` with the windows anchored
+  by ``offset: (now + 1s) mod w``; ``timeSrc: "_stop"`` stamps each window with its end.
+  Empty windows come out null and are filled with 0.0.
 """
 
 from __future__ import annotations
@@ -65,8 +69,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from worker.durations import Duration
+from worker.store import alignment
 
-MEASUREMENT = "discussion"
+#: The events' measurement unless the layout says otherwise (amba's name; ``layout.py``).
+MEASUREMENT = "trending"
 COUNT_FIELD = "count"
 SCORE_FIELD = "score"
 
@@ -95,11 +101,6 @@ TIME_NS_COLUMN = "time_ns"
 
 #: A chunk is 200 DOIs (SPEC §7); the ceiling only guards against an unbounded regex.
 MAX_DOIS_PER_QUERY = 2000
-
-#: The hourly downsampling task recomputes this many past hours on every run, so events
-#: that reach InfluxDB up to two hours late (a backed-up ingest queue) still land in their
-#: hour; rewriting a complete hour writes the same points again (same series and time).
-DOWNSAMPLE_LOOKBACK_H = 3
 
 _NS_PER_S = 1_000_000_000
 _REGEX_META = frozenset("\\.+*?()|[]{}^$")
@@ -219,8 +220,8 @@ def _fields_predicate(fields: Sequence[str]) -> str:
     return "(" + " or ".join(f"r._field == {string_literal(f)}" for f in fields) + ")"
 
 
-def _measurement() -> str:
-    return f"r._measurement == {string_literal(MEASUREMENT)}"
+def _measurement(measurement: str) -> str:
+    return f"r._measurement == {string_literal(measurement)}"
 
 
 def _dois_predicate(dois: Sequence[str]) -> str:
@@ -231,21 +232,16 @@ def _dois_predicate(dois: Sequence[str]) -> str:
     return f"r.doi =~ {regex_set_literal(dois)}"
 
 
-def _span_range(duration: Duration, now_ns: int) -> tuple[int, int]:
-    """``[now − span, now]`` as Flux's half-open range."""
-    return now_ns - duration.span_s * _NS_PER_S, now_ns + 1
-
-
 # --------------------------------------------------------------------------- events
 
 
-def read_events_query(bucket: str, doi: str, start_ns: int, stop_ns: int) -> str:
+def read_events_query(bucket: str, doi: str, start_ns: int, stop_ns: int, measurement: str = MEASUREMENT) -> str:
     """The events of one DOI with ``start_ns <= time < stop_ns``, one row per event.
 
     ``pivot`` turns the per-field rows into one row per timestamp (a point's fields share
     its timestamp); ``time_ns`` carries the exact time as an integer.
     """
-    predicate = f"{_measurement()} and r.doi == {string_literal(doi)}"
+    predicate = f"{_measurement(measurement)} and r.doi == {string_literal(doi)}"
     return (
         _source(bucket, start_ns, stop_ns, predicate) + "\n"
         '    |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
@@ -255,9 +251,9 @@ def read_events_query(bucket: str, doi: str, start_ns: int, stop_ns: int) -> str
     )
 
 
-def count_per_doi_query(bucket: str, start_ns: int, stop_ns: int) -> str:
+def count_per_doi_query(bucket: str, start_ns: int, stop_ns: int, measurement: str = MEASUREMENT) -> str:
     """Number of events per DOI with ``start_ns <= time < stop_ns`` (a pushed-down count)."""
-    predicate = f"{_measurement()} and {_fields_predicate([COUNT_FIELD])}"
+    predicate = f"{_measurement(measurement)} and {_fields_predicate([COUNT_FIELD])}"
     return (
         _source(bucket, start_ns, stop_ns, predicate) + "\n"
         "    |> count()\n"
@@ -268,14 +264,14 @@ def count_per_doi_query(bucket: str, start_ns: int, stop_ns: int) -> str:
 # --------------------------------------------------------------------------- trends
 
 
-def qualifying_dois_query(bucket: str, duration: Duration, now_ns: int) -> str:
-    """DOIs with MORE than ``min_events`` events in ``[now − span, now]`` (SPEC §3).
+def qualifying_dois_query(bucket: str, duration: Duration, now_ns: int, measurement: str = MEASUREMENT) -> str:
+    """DOIs with MORE than ``min_events`` events in the span (SPEC §3).
 
     The count is pushed down; the threshold runs on the server, so only the qualifying
     DOIs travel.
     """
-    start, stop = _span_range(duration, now_ns)
-    predicate = f"{_measurement()} and {_fields_predicate([COUNT_FIELD])}"
+    start, stop = alignment.span_range(duration, now_ns)
+    predicate = f"{_measurement(measurement)} and {_fields_predicate([COUNT_FIELD])}"
     return (
         _source(bucket, start, stop, predicate) + "\n"
         "    |> count()\n"
@@ -284,26 +280,19 @@ def qualifying_dois_query(bucket: str, duration: Duration, now_ns: int) -> str:
     )
 
 
-def series_alignment(duration: Duration, now_ns: int) -> tuple[int, int, int]:
-    """(start_ns, stop_ns, offset_ns) of the window series (see the module docstring)."""
-    width = duration.window_s * _NS_PER_S
-    stop = now_ns + 1
-    start = stop - duration.windows * width
-    return start, stop, stop % width
-
-
-def trend_inputs_query(bucket: str, duration: Duration, now_ns: int, dois: Sequence[str]) -> str:
+def trend_inputs_query(bucket: str, duration: Duration, now_ns: int, dois: Sequence[str],
+                       measurement: str = MEASUREMENT) -> str:
     """Per-DOI sums, decayed score, sum of ages and window series for a chunk of DOIs.
 
     Three results (the ``result`` column): ``sums`` (one row per DOI and field of
     :data:`SUM_FIELDS`, ``_field``/``_value``), ``decay`` (one row per DOI: ``decayed``,
-    ``age``) and ``series`` (one row per DOI and window: ``time_ns`` = window end + 1ns,
+    ``age``) and ``series`` (one row per DOI and window: ``time_ns`` = window end + 1s,
     ``_value`` = sum of score, 0.0 when empty).
     """
-    start, stop = _span_range(duration, now_ns)
-    select = f"{_measurement()} and {_dois_predicate(dois)}"
+    start, stop = alignment.span_range(duration, now_ns)
+    select = f"{_measurement(measurement)} and {_dois_predicate(dois)}"
     score_only = f"{select} and {_fields_predicate([SCORE_FIELD])}"
-    series_start, series_stop, offset = series_alignment(duration, now_ns)
+    series_start, series_stop, offset = alignment.series_range(duration, now_ns)
     return (
         'import "math"\n\n'
         f"nowNs = {int_literal(now_ns)}\n"
@@ -317,7 +306,8 @@ def trend_inputs_query(bucket: str, duration: Duration, now_ns: int, dois: Seque
         + "\n"
         "    |> reduce(\n"
         "        fn: (r, accumulator) => {\n"
-        "            age = float(v: nowNs - int(v: r._time)) / 1000000000.0\n\n"
+        "            t = int(v: r._time)\n"
+        "            age = float(v: nowNs - (t - t % 1000000000)) / 1000000000.0\n\n"
         "            return {\n"
         "                decayed: accumulator.decayed + r._value * math.exp(x: gravity * age),\n"
         "                age: accumulator.age + age,\n"
@@ -340,40 +330,4 @@ def trend_inputs_query(bucket: str, duration: Duration, now_ns: int, dois: Seque
         f"    |> map(fn: (r) => ({{r with {TIME_NS_COLUMN}: int(v: r._time)}}))\n"
         f'    |> keep(columns: ["doi", "{TIME_NS_COLUMN}", "_value"])\n'
         f"    |> yield(name: {string_literal(RESULT_SERIES)})\n"
-    )
-
-
-# --------------------------------------------------------------------------- task
-
-
-def downsample_task_name(bucket: str) -> str:
-    return f"{bucket}_downsample_1h"
-
-
-def downsample_bucket(bucket: str) -> str:
-    return f"{bucket}_1h"
-
-
-def downsample_task(bucket: str, target_bucket: str | None = None) -> str:
-    """The hourly task: per DOI and hour, the number of events and the sum of score.
-
-    Written to ``<bucket>_1h`` (kept for ever) as measurement ``discussion``, tag ``doi``,
-    fields ``count`` (integer) and ``score``, stamped with the START of the hour, so
-    dashboards keep long-term history after the raw events expire. ``offset: 5m`` delays
-    each run while keeping ``now()`` on the hour, so late writes of the last minutes are
-    in; see :data:`DOWNSAMPLE_LOOKBACK_H` for later ones.
-    """
-    target = target_bucket or downsample_bucket(bucket)
-    predicate = f"{_measurement()} and {_fields_predicate([COUNT_FIELD, SCORE_FIELD])}"
-    return (
-        "option task = {\n"
-        f"    name: {string_literal(downsample_task_name(bucket))},\n"
-        "    every: 1h,\n"
-        "    offset: 5m,\n"
-        "}\n\n"
-        f"from(bucket: {string_literal(bucket)})\n"
-        f"    |> range(start: -{DOWNSAMPLE_LOOKBACK_H}h)\n"
-        f"    |> filter(fn: (r) => {predicate})\n"
-        '    |> aggregateWindow(every: 1h, fn: sum, createEmpty: false, timeSrc: "_start")\n'
-        f"    |> to(bucket: {string_literal(target)})\n"
     )

@@ -15,17 +15,21 @@ import io
 import logging
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg2
 from msgspec.structs import astuple
+from psycopg2.extensions import connection as Connection
 
-from worker.db.connection import Connection, connect
+from worker.db.connection import connect
 from worker.durations import Duration
 from worker.events import POINT_FIELDS, Point
-from worker.store.base import StoreRejected, StoreUnavailable
-from worker.trends.math import Aggregates
+from worker.store import alignment
+from worker.store.base import Aggregates, StoreRejected, StoreUnavailable, TrendRow
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -104,20 +108,23 @@ _SUMS = {
     "sum_exclamations": "sum(exclamations)",
     "sum_bot_rating": "sum(bot_rating)",
 }
+# The events of the span, at their whole second (worker.store.alignment): the range is on
+# the stored time, [now - span, now + 1 s), which the (doi, time) index serves; the age is
+# a whole number of seconds, so the window is an integer division, exact at every edge.
 _SPAN_EVENTS = f"""
     WITH ev AS (
         SELECT doi, score, sentiment_raw, followers, contains_abstract_raw, length, questions,
                exclamations, bot_rating,
-               extract(epoch FROM ({_ns_to_ts_sql("%(now)s")} - time))::float8 AS age
+               extract(epoch FROM {_ns_to_ts_sql("%(now)s")} - date_trunc('second', time))::bigint AS age
         FROM discussion_event
         WHERE doi = ANY(%(dois)s)
-          AND time >= {_ns_to_ts_sql("%(now)s")} - %(span)s * interval '1 second'
-          AND time <= {_ns_to_ts_sql("%(now)s")}
+          AND time >= {_ns_to_ts_sql("%(start)s")}
+          AND time < {_ns_to_ts_sql("%(stop)s")}
     )
 """
 _SCORE = list(_SUMS).index("sum_score")
 _TREND_WINDOWS = _SPAN_EVENTS + f"""
-    SELECT doi, floor(age / %(w)s)::int AS k, {', '.join(f'({e})::float8' for e in _SUMS.values())}
+    SELECT doi, (age / %(w)s)::int AS k, {', '.join(f'({e})::float8' for e in _SUMS.values())}
     FROM ev GROUP BY doi, k
 """
 
@@ -140,8 +147,8 @@ class PostgresStore:
         self._conn: Connection | None = None
 
     @classmethod
-    def from_settings(cls, settings: object) -> PostgresStore:
-        return cls(settings.postgres_dsn.get_secret_value())  # type: ignore[attr-defined]
+    def from_settings(cls, settings: Settings) -> PostgresStore:
+        return cls(settings.postgres_dsn.get_secret_value())
 
     # -- connection handling: one connection per process, reopened after a failure -------
     def _connection(self) -> Connection:
@@ -226,24 +233,24 @@ class PostgresStore:
 
     # -- trend inputs: aggregation pushed down to PostgreSQL ---------------------------------
     def qualifying_dois(self, duration: Duration, now_ns: int) -> list[str]:
-        """DOIs with more than ``min_events`` events in ``[now - span, now]``, sorted."""
+        """DOIs with more than ``min_events`` events in the span (``alignment.span_range``), sorted."""
+        start, stop = alignment.span_range(duration, now_ns)
         sql = f"""
             SELECT doi FROM discussion_event
-            WHERE time >= {_ns_to_ts_sql("%(now)s")} - %(span)s * interval '1 second'
-              AND time <= {_ns_to_ts_sql("%(now)s")}
+            WHERE time >= {_ns_to_ts_sql("%(start)s")} AND time < {_ns_to_ts_sql("%(stop)s")}
             GROUP BY doi HAVING count(*) > %(min)s ORDER BY doi
         """
-        rows = self._query(sql, {"now": now_ns, "span": duration.span_s, "min": duration.min_events})
+        rows = self._query(sql, {"start": start, "stop": stop, "min": duration.min_events})
         return [doi for (doi,) in rows]
 
     def trend_inputs(self, duration: Duration, now_ns: int, dois: Sequence[str]) -> Aggregates:
         """Per-DOI sums, decayed score and window series from ONE ``GROUP BY doi, window``.
 
         Only (DOIs x windows) partial sums leave the database, not every event; the per-DOI
-        sums are their totals, the series their score column. Window k counts ages in
-        [k*w, (k+1)*w) back from now, i.e. series position ``windows - 1 - k``, exactly as
-        :func:`worker.trends.math.window_series`; events older than the series (k >=
-        windows) still count in the sums.
+        sums are their totals, the series their score column. Window k counts the whole-second
+        ages in [k*w, (k+1)*w) back from now (``worker.store.alignment``), i.e. series
+        position ``windows - 1 - k``, exactly as :func:`worker.trends.math.window_series`;
+        events older than the series (k >= windows) still count in the sums.
         """
         index = {doi: i for i, doi in enumerate(dois)}
         if len(index) != len(dois):
@@ -251,8 +258,9 @@ class PostgresStore:
         n, windows = len(dois), duration.windows
         sums = np.zeros((n, len(_SUMS)))
         series = np.zeros((n, windows))
+        start, stop = alignment.span_range(duration, now_ns)
         if n:
-            params = {"now": now_ns, "span": duration.span_s, "dois": list(dois), "g": duration.gravity,
+            params = {"now": now_ns, "start": start, "stop": stop, "dois": list(dois), "g": duration.gravity,
                       "w": duration.window_s}
             found = self._query(_TREND_WINDOWS, params)
             if found:
@@ -263,6 +271,10 @@ class PostgresStore:
                 inside = rows_k < windows
                 series[rows_doi[inside], windows - 1 - rows_k[inside]] = values[inside, _SCORE]
         return Aggregates(**{name: sums[:, i].copy() for i, name in enumerate(_SUMS)}, series=series)
+
+    def write_trend_history(self, duration: str, calculated_at_ns: int, rows: Sequence[TrendRow]) -> None:
+        """Nothing to do: the finalize step appends the run to ``trending_history`` in this
+        same database, in the transaction that publishes it."""
 
     def _query(self, sql: str, params: tuple[object, ...] | dict[str, object]) -> list[tuple[Any, ...]]:
         conn = self._connection()

@@ -8,7 +8,7 @@ tool for re-running a trend by hand or checking a deployment.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 from worker.durations import get_durations
 from worker.errors import EX_TEMPFAIL, OperatorError, UsageError
@@ -29,7 +29,7 @@ def run_once(duration_name: str, at: datetime | None) -> int:
     if duration_name not in durations:
         raise UsageError(f"unknown duration {duration_name!r}; known: {', '.join(durations)}")
     duration = durations[duration_name]
-    now_ns = engine.datetime_to_ns(at or datetime.now(UTC))
+    now_ns = engine.run_time_ns(at)
     from tasks.trends import run_lock
 
     token = engine.new_token()
@@ -57,6 +57,9 @@ def run_once(duration_name: str, at: datetime | None) -> int:
         result = engine.finalize_run(settings, store, plan.run_id, duration_name, now_ns)
         print(f"  finalize {result.get('finalize_s', 0.0):8.3f}s  {result['status']}: {result['rows']} rows "
               f"now in trending for {duration_name}")
+        if result["without_publication"] or result["duplicate_publication"]:
+            print(f"           {result['without_publication']} row(s) without a publication and "
+                  f"{result['duplicate_publication']} duplicate spelling(s) kept in trending_history only")
         if "view_refresh_s" in result:
             print(f"  view     {result['view_refresh_s']:8.3f}s  trending_covid_papers refreshed")
         print(f"  total    {time.perf_counter() - t0:8.3f}s")

@@ -10,7 +10,8 @@ of DOIs (to bound memory) and over the terms of a series, never over DOIs one by
 Two stages, so a store may do the first in its database:
 
 1. :func:`aggregate_events` turns raw events (:class:`EventColumns`) into per-DOI sums and
-   the window series (:class:`Aggregates`).
+   the window series (:class:`~worker.store.base.Aggregates`, the type of the store port:
+   the stores compute the same thing in their databases).
 2. :func:`compute_trends` turns :class:`Aggregates` into the trend columns
    (:class:`TrendColumns`); :func:`rows` makes one dict per DOI for the PostgreSQL layer.
 
@@ -106,6 +107,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from worker.durations import Duration
+from worker.store.base import Aggregates
 
 FloatArray = NDArray[np.float64]
 
@@ -177,30 +179,6 @@ class EventColumns:
     exclamations: FloatArray
     bot_rating: FloatArray
     contains_abstract_raw: FloatArray
-
-
-@dataclass(frozen=True, slots=True)
-class Aggregates:
-    """Per-DOI sums and the window series: everything :func:`compute_trends` needs.
-
-    Sums rather than means, so a store can compute them with ``GROUP BY`` in its database
-    and ship ``n_dois × (11 + windows)`` numbers instead of every event. ``count`` is a
-    float64 like the rest. ``series`` has shape ``(n_dois, windows)``, oldest window
-    first, zero-filled.
-    """
-
-    count: FloatArray
-    sum_score: FloatArray
-    decayed_score: FloatArray
-    sum_age: FloatArray
-    sum_sentiment: FloatArray
-    sum_followers: FloatArray
-    sum_abstract: FloatArray
-    sum_length: FloatArray
-    sum_questions: FloatArray
-    sum_exclamations: FloatArray
-    sum_bot_rating: FloatArray
-    series: FloatArray
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,21 @@ transaction — readers see the old set or the new one, never a mix and never an
 table (MVCC) — after checking under a row lock that no newer run has been published
 (``trending_state``), then refreshes the materialized view CONCURRENTLY, outside the
 transaction, so readers of the view are not blocked either.
+
+Rows and publications
+---------------------
+``trending`` is shared with amba's components: its ``publication_doi`` is a foreign key to
+``publication.doi`` (migration 0004), and the streams API joins it to ``publication`` with
+``p.doi = t.publication_doi`` and looks up a title for every trending DOI. So the finalize
+step matches each computed row to its publication, case-insensitively (DOIs are; SPEC §8),
+on ``lower(doi)`` (indexed by migration 0004), and publishes it under the *publication's*
+spelling, preferring an exact match. A row whose DOI no publication has is not published
+in ``trending`` (the foreign key forbids it, and the API could not show it); nor is a
+second spelling of a publication already published in the same run (the one with the most
+events wins). Such rows never fail a finalize: they are counted in ``trend_run``
+(``rows_without_publication``, ``rows_duplicate_publication``) and kept, like every row
+of the run, in ``trending_history`` under the DOI they were computed for. The next run
+publishes them once the upstream pipeline has created the publication.
 """
 
 from __future__ import annotations
@@ -16,9 +31,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg2.extensions import connection as Connection
 from psycopg2.extras import execute_values
 
-from worker.db.connection import Connection, connect
+from worker.db.connection import connect
 from worker.trends.math import TREND_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -29,7 +45,9 @@ _COLS = ", ".join(TREND_COLUMNS)
 @dataclass
 class FinalizeResult:
     status: str  # "finalized" or "superseded"
-    rows: int
+    rows: int  # published in `trending`
+    without_publication: int = 0  # kept out: no publication has the DOI
+    duplicate_publication: int = 0  # kept out: another spelling of a publication published in this run
 
 
 def start_run(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> None:
@@ -67,6 +85,38 @@ def stage_rows(dsn: str, run_id: str, rows: Sequence[Mapping[str, Any]]) -> int:
     return len(values)
 
 
+# `trending.sum_followers` is a bigint (migration 0004); the staged sums are floats.
+_PUBLISHED_COLS = ", ".join(
+    "least(round(sum_followers), 9e18)::bigint" if column == "sum_followers" else column for column in TREND_COLUMNS)
+
+# One statement: match the run's staged rows to publications, publish the matched ones in
+# `trending` (the duration's rows were deleted just before, in the same transaction),
+# append all of them to the history, and count what was kept out and why.
+_PUBLISH = f"""
+WITH resolved AS (
+    SELECT s.*,
+           (SELECT p.doi FROM publication p WHERE lower(p.doi) = lower(s.publication_doi)
+            ORDER BY p.doi = s.publication_doi DESC, p.doi LIMIT 1) AS publication
+    FROM trending_staging s WHERE s.run_id = %(run_id)s
+),
+published AS (
+    INSERT INTO trending (publication_doi, duration, {_COLS}, run_id, calculated_at)
+    SELECT DISTINCT ON (publication) publication, %(duration)s, {_PUBLISHED_COLS}, run_id, %(at)s
+    FROM resolved WHERE publication IS NOT NULL
+    ORDER BY publication, count DESC, publication_doi
+    RETURNING 1
+),
+history AS (
+    INSERT INTO trending_history (publication_doi, duration, {_COLS}, run_id, calculated_at)
+    SELECT publication_doi, %(duration)s, {_COLS}, run_id, %(at)s FROM resolved
+    ON CONFLICT DO NOTHING
+)
+SELECT (SELECT count(*) FROM published),
+       (SELECT count(*) FROM resolved WHERE publication IS NULL),
+       (SELECT count(*) FROM resolved WHERE publication IS NOT NULL) - (SELECT count(*) FROM published)
+"""
+
+
 def finalize(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> FinalizeResult:
     """Replace the duration's rows with the run's staged rows, unless a newer run won."""
     conn = connect(dsn)
@@ -76,9 +126,7 @@ def finalize(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> F
             cur.execute("INSERT INTO trending_state (duration, calculated_at, run_id) "
                         "VALUES (%s, '-infinity', '') ON CONFLICT (duration) DO NOTHING", (duration,))
             cur.execute("SELECT calculated_at FROM trending_state WHERE duration = %s FOR UPDATE", (duration,))
-            row = cur.fetchone()
-            assert row is not None  # the row was inserted above if it was missing
-            (current,) = row
+            (current,) = _fetch_one(cur)
             if current >= calculated_at:
                 cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
                 cur.execute("UPDATE trend_run SET status = 'superseded', finished_at = clock_timestamp(), "
@@ -87,26 +135,27 @@ def finalize(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> F
                     "run_id": run_id, "duration": duration, "current": current.isoformat()})
                 return FinalizeResult("superseded", 0)
             cur.execute("DELETE FROM trending WHERE duration = %s", (duration,))
-            cur.execute(
-                f"INSERT INTO trending (publication_doi, duration, {_COLS}, run_id, calculated_at) "
-                f"SELECT publication_doi, %s, {_COLS}, run_id, %s FROM trending_staging WHERE run_id = %s",
-                (duration, calculated_at, run_id),
-            )
-            rows = cur.rowcount
-            cur.execute(
-                f"INSERT INTO trending_history (publication_doi, duration, {_COLS}, run_id, calculated_at) "
-                f"SELECT publication_doi, duration, {_COLS}, run_id, calculated_at FROM trending "
-                f"WHERE duration = %s ON CONFLICT DO NOTHING",
-                (duration,),
-            )
+            cur.execute(_PUBLISH, {"run_id": run_id, "duration": duration, "at": calculated_at})
+            rows, unknown, duplicate = _fetch_one(cur)
             cur.execute("UPDATE trending_state SET calculated_at = %s, run_id = %s WHERE duration = %s",
                         (calculated_at, run_id, duration))
             cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
-            cur.execute("UPDATE trend_run SET status = 'finalized', finished_at = clock_timestamp(), rows_written = %s "
-                        "WHERE run_id = %s", (rows, run_id))
-        return FinalizeResult("finalized", rows)
+            cur.execute("UPDATE trend_run SET status = 'finalized', finished_at = clock_timestamp(), "
+                        "rows_written = %s, rows_without_publication = %s, rows_duplicate_publication = %s "
+                        "WHERE run_id = %s", (rows, unknown, duplicate, run_id))
+        if unknown or duplicate:
+            log.info("rows kept out of trending (in trending_history only)", extra={
+                "run_id": run_id, "without_publication": unknown, "duplicate_publication": duplicate})
+        return FinalizeResult("finalized", rows, unknown, duplicate)
     finally:
         conn.close()
+
+
+def _fetch_one(cur: Any) -> tuple[Any, ...]:
+    row = cur.fetchone()
+    if row is None:  # pragma: no cover - every statement above returns one row
+        raise RuntimeError("expected one row")
+    return tuple(row)
 
 
 def refresh_covid_view(dsn: str, run_id: str | None = None) -> None:
@@ -133,12 +182,13 @@ def fail_run(dsn: str, run_id: str, error: str) -> None:
         conn.close()
 
 
-def run_rows(dsn: str, duration: str) -> list[dict[str, Any]]:
-    """The current rows of a duration (for the store's trend history and for tests)."""
+def run_rows(dsn: str, duration: str, run_id: str) -> list[dict[str, Any]]:
+    """The rows a run published in ``trending`` (for the store's trend history and for tests)."""
     conn = connect(dsn)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(f"SELECT publication_doi, {_COLS} FROM trending WHERE duration = %s", (duration,))
+            cur.execute(f"SELECT publication_doi, {_COLS} FROM trending WHERE duration = %s AND run_id = %s",
+                        (duration, run_id))
             return [{"doi": doi, **dict(zip(TREND_COLUMNS, rest, strict=True))} for doi, *rest in cur.fetchall()]
     finally:
         conn.close()

@@ -1,15 +1,15 @@
-"""Line protocol and timestamps of the InfluxDB store (pure: no server, no network).
+"""The InfluxDB store against stand-ins for the client and for the server's HTTP API.
 
-Plus the error mapping of ``InfluxStore.write`` against a stand-in for the client's
-write API, since a wrong mapping would either drop events (retry never) or loop on a bad
-batch (retry for ever).
+The error mapping of ``InfluxStore.write`` (a wrong mapping would either drop events,
+retry never, or loop on a bad batch, retry for ever), and the requests the real
+``influxdb_client`` builds from our calls: setup of amba's buckets and tasks, writes,
+queries and the parsing of their annotated CSV.
 """
 
 from __future__ import annotations
 
 import http.server
 import json
-import math
 import re
 import threading
 import urllib.parse
@@ -20,21 +20,22 @@ import pytest
 import urllib3.exceptions
 from influxdb_client.rest import ApiException
 
-from worker.durations import DEFAULT_DURATIONS
+from worker.durations import DEFAULT_DURATIONS, build_durations
 from worker.events import POINT_FIELDS, Point
-from worker.store import flux
+from worker.store import alignment, flux
 from worker.store.base import EventStore, StoreRejected, StoreUnavailable
-from worker.store.influx import (
-    WRITE_CHUNK_LINES,
-    InfluxStore,
-    UnrepresentableValue,
-    escape_tag_value,
-    event_timestamp_ns,
-    point_line,
-    trend_lines,
-)
+from worker.store.flux_tasks import task_flux
+from worker.store.influx import WRITE_CHUNK_LINES, InfluxStore
+from worker.store.layout import Layout
+from worker.store.lineprotocol import event_timestamp_ns, point_line
 
 SECOND = 1_620_131_696 * 10**9
+MEASUREMENT = "trending"
+
+
+def make_layout(retention_days: int = 400, prefix: str = "") -> Layout:
+    return Layout.of(measurement=MEASUREMENT, events_bucket="currently", events_retention_days=retention_days,
+                     prefix=prefix, durations=build_durations())
 
 
 def make_point(
@@ -56,132 +57,6 @@ def make_point(
     }
     values.update(kw)
     return Point(event_id=event_id, doi=doi, time_ns=time_ns, **values)
-
-
-# --------------------------------------------------------------------------- lines
-
-
-def test_point_line() -> None:
-    point = make_point()
-    assert point_line(point) == (
-        "discussion,doi=10.1101/2021.04.01.123456 "
-        "score=42.5,sentiment_raw=0.3,followers=1200i,length=180i,questions=1i,"
-        "exclamations=0i,bot_rating=10.0,contains_abstract_raw=0.2,time_score=20.0,"
-        "type_factor=1.0,user_score=25.1,content_score=14.0,count=1i "
-        f"{event_timestamp_ns(point)}"
-    )
-
-
-def test_int_and_float_fields_keep_their_type_whatever_the_python_type() -> None:
-    # A float field written once as an integer would be refused by InfluxDB ever after.
-    line = point_line(make_point(score=42, bot_rating=3, followers=7.0, length=True))
-    fields = dict(f.split("=") for f in line.split(" ")[1].split(","))
-    assert fields["score"] == "42.0"
-    assert fields["bot_rating"] == "3.0"
-    assert fields["followers"] == "7i"
-    assert fields["length"] == "1i"
-    assert fields["count"] == "1i"
-    assert fields["sentiment_raw"] == "0.3"
-
-
-def test_tiny_and_huge_floats_are_written_as_influx_floats() -> None:
-    line = point_line(make_point(score=1e-7, user_score=1.5e300))
-    assert "score=1e-07," in line
-    assert "user_score=1.5e+300," in line
-
-
-@pytest.mark.parametrize(
-    ("doi", "escaped"),
-    [
-        ("10.1000/a b", "10.1000/a\\ b"),
-        ("10.1000/a,b", "10.1000/a\\,b"),
-        ("10.1000/a=b", "10.1000/a\\=b"),
-        ("a b,c=d e", "a\\ b\\,c\\=d\\ e"),
-        ("10.1000/(x)\"y\"/é", '10.1000/(x)"y"/é'),
-        ("10.1000/back\\slash", "10.1000/back\\slash"),
-    ],
-)
-def test_tag_value_escaping(doi: str, escaped: str) -> None:
-    assert escape_tag_value(doi) == escaped
-    assert point_line(make_point(doi=doi)).startswith(f"discussion,doi={escaped} score=")
-
-
-@pytest.mark.parametrize(
-    "doi", ["", "a\nb", "a\rb", "ends\\", "a\\ b", "a\\,b", "a\\=b", "a\\\\b"]
-)
-def test_tag_values_line_protocol_cannot_carry_are_refused(doi: str) -> None:
-    with pytest.raises(UnrepresentableValue):
-        escape_tag_value(doi)
-
-
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-def test_non_finite_fields_are_refused(value: float) -> None:
-    with pytest.raises(UnrepresentableValue):
-        point_line(make_point(score=value))
-
-
-def test_int64_overflow_is_refused() -> None:
-    with pytest.raises(UnrepresentableValue):
-        point_line(make_point(followers=2**63))
-
-
-# --------------------------------------------------------------------------- timestamps
-
-
-def test_same_event_same_timestamp() -> None:
-    first = make_point(event_id="b0f2-1", time_ns=SECOND + 123_000_000)
-    again = make_point(event_id="b0f2-1", time_ns=SECOND + 123_000_000, score=1.0)
-    assert event_timestamp_ns(first) == event_timestamp_ns(again)
-    assert point_line(first).rsplit(" ", 1)[1] == point_line(again).rsplit(" ", 1)[1]
-
-
-def test_timestamp_is_stable_across_processes() -> None:
-    # blake2b, not hash(): a pinned value catches an accidental change of the mapping.
-    assert event_timestamp_ns(make_point(event_id="b0f2-1")) == SECOND + 690_321_836
-
-
-def test_two_events_in_one_second_do_not_collide_and_stay_in_their_second() -> None:
-    stamps = {
-        event_timestamp_ns(make_point(event_id=f"ev-{i}", time_ns=SECOND + i * 1000))
-        for i in range(1000)
-    }
-    assert len(stamps) == 1000
-    assert all(SECOND <= s < SECOND + 10**9 for s in stamps)
-
-
-def test_sub_second_part_is_replaced() -> None:
-    a = make_point(event_id="x", time_ns=SECOND)
-    b = make_point(event_id="x", time_ns=SECOND + 999_999_999)
-    assert event_timestamp_ns(a) == event_timestamp_ns(b)
-    before = make_point(event_id="x", time_ns=SECOND - 1)
-    assert event_timestamp_ns(before) == event_timestamp_ns(a) - 10**9
-
-
-# --------------------------------------------------------------------------- trend history
-
-
-def test_trend_lines() -> None:
-    rows = [
-        {
-            "doi": "10.1000/a b",
-            "score": 1.5,
-            "count": 12,
-            "stddev": math.nan,
-            "mk_trend": 'no "trend"',
-            "flag": True,
-            "missing": None,
-        },
-        {"doi": "10.1000/empty", "stddev": math.nan},
-    ]
-    assert trend_lines("today", 1_700_000_000_000_000_000, rows) == [
-        'trend,doi=10.1000/a\\ b,duration=today score=1.5,count=12i,mk_trend="no \\"trend\\"",'
-        "flag=true 1700000000000000000"
-    ]
-
-
-def test_trend_lines_need_a_doi() -> None:
-    with pytest.raises(UnrepresentableValue):
-        trend_lines("today", 1, [{"score": 1.0}])
 
 
 # --------------------------------------------------------------------------- write errors
@@ -222,8 +97,7 @@ def make_store(write_api: FakeWriteApi) -> InfluxStore:
         "http://influx.invalid:8086",
         "token",
         "amba",
-        "discussions",
-        "trends",
+        make_layout(),
         client=FakeClient(write_api),  # type: ignore[arg-type]
     )
 
@@ -271,7 +145,7 @@ def test_an_unrepresentable_point_does_not_hold_back_the_others() -> None:
     with pytest.raises(StoreRejected, match="bad: ") as caught:
         make_store(api).write([good, bad])
     assert caught.value.rejected == [bad]
-    assert api.bodies == [point_line(good)]
+    assert api.bodies == [point_line(good, MEASUREMENT)]
 
 
 def test_empty_write_sends_nothing() -> None:
@@ -282,7 +156,7 @@ def test_empty_write_sends_nothing() -> None:
 
 def test_a_refused_connection_is_retryable() -> None:
     # A real socket: nothing listens on port 1, the client gets ECONNREFUSED at once.
-    store = InfluxStore("http://127.0.0.1:1", "token", "amba", "discussions", "trends")
+    store = InfluxStore("http://127.0.0.1:1", "token", "amba", make_layout())
     try:
         with pytest.raises(StoreUnavailable, match="unreachable"):
             store.write([make_point()])
@@ -309,8 +183,16 @@ class FakeInflux:
         self.requests: list[tuple[str, str, dict[str, list[str]], bytes]] = []
         self.buckets: dict[str, dict[str, Any]] = {}
         self.tasks: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, list[dict[str, str]]] = {}
         self.csv = ""
         self.fail: tuple[int, dict[str, str]] | None = None
+
+    @staticmethod
+    def _options(source: str) -> dict[str, str]:
+        """What the server reads from ``option task`` (name, cron, offset) and the flux."""
+        options = dict(re.findall(r'^    (name|cron|offset): "?([^",]+)"?,$', source, re.MULTILINE))
+        assert {"name", "cron", "offset"} <= set(options), source
+        return {**options, "flux": source}
 
     def handle(self, method: str, url: str, body: bytes) -> tuple[int, str, str]:
         parsed = urllib.parse.urlsplit(url)
@@ -349,21 +231,17 @@ class FakeInflux:
             return 200, "application/json", json.dumps({"tasks": found})
         if (method, path) == ("POST", "/api/v2/tasks"):
             request = json.loads(body)
-            name = re.search(r'name: "([^"]+)"', request["flux"])
-            assert name is not None
             task_id = f"{len(self.tasks) + 1:016x}"
-            self.tasks[task_id] = {
-                "id": task_id,
-                "orgID": request["orgID"],
-                "name": name.group(1),
-                "flux": request["flux"],
-                "status": request["status"],
-                "every": "1h",
-            }
+            self.tasks[task_id] = {"id": task_id, "orgID": request["orgID"], "status": request["status"],
+                                   "description": request.get("description", ""), **self._options(request["flux"])}
             return 201, "application/json", json.dumps(self.tasks[task_id])
+        if method == "GET" and path.startswith("/api/v2/tasks/") and path.endswith("/runs"):
+            task_id = path.split("/")[4]
+            return 200, "application/json", json.dumps({"runs": self.runs.get(task_id, [])})
         if method == "PATCH" and path.startswith("/api/v2/tasks/"):
             task = self.tasks[path.rsplit("/", 1)[1]]
-            task["flux"] = json.loads(body)["flux"]
+            update = json.loads(body)
+            task.update(self._options(update["flux"]), description=update.get("description", ""))
             return 200, "application/json", json.dumps(task)
         if (method, path) == ("POST", "/api/v2/write"):
             return 204, "text/plain", ""
@@ -403,8 +281,8 @@ def fake() -> Iterator[tuple[FakeInflux, str]]:
         server.server_close()
 
 
-def http_store(url: str, retention_days: int = 400) -> InfluxStore:
-    return InfluxStore(url, "token", "amba", "discussions", "trends", retention_days)
+def http_store(url: str, retention_days: int = 400, prefix: str = "") -> InfluxStore:
+    return InfluxStore(url, "token", "amba", make_layout(retention_days, prefix))
 
 
 def annotated_csv(tables: list[tuple[str, list[tuple[str, str]], list[list[object]]]]) -> str:
@@ -424,31 +302,91 @@ def annotated_csv(tables: list[tuple[str, list[tuple[str, str]], list[list[objec
     return "\r\n".join(blocks)
 
 
-def test_setup_over_http_is_idempotent(fake: tuple[FakeInflux, str]) -> None:
-    state, url = fake
-    store = http_store(url, retention_days=2)
-    store.setup()
-    store.setup()
-    names = sorted(b["name"] for b in state.buckets.values())
-    assert names == ["discussions", "discussions_1h", "trends"]
-    by_name = {b["name"]: b for b in state.buckets.values()}
-    assert by_name["discussions"]["retentionRules"] == [
-        {"type": "expire", "everySeconds": 2 * 86_400}
-    ]
-    assert by_name["trends"]["retentionRules"] == []
-    (task,) = state.tasks.values()
-    assert task["name"] == "discussions_downsample_1h" and task["status"] == "active"
-    posts = [(m, p) for m, p, _, _ in state.requests if m in ("POST", "PATCH")]
-    assert len(posts) == 4  # three buckets and one task, all from the first setup
+AMBA_BUCKETS = {  # name -> retention in seconds (0 = for ever); layout.py says why
+    "currently": 400 * 86_400, "today": 25 * 3600, "week": 7 * 86_400 + 3600, "month": 30 * 86_400 + 3600,
+    "year": 365 * 86_400 + 3600, "numbers": 7 * 86_400, "trending_currently": 6 * 3600 + 86_400,
+    "trending_today": 2 * 86_400, "trending_week": 8 * 86_400, "trending_month": 31 * 86_400,
+    "trending_year": 366 * 86_400,
+}
+AMBA_TASKS = {  # name -> (cron, offset)
+    "task_today": ("2-59/6 * * * *", "50s"), "task_week": ("17 * * * *", "50s"),
+    "task_month": ("35 */2 * * *", "50s"), "task_year": ("47 0 * * *", "50s"),
+    "task_numbers_currently": ("* * * * *", "2s"), "task_numbers_today": ("10-59/6 * * * *", "50s"),
+    "task_numbers_week": ("23 * * * *", "50s"), "task_numbers_month": ("29 */3 * * *", "50s"),
+    "task_numbers_year": ("53 4 * * *", "50s"),
+}
 
-    http_store(url, retention_days=3).setup()  # an operator changed the retention
-    assert by_name["discussions"]["retentionRules"][0]["everySeconds"] == 3 * 86_400
+
+def retention(bucket: dict[str, Any]) -> int:
+    return sum(rule["everySeconds"] for rule in bucket["retentionRules"])
+
+
+def test_setup_creates_amba_layout_once(fake: tuple[FakeInflux, str]) -> None:
+    state, url = fake
+    store = http_store(url)
+    store.setup()
+    store.setup()
+    assert {b["name"]: retention(b) for b in state.buckets.values()} == AMBA_BUCKETS
+    assert {t["name"]: (t["cron"], t["offset"]) for t in state.tasks.values()} == AMBA_TASKS
+    assert {t["status"] for t in state.tasks.values()} == {"active"}
+    changes = [(m, p) for m, p, _, _ in state.requests if m in ("POST", "PATCH")]
+    assert len(changes) == len(AMBA_BUCKETS) + len(AMBA_TASKS)  # all from the first setup
+    store.close()
+
+
+def test_setup_takes_over_the_original_aggregators_buckets_and_tasks(fake: tuple[FakeInflux, str]) -> None:
+    """An InfluxDB the original aggregator set up: `currently` kept 7 h, its tasks (same
+    names) read a cascade of buckets. Setup rewrites them in place and adds what is missing;
+    an operator's retention of a trend bucket and a paused task stay as they are."""
+    state, url = fake
+    state.buckets["b1"] = {"id": "b1", "name": "currently", "orgID": FakeInflux.ORG_ID,
+                           "retentionRules": [{"type": "expire", "everySeconds": 7 * 3600}]}
+    state.buckets["b2"] = {"id": "b2", "name": "trending_today", "orgID": FakeInflux.ORG_ID, "retentionRules": []}
+    old = 'option task = {\n    name: "task_week",\n    cron: "19 * * * *",\n    offset: 15s,\n}\nfrom(bucket: "today")'
+    state.tasks["t1"] = {"id": "t1", "orgID": FakeInflux.ORG_ID, "status": "inactive", **FakeInflux._options(old)}
+    store = http_store(url)
+    store.setup()
+    assert retention(state.buckets["b1"]) == 400 * 86_400
+    assert retention(state.buckets["b2"]) == 0
+    week = state.tasks["t1"]
+    assert (week["cron"], week["status"]) == ("17 * * * *", "inactive")
+    assert week["flux"] == task_flux(store.layout, next(t for t in store.layout.tasks() if t.name == "task_week"))
+    assert sorted(t["name"] for t in state.tasks.values()) == sorted(AMBA_TASKS)
+    store.close()
+
+
+def test_setup_applies_a_changed_retention_and_a_prefix(fake: tuple[FakeInflux, str]) -> None:
+    state, url = fake
+    http_store(url, retention_days=400).setup()
+    http_store(url, retention_days=500).setup()  # an operator changed the retention
+    by_name = {b["name"]: b for b in state.buckets.values()}
+    assert retention(by_name["currently"]) == 500 * 86_400
+    http_store(url, prefix="shadow_").setup()  # a second copy beside the first
+    names = {b["name"] for b in state.buckets.values()}
+    assert {f"shadow_{name}" for name in AMBA_BUCKETS if name != "currently"} <= names
+    assert {f"shadow_{name}" for name in AMBA_TASKS} <= {t["name"] for t in state.tasks.values()}
+
+
+def test_task_run_durations(fake: tuple[FakeInflux, str]) -> None:
+    from datetime import UTC, datetime
+
+    state, url = fake
+    store = http_store(url)
+    store.setup()
+    task_id = next(t["id"] for t in state.tasks.values() if t["name"] == "task_today")
+    state.runs[task_id] = [
+        {"id": "r1", "status": "success", "startedAt": "2026-11-23T12:02:40Z", "finishedAt": "2026-11-23T12:02:42.5Z"},
+        {"id": "r2", "status": "failed", "startedAt": "2026-11-23T12:06:40Z", "finishedAt": "2026-11-23T12:06:41Z"},
+    ]
+    got = store.task_run_seconds(datetime(2026, 11, 23, tzinfo=UTC))
+    assert got["task_today"] == [2.5]
+    assert got["task_numbers_year"] == []
     store.close()
 
 
 def test_setup_with_an_unknown_org_says_so(fake: tuple[FakeInflux, str]) -> None:
     _, url = fake
-    store = InfluxStore(url, "token", "nope", "discussions", "trends")
+    store = InfluxStore(url, "token", "nope", make_layout())
     with pytest.raises(StoreRejected, match="organization 'nope' not found"):
         store.setup()
     store.close()
@@ -461,8 +399,8 @@ def test_write_over_http(fake: tuple[FakeInflux, str]) -> None:
     store.write(points)
     ((method, path, query, body),) = state.requests
     assert (method, path) == ("POST", "/api/v2/write")
-    assert query == {"org": ["amba"], "bucket": ["discussions"], "precision": ["ns"]}
-    assert body.decode() == "\n".join(point_line(p) for p in points)
+    assert query == {"org": ["amba"], "bucket": ["currently"], "precision": ["ns"]}
+    assert body.decode() == "\n".join(point_line(p, MEASUREMENT) for p in points)
 
     state.fail = (503, {"code": "unavailable", "message": "shutting down"})
     with pytest.raises(StoreUnavailable, match="HTTP 503: shutting down"):
@@ -495,7 +433,7 @@ def test_read_events_over_http(fake: tuple[FakeInflux, str]) -> None:
     ((method, path, query, body),) = state.requests
     assert (method, path, query) == ("POST", "/api/v2/query", {"org": ["amba"]})
     sent = json.loads(body)["query"]
-    assert sent == flux.read_events_query("discussions", point.doi, SECOND - 10**9, SECOND + 10**9)
+    assert sent == flux.read_events_query("currently", point.doi, SECOND - 10**9, SECOND + 10**9, MEASUREMENT)
     store.close()
 
 
@@ -503,8 +441,8 @@ def test_trend_inputs_over_http(fake: tuple[FakeInflux, str]) -> None:
     state, url = fake
     store = http_store(url)
     duration = DEFAULT_DURATIONS[0]
-    now = SECOND + 123
-    _, stop, _ = flux.series_alignment(duration, now)
+    now = SECOND
+    _, stop, _ = alignment.series_range(duration, now)
     width = duration.window_s * 10**9
     series_rows: list[list[object]] = [
         [doi, stop - k * width, value]
@@ -532,7 +470,7 @@ def test_trend_inputs_over_http(fake: tuple[FakeInflux, str]) -> None:
     assert got.series[1, -1] == 4.0 and got.series[1, 0] == 1.5 and got.series[0, -2] == 2.0
     assert got.series.sum() == 7.5
     sent = json.loads(state.requests[0][3])["query"]
-    assert sent == flux.trend_inputs_query("discussions", duration, now, ["a", "b", "c"])
+    assert sent == flux.trend_inputs_query("currently", duration, now, ["a", "b", "c"], MEASUREMENT)
 
     assert store.trend_inputs(duration, now, []).series.shape == (0, duration.windows)
     assert len(state.requests) == 1  # an empty chunk asks nothing
@@ -553,8 +491,8 @@ def test_qualifying_and_counts_over_http(fake: tuple[FakeInflux, str]) -> None:
 def test_trend_history_over_http(fake: tuple[FakeInflux, str]) -> None:
     state, url = fake
     store = http_store(url)
-    store.write_trend_history("today", SECOND, [{"doi": "a", "score": 1.0, "count": 2}])
+    store.write_trend_history("today", SECOND, [{"doi": "a", "score": 1.0, "count": 2, "sum_followers": 7}])
     ((_, path, query, body),) = state.requests
-    assert path == "/api/v2/write" and query["bucket"] == ["trends"]
-    assert body == f"trend,doi=a,duration=today score=1.0,count=2i {SECOND}".encode()
+    assert path == "/api/v2/write" and query["bucket"] == ["trending_today"]
+    assert body == f"trending,doi=a score=1.0,count=2i,sum_follower=7.0 {SECOND}".encode()
     store.close()
