@@ -1,88 +1,115 @@
-"""The ingest task: one batch of validated points -> the event store.
+"""The ingest task: one batch of validated points -> the event store -> a confirmation.
 
-Retries with exponential backoff and full jitter while the store is unavailable; after the
-retry budget the batch goes to the dead-letter topic (confirmed) and the log says so. If
-even that write fails, the task keeps retrying: nothing is ever dropped.
+* **Stored, then confirmed.** After the store write commits, the task confirms the batch's
+  Kafka offsets to the bridge (:mod:`worker.acks`), which commits them only then. A batch
+  whose confirmation never comes (Redis lost it, this worker died) is published again by
+  the bridge; the idempotent write makes the copy harmless.
+* **Outages are measured in time.** While the store is unavailable the task retries with
+  exponential backoff and full jitter, at most ``INGEST_RETRY_BACKOFF_MAX_S`` apart, for up
+  to ``INGEST_OUTAGE_TOLERANCE_S`` after its first attempt; each attempt tells the bridge
+  the batch is alive (so it is not published again) and the unconfirmed batches pause the
+  bridge, so Kafka holds the rest. Only past the tolerance does the batch go to the dead
+  letters. If even that write fails, the task keeps retrying: nothing is ever dropped.
+* **Data the store refuses** (found by bisection) goes to the dead letters alone, with the
+  store's reason; the rest of the batch is stored.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 from celery import Task
 
+from worker.acks import send as send_ack
 from worker.app import app
 from worker.deadletter import DeadLetterError, batch_letter
 from worker.events import InvalidEvent, points_from_wire, points_to_builtins, wire_to_builtins
-from worker.runtime import dead_letters, event_store
+from worker.runtime import ack_client, dead_letters, event_store
 from worker.settings import get_settings
 from worker.store import StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
-def _countdown(retries: int) -> float:
-    """Exponential backoff with full jitter (Celery's helper only takes whole seconds).
+def _countdown(retries: int, left_s: float) -> float:
+    """Exponential backoff with full jitter, capped, and never past the tolerance.
 
     Full jitter spreads the retries of many batches that failed together, so a store that
     comes back is not hit by all of them in the same second.
     """
     settings = get_settings()
-    ceiling = min(settings.ingest_retry_backoff_max_s, settings.ingest_retry_backoff_s * 2**retries)
-    return random.uniform(0, ceiling)
+    ceiling = min(settings.ingest_retry_backoff_max_s, settings.ingest_retry_backoff_s * 2 ** min(retries, 30))
+    return max(0.0, min(random.uniform(0, ceiling), left_s))
 
 
 # ignore_result: nothing reads an ingest task's result, and storing STARTED/SUCCESS in Redis
 # per batch is pure overhead on the hot path (Flower still sees the task through events).
 @app.task(bind=True, name="tasks.ingest.write_batch", max_retries=None, acks_late=True,
           reject_on_worker_lost=True, ignore_result=True)
-def write_batch(self: Task[Any, Any], points: str | list[list[Any]]) -> dict[str, int]:
+def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[str, Any] | None = None,
+                since: float | None = None) -> dict[str, int]:
     """Write a batch; idempotent, so a redelivered or re-published batch is harmless.
 
     ``points`` is the JSON text :func:`worker.events.points_to_wire` made (the list form
-    is accepted too, from replays and older bridges).
+    is accepted too, from replays and older bridges); ``acks`` says where to confirm the
+    batch's offsets (absent for replayed dead letters); ``since`` is the first attempt's
+    time (wall clock), carried through the retries.
     """
     settings = get_settings()
     retries = self.request.retries
+    first_attempt = since if since is not None else time.time()
     try:
         batch = points_from_wire(points)
     except InvalidEvent as error:
         # Cannot be fixed by retrying: dead-letter at once (the bridge never sends these;
         # a hand-made or corrupted message can).
         received = wire_to_builtins(points)
-        _dead_letter(self, received, error.reason, retries)
-        return {"written": 0, "dead_lettered": len(received) if isinstance(received, list) else 1}
+        _dead_letter(self, received, error.reason, retries, acks, first_attempt)
+        send_ack(ack_client(), acks, stored=True)
+        return {"written": 0, "dead_lettered": len(received) if isinstance(received, list) else 1, "conflicts": 0}
+    send_ack(ack_client(), acks, stored=False)  # started: the bridge waits for this batch
     try:
-        event_store().write(batch)
+        conflicts = event_store().write(batch) or 0
     except StoreUnavailable as error:
-        if retries >= settings.ingest_max_retries:
-            reason = f"store unavailable after {retries} retries: {error}"
-            _dead_letter(self, points_to_builtins(batch), reason, retries)
-            return {"written": 0, "dead_lettered": len(batch)}
-        countdown = _countdown(retries)
+        waited = time.time() - first_attempt
+        left = settings.ingest_outage_tolerance_s - waited
+        if left <= 0:
+            reason = f"store unavailable for {waited:.0f} s (INGEST_OUTAGE_TOLERANCE_S): {error}"
+            _dead_letter(self, points_to_builtins(batch), reason, retries, acks, first_attempt)
+            send_ack(ack_client(), acks, stored=True)
+            return {"written": 0, "dead_lettered": len(batch), "conflicts": 0}
+        countdown = _countdown(retries, left)
         log.warning("store unavailable, retrying", extra={
-            "task_id": self.request.id, "retry": retries + 1, "countdown_s": countdown,
-            "events": len(batch), "error": str(error)[:300]})
-        raise self.retry(exc=error, countdown=countdown) from None
+            "task_id": self.request.id, "retry": retries + 1, "countdown_s": round(countdown, 2),
+            "waited_s": round(waited, 1), "events": len(batch), "error": str(error)[:300]})
+        raise self.retry(exc=error, countdown=countdown,
+                         kwargs={"acks": acks, "since": first_attempt}) from None
     except StoreRejected as error:
         # The store wrote what it could and refused the rest as invalid: retrying cannot
         # help, so the refused points go to the dead letters with the store's reason.
-        _dead_letter(self, points_to_builtins(error.rejected), f"store rejected: {error}", retries)
-        return {"written": len(batch) - len(error.rejected), "dead_lettered": len(error.rejected)}
-    log.info("batch written", extra={"task_id": self.request.id, "events": len(batch),
-                                      "retries": retries})
-    return {"written": len(batch), "dead_lettered": 0}
+        _dead_letter(self, points_to_builtins(error.rejected), f"store rejected: {error}", retries, acks,
+                     first_attempt)
+        send_ack(ack_client(), acks, stored=True)
+        return {"written": len(batch) - len(error.rejected), "dead_lettered": len(error.rejected),
+                "conflicts": error.conflicts}
+    send_ack(ack_client(), acks, stored=True)
+    log.info("batch written", extra={"task_id": self.request.id, "events": len(batch), "retries": retries,
+                                      "conflicts": conflicts})
+    return {"written": len(batch), "dead_lettered": 0, "conflicts": conflicts}
 
 
-def _dead_letter(task: Task[Any, Any], points: object, reason: str, retries: int) -> None:
+def _dead_letter(task: Task[Any, Any], points: object, reason: str, retries: int, acks: dict[str, Any] | None,
+                 first_attempt: float) -> None:
     try:
         dead_letters().write([batch_letter(points, reason, source="ingest", attempt=retries + 1)])
     except DeadLetterError as error:
-        countdown = _countdown(retries)
+        countdown = _countdown(retries, get_settings().ingest_retry_backoff_max_s)
         log.error("dead-letter write failed, retrying the batch", extra={
             "task_id": task.request.id, "countdown_s": countdown, "error": str(error)})
-        raise task.retry(exc=error, countdown=countdown) from None
+        send_ack(ack_client(), acks, stored=False)
+        raise task.retry(exc=error, countdown=countdown, kwargs={"acks": acks, "since": first_attempt}) from None
     events = len(points) if isinstance(points, list) else 1
     log.error("batch dead-lettered", extra={"task_id": task.request.id, "events": events, "reason": reason[:300]})

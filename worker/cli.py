@@ -123,21 +123,27 @@ def cmd_setup(args: argparse.Namespace) -> int:
 def build_bridge() -> Bridge:
     import redis
 
+    from worker.acks import AckReader
     from worker.app import app
     from worker.bridge.consumer import Bridge
     from worker.bridge.depth import QueueDepthProbe
-    from worker.bridge.publisher import IngestPublisher
+    from worker.bridge.publisher import PUBLISH_TIMEOUT_S, IngestPublisher, bounded_transport_options
     from worker.deadletter import DeadLetterWriter, ensure_topic
 
     settings = get_settings()
     # Fail at start, with a message, when Kafka does not answer (the loop would only wait).
     ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, settings.kafka_dlq_partitions)
-    timeout = settings.connect_timeout_s
+    # Every Redis call of the bridge fails fast: a blocked publish keeps its batch (and the
+    # SIGTERM deadline) instead of hanging the loop. Set before the app's first connection.
+    timeout = min(settings.connect_timeout_s, PUBLISH_TIMEOUT_S)
+    app.conf.broker_transport_options = bounded_transport_options(dict(app.conf.broker_transport_options), timeout)
     client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=timeout,
                                   socket_connect_timeout=timeout)
     probe = QueueDepthProbe(client, settings.ingest_queue, interval_s=settings.bridge_depth_check_interval_s)
-    return Bridge(settings, IngestPublisher(app, settings.ingest_queue), probe,
-                  DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic))
+    return Bridge(settings, IngestPublisher(app, settings.ingest_queue, timeout_s=timeout), probe,
+                  DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
+                                   timeout_s=min(10.0, settings.bridge_shutdown_deadline_s / 2)),
+                  AckReader(client, settings.kafka_group_id, settings.kafka_topic))
 
 
 def cmd_bridge(_: argparse.Namespace) -> int:

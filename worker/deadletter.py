@@ -97,7 +97,7 @@ class DeadLetterWriter:
 
     def __init__(self, bootstrap: str, topic: str, timeout_s: float = 30.0) -> None:
         self.topic = topic
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
         self._producer = Producer(client_config(bootstrap, {
             "acks": "all", "enable.idempotence": True, "message.timeout.ms": int(timeout_s * 1000), "linger.ms": 5,
         }))
@@ -113,7 +113,7 @@ class DeadLetterWriter:
 
         for letter in letters:
             self._producer.produce(self.topic, _encoder.encode(letter), on_delivery=on_delivery)
-        remaining = self._producer.flush(self._timeout_s)
+        remaining = self._producer.flush(self.timeout_s)
         if remaining or errors:
             raise DeadLetterError(
                 f"dead-letter write to {self.topic!r} not confirmed: "
@@ -123,7 +123,7 @@ class DeadLetterWriter:
                                             "reason": letters[0].reason[:200]})
 
     def close(self) -> None:
-        self._producer.flush(self._timeout_s)
+        self._producer.flush(self.timeout_s)
 
 
 def replay_group(group_id: str) -> str:

@@ -144,9 +144,13 @@ class Settings(BaseSettings):
     ingest_queue: str = Field("ingest", min_length=1)
     # Celery rate limit of the ingest task, per worker process (e.g. "10/s", "600/m").
     ingest_rate_limit: str = "20/s"
-    ingest_max_retries: int = Field(8, ge=0)
+    # How long a batch waits for an unavailable event store (retrying with backoff) before it
+    # goes to the dead letters: outages are measured in time, not in retries. Meanwhile the
+    # bridge pauses (its batches are not confirmed) and Kafka holds the data.
+    ingest_outage_tolerance_s: float = Field(1800.0, gt=0)
     ingest_retry_backoff_s: float = Field(2.0, gt=0)
-    ingest_retry_backoff_max_s: float = Field(300.0, gt=0)
+    # The longest wait between two attempts; each attempt tells the bridge the batch is alive.
+    ingest_retry_backoff_max_s: float = Field(30.0, gt=0)
 
     # --- Bridge: dynamic ceiling and backpressure ------------------------------------------
     # A batch is published about every `bridge_target_interval_s` whatever the incoming
@@ -162,6 +166,14 @@ class Settings(BaseSettings):
     bridge_queue_low_watermark: int = Field(50, ge=0)
     bridge_depth_check_interval_s: float = Field(1.0, gt=0)
     bridge_shutdown_deadline_s: float = Field(20.0, gt=0)
+    # A published batch whose events are not confirmed as stored within this (nor its task
+    # seen alive) is read again from Kafka and published again: Redis lost it, or its worker
+    # died. Doubles per partition after each such rewind, up to 16x.
+    bridge_confirm_timeout_s: float = Field(60.0, gt=0)
+    # Published batches not yet confirmed as stored; at this many the bridge pauses.
+    bridge_max_in_flight: int = Field(100, ge=2)
+    # When the source goes quiet, what the bridge holds leaves after this many seconds.
+    bridge_idle_flush_s: float = Field(1.0, gt=0)
     bridge_poll_timeout_s: float = Field(0.5, gt=0)
     bridge_metrics_port: int = Field(0, ge=0, le=65535)  # 0 = no metrics endpoint
 
@@ -273,6 +285,10 @@ class Settings(BaseSettings):
         if self.ingest_retry_backoff_s > self.ingest_retry_backoff_max_s:
             problems.append(f"INGEST_RETRY_BACKOFF_S ({self.ingest_retry_backoff_s}) must not exceed "
                             f"INGEST_RETRY_BACKOFF_MAX_S ({self.ingest_retry_backoff_max_s})")
+        if self.ingest_retry_backoff_max_s + 10 > self.bridge_confirm_timeout_s:
+            # A waiting batch signs life at each attempt; a longer gap looks like a lost batch.
+            problems.append(f"INGEST_RETRY_BACKOFF_MAX_S ({self.ingest_retry_backoff_max_s}) must be at least 10 s "
+                            f"below BRIDGE_CONFIRM_TIMEOUT_S ({self.bridge_confirm_timeout_s})")
         if self.ingest_retry_backoff_max_s >= self.visibility_timeout_s:
             # A retry waits in Redis as an unacked ETA message: longer than the visibility
             # timeout and Redis hands it out a second time (NOTES: celery#5935).

@@ -49,7 +49,7 @@ def dead_lettered_events(env: dict[str, str]) -> int:
 
 
 def test_outage_retries_then_dead_letters_then_replays(env: dict[str, str], spawn, own_pg: PostgresServer) -> None:
-    env = {**env, "POSTGRES_DSN": own_pg.dsn, "INGEST_MAX_RETRIES": "1000"}
+    env = {**env, "POSTGRES_DSN": own_pg.dsn}
     worker = start_worker(spawn, env)
     spawn([*AGGREGATOR, "bridge"], env, "bridge")
 
@@ -62,8 +62,8 @@ def test_outage_retries_then_dead_letters_then_replays(env: dict[str, str], spaw
     os.killpg(worker.pid, 15)
     worker.wait(30)
 
-    # 2. Down past the retry budget: batches land in the dead letters...
-    env["INGEST_MAX_RETRIES"] = "1"
+    # 2. Down past the outage tolerance: batches land in the dead letters...
+    env["INGEST_OUTAGE_TOLERANCE_S"] = "2"
     worker = start_worker(spawn, env)
     own_pg.stop()
     produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC"], list(demo_events(200, 20, seed=12)))

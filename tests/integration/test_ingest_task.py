@@ -17,7 +17,7 @@ def test_batch_is_written_once_even_when_sent_twice(eager, env: dict[str, str]) 
 
     points = [decode_event(raw) for raw in demo_events(300, 20)]
     result = write_batch.delay(points_to_wire(points))
-    assert result.get() == {"written": 300, "dead_lettered": 0}
+    assert result.get() == {"written": 300, "dead_lettered": 0, "conflicts": 0}
     write_batch.delay(points_to_wire(points)).get()
     assert count_events(env["POSTGRES_DSN"]) == 300
 
@@ -31,9 +31,10 @@ def test_malformed_batch_goes_to_dead_letters(eager, env: dict[str, str]) -> Non
     from worker.deadletter import DeadLetterWriter
     from worker.replay import replay
 
-    assert write_batch.delay([["not", "a", "point"]]).get() == {"written": 0, "dead_lettered": 1}
-    assert write_batch.delay('[["not", "a", "point"], ["x"]]').get() == {"written": 0, "dead_lettered": 2}
-    assert write_batch.delay("not json").get() == {"written": 0, "dead_lettered": 1}
+    assert write_batch.delay([["not", "a", "point"]]).get() == {"written": 0, "dead_lettered": 1, "conflicts": 0}
+    assert write_batch.delay('[["not", "a", "point"], ["x"]]').get() == {
+        "written": 0, "dead_lettered": 2, "conflicts": 0}
+    assert write_batch.delay("not json").get() == {"written": 0, "dead_lettered": 1, "conflicts": 0}
 
     def read_all(group: str) -> list:
         reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], group)
@@ -69,7 +70,7 @@ def test_point_the_store_refuses_is_dead_lettered_alone(eager, env: dict[str, st
     points = [decode_event(raw) for raw in demo_events(50, 5)]
     wire = points_to_builtins(points)
     wire[17][0] = "bad\x00id"
-    assert write_batch.delay(wire).get() == {"written": 49, "dead_lettered": 1}
+    assert write_batch.delay(wire).get() == {"written": 49, "dead_lettered": 1, "conflicts": 0}
     assert count_events(env["POSTGRES_DSN"]) == 49
     reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], env["KAFKA_GROUP_ID"])
     letters = [letter for _, letter in reader.read()]
@@ -84,7 +85,7 @@ def store_down(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     from worker.settings import get_settings
 
     monkeypatch.setenv("POSTGRES_DSN", "postgresql://nobody:x@127.0.0.1:1/none")
-    monkeypatch.setenv("INGEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("INGEST_OUTAGE_TOLERANCE_S", "5")
     get_settings.cache_clear()
     runtime.reset()
 
@@ -101,16 +102,20 @@ def test_unreachable_store_asks_for_a_retry_with_backoff(eager, store_down: None
     assert 0 <= float(caught.value.when) <= 0.4  # type: ignore[arg-type]  # full jitter under backoff 0.2 s x 2**1
 
 
-def test_unreachable_store_past_the_budget_dead_letters(eager, store_down: None,
-                                                        env: dict[str, str]) -> None:
+def test_unreachable_store_past_the_tolerance_dead_letters(eager, store_down: None,
+                                                           env: dict[str, str]) -> None:
+    """Outages are measured in time: a batch first tried 10 s ago, with a 5 s tolerance."""
+    import time
+
     from tasks.ingest import write_batch
 
     points = [decode_event(raw) for raw in demo_events(5, 2)]
-    result = write_batch.apply(args=(points_to_wire(points),), retries=2, throw=True)
-    assert result.get() == {"written": 0, "dead_lettered": 5}
+    result = write_batch.apply(args=(points_to_wire(points),), kwargs={"since": time.time() - 10}, retries=2,
+                               throw=True)
+    assert result.get() == {"written": 0, "dead_lettered": 5, "conflicts": 0}
     reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], env["KAFKA_GROUP_ID"])
     letters = [letter for _, letter in reader.read()]
     reader.close()
     assert letters[0].kind == "batch" and letters[0].attempt == 3
-    assert "store unavailable after 2 retries" in letters[0].reason
+    assert "store unavailable for 10 s (INGEST_OUTAGE_TOLERANCE_S)" in letters[0].reason
     assert len(letters[0].points or []) == 5

@@ -182,3 +182,55 @@ def test_invalid_config_is_rejected() -> None:
         CeilingConfig(min_batch=10, max_batch=5)
     with pytest.raises(ValueError):
         CeilingConfig(hysteresis=1.0)
+
+
+# --- fresh data after a burst (the source goes quiet) -----------------------------------------------
+POLL_S = 0.1  # the bridge polls at least this often (BRIDGE_POLL_TIMEOUT_S is 0.5 s by default)
+
+
+def quiet_flush_delay(batcher: Batcher[int], last_event_at: float) -> float:
+    """Seconds after the last event until the held batch is due, polling every POLL_S."""
+    t = last_event_at
+    while batcher.due(t) is None:
+        t += POLL_S
+        assert t - last_event_at < 60, "held for a minute"
+    return t - last_event_at
+
+
+@settings(max_examples=40, deadline=None)
+@given(rate=st.floats(20.0, 20_000.0), seconds=st.floats(2.0, 60.0))
+def test_after_a_burst_the_tail_leaves_within_about_a_second(rate: float, seconds: float) -> None:
+    config = CeilingConfig(target_interval_s=5.0, half_life_s=60.0, max_batch=5000, max_age_s=10.0,
+                           max_bytes=10**9, idle_s=1.0)
+    batcher: Batcher[int] = Batcher(CeilingPolicy(config))
+    n = max(1, min(int(rate * seconds), 30_000))
+    t = 0.0
+    for i in range(n):
+        t = i / rate
+        batcher.add(i, 100, t)
+    if not len(batcher.current):
+        batcher.add(n, 100, t)  # hold something when the burst ends
+    assert quiet_flush_delay(batcher, t) <= config.idle_s + POLL_S + 1e-9
+
+
+@settings(max_examples=15, deadline=None)
+@given(rate=st.floats(0.5, 50.0), seed=st.integers(0, 2**32 - 1))
+def test_a_steady_rate_still_fills_batches_to_the_ceiling(rate: float, seed: int) -> None:
+    """Poisson arrivals at a steady rate: the quiet rule rarely cuts a batch short, so writes stay
+    steady (about one per target interval) instead of following every pause of the source."""
+    import random
+
+    rng = random.Random(seed)
+    config = CeilingConfig(target_interval_s=5.0, half_life_s=60.0, max_batch=5000, max_age_s=10.0,
+                           max_bytes=10**9, idle_s=1.0)
+    batcher: Batcher[int] = Batcher(CeilingPolicy(config))
+    t, arrivals = 0.0, []
+    while t < 1200:
+        t += rng.expovariate(rate)
+        arrivals.append((t, 100))
+    flushed = feed(batcher, arrivals)
+    steady = [n for at, n, _ in flushed if at > 600]  # after the estimate settled
+    assert steady
+    expected = max(1, round(rate * config.target_interval_s))
+    short = [n for n in steady if n < expected * 0.5]
+    assert len(short) <= max(2, 0.1 * len(steady)), (expected, sorted(steady)[:20])

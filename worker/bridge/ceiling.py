@@ -13,7 +13,13 @@ Rules that keep it well-behaved:
   current one by more than the hysteresis fraction (no flapping on noise);
 * a batch never waits longer than ``max_age_s`` (a ceiling set by a burst that stopped must
   not hold the tail of the burst back), and never exceeds ``max_bytes``: a batch is flushed
-  *before* adding the message that would overflow it.
+  *before* adding the message that would overflow it;
+* a batch is also due when the source went quiet: no event for ``idle_gaps`` expected gaps
+  (``idle_gaps / rate``), and at least ``idle_s``. After a burst the rate estimate is still
+  high, so the tail of the burst leaves about ``idle_s`` after the last event instead of
+  waiting ``max_age_s``; at a low steady rate the threshold is many times the usual gap, so
+  batches still fill to the ceiling (a Poisson source is silent for 5 gaps in a row with
+  probability e^-5, under 1%).
 
 Pure code: the clock is passed in, so every rule is tested with a fake clock.
 """
@@ -36,12 +42,16 @@ class CeilingConfig:
     max_age_s: float = 10.0
     max_bytes: int = 4_000_000
     hysteresis: float = 0.25
+    idle_s: float = 1.0
+    idle_gaps: float = 5.0
 
     def __post_init__(self) -> None:
         if not (1 <= self.min_batch <= self.max_batch):
             raise ValueError("need 1 <= min_batch <= max_batch")
-        if self.target_interval_s <= 0 or self.half_life_s <= 0 or self.max_age_s <= 0:
+        if self.target_interval_s <= 0 or self.half_life_s <= 0 or self.max_age_s <= 0 or self.idle_s <= 0:
             raise ValueError("intervals must be > 0")
+        if self.idle_gaps <= 0:
+            raise ValueError("idle_gaps must be > 0")
         if not (0 <= self.hysteresis < 1):
             raise ValueError("hysteresis must be in [0, 1)")
 
@@ -92,6 +102,7 @@ class Batch(Generic[T]):
     nbytes: int = 0
     started_at: float = 0.0
     ceiling: int = 1
+    last_at: float = 0.0  # when the last item arrived
 
     def __len__(self) -> int:
         return len(self.items)
@@ -118,8 +129,18 @@ class CeilingPolicy:
             self.ceiling = wanted
         return self.ceiling
 
+    def idle_threshold(self, now: float) -> float:
+        """Seconds without an event after which the source counts as quiet."""
+        rate = self.rate.rate(now)
+        quiet = self.config.idle_gaps / rate if rate > 0 else float("inf")
+        return max(self.config.idle_s, quiet)
+
     def is_due(self, batch: Batch[T], now: float) -> bool:
-        return len(batch) > 0 and (len(batch) >= batch.ceiling or now - batch.started_at >= self.config.max_age_s)
+        if not len(batch):
+            return False
+        if len(batch) >= batch.ceiling or now - batch.started_at >= self.config.max_age_s:
+            return True
+        return now - batch.last_at >= self.idle_threshold(now)
 
 
 class Batcher(Generic[T]):
@@ -140,6 +161,7 @@ class Batcher(Generic[T]):
             self.current = Batch(started_at=now, ceiling=self.policy.next_ceiling(now))
         self.current.items.append(item)
         self.current.nbytes += nbytes
+        self.current.last_at = now
         if self.policy.is_due(self.current, now):
             out.append(self._take())
         return out

@@ -69,6 +69,14 @@ class BridgeCollector(Collector):
                       s.dead_lettered)
         yield counter("pauses", "Times the bridge paused its partitions (backpressure or failing "
                       "downstream).", s.pauses)
+        yield counter("confirmed_batches", "Published batches the ingest task confirmed as stored.",
+                      s.confirmed_batches)
+        yield counter("rewinds", "Partitions read again because a batch was not confirmed in time (Redis lost "
+                      "it or its worker died); any increase deserves a look.", s.rewinds)
+        yield gauge("in_flight_batches", "Published batches not yet confirmed as stored; the bridge pauses at "
+                    "BRIDGE_MAX_IN_FLIGHT (a store outage shows here).", s.in_flight)
+        yield gauge("oldest_unconfirmed_seconds", "Age of the oldest published batch not yet confirmed as stored.",
+                    s.oldest_unconfirmed_s)
         yield gauge("paused", "1 while the partitions are paused and Kafka holds the data.", int(s.paused))
         yield gauge("ceiling_events", "Current dynamic ceiling: events per batch (rate x target interval, "
                     "clamped).", s.ceiling)
@@ -86,7 +94,8 @@ class BridgeCollector(Collector):
             lag.add_metric([topic, str(partition)], value)
         yield lag
         stored = GaugeMetricFamily(f"{PREFIX}_stored_offset", "Next offset stored for commit per partition "
-                                   "(everything before it was published).", labels=["topic", "partition"])
+                                   "(everything before it is in the event store or the dead letters).",
+                                   labels=["topic", "partition"])
         for partition, value in sorted(dict(s.committed_upto).items()):
             stored.add_metric([topic, str(partition)], value)
         yield stored

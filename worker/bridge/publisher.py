@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import redis
 from celery import Celery
@@ -24,7 +25,16 @@ from worker.events import Point, points_from_wire, points_to_wire
 log = logging.getLogger(__name__)
 
 INGEST_TASK = "tasks.ingest.write_batch"
-RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1.0}
+RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+#: Socket timeout of the bridge's Redis connections: a publish that blocks (Redis paused or
+#: silent) must fail fast, so the batch stays with the bridge and SIGTERM keeps its deadline.
+PUBLISH_TIMEOUT_S = 2.0
+
+
+def bounded_transport_options(options: dict[str, Any], timeout_s: float = PUBLISH_TIMEOUT_S) -> dict[str, Any]:
+    """The broker transport options of a publishing process: short socket timeouts, one retry."""
+    return {**options, "socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "max_retries": 1,
+            "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
 class PublishError(RuntimeError):
@@ -57,9 +67,11 @@ def queued_batch_sizes(client: redis.Redis, queue: str) -> list[int]:
 
 
 class IngestPublisher:
-    def __init__(self, app: Celery, queue: str) -> None:
+    def __init__(self, app: Celery, queue: str, *, timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
         self.app = app
         self.queue = queue
+        # Connect and write, for the first attempt and the retry, plus the pause between.
+        self.worst_case_s = (RETRY_POLICY["max_retries"] + 1) * 2 * timeout_s + RETRY_POLICY["interval_max"]
 
     def declare(self) -> None:
         """Declare the ingest queue and its exchange binding in Redis (kombu#1063)."""
@@ -73,11 +85,13 @@ class IngestPublisher:
         except (OperationalError, OSError, redis.RedisError) as error:
             raise PublishError(f"cannot declare queues: {error}") from error
 
-    def publish(self, points: list[Point], task_id: str) -> None:
+    def publish(self, points: list[Point], task_id: str, acks: dict[str, Any] | None = None) -> None:
+        """Hand a batch to Redis; ``acks`` says where the task confirms its offsets as stored."""
         try:
             self.app.send_task(
                 INGEST_TASK,
                 args=[points_to_wire(points)],
+                kwargs={"acks": acks} if acks else {},
                 # What Flower and the worker log show instead of a truncated JSON text.
                 argsrepr=f"[<{len(points)} points>]",
                 task_id=task_id,

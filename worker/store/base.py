@@ -40,9 +40,10 @@ class StoreRejected(RuntimeError):
     chunk the server refused.
     """
 
-    def __init__(self, message: str, rejected: Sequence[Point] = ()) -> None:
+    def __init__(self, message: str, rejected: Sequence[Point] = (), conflicts: int = 0) -> None:
         super().__init__(message)
         self.rejected: list[Point] = list(rejected)
+        self.conflicts = conflicts
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +82,12 @@ class EventStore(Protocol):
     def setup(self) -> None:
         """Create what the store needs (idempotent; safe at every start)."""
 
-    def write(self, points: Sequence[Point]) -> None:
-        """Store the points; rewriting an already stored event changes nothing."""
+    def write(self, points: Sequence[Point]) -> int | None:
+        """Store the points; rewriting an already stored event changes nothing.
+
+        Returns how many points reused a stored event's id with other content (they are
+        not stored, and the caller logs them), or None when the store cannot tell.
+        """
 
     def read_events(self, doi: str, start_ns: int, stop_ns: int) -> list[Point]:
         """Events of one DOI with start_ns <= time < stop_ns, oldest first."""

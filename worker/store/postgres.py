@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import random
 import struct
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,13 +46,31 @@ CREATE TEMPORARY TABLE IF NOT EXISTS event_staging (
     event_id text, doi text, {", ".join(f"{name} {sql}" for name, (sql, _) in _TYPES.items())}
 ) ON COMMIT DELETE ROWS
 """
+# ORDER BY event_id: every batch takes the unique index's locks in the same order, so two
+# batches sharing event ids (a re-published batch beside the original) cannot deadlock.
 _MERGE = f"""
 INSERT INTO discussion_event (event_id, doi, time, {", ".join(POINT_FIELDS)})
 SELECT event_id, doi,
        to_timestamp(0) + time_us * interval '1 microsecond', {", ".join(POINT_FIELDS)}
 FROM event_staging
+ORDER BY event_id
 ON CONFLICT (event_id) DO NOTHING
 """
+# Points that reuse a stored event's id with other content (run only when some point was not
+# inserted: a redelivery repeats the same content and is no conflict).
+_CONFLICTS = f"""
+SELECT s.event_id FROM event_staging s JOIN discussion_event e USING (event_id)
+WHERE (s.doi, to_timestamp(0) + s.time_us * interval '1 microsecond', {", ".join(f"s.{f}" for f in POINT_FIELDS)})
+      IS DISTINCT FROM (e.doi, e.time, {", ".join(f"e.{f}" for f in POINT_FIELDS)})
+ORDER BY s.event_id LIMIT 1000
+"""
+
+# SQLSTATE classes (PostgreSQL appendix A). psycopg2 maps "index row requires N bytes"
+# (54000) and deadlocks (40P01) to subclasses of OperationalError, so classes decide, not
+# exception types.
+_CONFLICT_STATES = {"40001", "40P01"}  # serialization failure, deadlock: retry at once
+_DATA_CLASSES = {"22", "23", "54"}  # data exception, integrity violation, program limit: the data
+_CONFLICT_RETRIES = 5
 _COPY = f"COPY event_staging ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT binary)"
 _US = "1000"
 
@@ -137,6 +157,16 @@ class _Refused(Exception):
         self.reason = reason
 
 
+def classify(error: psycopg2.Error) -> str:
+    """"conflict" (retry now), "data" (bisect and dead-letter) or "unavailable" (wait)."""
+    state = error.pgcode or ""
+    if state in _CONFLICT_STATES:
+        return "conflict"
+    if state[:2] in _DATA_CLASSES:
+        return "data"
+    return "unavailable"
+
+
 class PostgresStore:
     """Event store on the ``discussion_event`` table created by the migrations."""
 
@@ -145,6 +175,7 @@ class PostgresStore:
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._conn: Connection | None = None
+        self.conflict_retries = 0  # deadlocks / serialization failures retried (should stay 0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
@@ -170,19 +201,23 @@ class PostgresStore:
 
         migrate(self._dsn)
 
-    def write(self, points: Sequence[Point]) -> None:
-        """Store the points (idempotent). Raises :class:`StoreUnavailable` when PostgreSQL
-        cannot be reached, and :class:`StoreRejected` with exactly the points it refused
-        as data (after writing all the others), so one bad point never costs the batch."""
+    def write(self, points: Sequence[Point]) -> int:
+        """Store the points (idempotent); returns how many reused a stored id with other content.
+
+        Raises :class:`StoreUnavailable` when PostgreSQL cannot be reached (or keeps
+        deadlocking), and :class:`StoreRejected` with exactly the points it refused as data
+        (after writing all the others), so one bad point never costs the batch.
+        """
         if not points:
-            return
+            return 0
         rejected: list[Point] = []
         reasons: list[str] = []
+        conflicts = 0
         pending = [points]
         while pending:
             chunk = pending.pop()
             try:
-                self._write_chunk(chunk)
+                conflicts += self._write_chunk(chunk)
             except _Refused as refusal:
                 # Bisect to the refused points: log2(batch) extra round trips per bad point.
                 if len(chunk) == 1:
@@ -192,24 +227,44 @@ class PostgresStore:
                     middle = len(chunk) // 2
                     pending += [chunk[middle:], chunk[:middle]]
         if rejected:
-            raise StoreRejected(f"PostgreSQL refused {len(rejected)} point(s): {reasons[0]}", rejected)
+            raise StoreRejected(f"PostgreSQL refused {len(rejected)} point(s): {reasons[0]}", rejected, conflicts)
+        return conflicts
 
-    def _write_chunk(self, points: Sequence[Point]) -> None:
+    def _write_chunk(self, points: Sequence[Point]) -> int:
         try:
             buffer = _copy_buffer(points)
         except (struct.error, UnicodeEncodeError) as error:  # a value outside its column's type
             raise _Refused(f"not representable: {error}") from error
-        conn = self._connection()
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(_STAGING)
-                cur.copy_expert(_COPY, buffer)
-                cur.execute(_MERGE)
-        except psycopg2.DataError as error:
-            raise _Refused(str(error).strip().splitlines()[0]) from error
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-            self._drop_connection()
-            raise StoreUnavailable(f"PostgreSQL write failed: {error}".strip()) from error
+        for attempt in range(_CONFLICT_RETRIES + 1):
+            conn = self._connection()
+            buffer.seek(0)
+            try:
+                with conn, conn.cursor() as cur:
+                    cur.execute(_STAGING)
+                    cur.copy_expert(_COPY, buffer)
+                    cur.execute(_MERGE)
+                    if cur.rowcount == len(points):
+                        return 0
+                    cur.execute(_CONFLICTS)
+                    clashing = [event_id for (event_id,) in cur.fetchall()]
+                if clashing:
+                    log.warning("events reuse a stored id with other content; the stored ones are kept", extra={
+                        "conflicts": len(clashing), "event_ids": ",".join(clashing[:5])})
+                return len(clashing)
+            except psycopg2.Error as error:
+                kind = classify(error)
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                if kind == "data":
+                    raise _Refused(reason) from error
+                if kind == "conflict" and attempt < _CONFLICT_RETRIES:
+                    self.conflict_retries += 1
+                    log.info("write conflict, trying again", extra={"sqlstate": error.pgcode, "attempt": attempt + 1})
+                    time.sleep(random.uniform(0, 0.05 * 2**attempt))  # jitter: let the other transaction finish
+                    continue
+                if conn.closed or kind != "conflict":
+                    self._drop_connection()
+                raise StoreUnavailable(f"PostgreSQL write failed ({error.pgcode or 'connection'}): {reason}") from error
+        raise AssertionError("unreachable")
 
     def read_events(self, doi: str, start_ns: int, stop_ns: int) -> list[Point]:
         sql = f"""

@@ -1,0 +1,62 @@
+"""When the bridge stops consuming and when it tries again (pure code, fake-clock tested).
+
+:class:`Backpressure` pauses the partitions while downstream cannot take more — the ingest
+queue above its high watermark, or too many published batches not yet confirmed as stored
+(a store outage shows up here first: the queue stays short because failing tasks wait as
+retries, but nothing gets confirmed) — and resumes below the low watermarks. Kafka keeps
+the data meanwhile; that is how an outage of any length loses nothing.
+
+:class:`Backoff` spaces the attempts at a failing Redis or dead-letter topic: exponential,
+capped, reset by a success.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Backpressure:
+    high_watermark: int
+    low_watermark: int
+    max_in_flight: int
+    paused: bool = False
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low_watermark < self.high_watermark:
+            raise ValueError("need 0 <= low_watermark < high_watermark")
+        if self.max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+
+    def update(self, queue_depth: int, in_flight: int) -> bool:
+        """True while the bridge should not consume (hysteresis on both measures)."""
+        if self.paused:
+            if queue_depth <= self.low_watermark and in_flight <= self.max_in_flight // 2:
+                self.paused, self.reason = False, ""
+        elif queue_depth >= self.high_watermark:
+            self.paused, self.reason = True, "queue"
+        elif in_flight >= self.max_in_flight:
+            self.paused, self.reason = True, "in_flight"
+        return self.paused
+
+
+@dataclass
+class Backoff:
+    initial_s: float = 0.5
+    maximum_s: float = 30.0
+    failures: int = 0
+    retry_at: float = 0.0
+
+    def failure(self, now: float) -> float:
+        """Record a failed attempt; returns the delay before the next one."""
+        delay = min(self.maximum_s, self.initial_s * (1 << min(self.failures, 16)))
+        self.failures += 1
+        self.retry_at = now + delay
+        return delay
+
+    def success(self) -> None:
+        self.failures, self.retry_at = 0, 0.0
+
+    def blocked(self, now: float) -> bool:
+        return now < self.retry_at
