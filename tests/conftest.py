@@ -42,6 +42,18 @@ def pg_server() -> Iterator[PostgresServer]:
     shutil.rmtree(server.workdir, ignore_errors=True)
 
 
+@pytest.fixture
+def own_pg() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of the test's own (migrated), so stopping it disturbs nobody."""
+    from worker.db.migrate import migrate
+
+    server = PostgresServer(_workdir("own-pg")).start()
+    migrate(server.dsn)
+    yield server
+    server.stop()
+    shutil.rmtree(server.workdir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer(_workdir("redis")).start()

@@ -5,9 +5,11 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
+from worker.kombu_guard import guard_restore_unacked
 from worker.logs import make_formatter
 from worker.settings import get_settings
 
+guard_restore_unacked()  # a Redis restart must not end the worker (see worker/kombu_guard.py)
 app = Celery("aggregator", include=["tasks.ingest", "tasks.trends", "tasks.post"])
 app.config_from_object("celeryconfig")
 

@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     # How long a batch waits for an unavailable event store (retrying with backoff) before it
     # goes to the dead letters: outages are measured in time, not in retries. Meanwhile the
     # bridge pauses (its batches are not confirmed) and Kafka holds the data.
-    ingest_outage_tolerance_s: float = Field(1800.0, gt=0)
+    ingest_outage_tolerance_s: float = Field(3600.0, gt=0)
     ingest_retry_backoff_s: float = Field(2.0, gt=0)
     # The longest wait between two attempts; each attempt tells the bridge the batch is alive.
     ingest_retry_backoff_max_s: float = Field(30.0, gt=0)
@@ -184,7 +184,9 @@ class Settings(BaseSettings):
     # JSON object overriding fields of the durations table, e.g.
     # {"currently": {"min_events": 5}, "year": {"schedule": "4 3 * * *"}}
     trend_durations: str = "{}"
-    trend_lock_ttl_s: int = Field(3600, ge=10)
+    # The lease of a run on its duration, renewed by every chunk and the finalize step: a run
+    # whose worker died frees its duration within this, and the next run takes over.
+    trend_lock_ttl_s: int = Field(180, ge=10)
 
     # --- Morning post ---------------------------------------------------------------------
     post_schedule: str = "59 5 * * *"

@@ -163,7 +163,7 @@ BAD_SETTINGS = [
     ({"TREND_DURATIONS": '{"hourly": {}}'}, "unknown duration 'hourly'"),
     ({"TREND_DURATIONS": '{"today": {"min_events": "many"}}'}, "must be int"),
     ({"POST_SCHEDULE": "61 * * * *"}, "POST_SCHEDULE='61 * * * *'"),
-    ({"VISIBILITY_TIMEOUT_S": "60"}, "must be below VISIBILITY_TIMEOUT_S (60)"),
+    ({"VISIBILITY_TIMEOUT_S": "20"}, "must be below VISIBILITY_TIMEOUT_S (20)"),
     ({"CONNECT_TIMEOUT_S": "0"}, "CONNECT_TIMEOUT_S='0'"),
 ]
 

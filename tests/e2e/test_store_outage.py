@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 from helpers import AGGREGATOR, count_events, log_text, start_worker, wait_for
 
-from worker.db.migrate import migrate
 from worker.deadletter import DeadLetterReader
 from worker.demo import demo_events
 from worker.devstack.services import PostgresServer
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def own_pg() -> Iterator[PostgresServer]:
-    """A PostgreSQL cluster of this test alone, so stopping it disturbs nobody."""
-    workdir = Path(tempfile.mkdtemp(prefix="agg-outage-"))
-    workdir.chmod(0o755)
-    server = PostgresServer(workdir).start()
-    migrate(server.dsn)
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:

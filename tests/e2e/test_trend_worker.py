@@ -29,8 +29,8 @@ def run_status(dsn: str, run_id: str) -> str | None:
 
 
 def test_runs_through_a_real_worker_and_a_failing_chunk_keeps_old_rows(env: dict[str, str], spawn) -> None:
-    from tasks.trends import run_lock
     from worker.app import app
+    from worker.trends.runner import run_lock
 
     dsn = env["POSTGRES_DSN"]
     dois = [f"10.1101/w{i:04d}" for i in range(450)]

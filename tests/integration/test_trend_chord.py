@@ -37,7 +37,8 @@ def seeded(env: dict[str, str]) -> dict[str, list[str]]:
 
 
 def test_run_chunks_and_finalizes(eager, env: dict[str, str], seeded: dict[str, list[str]]) -> None:
-    from tasks.trends import run_lock, run_trend
+    from tasks.trends import run_trend
+    from worker.trends.runner import run_lock
 
     result = run_trend.delay("currently", NOW.isoformat()).get()
     assert result["status"] == "started" and result["dois"] == 450 and result["chunks"] == 3
@@ -127,7 +128,8 @@ def test_readers_never_see_an_empty_duration(eager, env: dict[str, str], seeded)
 
 
 def test_run_is_skipped_while_the_previous_one_is_in_flight(eager, env: dict[str, str], seeded) -> None:
-    from tasks.trends import run_lock, run_trend
+    from tasks.trends import run_trend
+    from worker.trends.runner import run_lock
 
     lock = run_lock("currently")
     assert lock.acquire("other-run")

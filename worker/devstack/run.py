@@ -2,14 +2,14 @@
 
 Starts Kafka (Tansu), Redis and PostgreSQL from the machine's binaries, runs setup, then
 the bridge, an ingest worker, a trends worker (-c 1), a default worker (morning post) and
-beat as child processes with the same environment a container would get, produces demo
+beat as supervised child processes (restarted when they exit, as compose does) with the
+same environment a container would get, produces demo
 events and prints what was ingested and trended. Ctrl-C (or the end of the demo without
 --keep) stops everything it started, in reverse order.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg2
 
 from worker.devstack.services import KafkaBroker, PostgresServer, RedisServer, ServiceError
+from worker.devstack.supervisor import Supervisor
 from worker.errors import OperatorError, ServiceUnavailable
 
 CELERY = [sys.executable, "-m", "celery", "-A", "worker.app"]
@@ -57,7 +58,7 @@ def run_dev(*, events: int, dois: int, workdir: str, keep: bool) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     services: list[object] = []
-    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    supervisor = Supervisor()
     try:
         print(f"starting services in {root} ...", flush=True)
         kafka = KafkaBroker(root / "kafka").start()
@@ -87,16 +88,15 @@ def run_dev(*, events: int, dois: int, workdir: str, keep: bool) -> int:
         logs.mkdir(exist_ok=True)
 
         def start(name: str, argv: list[str]) -> None:
-            log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-            procs.append((name, subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                 start_new_session=True)))
+            supervisor.start(name, argv, env, logs / f"{name}.log")
 
         start("worker-ingest", [*CELERY, "worker", "-Q", "ingest", "-c", "1", "-n", "ingest@%h", "-l", "info"])
         start("worker-trends", [*CELERY, "worker", "-Q", "trends", "-c", "1", "-n", "trends@%h", "-l", "info"])
         start("worker-default", [*CELERY, "worker", "-Q", "celery", "-c", "1", "-n", "default@%h", "-l", "info"])
         start("beat", [*CELERY, "beat", "-l", "info", "--schedule", str(root / "celerybeat-schedule")])
         start("bridge", [*AGGREGATOR, "bridge"])
-        print(f"processes started; logs in {logs}", flush=True)
+        print(f"processes started (restarted when they exit, like compose's restart policy); logs in {logs}",
+              flush=True)
         subprocess.run([*AGGREGATOR, "produce-demo", "--events", str(events), "--dois", str(dois)],
                        env=env, check=True)
         started = time.monotonic()
@@ -106,10 +106,10 @@ def run_dev(*, events: int, dois: int, workdir: str, keep: bool) -> int:
             trending = _count(pg.dsn, "SELECT count(*) FROM trending")
             print(f"[{time.monotonic() - started:6.1f}s] events stored: {stored}/{events}   "
                   f"trending rows: {max(trending, 0)}", flush=True)
-            for name, proc in procs:
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; see {logs / (name + '.log')}", flush=True)
-                    return 1
+            for name in supervisor.poll():
+                child = supervisor.children[name]
+                print(f"{name} exited with {child.exits[-1]} and was restarted ({child.restarts}x); "
+                      f"see {child.log_path}", flush=True)
             if stored >= events and not triggered:
                 # Do not wait for beat's next tick: enqueue a run the way beat does.
                 print(f"all {events} events ingested in {time.monotonic() - started:.1f}s; "
@@ -131,14 +131,7 @@ def run_dev(*, events: int, dois: int, workdir: str, keep: bool) -> int:
         raise OperatorError(f"the dev stack failed: {' '.join(map(str, error.cmd[-2:]))} exited with "
                             f"{error.returncode}", "Its output is above.") from None
     finally:
-        for _name, proc in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _name, proc in reversed(procs):
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        supervisor.stop_all(timeout_s=20)
         for service in reversed(services):
             service.stop()  # type: ignore[attr-defined]
         print("stopped everything", flush=True)

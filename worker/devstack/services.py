@@ -63,6 +63,13 @@ class _Process:
         log = open(self.workdir / log_name, "ab")  # noqa: SIM115 - owned by the child
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, no chance to save anything (the fault tests)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -76,15 +83,23 @@ class _Process:
 
 @dataclass
 class RedisServer(_Process):
-    """redis-server with no persistence and `noeviction` (kombu must never lose a message)."""
+    """redis-server with `noeviction` (kombu must never lose a message to eviction).
+
+    No persistence by default (a throwaway stack); ``persistent=True`` runs it as compose
+    does, with an append-only file synced every second, for the fault tests that kill it.
+    """
+
+    persistent: bool = False
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise ServiceError("redis-server not found: apt-get install redis-server")
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent else [
+            "--appendonly", "no"]
         self.proc = self._spawn(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--maxmemory-policy", "noeviction", "--dir", str(self.workdir)],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+             "--maxmemory-policy", "noeviction", "--dir", str(self.workdir)],
             "redis.log",
         )
         wait_until(self._ping, 15, "redis-server", self.proc)
@@ -224,7 +239,11 @@ class KafkaBroker(_Process):
     def _metadata(self) -> bool:
         from confluent_kafka.admin import AdminClient
 
-        AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+        from worker.kafka_config import client_config
+
+        # Through the product's logging: librdkafka's "connection refused" while Tansu starts
+        # is expected here, not a line for the test output.
+        AdminClient(client_config(self.bootstrap, timeout_s=2)).list_topics(timeout=2)
         return True
 
     @property

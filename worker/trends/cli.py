@@ -1,7 +1,7 @@
 """`aggregator trends run DURATION [--at TIME]`: one run in this process, phase by phase.
 
-Runs the same steps as the chord (plan, chunks, finalize, view refresh) without a worker,
-under the same overlap lock, and prints what each phase did and how long it took — the
+Runs the same steps as the chord (worker/trends/runner.py: plan, chunks, finalize, view
+refresh) without a worker, under the same lease, and prints what each phase did and how long it took — the
 tool for re-running a trend by hand or checking a deployment.
 """
 
@@ -11,16 +11,10 @@ import time
 from datetime import datetime
 
 from worker.durations import get_durations
-from worker.errors import EX_TEMPFAIL, OperatorError, UsageError
+from worker.errors import UsageError
 from worker.settings import get_settings
 from worker.store import open_store
-from worker.trends import engine, publish
-
-
-class RunInFlight(OperatorError):
-    """Another run of the duration holds the overlap lock: try again when it is done."""
-
-    exit_code = EX_TEMPFAIL
+from worker.trends import engine, runner
 
 
 def run_once(duration_name: str, at: datetime | None) -> int:
@@ -29,32 +23,28 @@ def run_once(duration_name: str, at: datetime | None) -> int:
     if duration_name not in durations:
         raise UsageError(f"unknown duration {duration_name!r}; known: {', '.join(durations)}")
     duration = durations[duration_name]
-    now_ns = engine.run_time_ns(at)
-    from tasks.trends import run_lock
-
-    token = engine.new_token()
-    lock = run_lock(duration_name)
-    if not lock.acquire(token):
-        raise RunInFlight(f"a run of {duration_name} is in flight (lock held by {lock.holder()}); not starting "
-                          "another", "Wait for it to finish (at most TREND_LOCK_TTL_S), then run again.")
     store = open_store(settings)
     try:
         t0 = time.perf_counter()
-        plan = engine.plan_run(settings, store, duration, now_ns, token)
+        started = runner.begin(settings, store, duration, engine.run_time_ns(at))  # RunInFlight: exit 75
+        plan, token = started.plan, started.token
         t1 = time.perf_counter()
-        print(f"run {plan.run_id} at {engine.ns_to_datetime(now_ns).isoformat()}")
+        print(f"run {plan.run_id} at {engine.ns_to_datetime(plan.now_ns).isoformat()}")
+        if started.abandoned:
+            print(f"  gave up {len(started.abandoned)} earlier run(s) that lost their lease: "
+                  f"{', '.join(started.abandoned)}")
         print(f"  select   {t1 - t0:8.3f}s  {plan.dois} DOIs with more than {duration.min_events} events "
               f"in the last {duration.span}, {len(plan.chunks)} chunk(s) of <= {settings.trend_chunk_size}")
         staged = 0
         try:
-            for chunk in plan.chunks:
-                staged += engine.compute_chunk(settings, store, duration, plan.run_id, now_ns, chunk)
-        except Exception as error:
-            publish.fail_run(settings.postgres_dsn.get_secret_value(), plan.run_id, repr(error))
+            for dois in plan.chunks:
+                staged += runner.chunk(settings, store, duration, plan.run_id, plan.now_ns, dois, token)
+        except BaseException as error:
+            runner.fail(settings, plan.run_id, duration_name, token, repr(error))
             raise
         t2 = time.perf_counter()
         print(f"  chunks   {t2 - t1:8.3f}s  {staged} rows computed and staged")
-        result = engine.finalize_run(settings, store, plan.run_id, duration_name, now_ns)
+        result = runner.finish(settings, store, plan.run_id, duration_name, plan.now_ns, token)
         print(f"  finalize {result.get('finalize_s', 0.0):8.3f}s  {result['status']}: {result['rows']} rows "
               f"now in trending for {duration_name}")
         if result["without_publication"] or result["duplicate_publication"]:
@@ -65,5 +55,4 @@ def run_once(duration_name: str, at: datetime | None) -> int:
         print(f"  total    {time.perf_counter() - t0:8.3f}s")
         return 0
     finally:
-        lock.release(token)
         store.close()

@@ -1,10 +1,15 @@
-"""The overlap guard: one run of a duration in flight at a time.
+"""The overlap guard: one run of a duration in flight at a time, as a heartbeat lease.
 
-The lock is taken by the run task and released by the chord callback or its errback,
-i.e. when the *chord* is over — libraries like celery-once release when the launching task
-returns, which is before the chunks even ran. The token is passed explicitly through the
-chord (redis-py's Lock keeps it per thread), and release is compare-and-delete, so a run
-whose lock expired can never release the lock of the run after it.
+The lock is taken by the run and released when the *chord* is over (its callback or
+errback) — libraries like celery-once release when the launching task returns, which is
+before the chunks even ran. The token is passed explicitly through the chord (redis-py's
+Lock keeps it per thread), and release and renewal are compare-and-set, so a run whose
+lease expired can never release or extend the lease of the run after it.
+
+A lease, not a long lock: its TTL (``TREND_LOCK_TTL_S``, minutes) is renewed by every chunk
+and by the finalize step. A run whose worker was killed stops renewing, its lease expires
+within the TTL, and the next scheduled run of the duration takes over (and marks the dead
+run failed) — instead of the duration freezing for an hour behind a long TTL.
 """
 
 from __future__ import annotations
@@ -14,6 +19,12 @@ import redis
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
     return redis.call('del', KEYS[1])
+end
+return 0
+"""
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
 end
 return 0
 """
@@ -31,6 +42,10 @@ class RunLock:
 
     def acquire(self, token: str) -> bool:
         return bool(self._client.set(self.key, token, nx=True, px=self._ttl_ms))
+
+    def renew(self, token: str) -> bool:
+        """Extend the lease by the full TTL; False when it is no longer ours."""
+        return bool(self._client.eval(_RENEW, 1, self.key, token, str(self._ttl_ms)))
 
     def release(self, token: str) -> bool:
         return bool(self._client.eval(_RELEASE, 1, self.key, token))

@@ -44,7 +44,7 @@ _COLS = ", ".join(TREND_COLUMNS)
 
 @dataclass
 class FinalizeResult:
-    status: str  # "finalized" or "superseded"
+    status: str  # "finalized", "superseded" or "abandoned"
     rows: int  # published in `trending`
     without_publication: int = 0  # kept out: no publication has the DOI
     duplicate_publication: int = 0  # kept out: another spelling of a publication published in this run
@@ -122,6 +122,15 @@ def finalize(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> F
     conn = connect(dsn)
     try:
         with conn, conn.cursor() as cur:
+            # A run given up while it waited (its lease expired: see worker/trends/runner.py)
+            # lost its staged rows: publishing what a late chunk restaged would be a partial set.
+            cur.execute("SELECT status FROM trend_run WHERE run_id = %s FOR UPDATE", (run_id,))
+            state = cur.fetchone()
+            if state is None or state[0] != "running":
+                cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
+                log.warning("run no longer running (abandoned); rows kept", extra={"run_id": run_id,
+                                                                                    "status": state and state[0]})
+                return FinalizeResult("abandoned", 0)
             cur.execute("UPDATE trend_run SET finalize_at = clock_timestamp() WHERE run_id = %s", (run_id,))
             cur.execute("INSERT INTO trending_state (duration, calculated_at, run_id) "
                         "VALUES (%s, '-infinity', '') ON CONFLICT (duration) DO NOTHING", (duration,))
@@ -166,6 +175,36 @@ def refresh_covid_view(dsn: str, run_id: str | None = None) -> None:
             cur.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY trending_covid_papers")
             if run_id is not None:
                 cur.execute("UPDATE trend_run SET refreshed_at = clock_timestamp() WHERE run_id = %s", (run_id,))
+    finally:
+        conn.close()
+
+
+def abandon_runs(dsn: str, duration: str, keep: str | None = None) -> list[str]:
+    """Fail every run of ``duration`` still marked running (but ``keep``), and drop their
+    staged rows. Called by a run that just took the duration's lease: whatever else is
+    "running" lost its lease, i.e. its worker died or it waited past the lease."""
+    conn = connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE trend_run SET status = 'failed', finished_at = clock_timestamp(), "
+                        "error = 'abandoned: its lease expired before it finished (worker killed, or stuck)' "
+                        "WHERE duration = %s AND status = 'running' AND run_id IS DISTINCT FROM %s "
+                        "RETURNING run_id", (duration, keep))
+            gone = [run_id for (run_id,) in cur.fetchall()]
+            if gone:
+                cur.execute("DELETE FROM trending_staging WHERE run_id = ANY(%s)", (gone,))
+        return gone
+    finally:
+        conn.close()
+
+
+def is_running(dsn: str, run_id: str) -> bool:
+    conn = connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT status = 'running' FROM trend_run WHERE run_id = %s", (run_id,))
+            row = cur.fetchone()
+            return bool(row and row[0])
     finally:
         conn.close()
 

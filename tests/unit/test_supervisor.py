@@ -1,0 +1,73 @@
+"""The dev stack's supervisor: real child processes, a fake clock for the backoff."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+from worker.devstack.supervisor import Supervisor
+
+EXITS = [sys.executable, "-c", "import sys; sys.exit(3)"]
+SLEEPS = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def wait_dead(supervisor: Supervisor, name: str) -> None:
+    proc = supervisor.children[name].proc
+    assert proc is not None
+    proc.wait(10)
+
+
+def test_a_child_that_exits_is_restarted_with_a_growing_backoff(tmp_path: Path) -> None:
+    clock = Clock()
+    supervisor = Supervisor(clock=clock)
+    child = supervisor.start("crashy", EXITS, {}, tmp_path / "crashy.log")
+    delays = []
+    for _ in range(4):
+        wait_dead(supervisor, "crashy")
+        assert supervisor.poll() == []  # noticed, restart scheduled
+        assert child.restart_at is not None
+        delays.append(child.restart_at - clock.now)
+        clock.now = child.restart_at
+        assert supervisor.poll() == ["crashy"]
+    assert delays == [1.0, 2.0, 4.0, 8.0]
+    assert child.exits == [3, 3, 3, 3]
+    assert "[supervisor] crashy exited with 3" in (tmp_path / "crashy.log").read_text()
+    supervisor.stop_all(timeout_s=5)
+
+
+def test_the_backoff_starts_again_after_a_stable_minute(tmp_path: Path) -> None:
+    clock = Clock()
+    supervisor = Supervisor(clock=clock)
+    child = supervisor.start("worker", SLEEPS, {}, tmp_path / "w.log")
+    child.restarts = 5
+    clock.now += 61
+    supervisor.signal("worker", signal.SIGKILL)
+    wait_dead(supervisor, "worker")
+    supervisor.poll()
+    assert child.restart_at == clock.now + 1.0
+    supervisor.stop_all(timeout_s=5)
+
+
+def test_a_child_stopped_on_purpose_stays_stopped(tmp_path: Path) -> None:
+    clock = Clock()
+    supervisor = Supervisor(clock=clock)
+    supervisor.start("bridge", SLEEPS, {}, tmp_path / "b.log")
+    started = time.monotonic()
+    assert supervisor.stop("bridge", timeout_s=5) == -signal.SIGTERM
+    assert time.monotonic() - started < 5
+    clock.now += 100
+    assert supervisor.poll() == []
+    supervisor.resume("bridge")
+    assert supervisor.children["bridge"].alive
+    supervisor.stop_all(timeout_s=5)
+    assert not supervisor.children["bridge"].alive
