@@ -149,7 +149,9 @@ def _classify(error: BaseException, settings: Settings | None) -> OperatorError:
     if module in ("redis", "kombu"):
         import redis
 
-        if isinstance(error, redis.AuthenticationError | redis.ResponseError) and "auth" in str(error).lower():
+        refused_login = isinstance(error, redis.AuthenticationError) or (
+            isinstance(error, redis.ResponseError) and any(w in str(error).upper() for w in ("NOAUTH", "WRONGPASS")))
+        if refused_login:
             return ConfigError(f"Redis at {_address(settings, 'Redis')} refused the login: {first_line(error)}",
                                "Check the password in REDIS_URL.")
         return ServiceUnavailable("Redis", _address(settings, "Redis"), first_line(error))
