@@ -78,24 +78,29 @@ def _admin_exec(server: PostgresServer, sql: str) -> None:
     conn.close()
 
 
+@contextlib.contextmanager
+def _throwaway_database(server: PostgresServer, prefix: str, template: str) -> Iterator[str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    _admin_exec(server, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield server.dsn_for(name)
+    finally:
+        with contextlib.suppress(Exception):
+            _admin_exec(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def pg_dsn(pg_server: PostgresServer) -> Iterator[str]:
     """A fresh, migrated database for one test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    _admin_exec(pg_server, f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
-    yield pg_server.dsn_for(name)
-    with contextlib.suppress(Exception):
-        _admin_exec(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _throwaway_database(pg_server, "t", TEMPLATE_DB) as dsn:
+        yield dsn
 
 
 @pytest.fixture
 def empty_pg_dsn(pg_server: PostgresServer) -> Iterator[str]:
     """A fresh database WITHOUT the product's migrations (for setup-order tests)."""
-    name = f"e_{uuid.uuid4().hex[:12]}"
-    _admin_exec(pg_server, f'CREATE DATABASE "{name}" TEMPLATE template0')
-    yield pg_server.dsn_for(name)
-    with contextlib.suppress(Exception):
-        _admin_exec(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _throwaway_database(pg_server, "e", "template0") as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 import urllib3.exceptions
 from influxdb_client.rest import ApiException
+from sample_points import SECOND, make_point
 
 from worker.durations import DEFAULT_DURATIONS, build_durations
-from worker.events import POINT_FIELDS, Point
+from worker.events import POINT_FIELDS
 from worker.store import alignment, flux
 from worker.store.base import EventStore, StoreRejected, StoreUnavailable
 from worker.store.flux_tasks import task_flux
@@ -29,7 +30,6 @@ from worker.store.influx import WRITE_CHUNK_LINES, InfluxStore
 from worker.store.layout import Layout
 from worker.store.lineprotocol import event_timestamp_ns, point_line
 
-SECOND = 1_620_131_696 * 10**9
 MEASUREMENT = "trending"
 
 
@@ -38,25 +38,6 @@ def make_layout(retention_days: int = 400, prefix: str = "") -> Layout:
                      prefix=prefix, durations=build_durations())
 
 
-def make_point(
-    event_id: str = "ev-1", doi: str = "10.1101/2021.04.01.123456", time_ns: int = SECOND, **kw: Any
-) -> Point:
-    values: dict[str, Any] = {
-        "score": 42.5,
-        "sentiment_raw": 0.3,
-        "followers": 1200,
-        "length": 180,
-        "questions": 1,
-        "exclamations": 0,
-        "bot_rating": 10.0,
-        "contains_abstract_raw": 0.2,
-        "time_score": 20.0,
-        "type_factor": 1.0,
-        "user_score": 25.1,
-        "content_score": 14.0,
-    }
-    values.update(kw)
-    return Point(event_id=event_id, doi=doi, time_ns=time_ns, **values)
 
 
 # --------------------------------------------------------------------------- write errors

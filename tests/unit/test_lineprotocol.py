@@ -4,11 +4,10 @@ timestamps (the identity of a point) and the trend rows of ``trending_<duration>
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
+from sample_points import SECOND, make_point
 
-from worker.events import Point
 from worker.store.layout import TREND_FIELDS
 from worker.store.lineprotocol import (
     UnrepresentableValue,
@@ -19,29 +18,9 @@ from worker.store.lineprotocol import (
 )
 from worker.trends.math import TREND_COLUMNS
 
-SECOND = 1_620_131_696 * 10**9
 MEASUREMENT = "trending"
 
 
-def make_point(
-    event_id: str = "ev-1", doi: str = "10.1101/2021.04.01.123456", time_ns: int = SECOND, **kw: Any
-) -> Point:
-    values: dict[str, Any] = {
-        "score": 42.5,
-        "sentiment_raw": 0.3,
-        "followers": 1200,
-        "length": 180,
-        "questions": 1,
-        "exclamations": 0,
-        "bot_rating": 10.0,
-        "contains_abstract_raw": 0.2,
-        "time_score": 20.0,
-        "type_factor": 1.0,
-        "user_score": 25.1,
-        "content_score": 14.0,
-    }
-    values.update(kw)
-    return Point(event_id=event_id, doi=doi, time_ns=time_ns, **values)
 
 
 # --------------------------------------------------------------------------- lines

@@ -1,0 +1,32 @@
+"""One sample event as a ``Point``, for the unit tests of the stores' encodings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.events import Point
+
+#: A whole second (2021-05-04T12:34:56Z) in nanoseconds.
+SECOND = 1_620_131_696 * 10**9
+
+
+def make_point(
+    event_id: str = "ev-1", doi: str = "10.1101/2021.04.01.123456", time_ns: int = SECOND, **kw: Any
+) -> Point:
+    """SPEC §2's example event; keyword arguments replace any measured value."""
+    values: dict[str, Any] = {
+        "score": 42.5,
+        "sentiment_raw": 0.3,
+        "followers": 1200,
+        "length": 180,
+        "questions": 1,
+        "exclamations": 0,
+        "bot_rating": 10.0,
+        "contains_abstract_raw": 0.2,
+        "time_score": 20.0,
+        "type_factor": 1.0,
+        "user_score": 25.1,
+        "content_score": 14.0,
+    }
+    values.update(kw)
+    return Point(event_id=event_id, doi=doi, time_ns=time_ns, **values)
