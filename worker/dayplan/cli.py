@@ -19,6 +19,7 @@ from worker.dayplan.heatmap import render_svg, summary
 from worker.dayplan.jobs import Job, length_of, plan_day, scheduled_jobs
 from worker.db.connection import connect
 from worker.durations import build_durations
+from worker.errors import first_line
 from worker.settings import Settings, get_settings
 
 _TREND_RUNS = """
@@ -75,13 +76,13 @@ def run_schedule(*, output: str, day: str | None, days: int, influx_tasks: bool 
     try:
         measured.update(measured_postgres(settings, days))
     except psycopg2.Error as error:
-        print(f"trend and post lengths not measured (PostgreSQL: {str(error).strip()}); assumed instead",
+        print(f"trend and post lengths not measured (PostgreSQL: {first_line(error)}); assumed instead",
               file=sys.stderr)
     if with_influx and settings.influxdb_v2_url:
         try:
             measured.update(measured_influx(settings, days))
         except Exception as error:  # an unreachable InfluxDB only costs the measurements
-            print(f"InfluxDB task lengths not measured ({error}); assumed instead", file=sys.stderr)
+            print(f"InfluxDB task lengths not measured ({first_line(error)}); assumed instead", file=sys.stderr)
     lengths = {job.name: length_of(measured.get(job.name, []), job.kind) for job in jobs}
     plan = plan_day(jobs, date.fromisoformat(day) if day else datetime.now(UTC).date(), lengths)
 
