@@ -34,6 +34,7 @@ from typing import Any
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import execute_values
 
+from worker.db import partition_admin, partitions
 from worker.db.connection import connect
 from worker.trends.math import TREND_COLUMNS
 
@@ -110,6 +111,11 @@ history AS (
     INSERT INTO trending_history (publication_doi, duration, {_COLS}, run_id, calculated_at)
     SELECT publication_doi, %(duration)s, {_COLS}, run_id, %(at)s FROM resolved
     ON CONFLICT DO NOTHING
+),
+-- A day the maintenance task already thinned takes rows again (a run computed for a past
+-- time): it forgets the day's level, so the next maintenance applies the policy to it again.
+rethin AS (
+    DELETE FROM trending_history_compaction WHERE day = (%(at)s AT TIME ZONE 'UTC')::date
 )
 SELECT (SELECT count(*) FROM published),
        (SELECT count(*) FROM resolved WHERE publication IS NULL),
@@ -121,6 +127,9 @@ def finalize(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> F
     """Replace the duration's rows with the run's staged rows, unless a newer run won."""
     conn = connect(dsn)
     try:
+        # The history's day partition exists before the transaction that appends to it (the
+        # maintenance task creates them ahead; a run for a past time may need an old one).
+        partition_admin.ensure(conn, partitions.HISTORY, [partitions.HISTORY.range_of(calculated_at)])
         with conn, conn.cursor() as cur:
             cur.execute("UPDATE trend_run SET finalize_at = clock_timestamp() WHERE run_id = %s", (run_id,))
             cur.execute("INSERT INTO trending_state (duration, calculated_at, run_id) "
