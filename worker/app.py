@@ -8,7 +8,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger
 from worker.logs import make_formatter
 from worker.settings import get_settings
 
-app = Celery("aggregator", include=["tasks.ingest", "tasks.trends", "tasks.post"])
+app = Celery("aggregator", include=["tasks.ingest", "tasks.trends", "tasks.post", "tasks.maintenance"])
 app.config_from_object("celeryconfig")
 
 

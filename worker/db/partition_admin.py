@@ -141,11 +141,14 @@ def detach_and_drop(conn: Connection, layout: Layout, part: Partition) -> None:
     with conn.cursor() as cur:
         cur.execute("SET lock_timeout = %s", (LOCK_TIMEOUT,))
         try:
-            if part.detach_pending:
-                cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE").format(parent, table))
-            else:
-                cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY").format(parent, table))
-            cur.execute(sql.SQL("DROP TABLE {}").format(table))
+            # Look again: an earlier attempt may have stopped half way (detach pending).
+            cur.execute("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(%s) "
+                        "AND inhparent = %s::regclass", (part.name, layout.table))
+            row = cur.fetchone()
+            if row is not None:
+                finish = sql.SQL("FINALIZE" if row[0] else "CONCURRENTLY")
+                cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} {}").format(parent, table, finish))
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
         finally:
             cur.execute("RESET lock_timeout")
 

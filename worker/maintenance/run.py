@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from psycopg2 import errors
@@ -138,21 +139,20 @@ def _carry_out(conn: Connection, policy: RetentionPolicy, now: datetime, todo: P
         _step(report, "create", f"{EVENTS.table} x{len(todo.create_events)}", create(EVENTS, todo.create_events))
     for part in todo.drop_events:
         target = by_range[part]
-        _step(report, "drop", target.name, lambda t=target: _drop(conn, EVENTS, t))  # type: ignore[misc]
+        _step(report, "drop", target.name, partial(_drop, conn, EVENTS, target))
     if todo.create_history:
         _step(report, "create", f"{HISTORY.table} x{len(todo.create_history)}",
               create(HISTORY, todo.create_history))
     for day in todo.drop_history:
         target = history[day]
-        _step(report, "drop", target.name, lambda t=target: _drop(conn, HISTORY, t))  # type: ignore[misc]
+        _step(report, "drop", target.name, partial(_drop, conn, HISTORY, target))
     _drop_leftovers(conn, policy, now, report)
     for day, level in todo.thin_history:
         if budget_s is not None and time.perf_counter() - started > budget_s:
             report.steps.append(Step(f"thin {level.name.lower()}", history[day].name, 0.0, False, "budget spent"))
             continue
         target = history[day]
-        _step(report, f"thin {level.name.lower()}", target.name,
-              lambda t=target, lv=level: _thin(conn, t, lv))  # type: ignore[misc]
+        _step(report, f"thin {level.name.lower()}", target.name, partial(_thin, conn, target, level))
     cutoff = now - timedelta(days=policy.history_retention_days)
     _step(report, "prune trend_run", "trend_run", lambda: _prune_runs(conn, cutoff))
 
@@ -194,7 +194,7 @@ def _drop_leftovers(conn: Connection, policy: RetentionPolicy, now: datetime, re
         expired = (part.range.stop <= policy.event_cutoff(now) if layout is EVENTS
                    else policy.history_level(part.range, now) is None)
         if expired:
-            _step(report, "drop", part.name, lambda p=part: _drop_detached(conn, p))  # type: ignore[misc]
+            _step(report, "drop", part.name, partial(_drop_detached, conn, part))
 
 
 def _drop_detached(conn: Connection, part: partition_admin.Partition) -> str:

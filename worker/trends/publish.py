@@ -55,6 +55,9 @@ def start_run(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> 
     with connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO trend_run (run_id, duration, calculated_at, status) VALUES (%s, %s, %s, 'running') "
                     "ON CONFLICT (run_id) DO NOTHING", (run_id, duration, calculated_at))
+    # The history's day partition exists before the finalize appends to it (the maintenance
+    # task creates the coming days ahead; a run for a past time may need an old one).
+    partition_admin.ensure(conn, partitions.HISTORY, [partitions.HISTORY.range_of(calculated_at)])
     conn.close()
 
 
@@ -127,9 +130,6 @@ def finalize(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> F
     """Replace the duration's rows with the run's staged rows, unless a newer run won."""
     conn = connect(dsn)
     try:
-        # The history's day partition exists before the transaction that appends to it (the
-        # maintenance task creates them ahead; a run for a past time may need an old one).
-        partition_admin.ensure(conn, partitions.HISTORY, [partitions.HISTORY.range_of(calculated_at)])
         with conn, conn.cursor() as cur:
             cur.execute("UPDATE trend_run SET finalize_at = clock_timestamp() WHERE run_id = %s", (run_id,))
             cur.execute("INSERT INTO trending_state (duration, calculated_at, run_id) "
