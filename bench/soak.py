@@ -6,9 +6,9 @@
 Events arrive at the seeds' rates (``buffer-notebook.txt``: 100 a minute at the busiest,
 one an hour at the quietest) on a daily cycle: the rate per minute goes from 1/60 at 03:00
 UTC to 100 at 15:00 UTC and back, geometrically (a cosine of the logarithm), about 27,000
-events a day; DOIs are drawn with Zipf popularity (``--dois``, 100,000). They are written
-through the product's store (binary COPY, partitions created as needed) in the batches
-the bridge would have sent between two jobs.
+events a day; DOIs are drawn with Zipf popularity (``--dois``, 1,000,000 as in
+``bench/year_scale.py``). They are written through the product's store (binary COPY,
+partitions created as needed) in the batches the bridge would have sent between two jobs.
 
 Every job beat schedules runs at its simulated time, in order, on the same PostgreSQL:
 each trend run of the five durations at its cron tick + ``TREND_START_OFFSET_S``
@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -258,29 +259,37 @@ QUICK_DURATIONS = {"currently": {"schedule": "3 */2 * * *"}, "today": {"schedule
                    "week": {"schedule": "25 */12 * * *"}, "month": {"schedule": "5 0 * * *"}}
 
 
+def _sigterm(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench soak", description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=460, help="simulated days")
-    parser.add_argument("--dois", type=int, default=100_000, help="DOIs (Zipf popularity)")
+    parser.add_argument("--dois", type=int, default=1_000_000, help="DOIs (Zipf popularity)")
     parser.add_argument("--durable", action="store_true",
                         help="PostgreSQL with fsync and synchronous commit (slower; the sizes are the same)")
     parser.add_argument("--event-retention-days", type=int, default=400)
     parser.add_argument("--history", default="7,35,400", help="TREND_HISTORY_FULL,HOURLY,RETENTION_DAYS")
     parser.add_argument("--window", type=int, default=28, help="days compared in the summary")
+    parser.add_argument("--preseed-days", type=int, default=0,
+                        help="write this many days of events before day 0 (a deployment that ran that long, "
+                             "without its runs' history)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="two days, fewer runs: the suite's smoke test")
     args = parser.parse_args(argv)
     full, hourly, kept = (int(x) for x in args.history.split(","))
     overrides: dict[str, dict[str, str]] = {}
-    scale, preseed_days = 1.0, 0
+    scale, preseed_days, preseed_scale = 1.0, args.preseed_days, 1.0
     if args.quick:
         args.days, args.dois, args.window = 4, 300, 1
         full, hourly, kept, args.event_retention_days = 1, 1, 2, 366
-        overrides, scale, preseed_days = QUICK_DURATIONS, 0.05, 400
+        overrides, scale, preseed_days, preseed_scale = QUICK_DURATIONS, 0.05, 400, 0.0025
 
     def progress(text: str) -> None:
         print(f"[soak {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
+    signal.signal(signal.SIGTERM, _sigterm)  # unwind through `finally`: the PostgreSQL started here stops
     workdir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     workdir.chmod(0o755)
     pg = PostgresServer(workdir, durable=args.durable).start()
@@ -300,8 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         start = START + timedelta(days=preseed_days)
         if preseed_days:
             progress(f"seeding {preseed_days} days of events before day 0 (no runs)")
-            for points in EventSource(args.dois, args.seed + 1, scale / 20).between(START, start):
-                store.write(points)
+            seeder = EventSource(args.dois, args.seed + 1, preseed_scale)
+            for offset in range(preseed_days):  # a day at a time: a year of Points would not fit in memory
+                for points in seeder.between(START + timedelta(days=offset), START + timedelta(days=offset + 1)):
+                    store.write(points)
         source = EventSource(args.dois, args.seed, scale)
         census = Census(pg.dsn)
         print(machine_line())

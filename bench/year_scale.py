@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -248,6 +250,19 @@ def run_year(side: Side, second: int) -> Run:
     return Run(t1 - t0, t2 - t1, t3 - t2, plan.dois, len(plan.chunks), rows, store.seconds)
 
 
+def _last_runs(sides: list[Side]) -> list[int]:
+    """Seconds after NOW of the runs a reused database already published (a new run must be later)."""
+    found = []
+    for side in sides:
+        with psycopg2.connect(side.dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT max(calculated_at) FROM trend_run")
+            (latest,) = cur.fetchone() or (None,)
+        conn.close()
+        if latest is not None:
+            found.append(int((latest - NOW).total_seconds()))
+    return found
+
+
 def sizes(dsn: str) -> dict[str, int]:
     """Bytes of the events: table (all partitions), each index kind, total."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
@@ -331,38 +346,59 @@ def report(sides: list[Side], events: int, dois: int) -> list[str]:
     return lines
 
 
+def _sigterm(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.year_scale", description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--dois", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=2, help="year runs per side, alternating")
     parser.add_argument("--quick", action="store_true", help="20,000 events on 2,000 DOIs (the suite's smoke test)")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep the seeded PostgreSQL in DIR; a later run with the same DIR reuses it (no "
+                             "seeding: the write-cost figures are the first run's)")
     args = parser.parse_args(argv)
     n_events, n_dois = (20_000, 2_000) if args.quick else (args.events, args.dois)
 
     def progress(text: str) -> None:
         print(f"[year_scale {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-year-"))
+    signal.signal(signal.SIGTERM, _sigterm)  # unwind through `finally`: the PostgreSQL started here stops
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="bench-year-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)
-    pg = PostgresServer(workdir, durable=True).start()
+    seeded = workdir / "seeded.json"
+    pg = PostgresServer(workdir, durable=True).start()  # a kept data directory starts again on a free port
     try:
-        progress(f"generating {n_events:,} events on {n_dois:,} DOIs")
-        events = generate(n_events, n_dois)
-        sides = [prepare(pg, "baseline", events, True, n_dois, progress),
-                 prepare(pg, "product", events, False, n_dois, progress)]
+        if seeded.exists() and json.loads(seeded.read_text())["events"] == [n_events, n_dois]:
+            progress(f"reusing the seeded databases in {workdir}")
+            sides = [Side(**{**side, "store": (BaselineStore if side["name"] == "baseline" else PostgresStore)(
+                pg.dsn_for(side["name"])), "dsn": pg.dsn_for(side["name"]), "runs": []})
+                     for side in json.loads(seeded.read_text())["sides"]]
+        else:
+            progress(f"generating {n_events:,} events on {n_dois:,} DOIs")
+            events = generate(n_events, n_dois)
+            sides = [prepare(pg, "baseline", events, True, n_dois, progress),
+                     prepare(pg, "product", events, False, n_dois, progress)]
+            if args.keep:
+                seeded.write_text(json.dumps({"events": [n_events, n_dois], "sides": [
+                    {"name": s.name, "write_s": s.write_s, "vacuum_s": s.vacuum_s, "sizes": s.sizes} for s in sides]}))
+        previous = max(_last_runs(sides), default=-1)
         for i in range(args.runs):
             for side in sides:
                 progress(f"{side.name}: year run {i + 1}")
-                side.runs.append(run_year(side, i))
+                side.runs.append(run_year(side, previous + 1 + i))
         for side in sides:
             side.store.close()
         print("\n".join(report(sides, n_events, n_dois)))
         return 0
     finally:
         pg.stop()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(workdir)
+        if not args.keep:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(workdir)
 
 
 if __name__ == "__main__":
