@@ -100,7 +100,8 @@ def maintain(dsn: str, policy: RetentionPolicy, now: datetime, *, dry_run: bool 
     finally:
         conn.close()
     report.seconds = time.perf_counter() - started
-    log.info("maintenance done", extra=report.summary())
+    if not dry_run:
+        log.info("maintenance done", extra=report.summary())
     return report
 
 
@@ -172,7 +173,7 @@ def _step(report: Report, action: str, target: str, run: Callable[[], str]) -> N
                         extra={"action": action, "target": target, "sqlstate": error.pgcode})
             return
         report.steps.append(Step(action, target, time.perf_counter() - started, True, detail))
-        log.info("maintenance step", extra={"action": action, "target": target, "detail": detail,
+        log.debug("maintenance step", extra={"action": action, "target": target, "detail": detail,
                                             "seconds": round(time.perf_counter() - started, 3)})
         return
 
