@@ -14,10 +14,10 @@ Widths
 ------
 * events: one partition per **calendar month** (UTC). Every trend query reads the
   partitions its span overlaps, and each partition adds one index descent per DOI to a
-  chunk's query and some planning: with a partition per week the ``year`` run's chunks
-  took 1.5x as long as with one per month (measured on the 10M-event year,
-  ``bench/year_scale.py``). A month is a coarse unit of retention, though: events stay
-  up to one month longer than ``EVENT_RETENTION_DAYS`` (about 8% of the default 400 days).
+  chunk's query: with a partition per week, the store queries of the ``year`` run took
+  1.35x as long as with one per month (10M events, ``bench/year_scale.py``). A month is a
+  coarse unit of retention, though: events stay up to a month longer than
+  ``EVENT_RETENTION_DAYS`` (about 8% of the default 400 days).
 * history: one partition per **UTC day**: thinning (every run -> hourly -> daily) works
   one day at a time, and a day's partition holds about 200,000 rows at the rates of the
   issue's measurement, a size that is rewritten in about a second.

@@ -6,6 +6,11 @@ row-by-row inserts), and the conflict clause makes a redelivered batch (or an ev
 within one) a no-op. Times travel as integer
 microseconds and are turned into ``timestamptz`` by PostgreSQL, so no float rounding can
 shift an event.
+
+``discussion_event`` is partitioned by month (migration 0005): a batch first makes sure the
+months it falls in exist (:mod:`worker.db.partition_admin`, cached per process), and the
+key is ``(event_id, time)``. Trend queries read only the months their span overlaps, from
+a covering index, and come back as binary COPY (see :data:`_TREND_WINDOWS`).
 """
 
 from __future__ import annotations
