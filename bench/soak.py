@@ -165,8 +165,7 @@ def day_jobs(day: date, settings: Settings) -> list[tuple[int, str]]:
     """(second of the day, job) for every trend run and maintenance run of ``day``, in order."""
     jobs = [(second, name) for name, d in settings.durations().items()
             for second in starts(Job(name, "trend", d.schedule, settings.trend_start_offset_s), day)]
-    # `starts` only reads the cron and the offset; "post" is where the maintenance task runs too.
-    jobs += [(second, "maintenance") for second in starts(Job("maintenance", "post",
+    jobs += [(second, "maintenance") for second in starts(Job("maintenance", "maintenance",
                                                                settings.maintenance_schedule, 0), day)]
     return sorted(jobs)
 
