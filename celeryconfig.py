@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
-from worker.schedule import build_beat_schedule
+from worker.schedule import MAINTENANCE_QUEUE, build_beat_schedule
 from worker.settings import get_settings
 
 _s = get_settings()
@@ -53,12 +53,14 @@ task_queues = (
     Queue(_s.ingest_queue, Exchange(_s.ingest_queue), routing_key=_s.ingest_queue),
     Queue(_s.trends_queue, Exchange(_s.trends_queue), routing_key=_s.trends_queue),
     Queue("celery", Exchange("celery"), routing_key="celery"),
+    Queue(MAINTENANCE_QUEUE, Exchange(MAINTENANCE_QUEUE), routing_key=MAINTENANCE_QUEUE),
 )
 task_default_queue = "celery"
 task_routes = {
     "tasks.ingest.*": {"queue": _s.ingest_queue, "routing_key": _s.ingest_queue},
     "tasks.trends.*": {"queue": _s.trends_queue, "routing_key": _s.trends_queue},
     "tasks.post.*": {"queue": "celery", "routing_key": "celery"},
+    "tasks.maintenance.*": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
 }
 # Rate limit per worker instance (a token bucket in its main process, NOT global): scale
 # the ingest rate by adding ingest workers, not by raising -c.

@@ -1,5 +1,8 @@
 """``python -m bench``: every benchmark, then one plain-text results table.
 
+``python -m bench soak`` runs the soak instead (``bench/soak.py``: simulated days of
+operation; ``--quick`` for its smoke test).
+
 ``--quick`` runs small sizes (for development: other engineers share this machine);
 ``--only ingest|trends|memory`` runs one benchmark; ``--profile DIR`` samples the bridge and
 the worker with py-spy during the ingest run (the figures of a profiled run are slower and
@@ -140,6 +143,11 @@ def memory_lines(runs: list[memory.MemoryRun]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:  # `python -m bench soak ...`: simulated days of operation (bench/soak.py)
+        from bench import soak
+
+        return soak.main(argv[1:])
     args = parse_args(argv)
     sizes = sizes_from(args)
     signal.signal(signal.SIGTERM, _sigterm)

@@ -34,7 +34,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -42,6 +42,7 @@ import psycopg2
 from bench.common import (
     AGGREGATOR,
     CELERY,
+    FIXED_NOW,
     BenchError,
     Processes,
     RowCounter,
@@ -53,6 +54,8 @@ from bench.common import (
     produce_fast,
     wait_for,
 )
+from worker.db import partition_admin
+from worker.db.partitions import EVENTS
 
 # How the product is configured for this benchmark (printed with the results).
 # - INGEST_RATE_LIMIT far above the task rate (a few batches per second), so the Celery rate
@@ -282,6 +285,11 @@ def run_baseline(stack: Stack, topic: str, events: int) -> BaselineRun:
         "session.timeout.ms": 6000,
     })
     conn = psycopg2.connect(dsn, application_name="bench-baseline")
+    # Not timed: the month partitions the events fall in (the product's writers create them
+    # as they go; the baseline's plain INSERT would find none). The events lie within a day
+    # or so before FIXED_NOW.
+    partition_admin.ensure(conn, EVENTS, EVENTS.ranges(FIXED_NOW - timedelta(days=40),
+                                                       FIXED_NOW + timedelta(days=1)))
     try:
         subscribed = time.perf_counter()
         consumer.subscribe([topic])

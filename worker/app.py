@@ -10,7 +10,7 @@ from worker.logs import make_formatter
 from worker.settings import get_settings
 
 guard_restore_unacked()  # a Redis restart must not end the worker (see worker/kombu_guard.py)
-app = Celery("aggregator", include=["tasks.ingest", "tasks.trends", "tasks.post"])
+app = Celery("aggregator", include=["tasks.ingest", "tasks.trends", "tasks.post", "tasks.maintenance"])
 app.config_from_object("celeryconfig")
 
 

@@ -233,6 +233,12 @@ def cmd_trends_run(args: argparse.Namespace) -> int:
     return run_once(args.duration, args.at)
 
 
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from worker.maintenance.cli import run_cli
+
+    return run_cli(args.at, args.dry_run)
+
+
 def cmd_post(args: argparse.Namespace) -> int:
     from worker.post.morning import post_cli
 
@@ -275,7 +281,8 @@ def make_parser() -> argparse.ArgumentParser:
         description="Trend aggregator for scholarly altmetrics: Kafka -> Celery -> event store -> trends in "
                     "PostgreSQL.\nEvery setting comes from the environment (see .env.example).",
         epilog="Exit codes: 0 ok, 2 bad command line, 69 a service did not answer, 70 unexpected error, "
-               "75 try again later (a run of that duration is in flight), 78 bad configuration.")
+               "75 try again later (a run of that duration or a maintenance run is in flight), 78 bad "
+               "configuration.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true",
                         help="on failure show the traceback, and show librdkafka's own log lines")
@@ -338,6 +345,16 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--at", type=iso_time, default=None,
                      help="compute as of this ISO 8601 time (no offset = UTC; default: now)")
     run.set_defaults(func=cmd_trends_run)
+
+    maintain = command("maintain", "partitions ahead, retention, history thinning (PostgreSQL), once",
+                       "Create the coming partitions, drop events past EVENT_RETENTION_DAYS and trend history past "
+                       "TREND_HISTORY_RETENTION_DAYS (whole partitions), thin older history days to hourly and daily "
+                       "rows: what the beat task does every hour, in this process, with each step's time. A run "
+                       "already in flight: exit 75.")
+    maintain.add_argument("--at", type=iso_time, default=None,
+                          help="plan as of this ISO 8601 time (no offset = UTC; default: now)")
+    maintain.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    maintain.set_defaults(func=cmd_maintain)
 
     post = command("post", "the morning post: compose today's text and post it to X",
                    "Post the top three trending COVID-19 papers of `today` (once a day); without X "

@@ -16,6 +16,8 @@ from worker.durations import build_durations
 from worker.settings import Settings
 
 _WEEK_MIN = 7 * 24 * 60
+#: The queue of the maintenance task (``celeryconfig`` declares it; worker-default serves it).
+MAINTENANCE_QUEUE = "maintenance"
 
 
 def parse_cron(expr: str) -> crontab:
@@ -56,6 +58,14 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
                 "expires": max(30, period - 30),
             },
         }
+    # Maintenance (partitions, retention, thinning) on its own queue, served beside the
+    # morning post by the default worker: never on `trends`, whose one slot it would hold.
+    period = min_period_s(settings.maintenance_schedule)
+    schedule["maintenance"] = {
+        "task": "tasks.maintenance.maintain",
+        "schedule": parse_cron(settings.maintenance_schedule),
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": max(30, period - 30)},
+    }
     schedule["morning-post"] = {
         "task": "tasks.post.morning_post",
         "schedule": parse_cron(settings.post_schedule),

@@ -22,6 +22,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.durations import Duration, build_durations
+from worker.maintenance.policy import RetentionPolicy
 from worker.masking import mask_dsn, mask_url
 
 #: The placeholder .env.example uses for every secret; `aggregator setup` refuses it.
@@ -188,6 +189,24 @@ class Settings(BaseSettings):
     # whose worker died frees its duration within this, and the next run takes over.
     trend_lock_ttl_s: int = Field(180, ge=10)
 
+    # --- Operating for years: retention and trend history (PostgreSQL) --------------------
+    # Carried out by the maintenance task (beat, queue `maintenance`) and `aggregator
+    # maintain`; worker/maintenance/policy.py explains each rule, README "Operating for
+    # years" the storage it gives.
+    # Events older than this many days are removed, a whole month partition at a time (so up
+    # to a month later). At least the longest trend span plus a day. With EVENT_STORE=influxdb
+    # the table stays empty: InfluxDB's bucket has its own retention (INFLUXDB_V2_RETENTION_DAYS).
+    event_retention_days: int = Field(400, ge=1)
+    # trending_history keeps every run's rows this many days; then, per DOI and duration, the
+    # last row of each hour until TREND_HISTORY_HOURLY_DAYS, the last row of each day until
+    # TREND_HISTORY_RETENTION_DAYS, and nothing older. 1 <= full <= hourly <= retention.
+    trend_history_full_days: int = Field(7, ge=1)
+    trend_history_hourly_days: int = Field(35, ge=1)
+    trend_history_retention_days: int = Field(400, ge=1)
+    # UTC cron of the maintenance task: partitions ahead, retention, thinning. Hourly, at a
+    # minute in which no trend run starts.
+    maintenance_schedule: str = "17 * * * *"
+
     # --- Morning post ---------------------------------------------------------------------
     post_schedule: str = "59 5 * * *"
     trending_url: str = "https://bit.ly/3jdLvc8"
@@ -254,7 +273,7 @@ class Settings(BaseSettings):
     def _rate_limit(cls, value: str) -> str:
         return _check_rate_limit(value)
 
-    @field_validator("post_schedule")
+    @field_validator("post_schedule", "maintenance_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
         from worker.schedule import parse_cron
@@ -296,6 +315,9 @@ class Settings(BaseSettings):
             # timeout and Redis hands it out a second time (NOTES: celery#5935).
             problems.append(f"INGEST_RETRY_BACKOFF_MAX_S ({self.ingest_retry_backoff_max_s}) must be below "
                             f"VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s})")
+        # Retention and history thinning (checked whatever the store: the maintenance worker
+        # manages discussion_event's partitions and need not know which store is in use).
+        problems += self.retention_policy().problems(max(d.span_s for d in self.durations().values()))
         if self.event_store == "influxdb":
             missing = [name for name, value in (("INFLUXDB_V2_URL", self.influxdb_v2_url),
                                                 ("INFLUXDB_V2_TOKEN", self.influxdb_v2_token),
@@ -325,6 +347,11 @@ class Settings(BaseSettings):
     def durations(self) -> dict[str, Duration]:
         """The durations table with this environment's overrides (validated at start)."""
         return build_durations(self.trend_durations)
+
+    def retention_policy(self) -> RetentionPolicy:
+        """What the maintenance task keeps (``worker.maintenance.policy``)."""
+        return RetentionPolicy(self.event_retention_days, self.trend_history_full_days,
+                               self.trend_history_hourly_days, self.trend_history_retention_days)
 
     def secret_values(self) -> list[str]:
         """Every credential this process knows, for scrubbing text a person will read."""

@@ -1,7 +1,8 @@
 """The benchmark commands run, at toy sizes, and report what the README quotes.
 
 Figures are not checked (speed is the benchmarks' job, not the tests'); this only keeps
-`python -m bench` and `python -m bench.full_run` working as the code under them changes.
+`python -m bench`, `python -m bench.full_run`, `python -m bench soak` and
+`python -m bench.year_scale` working as the code under them changes.
 """
 
 from __future__ import annotations
@@ -39,3 +40,23 @@ def test_full_run_reports_every_phase() -> None:
     for phase in ("select", "chunks", "finalize", "view refresh", "run total"):
         assert re.search(rf"^  {phase}\s+\d+\.\d\d$", out, re.MULTILINE), phase
     assert "celery" not in out.lower()  # the worker's banner stays out of the results
+
+
+def test_soak_quick_goes_through_every_kind_of_maintenance_step() -> None:
+    out = run("bench", "soak", "--quick")
+    days = [line for line in out.splitlines() if re.match(r"^\s+\d+ \d{4}-\d\d-\d\d ", line)]
+    assert len(days) == 4
+    assert "discussion_event_p2025" in days[0]  # a month past the retention dropped
+    assert any("thinned" in day for day in days) and any("trending_history_p" in day for day in days)
+    assert "first event month dropped on day 0, first history day dropped on day 3" in out
+    for name in ("currently", "today", "week", "month", "year"):
+        assert re.search(rf"^  {name}\s+run: +\d+ ms mean", out, re.MULTILINE), name
+
+
+def test_year_scale_quick_reports_both_sides_and_the_write_cost() -> None:
+    out = run("bench.year_scale", "--quick", "--runs", "1")
+    for side in ("baseline", "product"):
+        assert re.search(rf"^{side} run 1\s+\d+\.\d\d\s+\d+\.\d\d", out, re.MULTILINE), side
+        assert re.search(rf"^{side}\s+\d+\.\d\s+[\d,]+\s+\d+\.\d", out, re.MULTILINE), side
+    assert re.search(r"year run, best of 1: product [\d.]+ s \| baseline [\d.]+ s", out)
+    assert "product / baseline: write time" in out

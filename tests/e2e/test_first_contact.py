@@ -118,6 +118,7 @@ COMMANDS = {
     "produce-demo": (["produce-demo", "--events", "3"], "Kafka"),
     "trends run": (["trends", "run", "currently"], "Redis"),
     "post": (["post", "--dry-run"], "PostgreSQL"),
+    "maintain": (["maintain", "--dry-run"], "PostgreSQL"),
 }
 
 
@@ -163,6 +164,8 @@ BAD_SETTINGS = [
     ({"TREND_DURATIONS": '{"hourly": {}}'}, "unknown duration 'hourly'"),
     ({"TREND_DURATIONS": '{"today": {"min_events": "many"}}'}, "must be int"),
     ({"POST_SCHEDULE": "61 * * * *"}, "POST_SCHEDULE='61 * * * *'"),
+    ({"EVENT_RETENTION_DAYS": "30"}, "EVENT_RETENTION_DAYS (30) must cover the longest trend span"),
+    ({"TREND_HISTORY_FULL_DAYS": "90"}, "TREND_HISTORY_FULL_DAYS (90) <= TREND_HISTORY_HOURLY_DAYS (35)"),
     ({"VISIBILITY_TIMEOUT_S": "20"}, "must be below VISIBILITY_TIMEOUT_S (20)"),
     ({"CONNECT_TIMEOUT_S": "0"}, "CONNECT_TIMEOUT_S='0'"),
 ]
@@ -186,6 +189,7 @@ def test_every_subcommand_validates_settings_first(args: list[str]) -> None:
 @pytest.mark.parametrize("args", [
     ["trends", "run", "today", "--at", "yesterday"],
     ["trends", "run", "hourly"],
+    ["maintain", "--at", "tomorrow"],
     ["dlq", "list", "--limit", "-1"],
     ["produce-demo", "--events", "x"],
     ["dev", "--events", "0"],

@@ -58,5 +58,5 @@ def test_schedule_without_a_database_assumes(monkeypatch: pytest.MonkeyPatch, tm
         get_settings.cache_clear()
     captured = capsys.readouterr()
     assert "not measured (PostgreSQL" in captured.err
-    assert "6 jobs" in captured.out  # no InfluxDB tasks with EVENT_STORE=postgres
+    assert "7 jobs" in captured.out  # five trends, the post, maintenance: no InfluxDB tasks with EVENT_STORE=postgres
     assert "task_today" not in captured.out

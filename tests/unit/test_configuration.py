@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.durations import DEFAULT_DURATIONS, build_durations
-from worker.schedule import build_beat_schedule, min_period_s
+from worker.schedule import build_beat_schedule, min_period_s, parse_cron
 from worker.settings import ConfigurationError, Settings, load_settings
 
 
@@ -66,3 +66,29 @@ def test_beat_entries_expire_before_the_next_tick() -> None:
         assert options["countdown"] < options["expires"] < min_period_s(duration.schedule)
     assert schedule["morning-post"]["task"] == "tasks.post.morning_post"
     assert str(schedule["morning-post"]["schedule"]).startswith("<crontab: 59 5 ")
+
+
+def test_maintenance_runs_on_its_own_queue_and_expires_before_the_next_tick() -> None:
+    entry = build_beat_schedule(Settings())["maintenance"]
+    assert entry["task"] == "tasks.maintenance.maintain"
+    assert entry["options"]["queue"] == "maintenance" != Settings().trends_queue
+    assert entry["options"]["expires"] < min_period_s(Settings().maintenance_schedule)
+    # At a minute in which no trend run starts (they share PostgreSQL).
+    minute = int(Settings().maintenance_schedule.split()[0])
+    assert all(minute not in parse_cron(d.schedule).minute for d in DEFAULT_DURATIONS)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"EVENT_RETENTION_DAYS": "365"}, "EVENT_RETENTION_DAYS (365) must cover the longest trend span (365 days)"),
+    ({"TREND_DURATIONS": '{"year": {"span_s": 63072000}}'}, "EVENT_RETENTION_DAYS (400) must cover"),
+    ({"TREND_HISTORY_HOURLY_DAYS": "3"}, "TREND_HISTORY_FULL_DAYS (7) <= TREND_HISTORY_HOURLY_DAYS (3)"),
+    ({"TREND_HISTORY_RETENTION_DAYS": "30"}, "<= TREND_HISTORY_RETENTION_DAYS (30) must hold"),
+    ({"MAINTENANCE_SCHEDULE": "every hour"}, "MAINTENANCE_SCHEDULE='every hour'"),
+])
+def test_retention_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                 named: str) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert named in str(caught.value)

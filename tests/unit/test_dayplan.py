@@ -134,3 +134,19 @@ def test_the_text_summary_names_every_job_and_the_overlaps(svg_and_text: tuple[E
     assert f"overlaps: {count} pair(s) of runs, 1 pair(s) of jobs" in text
     assert "trend currently × trend today: 48 time(s), at 00:21:15" in text
     assert text.rstrip().endswith("heatmap: schedule.svg")
+
+
+def test_the_maintenance_task_is_planned_on_the_default_worker_beside_the_post() -> None:
+    settings = Settings()
+    jobs = scheduled_jobs(build_durations().values(), settings.trend_start_offset_s, [], settings.post_schedule,
+                          settings.maintenance_schedule)
+    [maintenance] = [j for j in jobs if j.kind == "maintenance"]
+    assert (maintenance.cron, maintenance.offset_s) == ("17 * * * *", 0)
+    lengths = {j.name: length_of([], j.kind) for j in jobs}
+    plan = plan_day(jobs, MONDAY, lengths)
+    assert sum(r.job is maintenance for r in plan.runs) == 24
+    assert not [o for o in plan.overlaps if maintenance in (o.first.job, o.second.job)]  # at :17, beside nothing
+    # A post slowed by the X API still running when maintenance starts: one waits for the other.
+    late = [run("morning post", 5 * 3600 + 59 * 60, 120.0, "post"), run("maintenance", 6 * 3600, 10.0, "maintenance")]
+    [overlap] = overlaps(late)
+    assert overlap.meaning.startswith("queued on the default worker")

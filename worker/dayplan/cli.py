@@ -65,7 +65,8 @@ def jobs_of(settings: Settings, influx_tasks: bool) -> list[Job]:
 
         tasks = layout_from_settings(settings).tasks()
     durations = build_durations(settings.trend_durations).values()
-    return scheduled_jobs(durations, settings.trend_start_offset_s, tasks, settings.post_schedule)
+    return scheduled_jobs(durations, settings.trend_start_offset_s, tasks, settings.post_schedule,
+                          settings.maintenance_schedule)
 
 
 def run_schedule(*, output: str, day: str | None, days: int, influx_tasks: bool | None) -> int:

@@ -25,10 +25,11 @@ from worker.schedule import parse_cron
 from worker.store.layout import TaskSpec
 
 DAY_S = 86_400
-Kind = Literal["trend", "influx", "post"]
+Kind = Literal["trend", "influx", "post", "maintenance"]
 
 #: Where each kind of job runs, and what two overlapping jobs of those kinds mean.
-WHERE: dict[Kind, str] = {"trend": "trends worker", "influx": "InfluxDB task", "post": "default worker"}
+WHERE: dict[Kind, str] = {"trend": "trends worker", "influx": "InfluxDB task", "post": "default worker",
+                          "maintenance": "default worker"}
 
 #: What each kind of job holds while it runs. Two runs that hold nothing in common (the
 #: morning post and an InfluxDB task) may overlap freely; the others compete.
@@ -36,10 +37,13 @@ RESOURCES: dict[Kind, frozenset[str]] = {
     "trend": frozenset({"trends worker", "event store"}),
     "influx": frozenset({"event store"}),
     "post": frozenset({"default worker"}),
+    # Its PostgreSQL steps take their locks for milliseconds (worker/maintenance/run.py): what
+    # it competes for is the default worker's one slot, with the morning post.
+    "maintenance": frozenset({"default worker"}),
 }
 
 #: Lengths assumed for a job that has no measured run (seconds).
-ASSUMED_S: dict[Kind, float] = {"trend": 30.0, "influx": 10.0, "post": 5.0}
+ASSUMED_S: dict[Kind, float] = {"trend": 30.0, "influx": 10.0, "post": 5.0, "maintenance": 10.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,15 +108,19 @@ class Overlap:
             return "the previous run is still running"
         if kinds == {"trend"}:
             return "queued on the trends worker (concurrency 1): the later run starts late"
+        if kinds <= {"post", "maintenance"}:
+            return "queued on the default worker (concurrency 1): the later run starts late"
         return "both load InfluxDB at once"
 
 
 def scheduled_jobs(durations: Iterable[Duration], trend_offset_s: int, influx_tasks: Iterable[TaskSpec],
-                   post_schedule: str) -> list[Job]:
+                   post_schedule: str, maintenance_schedule: str | None = None) -> list[Job]:
     """Every scheduled job of a deployment, in a stable order."""
     jobs = [Job(f"trend {d.name}", "trend", d.schedule, trend_offset_s) for d in durations]
     jobs += [Job(t.name, "influx", t.cron, t.offset_s) for t in influx_tasks]
     jobs.append(Job("morning post", "post", post_schedule, 0))
+    if maintenance_schedule is not None:
+        jobs.append(Job("maintenance", "maintenance", maintenance_schedule, 0))
     return jobs
 
 

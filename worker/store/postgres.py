@@ -6,6 +6,11 @@ row-by-row inserts), and the conflict clause makes a redelivered batch (or an ev
 within one) a no-op. Times travel as integer
 microseconds and are turned into ``timestamptz`` by PostgreSQL, so no float rounding can
 shift an event.
+
+``discussion_event`` is partitioned by month (migration 0005): a batch first makes sure the
+months it falls in exist (:mod:`worker.db.partition_admin`, cached per process), and the
+key is ``(event_id, time)``. Trend queries read only the months their span overlaps, from
+a covering index, and come back as binary COPY (see :data:`_TREND_WINDOWS`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import psycopg2
 from msgspec.structs import astuple
 from psycopg2.extensions import connection as Connection
 
+from worker.db import partition_admin, partitions
 from worker.db.connection import connect
 from worker.durations import Duration
 from worker.events import POINT_FIELDS, Point
@@ -48,18 +54,22 @@ CREATE TEMPORARY TABLE IF NOT EXISTS event_staging (
 """
 # ORDER BY event_id: every batch takes the unique index's locks in the same order, so two
 # batches sharing event ids (a re-published batch beside the original) cannot deadlock.
+# The key is (event_id, time): a unique key of a partitioned table must hold the partition
+# key (migration 0005). A redelivered event repeats both, so it is still written once.
 _MERGE = f"""
 INSERT INTO discussion_event (event_id, doi, time, {", ".join(POINT_FIELDS)})
 SELECT event_id, doi,
        to_timestamp(0) + time_us * interval '1 microsecond', {", ".join(POINT_FIELDS)}
 FROM event_staging
 ORDER BY event_id
-ON CONFLICT (event_id) DO NOTHING
+ON CONFLICT (event_id, time) DO NOTHING
 """
-# Points that reuse a stored event's id with other content (run only when some point was not
-# inserted: a redelivery repeats the same content and is no conflict).
+# Points that reuse a stored event's id and time with other content (run only when some point
+# was not inserted: a redelivery repeats the same content and is no conflict). Joined on the
+# whole key, so each point probes the one partition its time falls in.
 _CONFLICTS = f"""
-SELECT s.event_id FROM event_staging s JOIN discussion_event e USING (event_id)
+SELECT s.event_id FROM event_staging s JOIN discussion_event e
+  ON e.event_id = s.event_id AND e.time = to_timestamp(0) + s.time_us * interval '1 microsecond'
 WHERE (s.doi, to_timestamp(0) + s.time_us * interval '1 microsecond', {", ".join(f"s.{f}" for f in POINT_FIELDS)})
       IS DISTINCT FROM (e.doi, e.time, {", ".join(f"e.{f}" for f in POINT_FIELDS)})
 ORDER BY s.event_id LIMIT 1000
@@ -113,40 +123,73 @@ def _ns_to_ts_sql(param: str) -> str:
     return f"to_timestamp(0) + ({param}::bigint / {_US}) * interval '1 microsecond'"
 
 
-# Aggregates field -> SQL expression over the events of the span (`ev`).
+# Aggregates field -> SQL expression over the events of the span (`ev`). All float8: a
+# sum(bigint) would be numeric, whose arithmetic was most of the `year` run's database time
+# (bench/year_scale.py); the integer sums below stay exact in float8 up to 2**53.
 _SUMS = {
-    "count": "count(*)",
+    "count": "count(*)::float8",
     "sum_score": "sum(score)",
     # exp() raises on underflow in PostgreSQL; below e^-700 a weight is 0 in float64 anyway.
     "decayed_score": "sum(score * exp(greatest(%(g)s * age, -700)))",
     "sum_age": "sum(age)",
     "sum_sentiment": "sum(sentiment_raw)",
-    "sum_followers": "sum(followers)",
+    "sum_followers": "sum(followers::float8)",
     "sum_abstract": "sum(contains_abstract_raw)",
-    "sum_length": "sum(length)",
-    "sum_questions": "sum(questions)",
-    "sum_exclamations": "sum(exclamations)",
+    "sum_length": "sum(length)::float8",
+    "sum_questions": "sum(questions)::float8",
+    "sum_exclamations": "sum(exclamations)::float8",
     "sum_bot_rating": "sum(bot_rating)",
 }
-# The events of the span, at their whole second (worker.store.alignment): the range is on
-# the stored time, [now - span, now + 1 s), which the (doi, time) index serves; the age is
-# a whole number of seconds, so the window is an integer division, exact at every edge.
-_SPAN_EVENTS = f"""
-    WITH ev AS (
-        SELECT doi, score, sentiment_raw, followers, contains_abstract_raw, length, questions,
-               exclamations, bot_rating,
-               extract(epoch FROM {_ns_to_ts_sql("%(now)s")} - date_trunc('second', time))::bigint AS age
-        FROM discussion_event
-        WHERE doi = ANY(%(dois)s)
-          AND time >= {_ns_to_ts_sql("%(start)s")}
-          AND time < {_ns_to_ts_sql("%(stop)s")}
-    )
-"""
 _SCORE = list(_SUMS).index("sum_score")
-_TREND_WINDOWS = _SPAN_EVENTS + f"""
-    SELECT doi, (age / %(w)s)::int AS k, {', '.join(f'({e})::float8' for e in _SUMS.values())}
-    FROM ev GROUP BY doi, k
+# Per DOI of the chunk (its position `i`, not its text: integers hash and travel cheaply) and
+# window `k`, the sums of its events in the span. The range is on the stored time,
+# [now - span, now + 1 s) (worker.store.alignment), served by the covering (doi, time) index
+# of each partition the span overlaps (migration 0005) without touching the table. An
+# event's age is `now - floor(epoch)` in whole seconds, computed in float8: the epoch of a
+# timestamptz is its microseconds / 1e6, exactly rounded, so floor() is exact for every
+# time whose microseconds fit in 2**53 (the years 1685-2255); whole seconds below 2**53
+# are exact in float8, and so is the integer division into windows.
+_TREND_WINDOWS = f"""
+COPY (
+    SELECT c.i::int4, ev.age::int8 / %(w)s, {", ".join(_SUMS.values())}
+    FROM unnest(%(dois)s::text[]) WITH ORDINALITY AS c(doi, i)
+    CROSS JOIN LATERAL (
+        SELECT %(now_s)s::float8 - floor(date_part('epoch', e.time)) AS age, e.score, e.sentiment_raw,
+               e.followers, e.contains_abstract_raw, e.length, e.questions, e.exclamations, e.bot_rating
+        FROM discussion_event e
+        WHERE e.doi = c.doi
+          AND e.time >= {_ns_to_ts_sql("%(start)s")}
+          AND e.time < {_ns_to_ts_sql("%(stop)s")}
+        OFFSET 0
+    ) ev
+    GROUP BY 1, 2
+) TO STDOUT (FORMAT binary)
 """
+# Binary COPY rows of that query: a field count, then (length, value) per field, big-endian.
+# Read straight into numpy: no float is formatted by PostgreSQL or parsed by Python.
+_WINDOW_ROW = np.dtype([("fields", ">i2"), ("i_len", ">i4"), ("i", ">i4"), ("k_len", ">i4"), ("k", ">i8")]
+                       + [(f"{kind}{j}", code) for j in range(len(_SUMS)) for kind, code in (("len", ">i4"),
+                                                                                             ("v", ">f8"))])
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+# Settings of the trend queries' transactions. JIT compiled every chunk's query for ~70 ms,
+# more than most of them take; the grouped rows (DOIs x windows, a few MB) fit in memory
+# as a hash table instead of being sorted on disk.
+_TREND_QUERY_SETTINGS = "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'"
+
+
+def _window_rows(data: bytes) -> np.ndarray:
+    """The rows of a binary COPY of :data:`_TREND_WINDOWS` as a structured array."""
+    if not data.startswith(_COPY_SIGNATURE) or not data.endswith(_COPY_TRAILER):
+        raise StoreUnavailable("PostgreSQL sent an unexpected COPY stream for the trend inputs")
+    (extension,) = struct.unpack_from(">i", data, len(_COPY_SIGNATURE) + 4)
+    start = len(_COPY_SIGNATURE) + 8 + extension
+    body = len(data) - start - len(_COPY_TRAILER)
+    if body % _WINDOW_ROW.itemsize:
+        raise StoreUnavailable("PostgreSQL sent trend inputs of an unexpected shape")
+    rows = np.frombuffer(data, dtype=_WINDOW_ROW, offset=start, count=body // _WINDOW_ROW.itemsize)
+    if rows.size and (rows["fields"] != 2 + len(_SUMS)).any():
+        raise StoreUnavailable("PostgreSQL sent trend inputs of an unexpected shape")
+    return rows
 
 
 class _Refused(Exception):
@@ -155,6 +198,12 @@ class _Refused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def _no_partition(error: psycopg2.Error) -> bool:
+    """PostgreSQL found no partition for a row (a check violation, SQLSTATE 23514, that is
+    not about the data: the partition is missing)."""
+    return error.pgcode == "23514" and "no partition of relation" in str(error)
 
 
 def classify(error: psycopg2.Error) -> str:
@@ -176,6 +225,7 @@ class PostgresStore:
         self._dsn = dsn
         self._conn: Connection | None = None
         self.conflict_retries = 0  # deadlocks / serialization failures retried (should stay 0)
+        self._known_partitions: set[str] = set()  # event partitions known to exist
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
@@ -235,10 +285,12 @@ class PostgresStore:
             buffer = _copy_buffer(points)
         except (struct.error, UnicodeEncodeError) as error:  # a value outside its column's type
             raise _Refused(f"not representable: {error}") from error
+        months = partitions.EVENTS.ranges_of_days(partitions.days_of_ns(p.time_ns for p in points))
         for attempt in range(_CONFLICT_RETRIES + 1):
             conn = self._connection()
             buffer.seek(0)
             try:
+                self._ensure_partitions(conn, months)
                 with conn, conn.cursor() as cur:
                     cur.execute(_STAGING)
                     cur.copy_expert(_COPY, buffer)
@@ -252,6 +304,11 @@ class PostgresStore:
                         "conflicts": len(clashing), "event_ids": ",".join(clashing[:5])})
                 return len(clashing)
             except psycopg2.Error as error:
+                if _no_partition(error) and attempt < _CONFLICT_RETRIES:
+                    # The maintenance task dropped a partition this process still knew: an
+                    # event older than the retention arrived. Look again, create, retry.
+                    self._known_partitions.clear()
+                    continue
                 kind = classify(error)
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 if kind == "data":
@@ -265,6 +322,19 @@ class PostgresStore:
                     self._drop_connection()
                 raise StoreUnavailable(f"PostgreSQL write failed ({error.pgcode or 'connection'}): {reason}") from error
         raise AssertionError("unreachable")
+
+    def _ensure_partitions(self, conn: Connection, months: list[partitions.Range]) -> None:
+        """Create the month partitions a batch needs that this process has not seen yet.
+
+        The maintenance task creates them ahead of time; this covers what it cannot know:
+        events for a month far behind (a replay) or ahead (a clock in the future). Known
+        names are cached per process, so a normal batch costs a set lookup.
+        """
+        missing = [m for m in months if partitions.EVENTS.name(m) not in self._known_partitions]
+        if not missing:
+            return
+        partition_admin.ensure(conn, partitions.EVENTS, missing)
+        self._known_partitions.update(partitions.EVENTS.name(m) for m in missing)
 
     def read_events(self, doi: str, start_ns: int, stop_ns: int) -> list[Point]:
         sql = f"""
@@ -295,7 +365,8 @@ class PostgresStore:
             WHERE time >= {_ns_to_ts_sql("%(start)s")} AND time < {_ns_to_ts_sql("%(stop)s")}
             GROUP BY doi HAVING count(*) > %(min)s ORDER BY doi
         """
-        rows = self._query(sql, {"start": start, "stop": stop, "min": duration.min_events})
+        rows = self._query(sql, {"start": start, "stop": stop, "min": duration.min_events},
+                           settings=_TREND_QUERY_SETTINGS)
         return [doi for (doi,) in rows]
 
     def trend_inputs(self, duration: Duration, now_ns: int, dois: Sequence[str]) -> Aggregates:
@@ -315,13 +386,13 @@ class PostgresStore:
         series = np.zeros((n, windows))
         start, stop = alignment.span_range(duration, now_ns)
         if n:
-            params = {"now": now_ns, "start": start, "stop": stop, "dois": list(dois), "g": duration.gravity,
-                      "w": duration.window_s}
-            found = self._query(_TREND_WINDOWS, params)
-            if found:
-                rows_doi = np.fromiter((index[r[0]] for r in found), dtype=np.int64, count=len(found))
-                rows_k = np.fromiter((r[1] for r in found), dtype=np.int64, count=len(found))
-                values = np.array([r[2:] for r in found], dtype=np.float64)
+            params = {"now_s": now_ns // alignment.NS_PER_S, "start": start, "stop": stop, "dois": list(dois),
+                      "g": duration.gravity, "w": duration.window_s}
+            found = _window_rows(self._copy_out(_TREND_WINDOWS, params))
+            if found.size:
+                rows_doi = found["i"].astype(np.int64) - 1  # WITH ORDINALITY counts from 1
+                rows_k = found["k"].astype(np.int64)
+                values = np.column_stack([found[f"v{j}"] for j in range(len(_SUMS))]).astype(np.float64)
                 np.add.at(sums, rows_doi, values)
                 inside = rows_k < windows
                 series[rows_doi[inside], windows - 1 - rows_k[inside]] = values[inside, _SCORE]
@@ -331,15 +402,32 @@ class PostgresStore:
         """Nothing to do: the finalize step appends the run to ``trending_history`` in this
         same database, in the transaction that publishes it."""
 
-    def _query(self, sql: str, params: tuple[object, ...] | dict[str, object]) -> list[tuple[Any, ...]]:
+    def _query(self, sql: str, params: tuple[object, ...] | dict[str, object], *,
+               settings: str | None = None) -> list[tuple[Any, ...]]:
         conn = self._connection()
         try:
             with conn, conn.cursor() as cur:
+                if settings:
+                    cur.execute(settings)
                 cur.execute(sql, params)
                 return cur.fetchall()
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
             self._drop_connection()
             raise StoreUnavailable(f"PostgreSQL query failed: {error}".strip()) from error
+
+    def _copy_out(self, sql: str, params: dict[str, object]) -> bytes:
+        """The output of ``COPY (…) TO STDOUT`` (COPY takes no bind parameters: the values
+        are quoted by psycopg2, as ``execute`` does)."""
+        conn = self._connection()
+        out = io.BytesIO()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(_TREND_QUERY_SETTINGS)
+                cur.copy_expert(cur.mogrify(sql, params).decode(), out)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+            self._drop_connection()
+            raise StoreUnavailable(f"PostgreSQL query failed: {error}".strip()) from error
+        return out.getvalue()
 
     def close(self) -> None:
         self._drop_connection()

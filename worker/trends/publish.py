@@ -34,6 +34,7 @@ from typing import Any
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import execute_values
 
+from worker.db import partition_admin, partitions
 from worker.db.connection import connect
 from worker.trends.math import TREND_COLUMNS
 
@@ -54,6 +55,9 @@ def start_run(dsn: str, run_id: str, duration: str, calculated_at: datetime) -> 
     with connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO trend_run (run_id, duration, calculated_at, status) VALUES (%s, %s, %s, 'running') "
                     "ON CONFLICT (run_id) DO NOTHING", (run_id, duration, calculated_at))
+    # The history's day partition exists before the finalize appends to it (the maintenance
+    # task creates the coming days ahead; a run for a past time may need an old one).
+    partition_admin.ensure(conn, partitions.HISTORY, [partitions.HISTORY.range_of(calculated_at)])
     conn.close()
 
 
@@ -110,6 +114,11 @@ history AS (
     INSERT INTO trending_history (publication_doi, duration, {_COLS}, run_id, calculated_at)
     SELECT publication_doi, %(duration)s, {_COLS}, run_id, %(at)s FROM resolved
     ON CONFLICT DO NOTHING
+),
+-- A day the maintenance task already thinned takes rows again (a run computed for a past
+-- time): it forgets the day's level, so the next maintenance applies the policy to it again.
+rethin AS (
+    DELETE FROM trending_history_compaction WHERE day = (%(at)s AT TIME ZONE 'UTC')::date
 )
 SELECT (SELECT count(*) FROM published),
        (SELECT count(*) FROM resolved WHERE publication IS NULL),

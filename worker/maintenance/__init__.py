@@ -1,0 +1,1 @@
+"""Operating for years: partitions ahead, retention, history thinning (``aggregator maintain``)."""

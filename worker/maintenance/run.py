@@ -1,0 +1,228 @@
+"""One maintenance run: carry out :func:`worker.maintenance.policy.plan` on PostgreSQL.
+
+Shared by the beat task (``tasks.maintenance.maintain``, queue ``maintenance``) and
+``aggregator maintain``. One run at a time: a session advisory lock, taken without
+waiting; a second run reports that one is in flight.
+
+Each step is short and independent: a step that cannot get its lock within
+``lock_timeout`` (a long query holds the table) is retried twice with a pause and then
+left for the next run, which computes its plan afresh. Nothing is lost by a skipped step,
+only postponed. Thinning is the only step that costs time in proportion to data (a day of
+history is rewritten, about a second at 200,000 rows); a run stops starting new thinning
+steps after ``budget_s`` so the worker it shares (the morning post) is not held long after
+an upgrade left many days to thin.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from psycopg2 import errors
+from psycopg2.extensions import connection as Connection
+
+from worker.db import partition_admin
+from worker.db.connection import connect
+from worker.db.partitions import EVENTS, HISTORY, Layout, Range
+from worker.errors import EX_TEMPFAIL, OperatorError
+from worker.maintenance.policy import HistoryDay, Level, Plan, RetentionPolicy, plan
+from worker.maintenance.thinning import kept_rows
+
+log = logging.getLogger(__name__)
+
+_LOCK_KEY = "aggregator.maintenance"
+_ATTEMPTS = 3
+_PAUSE_S = 1.0
+
+
+class MaintenanceInFlight(OperatorError):
+    """Another maintenance run holds the lock."""
+
+    exit_code = EX_TEMPFAIL
+
+
+@dataclass
+class Step:
+    action: str  # "create", "drop", "thin hourly", "thin daily", "prune trend_run"
+    target: str
+    seconds: float
+    done: bool
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    at: datetime
+    plan: Plan
+    steps: list[Step] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def skipped(self) -> list[Step]:
+        return [step for step in self.steps if not step.done]
+
+    def summary(self) -> dict[str, object]:
+        """Counts per action, for the task's result and its log line."""
+        counts: dict[str, object] = {"at": self.at.isoformat(), "seconds": round(self.seconds, 3)}
+        for step in self.steps:
+            key = step.action.replace(" ", "_") + ("" if step.done else "_skipped")
+            counts[key] = int(str(counts.get(key, 0))) + 1
+        return counts
+
+
+def history_days(cur: Any) -> list[HistoryDay]:
+    """The history partitions with the level each was thinned to."""
+    cur.execute("SELECT day, level FROM trending_history_compaction")
+    levels = {day: Level[level.upper()] for day, level in cur.fetchall()}
+    return [HistoryDay(p.range, levels.get(p.range.start.date(), Level.FULL))
+            for p in partition_admin.attached(cur, HISTORY)]
+
+
+def maintain(dsn: str, policy: RetentionPolicy, now: datetime, *, dry_run: bool = False,
+             budget_s: float | None = None) -> Report:
+    """Plan at ``now`` and (unless ``dry_run``) carry the plan out."""
+    started = time.perf_counter()
+    conn = connect(dsn, application_name="aggregator-maintenance", autocommit=True)
+    try:
+        with _exclusive(conn), conn.cursor() as cur:
+            events = partition_admin.attached(cur, EVENTS)
+            history = history_days(cur)
+            todo = plan(policy, now, [p.range for p in events], history)
+            report = Report(now, todo)
+            if not dry_run:
+                _carry_out(conn, policy, now, todo, events, budget_s, started, report)
+    finally:
+        conn.close()
+    report.seconds = time.perf_counter() - started
+    if not dry_run:
+        log.info("maintenance done", extra=report.summary())
+    return report
+
+
+@contextmanager
+def _exclusive(conn: Connection) -> Iterator[None]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (_LOCK_KEY,))
+        row = cur.fetchone()
+        if not (row and row[0]):
+            raise MaintenanceInFlight("another maintenance run is in flight; not starting a second one",
+                                      "Wait for it to finish, then run again.")
+    try:
+        yield
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_LOCK_KEY,))
+
+
+def _carry_out(conn: Connection, policy: RetentionPolicy, now: datetime, todo: Plan,
+               events: list[partition_admin.Partition], budget_s: float | None, started: float,
+               report: Report) -> None:
+    by_range = {p.range: p for p in events}
+    with conn.cursor() as cur:
+        history = {p.range: p for p in partition_admin.attached(cur, HISTORY)}
+
+    def create(layout: Layout, ranges: list[Range]) -> Callable[[], str]:
+        def step() -> str:
+            conn.autocommit = False
+            try:
+                return f"{len(partition_admin.ensure(conn, layout, ranges))} created"
+            finally:
+                conn.autocommit = True
+        return step
+
+    if todo.create_events:
+        _step(report, "create", f"{EVENTS.table} x{len(todo.create_events)}", create(EVENTS, todo.create_events))
+    for part in todo.drop_events:
+        target = by_range[part]
+        _step(report, "drop", target.name, partial(_drop, conn, EVENTS, target))
+    if todo.create_history:
+        _step(report, "create", f"{HISTORY.table} x{len(todo.create_history)}",
+              create(HISTORY, todo.create_history))
+    for day in todo.drop_history:
+        target = history[day]
+        _step(report, "drop", target.name, partial(_drop, conn, HISTORY, target))
+    _drop_leftovers(conn, policy, now, report)
+    for day, level in todo.thin_history:
+        if budget_s is not None and time.perf_counter() - started > budget_s:
+            report.steps.append(Step(f"thin {level.name.lower()}", history[day].name, 0.0, False, "budget spent"))
+            continue
+        target = history[day]
+        _step(report, f"thin {level.name.lower()}", target.name, partial(_thin, conn, target, level))
+    cutoff = now - timedelta(days=policy.history_retention_days)
+    _step(report, "prune trend_run", "trend_run", lambda: _prune_runs(conn, cutoff))
+
+
+def _step(report: Report, action: str, target: str, run: Callable[[], str]) -> None:
+    for attempt in range(1, _ATTEMPTS + 1):
+        started = time.perf_counter()
+        try:
+            detail = run()
+        except (errors.LockNotAvailable, errors.DeadlockDetected) as error:
+            if attempt < _ATTEMPTS:
+                time.sleep(_PAUSE_S * attempt)
+                continue
+            report.steps.append(Step(action, target, time.perf_counter() - started, False,
+                                     f"lock not obtained ({error.pgcode}); left for the next run"))
+            log.warning("maintenance step postponed: lock not obtained",
+                        extra={"action": action, "target": target, "sqlstate": error.pgcode})
+            return
+        report.steps.append(Step(action, target, time.perf_counter() - started, True, detail))
+        log.debug("maintenance step", extra={"action": action, "target": target, "detail": detail,
+                                            "seconds": round(time.perf_counter() - started, 3)})
+        return
+
+
+def _drop(conn: Connection, layout: Layout, part: partition_admin.Partition) -> str:
+    partition_admin.detach_and_drop(conn, layout, part)
+    if layout is HISTORY:
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM trending_history_compaction WHERE day = %s", (part.range.start.date(),))
+    return f"{part.range.start:%Y-%m-%d}..{part.range.stop:%Y-%m-%d}"
+
+
+def _drop_leftovers(conn: Connection, policy: RetentionPolicy, now: datetime, report: Report) -> None:
+    """Tables of product partitions detached but not dropped (a run stopped in between)."""
+    with conn.cursor() as cur:
+        leftovers = [(EVENTS, p) for p in partition_admin.detached(cur, EVENTS)]
+        leftovers += [(HISTORY, p) for p in partition_admin.detached(cur, HISTORY)]
+    for layout, part in leftovers:
+        expired = (part.range.stop <= policy.event_cutoff(now) if layout is EVENTS
+                   else policy.history_level(part.range, now) is None)
+        if expired:
+            _step(report, "drop", part.name, partial(_drop_detached, conn, part))
+
+
+def _drop_detached(conn: Connection, part: partition_admin.Partition) -> str:
+    partition_admin.drop_detached(conn, part)
+    return "detached leftover"
+
+
+def _thin(conn: Connection, part: partition_admin.Partition, level: Level) -> str:
+    def record(cur: Any, result: partition_admin.SwapResult) -> None:
+        # In the swap's transaction: the level is recorded exactly when the rows are thinned.
+        cur.execute("INSERT INTO trending_history_compaction (day, level, rows_before, rows_after) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (day) DO UPDATE SET level = EXCLUDED.level, "
+                    "rows_before = EXCLUDED.rows_before, rows_after = EXCLUDED.rows_after, compacted_at = now()",
+                    (part.range.start.date(), level.name.lower(), result.rows_before, result.rows_after))
+
+    conn.autocommit = False
+    try:
+        result = partition_admin.swap_thinned(conn, HISTORY, part, kept_rows(level), on_swap=record)
+    finally:
+        conn.autocommit = True
+    if not result.swapped:
+        return "rows arrived meanwhile; left for the next run"
+    return f"{result.rows_before} -> {result.rows_after} rows"
+
+
+def _prune_runs(conn: Connection, cutoff: datetime) -> str:
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM trend_run WHERE calculated_at < %s", (cutoff,))
+        return f"{cur.rowcount} deleted"
+
