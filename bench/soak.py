@@ -1,6 +1,6 @@
 """Soak: simulated days of operation, time-compressed, to show that a year in changes nothing.
 
-    python -m bench soak [--days 460] [--quick] [--durable]
+    python -m bench soak [--days 460] [--measure-every N] [--quick] [--durable]
     python -m bench.soak ...                      (the same)
 
 Events arrive at the seeds' rates (``buffer-notebook.txt``: 100 a minute at the busiest,
@@ -25,8 +25,16 @@ steady state is flat when storage stops growing and run times stop rising.
 With the product's defaults (events 400 days, history every run 7 days, hourly to 35 days,
 daily to 400 days) the first month of events goes on day ~426 and the first history day
 on day 400: the default ``--days 460`` shows a month of the steady state. ``--quick`` (the
-suite's smoke test) runs two days with fewer runs, a shorter policy and events seeded a
-year back, so every kind of step happens at least once in seconds.
+suite's smoke test) runs four days with fewer runs (day 1 replayed), a shorter policy and
+events seeded a year back, so every kind of step happens at least once in seconds.
+
+Time compression. 460 days hold some 300,000 scheduled trend runs: more than ten hours on
+two cores, almost all of it the runs themselves. ``--measure-every N`` runs them for real
+on every Nth day (and the last) and, on the days between, replays what they leave behind
+(``Replayer``: each run's ``trend_run`` row and its history rows, copied from the last real
+run of its duration, at the run's own scheduled time). Events and the maintenance task are
+real on every day, so storage, retention and thinning are measured throughout; run times
+are measured on the real days.
 """
 
 from __future__ import annotations
@@ -111,6 +119,7 @@ class EventSource:
 class Day:
     index: int
     day: date
+    measured: bool = True  # trend runs run for real (else replayed: see Replayer)
     events_written: int = 0
     runs: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     rows: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
@@ -170,6 +179,52 @@ def day_jobs(day: date, settings: Settings) -> list[tuple[int, str]]:
     return sorted(jobs)
 
 
+_COLUMNS = ("score, count, mean_sentiment, sum_followers, abstract_difference, mean_age, mean_length, "
+            "mean_questions, mean_exclamations, mean_bot_rating, mean_score, stddev, ema, kama, ker, "
+            "projected_change, trending, mk_trend, mk_p")
+
+
+class Replayer:
+    """The storage a run leaves, without the run: for the days ``--measure-every`` skips.
+
+    A run's lasting traces are its ``trend_run`` row and its rows in ``trending_history``
+    (``trending`` and the staging table are replaced, not grown). A replayed run writes both
+    as the last real run of its duration wrote them, at its own scheduled time, so the history
+    grows, is thinned and is dropped as in operation; only its row count stays that of the last
+    measured day (the counts change by under 1% a day once the spans are full).
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.conn = psycopg2.connect(dsn)
+        self.template: dict[str, str] = {}
+
+    def remember(self, name: str, at: datetime) -> None:
+        """The run of ``name`` just finalized at ``at`` is the template of the replayed ones."""
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute("SELECT run_id FROM trend_run WHERE duration = %s AND calculated_at = %s "
+                        "AND status = 'finalized'", (name, at))
+            found = cur.fetchone()
+        if found:
+            self.template[name] = found[0]
+
+    def replay(self, name: str, at: datetime) -> int:
+        template = self.template.get(name)
+        if template is None:
+            return 0
+        run_id = f"{name}:{at:%Y%m%dT%H%M%S}Z:replayed"
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(f"INSERT INTO trending_history (publication_doi, duration, {_COLUMNS}, run_id, calculated_at) "
+                        f"SELECT publication_doi, duration, {_COLUMNS}, %s, %s FROM trending_history "
+                        "WHERE run_id = %s AND duration = %s", (run_id, at, template, name))
+            rows = cur.rowcount
+            cur.execute("INSERT INTO trend_run (run_id, duration, calculated_at, status, rows_written) "
+                        "VALUES (%s, %s, %s, 'finalized', %s)", (run_id, name, at, rows))
+        return int(rows)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def trend_run(settings: Settings, store: PostgresStore, name: str, at: datetime) -> tuple[float, int]:
     """One run as `aggregator trends run NAME --at AT` does it; (seconds, rows)."""
     duration = settings.durations()[name]
@@ -199,7 +254,8 @@ def line(d: Day) -> str:
         found = d.rows.get(name, [])
         return f"{statistics.mean(found):5.0f}" if found else f"{'-':>5}"
 
-    changes = ", ".join(filter(None, (" ".join(d.dropped), f"{len(d.thinned)} thinned" if d.thinned else "")))
+    changes = ", ".join(filter(None, (" ".join(d.dropped), f"{len(d.thinned)} thinned" if d.thinned else "",
+                                      "" if d.measured else "runs replayed")))
     return (f"{d.index:>4} {d.day:%Y-%m-%d} {d.events_written:>7,} {d.counts['discussion_event']:>10,} "
             f"{d.sizes['discussion_event'] / MiB:>7.0f} {d.counts['trending_history']:>10,} "
             f"{d.sizes['trending_history'] / MiB:>8.0f} {d.sizes['trend_run'] / MiB:>8.1f} "
@@ -240,8 +296,8 @@ def summary(days: Sequence[Day], window: int) -> list[str]:
         peak_late = max(d.sizes["database"] for d in after[len(after) // 2:])
         lines.append(f"  database peak: {peak_early / MiB:,.0f} MiB in the first half of the steady state, "
                      f"{peak_late / MiB:,.0f} MiB in the second ({peak_late / peak_early:.3f}x)")
-    late = days[-window:]
-    early = days[-2 * window:-window] if len(days) >= 2 * window else []
+    late = [d for d in days[-window:] if d.measured]  # run times exist on measured days only
+    early = [d for d in days[-2 * window:-window] if d.measured] if len(days) >= 2 * window else []
     for name in NAMES:
         a = [t for d in early for t in d.runs.get(name, [])]
         b = [t for d in late for t in d.runs.get(name, [])]
@@ -274,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preseed-days", type=int, default=0,
                         help="write this many days of events before day 0 (a deployment that ran that long, "
                              "without its runs' history)")
+    parser.add_argument("--measure-every", type=int, default=1, metavar="N",
+                        help="run the trend runs for real on every Nth day (and the last); "
+                             "on the others replay their storage from the last real run (events and "
+                             "maintenance are always real)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="two days, fewer runs: the suite's smoke test")
     args = parser.parse_args(argv)
@@ -281,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, dict[str, str]] = {}
     scale, preseed_days, preseed_scale = 1.0, args.preseed_days, 1.0
     if args.quick:
-        args.days, args.dois, args.window = 4, 300, 1
+        args.days, args.dois, args.window, args.measure_every = 4, 300, 1, 2
         full, hourly, kept, args.event_retention_days = 1, 1, 2, 366
         overrides, scale, preseed_days, preseed_scale = QUICK_DURATIONS, 0.05, 400, 0.0025
 
@@ -314,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                     store.write(points)
         source = EventSource(args.dois, args.seed, scale)
         census = Census(pg.dsn)
+        replayer = Replayer(pg.dsn)
         print(machine_line())
         print(f"PostgreSQL 15, {'durable (fsync on)' if args.durable else 'fsync off (the soak measures growth)'}; "
               f"{args.dois:,} DOIs; policy: events {policy.event_retention_days} d, history every run "
@@ -327,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         for index in range(args.days):
             today = (start + timedelta(days=index)).date()
             day = Day(index, today)
+            day.measured = index % args.measure_every == 0 or index == args.days - 1
             hot = {EVENTS.name(EVENTS.range_of(clock)), HISTORY.name(HISTORY.range_of(clock))}
             midnight = datetime(today.year, today.month, today.day, tzinfo=UTC)
             for second, job in [*day_jobs(today, settings), (86_400, "")]:
@@ -340,10 +402,13 @@ def main(argv: list[str] | None = None) -> int:
                     day.maintenance_s += report.seconds
                     day.dropped += [s.target for s in report.steps if s.action == "drop" and s.done]
                     day.thinned += [s.target for s in report.steps if s.action.startswith("thin") and s.done]
-                elif job:
+                elif job and day.measured:
                     seconds, rows = trend_run(settings, store, job, at)
                     day.runs[job].append(seconds)
                     day.rows[job].append(rows)
+                    replayer.remember(job, at)
+                elif job:
+                    day.rows[job].append(replayer.replay(job, at))
             census.take(day, hot | {HISTORY.name(HISTORY.range_of(clock))} | set(day.thinned))
             days.append(day)
             print(line(day), flush=True)
@@ -351,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simulated {args.days} days in {time.perf_counter() - wall:,.0f} s of wall time; "
               f"{source.count:,} events written")
         census.close()
+        replayer.close()
         store.close()
         return 0
     finally:

@@ -46,6 +46,9 @@ def test_soak_quick_goes_through_every_kind_of_maintenance_step() -> None:
     out = run("bench", "soak", "--quick")
     days = [line for line in out.splitlines() if re.match(r"^\s+\d+ \d{4}-\d\d-\d\d ", line)]
     assert len(days) == 4
+    assert "runs replayed" in days[1] and not any("runs replayed" in day for day in (days[0], *days[2:]))
+    replayed_rows = re.search(r"rows/run: +(\d+)", days[1])
+    assert replayed_rows and int(replayed_rows.group(1)) > 0  # a replayed run leaves the rows a real one did
     assert "discussion_event_p2025" in days[0]  # a month past the retention dropped
     assert any("thinned" in day for day in days) and any("trending_history_p" in day for day in days)
     assert "first event month dropped on day 0, first history day dropped on day 3" in out
