@@ -196,7 +196,7 @@ class Replayer:
 
     def __init__(self, dsn: str) -> None:
         self.conn = psycopg2.connect(dsn)
-        self.template: dict[str, str] = {}
+        self.template: dict[str, tuple[str, datetime]] = {}
 
     def remember(self, name: str, at: datetime) -> None:
         """The run of ``name`` just finalized at ``at`` is the template of the replayed ones."""
@@ -205,17 +205,19 @@ class Replayer:
                         "AND status = 'finalized'", (name, at))
             found = cur.fetchone()
         if found:
-            self.template[name] = found[0]
+            self.template[name] = (found[0], at)
 
     def replay(self, name: str, at: datetime) -> int:
-        template = self.template.get(name)
-        if template is None:
+        if name not in self.template:
             return 0
+        template, template_at = self.template[name]
         run_id = f"{name}:{at:%Y%m%dT%H%M%S}Z:replayed"
         with self.conn, self.conn.cursor() as cur:
             cur.execute(f"INSERT INTO trending_history (publication_doi, duration, {_COLUMNS}, run_id, calculated_at) "
                         f"SELECT publication_doi, duration, {_COLUMNS}, %s, %s FROM trending_history "
-                        "WHERE run_id = %s AND duration = %s", (run_id, at, template, name))
+                        # the key's (duration, calculated_at): one day partition, an index range
+                        "WHERE duration = %s AND calculated_at = %s AND run_id = %s",
+                        (run_id, at, name, template_at, template))
             rows = cur.rowcount
             cur.execute("INSERT INTO trend_run (run_id, duration, calculated_at, status, rows_written) "
                         "VALUES (%s, %s, %s, 'finalized', %s)", (run_id, name, at, rows))
