@@ -62,29 +62,16 @@ BATCH = 5_000
 NOW = datetime(2026, 9, 21, 12, 0, tzinfo=UTC)
 
 # --- the layout and query before partitioning (verbatim from migration 0001 and the store) ---
-BASELINE_TABLE = """
-DROP TABLE discussion_event;
-CREATE TABLE discussion_event (
-    event_id              text PRIMARY KEY,
-    doi                   text NOT NULL,
-    time                  timestamptz NOT NULL,
-    score                 double precision NOT NULL,
-    sentiment_raw         double precision NOT NULL,
-    followers             bigint NOT NULL,
-    length                integer NOT NULL,
-    questions             integer NOT NULL,
-    exclamations          integer NOT NULL,
-    bot_rating            double precision NOT NULL,
-    contains_abstract_raw double precision NOT NULL,
-    time_score            double precision NOT NULL,
-    type_factor           double precision NOT NULL,
-    user_score            double precision NOT NULL,
-    content_score         double precision NOT NULL,
-    ingested_at           timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX discussion_event_doi_time ON discussion_event (doi, time);
-CREATE INDEX discussion_event_time ON discussion_event (time);
-"""
+def _baseline_table() -> str:
+    """Migration 0001's own statements for the events table (a migration never changes once
+    released), replacing the partitioned table in the baseline's database."""
+    text = (Path(__file__).resolve().parents[1] / "worker" / "migrations" / "0001.events-and-upstream.sql").read_text()
+    first = text.index("CREATE TABLE IF NOT EXISTS discussion_event (")
+    last = text.index("\n", text.index("CREATE INDEX IF NOT EXISTS discussion_event_time"))
+    return "DROP TABLE discussion_event;\n" + text[first:last]
+
+
+BASELINE_TABLE = _baseline_table()
 BASELINE_MERGE = product_store._MERGE.replace("ON CONFLICT (event_id, time)", "ON CONFLICT (event_id)")
 _TS = "to_timestamp(0) + ({}::bigint / 1000) * interval '1 microsecond'"
 BASELINE_SUMS = {

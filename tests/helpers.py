@@ -8,6 +8,7 @@ import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 from confluent_kafka import Consumer, TopicPartition
@@ -19,6 +20,17 @@ from worker.devstack.services import wait_until
 def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
     """Await a state another process produces (a row count, a log line, a queue length)."""
     wait_until(check, timeout, what)
+
+
+def q(dsn: str, sql: str, params: tuple[object, ...] | None = None) -> list[tuple[Any, ...]]:
+    """One statement in its own committed transaction; its rows, if it returns any."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
 
 
 def count_events(dsn: str) -> int:

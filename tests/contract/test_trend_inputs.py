@@ -12,12 +12,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from sample_points import reference_aggregates
 from trend_seed import S, seed_events
 
 from worker.durations import DEFAULT_DURATIONS, Duration
 from worker.events import Point
 from worker.store import EventStore, alignment
-from worker.trends.math import EventColumns, aggregate_events, compute_trends, rows
+from worker.trends.math import compute_trends, rows
 
 NOW = 1_700_000_000 * S
 EDGE_FRACTIONS_NS = (0, 1_000, 999_999_000)  # PostgreSQL keeps microseconds
@@ -75,17 +76,9 @@ def test_store_aggregates_equal_the_pure_aggregation(store: EventStore, duration
     assert store.qualifying_dois(duration, NOW) == qualifying
     got = store.trend_inputs(duration, NOW, dois)
 
-    index = {d: i for i, d in enumerate(dois)}
-    cols = EventColumns(
-        doi_index=np.array([index[p.doi] for p in points], dtype=np.int64),
-        age_s=np.array([float(alignment.age_s(NOW, p.time_ns)) for p in points]),
-        **{name: np.array([float(getattr(p, name)) for p in points]) for name in (
-            "score", "sentiment_raw", "followers", "length", "questions", "exclamations", "bot_rating",
-            "contains_abstract_raw")},
-    )
-    want = aggregate_events(cols, len(dois), duration)
+    want = reference_aggregates(points, dois, NOW, duration)
     assert got.count.tolist() == want.count.tolist()
-    assert got.count[index["10.1/e"]] == in_span
+    assert got.count[dois.index("10.1/e")] == in_span
     np.testing.assert_array_equal(got.series != 0, want.series != 0)  # every event in its window
     for field in ("count", "sum_score", "decayed_score", "sum_age", "sum_sentiment", "sum_followers",
                   "sum_abstract", "sum_length", "sum_questions", "sum_exclamations", "sum_bot_rating", "series"):

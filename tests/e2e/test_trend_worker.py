@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import psycopg2
 import pytest
-from helpers import log_text, start_worker, wait_for
+from helpers import log_text, q, start_worker, wait_for
 from trend_seed import seed_events, seed_plain_publications
 
 from worker.trends import engine
@@ -16,11 +15,6 @@ pytestmark = pytest.mark.e2e
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
-
-def q(dsn: str, sql: str, params: tuple | None = None) -> list[tuple]:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall() if cur.description else []
 
 
 def run_status(dsn: str, run_id: str) -> str | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from fault_harness import Stage, wait
+from helpers import q
 from trend_seed import seed_events, seed_plain_publications
 
 from worker.trends import engine
@@ -27,11 +28,6 @@ pytestmark = pytest.mark.faults
 
 LEASE_S = 20
 
-
-def q(dsn: str, sql: str, params: tuple[object, ...] | None = None) -> list[tuple[object, ...]]:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall() if cur.description else []
 
 
 @pytest.fixture

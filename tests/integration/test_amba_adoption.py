@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-import psycopg2
 import pytest
 import sqlalchemy as sa
 from amba_streams_api import COVID_VIEW_COLUMNS, SQL_READS
 from event_stream.models import model as amba
+from helpers import q
 from sqlalchemy.orm import Session
 from trend_seed import seed_events
 from yoyo import get_backend, read_migrations
@@ -39,13 +39,6 @@ MIXED = "10.1101/Mixed.Case"  # amba's spelling; the product's events carry the 
 COVID = "10.1101/covid.1"
 UNKNOWN = "10.1101/no-publication"  # discussed, but no publication row (yet)
 
-
-def q(dsn: str, sql: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        rows = cur.fetchall() if cur.description else []
-    conn.close()
-    return rows
 
 
 @pytest.fixture

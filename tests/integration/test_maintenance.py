@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from helpers import q
 
 from worker.db import partition_admin
 from worker.db.partitions import HISTORY
@@ -34,13 +35,6 @@ COLUMNS = ("score, count, mean_sentiment, sum_followers, abstract_difference, me
            "mean_exclamations, mean_bot_rating, mean_score, stddev, ema, kama, ker, projected_change, trending, "
            "mk_trend, mk_p")
 
-
-def q(dsn: str, sql: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        rows = cur.fetchall() if cur.description else []
-    conn.close()
-    return rows
 
 
 def children(dsn: str, table: str) -> list[str]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
 
 import numpy as np
-import psycopg2
 import pytest
+from helpers import q
+from sample_points import reference_aggregates
 from yoyo import get_backend, read_migrations
 
 from worker.db import partitions
@@ -25,20 +25,12 @@ from worker.durations import DEFAULT_DURATIONS, Duration
 from worker.events import Point
 from worker.store import alignment
 from worker.store.postgres import PostgresStore
-from worker.trends.math import EventColumns, aggregate_events
 
 pytestmark = pytest.mark.integration
 
 S = 1_000_000_000
 US = 1_000
 
-
-def q(dsn: str, sql: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        rows = cur.fetchall() if cur.description else []
-    conn.close()
-    return rows
 
 
 def ns(at: datetime) -> int:
@@ -161,15 +153,7 @@ def test_trend_inputs_across_month_boundaries_equal_the_pure_aggregation(pg_dsn:
     dois = ["10.1/0", "10.1/1", "10.1/2"]
     got = store.trend_inputs(duration, now, dois)
 
-    index = {d: i for i, d in enumerate(dois)}
-    cols = EventColumns(
-        doi_index=np.array([index[p.doi] for p in points], dtype=np.int64),
-        age_s=np.array([float(alignment.age_s(now, p.time_ns)) for p in points]),
-        **{name: np.array([float(getattr(p, name)) for p in points]) for name in (
-            "score", "sentiment_raw", "followers", "length", "questions", "exclamations", "bot_rating",
-            "contains_abstract_raw")},
-    )
-    want = aggregate_events(cols, len(dois), duration)
+    want = reference_aggregates(points, dois, now, duration)
     assert got.count.tolist() == want.count.tolist()
     np.testing.assert_array_equal(got.series != 0, want.series != 0)  # every event in its window
     for field in ("sum_score", "decayed_score", "sum_age", "sum_followers", "sum_length", "series"):

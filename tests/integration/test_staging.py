@@ -55,7 +55,7 @@ def test_a_redelivered_chunk_rewrites_its_rows_and_leaves_the_others(pg_dsn: str
     second = [row(f"10.1101/b{i}") for i in range(5)]
     publish.stage_rows(pg_dsn, "run-again", first)
     publish.stage_rows(pg_dsn, "run-again", second)
-    again = [row(r["doi"], value=2.5) for r in first]  # the chunk computed again, later
+    again = [row(str(r["doi"]), value=2.5) for r in first]  # the chunk computed again, later
     publish.stage_rows(pg_dsn, "run-again", again)
     assert staged(pg_dsn, "run-again") == expected(again + second)
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg2
 import pytest
+from helpers import q
 from trend_seed import seed_events, seed_plain_publications, seed_publications
 
 from worker.trends import engine, publish
@@ -16,11 +17,6 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 NOW_NS = engine.datetime_to_ns(NOW)
 
-
-def q(dsn: str, sql: str, params: tuple | None = None) -> list[tuple]:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall()
 
 
 @pytest.fixture
