@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import psycopg2
@@ -10,6 +11,10 @@ import pytest
 from helpers import q
 from trend_seed import seed_events, seed_plain_publications, seed_publications
 
+from worker.durations import DEFAULT_DURATIONS
+from worker.settings import Settings
+from worker.store.base import TrendRow
+from worker.store.postgres import PostgresStore
 from worker.trends import engine, publish
 
 pytestmark = pytest.mark.integration
@@ -161,3 +166,40 @@ def test_cli_run_prints_phases(env: dict[str, str], seeded, capsys: pytest.Captu
     out = capsys.readouterr().out
     assert "450 DOIs with more than 10 events" in out and "3 chunk(s)" in out
     assert "finalized: 450 rows" in out and "trending_covid_papers refreshed" in out
+
+
+class _HistoryKeepingStore(PostgresStore):
+    """The PostgreSQL store posing as one that keeps its own trend history (as InfluxDB does)."""
+
+    keeps_trend_history = True
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn)
+        self.kept: list[tuple[str, int, list[dict[str, object]]]] = []
+
+    def write_trend_history(self, duration: str, calculated_at_ns: int, rows: Sequence[TrendRow]) -> None:
+        self.kept.append((duration, calculated_at_ns, [dict(row) for row in rows]))
+
+
+@pytest.mark.parametrize("keeps", [True, False])
+def test_finalize_hands_the_run_to_a_store_only_if_it_keeps_trend_history(env: dict[str, str], seeded,
+                                                                          keeps: bool) -> None:
+    dsn = env["POSTGRES_DSN"]
+    store = _HistoryKeepingStore(dsn)
+    store.keeps_trend_history = keeps
+    duration = next(d for d in DEFAULT_DURATIONS if d.name == "currently")
+    settings = Settings(postgres_dsn=dsn)
+    try:
+        plan = engine.plan_run(settings, store, duration, NOW_NS, engine.new_token())
+        for chunk in plan.chunks:
+            engine.compute_chunk(settings, store, duration, plan.run_id, NOW_NS, chunk)
+        assert engine.finalize_run(settings, store, plan.run_id, "currently", NOW_NS)["status"] == "finalized"
+    finally:
+        store.close()
+    if not keeps:
+        assert store.kept == []
+        return
+    [(name, at, rows)] = store.kept
+    assert (name, at) == ("currently", NOW_NS)
+    published = q(dsn, "SELECT publication_doi FROM trending_history WHERE run_id = %s", (plan.run_id,))
+    assert sorted(str(row["doi"]) for row in rows) == sorted(doi for (doi,) in published) != []

@@ -79,6 +79,7 @@ class InfluxStore:
     """Event store on InfluxDB 2 (the production backend of SPEC §1), in amba's layout."""
 
     name = "influxdb"
+    keeps_trend_history = True  # the trending_<duration> buckets the streams API charts
 
     def __init__(
         self,

@@ -220,6 +220,7 @@ class PostgresStore:
     """Event store on the ``discussion_event`` table created by the migrations."""
 
     name = "postgres"
+    keeps_trend_history = False  # trending_history is written by the finalize step itself
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn

@@ -91,10 +91,11 @@ def finalize_run(settings: Settings, store: EventStore, run_id: str, duration: s
     timings["finalize_s"] = time.perf_counter() - started
     if result.status == "finalized":
         dsn = settings.postgres_dsn.get_secret_value()
-        try:  # InfluxDB keeps the rows the streams API charts (trending_<duration>), as the source did
-            store.write_trend_history(duration, now_ns, publish.run_rows(dsn, duration, run_id))
-        except Exception as error:  # the PostgreSQL history is the record; log and go on
-            log.error("store trend history not written", extra={"run_id": run_id, "error": str(error)})
+        if store.keeps_trend_history:
+            try:  # InfluxDB keeps the rows the streams API charts (trending_<duration>), as the source did
+                store.write_trend_history(duration, now_ns, publish.run_rows(dsn, duration, run_id))
+            except Exception as error:  # the PostgreSQL history is the record; log and go on
+                log.error("store trend history not written", extra={"run_id": run_id, "error": str(error)})
         started = time.perf_counter()
         publish.refresh_covid_view(settings.postgres_dsn.get_secret_value(), run_id)
         timings["view_refresh_s"] = time.perf_counter() - started
