@@ -19,6 +19,7 @@ import pytest
 from influx_live import admin_client, live_settings, live_store, needs_influx
 from influxdb_client.client.influxdb_client import InfluxDBClient
 
+from worker.devstack.services import wait_until
 from worker.durations import Duration
 from worker.events import Point
 from worker.settings import Settings
@@ -160,14 +161,11 @@ def run_task_now(admin: InfluxDBClient, name: str, timeout_s: float = 60.0) -> N
     tasks = admin.tasks_api()
     (task,) = tasks.find_tasks(name=name)
     run = tasks.run_manually(task.id)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = tasks.get_run(task.id, run.id)
-        if state.status in ("success", "failed", "canceled"):
-            assert state.status == "success", [e.message for e in tasks.get_run_logs(task.id, run.id)]
-            return
-        time.sleep(0.2)  # the server offers no notification of a finished run
-    raise AssertionError(f"task {name} did not finish within {timeout_s} s")
+    # The server offers no notification of a finished run: poll it as every wait here does.
+    wait_until(lambda: tasks.get_run(task.id, run.id).status in ("success", "failed", "canceled"), timeout_s,
+               f"a run of task {name}")
+    state = tasks.get_run(task.id, run.id)
+    assert state.status == "success", [e.message for e in tasks.get_run_logs(task.id, run.id)]
 
 
 def test_the_tasks_fill_the_buckets_the_streams_api_reads(store: InfluxStore, admin: InfluxDBClient) -> None:

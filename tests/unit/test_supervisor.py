@@ -5,12 +5,16 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from worker.devstack.supervisor import Supervisor
 
 EXITS = [sys.executable, "-c", "import sys; sys.exit(3)"]
-SLEEPS = [sys.executable, "-c", "import time; time.sleep(60)"]
+# A child that runs until it is signalled (the `supervisor` fixture stops it even when a test fails).
+RUNS = [sys.executable, "-c", "import signal; signal.pause()"]
 
 
 class Clock:
@@ -21,15 +25,26 @@ class Clock:
         return self.now
 
 
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def supervisor(clock: Clock) -> Iterator[Supervisor]:
+    supervisor = Supervisor(clock=clock)
+    yield supervisor
+    supervisor.stop_all(timeout_s=5)
+
+
 def wait_dead(supervisor: Supervisor, name: str) -> None:
     proc = supervisor.children[name].proc
     assert proc is not None
     proc.wait(10)
 
 
-def test_a_child_that_exits_is_restarted_with_a_growing_backoff(tmp_path: Path) -> None:
-    clock = Clock()
-    supervisor = Supervisor(clock=clock)
+def test_a_child_that_exits_is_restarted_with_a_growing_backoff(tmp_path: Path, clock: Clock,
+                                                                supervisor: Supervisor) -> None:
     child = supervisor.start("crashy", EXITS, {}, tmp_path / "crashy.log")
     delays = []
     for _ in range(4):
@@ -45,10 +60,8 @@ def test_a_child_that_exits_is_restarted_with_a_growing_backoff(tmp_path: Path) 
     supervisor.stop_all(timeout_s=5)
 
 
-def test_the_backoff_starts_again_after_a_stable_minute(tmp_path: Path) -> None:
-    clock = Clock()
-    supervisor = Supervisor(clock=clock)
-    child = supervisor.start("worker", SLEEPS, {}, tmp_path / "w.log")
+def test_the_backoff_starts_again_after_a_stable_minute(tmp_path: Path, clock: Clock, supervisor: Supervisor) -> None:
+    child = supervisor.start("worker", RUNS, {}, tmp_path / "w.log")
     child.restarts = 5
     clock.now += 61
     supervisor.signal("worker", signal.SIGKILL)
@@ -58,10 +71,8 @@ def test_the_backoff_starts_again_after_a_stable_minute(tmp_path: Path) -> None:
     supervisor.stop_all(timeout_s=5)
 
 
-def test_a_child_stopped_on_purpose_stays_stopped(tmp_path: Path) -> None:
-    clock = Clock()
-    supervisor = Supervisor(clock=clock)
-    supervisor.start("bridge", SLEEPS, {}, tmp_path / "b.log")
+def test_a_child_stopped_on_purpose_stays_stopped(tmp_path: Path, clock: Clock, supervisor: Supervisor) -> None:
+    supervisor.start("bridge", RUNS, {}, tmp_path / "b.log")
     started = time.monotonic()
     assert supervisor.stop("bridge", timeout_s=5) == -signal.SIGTERM
     assert time.monotonic() - started < 5
