@@ -97,7 +97,7 @@ def finalize_run(settings: Settings, store: EventStore, run_id: str, duration: s
             except Exception as error:  # the PostgreSQL history is the record; log and go on
                 log.error("store trend history not written", extra={"run_id": run_id, "error": str(error)})
         started = time.perf_counter()
-        publish.refresh_covid_view(settings.postgres_dsn.get_secret_value(), run_id)
+        publish.refresh_covid_view(dsn, run_id)
         timings["view_refresh_s"] = time.perf_counter() - started
     return {"run_id": run_id, "status": result.status, "rows": result.rows,
             "without_publication": result.without_publication,

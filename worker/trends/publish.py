@@ -98,11 +98,7 @@ def _copy_value(value: Any) -> str:
     """One value in COPY's text format. Floats as ``repr``, the shortest text that reads back
     as the same double (PostgreSQL 12+ parses it exactly); the trend math never yields NaN or
     an infinity here (``worker.trends.math._finite``), and ``repr`` of those would still parse."""
-    if isinstance(value, str):
-        return value.translate(_COPY_ESCAPES)
-    if isinstance(value, bool):  # pragma: no cover - no trend column is a bool
-        raise TypeError("trend columns hold no booleans")
-    return repr(value)
+    return value.translate(_COPY_ESCAPES) if isinstance(value, str) else repr(value)
 
 
 def _copy_line(run_id: str, row: Mapping[str, Any]) -> str:
