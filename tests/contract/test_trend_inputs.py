@@ -24,7 +24,7 @@ NOW = 1_700_000_000 * S
 EDGE_FRACTIONS_NS = (0, 1_000, 999_999_000)  # PostgreSQL keeps microseconds
 
 
-@pytest.fixture(params=["postgres", "influxdb"])
+@pytest.fixture(params=["postgres", "postgres-3-connections", "influxdb"])
 def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
     if request.param == "influxdb":
         from influx_live import live_store
@@ -34,7 +34,9 @@ def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
         return
     from worker.store.postgres import PostgresStore
 
-    postgres = PostgresStore(request.getfixturevalue("pg_dsn"))
+    # Three connections split the five DOIs below into interleaved parts of 2, 2 and 1.
+    connections = 3 if request.param == "postgres-3-connections" else 1
+    postgres = PostgresStore(request.getfixturevalue("pg_dsn"), query_connections=connections)
     yield postgres
     postgres.close()
 

@@ -5,7 +5,8 @@
 * concurrent batches sharing event ids take the unique index's locks in one order: no
   deadlock, so no conflict retry at all;
 * an event that reuses a stored id with other content is not stored, and is counted;
-* a server that goes away is unavailability (the task waits), by SQLSTATE, not by class.
+* a server that goes away is unavailability (the task waits), by SQLSTATE, not by class;
+  so is one connection of a trend query split over several, and only that one is replaced.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import random
 import string
 import threading
 
+import numpy as np
 import psycopg2
 import pytest
 
+from worker.durations import DEFAULT_DURATIONS
 from worker.events import Point
 from worker.store import StoreRejected, StoreUnavailable
 from worker.store.postgres import PostgresStore, classify
@@ -96,6 +99,36 @@ def test_a_server_that_goes_away_is_unavailability(pg_dsn: str) -> None:
         store.write([point("b")])
     store.write([point("b")])  # reconnects
     assert count(pg_dsn) == 2
+
+
+def store_backends(dsn: str) -> set[int]:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'aggregator-store'")
+        return {pid for (pid,) in cur.fetchall()}
+
+
+def test_a_trend_query_part_that_loses_its_connection_is_unavailability_of_that_part_alone(pg_dsn: str) -> None:
+    today = next(d for d in DEFAULT_DURATIONS if d.name == "today")
+    dois = [f"10.1/{i}" for i in range(7)]
+    store = PostgresStore(pg_dsn, query_connections=3)
+    store.write([point(f"e{i}", doi=dois[i % 7], t_ns=T0 - i * 60 * S, score=1.0 + i) for i in range(70)])
+    want = store.trend_inputs(today, T0, dois)
+    first = store_backends(pg_dsn)
+    assert len(first) == 3  # one backend per part
+    for victim in sorted(first):
+        with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", (victim,))
+        with pytest.raises(StoreUnavailable):
+            store.trend_inputs(today, T0, dois)
+        assert store_backends(pg_dsn) == first - {victim}  # the other parts' connections are kept
+        got = store.trend_inputs(today, T0, dois)  # reconnects
+        np.testing.assert_array_equal(got.series, want.series)
+        np.testing.assert_array_equal(got.decayed_score, want.decayed_score)
+        first = store_backends(pg_dsn)
+        assert len(first) == 3
+    store.close()
+    assert store_backends(pg_dsn) == set()
+    assert not [t for t in threading.enumerate() if t.name.startswith("trend-query")]
 
 
 @pytest.mark.parametrize(("state", "kind"), [

@@ -10,7 +10,11 @@ shift an event.
 ``discussion_event`` is partitioned by month (migration 0005): a batch first makes sure the
 months it falls in exist (:mod:`worker.db.partition_admin`, cached per process), and the
 key is ``(event_id, time)``. Trend queries read only the months their span overlaps, from
-a covering index, and come back as binary COPY (see :data:`_TREND_WINDOWS`).
+a covering index, and come back as binary COPY (see :data:`_TREND_WINDOWS`). A chunk's
+query is split over ``TREND_QUERY_CONNECTIONS`` connections run at once (see
+:meth:`PostgresStore.trend_inputs`): one backend per part, as PostgreSQL's own parallel
+query would use, but the plan of this query (a nested loop over the chunk's DOIs) is not one
+PostgreSQL can parallelize itself.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import random
 import struct
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -222,30 +227,41 @@ class PostgresStore:
     name = "postgres"
     keeps_trend_history = False  # trending_history is written by the finalize step itself
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, query_connections: int = 1) -> None:
+        if query_connections < 1:
+            raise ValueError("query_connections must be >= 1")
         self._dsn = dsn
-        self._conn: Connection | None = None
+        # Slot 0 serves writes and every query; slots 1.. serve only the extra parts of a
+        # chunk's trend query (trend_inputs), each from its own thread.
+        self._conns: list[Connection | None] = [None] * query_connections
+        self._pool: ThreadPoolExecutor | None = None
         self.conflict_retries = 0  # deadlocks / serialization failures retried (should stay 0)
         self._known_partitions: set[str] = set()  # event partitions known to exist
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
-        return cls(settings.postgres_dsn.get_secret_value())
+        return cls(settings.postgres_dsn.get_secret_value(), query_connections=settings.trend_query_connections)
 
-    # -- connection handling: one connection per process, reopened after a failure -------
-    def _connection(self) -> Connection:
-        if self._conn is None or self._conn.closed:
+    @property
+    def query_connections(self) -> int:
+        return len(self._conns)
+
+    # -- connection handling: kept per process (and slot), reopened after a failure --------
+    def _connection(self, slot: int = 0) -> Connection:
+        conn = self._conns[slot]
+        if conn is None or conn.closed:
             try:
-                self._conn = connect(self._dsn, application_name="aggregator-store")
+                conn = self._conns[slot] = connect(self._dsn, application_name="aggregator-store")
             except psycopg2.OperationalError as error:
                 raise StoreUnavailable(f"PostgreSQL unreachable: {error}".strip()) from error
-        return self._conn
+        return conn
 
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
+    def _drop_connection(self, slot: int = 0) -> None:
+        conn = self._conns[slot]
+        if conn is not None:
             with contextlib.suppress(psycopg2.Error):
-                self._conn.close()
-        self._conn = None
+                conn.close()
+        self._conns[slot] = None
 
     def setup(self) -> None:
         from worker.db.migrate import migrate
@@ -377,7 +393,8 @@ class PostgresStore:
         sums are their totals, the series their score column. Window k counts the whole-second
         ages in [k*w, (k+1)*w) back from now (``worker.store.alignment``), i.e. series
         position ``windows - 1 - k``, exactly as :func:`worker.trends.math.window_series`;
-        events older than the series (k >= windows) still count in the sums.
+        events older than the series (k >= windows) still count in the sums. The chunk is
+        queried in ``query_connections`` interleaved parts at once (:meth:`_copy_out_parts`).
         """
         index = {doi: i for i, doi in enumerate(dois)}
         if len(index) != len(dois):
@@ -386,12 +403,19 @@ class PostgresStore:
         sums = np.zeros((n, len(_SUMS)))
         series = np.zeros((n, windows))
         start, stop = alignment.span_range(duration, now_ns)
-        if n:
-            params = {"now_s": now_ns // alignment.NS_PER_S, "start": start, "stop": stop, "dois": list(dois),
-                      "g": duration.gravity, "w": duration.window_s}
-            found = _window_rows(self._copy_out(_TREND_WINDOWS, params))
-            if found.size:
-                rows_doi = found["i"].astype(np.int64) - 1  # WITH ORDINALITY counts from 1
+        parts = min(n, self.query_connections)
+        if parts:
+            # Part p holds the DOIs p, p + parts, p + 2·parts, … of the chunk: interleaved, so
+            # a chunk whose DOIs sort by popularity still splits into parts of similar weight.
+            params = [{"now_s": now_ns // alignment.NS_PER_S, "start": start, "stop": stop,
+                       "dois": list(dois[p::parts]), "g": duration.gravity, "w": duration.window_s}
+                      for p in range(parts)]
+            for p, data in enumerate(self._copy_out_parts(_TREND_WINDOWS, params)):
+                found = _window_rows(data)
+                if not found.size:
+                    continue
+                # WITH ORDINALITY counts from 1 within the part.
+                rows_doi = p + (found["i"].astype(np.int64) - 1) * parts
                 rows_k = found["k"].astype(np.int64)
                 values = np.column_stack([found[f"v{j}"] for j in range(len(_SUMS))]).astype(np.float64)
                 np.add.at(sums, rows_doi, values)
@@ -416,19 +440,44 @@ class PostgresStore:
             self._drop_connection()
             raise StoreUnavailable(f"PostgreSQL query failed: {error}".strip()) from error
 
-    def _copy_out(self, sql: str, params: dict[str, object]) -> bytes:
-        """The output of ``COPY (…) TO STDOUT`` (COPY takes no bind parameters: the values
-        are quoted by psycopg2, as ``execute`` does)."""
-        conn = self._connection()
+    def _copy_out(self, sql: str, params: dict[str, object], slot: int = 0) -> bytes:
+        """The output of ``COPY (…) TO STDOUT`` on the connection of ``slot`` (COPY takes no
+        bind parameters: the values are quoted by psycopg2, as ``execute`` does)."""
+        conn = self._connection(slot)
         out = io.BytesIO()
         try:
             with conn, conn.cursor() as cur:
                 cur.execute(_TREND_QUERY_SETTINGS)
                 cur.copy_expert(cur.mogrify(sql, params).decode(), out)
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-            self._drop_connection()
+            self._drop_connection(slot)
             raise StoreUnavailable(f"PostgreSQL query failed: {error}".strip()) from error
         return out.getvalue()
 
+    def _copy_out_parts(self, sql: str, params: Sequence[dict[str, object]]) -> list[bytes]:
+        """:meth:`_copy_out` of each part at once, part ``p`` on connection slot ``p``.
+
+        The waiting happens in libpq, which psycopg2 calls without the GIL, so threads are
+        enough: the work is in the PostgreSQL backends. The calling thread runs part 0. Every
+        part finishes (or fails) before this returns, so no connection is left mid-query; the
+        first failure (in part order) is raised, and only the failed parts' connections are
+        dropped. Each part is its own transaction: a DOI's sums come from one snapshot, as
+        they do from one chunk's, and chunks never shared one.
+        """
+        if len(params) == 1:
+            return [self._copy_out(sql, params[0])]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(len(self._conns) - 1, thread_name_prefix="trend-query")
+        futures = [self._pool.submit(self._copy_out, sql, part, slot) for slot, part in enumerate(params[1:], 1)]
+        try:
+            first = self._copy_out(sql, params[0])
+        finally:
+            wait(futures)  # whatever part 0 did, no other part is left running
+        return [first, *(future.result() for future in futures)]
+
     def close(self) -> None:
-        self._drop_connection()
+        for slot in range(len(self._conns)):
+            self._drop_connection(slot)
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
