@@ -284,3 +284,9 @@ def test_aggregator_maintain_prints_its_plan_and_steps(cli_env: str, capsys: pyt
     out = capsys.readouterr().out
     assert "ok   thin hourly      trending_history_p20260301" in out
     assert q(cli_env, "SELECT count(*) FROM trending_history_compaction") == [(2,)]
+
+
+def test_trend_run_is_vacuumed_long_before_a_fifth_of_it_is_dead(pg_dsn: str) -> None:
+    """The pruned runs' space is reused within days (migration 0006); the soak shows the effect."""
+    assert q(pg_dsn, "SELECT reloptions FROM pg_class WHERE relname = 'trend_run'") == [
+        (["autovacuum_vacuum_scale_factor=0.01"],)]

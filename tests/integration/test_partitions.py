@@ -77,7 +77,7 @@ def test_existing_rows_move_into_partitions_unchanged(empty_pg_dsn: str) -> None
     events_before = q(dsn, "SELECT * FROM discussion_event ORDER BY event_id")
     history_before = q(dsn, "SELECT * FROM trending_history ORDER BY calculated_at")
 
-    assert migrate(dsn) == ["0005.partition-events-and-history"]
+    assert migrate(dsn) == ["0005.partition-events-and-history", "0006.trend-run-autovacuum"]
     assert q(dsn, "SELECT relkind FROM pg_class WHERE relname IN ('discussion_event', 'trending_history')") == [
         ("p",), ("p",)]
     assert event_partitions(dsn) == ["discussion_event_p20260901", "discussion_event_p20261001",
