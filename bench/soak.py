@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             cur.execute("INSERT INTO publication (doi, title) SELECT format('10.1101/soak.%%s', "
                         "lpad(i::text, 6, '0')), 'Paper ' || i FROM generate_series(0, %s - 1) AS i", (args.dois,))
         conn.close()
-        store = PostgresStore(pg.dsn)
+        store = PostgresStore.from_settings(settings)  # the product as configured (TREND_QUERY_CONNECTIONS)
         start = START + timedelta(days=preseed_days)
         if preseed_days:
             progress(f"seeding {preseed_days} days of events before day 0 (no runs)")
@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PostgreSQL 15, {'durable (fsync on)' if args.durable else 'fsync off (the soak measures growth)'}; "
               f"{args.dois:,} DOIs; policy: events {policy.event_retention_days} d, history every run "
               f"{policy.history_full_days} d, hourly to {policy.history_hourly_days} d, daily to "
-              f"{policy.history_retention_days} d; schedule: {json.dumps(overrides) if overrides else 'beat defaults'}")
+              f"{policy.history_retention_days} d; schedule: {json.dumps(overrides) if overrides else 'beat defaults'}"
+              f"; trend query connections: {store.query_connections}")
         print("sizes include indexes; run columns are the day's mean wall time in ms, maint the day's seconds")
         print(header(), flush=True)
         days: list[Day] = []
