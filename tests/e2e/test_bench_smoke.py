@@ -58,8 +58,10 @@ def test_soak_quick_goes_through_every_kind_of_maintenance_step() -> None:
 
 def test_year_scale_quick_reports_both_sides_and_the_write_cost() -> None:
     out = run("bench.year_scale", "--quick", "--runs", "1")
-    for side in ("baseline", "product"):
+    for side in ("baseline", "product", "product, 1 connection"):
         assert re.search(rf"^{side} run 1\s+\d+\.\d\d\s+\d+\.\d\d", out, re.MULTILINE), side
+    for side in ("baseline", "product"):  # the write cost: the 1-connection runs share the product's database
         assert re.search(rf"^{side}\s+\d+\.\d\s+[\d,]+\s+\d+\.\d", out, re.MULTILINE), side
-    assert re.search(r"year run, best of 1: product [\d.]+ s \| baseline [\d.]+ s", out)
+    assert re.search(r"year run, best of 1: product [\d.]+ s \(2 connections\) \| product on 1 connection "
+                     r"[\d.]+ s \| baseline [\d.]+ s", out)
     assert "product / baseline: write time" in out
