@@ -183,7 +183,7 @@ class Settings(BaseSettings):
     trend_chunk_size: int = Field(200, ge=1)
     # PostgreSQL store: connections one chunk's trend query is split over, run at once (one
     # backend each, like PostgreSQL's own parallel query, max_parallel_workers_per_gather 2).
-    # 1 = one backend per run, as before; the `year` run at scale takes 1.6x longer then
+    # 1 = one backend per run, as before; the `year` run at scale takes 1.2x longer then
     # (README "Benchmarks").
     trend_query_connections: int = Field(2, ge=1, le=16)
     trend_start_offset_s: int = Field(15, ge=0)
