@@ -20,8 +20,8 @@ Both are then ``VACUUM ANALYZE``d (autovacuum's work in production), and a `year
 computes in each, phase by phase as ``aggregator trends run year`` does it (in this
 process, no Celery): select (qualifying DOIs), chunks of 200 (store query + math +
 staging), finalize (publish, history, view refresh). Each side runs ``--runs`` times,
-alternating; the table reports every run. The write cost of the product's layout is the same run's
-seeding time and the table sizes.
+alternating; the table reports every run. The write cost of the product's layout is the
+same run's seeding time and the table sizes.
 """
 
 from __future__ import annotations

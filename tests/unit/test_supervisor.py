@@ -57,7 +57,6 @@ def test_a_child_that_exits_is_restarted_with_a_growing_backoff(tmp_path: Path, 
     assert delays == [1.0, 2.0, 4.0, 8.0]
     assert child.exits == [3, 3, 3, 3]
     assert "[supervisor] crashy exited with 3" in (tmp_path / "crashy.log").read_text()
-    supervisor.stop_all(timeout_s=5)
 
 
 def test_the_backoff_starts_again_after_a_stable_minute(tmp_path: Path, clock: Clock, supervisor: Supervisor) -> None:
@@ -68,7 +67,6 @@ def test_the_backoff_starts_again_after_a_stable_minute(tmp_path: Path, clock: C
     wait_dead(supervisor, "worker")
     supervisor.poll()
     assert child.restart_at == clock.now + 1.0
-    supervisor.stop_all(timeout_s=5)
 
 
 def test_a_child_stopped_on_purpose_stays_stopped(tmp_path: Path, clock: Clock, supervisor: Supervisor) -> None:
