@@ -1,7 +1,7 @@
 """Celery configuration (the customer's ``celeryconfig``): queues, routes, rate limits.
 
-Read by ``worker.app`` with ``config_from_object``; every value comes from the environment
-through :mod:`worker.settings`, so containers differ only by their env file. The reasons
+Read by ``worker.celeryapp.app`` with ``config_from_object``; every value comes from the environment
+through :mod:`worker.config.settings`, so containers differ only by their env file. The reasons
 behind each choice are in NOTES-style comments because each one is a place where others
 lost messages.
 """
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
-from worker.schedule import MAINTENANCE_QUEUE, build_beat_schedule
-from worker.settings import get_settings
+from worker.celeryapp.beat import build_beat_schedule
+from worker.config.settings import get_settings
+from worker.core import names
 
 _s = get_settings()
 
@@ -52,19 +53,19 @@ enable_utc = True
 task_queues = (
     Queue(_s.ingest_queue, Exchange(_s.ingest_queue), routing_key=_s.ingest_queue),
     Queue(_s.trends_queue, Exchange(_s.trends_queue), routing_key=_s.trends_queue),
-    Queue("celery", Exchange("celery"), routing_key="celery"),
-    Queue(MAINTENANCE_QUEUE, Exchange(MAINTENANCE_QUEUE), routing_key=MAINTENANCE_QUEUE),
+    Queue(names.DEFAULT_QUEUE, Exchange(names.DEFAULT_QUEUE), routing_key=names.DEFAULT_QUEUE),
+    Queue(names.MAINTENANCE_QUEUE, Exchange(names.MAINTENANCE_QUEUE), routing_key=names.MAINTENANCE_QUEUE),
 )
-task_default_queue = "celery"
+task_default_queue = names.DEFAULT_QUEUE
 task_routes = {
     "tasks.ingest.*": {"queue": _s.ingest_queue, "routing_key": _s.ingest_queue},
     "tasks.trends.*": {"queue": _s.trends_queue, "routing_key": _s.trends_queue},
-    "tasks.post.*": {"queue": "celery", "routing_key": "celery"},
-    "tasks.maintenance.*": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
+    "tasks.post.*": {"queue": names.DEFAULT_QUEUE, "routing_key": names.DEFAULT_QUEUE},
+    "tasks.maintenance.*": {"queue": names.MAINTENANCE_QUEUE, "routing_key": names.MAINTENANCE_QUEUE},
 }
 # Rate limit per worker instance (a token bucket in its main process, NOT global): scale
 # the ingest rate by adding ingest workers, not by raising -c.
-task_annotations = {"tasks.ingest.write_batch": {"rate_limit": _s.ingest_rate_limit}}
+task_annotations = {names.WRITE_BATCH: {"rate_limit": _s.ingest_rate_limit}}
 
 # Ingest tasks are acknowledged after they ran; a killed worker's batch is redelivered
 # (task_reject_on_worker_lost), and the idempotent store write makes that harmless.

@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"generating {needed:,} events ({DOIS:,} DOIs, seed {SEED})")
         payloads = generate_events(needed, DOIS, SEED)
         avg = sum(map(len, payloads)) / len(payloads)
-        lines.append(f"events: worker.demo.demo_events, {DOIS:,} DOIs, seed {SEED}, {avg:.0f} bytes each on average")
+        lines.append(f"events: worker.ops.demo.demo_events, {DOIS:,} DOIs, seed {SEED}, "
+                     f"{avg:.0f} bytes each on average")
         progress("starting Tansu, Redis, PostgreSQL")
         stack = Stack.start(durable=not args.no_fsync)
         lines.append("PostgreSQL: " + ("fsync=off, synchronous_commit=off, full_page_writes=off (--no-fsync)"

@@ -2,7 +2,7 @@
 
 The benchmarks run the product exactly as it is deployed (``aggregator bridge`` and a Celery
 worker as separate processes, talking to Tansu, Redis and PostgreSQL), so the services are
-the same classes the tests and ``aggregator dev`` use (:mod:`worker.devstack.services`),
+the same classes the tests and ``aggregator dev`` use (:mod:`worker.ops.devstack.services`),
 started once per benchmark run. Everything started here is stopped by
 :meth:`Stack.close` / :meth:`Processes.close`, which the callers run in ``finally`` blocks,
 so Ctrl-C or a failed assertion leaves no broker or worker behind.
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import psycopg2
 
-from worker.devstack.services import KafkaBroker, PostgresServer, RedisServer
+from worker.ops.devstack.services import KafkaBroker, PostgresServer, RedisServer
 
-AGGREGATOR: list[str] = [sys.executable, "-m", "worker.cli"]
+AGGREGATOR: list[str] = [sys.executable, "-m", "worker.ops.cli"]
 CELERY: list[str] = [sys.executable, "-m", "celery", "-A", "worker.app"]
 TEMPLATE_DB = "bench_template"
 MiB = 1024 * 1024
@@ -75,13 +75,13 @@ def machine_line() -> str:
 
 # --- events --------------------------------------------------------------------------------
 def _chunk(index: int, size: int, dois: int, seed: int) -> list[bytes]:
-    from worker.demo import demo_events
+    from worker.ops.demo import demo_events
 
     return list(demo_events(size, dois, seed=seed + index, now=FIXED_NOW))
 
 
 def generate_events(n: int, dois: int = 5_000, seed: int = 7) -> list[bytes]:
-    """``n`` realistic encoded events (``worker.demo.demo_events``), deterministic for a seed.
+    """``n`` realistic encoded events (``worker.ops.demo.demo_events``), deterministic for a seed.
 
     Generation runs ~20k events/s per core, so 1,000,000 events take the better part of a
     minute; chunks are generated on every core (spawned processes: nothing forks a process
@@ -204,7 +204,7 @@ class Stack:
         return self.pg.dsn_for(name)
 
     def fresh_topic(self, prefix: str, partitions: int = 2) -> str:
-        from worker.deadletter import ensure_topic
+        from worker.ingest.deadletter import ensure_topic
 
         topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
         ensure_topic(self.kafka.bootstrap, topic, partitions)
@@ -397,7 +397,7 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, *, interval: 
 
 
 def log_fields(line: str) -> dict[str, str]:
-    """The key=value pairs of one product log line (``worker.logs.KeyValueFormatter``)."""
+    """The key=value pairs of one product log line (``worker.config.logs.KeyValueFormatter``)."""
     out: dict[str, str] = {}
     for match in re.finditer(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', line):
         value = match.group(2)

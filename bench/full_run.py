@@ -34,8 +34,8 @@ def _workdir(name: str) -> Path:
 
 
 def seed(dsn: str, n_events: int, n_dois: int, now_ns: int, span_s: int) -> None:
-    from worker.events import Point
-    from worker.store.postgres import PostgresStore
+    from worker.core.events import Point
+    from worker.store.postgres.store import PostgresStore
 
     rng = np.random.default_rng(42)
     # Popularity skew like real altmetrics, but every DOI well above min_events on average.
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dois", type=int, default=10_000)
     args = parser.parse_args(argv)
 
-    from worker.devstack.services import PostgresServer, RedisServer, wait_until
+    from worker.ops.devstack.services import PostgresServer, RedisServer, wait_until
 
     pg = PostgresServer(_workdir("pg"), durable=True).start()  # production durability
     redis_server = RedisServer(_workdir("redis")).start()
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                "LOG_LEVEL": "WARNING"}
         os.environ.update({k: env[k] for k in ("POSTGRES_DSN", "REDIS_URL", "EVENT_STORE")})
         from worker.db.migrate import migrate
-        from worker.trends.engine import datetime_to_ns
+        from worker.trends.planning import datetime_to_ns
 
         migrate(pg.dsn)
         now = datetime.now(UTC).replace(microsecond=0)

@@ -54,8 +54,8 @@ from bench.common import (
     produce_fast,
     wait_for,
 )
+from worker.core.partitions import EVENTS
 from worker.db import partition_admin
-from worker.db.partitions import EVENTS
 
 # How the product is configured for this benchmark (printed with the results).
 # - INGEST_RATE_LIMIT far above the task rate (a few batches per second), so the Celery rate

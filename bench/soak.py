@@ -61,15 +61,17 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine_line
-from worker.dayplan.jobs import Job, starts
-from worker.db.partitions import EVENTS, HISTORY
-from worker.devstack.services import PostgresServer
-from worker.events import Point
-from worker.maintenance.policy import RetentionPolicy
+from worker.config.settings import Settings
+from worker.core.events import Point
+from worker.core.partitions import EVENTS, HISTORY
+from worker.core.retention import RetentionPolicy
 from worker.maintenance.run import maintain
-from worker.settings import Settings
-from worker.store.postgres import PostgresStore
-from worker.trends import engine
+from worker.ops.dayplan.jobs import Job, starts
+from worker.ops.devstack.services import PostgresServer
+from worker.store.postgres.store import PostgresStore
+from worker.trends.lifecycle import RunSteps
+from worker.trends.planning import datetime_to_ns, new_token
+from worker.trends.state import PostgresRunState
 
 S = 1_000_000_000
 MiB = 1024 * 1024
@@ -227,14 +229,20 @@ class Replayer:
         self.conn.close()
 
 
+_STATES: dict[str, PostgresRunState] = {}
+
+
 def trend_run(settings: Settings, store: PostgresStore, name: str, at: datetime) -> tuple[float, int]:
     """One run as `aggregator trends run NAME --at AT` does it; (seconds, rows)."""
     duration = settings.durations()[name]
-    now_ns = engine.datetime_to_ns(at)
+    now_ns = datetime_to_ns(at)
+    # One run state per database and process, as a worker keeps one (with its staging connection).
+    state = _STATES.setdefault(settings.postgres_dsn.get_secret_value(), PostgresRunState.from_settings(settings))
+    steps = RunSteps(store, state, chunk_size=settings.trend_chunk_size)
     started = time.perf_counter()
-    plan = engine.plan_run(settings, store, duration, now_ns, engine.new_token())
-    rows = sum(engine.compute_chunk(settings, store, duration, plan.run_id, now_ns, chunk) for chunk in plan.chunks)
-    engine.finalize_run(settings, store, plan.run_id, name, now_ns)
+    plan = steps.plan(duration, now_ns, new_token())
+    rows = sum(steps.compute_chunk(duration, plan.run_id, now_ns, chunk) for chunk in plan.chunks)
+    steps.finalize(duration, plan.run_id, now_ns)
     return time.perf_counter() - started, rows
 
 

@@ -29,7 +29,7 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.durations import DEFAULT_DURATIONS, Duration
+from worker.core.durations import DEFAULT_DURATIONS, Duration
 from worker.trends.math import (
     EventColumns,
     TrendColumns,

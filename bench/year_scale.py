@@ -11,7 +11,7 @@ bridge's largest batch):
   primary key ``event_id``, indexes ``(doi, time)`` and ``(time)``; ``GROUP BY doi, window``
   with numeric epoch arithmetic, rows as text), kept here verbatim;
 * **product**: month partitions with the covering ``(doi, time) INCLUDE (…)`` index and the
-  trend query of :mod:`worker.store.postgres` (float8 sums, integer keys, binary COPY), each
+  trend query of :mod:`worker.store.postgres.store` (float8 sums, integer keys, binary COPY), each
   chunk's query split over ``TREND_QUERY_CONNECTIONS`` (default 2) connections at once; and
   the same database and query on **one connection** (``TREND_QUERY_CONNECTIONS=1``), which
   tells the layout's share of the gain from the second backend's.
@@ -47,15 +47,18 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine_line
-from worker.devstack.services import PostgresServer
-from worker.durations import DEFAULT_DURATIONS, Duration
-from worker.events import Point
-from worker.settings import Settings
-from worker.store import alignment
-from worker.store import postgres as product_store
-from worker.store.base import Aggregates
-from worker.store.postgres import PostgresStore
-from worker.trends import engine
+from worker.config.settings import Settings
+from worker.core import alignment
+from worker.core.aggregates import Aggregates
+from worker.core.durations import DEFAULT_DURATIONS, Duration
+from worker.core.events import Point
+from worker.ops.devstack.services import PostgresServer
+from worker.store.postgres import copy
+from worker.store.postgres import store as product_store
+from worker.store.postgres.store import PostgresStore
+from worker.trends.lifecycle import RunSteps
+from worker.trends.planning import datetime_to_ns, new_token
+from worker.trends.state import PostgresRunState
 
 QUERY_CONNECTIONS: int = Settings.model_fields["trend_query_connections"].default
 
@@ -70,7 +73,8 @@ NOW = datetime(2026, 9, 21, 12, 0, tzinfo=UTC)
 def _baseline_table() -> str:
     """Migration 0001's own statements for the events table (a migration never changes once
     released), replacing the partitioned table in the baseline's database."""
-    text = (Path(__file__).resolve().parents[1] / "worker" / "migrations" / "0001.events-and-upstream.sql").read_text()
+    migrations = Path(__file__).resolve().parents[1] / "worker" / "db" / "migrations"
+    text = (migrations / "0001.events-and-upstream.sql").read_text()
     first = text.index("CREATE TABLE IF NOT EXISTS discussion_event (")
     last = text.index("\n", text.index("CREATE INDEX IF NOT EXISTS discussion_event_time"))
     return "DROP TABLE discussion_event;\n" + text[first:last]
@@ -166,8 +170,8 @@ def write_baseline(dsn: str, events: Events) -> float:
     started = time.perf_counter()
     for points in batches(events):
         with conn, conn.cursor() as cur:
-            cur.execute(product_store._STAGING)
-            cur.copy_expert(product_store._COPY, product_store._copy_buffer(points))
+            cur.execute(copy.STAGING)
+            cur.copy_expert(copy.COPY, copy.copy_buffer(points))
             cur.execute(BASELINE_MERGE)
     conn.close()
     return time.perf_counter() - started
@@ -226,18 +230,23 @@ class _TimedStore:
             self.seconds += time.perf_counter() - started
 
 
+_STATES: dict[str, PostgresRunState] = {}
+
+
 def run_year(side: Side, second: int) -> Run:
     """One `year` run at NOW + ``second`` seconds (a later run, so its finalize publishes)."""
     settings = Settings(postgres_dsn=side.dsn)
-    now_ns = engine.datetime_to_ns(NOW) + second * S
+    now_ns = datetime_to_ns(NOW) + second * S
     store = _TimedStore(side.store)
+    # One run state per database and process, as a worker keeps one (with its staging connection).
+    state = _STATES.setdefault(side.dsn, PostgresRunState(side.dsn))
+    steps = RunSteps(store, state, chunk_size=settings.trend_chunk_size)
     t0 = time.perf_counter()
-    plan = engine.plan_run(settings, store, YEAR, now_ns, engine.new_token())
+    plan = steps.plan(YEAR, now_ns, new_token())
     t1 = time.perf_counter()
-    rows = sum(engine.compute_chunk(settings, store, YEAR, plan.run_id, now_ns, chunk)
-               for chunk in plan.chunks)
+    rows = sum(steps.compute_chunk(YEAR, plan.run_id, now_ns, chunk) for chunk in plan.chunks)
     t2 = time.perf_counter()
-    engine.finalize_run(settings, store, plan.run_id, "year", now_ns)
+    steps.finalize(YEAR, plan.run_id, now_ns)
     t3 = time.perf_counter()
     return Run(t1 - t0, t2 - t1, t3 - t2, plan.dois, len(plan.chunks), rows, store.seconds)
 

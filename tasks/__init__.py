@@ -1,1 +1,3 @@
-"""Celery task definitions: thin I/O wrappers around the pure code in ``worker``."""
+"""Celery task definitions: thin wrappers that take their resources from the process's
+composition root (:mod:`worker.celeryapp.resources`) and call the domain code in ``worker``.
+Each task's name is :mod:`worker.core.names`'s."""

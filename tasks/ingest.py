@@ -1,7 +1,7 @@
 """The ingest task: one batch of validated points -> the event store -> a confirmation.
 
 * **Stored, then confirmed.** After the store write commits, the task confirms the batch's
-  Kafka offsets to the bridge (:mod:`worker.acks`), which commits them only then. A batch
+  Kafka offsets to the bridge (:mod:`worker.ingest.acks`), which commits them only then. A batch
   whose confirmation never comes (Redis lost it, this worker died) is published again by
   the bridge; the idempotent write makes the copy harmless.
 * **Outages are measured in time.** While the store is unavailable the task retries with
@@ -23,42 +23,45 @@ from typing import Any
 
 from celery import Task
 
-from worker.acks import send as send_ack
-from worker.app import app
-from worker.deadletter import DeadLetterError, batch_letter
-from worker.events import InvalidEvent, points_from_wire, points_to_builtins, wire_to_builtins
-from worker.runtime import ack_client, dead_letters, event_store
-from worker.settings import get_settings
+from worker.celeryapp.app import app
+from worker.celeryapp.resources import for_process
+from worker.config.settings import Settings
+from worker.core import names
+from worker.core.events import InvalidEvent, points_from_wire, points_to_builtins, wire_to_builtins
+from worker.ingest.acks import send as send_ack
+from worker.ingest.deadletter import batch_letter
+from worker.ingest.errors import DeadLetterError
 from worker.store import StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
-def _countdown(retries: int, left_s: float) -> float:
+def _countdown(settings: Settings, retries: int, left_s: float) -> float:
     """Exponential backoff with full jitter, capped, and never past the tolerance.
 
     Full jitter spreads the retries of many batches that failed together, so a store that
     comes back is not hit by all of them in the same second.
     """
-    settings = get_settings()
     ceiling = min(settings.ingest_retry_backoff_max_s, settings.ingest_retry_backoff_s * 2 ** min(retries, 30))
     return max(0.0, min(random.uniform(0, ceiling), left_s))
 
 
 # ignore_result: nothing reads an ingest task's result, and storing STARTED/SUCCESS in Redis
 # per batch is pure overhead on the hot path (Flower still sees the task through events).
-@app.task(bind=True, name="tasks.ingest.write_batch", max_retries=None, acks_late=True,
+@app.task(bind=True, name=names.WRITE_BATCH, max_retries=None, acks_late=True,
           reject_on_worker_lost=True, ignore_result=True)
 def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[str, Any] | None = None,
                 since: float | None = None) -> dict[str, int]:
     """Write a batch; idempotent, so a redelivered or re-published batch is harmless.
 
-    ``points`` is the JSON text :func:`worker.events.points_to_wire` made (the list form
+    ``points`` is the JSON text :func:`worker.core.events.points_to_wire` made (the list form
     is accepted too, from replays and older bridges); ``acks`` says where to confirm the
     batch's offsets (absent for replayed dead letters); ``since`` is the first attempt's
     time (wall clock), carried through the retries.
     """
-    settings = get_settings()
+    resources = for_process()
+    settings = resources.settings
+    ack_client = resources.ack_client
     retries = self.request.retries
     first_attempt = since if since is not None else time.time()
     try:
@@ -68,20 +71,20 @@ def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[
         # a hand-made or corrupted message can).
         received = wire_to_builtins(points)
         _dead_letter(self, received, error.reason, retries, acks, first_attempt)
-        send_ack(ack_client(), acks, stored=True)
+        send_ack(ack_client, acks, stored=True)
         return {"written": 0, "dead_lettered": len(received) if isinstance(received, list) else 1, "conflicts": 0}
-    send_ack(ack_client(), acks, stored=False)  # started: the bridge waits for this batch
+    send_ack(ack_client, acks, stored=False)  # started: the bridge waits for this batch
     try:
-        conflicts = event_store().write(batch) or 0
+        conflicts = resources.event_store.write(batch) or 0
     except StoreUnavailable as error:
         waited = time.time() - first_attempt
         left = settings.ingest_outage_tolerance_s - waited
         if left <= 0:
             reason = f"store unavailable for {waited:.0f} s (INGEST_OUTAGE_TOLERANCE_S): {error}"
             _dead_letter(self, points_to_builtins(batch), reason, retries, acks, first_attempt)
-            send_ack(ack_client(), acks, stored=True)
+            send_ack(ack_client, acks, stored=True)
             return {"written": 0, "dead_lettered": len(batch), "conflicts": 0}
-        countdown = _countdown(retries, left)
+        countdown = _countdown(settings, retries, left)
         log.warning("store unavailable, retrying", extra={
             "task_id": self.request.id, "retry": retries + 1, "countdown_s": round(countdown, 2),
             "waited_s": round(waited, 1), "events": len(batch), "error": str(error)[:300]})
@@ -92,10 +95,10 @@ def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[
         # help, so the refused points go to the dead letters with the store's reason.
         _dead_letter(self, points_to_builtins(error.rejected), f"store rejected: {error}", retries, acks,
                      first_attempt)
-        send_ack(ack_client(), acks, stored=True)
+        send_ack(ack_client, acks, stored=True)
         return {"written": len(batch) - len(error.rejected), "dead_lettered": len(error.rejected),
                 "conflicts": error.conflicts}
-    send_ack(ack_client(), acks, stored=True)
+    send_ack(ack_client, acks, stored=True)
     log.info("batch written", extra={"task_id": self.request.id, "events": len(batch), "retries": retries,
                                       "conflicts": conflicts})
     return {"written": len(batch), "dead_lettered": 0, "conflicts": conflicts}
@@ -103,13 +106,14 @@ def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[
 
 def _dead_letter(task: Task[Any, Any], points: object, reason: str, retries: int, acks: dict[str, Any] | None,
                  first_attempt: float) -> None:
+    resources = for_process()
     try:
-        dead_letters().write([batch_letter(points, reason, source="ingest", attempt=retries + 1)])
+        resources.dead_letters.write([batch_letter(points, reason, source="ingest", attempt=retries + 1)])
     except DeadLetterError as error:
-        countdown = _countdown(retries, get_settings().ingest_retry_backoff_max_s)
+        countdown = _countdown(resources.settings, retries, resources.settings.ingest_retry_backoff_max_s)
         log.error("dead-letter write failed, retrying the batch", extra={
             "task_id": task.request.id, "countdown_s": countdown, "error": str(error)})
-        send_ack(ack_client(), acks, stored=False)
+        send_ack(resources.ack_client, acks, stored=False)
         raise task.retry(exc=error, countdown=countdown, kwargs={"acks": acks, "since": first_attempt}) from None
     events = len(points) if isinstance(points, list) else 1
     log.error("batch dead-lettered", extra={"task_id": task.request.id, "events": events, "reason": reason[:300]})

@@ -12,9 +12,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.app import app
+from worker.celeryapp.app import app
+from worker.celeryapp.resources import for_process
+from worker.core import names
 from worker.maintenance.run import MaintenanceInFlight, maintain
-from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +23,12 @@ log = logging.getLogger(__name__)
 BUDGET_S = 300.0
 
 
-@app.task(name="tasks.maintenance.maintain")
+@app.task(name=names.MAINTAIN)
 def maintain_task() -> dict[str, Any]:
-    settings = get_settings()
+    settings = for_process().settings
     try:
         report = maintain(settings.postgres_dsn.get_secret_value(), settings.retention_policy(), datetime.now(UTC),
-                          budget_s=BUDGET_S)
+                          budget_s=BUDGET_S, connect_timeout_s=settings.connect_timeout_s)
     except MaintenanceInFlight:
         log.warning("maintenance skipped: another run is in flight")
         return {"status": "skipped"}

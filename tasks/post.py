@@ -7,15 +7,16 @@ from typing import Any
 import tweepy
 from celery import Task
 
-from worker.app import app
+from worker.celeryapp.app import app
+from worker.celeryapp.resources import for_process
+from worker.core import names
 from worker.post.morning import morning_post
-from worker.settings import get_settings
 
 
-@app.task(name="tasks.post.morning_post", bind=True, autoretry_for=(tweepy.TooManyRequests, tweepy.TwitterServerError),
+@app.task(name=names.MORNING_POST, bind=True, autoretry_for=(tweepy.TooManyRequests, tweepy.TwitterServerError),
           retry_backoff=60, retry_backoff_max=900, max_retries=5)
 def morning_post_task(self: Task[Any, Any]) -> dict[str, Any]:
     """Rate limits and X server errors are retried (the claim was released); other refusals
     (403: duplicate, revoked app) fail the task for an operator to look at."""
-    outcome = morning_post(get_settings())
+    outcome = morning_post(for_process().settings)
     return {"status": outcome.status, "tweet_id": outcome.tweet_id, "text": outcome.text}

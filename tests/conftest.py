@@ -17,11 +17,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from x_recorder import x_api  # noqa: F401 - the fake X API fixture, shared by the post tests
 
-from worker.devstack.services import KafkaBroker, PostgresServer, RedisServer
+from tests.support.x_recorder import x_api  # noqa: F401 - the fake X API fixture, shared by the post tests
+from worker.ops.devstack.services import KafkaBroker, PostgresServer, RedisServer
 
 TEMPLATE_DB = "aggregator_template"
+
+#: The kinds of test (pyproject.toml's markers); each test is of exactly one.
+KINDS = ("unit", "contract", "integration", "e2e", "faults")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test without exactly one kind: `-m unit`, `-m "not faults"` must select it
+    or leave it out on purpose, never by accident."""
+    wrong = [f"{item.nodeid}: {kinds or 'no kind'}" for item in items
+             if len(kinds := [m.name for m in item.iter_markers() if m.name in KINDS]) != 1]
+    if wrong:
+        raise pytest.UsageError("every test needs exactly one kind marker "
+                                f"({', '.join(KINDS)}; set pytestmark in its module):\n  " + "\n  ".join(wrong))
 
 
 def _workdir(name: str) -> Path:
@@ -114,7 +127,7 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture
 def topics(kafka: KafkaBroker) -> dict[str, str]:
     """Unique topic and group names for one test (the broker is shared)."""
-    from worker.deadletter import ensure_topic
+    from worker.ingest.deadletter import ensure_topic
 
     suffix = uuid.uuid4().hex[:8]
     names = {"topic": f"events-{suffix}", "dlq": f"events-{suffix}.dlq", "group": f"group-{suffix}"}
@@ -127,8 +140,8 @@ def topics(kafka: KafkaBroker) -> dict[str, str]:
 def env(monkeypatch: pytest.MonkeyPatch, pg_dsn: str, redis_url: str, kafka: KafkaBroker,
         topics: dict[str, str]) -> Iterator[dict[str, str]]:
     """The environment of a product process in this test; settings caches are reset."""
-    from worker import runtime
-    from worker.settings import get_settings
+    from worker.celeryapp import resources
+    from worker.config.settings import get_settings
 
     values = {
         "POSTGRES_DSN": pg_dsn,
@@ -145,10 +158,9 @@ def env(monkeypatch: pytest.MonkeyPatch, pg_dsn: str, redis_url: str, kafka: Kaf
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    runtime.reset()
+    get_settings.cache_clear()  # the process's resources follow (worker.celeryapp.resources.for_process)
     yield values
-    runtime.reset()
+    resources.reset()  # close what the test's tasks opened
     get_settings.cache_clear()
 
 

@@ -1,23 +1,9 @@
-"""The Celery application: ``celery -A worker.app worker -Q ingest`` and friends."""
+"""Shim: ``celery -A worker.app`` (compose, the Dockerfile, operators' scripts) names this module.
 
-from __future__ import annotations
+The application lives in :mod:`worker.celeryapp.app`; this name is kept so every deployed
+command line goes on working. Nothing else belongs here.
+"""
 
-from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from worker.celeryapp.app import app
 
-from worker.kombu_guard import guard_restore_unacked
-from worker.logs import make_formatter
-from worker.settings import get_settings
-
-guard_restore_unacked()  # a Redis restart must not end the worker (see worker/kombu_guard.py)
-app = Celery("aggregator", include=["tasks.ingest", "tasks.trends", "tasks.post", "tasks.maintenance"])
-app.config_from_object("celeryconfig")
-
-
-@after_setup_logger.connect
-@after_setup_task_logger.connect
-def _format_logs(logger: object, **_: object) -> None:
-    """Celery's own log lines in the product's format (LOG_FORMAT), not Celery's default."""
-    formatter = make_formatter(get_settings().log_format)
-    for handler in getattr(logger, "handlers", []):
-        handler.setFormatter(formatter)
+__all__ = ["app"]

@@ -1,1 +1,3 @@
-"""PostgreSQL access shared by the store, the trend publisher and the CLI."""
+"""PostgreSQL access shared by the event store, the trend run state and the commands: bounded
+connections (``connection``), migrations (``migrate``, ``migrations/``), partition DDL
+(``partition_admin``)."""

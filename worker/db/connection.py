@@ -11,15 +11,16 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
-from worker.settings import get_settings
+__all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "Connection", "Cursor", "ReusedConnection", "connect"]
 
-__all__ = ["Connection", "Cursor", "ReusedConnection", "connect"]
+#: ``CONNECT_TIMEOUT_S``'s default; the product's callers pass the setting's value.
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
 
 T = TypeVar("T")
 
 
 def connect(dsn: str, *, application_name: str = "trend-aggregator", autocommit: bool = False,
-            timeout_s: float | None = None) -> Connection:
+            timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Connection:
     """A connection with keepalives and a bounded connect time (``CONNECT_TIMEOUT_S``).
 
     libpq's defaults wait for minutes on a dead server, and for ever on one that accepts
@@ -27,11 +28,10 @@ def connect(dsn: str, *, application_name: str = "trend-aggregator", autocommit:
     retry it, and a command must end with a message. libpq counts the timeout in whole
     seconds, at least 2.
     """
-    timeout = get_settings().connect_timeout_s if timeout_s is None else timeout_s
     conn = psycopg2.connect(
         dsn,
         application_name=application_name,
-        connect_timeout=max(2, round(timeout)),
+        connect_timeout=max(2, round(timeout_s)),
         keepalives=1,
         keepalives_idle=30,
         keepalives_interval=10,
@@ -53,8 +53,9 @@ class ReusedConnection:
     run twice, as an idempotent staging write is.
     """
 
-    def __init__(self, application_name: str) -> None:
+    def __init__(self, application_name: str, *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
         self._application_name = application_name
+        self._timeout_s = timeout_s
         self._connections: dict[tuple[int, str], Connection] = {}
 
     def run(self, dsn: str, work: Callable[[Cursor], T]) -> T:
@@ -64,7 +65,7 @@ class ReusedConnection:
             conn = self._connections.get(key)
             fresh = conn is None or bool(conn.closed)
             if conn is None or conn.closed:
-                conn = connect(dsn, application_name=self._application_name)
+                conn = connect(dsn, application_name=self._application_name, timeout_s=self._timeout_s)
                 self._connections[key] = conn
             try:
                 with conn, conn.cursor() as cur:

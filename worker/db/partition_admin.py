@@ -35,7 +35,7 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
-from worker.db.partitions import Layout, Range
+from worker.core.partitions import Layout, Range
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""One maintenance run: carry out :func:`worker.maintenance.policy.plan` on PostgreSQL.
+"""One maintenance run: carry out :func:`worker.core.retention.plan` on PostgreSQL.
 
 Shared by the beat task (``tasks.maintenance.maintain``, queue ``maintenance``) and
 ``aggregator maintain``. One run at a time: a session advisory lock, taken without
@@ -27,11 +27,11 @@ from typing import Any
 from psycopg2 import errors
 from psycopg2.extensions import connection as Connection
 
+from worker.core.failures import TryLater
+from worker.core.partitions import EVENTS, HISTORY, Layout, Range
+from worker.core.retention import HistoryDay, Level, Plan, RetentionPolicy, plan
 from worker.db import partition_admin
-from worker.db.connection import connect
-from worker.db.partitions import EVENTS, HISTORY, Layout, Range
-from worker.errors import EX_TEMPFAIL, OperatorError
-from worker.maintenance.policy import HistoryDay, Level, Plan, RetentionPolicy, plan
+from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, connect
 from worker.maintenance.thinning import kept_rows
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,8 @@ _ATTEMPTS = 3
 _PAUSE_S = 1.0
 
 
-class MaintenanceInFlight(OperatorError):
+class MaintenanceInFlight(TryLater):
     """Another maintenance run holds the lock."""
-
-    exit_code = EX_TEMPFAIL
 
 
 @dataclass
@@ -85,10 +83,10 @@ def history_days(cur: Any) -> list[HistoryDay]:
 
 
 def maintain(dsn: str, policy: RetentionPolicy, now: datetime, *, dry_run: bool = False,
-             budget_s: float | None = None) -> Report:
+             budget_s: float | None = None, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Report:
     """Plan at ``now`` and (unless ``dry_run``) carry the plan out."""
     started = time.perf_counter()
-    conn = connect(dsn, application_name="aggregator-maintenance", autocommit=True)
+    conn = connect(dsn, application_name="aggregator-maintenance", autocommit=True, timeout_s=connect_timeout_s)
     try:
         with _exclusive(conn), conn.cursor() as cur:
             events = partition_admin.attached(cur, EVENTS)

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from psycopg2 import sql
 
-from worker.maintenance.policy import Level
+from worker.core.retention import Level
 
 Key = tuple[str, str, datetime]  # (publication_doi, duration, calculated_at)
 K = TypeVar("K", bound=Key)

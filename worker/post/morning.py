@@ -15,10 +15,10 @@ from datetime import UTC, date, datetime
 
 import tweepy
 
-from worker.db.connection import connect
+from worker.config.settings import Settings
+from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, connect
 from worker.post.compose import Paper, compose_post
 from worker.post.x_client import XPoster
-from worker.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def last_name(name: str | None) -> str | None:
     return name.split()[-1]
 
 
-def top_papers(dsn: str, duration: str = "today") -> list[Paper]:
-    conn = connect(dsn)
+def top_papers(dsn: str, duration: str = "today", *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> list[Paper]:
+    conn = connect(dsn, timeout_s=timeout_s)
     try:
         with conn, conn.cursor() as cur:
             cur.execute(TOP_QUERY, (duration,))
@@ -62,7 +62,8 @@ def top_papers(dsn: str, duration: str = "today") -> list[Paper]:
 
 
 def todays_text(settings: Settings) -> str | None:
-    return compose_post(top_papers(settings.postgres_dsn.get_secret_value()), settings.trending_url)
+    return compose_post(top_papers(settings.postgres_dsn.get_secret_value(), timeout_s=settings.connect_timeout_s),
+                        settings.trending_url)
 
 
 def morning_post(settings: Settings, *, day: date | None = None, poster: XPoster | None = None,
@@ -76,7 +77,7 @@ def morning_post(settings: Settings, *, day: date | None = None, poster: XPoster
     if poster is None:
         log.info("dry run: morning post not sent", extra={"day": day.isoformat(), "text": text})
         return PostOutcome("dry_run", text)
-    conn = connect(settings.postgres_dsn.get_secret_value())
+    conn = connect(settings.postgres_dsn.get_secret_value(), timeout_s=settings.connect_timeout_s)
     try:
         with conn, conn.cursor() as cur:
             cur.execute("INSERT INTO morning_post (day, status, text) VALUES (%s, 'posting', %s) "
@@ -103,10 +104,3 @@ def morning_post(settings: Settings, *, day: date | None = None, poster: XPoster
     finally:
         conn.close()
 
-
-def post_cli(*, dry_run: bool) -> int:
-    outcome = morning_post(get_settings(), dry_run=dry_run)
-    if outcome.text:
-        print(outcome.text)
-    print(f"status: {outcome.status}" + (f" tweet_id={outcome.tweet_id}" if outcome.tweet_id else ""))
-    return 0

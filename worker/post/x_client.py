@@ -18,7 +18,7 @@ import requests
 import tweepy
 
 if TYPE_CHECKING:
-    from worker.settings import Settings
+    from worker.config.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -1,30 +1,27 @@
 """The event-store port: what ingestion and the trend engine need from a time-series store.
 
 Two backends implement it (PostgreSQL and InfluxDB 2) and pass one contract test suite
-(`tests/contract/`). Writes must be idempotent by event identity: the ingest queue is
-at-least-once, so the same batch may arrive twice.
+(`tests/store/test_*_contract.py`). Writes must be idempotent by event identity: the ingest
+queue is at-least-once, so the same batch may arrive twice.
 
 The trend engine asks a store three things per run (:class:`EventStore`): the qualifying
 DOIs, the trend inputs of a chunk of DOIs (:class:`Aggregates`, computed in the store's
 database so only sums travel), and to keep the run's published rows where the store's
 readers expect them. What "the events of a span" and "a window" mean, to the second, is
-:mod:`worker.store.alignment`: both stores implement that one definition, so they give the
+:mod:`worker.core.alignment`: both stores implement that one definition, so they give the
 same trend rows for the same events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-import numpy as np
-from numpy.typing import NDArray
+from worker.core.aggregates import Aggregates, TrendRow
+from worker.core.durations import Duration
+from worker.core.events import Point
 
-from worker.durations import Duration
-from worker.events import Point
-
-FloatArray = NDArray[np.float64]
+__all__ = ["Aggregates", "EventStore", "StoreRejected", "StoreUnavailable", "TrendRow"]
 
 
 class StoreUnavailable(RuntimeError):
@@ -44,35 +41,6 @@ class StoreRejected(RuntimeError):
         super().__init__(message)
         self.rejected: list[Point] = list(rejected)
         self.conflicts = conflicts
-
-
-@dataclass(frozen=True, slots=True)
-class Aggregates:
-    """Per-DOI sums and the window series: everything the trend math needs of the events.
-
-    Sums rather than means, so a store can compute them with ``GROUP BY`` in its database
-    and ship ``n_dois × (11 + windows)`` numbers instead of every event. ``count`` is a
-    float64 like the rest. ``series`` has shape ``(n_dois, windows)``, oldest window
-    first, zero-filled. Row ``i`` of every array belongs to the ``i``-th DOI the caller
-    asked for.
-    """
-
-    count: FloatArray
-    sum_score: FloatArray
-    decayed_score: FloatArray
-    sum_age: FloatArray
-    sum_sentiment: FloatArray
-    sum_followers: FloatArray
-    sum_abstract: FloatArray
-    sum_length: FloatArray
-    sum_questions: FloatArray
-    sum_exclamations: FloatArray
-    sum_bot_rating: FloatArray
-    series: FloatArray
-
-
-#: One published trend row: ``doi`` and the columns of ``worker.trends.math.TREND_COLUMNS``.
-TrendRow = Mapping[str, object]
 
 
 @runtime_checkable
@@ -101,7 +69,7 @@ class EventStore(Protocol):
 
     def qualifying_dois(self, duration: Duration, now_ns: int) -> list[str]:
         """DOIs with MORE than ``duration.min_events`` events in the span ending at
-        ``now_ns`` (:func:`worker.store.alignment.span_range`), sorted."""
+        ``now_ns`` (:func:`worker.core.alignment.span_range`), sorted."""
 
     def trend_inputs(self, duration: Duration, now_ns: int, dois: Sequence[str]) -> Aggregates:
         """The :class:`Aggregates` of ``dois`` (in that order) at ``now_ns``; a DOI

@@ -106,8 +106,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.durations import Duration
-from worker.store.base import Aggregates
+from worker.core.aggregates import Aggregates
+from worker.core.durations import Duration
 
 FloatArray = NDArray[np.float64]
 

@@ -1,0 +1,97 @@
+"""Settings, the durations table and the beat schedule built from it."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.celeryapp.beat import build_beat_schedule
+from worker.config.settings import ConfigurationError, Settings, load_settings
+from worker.core.cron import min_period_s, parse_cron
+from worker.core.durations import DEFAULT_DURATIONS, build_durations
+
+pytestmark = pytest.mark.unit
+
+
+def test_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_MAX_BATCH", "lots")
+    monkeypatch.setenv("EVENT_STORE", "mongodb")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "BRIDGE_MAX_BATCH='lots'" in message and "EVENT_STORE='mongodb'" in message
+
+
+def test_durations_table_matches_the_spec() -> None:
+    table = {d.name: (d.span_s, d.gravity, d.window_s, d.windows, d.min_events, d.schedule) for d in DEFAULT_DURATIONS}
+    assert table == {
+        "currently": (21600, -0.00036, 360, 60, 10, "*/3 * * * *"),
+        "today": (86400, -0.000025, 1440, 60, 30, "1-59/10 * * * *"),
+        "week": (604800, -0.00000357142857, 10080, 60, 30, "25 * * * *"),
+        "month": (2592000, -0.000000833333333, 43200, 60, 30, "5 */3 * * *"),
+        "year": (31536000, -0.000000833333333, 525600, 60, 30, "4 2 * * *"),
+    }
+
+
+def test_override_changes_one_field() -> None:
+    table = build_durations('{"currently": {"min_events": 5, "schedule": "*/5 * * * *"}}')
+    assert table["currently"].min_events == 5 and table["currently"].schedule == "*/5 * * * *"
+    assert table["today"] == DEFAULT_DURATIONS[1]
+
+
+@pytest.mark.parametrize(("override", "error"), [
+    ('{"hourly": {}}', "unknown duration 'hourly'"),
+    ('{"today": {"min_event": 3}}', "unknown fields"),
+    ('{"today": {"gravity": 0.1}}', "gravity must be negative"),
+    ('{"today": {"schedule": "daily"}}', "5-field cron"),
+    ("[1]", "must be a JSON object"),
+    ("{oops", "not valid JSON"),
+])
+def test_bad_override_is_an_error(override: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        build_durations(override)
+
+
+@pytest.mark.parametrize(("cron", "period"), [
+    ("*/3 * * * *", 180), ("1-59/10 * * * *", 600), ("25 * * * *", 3600), ("5 */3 * * *", 3 * 3600),
+    ("4 2 * * *", 86400), ("59 5 * * 1", 7 * 86400),
+])
+def test_min_period(cron: str, period: int) -> None:
+    assert min_period_s(cron) == period
+
+
+def test_beat_entries_expire_before_the_next_tick() -> None:
+    schedule = build_beat_schedule(Settings())
+    for duration in DEFAULT_DURATIONS:
+        entry = schedule[f"trends-{duration.name}"]
+        options = entry["options"]
+        assert entry["args"] == (duration.name,) and options["queue"] == "trends"
+        assert options["countdown"] == 15
+        assert options["countdown"] < options["expires"] < min_period_s(duration.schedule)
+    assert schedule["morning-post"]["task"] == "tasks.post.morning_post"
+    assert str(schedule["morning-post"]["schedule"]).startswith("<crontab: 59 5 ")
+
+
+def test_maintenance_runs_on_its_own_queue_and_expires_before_the_next_tick() -> None:
+    entry = build_beat_schedule(Settings())["maintenance"]
+    assert entry["task"] == "tasks.maintenance.maintain"
+    assert entry["options"]["queue"] == "maintenance" != Settings().trends_queue
+    assert entry["options"]["expires"] < min_period_s(Settings().maintenance_schedule)
+    # At a minute in which no trend run starts (they share PostgreSQL).
+    minute = int(Settings().maintenance_schedule.split()[0])
+    assert all(minute not in parse_cron(d.schedule).minute for d in DEFAULT_DURATIONS)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"EVENT_RETENTION_DAYS": "365"}, "EVENT_RETENTION_DAYS (365) must cover the longest trend span (365 days)"),
+    ({"TREND_DURATIONS": '{"year": {"span_s": 63072000}}'}, "EVENT_RETENTION_DAYS (400) must cover"),
+    ({"TREND_HISTORY_HOURLY_DAYS": "3"}, "TREND_HISTORY_FULL_DAYS (7) <= TREND_HISTORY_HOURLY_DAYS (3)"),
+    ({"TREND_HISTORY_RETENTION_DAYS": "30"}, "<= TREND_HISTORY_RETENTION_DAYS (30) must hold"),
+    ({"MAINTENANCE_SCHEDULE": "every hour"}, "MAINTENANCE_SCHEDULE='every hour'"),
+])
+def test_retention_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                 named: str) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert named in str(caught.value)

@@ -1,0 +1,138 @@
+"""The fault suite's stage: the real product processes under the dev stack's supervisor
+(restarted when they die, as compose does), real Kafka (Tansu), Redis and PostgreSQL, and
+the ledger every fault test ends with: produced / stored / lost / duplicated, and how long
+recovery took.
+
+Each fault test prints one ``FAULT`` line with its figures; with ``FAULT_REPORT=path`` set it
+also appends them as a JSON line, from which the README's table is made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psycopg2
+from confluent_kafka import Producer
+
+from tests.support.helpers import committed_total
+from worker.ops.devstack.services import wait_until
+from worker.ops.devstack.supervisor import Supervisor
+
+CELERY = [sys.executable, "-m", "celery", "-A", "worker.app"]
+AGGREGATOR = [sys.executable, "-m", "worker.ops.cli"]
+
+#: Settings of a product process in the fault suite: the defaults, with the loss-detection
+#: and retry timings shortened so recovery is quick enough to wait for.
+FAULT_SETTINGS = {
+    "BRIDGE_CONFIRM_TIMEOUT_S": "15",
+    "INGEST_RETRY_BACKOFF_S": "0.2",
+    "INGEST_RETRY_BACKOFF_MAX_S": "1",
+    "BRIDGE_MIN_BATCH": "50",
+    "BRIDGE_MAX_BATCH": "200",
+    "BRIDGE_MAX_BATCH_AGE_S": "1",
+    "KAFKA_SESSION_TIMEOUT_MS": "6000",
+    "INGEST_RATE_LIMIT": "1000/s",
+}
+
+
+def wait(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Await a state another process produces; returns how long it took."""
+    started = time.monotonic()
+    wait_until(check, timeout, what)
+    return time.monotonic() - started
+
+
+@dataclass
+class Ledger:
+    fault: str
+    produced: int
+    stored: int
+    lost: int
+    duplicated: int
+    dead_lettered: int
+    recovery_s: float
+
+    def record(self) -> None:
+        line = json.dumps(asdict(self))
+        print(f"FAULT {line}")
+        target = os.environ.get("FAULT_REPORT")
+        if target:
+            with open(target, "a") as out:
+                out.write(line + "\n")
+
+
+class Stage:
+    """One fault test's processes; everything still running is stopped at the end."""
+
+    def __init__(self, env: dict[str, str], logs: Path, **overrides: str) -> None:
+        self.env = {**os.environ, **env, **FAULT_SETTINGS, **overrides, "PYTHONUNBUFFERED": "1"}
+        self.logs = logs
+        self.supervisor = Supervisor()
+        self.supervisor.run_in_background()
+        self.produced: list[str] = []
+
+    @property
+    def dsn(self) -> str:
+        return self.env["POSTGRES_DSN"]
+
+    def start_worker(self, queue: str = "ingest", concurrency: int = 2, name: str | None = None) -> str:
+        name = name or f"worker-{queue}"
+        # As compose runs it (gossip and mingle included: the restore crash needed them).
+        self.supervisor.start(name, [*CELERY, "worker", "-Q", queue, "-c", str(concurrency), "-n",
+                                     f"{name}@%h", "-l", "info"], self.env, self.logs / f"{name}.log")
+        return name
+
+    def start_bridge(self, name: str = "bridge") -> str:
+        self.supervisor.start(name, [*AGGREGATOR, "bridge"], self.env, self.logs / f"{name}.log")
+        return name
+
+    def log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def produce(self, payloads: list[bytes], ids: list[str] | None = None) -> None:
+        producer = Producer({"bootstrap.servers": self.env["KAFKA_BOOTSTRAP_SERVERS"], "linger.ms": 5})
+        for i, payload in enumerate(payloads):
+            producer.produce(self.env["KAFKA_TOPIC"], payload, key=str(len(self.produced) + i).encode())
+        assert producer.flush(30) == 0
+        self.produced.extend(ids if ids is not None else [json.loads(p)["id"] for p in payloads])
+
+    def stored(self) -> tuple[int, int]:
+        """(rows, distinct event ids) in the store."""
+        with psycopg2.connect(self.dsn, connect_timeout=2) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*), count(DISTINCT event_id) FROM discussion_event")
+            rows, distinct = cur.fetchone() or (0, 0)
+            return int(rows), int(distinct)
+
+    def stored_ids(self) -> set[str]:
+        with psycopg2.connect(self.dsn, connect_timeout=2) as conn, conn.cursor() as cur:
+            cur.execute("SELECT event_id FROM discussion_event")
+            return {row[0] for row in cur.fetchall()}
+
+    def all_stored(self) -> bool:
+        try:
+            return self.stored()[1] >= len(set(self.produced))
+        except psycopg2.Error:
+            return False
+
+    def committed(self) -> int:
+        return committed_total(self.env["KAFKA_BOOTSTRAP_SERVERS"], self.env["KAFKA_GROUP_ID"],
+                               self.env["KAFKA_TOPIC"])
+
+    def ledger(self, fault: str, recovery_s: float, dead_lettered: int = 0) -> Ledger:
+        rows, distinct = self.stored()
+        ids = self.stored_ids()
+        produced = set(self.produced)
+        ledger = Ledger(fault, len(produced), distinct, len(produced - ids), rows - distinct, dead_lettered,
+                        round(recovery_s, 1))
+        ledger.record()
+        return ledger
+
+    def close(self) -> None:
+        self.supervisor.stop_all(timeout_s=15)

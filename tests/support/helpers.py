@@ -1,0 +1,80 @@
+"""Helpers shared by the integration and end-to-end tests (real processes, real services)."""
+
+from __future__ import annotations
+
+__all__ = ["AGGREGATOR", "CELERY"]  # re-exported: tests start processes as `aggregator dev` does
+
+import subprocess
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from confluent_kafka import Consumer, TopicPartition
+
+from worker.ops.devstack.run import AGGREGATOR, CELERY
+from worker.ops.devstack.services import wait_until
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Await a state another process produces (a row count, a log line, a queue length)."""
+    wait_until(check, timeout, what)
+
+
+def q(dsn: str, sql: str, params: tuple[object, ...] | None = None) -> list[tuple[Any, ...]]:
+    """One statement in its own committed transaction; its rows, if it returns any."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def count_events(dsn: str) -> int:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM discussion_event")
+        return int(cur.fetchone()[0])
+
+
+def log_text(proc: subprocess.Popen) -> str:
+    return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+
+def start_worker(spawn: Callable, env: dict[str, str], queue: str = "ingest", concurrency: int = 1,
+                 name: str | None = None) -> subprocess.Popen:
+    """A real Celery worker process; returns once it answers a ping."""
+    from worker.app import app
+
+    node = f"{name or queue}-{uuid.uuid4().hex[:6]}@localhost"
+    proc = spawn([*CELERY, "worker", "-Q", queue, "-c", str(concurrency), "-n", node, "-l", "info",
+                  "--without-mingle", "--without-gossip"], env, node.split("@")[0])
+    wait_for(lambda: bool(app.control.ping(destination=[node], timeout=0.5)) or _dead(proc), 60,
+             f"celery worker {node}")
+    assert proc.poll() is None, log_text(proc)[-3000:]
+    proc.node = node
+    return proc
+
+
+def _dead(proc: subprocess.Popen) -> bool:
+    return proc.poll() is not None
+
+
+def committed_total(bootstrap: str, group: str, topic: str, partitions: int = 2) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        got = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in got)
+    finally:
+        consumer.close()
+
+
+def queued_points(redis_url: str, queue: str = "ingest") -> int:
+    """Events waiting in the ingest queue (sum over the queued tasks' batches)."""
+    import redis
+
+    from worker.ingest.publisher import queued_batch_sizes
+
+    return sum(queued_batch_sizes(redis.Redis.from_url(redis_url), queue))

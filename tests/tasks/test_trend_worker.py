@@ -1,0 +1,62 @@
+"""Trend runs through a real worker `-Q trends -c 1` (eager mode runs no errback on a
+failing chord header, so the failure path is only testable here)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.support.helpers import log_text, q, start_worker, wait_for
+from tests.support.trend_seed import seed_events, seed_plain_publications
+from worker.trends.planning import datetime_to_ns
+
+pytestmark = pytest.mark.e2e
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+
+def run_status(dsn: str, run_id: str) -> str | None:
+    rows = q(dsn, "SELECT status FROM trend_run WHERE run_id = %s", (run_id,))
+    return rows[0][0] if rows else None
+
+
+def test_runs_through_a_real_worker_and_a_failing_chunk_keeps_old_rows(env: dict[str, str], spawn) -> None:
+    from worker.app import app
+    from worker.celeryapp.resources import for_process
+
+    dsn = env["POSTGRES_DSN"]
+    dois = [f"10.1101/w{i:04d}" for i in range(450)]
+    seed_events(dsn, datetime_to_ns(NOW), dict.fromkeys(dois, 12), 6 * 3600)
+    seed_plain_publications(dsn, dois)
+    env = {**env, "TREND_CHUNK_SIZE": "200"}
+    worker = start_worker(spawn, env, queue="trends", concurrency=1)
+
+    # 1. A run enqueued like beat does it: rows appear.
+    first = app.send_task("tasks.trends.run_trend", args=("currently", NOW.isoformat()), queue="trends")
+    wait_for(lambda: q(dsn, "SELECT count(*) FROM trend_run WHERE status = 'finalized'") == [(1,)], 60,
+             "first run finalized")
+    assert first.get(timeout=10)["chunks"] == 3
+    before = q(dsn, "SELECT publication_doi, score, run_id FROM trending ORDER BY 1")
+    assert len(before) == 450
+
+    # 2. One chunk fails (PostgreSQL refuses one DOI's row): the other chunks run, no finalize,
+    #    the errback logs the run id and releases the overlap lock, the old rows stay.
+    q(dsn, "ALTER TABLE trending_staging ADD CONSTRAINT refuse_one CHECK (publication_doi <> '10.1101/w0300')")
+    later = (NOW + timedelta(minutes=3)).isoformat()
+    second = app.send_task("tasks.trends.run_trend", args=("currently", later), queue="trends").get(timeout=30)
+    run_id = second["run_id"]
+    wait_for(lambda: run_status(dsn, run_id) == "failed", 60, "second run marked failed")
+    assert q(dsn, "SELECT publication_doi, score, run_id FROM trending ORDER BY 1") == before
+    assert q(dsn, "SELECT count(*) FROM trending_staging") == [(0,)]
+    wait_for(lambda: f"run_id={run_id}" in log_text(worker) and "trend run failed" in log_text(worker), 30,
+             "errback logged the run id")
+    assert for_process().leases.of("currently").holder() is None
+
+    # 3. The lock was released: the next run goes through.
+    q(dsn, "ALTER TABLE trending_staging DROP CONSTRAINT refuse_one")
+    third = (NOW + timedelta(minutes=6)).isoformat()
+    app.send_task("tasks.trends.run_trend", args=("currently", third), queue="trends")
+    wait_for(lambda: q(dsn, "SELECT count(*) FROM trend_run WHERE status = 'finalized'") == [(2,)], 60,
+             "third run finalized")

@@ -1,0 +1,92 @@
+"""The trends worker killed in the middle of a chord: the run's lease expires, the next run
+of the duration takes over on schedule, gives the dead run up and publishes.
+
+Before, the dead run stayed `running`, its lock lived for its hour-long TTL and the chunk
+came back only after the 2-hour visibility timeout: the duration froze. Now the lease
+(TREND_LOCK_TTL_S, 20 s here) is renewed by every chunk; the worker is killed while a chunk
+waits on a lock (so the kill is inside the chord); the supervisor restarts it; a "beat"
+sends the duration's run every few seconds and the first that finds the lease free wins.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from tests.support.fault_harness import Stage, wait
+from tests.support.helpers import q
+from tests.support.trend_seed import seed_events, seed_plain_publications
+from worker.trends.planning import datetime_to_ns
+
+pytestmark = pytest.mark.faults
+
+LEASE_S = 20
+
+
+
+@pytest.fixture
+def stage(env: dict[str, str], tmp_path: Path) -> Iterator[Stage]:
+    stage = Stage(env, tmp_path, TREND_LOCK_TTL_S=str(LEASE_S), TREND_CHUNK_SIZE="50")
+    yield stage
+    stage.close()
+
+
+def test_trends_worker_killed_mid_chord_then_the_next_run_on_time(stage: Stage) -> None:
+    from worker.app import app
+    from worker.celeryapp.resources import for_process
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    dois = [f"10.1101/k{i:04d}" for i in range(500)]  # 10 chunks of 50
+    seed_events(stage.dsn, datetime_to_ns(now), dict.fromkeys(dois, 12), 6 * 3600)
+    seed_plain_publications(stage.dsn, dois)
+    worker = stage.supervisor.children[stage.start_worker("trends", concurrency=1)]
+
+    locker = psycopg2.connect(stage.dsn)
+    try:
+        with locker.cursor() as cur:  # the first chunk's staging write waits: the chord is under way
+            cur.execute("LOCK TABLE trending_staging IN SHARE ROW EXCLUSIVE MODE")
+        app.send_task("tasks.trends.run_trend", args=("currently", now.isoformat()), queue="trends")
+        wait(lambda: q(stage.dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                  "AND query ILIKE '%trending_staging%'") != [(0,)], 60, "a chunk inside the chord")
+        (dead_run,) = q(stage.dsn, "SELECT run_id FROM trend_run WHERE status = 'running'")[0]
+        stage.supervisor.signal("worker-trends", signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait(lambda: worker.restarts == 1 and worker.alive, 30, "the trends worker restarted")
+    finally:
+        locker.rollback()
+        locker.close()
+
+    # Beat, faster: the next `currently` run is sent every 3 s until one starts.
+    later = now + timedelta(minutes=3)
+    started: dict[str, object] = {}
+
+    def next_run_started() -> bool:
+        result = app.send_task("tasks.trends.run_trend", args=("currently", later.isoformat()),
+                               queue="trends").get(timeout=30)
+        if result["status"] == "started":
+            started.update(result)
+        return bool(started)
+
+    wait(next_run_started, LEASE_S + 60, "the next run took the expired lease")
+    run_id = str(started["run_id"])
+    assert started["abandoned"] == [dead_run]
+    wait(lambda: q(stage.dsn, "SELECT status FROM trend_run WHERE run_id = %s", (run_id,)) == [("finalized",)], 60,
+         "the next run finalized")
+    took = time.monotonic() - killed_at
+    (status, error), = q(stage.dsn, "SELECT status, error FROM trend_run WHERE run_id = %s", (dead_run,))
+    assert status == "failed" and "abandoned" in str(error)
+    (written,), = q(stage.dsn, "SELECT rows_written FROM trend_run WHERE run_id = %s", (run_id,))
+    assert q(stage.dsn, "SELECT count(*), min(run_id), max(run_id) FROM trending WHERE duration = 'currently'") \
+        == [(written, run_id, run_id)]
+    assert isinstance(written, int) and written > 450  # a few DOIs drop below min_events 3 minutes later
+    assert q(stage.dsn, "SELECT count(*) FROM trending_staging") == [(0,)]
+    assert for_process().leases.of("currently").holder() is None
+    print(f"FAULT trends worker SIGKILL mid-chord: next run finalized {took:.1f} s after the kill "
+          f"(lease {LEASE_S} s)")
+    assert took <= LEASE_S + 60

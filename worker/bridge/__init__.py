@@ -1,1 +1,0 @@
-"""The Kafka bridge: Kafka topic -> rate-limited Celery ingest queue (see ``consumer``)."""

@@ -1,0 +1,24 @@
+"""The Celery application: ``celery -A worker.app worker -Q ingest`` and friends."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+from worker.celeryapp.kombu_guard import guard_restore_unacked
+from worker.config.logs import make_formatter
+from worker.config.settings import get_settings
+from worker.core.names import TASK_MODULES
+
+guard_restore_unacked()  # a Redis restart must not end the worker (see worker/celeryapp/kombu_guard.py)
+app = Celery("aggregator", include=list(TASK_MODULES))
+app.config_from_object("celeryconfig")
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _format_logs(logger: object, **_: object) -> None:
+    """Celery's own log lines in the product's format (LOG_FORMAT), not Celery's default."""
+    formatter = make_formatter(get_settings().log_format)
+    for handler in getattr(logger, "handlers", []):
+        handler.setFormatter(formatter)

@@ -1,0 +1,45 @@
+"""What the trend math needs of a chunk's events, and what a trend run publishes per DOI.
+
+Pure types shared by the event stores (which compute :class:`Aggregates` in their
+databases), the trend math (which turns them into rows) and the run state (which publishes
+the rows); they live here, below all three, so the math imports no store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregates:
+    """Per-DOI sums and the window series: everything the trend math needs of the events.
+
+    Sums rather than means, so a store can compute them with ``GROUP BY`` in its database
+    and ship ``n_dois × (11 + windows)`` numbers instead of every event. ``count`` is a
+    float64 like the rest. ``series`` has shape ``(n_dois, windows)``, oldest window
+    first, zero-filled. Row ``i`` of every array belongs to the ``i``-th DOI the caller
+    asked for.
+    """
+
+    count: FloatArray
+    sum_score: FloatArray
+    decayed_score: FloatArray
+    sum_age: FloatArray
+    sum_sentiment: FloatArray
+    sum_followers: FloatArray
+    sum_abstract: FloatArray
+    sum_length: FloatArray
+    sum_questions: FloatArray
+    sum_exclamations: FloatArray
+    sum_bot_rating: FloatArray
+    series: FloatArray
+
+
+#: One published trend row: ``doi`` and the columns of ``worker.trends.math.TREND_COLUMNS``.
+TrendRow = Mapping[str, object]

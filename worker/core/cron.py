@@ -1,0 +1,42 @@
+"""UTC cron expressions: parsed as Celery beat reads them, and their shortest period.
+
+Pure: the settings validate every cron with these at start, beat builds its entries from
+them and ``aggregator schedule`` draws the day's plan from them, so all three read a cron
+the same way (Celery's ``crontab``, a library, not the project).
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
+
+from celery.schedules import crontab
+
+_WEEK_MIN = 7 * 24 * 60
+
+
+def parse_cron(expr: str) -> crontab:
+    """A 5-field cron (minute hour day-of-month month day-of-week); ValueError names what is wrong."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"cron {expr!r} must have 5 fields (minute hour day-of-month month day-of-week)")
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    return crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                   month_of_year=month_of_year, day_of_week=day_of_week)
+
+
+def min_period_s(expr: str) -> int:
+    """Shortest gap between two ticks of a cron over a week (day-of-month/month ignored,
+    which can only make the estimate shorter, i.e. the expiry safer)."""
+    # celery-types does not declare crontab's parsed sets (minute, hour, day_of_week).
+    cron: Any = parse_cron(expr)
+    ticks = [
+        m for m in range(_WEEK_MIN)
+        # crontab's day_of_week: 0 = Sunday; minute index 0 here is a Monday 00:00.
+        if (m % 60) in cron.minute and (m // 60) % 24 in cron.hour
+        and ((m // 1440) + 1) % 7 in cron.day_of_week
+    ]
+    if not ticks:
+        raise ValueError(f"cron {expr!r} never fires")
+    gaps = [b - a for a, b in pairwise(ticks)] + [ticks[0] + _WEEK_MIN - ticks[-1]]
+    return min(gaps) * 60

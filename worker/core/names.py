@@ -1,0 +1,30 @@
+"""The names other processes address: Celery task names and the fixed queue names.
+
+A task name is how the bridge, beat, the CLI and the dev stack reach a task in another
+process; a typo there is a message no worker ever takes. Each is defined once here and
+imported wherever a task is declared, sent, routed or scheduled. They are part of the
+deployment's contract (queued messages and Flower's history carry them): never rename one.
+
+The ingest and trends queues are settings (``INGEST_QUEUE``, ``TRENDS_QUEUE``); the two
+below are fixed.
+"""
+
+from __future__ import annotations
+
+# -- tasks (the modules of the top-level ``tasks`` package declare them) ----------------------
+WRITE_BATCH = "tasks.ingest.write_batch"
+RUN_TREND = "tasks.trends.run_trend"
+COMPUTE_CHUNK = "tasks.trends.compute_chunk"
+FINALIZE_TREND = "tasks.trends.finalize_trend"
+TREND_FAILED = "tasks.trends.trend_failed"
+MORNING_POST = "tasks.post.morning_post"
+MAINTAIN = "tasks.maintenance.maintain"
+
+#: The task modules the Celery app loads.
+TASK_MODULES = ("tasks.ingest", "tasks.trends", "tasks.post", "tasks.maintenance")
+
+# -- queues ---------------------------------------------------------------------------------
+#: Celery's default queue: the morning post (and anything unrouted), served by worker-default.
+DEFAULT_QUEUE = "celery"
+#: The maintenance task's queue, served by worker-default beside the post, never by `trends`.
+MAINTENANCE_QUEUE = "maintenance"

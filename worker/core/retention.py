@@ -1,0 +1,138 @@
+"""What the maintenance task does at a given time: retention and history thinning (pure).
+
+Given the clock and the partitions that exist, :func:`plan` says which partitions to
+create ahead, which to drop, and which history days to thin to which resolution. The
+maintenance run (:mod:`worker.maintenance.run`) carries the plan out; tests drive this
+module with a fake clock.
+
+Events
+------
+An event partition is dropped once all of it is older than ``EVENT_RETENTION_DAYS``:
+``partition.stop <= now - retention``. The retention must cover the longest trend span
+(a run reads ``[now - span, now]``) plus a margin (settings validate ``>= span + 1 day``),
+so no run at the current time ever misses an event; the margin is what a run computed
+for a past time (``--at``) can reach back. Partitions are months, so events stay up to a
+month longer than the retention.
+
+History
+-------
+``trending_history`` keeps every run's rows for ``TREND_HISTORY_FULL_DAYS``; older days
+keep, per (DOI, duration), the last row of each UTC hour until ``TREND_HISTORY_HOURLY_DAYS``,
+then the last row of each UTC day until ``TREND_HISTORY_RETENTION_DAYS``, and older days
+are dropped. A day moves on when all of it is older than the threshold
+(``day end <= now - threshold``), so every row is kept at least as finely as the policy
+says. "The last row" of a bucket is the latest calculation in it: a chart of one DOI keeps
+one point per hour, then per day, each the value at the end of that hour or day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import IntEnum
+
+from worker.core.partitions import EVENTS, HISTORY, Range
+
+DAY = timedelta(days=1)
+#: Event partitions created ahead of time: this month and the next (the write path also
+#: creates any it meets, so this only spares the first batch of a month the DDL).
+EVENTS_AHEAD = timedelta(days=32)
+#: History partitions created ahead: today and the next two days.
+HISTORY_AHEAD = timedelta(days=2)
+
+
+class Level(IntEnum):
+    """A history day's resolution; a larger value is thinner."""
+
+    FULL = 0  # every run
+    HOURLY = 1  # per (DOI, duration): the last row of each hour
+    DAILY = 2  # per (DOI, duration): the last row of the day
+
+    @property
+    def bucket(self) -> str:
+        """The ``date_trunc`` unit of the buckets this level keeps one row of."""
+        return {Level.HOURLY: "hour", Level.DAILY: "day"}[self]
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """Retention and thinning, in days (settings validate them; see :meth:`problems`)."""
+
+    event_retention_days: int
+    history_full_days: int
+    history_hourly_days: int
+    history_retention_days: int
+
+    def problems(self, longest_span_s: int) -> list[str]:
+        """What is wrong with this policy, as lines naming the variables (empty: fine)."""
+        found = []
+        margin_needed = longest_span_s + DAY.total_seconds()
+        if self.event_retention_days * DAY.total_seconds() < margin_needed:
+            found.append(f"EVENT_RETENTION_DAYS ({self.event_retention_days}) must cover the longest trend span "
+                         f"({longest_span_s / 86400:g} days) plus a day")
+        if not 1 <= self.history_full_days <= self.history_hourly_days <= self.history_retention_days:
+            found.append(f"TREND_HISTORY_FULL_DAYS ({self.history_full_days}) <= TREND_HISTORY_HOURLY_DAYS "
+                         f"({self.history_hourly_days}) <= TREND_HISTORY_RETENTION_DAYS "
+                         f"({self.history_retention_days}) must hold, from 1 day")
+        return found
+
+    def event_cutoff(self, now: datetime) -> datetime:
+        """Events before this time may go."""
+        return now - self.event_retention_days * DAY
+
+    def history_level(self, day: Range, now: datetime) -> Level | None:
+        """The resolution a history day should have at ``now``; ``None``: drop it."""
+        if day.stop <= now - self.history_retention_days * DAY:
+            return None
+        if day.stop <= now - self.history_hourly_days * DAY:
+            return Level.DAILY
+        if day.stop <= now - self.history_full_days * DAY:
+            return Level.HOURLY
+        return Level.FULL
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryDay:
+    """A history partition as it is: its range and the level it was thinned to."""
+
+    range: Range
+    level: Level = Level.FULL
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    create_events: list[Range] = field(default_factory=list)
+    drop_events: list[Range] = field(default_factory=list)
+    create_history: list[Range] = field(default_factory=list)
+    thin_history: list[tuple[Range, Level]] = field(default_factory=list)  # oldest first
+    drop_history: list[Range] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create_events or self.drop_events or self.create_history or self.thin_history
+                    or self.drop_history)
+
+
+def plan(policy: RetentionPolicy, now: datetime, events: Sequence[Range], history: Sequence[HistoryDay]) -> Plan:
+    """What to do at ``now`` given the event partitions and history days that exist."""
+    cutoff = policy.event_cutoff(now)
+    existing_events = set(events)
+    ahead_events = [r for r in EVENTS.ranges(now, now + EVENTS_AHEAD) if r not in existing_events]
+    existing_days = {day.range for day in history}
+    ahead_days = [r for r in HISTORY.ranges(now, now + HISTORY_AHEAD) if r not in existing_days]
+    thin: list[tuple[Range, Level]] = []
+    drop_days: list[Range] = []
+    for day in sorted(history, key=lambda d: d.range):
+        target = policy.history_level(day.range, now)
+        if target is None:
+            drop_days.append(day.range)
+        elif target > day.level:
+            thin.append((day.range, target))
+    return Plan(
+        create_events=ahead_events,
+        drop_events=sorted(r for r in existing_events if r.stop <= cutoff),
+        create_history=ahead_days,
+        thin_history=thin,
+        drop_history=drop_days,
+    )

@@ -1,0 +1,104 @@
+"""Confirmations from the ingest task to the bridge: which Kafka offsets are in the store.
+
+The bridge commits a batch's offsets only once its events are stored (see
+:mod:`worker.ingest.bridge.offsets`). The ingest task says so on a Redis list per partition,
+``aggregator:acks:<group>:<topic>:<partition>``, one item per range:
+
+* ``s:<first>:<last>``: offsets first..last are in the event store (or the dead letters);
+* ``a:<first>:<last>``: alive — the task started, or waits for the store to come back.
+
+Redis may lose a confirmation (it is not the record): the bridge then reads the batch again
+from Kafka and publishes it again, and the idempotent store write changes nothing. A lost
+confirmation costs a duplicate write, never an event. Lists expire after a day, so the
+lists of partitions no bridge reads any more do not stay behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+STORED, ALIVE = "s", "a"
+ACK_TTL_S = 24 * 3600
+DRAIN_MAX = 10_000  # items per partition per read: a backlog is drained over a few loops
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    partition: int
+    first: int
+    last: int
+    stored: bool
+
+
+def key_prefix(group: str, topic: str) -> str:
+    return f"aggregator:acks:{group}:{topic}"
+
+
+def ack_spec(group: str, topic: str, ranges: Iterable[tuple[int, int, int]]) -> dict[str, Any]:
+    """What travels with an ingest task: where to confirm, and which ranges it carries."""
+    return {"key": key_prefix(group, topic), "ranges": [[p, first, last] for p, first, last in sorted(ranges)]}
+
+
+def _spec_ranges(spec: Mapping[str, Any]) -> list[tuple[str, int, int, int]]:
+    key = str(spec["key"])
+    return [(key, int(p), int(first), int(last)) for p, first, last in spec["ranges"]]
+
+
+def send(client: redis.Redis, spec: Mapping[str, Any] | None, *, stored: bool) -> bool:
+    """Confirm (or sign life for) the task's ranges; False when Redis did not take it.
+
+    Never raises: the events are stored either way, and a confirmation that does not arrive
+    only makes the bridge publish the batch again.
+    """
+    if not spec:
+        return True
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key, partition, first, last in _spec_ranges(spec):
+            pipe.rpush(f"{key}:{partition}", f"{STORED if stored else ALIVE}:{first}:{last}")
+            pipe.expire(f"{key}:{partition}", ACK_TTL_S)
+        pipe.execute()
+    except (redis.RedisError, OSError, KeyError, TypeError, ValueError) as error:
+        log.warning("confirmation not sent; the bridge will publish the batch again",
+                    extra={"stored": stored, "error": str(error)[:200]})
+        return False
+    return True
+
+
+def parse(partition: int, item: bytes | str) -> Ack | None:
+    text = item.decode() if isinstance(item, bytes) else item
+    try:
+        kind, first, last = text.split(":")
+        return Ack(partition, int(first), int(last), kind == STORED)
+    except ValueError:
+        return None
+
+
+class AckReader:
+    """The bridge's side: take the confirmations of the partitions it owns."""
+
+    def __init__(self, client: redis.Redis, group: str, topic: str) -> None:
+        self._client = client
+        self._prefix = key_prefix(group, topic)
+
+    def drain(self, partitions: Sequence[int]) -> list[Ack]:
+        """Pop every waiting confirmation of ``partitions`` (LPOP with a count: atomic)."""
+        if not partitions:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for partition in partitions:
+            pipe.lpop(f"{self._prefix}:{partition}", DRAIN_MAX)
+        acks = []
+        for partition, items in zip(partitions, pipe.execute(), strict=True):
+            for item in items or ():
+                ack = parse(partition, item)
+                if ack is not None:
+                    acks.append(ack)
+        return acks

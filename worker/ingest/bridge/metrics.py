@@ -1,0 +1,118 @@
+"""Prometheus metrics of the bridge (``BRIDGE_METRICS_PORT``; 0 = no endpoint).
+
+Flower shows the Celery side (workers, queue lengths); what happens *before* the queue —
+how far behind Kafka the bridge is, the ceiling it chose, whether it is paused — is only
+visible here.
+
+The values are read from ``bridge.stats`` at scrape time by a custom collector, in the
+HTTP server's thread. That thread never touches the Kafka consumer (librdkafka handles
+are driven by the loop thread only): the loop maintains plain numbers in ``BridgeStats``,
+including the per-partition lag, and the collector only reads them. Dict fields are copied
+in one C-level operation, which the GIL makes atomic, so a scrape never sees a dict change
+size under it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from threading import Thread
+from typing import TYPE_CHECKING, Protocol
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from worker.ingest.bridge.depth import UNKNOWN_DEPTH
+
+if TYPE_CHECKING:
+    from worker.ingest.bridge.consumer import BridgeStats
+
+PREFIX = "aggregator_bridge"
+
+
+class HasStats(Protocol):
+    """What the collector needs of a bridge (a real ``Bridge`` or a test double)."""
+
+    topic: str
+    stats: BridgeStats
+
+
+class BridgeCollector(Collector):
+    """Turns the bridge's ``BridgeStats`` into metric families on every scrape."""
+
+    def __init__(self, bridge: HasStats) -> None:
+        self._bridge = bridge
+
+    def describe(self) -> list[Metric]:
+        # Registering without calling collect(): the bridge may not have run a step yet.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._bridge.stats
+        topic = self._bridge.topic
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+        yield counter("consumed", "Messages taken from Kafka (valid or not).", s.consumed)
+        yield counter("polls", "Poll calls of the bridge loop (it keeps polling while paused).", s.polls)
+        yield counter("published_batches", "Ingest tasks published to the Celery queue.", s.published_batches)
+        yield counter("published_events", "Events published to the Celery queue inside batches.",
+                      s.published_events)
+        yield counter("dead_lettered", "Invalid messages written (confirmed) to the dead-letter topic.",
+                      s.dead_lettered)
+        yield counter("pauses", "Times the bridge paused its partitions (backpressure or failing "
+                      "downstream).", s.pauses)
+        yield counter("confirmed_batches", "Published batches the ingest task confirmed as stored.",
+                      s.confirmed_batches)
+        yield counter("rewinds", "Partitions read again because a batch was not confirmed in time (Redis lost "
+                      "it or its worker died); any increase deserves a look.", s.rewinds)
+        yield gauge("in_flight_batches", "Published batches not yet confirmed as stored; the bridge pauses at "
+                    "BRIDGE_MAX_IN_FLIGHT (a store outage shows here).", s.in_flight)
+        yield gauge("oldest_unconfirmed_seconds", "Age of the oldest published batch not yet confirmed as stored.",
+                    s.oldest_unconfirmed_s)
+        yield gauge("paused", "1 while the partitions are paused and Kafka holds the data.", int(s.paused))
+        yield gauge("ceiling_events", "Current dynamic ceiling: events per batch (rate x target interval, "
+                    "clamped).", s.ceiling)
+        yield gauge("incoming_rate_per_second", "Smoothed incoming rate, events per second.", s.rate_per_s)
+        # UNKNOWN_DEPTH means Redis did not answer (treated as "too deep" by the bridge):
+        # exported as NaN so a graph shows a gap instead of a 4.6e18 spike.
+        depth = math.nan if s.queue_depth >= UNKNOWN_DEPTH else s.queue_depth
+        yield gauge("queue_depth", "Tasks waiting in the ingest queue (all priorities; NaN: Redis did "
+                    "not answer).", depth)
+
+        lag = GaugeMetricFamily(f"{PREFIX}_consumer_lag", "Messages in Kafka not yet taken by the bridge, per "
+                                "partition (cached high watermark - next offset; frozen while paused).",
+                                labels=["topic", "partition"])
+        for partition, value in sorted(dict(s.lag).items()):
+            lag.add_metric([topic, str(partition)], value)
+        yield lag
+        stored = GaugeMetricFamily(f"{PREFIX}_stored_offset", "Next offset stored for commit per partition "
+                                   "(everything before it is in the event store or the dead letters).",
+                                   labels=["topic", "partition"])
+        for partition, value in sorted(dict(s.committed_upto).items()):
+            stored.add_metric([topic, str(partition)], value)
+        yield stored
+
+
+def make_registry(bridge: HasStats) -> CollectorRegistry:
+    """A registry of its own: the bridge's metrics plus the process's CPU and memory."""
+    registry = CollectorRegistry()
+    registry.register(BridgeCollector(bridge))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def serve_metrics(bridge: HasStats, port: int, addr: str = "0.0.0.0") -> tuple[WSGIServer, Thread]:
+    """Serve ``/metrics`` on ``addr:port`` from a daemon thread; returns (server, thread).
+
+    All interfaces by default: Prometheus scrapes the container from another one. The
+    thread dies with the process, so the bridge's shutdown needs nothing extra.
+    """
+    return start_http_server(port, addr=addr, registry=make_registry(bridge))

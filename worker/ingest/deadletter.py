@@ -1,0 +1,196 @@
+"""Dead letters: a Kafka topic holding what could not be stored, with the reason.
+
+Why a topic and not a table: the dead letters must be writable exactly when the store is
+down (a batch that ran out of retries because PostgreSQL or InfluxDB is unreachable), so
+they cannot live in the store. Kafka is already the durable source of the pipeline; the
+replay cursor is an ordinary consumer-group offset, so `dlq list` shows what is pending and
+`dlq replay` resumes where the last replay stopped.
+
+A write is confirmed (``acks=all``, delivery report checked) before the caller moves on;
+a failed write raises, and the caller retries: a dead letter is never dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # not in its __all__
+
+from worker.ingest.errors import DeadLetterError
+from worker.ingest.kafka_config import DEFAULT_TIMEOUT_S, client_config, position
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetter(msgspec.Struct, omit_defaults=True):
+    kind: Literal["event", "batch"]
+    reason: str
+    source: str  # "bridge", "ingest" or "replay"
+    failed_at: str
+    payload_text: str | None = None  # the raw event, when it is UTF-8
+    payload_b64: str | None = None  # the raw event otherwise
+    points: list[list[object]] | None = None  # a batch of validated points (kind "batch")
+    origin: str | None = None  # "topic/partition@offset" of the raw event
+    attempt: int = 1
+
+    def raw(self) -> bytes:
+        if self.payload_text is not None:
+            return self.payload_text.encode()
+        if self.payload_b64 is not None:
+            return base64.b64decode(self.payload_b64)
+        return b""
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(DeadLetter)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def event_letter(raw: bytes, reason: str, *, source: str, origin: str | None, attempt: int = 1) -> DeadLetter:
+    try:
+        return DeadLetter("event", reason, source, now_iso(), payload_text=raw.decode(), origin=origin,
+                          attempt=attempt)
+    except UnicodeDecodeError:
+        return DeadLetter("event", reason, source, now_iso(), payload_b64=base64.b64encode(raw).decode(),
+                          origin=origin, attempt=attempt)
+
+
+def batch_letter(points: object, reason: str, *, source: str, attempt: int = 1) -> DeadLetter:
+    """A batch letter; points that are not a list of lists (a hand-made or corrupted task
+    argument) are kept as text, so the letter stays readable and says what came."""
+    if isinstance(points, list) and all(isinstance(point, list) for point in points):
+        return DeadLetter("batch", reason, source, now_iso(), points=points, attempt=attempt)
+    text = points if isinstance(points, str) else _encoder.encode(points).decode()
+    return DeadLetter("batch", reason, source, now_iso(), payload_text=text, attempt=attempt)
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Create the topic if it does not exist (idempotent); KafkaException when Kafka is silent."""
+    config = client_config(bootstrap, timeout_s=timeout_s)
+    timeout = config["socket.timeout.ms"] / 1000
+    admin = AdminClient(config)
+    if topic in admin.list_topics(timeout=timeout).topics:
+        return
+    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    for future in futures.values():
+        try:
+            future.result(timeout=max(15.0, timeout))
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+
+class DeadLetterWriter:
+    """Confirmed writes to the dead-letter topic."""
+
+    def __init__(self, bootstrap: str, topic: str, timeout_s: float = 30.0, *,
+                 connect_timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self._producer = Producer(client_config(bootstrap, {
+            "acks": "all", "enable.idempotence": True, "message.timeout.ms": int(timeout_s * 1000), "linger.ms": 5,
+        }, timeout_s=connect_timeout_s))
+
+    def write(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+        errors: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        for letter in letters:
+            self._producer.produce(self.topic, _encoder.encode(letter), on_delivery=on_delivery)
+        remaining = self._producer.flush(self.timeout_s)
+        if remaining or errors:
+            raise DeadLetterError(
+                f"dead-letter write to {self.topic!r} not confirmed: "
+                f"{remaining} undelivered, errors={errors[:3]}"
+            )
+        log.warning("dead-lettered", extra={"count": len(letters), "topic": self.topic,
+                                            "reason": letters[0].reason[:200]})
+
+    def close(self) -> None:
+        self._producer.flush(self.timeout_s)
+
+
+def replay_group(group_id: str) -> str:
+    return f"{group_id}.dlq-replay"
+
+
+class DeadLetterReader:
+    """Reads the dead-letter topic from the replay cursor (or the beginning) to its end."""
+
+    def __init__(self, bootstrap: str, topic: str, group_id: str, *,
+                 connect_timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.topic = topic
+        config = client_config(bootstrap, {"group.id": replay_group(group_id), "enable.auto.commit": False,
+                                           "auto.offset.reset": "earliest"}, timeout_s=connect_timeout_s)
+        self._timeout_s = config["socket.timeout.ms"] / 1000
+        self._consumer = Consumer(config)
+
+    def _partitions(self) -> list[TopicPartition]:
+        metadata = self._consumer.list_topics(self.topic, timeout=self._timeout_s).topics.get(self.topic)
+        if metadata is None or metadata.error is not None:
+            return []
+        return [TopicPartition(self.topic, p) for p in sorted(metadata.partitions)]
+
+    def read(self, *, pending_only: bool = True,
+             idle_s: float = 1.0) -> Iterator[tuple[TopicPartition, DeadLetter | None]]:
+        """Yield (position, letter) until the topic has nothing more; None for an unreadable record.
+
+        The high watermark is only a lower bound of the end here: the end is reached when every
+        partition is past its watermark and the broker stays quiet for ``idle_s`` (some
+        Kafka-API brokers, Tansu among them, report the watermark per record batch).
+        """
+        partitions = self._partitions()
+        if not partitions:
+            return
+        starts = self._consumer.committed(partitions, timeout=self._timeout_s) if pending_only else partitions
+        behind: dict[int, int] = {}
+        assignment = []
+        for tp in starts:
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s)
+            start = tp.offset if pending_only and tp.offset >= 0 else low
+            assignment.append(TopicPartition(self.topic, tp.partition, start if start >= 0 else OFFSET_BEGINNING))
+            if start < high:
+                behind[tp.partition] = high
+        self._consumer.assign(assignment)
+        while True:
+            msg = self._consumer.poll(idle_s if not behind else 10.0)
+            if msg is None:
+                if behind:
+                    raise DeadLetterError(f"timed out reading {self.topic!r} before its end")
+                return
+            if msg.error():
+                raise KafkaException(msg.error())
+            partition, offset = position(msg)
+            if offset + 1 >= behind.get(partition, 0):
+                behind.pop(partition, None)
+            try:
+                letter: DeadLetter | None = _decoder.decode(msg.value() or b"")
+            except msgspec.DecodeError:
+                letter = None
+            yield TopicPartition(self.topic, partition, offset + 1), letter
+
+    def commit(self, positions: Sequence[TopicPartition]) -> None:
+        """Move the replay cursor (synchronously: this is a CLI, not a rebalance callback)."""
+        latest: dict[int, TopicPartition] = {}
+        for tp in positions:
+            if tp.partition not in latest or tp.offset > latest[tp.partition].offset:
+                latest[tp.partition] = tp
+        if latest:
+            self._consumer.commit(offsets=list(latest.values()), asynchronous=False)
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,98 @@
+"""What every Kafka client of the product shares: timeouts and librdkafka's logging.
+
+librdkafka writes its own log lines straight to stderr unless a ``logger`` is configured,
+and it repeats them: a bridge whose broker is down printed a "Connect to … failed" line
+many times a second, 230 lines for one failed ``aggregator dlq list``. Here every client
+logs through the product's logging (one format, one place to filter), on one logger,
+``kafka``, whose :class:`RepeatFilter` lets the first of identical lines through and then
+says how many were suppressed, at most once per window.
+
+``socket.timeout.ms`` and ``socket.connection.setup.timeout.ms`` follow
+``CONNECT_TIMEOUT_S``: a broker that accepts TCP and never answers costs that long, then
+the request fails with an error the caller reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import Message
+
+#: The logger every librdkafka client writes to (``logging.getLogger("kafka")``).
+KAFKA_LOGGER = "kafka"
+
+_VARYING = re.compile(r"\d+")
+
+
+class RepeatFilter(logging.Filter):
+    """Pass the first of identical messages; suppress repeats for ``window_s``, then count.
+
+    Messages that differ only in numbers ("after 0ms", "after 3ms", a client counter) are
+    the same message. After the window, the next occurrence passes with ``repeated=N``
+    (how many were suppressed meanwhile), so a persisting fault stays visible without
+    flooding the log.
+    """
+
+    def __init__(self, window_s: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._clock = clock
+        self._seen: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()  # librdkafka may call the logger from its own threads
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = _VARYING.sub("#", record.getMessage())
+        now = self._clock()
+        with self._lock:
+            first, suppressed = self._seen.get(key, (None, 0))
+            if first is not None and now - first < self.window_s:
+                self._seen[key] = (first, suppressed + 1)
+                return False
+            self._seen[key] = (now, 0)
+            if len(self._seen) > 1000:  # bounded memory whatever the broker says
+                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window_s}
+        if suppressed:
+            record.repeated = suppressed
+        return True
+
+
+#: ``CONNECT_TIMEOUT_S``'s default, for clients built without settings (tests, tools).
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def position(message: Message) -> tuple[int, int]:
+    """(partition, offset) of a consumed message; only error events lack them."""
+    partition, offset = message.partition(), message.offset()
+    if partition is None or offset is None:
+        raise ValueError(f"a Kafka message without a position: {message.error()}")
+    return partition, offset
+
+
+def kafka_logger() -> logging.Logger:
+    """The ``kafka`` logger with its repeat filter (installed once per process)."""
+    logger = logging.getLogger(KAFKA_LOGGER)
+    if not any(isinstance(f, RepeatFilter) for f in logger.filters):
+        logger.addFilter(RepeatFilter())
+    return logger
+
+
+def client_config(bootstrap: str, extra: Mapping[str, Any] | None = None, *,
+                  timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """Config of a librdkafka client (consumer, producer, admin) plus ``extra``; ``timeout_s``
+    bounds connecting and each request (the product passes ``CONNECT_TIMEOUT_S``)."""
+    timeout_ms = max(10, int(timeout_s * 1000))
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "logger": kafka_logger(),
+        # A connection the broker closes when idle is normal, not a line in the log.
+        "log.connection.close": False,
+        "socket.timeout.ms": max(timeout_ms, 1000),
+        "socket.connection.setup.timeout.ms": max(timeout_ms, 1000),
+    }
+    config.update(extra or {})
+    return config

@@ -1,0 +1,101 @@
+"""Publishing batches of points as ingest tasks, from one thread (the Celery app is not
+thread-safe, celery#4480).
+
+Redis gives no publisher confirm: a returned LPUSH is all we get, so a publish that raises
+leaves the batch with the caller, uncommitted, to be published again. The task id is
+deterministic (topic, partitions, first-last offsets) so a batch published twice is
+recognisable in Flower and in the logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from worker.core import names
+from worker.core.events import Point, points_from_wire, points_to_wire
+from worker.ingest.errors import PublishError
+
+log = logging.getLogger(__name__)
+
+RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+#: Socket timeout of the bridge's Redis connections: a publish that blocks (Redis paused or
+#: silent) must fail fast, so the batch stays with the bridge and SIGTERM keeps its deadline.
+PUBLISH_TIMEOUT_S = 2.0
+
+
+def bounded_transport_options(options: dict[str, Any], timeout_s: float = PUBLISH_TIMEOUT_S) -> dict[str, Any]:
+    """The broker transport options of a publishing process: short socket timeouts, one retry."""
+    return {**options, "socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "max_retries": 1,
+            "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+
+
+def batch_task_id(topic: str, ranges: Iterable[tuple[int, int, int]]) -> str:
+    """``ingest:<topic>:p<partition>:<first>-<last>,…`` (hashed when it gets long)."""
+    spans = ",".join(f"p{p}:{first}-{last}" for p, first, last in sorted(ranges))
+    text = f"ingest:{topic}:{spans}"
+    if len(text) <= 150:
+        return text
+    return f"ingest:{topic}:h{hashlib.blake2b(spans.encode(), digest_size=12).hexdigest()}"
+
+
+def queued_batch_sizes(client: redis.Redis, queue: str) -> list[int]:
+    """Events in each ingest task waiting in Redis (for the benchmarks and the tests).
+
+    The message is kombu's JSON envelope with a base64 body: Celery protocol 2's
+    ``[args, kwargs, embed]``, where ``args[0]`` is the batch as :func:`points_to_wire` made it.
+    """
+    sizes = []
+    for raw in client.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        sizes.append(len(points_from_wire(json.loads(body)[0][0])))
+    return sizes
+
+
+class IngestPublisher:
+    def __init__(self, app: Celery, queue: str, *, timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
+        self.app = app
+        self.queue = queue
+        # Connect and write, for the first attempt and the retry, plus the pause between.
+        self.worst_case_s = (RETRY_POLICY["max_retries"] + 1) * 2 * timeout_s + RETRY_POLICY["interval_max"]
+
+    def declare(self) -> None:
+        """Declare the ingest queue and its exchange binding in Redis (kombu#1063)."""
+        try:
+            with self.app.connection_for_write() as conn:
+                # Bounded: a few quick attempts, then the caller reports or retries later.
+                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=1, interval_max=1)
+                channel = conn.default_channel
+                for queue in self.app.amqp.queues.values():
+                    queue.bind(channel).declare()
+        except (OperationalError, OSError, redis.RedisError) as error:
+            raise PublishError(f"cannot declare queues: {error}") from error
+
+    def publish(self, points: list[Point], task_id: str, acks: dict[str, Any] | None = None) -> None:
+        """Hand a batch to Redis; ``acks`` says where the task confirms its offsets as stored."""
+        try:
+            self.app.send_task(
+                names.WRITE_BATCH,
+                args=[points_to_wire(points)],
+                kwargs={"acks": acks} if acks else {},
+                # What Flower and the worker log show instead of a truncated JSON text.
+                argsrepr=f"[<{len(points)} points>]",
+                task_id=task_id,
+                queue=self.queue,
+                routing_key=self.queue,
+                retry=True,
+                retry_policy=RETRY_POLICY,
+            )
+        except (OperationalError, OSError, redis.RedisError) as error:
+            raise PublishError(f"publish of {task_id} failed: {error}") from error

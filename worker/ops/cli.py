@@ -1,0 +1,250 @@
+"""The `aggregator` command: one entry point for every process and operator task.
+
+The composition root of every command: it parses the command line, reads the settings
+once and hands them to the chosen command (``worker/ops/commands/<name>.py``), which builds
+what it needs from them. Only that command's module is imported, so `aggregator --help`
+and the health check stay fast and do not need every service to be reachable.
+
+Failures end the way :mod:`worker.ops.failures` describes: one or two lines naming what
+failed, where (passwords masked) and what to do, and a ``sysexits`` code (2 usage, 69 a
+service did not answer, 70 a bug, 75 try again later, 78 configuration), chosen here from
+the failure's kind. ``--debug`` adds the traceback and librdkafka's own log lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from importlib.metadata import PackageNotFoundError, version
+
+from worker.config.logs import setup_logging
+from worker.config.settings import ConfigurationError, Settings, get_settings
+from worker.core.durations import DEFAULT_DURATIONS
+from worker.core.failures import OperatorError
+from worker.ingest.kafka_config import KAFKA_LOGGER
+from worker.ops.failures import classify, exit_code
+
+#: A command's entry: ``run(args, settings) -> exit code``.
+Command = Callable[[argparse.Namespace, Settings], int]
+
+log = logging.getLogger("aggregator")
+
+DISTRIBUTION = "altmetrics-trend-aggregator"
+#: Subcommands that run until stopped: librdkafka's lines are part of their log.
+LONG_RUNNING = {"bridge", "dev"}
+
+
+# -- argument types: a bad value is a usage error (exit 2) with one line ----------------------
+def iso_time(text: str) -> datetime:
+    """ISO 8601; a time without offset is UTC (as in the events)."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time, e.g. 2026-11-23T12:00:00+00:00") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def iso_date(text: str) -> str:
+    """A calendar day, YYYY-MM-DD (kept as text: the planner parses it)."""
+    try:
+        date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+    return text.strip()
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not positive")
+    return value
+
+
+# -- the parser ------------------------------------------------------------------------------------
+def _version() -> str:
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown in --help (not for flags and unset options), descriptions as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or isinstance(action, argparse._VersionAction):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aggregator", formatter_class=_Formatter,
+        description="Trend aggregator for scholarly altmetrics: Kafka -> Celery -> event store -> trends in "
+                    "PostgreSQL.\nEvery setting comes from the environment (see .env.example).",
+        epilog="Exit codes: 0 ok, 2 bad command line, 69 a service did not answer, 70 unexpected error, "
+               "75 try again later (a run of that duration or a maintenance run is in flight), 78 bad "
+               "configuration.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on failure show the traceback, and show librdkafka's own log lines")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str | None = None,
+                into: argparse._SubParsersAction[argparse.ArgumentParser] = sub) -> argparse.ArgumentParser:
+        return into.add_parser(name, help=summary, description=description or summary, formatter_class=_Formatter)
+
+    setup = command("setup", "create or update what the product needs (idempotent)",
+                    "Apply the PostgreSQL migrations, set up the event store (InfluxDB buckets and tasks) and "
+                    "create the dead-letter topic. Safe to run at every start. Refuses .env.example's "
+                    "change-me secrets.")
+    setup.add_argument("--allow-placeholder-secrets", action="store_true",
+                       help="accept change-me secrets (a throwaway development stack only)")
+    setup.set_defaults(handler="setup:run")
+
+    command("bridge", "run the Kafka -> Celery bridge until SIGTERM",
+            "Consume KAFKA_TOPIC, validate each event, publish batches to the ingest queue, dead-letter "
+            "invalid events; pause while the queue is above BRIDGE_QUEUE_HIGH_WATERMARK.").set_defaults(
+        handler="bridge:run")
+
+    dlq = command("dlq", "list or replay dead letters").add_subparsers(dest="dlq_command", required=True,
+                                                                         metavar="ACTION")
+    lister = command("list", "print dead letters pending replay, one line each",
+                     "One tab-separated line per dead letter: partition@offset, failed at, kind, events, "
+                     "source, attempt, reason; the count goes to stderr.", into=dlq)
+    lister.add_argument("--all", action="store_true", help="also those already replayed")
+    lister.add_argument("--limit", type=non_negative_int, default=0, help="print at most N (0: all)")
+    lister.set_defaults(handler="dlq:list_letters")
+    command("replay", "validate pending dead letters again and re-publish them",
+            "Events valid now and batches are re-published to the ingest queue; still-invalid events are "
+            "dead-lettered again with attempt + 1. Prints a JSON report.", into=dlq).set_defaults(
+        handler="dlq:replay_letters")
+
+    demo = command("produce-demo", "produce realistic synthetic events to Kafka")
+    demo.add_argument("--events", type=positive_int, default=1000, help="how many events")
+    demo.add_argument("--dois", type=positive_int, default=50, help="over how many DOIs (Zipf popularity)")
+    demo.add_argument("--hours", type=positive_float, default=6.0, help="spread timestamps over the last H hours")
+    demo.add_argument("--seed", type=int, default=7, help="random seed")
+    demo.add_argument("--topic", default=None, help="topic (default: KAFKA_TOPIC)")
+    demo.set_defaults(handler="produce_demo:run")
+
+    dev = command("dev", "run the whole product locally on real services (Ctrl-C stops)",
+                  "Start Kafka (Tansu), Redis and PostgreSQL from this machine's binaries, then setup, the "
+                  "bridge, the workers and beat; produce demo events and print what was ingested and trended.")
+    dev.add_argument("--events", type=positive_int, default=5000, help="demo events to produce")
+    dev.add_argument("--dois", type=positive_int, default=200, help="DOIs they discuss")
+    dev.add_argument("--workdir", default=".devstack", help="where the services keep data and logs")
+    dev.add_argument("--keep", action="store_true", help="keep running after the demo until Ctrl-C")
+    dev.set_defaults(handler="dev:run")
+
+    trends = command("trends", "trend runs").add_subparsers(dest="trends_command", required=True, metavar="ACTION")
+    names = [d.name for d in DEFAULT_DURATIONS]
+    run = command("run", "run one trend calculation in this process and print its phases",
+                  f"Select the DOIs, compute every chunk, replace the duration's rows, refresh the view: the "
+                  f"steps of a scheduled run, under the same overlap lock. Durations: {', '.join(names)}.",
+                  into=trends)
+    run.add_argument("duration", choices=names, help="which duration")
+    run.add_argument("--at", type=iso_time, default=None,
+                     help="compute as of this ISO 8601 time (no offset = UTC; default: now)")
+    run.set_defaults(handler="trends:run")
+
+    maintain = command("maintain", "partitions ahead, retention, history thinning (PostgreSQL), once",
+                       "Create the coming partitions, drop events past EVENT_RETENTION_DAYS and trend history past "
+                       "TREND_HISTORY_RETENTION_DAYS (whole partitions), thin older history days to hourly and daily "
+                       "rows: what the beat task does every hour, in this process, with each step's time. A run "
+                       "already in flight: exit 75.")
+    maintain.add_argument("--at", type=iso_time, default=None,
+                          help="plan as of this ISO 8601 time (no offset = UTC; default: now)")
+    maintain.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    maintain.set_defaults(handler="maintain:run")
+
+    post = command("post", "the morning post: compose today's text and post it to X",
+                   "Post the top three trending COVID-19 papers of `today` (once a day); without X "
+                   "credentials, or with --dry-run, only print the text.")
+    post.add_argument("--dry-run", action="store_true", help="print today's text, post nothing")
+    post.set_defaults(handler="post:run")
+
+    schedule = command("schedule", "draw the day's plan of every scheduled job: heatmap (SVG) and text",
+                       "The five trend runs with their offsets, the InfluxDB tasks and the morning post on a "
+                       "minute-of-hour x hour-of-day heatmap, with each job's measured length (from trend_run, "
+                       "morning_post and InfluxDB's task runs) and the overlaps flagged.")
+    schedule.add_argument("--output", default="schedule.svg",
+                          help="SVG to write; the summary goes to <name>.txt and stdout")
+    schedule.add_argument("--date", type=iso_date, default=None,
+                          help="the UTC day to plan, YYYY-MM-DD (default: today)")
+    schedule.add_argument("--days", type=positive_int, default=7, help="measure run lengths over the last N days")
+    schedule.add_argument("--influx-tasks", action=argparse.BooleanOptionalAction, default=None,
+                          help="include the InfluxDB tasks (default: when EVENT_STORE=influxdb)")
+    schedule.set_defaults(handler="schedule:run")
+
+    health = command("health", "exit 0 when a component's dependencies answer (container healthcheck)",
+                     "One line per check; exit 69 when one fails.")
+    health.add_argument("component", choices=("bridge", "worker", "beat", "setup"), nargs="?", default="worker",
+                        help="whose dependencies to check")
+    health.set_defaults(handler="health:run")
+    return parser
+
+
+def _report(command: str, failure: OperatorError) -> None:
+    lines = failure.lines()
+    print(f"aggregator {command}: {lines[0]}", file=sys.stderr)
+    for line in lines[1:]:
+        print(f"  {line}", file=sys.stderr)
+
+
+def load(handler: str) -> Command:
+    """The command named ``module:function`` under ``worker.ops.commands``, imported now."""
+    module, function = handler.split(":")
+    command: Command = getattr(importlib.import_module(f"worker.ops.commands.{module}"), function)
+    return command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)  # a bad command line exits 2 here, with one line
+    debug = bool(args.debug)
+    command = " ".join(filter(None, (args.command, getattr(args, "dlq_command", None),
+                                     getattr(args, "trends_command", None))))
+    settings: Settings | None = None
+    try:
+        settings = get_settings()
+        setup_logging(settings.log_level, settings.log_format)
+        if command not in LONG_RUNNING and not debug:
+            # A one-shot command reports a failed connection in its own last line;
+            # librdkafka's lines about the same failure would only bury it.
+            logging.getLogger(KAFKA_LOGGER).setLevel(logging.CRITICAL)
+        return int(load(args.handler)(args, settings) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (Exception, ConfigurationError) as error:
+        failure = classify(error, settings)
+        _report(command, failure)
+        if debug:
+            traceback.print_exc()
+        return exit_code(failure)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

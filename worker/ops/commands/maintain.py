@@ -1,0 +1,59 @@
+"""`aggregator maintain [--at TIME] [--dry-run]`: one maintenance run, step by step.
+
+The same run as the beat task, in this process: partitions created ahead, partitions past
+the retention dropped, history days thinned, with each step's time. ``--dry-run`` prints
+the plan only; ``--at`` plans as of another time (a time in the future drops and thins
+what would go by then).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from worker.config.settings import Settings
+from worker.core.partitions import Range
+from worker.core.retention import Plan
+from worker.maintenance.run import maintain
+
+
+def _span(ranges: Sequence[Range]) -> str:
+    first, last = ranges[0].start, ranges[-1].start
+    days = f"{first:%Y-%m-%d}" if first == last else f"{first:%Y-%m-%d} .. {last:%Y-%m-%d}"
+    return f"{len(ranges)} ({days})"
+
+
+def _plan_lines(todo: Plan) -> list[str]:
+    lines = []
+    for action, table, ranges in (("create", "discussion_event", todo.create_events),
+                                  ("drop", "discussion_event", todo.drop_events),
+                                  ("create", "trending_history", todo.create_history),
+                                  ("drop", "trending_history", todo.drop_history)):
+        if ranges:
+            lines.append(f"  {action:<7} {table} partitions: {_span(ranges)}")
+    for level in sorted({level for _, level in todo.thin_history}):
+        chosen = [day for day, lv in todo.thin_history if lv == level]
+        lines.append(f"  thin    trending_history days to {level.name.lower()}: {_span(chosen)}")
+    return lines or ["  nothing to do"]
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    dry_run: bool = args.dry_run
+    now = args.at or datetime.now(UTC)
+    report = maintain(settings.postgres_dsn.get_secret_value(), settings.retention_policy(), now, dry_run=dry_run,
+                      connect_timeout_s=settings.connect_timeout_s)
+    policy = settings.retention_policy()
+    print(f"maintenance at {now.isoformat()}: events kept {policy.event_retention_days} d; history every run "
+          f"{policy.history_full_days} d, hourly to {policy.history_hourly_days} d, daily to "
+          f"{policy.history_retention_days} d")
+    if dry_run:
+        print("plan (dry run, nothing changed):")
+        print("\n".join(_plan_lines(report.plan)))
+        return 0
+    for step in report.steps:
+        state = "ok  " if step.done else "LATER"
+        print(f"  {state} {step.action:<16} {step.target:<36} {step.seconds:7.3f}s  {step.detail}")
+    print(f"  total {report.seconds:.3f}s" + (f", {len(report.skipped)} step(s) left for the next run"
+                                              if report.skipped else ""))
+    return 0

@@ -1,0 +1,94 @@
+"""`aggregator schedule`: measure, plan, draw (the I/O around ``jobs`` and ``heatmap``).
+
+Run lengths come from where the runs leave their story: ``trend_run`` (a trend run, from
+its start to its view refresh), ``morning_post`` (claimed to posted) and, with InfluxDB,
+the tasks' run records. A source that does not answer is reported and its jobs get the
+assumed lengths: the plan of the schedules is worth drawing even before anything ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import psycopg2
+
+from worker.config.settings import Settings
+from worker.core.failures import first_line
+from worker.db.connection import connect
+from worker.ops.dayplan.heatmap import render_svg, summary
+from worker.ops.dayplan.jobs import Job, length_of, plan_day, scheduled_jobs
+from worker.store.influx.store import InfluxStore, layout_from_settings
+
+_TREND_RUNS = """
+SELECT duration, extract(epoch FROM coalesce(refreshed_at, finished_at) - started_at)::float8
+FROM trend_run WHERE status = 'finalized' AND started_at > now() - %s * interval '1 day'
+"""
+_POSTS = """
+SELECT extract(epoch FROM posted_at - claimed_at)::float8 FROM morning_post
+WHERE status = 'posted' AND claimed_at > now() - %s * interval '1 day'
+"""
+
+
+def measured_postgres(settings: Settings, days: int) -> dict[str, list[float]]:
+    """Job name -> measured run lengths (seconds) from ``trend_run`` and ``morning_post``."""
+    found: dict[str, list[float]] = defaultdict(list)
+    conn = connect(settings.postgres_dsn.get_secret_value(), application_name="aggregator-schedule",
+                   timeout_s=settings.connect_timeout_s)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(_TREND_RUNS, (days,))
+            for duration, seconds in cur.fetchall():
+                found[f"trend {duration}"].append(float(seconds))
+            cur.execute(_POSTS, (days,))
+            found["morning post"] = [float(seconds) for (seconds,) in cur.fetchall()]
+    finally:
+        conn.close()
+    return found
+
+
+def measured_influx(settings: Settings, days: int) -> dict[str, list[float]]:
+    store = InfluxStore.from_settings(settings)
+    try:
+        return store.task_run_seconds(datetime.now(UTC) - timedelta(days=days))
+    finally:
+        store.close()
+
+
+def jobs_of(settings: Settings, influx_tasks: bool) -> list[Job]:
+    tasks = []
+    if influx_tasks:
+        tasks = layout_from_settings(settings).tasks()
+    durations = settings.durations().values()
+    return scheduled_jobs(durations, settings.trend_start_offset_s, tasks, settings.post_schedule,
+                          settings.maintenance_schedule)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    output, day, days, influx_tasks = args.output, args.date, args.days, args.influx_tasks
+    with_influx = settings.event_store == "influxdb" if influx_tasks is None else influx_tasks
+    jobs = jobs_of(settings, with_influx)
+    measured: dict[str, list[float]] = {}
+    try:
+        measured.update(measured_postgres(settings, days))
+    except psycopg2.Error as error:
+        print(f"trend and post lengths not measured (PostgreSQL: {first_line(error)}); assumed instead",
+              file=sys.stderr)
+    if with_influx and settings.influxdb_v2_url:
+        try:
+            measured.update(measured_influx(settings, days))
+        except Exception as error:  # an unreachable InfluxDB only costs the measurements
+            print(f"InfluxDB task lengths not measured ({first_line(error)}); assumed instead", file=sys.stderr)
+    lengths = {job.name: length_of(measured.get(job.name, []), job.kind) for job in jobs}
+    plan = plan_day(jobs, date.fromisoformat(day) if day else datetime.now(UTC).date(), lengths)
+
+    image = Path(output)
+    image.parent.mkdir(parents=True, exist_ok=True)
+    image.write_text(render_svg(plan), encoding="utf-8")
+    text = summary(plan, str(image))
+    image.with_suffix(".txt").write_text(text, encoding="utf-8")
+    print(text, end="")
+    return 0

@@ -1,0 +1,44 @@
+"""`aggregator setup`: migrations, the event store's layout, the dead-letter topic (idempotent)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from worker.config.settings import PLACEHOLDER_SECRET, Settings
+from worker.core.failures import ConfigError
+from worker.db.migrate import migrate
+from worker.ingest.deadletter import ensure_topic
+from worker.store import open_store
+
+
+def placeholder_secrets(settings: Settings, environ: dict[str, str]) -> list[str]:
+    """The variables that still hold .env.example's ``change-me`` placeholders."""
+    found = [name.upper() for name in ("postgres_dsn", "redis_url", "result_backend_url", "influxdb_v2_token",
+                                       "x_consumer_key", "x_consumer_secret", "x_access_token",
+                                       "x_access_token_secret")
+             if (value := getattr(settings, name)) is not None and PLACEHOLDER_SECRET in value.get_secret_value()]
+    # Flower's login is read by Flower itself; compose hands it to setup so it is checked too.
+    found += [name for name in ("FLOWER_BASIC_AUTH",) if PLACEHOLDER_SECRET in environ.get(name, "")]
+    return found
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    placeholders = placeholder_secrets(settings, dict(os.environ))
+    if placeholders and not args.allow_placeholder_secrets:
+        raise ConfigError(
+            f"refusing to set up with placeholder secrets ({PLACEHOLDER_SECRET!r}) in {', '.join(placeholders)}",
+            "Replace every change-me in .env; for a throwaway development stack only, "
+            "pass --allow-placeholder-secrets.")
+    # Trend tables live in PostgreSQL whatever the event store.
+    applied = migrate(settings.postgres_dsn.get_secret_value(), connect_timeout_s=settings.connect_timeout_s)
+    store = open_store(settings)
+    try:
+        store.setup()  # idempotent (for PostgreSQL the migrations above, already applied)
+    finally:
+        store.close()
+    ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, settings.kafka_dlq_partitions,
+                 timeout_s=settings.connect_timeout_s)
+    print(f"setup done: migrations applied={','.join(applied) or 'none'} store={store.name} "
+          f"dead-letter topic={settings.kafka_dlq_topic}")
+    return 0

@@ -1,0 +1,113 @@
+"""Realistic synthetic discussion events for the local stack, tests and benchmarks.
+
+Popularity follows a Zipf-like law (a few DOIs get most discussions, as in real altmetrics)
+and timestamps spread over the recent past, so every trend duration has something to show.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import psycopg2
+from confluent_kafka import Producer
+
+from worker.ingest.kafka_config import DEFAULT_TIMEOUT_S, client_config
+
+_encoder = msgspec.json.Encoder()
+WORDS = ("covid-19", "sars-cov-2", "vaccine", "efficacy", "cohort", "randomized", "trial", "immune",
+         "response", "variant", "transmission", "mortality", "meta-analysis", "protein", "spike",
+         "antibody", "long", "children", "study", "risk", "climate", "ocean", "genome", "neural")
+
+
+def demo_doi(i: int) -> str:
+    return f"10.1101/2021.04.{i // 1000:02d}.{i:06d}"
+
+
+def demo_title(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 16))).capitalize()
+
+
+def make_event(rng: random.Random, doi: str, at: datetime, *, with_id: bool = True) -> dict[str, object]:
+    followers = int(rng.lognormvariate(6, 1.6))
+    length = rng.randint(20, 280)
+    event: dict[str, object] = {
+        "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "obj": {"data": {"doi": doi, "title": f"Paper {doi}"}},
+        "subj": {
+            "pid": f"https://twitter.com/user{rng.randint(1, 10**6)}/status/{rng.randint(10**17, 10**18)}",
+            "processed": {
+                "score": round(rng.uniform(1, 80), 3),
+                "sentiment_raw": round(rng.uniform(-1, 1), 3),
+                "followers": followers,
+                "length": length,
+                "question_mark_count": rng.choice((0, 0, 0, 1, 2)),
+                "exclamation_mark_count": rng.choice((0, 0, 1)),
+                "bot_rating": rng.choice((1, 2, 5, 10)),
+                "contains_abstract_raw": round(rng.random(), 3),
+                "time_score": round(rng.uniform(0, 30), 3),
+                "type_factor": rng.choice((0.5, 1.0)),
+                "user_score": round(rng.uniform(0, 30), 3),
+                "content_score": round(rng.uniform(0, 20), 3),
+            },
+        },
+    }
+    if with_id:
+        event["id"] = str(uuid.UUID(int=rng.getrandbits(128)))
+    return event
+
+
+def demo_events(n: int, dois: int, *, seed: int = 7, now: datetime | None = None,
+                spread: timedelta = timedelta(hours=6)) -> Iterator[bytes]:
+    """``n`` encoded events over ``dois`` DOIs, timestamps within ``spread`` before ``now``."""
+    rng = random.Random(seed)
+    now = now or datetime.now(UTC)
+    weights = [1.0 / (rank + 1) ** 0.8 for rank in range(dois)]
+    chosen = rng.choices(range(dois), weights=weights, k=n)
+    for index in chosen:
+        at = now - timedelta(seconds=rng.uniform(0, spread.total_seconds()))
+        yield _encoder.encode(make_event(rng, demo_doi(index), at))
+
+
+def create_publications(dsn: str, dois: int, *, seed: int = 7) -> int:
+    """The ``publication`` rows of the demo DOIs, as amba's pipeline creates them upstream.
+
+    Only publications the ``publication`` table knows are published in ``trending`` (its
+    foreign key; ``worker.trends.state``), so the local stack stands in for the pipeline.
+    """
+    rng = random.Random(seed)
+    rows = [(demo_doi(i), demo_title(rng)) for i in range(dois)]
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO publication (doi, title) VALUES (%s, %s) ON CONFLICT (doi) DO NOTHING", rows)
+    conn.close()
+    return len(rows)
+
+
+def produce(bootstrap: str, topic: str, payloads: Iterator[bytes], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+    """Produce and wait for every delivery; return how many were delivered."""
+    producer = Producer(client_config(bootstrap, {"linger.ms": 20, "acks": "all"}, timeout_s=timeout_s))
+    errors: list[str] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    count = 0
+    for payload in payloads:
+        while True:
+            try:
+                producer.produce(topic, payload, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.5)  # local queue full: wait for deliveries
+        count += 1
+        if count % 10_000 == 0:
+            producer.poll(0)
+    if producer.flush(60):
+        raise RuntimeError("some demo events were not delivered within 60 s")
+    if errors:
+        raise RuntimeError(f"{len(errors)} demo events failed: {errors[:3]}")
+    return count

@@ -1,0 +1,159 @@
+"""How a failure ends an ``aggregator`` command: one or two lines and an exit code.
+
+Every ``aggregator`` subcommand ends an expected failure — a service that is down or
+silent, a wrong setting, a bad argument — with one or two lines and a ``sysexits.h`` code
+instead of a traceback, so a person (or a container's restart policy) can tell a
+configuration problem from an outage:
+
+* 2 (``EX_USAGE``): the command line is wrong (argparse's own code);
+* 69 (``EX_UNAVAILABLE``): a service did not answer; retrying later may succeed;
+* 70 (``EX_SOFTWARE``): an unexpected error — a bug to report (``--debug`` shows the traceback);
+* 75 (``EX_TEMPFAIL``): not now — e.g. a run of that duration is already in flight;
+* 78 (``EX_CONFIG``): a setting is wrong; retrying will not help until it is fixed.
+
+Library exceptions are translated in one place, :func:`classify`, by the library that
+raised them: a psycopg2 error is about PostgreSQL, a redis or kombu error about Redis, a
+librdkafka error about Kafka. Each library is imported only to classify its own error (it
+is loaded then anyway), so a command that succeeds never pays for the others. The address
+shown is the configured one, passwords masked.
+"""
+
+from __future__ import annotations
+
+from worker.config.settings import ConfigurationError, Settings
+from worker.core.failures import (
+    SERVICE_VARIABLES,
+    ConfigError,
+    OperatorError,
+    ServiceUnavailable,
+    TryLater,
+    UsageError,
+    first_line,
+)
+from worker.core.masking import scrub
+from worker.ingest.errors import DeadLetterError, PublishError
+from worker.store.base import StoreUnavailable
+
+EX_USAGE = 2
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+
+#: The exit code of each failure kind; anything else is a bug (70).
+_EXIT_CODES: tuple[tuple[type[OperatorError], int], ...] = (
+    (UsageError, EX_USAGE), (ConfigError, EX_CONFIG), (ServiceUnavailable, EX_UNAVAILABLE), (TryLater, EX_TEMPFAIL))
+
+
+def exit_code(failure: OperatorError) -> int:
+    """The ``sysexits`` code of a failure, chosen by its kind."""
+    return next((code for kind, code in _EXIT_CODES if isinstance(failure, kind)), EX_SOFTWARE)
+
+
+_PG_CONFIG_HINTS = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
+                    "role", "authentication")
+
+
+def _address(settings: Settings | None, service: str) -> str:
+    if settings is None:
+        return f"(see {SERVICE_VARIABLES.get(service, 'the settings')})"
+    return settings.addresses()[service]
+
+
+def _kafka_unreachable(error: BaseException) -> bool:
+    from confluent_kafka import KafkaError
+
+    kafka_error = error.args[0] if error.args else None
+    if not isinstance(kafka_error, KafkaError):
+        return False
+    return kafka_error.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
+                                  KafkaError._RESOLVE, KafkaError._MSG_TIMED_OUT, KafkaError.NETWORK_EXCEPTION,
+                                  KafkaError.REQUEST_TIMED_OUT)
+
+
+def _kafka_reason(error: BaseException) -> str:
+    from confluent_kafka import KafkaError
+
+    kafka_error = error.args[0] if error.args else None
+    if isinstance(kafka_error, KafkaError):
+        return first_line(kafka_error.str())
+    return first_line(error)
+
+
+def classify(error: BaseException, settings: Settings | None) -> OperatorError:
+    """The operator's view of ``error`` (secrets scrubbed from every line)."""
+    result = _classify(error, settings)
+    secrets = settings.secret_values() if settings is not None else []
+    result.message = scrub(result.message, secrets)
+    result.hint = scrub(result.hint, secrets) if result.hint else None
+    return result
+
+
+def _classify(error: BaseException, settings: Settings | None) -> OperatorError:
+    if isinstance(error, OperatorError):
+        return error
+    if isinstance(error, ConfigurationError):
+        first, *more = str(error.code).splitlines()
+        return ConfigError("\n".join([first, *(f"  {line}" for line in more)]),
+                           "Fix the variable(s) named above; .env.example documents each one.")
+    module = type(error).__module__.split(".")[0]
+
+    if module == "psycopg2":
+        import psycopg2
+
+        reason = first_line(error)
+        if isinstance(error, psycopg2.OperationalError) and any(h in reason for h in _PG_CONFIG_HINTS):
+            return ConfigError(f"PostgreSQL at {_address(settings, 'PostgreSQL')} refused the login: {reason}",
+                               "Check the user, password and database name in POSTGRES_DSN.")
+        if isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError):
+            return ServiceUnavailable("PostgreSQL", _address(settings, "PostgreSQL"), reason)
+        return OperatorError(f"PostgreSQL refused a statement: {reason}",
+                             "Run with --debug for the details; if the schema is not the product's, "
+                             "run `aggregator setup`.")
+
+    if module in ("redis", "kombu"):
+        import redis
+
+        refused_login = isinstance(error, redis.AuthenticationError) or (
+            isinstance(error, redis.ResponseError) and any(w in str(error).upper() for w in ("NOAUTH", "WRONGPASS")))
+        if refused_login:
+            return ConfigError(f"Redis at {_address(settings, 'Redis')} refused the login: {first_line(error)}",
+                               "Check the password in REDIS_URL.")
+        return ServiceUnavailable("Redis", _address(settings, "Redis"), first_line(error))
+
+    if module in ("confluent_kafka", "cimpl"):
+        if _kafka_unreachable(error):
+            return ServiceUnavailable("Kafka", _address(settings, "Kafka"), _kafka_reason(error))
+        return OperatorError(f"Kafka refused a request: {_kafka_reason(error)}", "Run with --debug for the details.")
+
+    if isinstance(error, PublishError):
+        return ServiceUnavailable("Redis", _address(settings, "Redis"), first_line(error))
+    if isinstance(error, DeadLetterError):
+        return ServiceUnavailable("Kafka", _address(settings, "Kafka"), first_line(error))
+    if isinstance(error, StoreUnavailable):
+        service = "InfluxDB" if settings is not None and settings.event_store == "influxdb" else "PostgreSQL"
+        return ServiceUnavailable(service, _address(settings, service), first_line(error))
+    if module in ("urllib3", "influxdb_client"):
+        return ServiceUnavailable("InfluxDB", _address(settings, "InfluxDB"), first_line(error))
+    if module in ("tweepy", "requests"):
+        return _x_api(error, settings)
+    return OperatorError(f"unexpected error: {type(error).__name__}: {first_line(error)}",
+                         "This is a bug: run again with --debug and report the traceback.")
+
+
+def _x_api(error: BaseException, settings: Settings | None) -> OperatorError:
+    import tweepy
+
+    address = (settings.x_api_base_url if settings is not None else None) or "https://api.twitter.com"
+    reason = first_line(error)
+    if isinstance(error, tweepy.Unauthorized | tweepy.Forbidden):
+        return ConfigError(f"the X API at {address} refused the post: {reason}",
+                           "Check the X_* credentials and the app's permissions (a duplicate text is refused too).")
+    if isinstance(error, tweepy.HTTPException) and not isinstance(error, tweepy.TooManyRequests
+                                                                  | tweepy.TwitterServerError):
+        return OperatorError(f"the X API at {address} refused the post: {reason}", "Run with --debug for the details.")
+    if isinstance(error, tweepy.HTTPException):
+        return ServiceUnavailable("the X API", address, reason, "Try again later: nothing was posted.")
+    return ServiceUnavailable("the X API", address, reason,
+                              "The outcome is unknown: check the account before clearing today's row in "
+                              "morning_post, then run `aggregator post` again.")

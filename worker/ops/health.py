@@ -1,0 +1,198 @@
+"""`aggregator health <component>`: exit 0 when the component's dependencies answer.
+
+Used as the container healthcheck of every product service in docker-compose.yml, so it
+must be fast and must never hang: every check has a ~3 s timeout and the checks run
+concurrently, so a dead dependency costs one timeout, not the sum of them. One line per
+check goes to stdout (``docker inspect`` keeps it in the health log), e.g.::
+
+    ok   redis     redis://redis:6379/0 (1.2 ms)
+    FAIL postgres  postgresql://aggregator:***@postgres:5432/aggregator: connection refused
+
+What each component needs (a check only for what the process really talks to, so an
+InfluxDB outage does not mark the bridge unhealthy):
+
+- ``bridge``: Redis (the ingest queue), Kafka metadata (the topic it consumes), and its own
+  metrics endpoint when ``BRIDGE_METRICS_PORT`` is set (proves the process itself answers).
+- ``worker``: Redis, PostgreSQL, InfluxDB when ``EVENT_STORE=influxdb``, Kafka (dead
+  letters), and a Celery ``ping`` of the worker node(s) running on this host: a worker whose
+  main process is wedged stops answering pings while its dependencies still look fine.
+- ``beat``: Redis (beat only publishes).
+- ``setup``: PostgreSQL, Kafka, InfluxDB when configured (what `aggregator setup` writes to).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from worker.config.settings import Settings
+from worker.core.masking import mask_dsn, scrub
+from worker.ingest.kafka_config import client_config
+
+TIMEOUT_S = 3.0
+
+#: A check returns a short detail for the "ok" line or raises with the reason.
+Check = Callable[[], str]
+
+
+def redact(url: str) -> str:
+    """The URL or DSN without its password: health lines end up in `docker inspect` output."""
+    return mask_dsn(url)
+
+
+def check_redis(url: str) -> Check:
+    def run() -> str:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return redact(url)
+
+    return run
+
+
+def check_postgres(dsn: str) -> Check:
+    def run() -> str:
+        import psycopg2
+
+        conn = psycopg2.connect(dsn, connect_timeout=int(TIMEOUT_S))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET statement_timeout = %s", (int(TIMEOUT_S * 1000),))
+                cur.execute("SELECT 1")
+                cur.fetchone()
+        finally:
+            conn.close()
+        return redact(dsn)
+
+    return run
+
+
+def check_kafka(bootstrap: str, topic: str) -> Check:
+    def run() -> str:
+        from confluent_kafka.admin import AdminClient
+
+        # A metadata request for one topic: proves a broker answers without listing a big
+        # cluster. A missing topic is reported but is not a failure: the product cannot
+        # create the customer's topic, and the bridge simply waits for it.
+        admin = AdminClient(client_config(bootstrap, timeout_s=TIMEOUT_S))
+        metadata = admin.list_topics(topic=topic, timeout=TIMEOUT_S)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            return f"{bootstrap} (topic {topic} not available yet)"
+        return f"{bootstrap} topic {topic}: {len(found.partitions)} partition(s)"
+
+    return run
+
+
+def _http_get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        return bytes(response.read())
+
+
+def check_influxdb(url: str) -> Check:
+    def run() -> str:
+        import json
+
+        # /health needs no token and answers {"status": "pass"} only when InfluxDB is ready.
+        body = json.loads(_http_get(url.rstrip("/") + "/health"))
+        if body.get("status") != "pass":
+            raise RuntimeError(f"status {body.get('status')!r}: {body.get('message', '')}")
+        return f"{url} {body.get('version', '')}".rstrip()
+
+    return run
+
+
+def check_metrics_endpoint(port: int) -> Check:
+    def run() -> str:
+        _http_get(f"http://127.0.0.1:{port}/metrics")
+        return f"http://127.0.0.1:{port}/metrics"
+
+    return run
+
+
+def check_celery_ping(settings: Settings, hostname: str) -> Check:
+    def run() -> str:
+        from celery import Celery
+
+        # A bare app on the same broker: importing worker.app would load every task module
+        # and the beat schedule, which is wasted time for a ping. The pattern makes only the
+        # nodes of this host answer (compose names them `<role>@%h`), and limit=1 returns on
+        # the first reply instead of waiting out the timeout.
+        app = Celery("health", broker=settings.redis_url.get_secret_value())
+        app.conf.broker_transport_options = {"socket_timeout": TIMEOUT_S, "socket_connect_timeout": TIMEOUT_S,
+                                             "max_retries": 1}
+        app.conf.broker_connection_retry_on_startup = False
+        try:
+            replies = app.control.ping(timeout=TIMEOUT_S, limit=1, pattern=f"*@{hostname}", matcher="glob")
+        finally:
+            app.close()
+        nodes = sorted(node for reply in replies or [] for node in reply)
+        if not nodes:
+            raise RuntimeError(f"no Celery worker on this host (*@{hostname}) answered a ping")
+        return ", ".join(nodes)
+
+    return run
+
+
+def checks_for(component: str, settings: Settings, hostname: str | None = None) -> list[tuple[str, Check]]:
+    """The named checks of one component (see the module docstring for why these)."""
+    s = settings
+    influx: list[tuple[str, Check]] = []
+    if s.event_store == "influxdb" and s.influxdb_v2_url:
+        influx = [("influxdb", check_influxdb(s.influxdb_v2_url))]
+    redis_checks: list[tuple[str, Check]] = [("redis", check_redis(s.redis_url.get_secret_value()))]
+    if s.result_backend != s.redis_url:
+        redis_checks.append(("results", check_redis(s.result_backend.get_secret_value())))
+    kafka = ("kafka", check_kafka(s.kafka_bootstrap_servers, s.kafka_topic))
+    postgres = ("postgres", check_postgres(s.postgres_dsn.get_secret_value()))
+
+    if component == "bridge":
+        bridge = [*redis_checks[:1], kafka]
+        if s.bridge_metrics_port:
+            bridge.append(("metrics", check_metrics_endpoint(s.bridge_metrics_port)))
+        return bridge
+    if component == "worker":
+        return [*redis_checks, postgres, *influx, kafka,
+                ("celery", check_celery_ping(s, hostname or socket.gethostname()))]
+    if component == "beat":
+        return redis_checks[:1]
+    if component == "setup":
+        return [postgres, *influx, kafka]
+    raise ValueError(f"unknown component {component!r} (bridge, worker, beat, setup)")
+
+
+def _timed(check: Check) -> tuple[bool, str, float]:
+    started = time.monotonic()
+    try:
+        detail = check()
+        ok = True
+    except Exception as error:  # every failure is a line of the report, not a traceback
+        reason = " ".join(str(error).split())  # one line per check, whatever the driver says
+        detail, ok = f"{type(error).__name__}: {reason[:300]}", False
+    return ok, detail, (time.monotonic() - started) * 1000
+
+
+def check(component: str, *, settings: Settings, hostname: str | None = None) -> int:
+    """Run the component's checks concurrently; print one line each; 0 when all pass.
+
+    ``hostname`` selects the Celery nodes that must answer the ping (default: this host,
+    matching the ``-n <role>@%h`` names compose gives the workers).
+    """
+    named = checks_for(component, settings, hostname)
+    with ThreadPoolExecutor(max_workers=len(named)) as pool:
+        results = list(pool.map(_timed, [run for _, run in named]))
+    width = max(len(name) for name, _ in named)
+    secrets = settings.secret_values()
+    failed = 0
+    for (name, _), (ok, detail, ms) in zip(named, results, strict=True):
+        failed += not ok
+        line = f"{'ok  ' if ok else 'FAIL'} {name:<{width}}  {detail} ({ms:.0f} ms)"
+        print(scrub(line, secrets), flush=True)
+    return 1 if failed else 0

@@ -1,0 +1,333 @@
+"""Flux of the queries the product sends to InfluxDB 2 (pure: strings in, strings out).
+
+The tasks' Flux is ``flux_tasks.py``, built from the same literals. Every builder returns
+the complete Flux source that is sent; the unit tests run each one, for every duration
+and for awkward DOIs, through the real Flux compiler (``tests/support/flux_compiler.py``), because
+no InfluxDB server runs where the tests run.
+
+Values are spliced in as *escaped literals*, not passed as query ``params``
+--------------------------------------------------------------------------
+The query API's ``params`` (an ``extern`` record) are only honoured by InfluxDB Cloud; OSS
+2.x ignores them, so a ``params.doi`` query would fail on the server we deploy. Literals
+also keep the checked text identical to the text sent. The escaping is therefore the
+security boundary, and each function below emits only what the Flux parser (libflux, the
+parser InfluxDB itself runs) reads back verbatim; the tests prove the round trip through
+that parser:
+
+* strings (:func:`string_literal`): ``\\`` and ``"`` are backslash-escaped; newline, CR and
+  tab use ``\\n \\r \\t``; other control characters become ``\\xHH``; ``$`` is always
+  written ``\\x24``, so no ``${`` interpolation can ever start (libflux also rejects
+  ``$`` directly before an escape such as ``\\"``, which this sidesteps). Everything else,
+  non-ASCII included, is emitted as UTF-8 text.
+* regexes (:func:`regex_set_literal`): each DOI is quoted like Go's ``regexp.QuoteMeta``
+  (``\\.+*?()|[]{}^$``), ``/`` becomes ``\\/`` (the literal's delimiter) and control
+  characters ``\\xHH``; the alternation is anchored: ``/^(?:a|b)$/``.
+* times are RFC 3339 literals with nanoseconds, durations integer ``ns``/``s`` literals,
+  floats positional decimals (Flux has no exponent notation: ``1e-06`` does not parse).
+
+Filtering a chunk of DOIs: a regex, not ``contains()``
+------------------------------------------------------
+InfluxDB pushes a ``filter`` right after ``range`` down into its storage engine only when
+the predicate is made of comparisons of columns with literals (``==``, ``!=``, ``=~``,
+``!~``, ``and``, ``or``). ``r.doi =~ /^(?:…)$/`` is such a predicate: the engine resolves it
+against the tag index (once per distinct DOI, not per row) and reads only the ~200 matching
+series. ``contains(value: r.doi, set: dois)`` is a function call, which cannot be pushed
+down: storage would stream every series of the measurement in the span (for ``year``, the
+whole bucket) into the Flux engine, which then scans a 200-element list for every row.
+
+What is pushed down, and no ``join``
+------------------------------------
+The source aggregator joined many streams per DOI. Here the per-DOI inputs of the trend
+math come from ONE query with three independent pipelines, each ending in ``yield``
+(one HTTP round trip, no join): ``sums`` (``sum()`` over the stored fields, a pushed-down
+aggregate: storage returns one number per series), ``decay`` (one ``reduce`` over the
+score rows: the decayed score and the sum of ages need each event's time) and ``series``
+(``aggregateWindow(fn: sum)``, pushed down as a window aggregate). Each pipeline starts
+with its own ``from |> range |> filter`` (pushdown rules do not rewrite a source shared by
+several pipelines) and its filter is written out literally (no variables, so it is
+pushable as written).
+
+Time ranges: ``worker.core.alignment``, to the second
+----------------------------------------------------
+Events count at their whole second, ``now`` is a whole second, and every range below is
+the half-open range of stored times that :mod:`worker.core.alignment` derives (the
+PostgreSQL store uses the same ranges, so both give the same inputs):
+
+* aggregates: ``range(start: now − span, stop: now + 1s)``; the decayed score and the ages
+  use the event's whole second, ``int(v: r._time)`` minus its remainder modulo 1 s (the
+  stored sub-second part is a hash offset, not a time);
+* window series: ``range(start: now − W·w + 1s, stop: now + 1s)`` with the windows anchored
+  by ``offset: (now + 1s) mod w``; ``timeSrc: "_stop"`` stamps each window with its end.
+  Empty windows come out null and are filled with 0.0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from worker.core import alignment
+from worker.core.durations import Duration
+
+#: The events' measurement unless the layout says otherwise (amba's name; ``layout.py``).
+MEASUREMENT = "trending"
+COUNT_FIELD = "count"
+SCORE_FIELD = "score"
+
+#: Fields summed per DOI for the trend math: field -> name of the aggregate it feeds
+#: (the names of ``worker.trends.math.Aggregates``).
+SUM_FIELDS: dict[str, str] = {
+    "count": "count",
+    "score": "sum_score",
+    "sentiment_raw": "sum_sentiment",
+    "followers": "sum_followers",
+    "contains_abstract_raw": "sum_abstract",
+    "length": "sum_length",
+    "questions": "sum_questions",
+    "exclamations": "sum_exclamations",
+    "bot_rating": "sum_bot_rating",
+}
+
+#: ``yield`` names of the trend-inputs query (the ``result`` column of each record).
+RESULT_SUMS = "sums"
+RESULT_DECAY = "decay"
+RESULT_SERIES = "series"
+
+#: Extra column added to rows whose nanosecond time the caller needs: the CSV the client
+#: parses turns ``_time`` into a ``datetime`` with microseconds only.
+TIME_NS_COLUMN = "time_ns"
+
+#: A chunk is 200 DOIs (SPEC §7); the ceiling only guards against an unbounded regex.
+MAX_DOIS_PER_QUERY = 2000
+
+_NS_PER_S = 1_000_000_000
+_REGEX_META = frozenset("\\.+*?()|[]{}^$")
+
+
+# --------------------------------------------------------------------------- literals
+
+
+def string_literal(value: str) -> str:
+    """A Flux string literal whose parsed value is exactly ``value``."""
+    out = ['"']
+    for char in value:
+        if char == "\\":
+            out.append("\\\\")
+        elif char == '"':
+            out.append('\\"')
+        elif char == "$":
+            out.append("\\x24")
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\r":
+            out.append("\\r")
+        elif char == "\t":
+            out.append("\\t")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+def regex_quote(value: str) -> str:
+    """``value`` as a regex matching exactly itself, ready for a Flux ``/…/`` literal.
+
+    RE2 (Go, which runs the regex) reads ``\\`` + punctuation as that character, like
+    Python's ``re``. libflux turns ``\\/`` into ``/`` and ``\\xHH`` into the raw byte before
+    the regex is compiled, so ``\\xHH`` is only used for control characters, which are
+    literals in a regex anyway (never for a metacharacter).
+    """
+    out = []
+    for char in value:
+        if char in _REGEX_META:
+            out.append("\\" + char)
+        elif char == "/":
+            out.append("\\/")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def regex_set_literal(values: Sequence[str]) -> str:
+    """A Flux regex literal matching exactly the given strings: ``/^(?:a|b)$/``."""
+    if not values:
+        raise ValueError("a regex set needs at least one value (an empty set matches nothing)")
+    return "/^(?:" + "|".join(regex_quote(v) for v in values) + ")$/"
+
+
+def time_literal(ns: int) -> str:
+    """RFC 3339 time literal with all nine fractional digits (UTC)."""
+    seconds, fraction = divmod(int(ns), _NS_PER_S)
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{fraction:09d}Z"
+
+
+def duration_literal(ns: int) -> str:
+    """A duration literal in whole seconds when possible, else nanoseconds."""
+    ns = int(ns)
+    if ns % _NS_PER_S == 0:
+        return f"{ns // _NS_PER_S}s"
+    return f"{ns}ns"
+
+
+def float_literal(value: float) -> str:
+    """A Flux float literal: positional notation (no exponent), always with a point.
+
+    The digits are Python's shortest round-trip representation, so the value is exact.
+    """
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"Flux has no literal for {value!r}")
+    text = format(Decimal(repr(value)), "f")
+    if "." not in text:
+        text += ".0"
+    return text
+
+
+def int_literal(value: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an int, got {value!r}")
+    return str(value)
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def _check_range(start_ns: int, stop_ns: int) -> None:
+    if stop_ns <= start_ns:
+        raise ValueError(f"empty time range: start {start_ns} >= stop {stop_ns}")
+
+
+def _source(bucket: str, start_ns: int, stop_ns: int, predicate: str) -> str:
+    """``from |> range |> filter`` with a literal predicate (pushable to storage)."""
+    _check_range(start_ns, stop_ns)
+    return (
+        f"from(bucket: {string_literal(bucket)})\n"
+        f"    |> range(start: {time_literal(start_ns)}, stop: {time_literal(stop_ns)})\n"
+        f"    |> filter(fn: (r) => {predicate})"
+    )
+
+
+def _fields_predicate(fields: Sequence[str]) -> str:
+    if len(fields) == 1:
+        return f"r._field == {string_literal(fields[0])}"
+    return "(" + " or ".join(f"r._field == {string_literal(f)}" for f in fields) + ")"
+
+
+def _measurement(measurement: str) -> str:
+    return f"r._measurement == {string_literal(measurement)}"
+
+
+def _dois_predicate(dois: Sequence[str]) -> str:
+    if not dois:
+        raise ValueError("no DOIs given")
+    if len(dois) > MAX_DOIS_PER_QUERY:
+        raise ValueError(f"{len(dois)} DOIs in one query; at most {MAX_DOIS_PER_QUERY}")
+    return f"r.doi =~ {regex_set_literal(dois)}"
+
+
+# --------------------------------------------------------------------------- events
+
+
+def read_events_query(bucket: str, doi: str, start_ns: int, stop_ns: int, measurement: str = MEASUREMENT) -> str:
+    """The events of one DOI with ``start_ns <= time < stop_ns``, one row per event.
+
+    ``pivot`` turns the per-field rows into one row per timestamp (a point's fields share
+    its timestamp); ``time_ns`` carries the exact time as an integer.
+    """
+    predicate = f"{_measurement(measurement)} and r.doi == {string_literal(doi)}"
+    return (
+        _source(bucket, start_ns, stop_ns, predicate) + "\n"
+        '    |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+        f"    |> map(fn: (r) => ({{r with {TIME_NS_COLUMN}: int(v: r._time)}}))\n"
+        '    |> drop(columns: ["_start", "_stop", "_measurement"])\n'
+        '    |> sort(columns: ["_time"])\n'
+    )
+
+
+def count_per_doi_query(bucket: str, start_ns: int, stop_ns: int, measurement: str = MEASUREMENT) -> str:
+    """Number of events per DOI with ``start_ns <= time < stop_ns`` (a pushed-down count)."""
+    predicate = f"{_measurement(measurement)} and {_fields_predicate([COUNT_FIELD])}"
+    return (
+        _source(bucket, start_ns, stop_ns, predicate) + "\n"
+        "    |> count()\n"
+        '    |> keep(columns: ["doi", "_value"])\n'
+    )
+
+
+# --------------------------------------------------------------------------- trends
+
+
+def qualifying_dois_query(bucket: str, duration: Duration, now_ns: int, measurement: str = MEASUREMENT) -> str:
+    """DOIs with MORE than ``min_events`` events in the span (SPEC §3).
+
+    The count is pushed down; the threshold runs on the server, so only the qualifying
+    DOIs travel.
+    """
+    start, stop = alignment.span_range(duration, now_ns)
+    predicate = f"{_measurement(measurement)} and {_fields_predicate([COUNT_FIELD])}"
+    return (
+        _source(bucket, start, stop, predicate) + "\n"
+        "    |> count()\n"
+        f"    |> filter(fn: (r) => r._value > {int_literal(duration.min_events)})\n"
+        '    |> keep(columns: ["doi", "_value"])\n'
+    )
+
+
+def trend_inputs_query(bucket: str, duration: Duration, now_ns: int, dois: Sequence[str],
+                       measurement: str = MEASUREMENT) -> str:
+    """Per-DOI sums, decayed score, sum of ages and window series for a chunk of DOIs.
+
+    Three results (the ``result`` column): ``sums`` (one row per DOI and field of
+    :data:`SUM_FIELDS`, ``_field``/``_value``), ``decay`` (one row per DOI: ``decayed``,
+    ``age``) and ``series`` (one row per DOI and window: ``time_ns`` = window end + 1s,
+    ``_value`` = sum of score, 0.0 when empty).
+    """
+    start, stop = alignment.span_range(duration, now_ns)
+    select = f"{_measurement(measurement)} and {_dois_predicate(dois)}"
+    score_only = f"{select} and {_fields_predicate([SCORE_FIELD])}"
+    series_start, series_stop, offset = alignment.series_range(duration, now_ns)
+    return (
+        'import "math"\n\n'
+        f"nowNs = {int_literal(now_ns)}\n"
+        f"gravity = {float_literal(duration.gravity)}\n\n"
+        + _source(bucket, start, stop, f"{select} and {_fields_predicate(list(SUM_FIELDS))}")
+        + "\n"
+        "    |> sum()\n"
+        '    |> keep(columns: ["doi", "_field", "_value"])\n'
+        f"    |> yield(name: {string_literal(RESULT_SUMS)})\n\n"
+        + _source(bucket, start, stop, score_only)
+        + "\n"
+        "    |> reduce(\n"
+        "        fn: (r, accumulator) => {\n"
+        "            t = int(v: r._time)\n"
+        "            age = float(v: nowNs - (t - t % 1000000000)) / 1000000000.0\n\n"
+        "            return {\n"
+        "                decayed: accumulator.decayed + r._value * math.exp(x: gravity * age),\n"
+        "                age: accumulator.age + age,\n"
+        "            }\n"
+        "        },\n"
+        "        identity: {decayed: 0.0, age: 0.0},\n"
+        "    )\n"
+        '    |> keep(columns: ["doi", "decayed", "age"])\n'
+        f"    |> yield(name: {string_literal(RESULT_DECAY)})\n\n"
+        + _source(bucket, series_start, series_stop, score_only)
+        + "\n"
+        "    |> aggregateWindow(\n"
+        f"        every: {duration_literal(duration.window_s * _NS_PER_S)},\n"
+        f"        offset: {duration_literal(offset)},\n"
+        "        fn: sum,\n"
+        "        createEmpty: true,\n"
+        '        timeSrc: "_stop",\n'
+        "    )\n"
+        '    |> fill(column: "_value", value: 0.0)\n'
+        f"    |> map(fn: (r) => ({{r with {TIME_NS_COLUMN}: int(v: r._time)}}))\n"
+        f'    |> keep(columns: ["doi", "{TIME_NS_COLUMN}", "_value"])\n'
+        f"    |> yield(name: {string_literal(RESULT_SERIES)})\n"
+    )

@@ -1,0 +1,164 @@
+"""InfluxDB line protocol for the events and the trend rows (pure: values in, text out).
+
+Point identity and timestamps
+-----------------------------
+InfluxDB keys a point by (measurement, tag set, timestamp); writing the same key again
+overwrites the fields. The only tag is ``doi``, so the timestamp carries the identity:
+
+    timestamp = event second (floored) + blake2b(event id) mod 1e9  [ns]
+
+* a redelivered event (same id) maps to the same timestamp: rewriting it changes nothing;
+* two distinct events on one DOI in the same second get different offsets, except with
+  probability 1e-9 per pair (``n·(n−1)/2 · 1e-9`` for ``n`` events of one DOI in one
+  second: even 100 such events collide with probability 5e-6);
+* the event keeps its second; its sub-second part is replaced by the hash offset. The
+  trend queries never look at sub-second parts (``worker.core.alignment``): every store
+  counts an event at its whole second, so the offset cannot move an event across a window
+  edge or a span end.
+
+blake2b rather than ``hash()``: the offset must be the same in every worker process and
+after restarts (``hash()`` of a str is salted per process).
+
+Types
+-----
+InfluxDB fixes a field's type with its first write to a shard and refuses the other type
+afterwards (HTTP 422), so every field is written with a fixed type whatever Python type
+the value has: the event fields as ``worker.core.events.Point`` declares them (integers with
+the ``i`` suffix, floats always with a point or exponent), the trend fields as
+``worker.core.influx_layout.TREND_FIELDS`` says (the original aggregator's types).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+
+import msgspec
+import msgspec.inspect
+
+from worker.core.events import POINT_FIELDS, Point
+from worker.core.influx_layout import TREND_FIELDS, FieldKind
+
+COUNT_FIELD = "count"
+
+_NS_PER_S = 1_000_000_000
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+# Which stored fields are integers: from the Point definition, so a new field cannot be
+# written with the wrong type (a float written to an integer field is refused, 422).
+# (type_info, not `is int`: the integer fields carry range constraints, Annotated[int, Meta].)
+INT_FIELDS = frozenset(
+    f.name for f in msgspec.structs.fields(Point)
+    if f.name in POINT_FIELDS and isinstance(msgspec.inspect.type_info(f.type), msgspec.inspect.IntType)
+)
+
+
+class UnrepresentableValue(ValueError):
+    """A tag or field value that line protocol cannot carry faithfully."""
+
+
+def event_timestamp_ns(point: Point) -> int:
+    """The stored timestamp: the event's second plus a stable per-event offset (< 1 s)."""
+    digest = hashlib.blake2b(point.event_id.encode("utf-8"), digest_size=8).digest()
+    offset = int.from_bytes(digest, "big") % _NS_PER_S
+    return point.time_ns - point.time_ns % _NS_PER_S + offset
+
+
+def escape_tag_value(value: str) -> str:
+    """Escape a tag value (or tag/field key): ``,``, ``=`` and space get a backslash.
+
+    InfluxDB 2's parser unescapes only ``\\,``, ``\\=`` and ``\\ `` in tags; a backslash
+    elsewhere is a literal. A value whose backslash precedes one of those characters, a
+    backslash or the end (where the following separator would become an escaped space)
+    has no unambiguous encoding, nor has a newline: such values are refused.
+    """
+    if not value:
+        raise UnrepresentableValue("empty tag value")
+    if "\n" in value or "\r" in value:
+        raise UnrepresentableValue(f"tag value {value!r} contains a line break")
+    if value.endswith("\\") or any(
+        value[i] == "\\" and value[i + 1] in "\\,= " for i in range(len(value) - 1)
+    ):
+        raise UnrepresentableValue(f"tag value {value!r} has a backslash line protocol eats")
+    return value.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def escape_measurement(value: str) -> str:
+    """A measurement name: ``,`` and space get a backslash (``=`` is literal there)."""
+    if not value or "\n" in value or "\r" in value or "\\" in value:
+        raise UnrepresentableValue(f"measurement {value!r} cannot be written")
+    return value.replace(",", "\\,").replace(" ", "\\ ")
+
+
+def float_value(name: str, value: float) -> str:
+    number = float(value)
+    if not math.isfinite(number):
+        raise UnrepresentableValue(f"field {name} is {number!r}; InfluxDB stores finite floats")
+    return repr(number)
+
+
+def int_value(name: str, value: int) -> str:
+    number = int(value)
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        raise UnrepresentableValue(f"field {name} = {number} does not fit an int64")
+    return f"{number}i"
+
+
+def string_value(name: str, value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise UnrepresentableValue(f"field {name} contains a line break")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def point_line(point: Point, measurement: str) -> str:
+    """One event: ``<measurement>,doi=… <12 fields>,count=1i <timestamp>``."""
+    fields = []
+    for name in POINT_FIELDS:
+        value = getattr(point, name)
+        if name in INT_FIELDS:
+            fields.append(f"{name}={int_value(name, value)}")
+        else:
+            fields.append(f"{name}={float_value(name, value)}")
+    fields.append(f"{COUNT_FIELD}=1i")
+    return (
+        f"{escape_measurement(measurement)},doi={escape_tag_value(point.doi)} "
+        f"{','.join(fields)} {event_timestamp_ns(point)}"
+    )
+
+
+def _typed(kind: FieldKind, name: str, value: object) -> str | None:
+    """A field value of a fixed type, or ``None`` to leave the field out (``None``, NaN:
+    InfluxDB has no null and refuses NaN)."""
+    if value is None:
+        return None
+    if kind == "string":
+        return string_value(name, str(value))
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise UnrepresentableValue(f"trend field {name} = {value!r} is not a number")
+    if not math.isfinite(float(value)):
+        return None
+    if kind == "int":
+        return int_value(name, round(float(value)))
+    return float_value(name, float(value))
+
+
+def trend_lines(measurement: str, calculated_at_ns: int, rows: Sequence[Mapping[str, object]]) -> list[str]:
+    """A run's trend rows for ``trending_<duration>``: tag ``doi``, the fields and types of
+    ``TREND_FIELDS``, all at the run's time (rewriting a run overwrites it). Columns that
+    are not trend fields are left out; so is a row without any field."""
+    prefix = escape_measurement(measurement)
+    lines = []
+    for row in rows:
+        doi = row.get("doi", row.get("publication_doi"))
+        if not isinstance(doi, str):
+            raise UnrepresentableValue(f"trend row without a doi: {row!r}")
+        fields = []
+        for column, (field, kind) in TREND_FIELDS.items():
+            value = _typed(kind, field, row.get(column))
+            if value is not None:
+                fields.append(f"{field}={value}")
+        if fields:
+            lines.append(f"{prefix},doi={escape_tag_value(doi)} {','.join(fields)} {int(calculated_at_ns)}")
+    return lines

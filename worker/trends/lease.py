@@ -1,0 +1,70 @@
+"""The overlap guard: one run of a duration in flight at a time, as a heartbeat lease.
+
+The lock is taken by the run and released when the *chord* is over (its callback or
+errback) — libraries like celery-once release when the launching task returns, which is
+before the chunks even ran. The token is passed explicitly through the chord (redis-py's
+Lock keeps it per thread), and release and renewal are compare-and-set, so a run whose
+lease expired can never release or extend the lease of the run after it.
+
+A lease, not a long lock: its TTL (``TREND_LOCK_TTL_S``, minutes) is renewed by every chunk
+and by the finalize step. A run whose worker was killed stops renewing, its lease expires
+within the TTL, and the next scheduled run of the duration takes over (and marks the dead
+run failed) — instead of the duration freezing for an hour behind a long TTL.
+"""
+
+from __future__ import annotations
+
+import redis
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def lock_key(duration: str) -> str:
+    return f"aggregator:trend-run:{duration}"
+
+
+class RunLock:
+    def __init__(self, client: redis.Redis, duration: str, ttl_s: int) -> None:
+        self._client = client
+        self.key = lock_key(duration)
+        self._ttl_ms = ttl_s * 1000
+
+    def acquire(self, token: str) -> bool:
+        return bool(self._client.set(self.key, token, nx=True, px=self._ttl_ms))
+
+    def renew(self, token: str) -> bool:
+        """Extend the lease by the full TTL; False when it is no longer ours."""
+        return bool(self._client.eval(_RENEW, 1, self.key, token, str(self._ttl_ms)))
+
+    def release(self, token: str) -> bool:
+        return bool(self._client.eval(_RELEASE, 1, self.key, token))
+
+    def holder(self) -> str | None:
+        value = self._client.get(self.key)
+        return value.decode() if isinstance(value, bytes) else value
+
+
+class Leases:
+    """The lease of each duration, on one Redis client (built from settings by the caller)."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+        self._client = client
+        self.ttl_s = ttl_s
+
+    def of(self, duration: str) -> RunLock:
+        """The lease of the duration named ``duration``."""
+        return RunLock(self._client, duration, self.ttl_s)
+
+    def close(self) -> None:
+        self._client.close()

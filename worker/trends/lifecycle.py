@@ -1,0 +1,147 @@
+"""A trend run's lifecycle, once, for the Celery chord and `aggregator trends run` alike.
+
+    begin     take the duration's lease, give up runs that lost theirs, plan the chunks
+    chunk     renew the lease, compute and stage one chunk (skipped if the run was given up)
+    finish    renew the lease, publish atomically, release the lease
+    fail      mark the run failed (current rows stay), release the lease
+
+The steps themselves, without the lease (:class:`RunSteps`: plan, compute a chunk,
+finalize), are what a benchmark or a test drives directly.
+
+Crash recovery lives here: a run whose worker was killed stops renewing its lease; within
+``TREND_LOCK_TTL_S`` the lease expires, the next scheduled run of the duration takes it and
+marks the dead run failed (its staged rows dropped), and a chunk of the dead run that is
+redelivered later finds its run no longer running and does nothing. So a killed trends
+worker costs its duration at most one lease, not the hour a long lock did.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from worker.core.durations import Duration
+from worker.core.failures import TryLater
+from worker.store.base import EventStore
+from worker.trends.lease import Leases
+from worker.trends.math import compute_trends, rows
+from worker.trends.planning import Plan, chunked, new_run_id, new_token, ns_to_datetime
+from worker.trends.state import RunState
+
+log = logging.getLogger(__name__)
+
+
+class RunInFlight(TryLater):
+    """Another run of the duration holds the lease: try again when it is done."""
+
+
+@dataclass
+class Started:
+    plan: Plan
+    token: str
+    abandoned: list[str]
+
+
+class RunSteps:
+    """The three steps of a run, without the lease: plan, compute a chunk, finalize.
+
+    What benchmarks and tests drive directly; :class:`TrendRuns` adds the lease around them.
+    Holds no connection of its own: the store and the run state are given.
+    """
+
+    def __init__(self, store: EventStore, state: RunState, *, chunk_size: int) -> None:
+        self.store = store
+        self.state = state
+        self.chunk_size = chunk_size
+
+    def plan(self, duration: Duration, now_ns: int, token: str) -> Plan:
+        """Record the run, select the qualifying DOIs and cut them into chunks."""
+        run_id = new_run_id(duration.name, now_ns, token)
+        self.state.start(run_id, duration, ns_to_datetime(now_ns))
+        dois = self.store.qualifying_dois(duration, now_ns)
+        plan = Plan(run_id, duration.name, now_ns, chunked(dois, self.chunk_size))
+        self.state.record_plan(run_id, plan.dois, len(plan.chunks))
+        return plan
+
+    def compute_chunk(self, duration: Duration, run_id: str, now_ns: int, dois: list[str]) -> int:
+        """Trend rows of one chunk, staged; returns the row count (a small chord result)."""
+        aggregates = self.store.trend_inputs(duration, now_ns, dois)
+        trend_rows = rows(dois, compute_trends(aggregates, duration))
+        return self.state.stage_rows(run_id, trend_rows)
+
+    def finalize(self, duration: Duration, run_id: str, now_ns: int) -> dict[str, Any]:
+        """Publish the staged rows atomically, keep the store's history, refresh the view."""
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        result = self.state.finalize(run_id, duration, ns_to_datetime(now_ns))
+        timings["finalize_s"] = time.perf_counter() - started
+        if result.status == "finalized":
+            if self.store.keeps_trend_history:
+                try:  # InfluxDB keeps the rows the streams API charts (trending_<duration>), as the source did
+                    self.store.write_trend_history(duration.name, now_ns, self.state.run_rows(duration, run_id))
+                except Exception as error:  # the PostgreSQL history is the record; log and go on
+                    log.error("store trend history not written", extra={"run_id": run_id, "error": str(error)})
+            started = time.perf_counter()
+            self.state.refresh_covid_view(run_id)
+            timings["view_refresh_s"] = time.perf_counter() - started
+        return {"run_id": run_id, "status": result.status, "rows": result.rows,
+                "without_publication": result.without_publication,
+                "duplicate_publication": result.duplicate_publication, **timings}
+
+
+class TrendRuns:
+    """The lifecycle: :class:`RunSteps` under the duration's lease, with crash recovery.
+
+    Built once per process at the composition root (a worker's resources, a CLI command)
+    from the settings.
+    """
+
+    def __init__(self, steps: RunSteps, leases: Leases) -> None:
+        self.steps = steps
+        self.state = steps.state
+        self.leases = leases
+
+    def begin(self, duration: Duration, now_ns: int) -> Started:
+        """Take the lease and plan the run; :class:`RunInFlight` when a live run holds it."""
+        lock = self.leases.of(duration.name)
+        token = new_token()
+        if not lock.acquire(token):
+            raise RunInFlight(f"a run of {duration.name} is in flight (lease held by {lock.holder()}); not "
+                              "starting another", "Wait for it to finish (or its lease, TREND_LOCK_TTL_S, to "
+                                                  "expire), then run again.")
+        try:
+            abandoned = self.state.abandon_runs(duration)
+            if abandoned:
+                log.warning("earlier runs lost their lease and were given up", extra={
+                    "duration": duration.name, "runs": ",".join(abandoned)})
+            plan = self.steps.plan(duration, now_ns, token)
+        except BaseException:
+            lock.release(token)
+            raise
+        return Started(plan, token, abandoned)
+
+    def chunk(self, duration: Duration, run_id: str, now_ns: int, dois: list[str], token: str) -> int:
+        """Compute and stage one chunk; 0 without work when the run was given up meanwhile."""
+        if not self.state.is_running(run_id):
+            log.warning("chunk of a run that is no longer running; skipped", extra={"run_id": run_id})
+            return 0
+        if not self.leases.of(duration.name).renew(token):
+            log.warning("lease lost while computing; the run goes on unless a newer one gave it up",
+                        extra={"run_id": run_id})
+        return self.steps.compute_chunk(duration, run_id, now_ns, dois)
+
+    def finish(self, duration: Duration, run_id: str, now_ns: int, token: str) -> dict[str, Any]:
+        lock = self.leases.of(duration.name)
+        lock.renew(token)
+        try:
+            return self.steps.finalize(duration, run_id, now_ns)
+        finally:
+            lock.release(token)
+
+    def fail(self, duration: Duration, run_id: str, token: str, error: str) -> None:
+        try:
+            self.state.fail(run_id, error)
+        finally:
+            self.leases.of(duration.name).release(token)

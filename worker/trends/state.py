@@ -1,0 +1,328 @@
+"""A trend run's state in PostgreSQL: staging, atomic replacement, history, view refresh.
+
+Chunk subtasks write their rows to ``trending_staging`` (so chord results stay a number,
+not megabytes through Redis). The finalize step replaces the duration's rows in ONE
+transaction — readers see the old set or the new one, never a mix and never an empty
+table (MVCC) — after checking under a row lock that no newer run has been published
+(``trending_state``), then refreshes the materialized view CONCURRENTLY, outside the
+transaction, so readers of the view are not blocked either.
+
+Rows and publications
+---------------------
+``trending`` is shared with amba's components: its ``publication_doi`` is a foreign key to
+``publication.doi`` (migration 0004), and the streams API joins it to ``publication`` with
+``p.doi = t.publication_doi`` and looks up a title for every trending DOI. So the finalize
+step matches each computed row to its publication, case-insensitively (DOIs are; SPEC §8),
+on ``lower(doi)`` (indexed by migration 0004), and publishes it under the *publication's*
+spelling, preferring an exact match. A row whose DOI no publication has is not published
+in ``trending`` (the foreign key forbids it, and the API could not show it); nor is a
+second spelling of a publication already published in the same run (the one with the most
+events wins). Such rows never fail a finalize: they are counted in ``trend_run``
+(``rows_without_publication``, ``rows_duplicate_publication``) and kept, like every row
+of the run, in ``trending_history`` under the DOI they were computed for. The next run
+publishes them once the upstream pipeline has created the publication.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from psycopg2.extensions import connection as Connection
+
+from worker.config.settings import Settings
+from worker.core import partitions
+from worker.core.durations import Duration
+from worker.core.masking import mask_dsn
+from worker.db import partition_admin
+from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, Cursor, ReusedConnection, connect
+from worker.trends.math import TREND_COLUMNS
+
+log = logging.getLogger(__name__)
+
+_COLS = ", ".join(TREND_COLUMNS)
+
+
+@dataclass
+class FinalizeResult:
+    status: str  # "finalized", "superseded" or "abandoned"
+    rows: int  # published in `trending`
+    without_publication: int = 0  # kept out: no publication has the DOI
+    duplicate_publication: int = 0  # kept out: another spelling of a publication published in this run
+
+
+# COPY's text format: a backslash, tab, newline or carriage return in a value is escaped.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_value(value: Any) -> str:
+    """One value in COPY's text format. Floats as ``repr``, the shortest text that reads back
+    as the same double (PostgreSQL 12+ parses it exactly); the trend math never yields NaN or
+    an infinity here (``worker.trends.math._finite``), and ``repr`` of those would still parse."""
+    return value.translate(_COPY_ESCAPES) if isinstance(value, str) else repr(value)
+
+
+def _copy_line(run_id: str, row: Mapping[str, Any]) -> str:
+    return "\t".join(_copy_value(v) for v in (run_id, row["doi"], *(row[name] for name in TREND_COLUMNS))) + "\n"
+
+
+# `trending.sum_followers` is a bigint (migration 0004); the staged sums are floats.
+_PUBLISHED_COLS = ", ".join(
+    "least(round(sum_followers), 9e18)::bigint" if column == "sum_followers" else column for column in TREND_COLUMNS)
+
+# One statement: match the run's staged rows to publications, publish the matched ones in
+# `trending` (the duration's rows were deleted just before, in the same transaction),
+# append all of them to the history, and count what was kept out and why.
+_PUBLISH = f"""
+WITH resolved AS (
+    SELECT s.*,
+           (SELECT p.doi FROM publication p WHERE lower(p.doi) = lower(s.publication_doi)
+            ORDER BY p.doi = s.publication_doi DESC, p.doi LIMIT 1) AS publication
+    FROM trending_staging s WHERE s.run_id = %(run_id)s
+),
+published AS (
+    INSERT INTO trending (publication_doi, duration, {_COLS}, run_id, calculated_at)
+    SELECT DISTINCT ON (publication) publication, %(duration)s, {_PUBLISHED_COLS}, run_id, %(at)s
+    FROM resolved WHERE publication IS NOT NULL
+    ORDER BY publication, count DESC, publication_doi
+    RETURNING 1
+),
+history AS (
+    INSERT INTO trending_history (publication_doi, duration, {_COLS}, run_id, calculated_at)
+    SELECT publication_doi, %(duration)s, {_COLS}, run_id, %(at)s FROM resolved
+    ON CONFLICT DO NOTHING
+),
+-- A day the maintenance task already thinned takes rows again (a run computed for a past
+-- time): it forgets the day's level, so the next maintenance applies the policy to it again.
+rethin AS (
+    DELETE FROM trending_history_compaction WHERE day = (%(at)s AT TIME ZONE 'UTC')::date
+)
+SELECT (SELECT count(*) FROM published),
+       (SELECT count(*) FROM resolved WHERE publication IS NULL),
+       (SELECT count(*) FROM resolved WHERE publication IS NOT NULL) - (SELECT count(*) FROM published)
+"""
+
+
+def _fetch_one(cur: Any) -> tuple[Any, ...]:
+    row = cur.fetchone()
+    if row is None:  # pragma: no cover - every statement above returns one row
+        raise RuntimeError("expected one row")
+    return tuple(row)
+
+
+@runtime_checkable
+class RunState(Protocol):
+    """Where a trend run's state and rows live between its steps (PostgreSQL).
+
+    The lifecycle (:mod:`worker.trends.lifecycle`) calls these in order — start, record
+    the plan, stage each chunk, finalize (or fail), refresh the view — from whichever
+    worker process runs the step. Every call stands alone (a chunk may run in another
+    process than the plan), and staging is idempotent, because chunks are redelivered.
+    ``tests/trends/test_run_state_contract.py`` holds every implementation to this.
+    """
+
+    def start(self, run_id: str, duration: Duration, calculated_at: datetime) -> None:
+        """Record the run as running (idempotent)."""
+
+    def record_plan(self, run_id: str, dois: int, chunks: int) -> None:
+        """Record how many DOIs and chunks the run has."""
+
+    def stage_rows(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Keep a chunk's rows until the finalize; a redelivered chunk replaces its own rows."""
+
+    def is_running(self, run_id: str) -> bool:
+        """Whether the run is still running (not finalized, failed, superseded or given up)."""
+
+    def finalize(self, run_id: str, duration: Duration, calculated_at: datetime) -> FinalizeResult:
+        """Replace the duration's published rows with the run's, atomically, unless a newer run won."""
+
+    def refresh_covid_view(self, run_id: str | None = None) -> None:
+        """Refresh the COVID-19 view without blocking its readers."""
+
+    def abandon_runs(self, duration: Duration, keep: str | None = None) -> list[str]:
+        """Fail every other run of ``duration`` still marked running; their ids."""
+
+    def fail(self, run_id: str, error: str) -> None:
+        """Mark the run failed; its staged rows go, the published rows stay."""
+
+    def run_rows(self, duration: Duration, run_id: str) -> list[dict[str, Any]]:
+        """The rows the run published."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class PostgresRunState:
+    """:class:`RunState` in the product's PostgreSQL tables (``trend_run``, ``trending_staging``,
+    ``trending``, ``trending_history``, ``trending_state``, the view).
+
+    Holds the DSN (read from the settings once, at the composition root) and the process's
+    kept staging connection; every other call opens a short connection of its own, as the
+    steps of a run come minutes apart.
+    """
+
+    def __init__(self, dsn: str, *, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+        self._dsn = dsn
+        self._timeout_s = connect_timeout_s
+        # One COPY on a kept connection per process instead of a connection per chunk (see stage_rows).
+        self._staging = ReusedConnection("trend-aggregator-staging", timeout_s=connect_timeout_s)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PostgresRunState:
+        return cls(settings.postgres_dsn.get_secret_value(), connect_timeout_s=settings.connect_timeout_s)
+
+    def __repr__(self) -> str:
+        return f"PostgresRunState({mask_dsn(self._dsn)!r})"
+
+    def _connect(self, *, autocommit: bool = False) -> Connection:
+        return connect(self._dsn, autocommit=autocommit, timeout_s=self._timeout_s)
+
+    def start(self, run_id: str, duration: Duration, calculated_at: datetime) -> None:
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO trend_run (run_id, duration, calculated_at, status) "
+                        "VALUES (%s, %s, %s, 'running') ON CONFLICT (run_id) DO NOTHING",
+                        (run_id, duration.name, calculated_at))
+        # The history's day partition exists before the finalize appends to it (the maintenance
+        # task creates the coming days ahead; a run for a past time may need an old one).
+        partition_admin.ensure(conn, partitions.HISTORY, [partitions.HISTORY.range_of(calculated_at)])
+        conn.close()
+
+    def record_plan(self, run_id: str, dois: int, chunks: int) -> None:
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute("UPDATE trend_run SET dois = %s, chunks = %s, planned_at = clock_timestamp() "
+                        "WHERE run_id = %s", (dois, chunks, run_id))
+        conn.close()
+
+    def stage_rows(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Write a chunk's rows; idempotent (a redelivered chunk rewrites the same rows).
+
+        One ``COPY`` after deleting what an earlier delivery of the chunk staged, in one
+        transaction, on the process's kept connection: a multi-row ``INSERT … ON CONFLICT`` spent
+        most of its time quoting values in Python, and a connection per chunk cost as much again
+        (together 2.4 s of a ``year`` run's 14 s; ``bench/year_scale.py``).
+        """
+        if not rows:
+            return 0
+        dois = [row["doi"] for row in rows]
+        text = "".join(_copy_line(run_id, row) for row in rows)
+
+        def stage(cur: Cursor) -> None:
+            cur.execute("DELETE FROM trending_staging WHERE run_id = %s AND publication_doi = ANY(%s)",
+                        (run_id, dois))
+            cur.copy_expert(f"COPY trending_staging (run_id, publication_doi, {_COLS}) FROM STDIN",
+                            io.StringIO(text))
+
+        self._staging.run(self._dsn, stage)
+        return len(rows)
+
+    def finalize(self, run_id: str, duration: Duration, calculated_at: datetime) -> FinalizeResult:
+        """Replace the duration's rows with the run's staged rows, unless a newer run won."""
+        conn = self._connect()
+        try:
+            with conn, conn.cursor() as cur:
+                # A run given up while it waited (its lease expired: see worker/trends/lifecycle.py)
+                # lost its staged rows: publishing what a late chunk restaged would be a partial set.
+                cur.execute("SELECT status FROM trend_run WHERE run_id = %s FOR UPDATE", (run_id,))
+                state = cur.fetchone()
+                if state is None or state[0] != "running":
+                    cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
+                    log.warning("run no longer running (abandoned); rows kept",
+                                extra={"run_id": run_id, "status": state and state[0]})
+                    return FinalizeResult("abandoned", 0)
+                cur.execute("UPDATE trend_run SET finalize_at = clock_timestamp() WHERE run_id = %s", (run_id,))
+                cur.execute("INSERT INTO trending_state (duration, calculated_at, run_id) "
+                            "VALUES (%s, '-infinity', '') ON CONFLICT (duration) DO NOTHING", (duration.name,))
+                cur.execute("SELECT calculated_at FROM trending_state WHERE duration = %s FOR UPDATE",
+                            (duration.name,))
+                (current,) = _fetch_one(cur)
+                if current >= calculated_at:
+                    cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
+                    cur.execute("UPDATE trend_run SET status = 'superseded', finished_at = clock_timestamp(), "
+                                "rows_written = 0 WHERE run_id = %s", (run_id,))
+                    log.warning("run superseded by a newer one; rows kept", extra={
+                        "run_id": run_id, "duration": duration.name, "current": current.isoformat()})
+                    return FinalizeResult("superseded", 0)
+                cur.execute("DELETE FROM trending WHERE duration = %s", (duration.name,))
+                cur.execute(_PUBLISH, {"run_id": run_id, "duration": duration.name, "at": calculated_at})
+                rows, unknown, duplicate = _fetch_one(cur)
+                cur.execute("UPDATE trending_state SET calculated_at = %s, run_id = %s WHERE duration = %s",
+                            (calculated_at, run_id, duration.name))
+                cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
+                cur.execute("UPDATE trend_run SET status = 'finalized', finished_at = clock_timestamp(), "
+                            "rows_written = %s, rows_without_publication = %s, rows_duplicate_publication = %s "
+                            "WHERE run_id = %s", (rows, unknown, duplicate, run_id))
+            if unknown or duplicate:
+                log.info("rows kept out of trending (in trending_history only)", extra={
+                    "run_id": run_id, "without_publication": unknown, "duplicate_publication": duplicate})
+            return FinalizeResult("finalized", rows, unknown, duplicate)
+        finally:
+            conn.close()
+
+    def refresh_covid_view(self, run_id: str | None = None) -> None:
+        """CONCURRENTLY: readers of the view are never blocked (needs the unique index)."""
+        conn = self._connect(autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY trending_covid_papers")
+                if run_id is not None:
+                    cur.execute("UPDATE trend_run SET refreshed_at = clock_timestamp() WHERE run_id = %s",
+                                (run_id,))
+        finally:
+            conn.close()
+
+    def abandon_runs(self, duration: Duration, keep: str | None = None) -> list[str]:
+        """Fail every run of ``duration`` still marked running (but ``keep``), and drop their
+        staged rows. Called by a run that just took the duration's lease: whatever else is
+        "running" lost its lease, i.e. its worker died or it waited past the lease."""
+        conn = self._connect()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("UPDATE trend_run SET status = 'failed', finished_at = clock_timestamp(), "
+                            "error = 'abandoned: its lease expired before it finished (worker killed, or stuck)' "
+                            "WHERE duration = %s AND status = 'running' AND run_id IS DISTINCT FROM %s "
+                            "RETURNING run_id", (duration.name, keep))
+                gone = [run_id for (run_id,) in cur.fetchall()]
+                if gone:
+                    cur.execute("DELETE FROM trending_staging WHERE run_id = ANY(%s)", (gone,))
+            return gone
+        finally:
+            conn.close()
+
+    def is_running(self, run_id: str) -> bool:
+        conn = self._connect()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT status = 'running' FROM trend_run WHERE run_id = %s", (run_id,))
+                row = cur.fetchone()
+                return bool(row and row[0])
+        finally:
+            conn.close()
+
+    def fail(self, run_id: str, error: str) -> None:
+        """A failed run: its staged rows go, the current rows stay untouched."""
+        conn = self._connect()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
+                cur.execute("UPDATE trend_run SET status = 'failed', finished_at = clock_timestamp(), error = %s "
+                            "WHERE run_id = %s AND status = 'running'", (error[:2000], run_id))
+        finally:
+            conn.close()
+
+    def run_rows(self, duration: Duration, run_id: str) -> list[dict[str, Any]]:
+        """The rows a run published in ``trending`` (for the store's trend history and for tests)."""
+        conn = self._connect()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(f"SELECT publication_doi, {_COLS} FROM trending WHERE duration = %s AND run_id = %s",
+                            (duration.name, run_id))
+                return [{"doi": doi, **dict(zip(TREND_COLUMNS, rest, strict=True))} for doi, *rest in cur.fetchall()]
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._staging.close()
