@@ -65,6 +65,7 @@ from worker.config.settings import Settings
 from worker.core.events import Point
 from worker.core.partitions import EVENTS, HISTORY
 from worker.core.retention import RetentionPolicy
+from worker.db.connection import Database
 from worker.maintenance.run import maintain
 from worker.ops.dayplan.jobs import Job, starts
 from worker.ops.devstack.services import PostgresServer
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                     day.events_written += len(points)
                 clock = at
                 if job == "maintenance":
-                    report = maintain(pg.dsn, policy, at)
+                    report = maintain(Database(pg.dsn), policy, at)
                     day.maintenance_s += report.seconds
                     day.dropped += [s.target for s in report.steps if s.action == "drop" and s.done]
                     day.thinned += [s.target for s in report.steps if s.action.startswith("thin") and s.done]

@@ -15,6 +15,7 @@ from typing import Any
 from worker.celeryapp.app import app
 from worker.celeryapp.resources import for_process
 from worker.core import names
+from worker.db.connection import Database
 from worker.maintenance.run import MaintenanceInFlight, maintain
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,8 @@ BUDGET_S = 300.0
 def maintain_task() -> dict[str, Any]:
     settings = for_process().settings
     try:
-        report = maintain(settings.postgres_dsn.get_secret_value(), settings.retention_policy(), datetime.now(UTC),
-                          budget_s=BUDGET_S, connect_timeout_s=settings.connect_timeout_s)
+        report = maintain(Database.from_settings(settings), settings.retention_policy(), datetime.now(UTC),
+                          budget_s=BUDGET_S)
     except MaintenanceInFlight:
         log.warning("maintenance skipped: another run is in flight")
         return {"status": "skipped"}

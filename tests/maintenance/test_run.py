@@ -21,6 +21,7 @@ from worker.core.events import Point
 from worker.core.partitions import HISTORY
 from worker.core.retention import RetentionPolicy
 from worker.db import partition_admin
+from worker.db.connection import Database
 from worker.maintenance import run as maintenance
 from worker.maintenance.run import MaintenanceInFlight, maintain
 from worker.maintenance.thinning import thin
@@ -64,7 +65,7 @@ def test_retention_drops_whole_months_and_keeps_every_event_of_the_longest_span(
     cutoff = now - timedelta(days=POLICY.event_retention_days)  # 2025-02-09T12:00
     year_ago = now - timedelta(days=365)
 
-    report = maintain(pg_dsn, POLICY, now)
+    report = maintain(Database(pg_dsn), POLICY, now)
 
     # January 2025 ended before the cutoff: its partition is gone, as a table (no DELETE).
     assert "discussion_event_p20250101" not in children(pg_dsn, "discussion_event")
@@ -78,7 +79,7 @@ def test_retention_drops_whole_months_and_keeps_every_event_of_the_longest_span(
     # This month and the next exist before the first batch of the month needs them.
     assert {"discussion_event_p20260201", "discussion_event_p20260301"} <= set(children(pg_dsn, "discussion_event"))
     # Again at the same time: nothing left to do.
-    assert maintain(pg_dsn, POLICY, now).plan.empty
+    assert maintain(Database(pg_dsn), POLICY, now).plan.empty
 
 
 def test_a_drop_waits_for_no_reader_and_is_finished_later(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,7 +90,7 @@ def test_a_drop_waits_for_no_reader_and_is_finished_later(pg_dsn: str, monkeypat
     with reader.cursor() as cur:  # a long transaction that has read the events (e.g. a trend query)
         cur.execute("SELECT count(*) FROM discussion_event")
     started = time.monotonic()
-    report = maintain(pg_dsn, POLICY, at("2026-01-10T00:00:00"))
+    report = maintain(Database(pg_dsn), POLICY, at("2026-01-10T00:00:00"))
     assert time.monotonic() - started < 10
     [step] = [s for s in report.steps if s.target == "discussion_event_p20240101"]
     assert not step.done and "next run" in step.detail
@@ -100,7 +101,7 @@ def test_a_drop_waits_for_no_reader_and_is_finished_later(pg_dsn: str, monkeypat
     PostgresStore(pg_dsn).write([event("newer", at("2026-01-06T00:00:00"))])  # nor were writers
     reader.rollback()
     reader.close()
-    maintain(pg_dsn, POLICY, at("2026-01-10T00:00:00"))  # finishes the interrupted detach
+    maintain(Database(pg_dsn), POLICY, at("2026-01-10T00:00:00"))  # finishes the interrupted detach
     assert q(pg_dsn, "SELECT event_id FROM discussion_event ORDER BY 1") == [("new",), ("newer",)]
     assert q(pg_dsn, "SELECT to_regclass('discussion_event_p20240101')") == [(None,)]
 
@@ -110,10 +111,10 @@ def test_one_maintenance_run_at_a_time(pg_dsn: str) -> None:
     with other.cursor() as cur:
         cur.execute("SELECT pg_advisory_lock(hashtext('aggregator.maintenance'))")
     with pytest.raises(MaintenanceInFlight) as caught:
-        maintain(pg_dsn, POLICY, at("2026-01-10T00:00:00"))
+        maintain(Database(pg_dsn), POLICY, at("2026-01-10T00:00:00"))
     assert exit_code(caught.value) == 75
     other.close()
-    maintain(pg_dsn, POLICY, at("2026-01-10T00:00:00"))
+    maintain(Database(pg_dsn), POLICY, at("2026-01-10T00:00:00"))
 
 
 # --- history -----------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def test_history_keeps_exactly_what_the_policy_says_as_days_age(pg_dsn: str) -> 
     keys = seed_history(pg_dsn, at("2026-03-01T00:00:00"), days=8)
     assert len(keys) > 5000
     for now in (at("2026-03-09T00:30:00"), at("2026-03-10T00:30:00"), at("2026-03-12T06:00:00")):
-        report = maintain(pg_dsn, POLICY, now)
+        report = maintain(Database(pg_dsn), POLICY, now)
         assert not report.skipped, report.steps
         assert history_by_day(pg_dsn) == expected(keys, now), now
         levels = dict(q(pg_dsn, "SELECT day::text, level FROM trending_history_compaction"))
@@ -181,7 +182,7 @@ def test_history_keeps_exactly_what_the_policy_says_as_days_age(pg_dsn: str) -> 
             assert day is not None
             level = POLICY.history_level(day, now)
             assert levels.get(f"{day.start:%Y-%m-%d}", "full") == (level.name.lower() if level is not None else None)
-        assert maintain(pg_dsn, POLICY, now).plan.thin_history == []  # nothing is thinned twice
+        assert maintain(Database(pg_dsn), POLICY, now).plan.thin_history == []  # nothing is thinned twice
     # A thinned day keeps its indexes under the names they had before (the swap renames them).
     def indexes(day: str) -> list[str]:
         return [name.replace(day, "DAY") for (name,) in q(pg_dsn, "SELECT indexname FROM pg_indexes "
@@ -200,7 +201,7 @@ def test_a_run_into_a_thinned_day_is_thinned_again(pg_dsn: str) -> None:
 
     keys = seed_history(pg_dsn, at("2026-03-01T00:00:00"), days=2)
     now = at("2026-03-05T00:30:00")
-    maintain(pg_dsn, POLICY, now)
+    maintain(Database(pg_dsn), POLICY, now)
     assert q(pg_dsn, "SELECT day::text, level FROM trending_history_compaction ORDER BY 1") == [
         ("2026-03-01", "hourly"), ("2026-03-02", "hourly")]
     # `aggregator trends run currently --at 2026-03-01T10:10:00`: its rows land in a thinned day.
@@ -219,7 +220,7 @@ def test_a_run_into_a_thinned_day_is_thinned_again(pg_dsn: str) -> None:
     steps.state.close()
     assert q(pg_dsn, "SELECT day::text FROM trending_history_compaction") == [("2026-03-02",)]
     keys |= {(doi, "currently", past) for doi in ("10.1/0", "10.1/1")}
-    maintain(pg_dsn, POLICY, now)
+    maintain(Database(pg_dsn), POLICY, now)
     assert history_by_day(pg_dsn) == expected(keys, now)
 
 
@@ -232,7 +233,7 @@ def test_thinning_gives_way_to_a_reader_and_loses_no_row_written_meanwhile(
     reader = psycopg2.connect(pg_dsn)
     with reader.cursor() as cur:  # an operator's chart query in an open transaction
         cur.execute("SELECT count(*) FROM trending_history WHERE publication_doi = '10.1/0'")
-    report = maintain(pg_dsn, POLICY, now)
+    report = maintain(Database(pg_dsn), POLICY, now)
     assert [s.done for s in report.steps if s.action.startswith("thin")] == [False]
     assert history_by_day(pg_dsn) == {"trending_history_p20260301": keys}
     reader.rollback()
@@ -254,11 +255,11 @@ def test_thinning_gives_way_to_a_reader_and_loses_no_row_written_meanwhile(
         return row
 
     monkeypatch.setattr(partition_admin, "_fetch_one", fetch_then_write_a_late_row)
-    [step] = [s for s in maintain(pg_dsn, POLICY, now).steps if s.action.startswith("thin")]
+    [step] = [s for s in maintain(Database(pg_dsn), POLICY, now).steps if s.action.startswith("thin")]
     assert step.done and "rows arrived meanwhile" in step.detail
     assert history_by_day(pg_dsn) == {"trending_history_p20260301": keys | {late}}
     monkeypatch.setattr(partition_admin, "_fetch_one", real_fetch)
-    maintain(pg_dsn, POLICY, now)
+    maintain(Database(pg_dsn), POLICY, now)
     assert history_by_day(pg_dsn) == expected(keys | {late}, now)
 
 

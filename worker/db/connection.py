@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "Connection", "Cursor", "ReusedConnection", "connect"]
+from worker.config.settings import Settings
+from worker.core.masking import mask_dsn
+
+__all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "Connection", "Cursor", "Database", "ReusedConnection", "connect"]
 
 #: ``CONNECT_TIMEOUT_S``'s default; the product's callers pass the setting's value.
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -39,6 +43,30 @@ def connect(dsn: str, *, application_name: str = "trend-aggregator", autocommit:
     )
     conn.autocommit = autocommit
     return conn
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where the product's PostgreSQL is and how long to wait for it.
+
+    :meth:`from_settings` is the one place the DSN secret is read from the settings; every
+    product connection is opened from a ``Database`` (or from its ``dsn``, by the objects
+    built from one), and its ``repr`` masks the password.
+    """
+
+    dsn: str = field(repr=False)
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls(settings.postgres_dsn.get_secret_value(), settings.connect_timeout_s)
+
+    def connect(self, *, application_name: str = "trend-aggregator", autocommit: bool = False) -> Connection:
+        return connect(self.dsn, application_name=application_name, autocommit=autocommit,
+                       timeout_s=self.connect_timeout_s)
+
+    def __repr__(self) -> str:
+        return f"Database({mask_dsn(self.dsn)!r}, connect_timeout_s={self.connect_timeout_s})"
 
 
 class ReusedConnection:

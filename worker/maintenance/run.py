@@ -31,7 +31,7 @@ from worker.core.failures import TryLater
 from worker.core.partitions import EVENTS, HISTORY, Layout, Range
 from worker.core.retention import HistoryDay, Level, Plan, RetentionPolicy, plan
 from worker.db import partition_admin
-from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, connect
+from worker.db.connection import Database
 from worker.maintenance.thinning import kept_rows
 
 log = logging.getLogger(__name__)
@@ -82,11 +82,11 @@ def history_days(cur: Any) -> list[HistoryDay]:
             for p in partition_admin.attached(cur, HISTORY)]
 
 
-def maintain(dsn: str, policy: RetentionPolicy, now: datetime, *, dry_run: bool = False,
-             budget_s: float | None = None, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Report:
+def maintain(database: Database, policy: RetentionPolicy, now: datetime, *, dry_run: bool = False,
+             budget_s: float | None = None) -> Report:
     """Plan at ``now`` and (unless ``dry_run``) carry the plan out."""
     started = time.perf_counter()
-    conn = connect(dsn, application_name="aggregator-maintenance", autocommit=True, timeout_s=connect_timeout_s)
+    conn = database.connect(application_name="aggregator-maintenance", autocommit=True)
     try:
         with _exclusive(conn), conn.cursor() as cur:
             events = partition_admin.attached(cur, EVENTS)

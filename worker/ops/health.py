@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from worker.config.settings import Settings
 from worker.core.masking import mask_dsn, scrub
+from worker.db.connection import Database
 from worker.ingest.kafka_config import client_config
 
 TIMEOUT_S = 3.0
@@ -151,7 +152,7 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
     if s.result_backend != s.redis_url:
         redis_checks.append(("results", check_redis(s.result_backend.get_secret_value())))
     kafka = ("kafka", check_kafka(s.kafka_bootstrap_servers, s.kafka_topic))
-    postgres = ("postgres", check_postgres(s.postgres_dsn.get_secret_value()))
+    postgres = ("postgres", check_postgres(Database.from_settings(s).dsn))
 
     if component == "bridge":
         bridge = [*redis_checks[:1], kafka]

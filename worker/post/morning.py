@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 import tweepy
 
 from worker.config.settings import Settings
-from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, connect
+from worker.db.connection import Database
 from worker.post.compose import Paper, compose_post
 from worker.post.x_client import XPoster
 
@@ -50,8 +50,8 @@ def last_name(name: str | None) -> str | None:
     return name.split()[-1]
 
 
-def top_papers(dsn: str, duration: str = "today", *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> list[Paper]:
-    conn = connect(dsn, timeout_s=timeout_s)
+def top_papers(database: Database, duration: str = "today") -> list[Paper]:
+    conn = database.connect()
     try:
         with conn, conn.cursor() as cur:
             cur.execute(TOP_QUERY, (duration,))
@@ -62,8 +62,7 @@ def top_papers(dsn: str, duration: str = "today", *, timeout_s: float = DEFAULT_
 
 
 def todays_text(settings: Settings) -> str | None:
-    return compose_post(top_papers(settings.postgres_dsn.get_secret_value(), timeout_s=settings.connect_timeout_s),
-                        settings.trending_url)
+    return compose_post(top_papers(Database.from_settings(settings)), settings.trending_url)
 
 
 def morning_post(settings: Settings, *, day: date | None = None, poster: XPoster | None = None,
@@ -77,7 +76,7 @@ def morning_post(settings: Settings, *, day: date | None = None, poster: XPoster
     if poster is None:
         log.info("dry run: morning post not sent", extra={"day": day.isoformat(), "text": text})
         return PostOutcome("dry_run", text)
-    conn = connect(settings.postgres_dsn.get_secret_value(), timeout_s=settings.connect_timeout_s)
+    conn = Database.from_settings(settings).connect()
     try:
         with conn, conn.cursor() as cur:
             cur.execute("INSERT INTO morning_post (day, status, text) VALUES (%s, 'posting', %s) "

@@ -39,7 +39,7 @@ from worker.core import partitions
 from worker.core.durations import Duration
 from worker.core.masking import mask_dsn
 from worker.db import partition_admin
-from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, Cursor, ReusedConnection, connect
+from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, Cursor, Database, ReusedConnection, connect
 from worker.trends.math import TREND_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,8 @@ class PostgresRunState:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresRunState:
-        return cls(settings.postgres_dsn.get_secret_value(), connect_timeout_s=settings.connect_timeout_s)
+        database = Database.from_settings(settings)
+        return cls(database.dsn, connect_timeout_s=database.connect_timeout_s)
 
     def __repr__(self) -> str:
         return f"PostgresRunState({mask_dsn(self._dsn)!r})"

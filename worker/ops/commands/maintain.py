@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from worker.config.settings import Settings
 from worker.core.partitions import Range
 from worker.core.retention import Plan
+from worker.db.connection import Database
 from worker.maintenance.run import maintain
 
 
@@ -41,8 +42,7 @@ def _plan_lines(todo: Plan) -> list[str]:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     dry_run: bool = args.dry_run
     now = args.at or datetime.now(UTC)
-    report = maintain(settings.postgres_dsn.get_secret_value(), settings.retention_policy(), now, dry_run=dry_run,
-                      connect_timeout_s=settings.connect_timeout_s)
+    report = maintain(Database.from_settings(settings), settings.retention_policy(), now, dry_run=dry_run)
     policy = settings.retention_policy()
     print(f"maintenance at {now.isoformat()}: events kept {policy.event_retention_days} d; history every run "
           f"{policy.history_full_days} d, hourly to {policy.history_hourly_days} d, daily to "

@@ -18,7 +18,7 @@ import psycopg2
 
 from worker.config.settings import Settings
 from worker.core.failures import first_line
-from worker.db.connection import connect
+from worker.db.connection import Database
 from worker.ops.dayplan.heatmap import render_svg, summary
 from worker.ops.dayplan.jobs import Job, length_of, plan_day, scheduled_jobs
 from worker.store.influx.store import InfluxStore, layout_from_settings
@@ -36,8 +36,7 @@ WHERE status = 'posted' AND claimed_at > now() - %s * interval '1 day'
 def measured_postgres(settings: Settings, days: int) -> dict[str, list[float]]:
     """Job name -> measured run lengths (seconds) from ``trend_run`` and ``morning_post``."""
     found: dict[str, list[float]] = defaultdict(list)
-    conn = connect(settings.postgres_dsn.get_secret_value(), application_name="aggregator-schedule",
-                   timeout_s=settings.connect_timeout_s)
+    conn = Database.from_settings(settings).connect(application_name="aggregator-schedule")
     try:
         with conn, conn.cursor() as cur:
             cur.execute(_TREND_RUNS, (days,))

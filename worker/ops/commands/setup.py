@@ -7,6 +7,7 @@ import os
 
 from worker.config.settings import PLACEHOLDER_SECRET, Settings
 from worker.core.failures import ConfigError
+from worker.db.connection import Database
 from worker.db.migrate import migrate
 from worker.ingest.deadletter import ensure_topic
 from worker.store import open_store
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "Replace every change-me in .env; for a throwaway development stack only, "
             "pass --allow-placeholder-secrets.")
     # Trend tables live in PostgreSQL whatever the event store.
-    applied = migrate(settings.postgres_dsn.get_secret_value(), connect_timeout_s=settings.connect_timeout_s)
+    database = Database.from_settings(settings)
+    applied = migrate(database.dsn, connect_timeout_s=database.connect_timeout_s)
     store = open_store(settings)
     try:
         store.setup()  # idempotent (for PostgreSQL the migrations above, already applied)

@@ -38,7 +38,7 @@ from worker.core.aggregates import Aggregates, TrendRow
 from worker.core.durations import Duration
 from worker.core.events import POINT_FIELDS, Point
 from worker.db import partition_admin
-from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, connect
+from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, Database, connect
 from worker.db.migrate import migrate
 from worker.store.base import StoreRejected, StoreUnavailable
 from worker.store.postgres import copy
@@ -197,8 +197,9 @@ class PostgresStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
-        return cls(settings.postgres_dsn.get_secret_value(), query_connections=settings.trend_query_connections,
-                   connect_timeout_s=settings.connect_timeout_s)
+        database = Database.from_settings(settings)
+        return cls(database.dsn, query_connections=settings.trend_query_connections,
+                   connect_timeout_s=database.connect_timeout_s)
 
     @property
     def query_connections(self) -> int:
