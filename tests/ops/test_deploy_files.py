@@ -197,6 +197,8 @@ def test_bridge_grace_period_covers_its_shutdown_deadline() -> None:
 def test_redis_never_evicts_and_persists() -> None:
     command = " ".join(argv(SERVICES["redis"]))
     assert "--maxmemory-policy noeviction" in command
+    # A bound, or noeviction never applies and an outage grows Redis until the kernel kills it.
+    assert f"--maxmemory {ENV['REDIS_MAXMEMORY']} " in command
     assert "--appendonly yes" in command
 
 
