@@ -11,6 +11,7 @@ from __future__ import annotations
 from kombu import Exchange, Queue
 
 from worker.celeryapp.beat import build_beat_schedule
+from worker.celeryapp.limits import time_limits
 from worker.config.settings import get_settings
 from worker.core import names
 
@@ -63,9 +64,11 @@ task_routes = {
     "tasks.post.*": {"queue": names.DEFAULT_QUEUE, "routing_key": names.DEFAULT_QUEUE},
     "tasks.maintenance.*": {"queue": names.MAINTENANCE_QUEUE, "routing_key": names.MAINTENANCE_QUEUE},
 }
-# Rate limit per worker instance (a token bucket in its main process, NOT global): scale
-# the ingest rate by adding ingest workers, not by raising -c.
-task_annotations = {names.WRITE_BATCH: {"rate_limit": _s.ingest_rate_limit}}
+# Time limits per task kind (worker/celeryapp/limits.py): a hung task costs its limit, not a
+# worker. Rate limit per worker instance (a token bucket in its main process, NOT global):
+# scale the ingest rate by adding ingest workers, not by raising -c.
+task_annotations = time_limits(_s)
+task_annotations[names.WRITE_BATCH]["rate_limit"] = _s.ingest_rate_limit
 
 # Ingest tasks are acknowledged after they ran; a killed worker's batch is redelivered
 # (task_reject_on_worker_lost), and the idempotent store write makes that harmless.

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from worker.celeryapp.app import app
 from worker.celeryapp.resources import for_process
@@ -76,7 +77,9 @@ def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[
     send_ack(ack_client, acks, stored=False)  # started: the bridge waits for this batch
     try:
         conflicts = resources.event_store.write(batch) or 0
-    except StoreUnavailable as error:
+    except (StoreUnavailable, SoftTimeLimitExceeded) as error:
+        # A write past the soft time limit (TASK_TIME_LIMIT_INGEST_S) is a store that does not
+        # answer in time: retried like an outage, instead of the hard limit killing the child.
         waited = time.time() - first_attempt
         left = settings.ingest_outage_tolerance_s - waited
         if left <= 0:

@@ -95,3 +95,26 @@ def test_retention_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ConfigurationError) as caught:
         load_settings()
     assert named in str(caught.value)
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"TASK_TIME_LIMIT_CHUNK_S": "150"}, "TASK_TIME_LIMIT_CHUNK_S (150) must be below TREND_LOCK_TTL_S (150)"),
+    ({"TASK_TIME_LIMIT_FINALIZE_S": "600"}, "TASK_TIME_LIMIT_FINALIZE_S (600) must be below TREND_LOCK_TTL_S"),
+    ({"TREND_LOCK_TTL_S": "3600"}, "TREND_LOCK_TTL_S (3600) must be below the period of currently (180 s"),
+    ({"TREND_DURATIONS": '{"today": {"schedule": "*/2 * * * *"}}'}, "below the period of today (120 s"),
+    ({"TASK_TIME_LIMIT_INGEST_S": "7200"}, "TASK_TIME_LIMIT_INGEST_S (7200) must be below VISIBILITY_TIMEOUT_S"),
+])
+def test_time_limits_lease_and_periods_must_nest(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                 named: str) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert named in str(caught.value)
+
+
+def test_the_defaults_nest() -> None:
+    settings = Settings()
+    assert settings.task_time_limit_chunk_s < settings.trend_lock_ttl_s
+    assert settings.task_time_limit_finalize_s < settings.trend_lock_ttl_s
+    assert all(settings.trend_lock_ttl_s < min_period_s(d.schedule) for d in settings.durations().values())

@@ -60,3 +60,52 @@ def test_runs_through_a_real_worker_and_a_failing_chunk_keeps_old_rows(env: dict
     app.send_task("tasks.trends.run_trend", args=("currently", third), queue="trends")
     wait_for(lambda: q(dsn, "SELECT count(*) FROM trend_run WHERE status = 'finalized'") == [(2,)], 60,
              "third run finalized")
+
+
+@pytest.mark.parametrize("bound", ["lock_timeout", "time_limit"])
+def test_a_hung_chunk_fails_its_run_and_the_next_run_finalizes(env: dict[str, str], spawn, bound: str) -> None:
+    """A chunk that cannot get on (its staging table locked by someone else) is bounded: by
+    PG_LOCK_TIMEOUT_S, or, with no lock timeout, by the chunk's hard time limit, which kills
+    its pool process. Either way its run fails as a failed chunk does (old rows stay, the
+    lease is released) and the next run finalizes as soon as the table is free."""
+    import psycopg2
+
+    from worker.app import app
+    from worker.celeryapp.resources import for_process
+
+    dsn = env["POSTGRES_DSN"]
+    dois = [f"10.1101/h{i:04d}" for i in range(300)]
+    seed_events(dsn, datetime_to_ns(NOW), dict.fromkeys(dois, 12), 6 * 3600)
+    seed_plain_publications(dsn, dois)
+    limits = ({"PG_LOCK_TIMEOUT_S": "1"} if bound == "lock_timeout" else
+              {"PG_LOCK_TIMEOUT_S": "0", "TASK_TIME_LIMIT_CHUNK_S": "4"})
+    worker = start_worker(spawn, {**env, "TREND_CHUNK_SIZE": "200", **limits}, queue="trends", concurrency=1)
+    app.send_task("tasks.trends.run_trend", args=("currently", NOW.isoformat()), queue="trends")
+    wait_for(lambda: q(dsn, "SELECT count(*) FROM trend_run WHERE status = 'finalized'") == [(1,)], 60,
+             "first run finalized")
+    before = q(dsn, "SELECT publication_doi, score, run_id FROM trending ORDER BY 1")
+
+    blocker = psycopg2.connect(dsn)  # holds the staging table for the whole second run
+    with blocker.cursor() as cur:
+        cur.execute("LOCK TABLE trending_staging IN ACCESS EXCLUSIVE MODE")
+    try:
+        later = (NOW + timedelta(minutes=3)).isoformat()
+        second = app.send_task("tasks.trends.run_trend", args=("currently", later), queue="trends").get(timeout=30)
+        if bound == "lock_timeout":
+            wait_for(lambda: "lock timeout" in log_text(worker), 30, "the chunk's lock wait bounded")
+            # The run is given up and its lease released while the table is still locked.
+            wait_for(lambda: run_status(dsn, second["run_id"]) == "failed", 30, "second run marked failed")
+            wait_for(lambda: for_process().leases.of("currently").holder() is None, 30, "lease released")
+        else:
+            wait_for(lambda: "Hard time limit (4" in log_text(worker), 30, "the chunk killed at its hard limit")
+        assert q(dsn, "SELECT publication_doi, score, run_id FROM trending ORDER BY 1") == before
+    finally:
+        blocker.rollback()
+        blocker.close()
+    wait_for(lambda: run_status(dsn, second["run_id"]) == "failed", 30, "second run failed")
+    wait_for(lambda: for_process().leases.of("currently").holder() is None, 30, "lease released")
+    third = (NOW + timedelta(minutes=6)).isoformat()
+    app.send_task("tasks.trends.run_trend", args=("currently", third), queue="trends")
+    wait_for(lambda: q(dsn, "SELECT count(*) FROM trend_run WHERE status = 'finalized'") == [(2,)], 60,
+             "third run finalized")
+    assert q(dsn, "SELECT count(*) FROM trending_staging") == [(0,)]

@@ -32,7 +32,9 @@ LEASE_S = 20
 
 @pytest.fixture
 def stage(env: dict[str, str], tmp_path: Path) -> Iterator[Stage]:
-    stage = Stage(env, tmp_path, TREND_LOCK_TTL_S=str(LEASE_S), TREND_CHUNK_SIZE="50")
+    # The time limits stay below the lease, as the settings require.
+    stage = Stage(env, tmp_path, TREND_LOCK_TTL_S=str(LEASE_S), TREND_CHUNK_SIZE="50",
+                  TASK_TIME_LIMIT_CHUNK_S=str(LEASE_S - 5), TASK_TIME_LIMIT_FINALIZE_S=str(LEASE_S - 5))
     yield stage
     stage.close()
 

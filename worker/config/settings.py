@@ -193,8 +193,32 @@ class Settings(BaseSettings):
     # {"currently": {"min_events": 5}, "year": {"schedule": "4 3 * * *"}}
     trend_durations: str = "{}"
     # The lease of a run on its duration, renewed by every chunk and the finalize step: a run
-    # whose worker died frees its duration within this, and the next run takes over.
-    trend_lock_ttl_s: int = Field(180, ge=10)
+    # whose worker died frees its duration within this, and the next run takes over. Below
+    # every duration's period (the next run must find it free), above the chunk's and the
+    # finalize's time limits (a live run renews it in time).
+    trend_lock_ttl_s: int = Field(150, ge=10)
+
+    # --- Bounded work: Celery time limits per task kind (hard; the soft limit, which raises
+    # in the task so it fails cleanly, is SOFT_TIME_LIMIT_RATIO of it) -------------------------
+    # Measured here (docs/benchmarks.md): an ingest batch of 5000 events ~0.2 s, a `year`
+    # chunk well under 1 s, its finalize and view refresh ~2 s at 10M events; the defaults
+    # leave two orders of magnitude for a slow day, and stop a hung task instead of a worker.
+    task_time_limit_ingest_s: float = Field(120.0, gt=1)
+    task_time_limit_trend_run_s: float = Field(120.0, gt=1)  # plan: select and cut the DOIs
+    task_time_limit_chunk_s: float = Field(120.0, gt=1)
+    task_time_limit_finalize_s: float = Field(120.0, gt=1)  # finalize, view refresh; the errback
+    task_time_limit_maintenance_s: float = Field(1800.0, gt=1)
+    task_time_limit_post_s: float = Field(120.0, gt=1)
+
+    # --- Bounded work: PostgreSQL timeouts per kind of session (0 = none) ------------------
+    # A statement past its timeout, or a lock not granted in time, fails like an unreachable
+    # store: an ingest batch is retried with backoff, a trend chunk or finalize fails its run
+    # (the published rows stay, the lease is released). The maintenance DDL has its own short
+    # lock timeouts (worker/db/partition_admin.py).
+    pg_statement_timeout_ingest_s: float = Field(60.0, ge=0)
+    pg_statement_timeout_trends_s: float = Field(60.0, ge=0)  # qualifying DOIs, a chunk's inputs
+    pg_statement_timeout_finalize_s: float = Field(60.0, ge=0)  # each statement of the finalize
+    pg_lock_timeout_s: float = Field(10.0, ge=0)
 
     # --- Operating for years: retention and trend history (PostgreSQL) --------------------
     # Carried out by the maintenance task (beat, queue `maintenance`) and `aggregator
@@ -318,6 +342,7 @@ class Settings(BaseSettings):
             # timeout and Redis hands it out a second time (NOTES: celery#5935).
             problems.append(f"INGEST_RETRY_BACKOFF_MAX_S ({self.ingest_retry_backoff_max_s}) must be below "
                             f"VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s})")
+        problems += self._bounded_work_problems()
         # Retention and history thinning (checked whatever the store: the maintenance worker
         # manages discussion_event's partitions and need not know which store is in use).
         problems += self.retention_policy().problems(max(d.span_s for d in self.durations().values()))
@@ -339,6 +364,28 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _bounded_work_problems(self) -> list[str]:
+        """The time limits, the lease and the schedules must nest, or a live run loses its
+        lease (another run then starts beside it) or a dead run's lease outlives the next tick."""
+        problems = []
+        ttl = self.trend_lock_ttl_s
+        for name, limit in (("TASK_TIME_LIMIT_CHUNK_S", self.task_time_limit_chunk_s),
+                            ("TASK_TIME_LIMIT_FINALIZE_S", self.task_time_limit_finalize_s)):
+            if limit >= ttl:
+                problems.append(f"{name} ({limit:g}) must be below TREND_LOCK_TTL_S ({ttl}): a run renews its "
+                                "lease once per chunk and at the finalize")
+        for duration in self.durations().values():
+            period = min_period_s(duration.schedule)
+            if ttl >= period:
+                problems.append(f"TREND_LOCK_TTL_S ({ttl}) must be below the period of {duration.name} "
+                                f"({period} s, schedule {duration.schedule!r}): a dead run's lease must be gone "
+                                "by the next run")
+        if self.task_time_limit_ingest_s >= self.visibility_timeout_s:
+            problems.append(f"TASK_TIME_LIMIT_INGEST_S ({self.task_time_limit_ingest_s:g}) must be below "
+                            f"VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}): Redis would hand a running batch "
+                            "out again")
+        return problems
 
     # -- derived values ------------------------------------------------------------------------
     @property

@@ -15,7 +15,16 @@ from psycopg2.extensions import cursor as Cursor
 from worker.config.settings import Settings
 from worker.core.masking import mask_dsn
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "Connection", "Cursor", "Database", "ReusedConnection", "connect"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "NO_TIMEOUTS",
+    "Connection",
+    "Cursor",
+    "Database",
+    "ReusedConnection",
+    "Timeouts",
+    "connect",
+]
 
 #: ``CONNECT_TIMEOUT_S``'s default; the product's callers pass the setting's value.
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -43,6 +52,41 @@ def connect(dsn: str, *, application_name: str = "trend-aggregator", autocommit:
     )
     conn.autocommit = autocommit
     return conn
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """``statement_timeout`` and ``lock_timeout`` of one kind of session (0 = none).
+
+    Applied with ``SET LOCAL`` at the start of each transaction (:meth:`sql`), so one kept
+    connection can serve two kinds (the event store's writes and its trend queries) and a
+    pooled connection never carries a kind's limits into the next transaction. A statement
+    cancelled by either raises ``QueryCanceled`` or ``LockNotAvailable``, both
+    ``OperationalError``: the caller's "PostgreSQL did not answer" path.
+    """
+
+    statement_s: float = 0.0
+    lock_s: float = 0.0
+
+    def sql(self) -> str:
+        return (f"SET LOCAL statement_timeout = {round(self.statement_s * 1000)}; "
+                f"SET LOCAL lock_timeout = {round(self.lock_s * 1000)}")
+
+    @classmethod
+    def ingest(cls, settings: Settings) -> Timeouts:
+        return cls(settings.pg_statement_timeout_ingest_s, settings.pg_lock_timeout_s)
+
+    @classmethod
+    def trends(cls, settings: Settings) -> Timeouts:
+        return cls(settings.pg_statement_timeout_trends_s, settings.pg_lock_timeout_s)
+
+    @classmethod
+    def finalize(cls, settings: Settings) -> Timeouts:
+        return cls(settings.pg_statement_timeout_finalize_s, settings.pg_lock_timeout_s)
+
+
+#: No statement or lock timeout: what a session has unless its kind sets one.
+NO_TIMEOUTS = Timeouts()
 
 
 @dataclass(frozen=True)

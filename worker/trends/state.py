@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+import psycopg2
 from psycopg2.extensions import connection as Connection
 
 from worker.config.settings import Settings
@@ -39,7 +40,15 @@ from worker.core import partitions
 from worker.core.durations import Duration
 from worker.core.masking import mask_dsn
 from worker.db import partition_admin
-from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, Cursor, Database, ReusedConnection, connect
+from worker.db.connection import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    NO_TIMEOUTS,
+    Cursor,
+    Database,
+    ReusedConnection,
+    Timeouts,
+    connect,
+)
 from worker.trends.math import TREND_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -107,6 +116,23 @@ SELECT (SELECT count(*) FROM published),
 """
 
 
+#: How long removing a finished run's staged rows waits for the table: never long, as the
+#: rows are only left-overs (keyed by their run, which no finalize reads again) and the
+#: duration's next run removes them.
+_CLEANUP_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
+
+
+def _drop_staged(conn: Connection, sql: str, params: tuple[object, ...]) -> None:
+    """Remove staged rows of finished runs, in a transaction of its own; best effort."""
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(_CLEANUP_LOCK_TIMEOUT)
+            cur.execute(sql, params)
+    except psycopg2.OperationalError as error:
+        log.warning("staged rows of finished runs left for the duration's next run to remove",
+                    extra={"error": str(error).strip()[:300]})
+
+
 def _fetch_one(cur: Any) -> tuple[Any, ...]:
     row = cur.fetchone()
     if row is None:  # pragma: no cover - every statement above returns one row
@@ -165,16 +191,19 @@ class PostgresRunState:
     steps of a run come minutes apart.
     """
 
-    def __init__(self, dsn: str, *, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    def __init__(self, dsn: str, *, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+                 timeouts: Timeouts = NO_TIMEOUTS) -> None:
         self._dsn = dsn
         self._timeout_s = connect_timeout_s
+        # statement_timeout and lock_timeout of the staging, the finalize and the view refresh.
+        self._timeouts = timeouts.sql()
         # One COPY on a kept connection per process instead of a connection per chunk (see stage_rows).
         self._staging = ReusedConnection("trend-aggregator-staging", timeout_s=connect_timeout_s)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresRunState:
         database = Database.from_settings(settings)
-        return cls(database.dsn, connect_timeout_s=database.connect_timeout_s)
+        return cls(database.dsn, connect_timeout_s=database.connect_timeout_s, timeouts=Timeouts.finalize(settings))
 
     def __repr__(self) -> str:
         return f"PostgresRunState({mask_dsn(self._dsn)!r})"
@@ -212,6 +241,7 @@ class PostgresRunState:
         text = "".join(_copy_line(run_id, row) for row in rows)
 
         def stage(cur: Cursor) -> None:
+            cur.execute(self._timeouts)
             cur.execute("DELETE FROM trending_staging WHERE run_id = %s AND publication_doi = ANY(%s)",
                         (run_id, dois))
             cur.copy_expert(f"COPY trending_staging (run_id, publication_doi, {_COLS}) FROM STDIN",
@@ -225,6 +255,7 @@ class PostgresRunState:
         conn = self._connect()
         try:
             with conn, conn.cursor() as cur:
+                cur.execute(self._timeouts)
                 # A run given up while it waited (its lease expired: see worker/trends/lifecycle.py)
                 # lost its staged rows: publishing what a late chunk restaged would be a partial set.
                 cur.execute("SELECT status FROM trend_run WHERE run_id = %s FOR UPDATE", (run_id,))
@@ -268,6 +299,7 @@ class PostgresRunState:
         conn = self._connect(autocommit=True)
         try:
             with conn.cursor() as cur:
+                cur.execute(self._timeouts.replace("SET LOCAL", "SET"))  # autocommit: no transaction to be local to
                 cur.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY trending_covid_papers")
                 if run_id is not None:
                     cur.execute("UPDATE trend_run SET refreshed_at = clock_timestamp() WHERE run_id = %s",
@@ -287,8 +319,9 @@ class PostgresRunState:
                             "WHERE duration = %s AND status = 'running' AND run_id IS DISTINCT FROM %s "
                             "RETURNING run_id", (duration.name, keep))
                 gone = [run_id for (run_id,) in cur.fetchall()]
-                if gone:
-                    cur.execute("DELETE FROM trending_staging WHERE run_id = ANY(%s)", (gone,))
+            # The staged rows of those, and any a failed run could not remove itself.
+            _drop_staged(conn, "DELETE FROM trending_staging WHERE run_id IN (SELECT run_id FROM trend_run "
+                               "WHERE duration = %s AND status <> 'running')", (duration.name,))
             return gone
         finally:
             conn.close()
@@ -304,13 +337,19 @@ class PostgresRunState:
             conn.close()
 
     def fail(self, run_id: str, error: str) -> None:
-        """A failed run: its staged rows go, the current rows stay untouched."""
+        """A failed run: marked failed at once, its staged rows go, the current rows stay.
+
+        Two transactions: the mark must not wait behind whatever made the run fail (a
+        locked staging table, say). Staged rows that cannot be removed within a short lock
+        wait are removed by the duration's next run (:meth:`abandon_runs`).
+        """
         conn = self._connect()
         try:
             with conn, conn.cursor() as cur:
-                cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
+                cur.execute(self._timeouts)
                 cur.execute("UPDATE trend_run SET status = 'failed', finished_at = clock_timestamp(), error = %s "
                             "WHERE run_id = %s AND status = 'running'", (error[:2000], run_id))
+            _drop_staged(conn, "DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
         finally:
             conn.close()
 

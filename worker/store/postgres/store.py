@@ -38,7 +38,7 @@ from worker.core.aggregates import Aggregates, TrendRow
 from worker.core.durations import Duration
 from worker.core.events import POINT_FIELDS, Point
 from worker.db import partition_admin
-from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, Database, connect
+from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, NO_TIMEOUTS, Database, Timeouts, connect
 from worker.db.migrate import migrate
 from worker.store.base import StoreRejected, StoreUnavailable
 from worker.store.postgres import copy
@@ -183,11 +183,15 @@ class PostgresStore:
     keeps_trend_history = False  # trending_history is written by the finalize step itself
 
     def __init__(self, dsn: str, *, query_connections: int = 1,
-                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+                 write_timeouts: Timeouts = NO_TIMEOUTS, query_timeouts: Timeouts = NO_TIMEOUTS) -> None:
         if query_connections < 1:
             raise ValueError("query_connections must be >= 1")
         self._dsn = dsn
         self._timeout_s = connect_timeout_s
+        # statement_timeout and lock_timeout of ingest's writes and of the trend queries.
+        self._write_timeouts = write_timeouts.sql()
+        self._query_settings = f"{_TREND_QUERY_SETTINGS}; {query_timeouts.sql()}"
         # Slot 0 serves writes and every query; slots 1.. serve only the extra parts of a
         # chunk's trend query (trend_inputs), each from its own thread.
         self._conns: list[Connection | None] = [None] * query_connections
@@ -199,7 +203,8 @@ class PostgresStore:
     def from_settings(cls, settings: Settings) -> PostgresStore:
         database = Database.from_settings(settings)
         return cls(database.dsn, query_connections=settings.trend_query_connections,
-                   connect_timeout_s=database.connect_timeout_s)
+                   connect_timeout_s=database.connect_timeout_s, write_timeouts=Timeouts.ingest(settings),
+                   query_timeouts=Timeouts.trends(settings))
 
     @property
     def query_connections(self) -> int:
@@ -267,6 +272,7 @@ class PostgresStore:
             try:
                 self._ensure_partitions(conn, months)
                 with conn, conn.cursor() as cur:
+                    cur.execute(self._write_timeouts)
                     cur.execute(copy.STAGING)
                     cur.copy_expert(copy.COPY, buffer)
                     cur.execute(_MERGE)
@@ -341,7 +347,7 @@ class PostgresStore:
             GROUP BY doi HAVING count(*) > %(min)s ORDER BY doi
         """
         rows = self._query(sql, {"start": start, "stop": stop, "min": duration.min_events},
-                           settings=_TREND_QUERY_SETTINGS)
+                           settings=self._query_settings)
         return [doi for (doi,) in rows]
 
     def trend_inputs(self, duration: Duration, now_ns: int, dois: Sequence[str]) -> Aggregates:
@@ -405,7 +411,7 @@ class PostgresStore:
         out = io.BytesIO()
         try:
             with conn, conn.cursor() as cur:
-                cur.execute(_TREND_QUERY_SETTINGS)
+                cur.execute(self._query_settings)
                 cur.copy_expert(cur.mogrify(sql, params).decode(), out)
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
             self._drop_connection(slot)

@@ -1,0 +1,31 @@
+"""Celery time limits per task kind, from the settings (pure; ``celeryconfig`` applies them).
+
+The hard limit kills a task's pool process (its slot comes back; with ``acks_late`` the
+message is acknowledged as failed, not redelivered); the soft limit, a fraction of it,
+raises ``SoftTimeLimitExceeded`` inside the task first, so a chunk fails its run through
+the chord's errback (published rows stay, the lease is released) and an ingest batch is
+retried, before anything is killed. A hung task then costs its limit, not a worker.
+"""
+
+from __future__ import annotations
+
+from worker.config.settings import Settings
+from worker.core import names
+
+#: The soft limit as a fraction of the hard one: room for the task to fail cleanly.
+SOFT_TIME_LIMIT_RATIO = 0.8
+
+
+def time_limits(settings: Settings) -> dict[str, dict[str, float | str]]:
+    """Task name -> ``{"time_limit": hard, "soft_time_limit": soft}``, seconds."""
+    hard = {
+        names.WRITE_BATCH: settings.task_time_limit_ingest_s,
+        names.RUN_TREND: settings.task_time_limit_trend_run_s,
+        names.COMPUTE_CHUNK: settings.task_time_limit_chunk_s,
+        names.FINALIZE_TREND: settings.task_time_limit_finalize_s,
+        names.TREND_FAILED: settings.task_time_limit_finalize_s,
+        names.MAINTAIN: settings.task_time_limit_maintenance_s,
+        names.MORNING_POST: settings.task_time_limit_post_s,
+    }
+    return {task: {"time_limit": limit, "soft_time_limit": round(limit * SOFT_TIME_LIMIT_RATIO, 3)}
+            for task, limit in hard.items()}  # a task's other annotations (rate_limit) join these
