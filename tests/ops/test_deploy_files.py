@@ -221,7 +221,8 @@ def test_product_runs_on_influxdb_in_compose() -> None:
 
 # Which product service may see which secret: the rest must not get it at all.
 SECRET_HOLDERS = {
-    "POSTGRES_DSN": {"setup", "worker-ingest", "worker-trends", "worker-default"},
+    # beat: only for its healthcheck (`health beat trends` reads the runs' finalize times).
+    "POSTGRES_DSN": {"setup", "worker-ingest", "worker-trends", "worker-default", "beat"},
     "INFLUXDB_V2_TOKEN": {"setup", "worker-ingest", "worker-trends"},
     "X_CONSUMER_KEY": {"setup", "worker-default"},
     "X_CONSUMER_SECRET": {"setup", "worker-default"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -37,3 +38,60 @@ def test_failures_are_one_line_each_redacted_and_bounded(capsys: pytest.CaptureF
     assert [line.split()[:2] for line in lines] == [["FAIL", "postgres"], ["FAIL", "kafka"]], out
     assert "hunter2" not in out
     assert elapsed < 8, f"checks run concurrently with ~3 s timeouts, took {elapsed:.1f}s"
+
+
+def _finalized(dsn: str, ages: dict[str, timedelta], started: timedelta = timedelta(days=30)) -> None:
+    """One finalized run per duration, finished ``ages[duration]`` ago."""
+    import psycopg2
+
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        for name, age in ages.items():
+            cur.execute("INSERT INTO trend_run (run_id, duration, calculated_at, status, started_at, finished_at) "
+                        "VALUES (%s, %s, now() - %s, 'finalized', now() - %s, now() - %s)",
+                        (f"{name}:test", name, age, started, age))
+    conn.close()
+
+
+def test_trends_health_names_the_stale_duration(pg_dsn: str, redis_url: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings(postgres_dsn=pg_dsn, redis_url=redis_url)
+    fresh = dict.fromkeys(("currently", "today", "week", "month", "year"), timedelta(minutes=1))
+    _finalized(pg_dsn, {**fresh, "currently": timedelta(hours=1)})
+    assert check("trends", settings=settings) == 1
+    lines = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["trend:currently"].startswith("FAIL trend:currently")
+    assert "stale: last finalized 60 min ago (stale after 10 min)" in lines["trend:currently"]
+    assert all(lines[f"trend:{name}"].startswith("ok ") for name in ("today", "week", "month", "year"))
+    assert lines["queues"].startswith("ok   queues") and "ingest=0 trends=0" in lines["queues"]
+
+
+def test_trends_health_passes_when_fresh_and_fails_on_a_flooded_ingest_queue(
+        pg_dsn: str, redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import redis
+
+    settings = Settings(postgres_dsn=pg_dsn, redis_url=redis_url, bridge_queue_high_watermark=3,
+                        bridge_queue_low_watermark=1)
+    _finalized(pg_dsn, dict.fromkeys(("currently", "today", "week", "month", "year"), timedelta(minutes=1)))
+    assert check(["beat", "trends"], settings=settings) == 0
+    capsys.readouterr()
+    redis.Redis.from_url(redis_url).rpush("ingest", *[b"{}"] * 7)  # more than 2 x the high watermark
+    assert check("trends", settings=settings) == 1
+    out = capsys.readouterr().out
+    assert "FAIL queues" in out and "ingest holds more than 6 batches" in out and "ingest=7" in out
+
+
+def test_lag_health_counts_what_the_group_has_not_stored(kafka, topics: dict[str, str],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from confluent_kafka import Producer
+
+    # One record per request: Tansu counts its high watermark per record batch, Kafka per record.
+    producer = Producer({"bootstrap.servers": kafka.bootstrap, "linger.ms": 0})
+    for i in range(12):
+        producer.produce(topics["topic"], b"{}", partition=i % 2)
+        producer.flush(10)
+    settings = Settings(kafka_bootstrap_servers=kafka.bootstrap, kafka_topic=topics["topic"],
+                        kafka_group_id=topics["group"], health_max_ingest_lag=12)
+    assert check("lag", settings=settings) == 0
+    assert "12 event(s) of" in capsys.readouterr().out
+    assert check("lag", settings=settings.model_copy(update={"health_max_ingest_lag": 11})) == 1
+    assert "more than HEALTH_MAX_INGEST_LAG (11)" in capsys.readouterr().out

@@ -179,6 +179,9 @@ class Settings(BaseSettings):
     bridge_idle_flush_s: float = Field(1.0, gt=0)
     bridge_poll_timeout_s: float = Field(0.5, gt=0)
     bridge_metrics_port: int = Field(0, ge=0, le=65535)  # 0 = no metrics endpoint
+    # `aggregator health lag` (the bridge's healthcheck) fails past this many events of
+    # KAFKA_TOPIC not yet stored: a few minutes of the fastest ingest measured here.
+    health_max_ingest_lag: int = Field(1_000_000, ge=1)
 
     # --- Trends -----------------------------------------------------------------------------
     trends_queue: str = Field("trends", min_length=1)

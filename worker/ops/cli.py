@@ -28,6 +28,7 @@ from worker.core.durations import DEFAULT_DURATIONS
 from worker.core.failures import OperatorError
 from worker.ingest.kafka_config import KAFKA_LOGGER
 from worker.ops.failures import classify, exit_code
+from worker.ops.health import COMPONENTS
 
 #: A command's entry: ``run(args, settings) -> exit code``.
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -201,9 +202,11 @@ def make_parser() -> argparse.ArgumentParser:
     schedule.set_defaults(handler="schedule:run")
 
     health = command("health", "exit 0 when a component's dependencies answer (container healthcheck)",
-                     "One line per check; exit 69 when one fails.")
-    health.add_argument("component", choices=("bridge", "worker", "beat", "setup"), nargs="?", default="worker",
-                        help="whose dependencies to check")
+                     "One line per check; exit 69 when one fails. `trends`: every duration's last finalized run "
+                     "against its bound, and the queue depths; `lag`: the consumer group's lag against "
+                     "HEALTH_MAX_INGEST_LAG. Several components at once: `aggregator health worker trends`.")
+    health.add_argument("component", choices=COMPONENTS, nargs="*", default=["worker"],
+                        help="what to check")
     health.set_defaults(handler="health:run")
     return parser
 

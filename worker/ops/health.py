@@ -18,6 +18,18 @@ InfluxDB outage does not mark the bridge unhealthy):
   main process is wedged stops answering pings while its dependencies still look fine.
 - ``beat``: Redis (beat only publishes).
 - ``setup``: PostgreSQL, Kafka, InfluxDB when configured (what `aggregator setup` writes to).
+
+And what the product delivers, beyond its dependencies answering:
+
+- ``trends``: per duration, the age of its last finalized run against its bound
+  (:mod:`worker.trends.freshness`: two periods plus what one run may take), and the queue
+  depths (the ingest queue must stay below twice ``BRIDGE_QUEUE_HIGH_WATERMARK``: the
+  bridges pause at the watermark). Compose's trends worker and beat run it beside their
+  own checks.
+- ``lag``: the consumer group's lag on ``KAFKA_TOPIC`` (events not yet stored) against
+  ``HEALTH_MAX_INGEST_LAG``; the bridge's healthcheck runs it.
+
+Several components can be checked at once: ``aggregator health worker trends``.
 """
 
 from __future__ import annotations
@@ -25,15 +37,22 @@ from __future__ import annotations
 import socket
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from worker.config.settings import Settings
+from worker.core import names
+from worker.core.durations import Duration
 from worker.core.masking import mask_dsn, scrub
 from worker.db.connection import Database
+from worker.ingest.bridge.depth import priority_keys
 from worker.ingest.kafka_config import client_config
+from worker.trends.freshness import Freshness, stale_after
 
 TIMEOUT_S = 3.0
+#: The components `aggregator health` knows.
+COMPONENTS = ("bridge", "worker", "beat", "setup", "trends", "lag")
 
 #: A check returns a short detail for the "ok" line or raises with the reason.
 Check = Callable[[], str]
@@ -142,6 +161,95 @@ def check_celery_ping(settings: Settings, hostname: str) -> Check:
     return run
 
 
+def check_trend(settings: Settings, duration: Duration) -> Check:
+    bound = stale_after(duration, start_offset_s=settings.trend_start_offset_s,
+                        run_limit_s=settings.task_time_limit_trend_run_s,
+                        finalize_limit_s=settings.task_time_limit_finalize_s)
+    dsn = Database.from_settings(settings).dsn
+
+    def run() -> str:
+        import psycopg2
+
+        conn = psycopg2.connect(dsn, connect_timeout=int(TIMEOUT_S))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET statement_timeout = %s", (int(TIMEOUT_S * 1000),))
+                cur.execute("SELECT (SELECT max(finished_at) FROM trend_run WHERE duration = %s AND status = "
+                            "'finalized'), (SELECT min(started_at) FROM trend_run), clock_timestamp()",
+                            (duration.name,))
+                last, since, now = cur.fetchone() or (None, None, None)
+        finally:
+            conn.close()
+        freshness = Freshness(duration.name, bound, last, since, now)
+        if freshness.stale:
+            raise RuntimeError(f"stale: {freshness.describe()}")
+        return freshness.describe()
+
+    return run
+
+
+def queue_depths(client: Any, queues: list[str]) -> dict[str, int]:
+    """Messages waiting per queue (kombu's Redis list and its priority lists) and, as
+    ``unacked``, messages handed to workers and not yet acknowledged."""
+    depths = {queue: sum(int(client.llen(key)) for key in priority_keys(queue)) for queue in queues}
+    depths["unacked"] = int(client.hlen("unacked"))
+    return depths
+
+
+def check_queues(settings: Settings) -> Check:
+    queues = [settings.ingest_queue, settings.trends_queue, names.DEFAULT_QUEUE, names.MAINTENANCE_QUEUE]
+    bound = 2 * settings.bridge_queue_high_watermark
+
+    def run() -> str:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=TIMEOUT_S,
+                                      socket_connect_timeout=TIMEOUT_S)
+        try:
+            depths = queue_depths(client, queues)
+        finally:
+            client.close()
+        text = " ".join(f"{queue}={depth}" for queue, depth in depths.items())
+        if depths[settings.ingest_queue] > bound:
+            raise RuntimeError(f"{settings.ingest_queue} holds more than {bound} batches (2 x "
+                               f"BRIDGE_QUEUE_HIGH_WATERMARK): {text}")
+        return text
+
+    return run
+
+
+def ingest_lag(bootstrap: str, topic: str, group: str) -> int:
+    """Events of ``topic`` the consumer group has not committed (stored) yet."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(client_config(bootstrap, {"group.id": group, "enable.auto.commit": False},
+                                      timeout_s=TIMEOUT_S))
+    try:
+        metadata = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return 0
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        lag = 0
+        for committed in consumer.committed(partitions, timeout=TIMEOUT_S):
+            low, high = consumer.get_watermark_offsets(committed, timeout=TIMEOUT_S)
+            start = committed.offset if committed.offset >= 0 else low
+            lag += max(0, high - start)
+        return lag
+    finally:
+        consumer.close()
+
+
+def check_lag(settings: Settings) -> Check:
+    def run() -> str:
+        lag = ingest_lag(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_group_id)
+        text = f"{lag} event(s) of {settings.kafka_topic} not stored yet (group {settings.kafka_group_id})"
+        if lag > settings.health_max_ingest_lag:
+            raise RuntimeError(f"{text}: more than HEALTH_MAX_INGEST_LAG ({settings.health_max_ingest_lag})")
+        return text
+
+    return run
+
+
 def checks_for(component: str, settings: Settings, hostname: str | None = None) -> list[tuple[str, Check]]:
     """The named checks of one component (see the module docstring for why these)."""
     s = settings
@@ -166,7 +274,12 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
         return redis_checks[:1]
     if component == "setup":
         return [postgres, *influx, kafka]
-    raise ValueError(f"unknown component {component!r} (bridge, worker, beat, setup)")
+    if component == "trends":
+        return [*((f"trend:{d.name}", check_trend(s, d)) for d in s.durations().values()),
+                ("queues", check_queues(s))]
+    if component == "lag":
+        return [("lag", check_lag(s))]
+    raise ValueError(f"unknown component {component!r} ({', '.join(COMPONENTS)})")
 
 
 def _timed(check: Check) -> tuple[bool, str, float]:
@@ -180,13 +293,14 @@ def _timed(check: Check) -> tuple[bool, str, float]:
     return ok, detail, (time.monotonic() - started) * 1000
 
 
-def check(component: str, *, settings: Settings, hostname: str | None = None) -> int:
-    """Run the component's checks concurrently; print one line each; 0 when all pass.
+def check(component: str | Sequence[str], *, settings: Settings, hostname: str | None = None) -> int:
+    """Run the components' checks concurrently; print one line each; 0 when all pass.
 
     ``hostname`` selects the Celery nodes that must answer the ping (default: this host,
     matching the ``-n <role>@%h`` names compose gives the workers).
     """
-    named = checks_for(component, settings, hostname)
+    components = [component] if isinstance(component, str) else list(component)
+    named = list(dict(pair for part in components for pair in checks_for(part, settings, hostname)).items())
     with ThreadPoolExecutor(max_workers=len(named)) as pool:
         results = list(pool.map(_timed, [run for _, run in named]))
     width = max(len(name) for name, _ in named)
