@@ -29,6 +29,7 @@ from worker.celeryapp.resources import for_process
 from worker.config.settings import Settings
 from worker.core import names
 from worker.core.events import InvalidEvent, points_from_wire, points_to_builtins, wire_to_builtins
+from worker.ingest import metrics
 from worker.ingest.acks import send as send_ack
 from worker.ingest.deadletter import batch_letter
 from worker.ingest.errors import DeadLetterError
@@ -75,6 +76,7 @@ def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[
         send_ack(ack_client, acks, stored=True)
         return {"written": 0, "dead_lettered": len(received) if isinstance(received, list) else 1, "conflicts": 0}
     send_ack(ack_client, acks, stored=False)  # started: the bridge waits for this batch
+    started = time.perf_counter()
     try:
         conflicts = resources.event_store.write(batch) or 0
     except (StoreUnavailable, SoftTimeLimitExceeded) as error:
@@ -86,8 +88,11 @@ def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[
             reason = f"store unavailable for {waited:.0f} s (INGEST_OUTAGE_TOLERANCE_S): {error}"
             _dead_letter(self, points_to_builtins(batch), reason, retries, acks, first_attempt)
             send_ack(ack_client, acks, stored=True)
+            metrics.OUTAGE_SECONDS.set(0)
             return {"written": 0, "dead_lettered": len(batch), "conflicts": 0}
         countdown = _countdown(settings, retries, left)
+        metrics.BATCHES.labels("retried").inc()
+        metrics.OUTAGE_SECONDS.set(waited)
         log.warning("store unavailable, retrying", extra={
             "task_id": self.request.id, "retry": retries + 1, "countdown_s": round(countdown, 2),
             "waited_s": round(waited, 1), "events": len(batch), "error": str(error)[:300]})
@@ -99,9 +104,17 @@ def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[
         _dead_letter(self, points_to_builtins(error.rejected), f"store rejected: {error}", retries, acks,
                      first_attempt)
         send_ack(ack_client, acks, stored=True)
+        metrics.BATCHES.labels("rejected").inc()
+        metrics.EVENTS_WRITTEN.inc(len(batch) - len(error.rejected))
+        metrics.CONFLICTS.inc(error.conflicts)
         return {"written": len(batch) - len(error.rejected), "dead_lettered": len(error.rejected),
                 "conflicts": error.conflicts}
     send_ack(ack_client, acks, stored=True)
+    metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
+    metrics.BATCHES.labels("written").inc()
+    metrics.EVENTS_WRITTEN.inc(len(batch))
+    metrics.CONFLICTS.inc(conflicts)
+    metrics.OUTAGE_SECONDS.set(0)
     log.info("batch written", extra={"task_id": self.request.id, "events": len(batch), "retries": retries,
                                       "conflicts": conflicts})
     return {"written": len(batch), "dead_lettered": 0, "conflicts": conflicts}
@@ -119,4 +132,6 @@ def _dead_letter(task: Task[Any, Any], points: object, reason: str, retries: int
         send_ack(resources.ack_client, acks, stored=False)
         raise task.retry(exc=error, countdown=countdown, kwargs={"acks": acks, "since": first_attempt}) from None
     events = len(points) if isinstance(points, list) else 1
+    metrics.BATCHES.labels("dead_lettered").inc()
+    metrics.EVENTS_DEAD_LETTERED.inc(events)
     log.error("batch dead-lettered", extra={"task_id": task.request.id, "events": events, "reason": reason[:300]})

@@ -18,6 +18,7 @@ from worker.celeryapp.app import app
 from worker.celeryapp.resources import for_process
 from worker.core import names
 from worker.core.durations import Duration
+from worker.trends import metrics
 from worker.trends.lifecycle import RunInFlight
 from worker.trends.planning import run_time_ns
 
@@ -41,6 +42,7 @@ def run_trend(self: Task[Any, Any], duration_name: str, at: str | None = None) -
     except RunInFlight as busy:
         log.warning("run skipped: the previous run of this duration is still in flight",
                     extra={"duration": duration_name, "detail": busy.message})
+        metrics.RUNS_SKIPPED.labels(duration_name).inc()
         return {"status": "skipped", "duration": duration_name}
     plan, token = started.plan, started.token
     try:
@@ -70,6 +72,8 @@ def finalize_trend(self: Task[Any, Any], counts: list[int], run_id: str, duratio
                    token: str) -> dict[str, Any]:
     result = for_process().trend_runs.finish(_duration(duration_name), run_id, now_ns, token)
     log.info("trend run finished", extra={**result, "chunk_rows": sum(counts)})
+    if result["status"] == "finalized":
+        metrics.RUNS_FINALIZED.labels(duration_name).inc()
     return result
 
 
@@ -79,4 +83,5 @@ def trend_failed(request: Any, exc: BaseException, traceback: str, run_id: str, 
     """Errback of the chord callback: a chunk (or the finalize) failed; old rows stay."""
     log.error("trend run failed; current rows kept", extra={
         "run_id": run_id, "duration": duration_name, "task_id": getattr(request, "id", None), "error": repr(exc)})
+    metrics.RUNS_FAILED.labels(duration_name).inc()
     for_process().trend_runs.fail(_duration(duration_name), run_id, token, repr(exc))

@@ -107,7 +107,8 @@ def seconds(duration: str) -> float:
 
 # --- commands --------------------------------------------------------------------------------
 def test_product_services_are_the_expected_processes() -> None:
-    assert set(PRODUCT) == {"setup", "bridge", "worker-ingest", "worker-trends", "worker-default", "beat", "flower"}
+    assert set(PRODUCT) == {"setup", "bridge", "worker-ingest", "worker-trends", "worker-default", "beat", "flower",
+                            "exporter"}
     assert {"kafka", "redis", "influxdb", "postgres"} <= set(SERVICES)
 
 
@@ -222,7 +223,7 @@ def test_product_runs_on_influxdb_in_compose() -> None:
 # Which product service may see which secret: the rest must not get it at all.
 SECRET_HOLDERS = {
     # beat: only for its healthcheck (`health beat trends` reads the runs' finalize times).
-    "POSTGRES_DSN": {"setup", "worker-ingest", "worker-trends", "worker-default", "beat"},
+    "POSTGRES_DSN": {"setup", "worker-ingest", "worker-trends", "worker-default", "beat", "exporter"},
     "INFLUXDB_V2_TOKEN": {"setup", "worker-ingest", "worker-trends"},
     "X_CONSUMER_KEY": {"setup", "worker-default"},
     "X_CONSUMER_SECRET": {"setup", "worker-default"},
@@ -321,7 +322,7 @@ def test_env_example_points_at_the_compose_services() -> None:
 def test_env_example_keeps_the_code_defaults() -> None:
     """Apart from the compose-specific values, .env.example shows the code's defaults."""
     compose_specific = {"REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "EVENT_STORE", "INFLUXDB_V2_URL",
-                        "BRIDGE_METRICS_PORT"}
+                        "BRIDGE_METRICS_PORT", "WORKER_METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR"}
     for name, field in Settings.model_fields.items():
         key = name.upper()
         if key in compose_specific | COMPOSED | TEST_ONLY:

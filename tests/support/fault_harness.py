@@ -38,6 +38,9 @@ FAULT_SETTINGS = {
     "BRIDGE_MAX_BATCH_AGE_S": "1",
     "KAFKA_SESSION_TIMEOUT_MS": "6000",
     "INGEST_RATE_LIMIT": "1000/s",
+    # The fault tests hold a table locked to catch a process mid-operation before they kill
+    # it; a lock timeout would end the wait first (tests/tasks/test_trend_worker.py tests it).
+    "PG_LOCK_TIMEOUT_S": "0",
 }
 
 

@@ -44,7 +44,9 @@ def test_every_event_stored_exactly_once_also_when_produced_twice(env: dict[str,
 
 
 def test_worker_killed_mid_batch_loses_nothing(env: dict[str, str], spawn) -> None:
-    env = {**env, "VISIBILITY_TIMEOUT_S": "3"}
+    # Redelivered 3 s after the kill; the write waits on the lock (no lock timeout) until then,
+    # and the batch's time limit stays below the visibility timeout, as the settings require.
+    env = {**env, "VISIBILITY_TIMEOUT_S": "3", "TASK_TIME_LIMIT_INGEST_S": "2.5", "PG_LOCK_TIMEOUT_S": "0"}
     produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC"], list(demo_events(500, 30, seed=2)))
     # Hold the table so the worker's write blocks inside the batch.
     locker = psycopg2.connect(env["POSTGRES_DSN"])

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
+from worker.celeryapp import metrics  # also connects the worker's metrics endpoint to worker_init
 from worker.celeryapp.kombu_guard import guard_restore_unacked
 from worker.config.logs import make_formatter
 from worker.config.settings import get_settings
 from worker.core.names import TASK_MODULES
 
 guard_restore_unacked()  # a Redis restart must not end the worker (see worker/celeryapp/kombu_guard.py)
+metrics.prepare_directory(os.environ)  # before the task modules define their metrics
 app = Celery("aggregator", include=list(TASK_MODULES))
 app.config_from_object("celeryconfig")
 

@@ -183,6 +183,15 @@ class Settings(BaseSettings):
     # KAFKA_TOPIC not yet stored: a few minutes of the fastest ingest measured here.
     health_max_ingest_lag: int = Field(1_000_000, ge=1)
 
+    # --- Metrics -------------------------------------------------------------------------------
+    # `aggregator exporter`: the product's state (trend freshness and phases, queues, lag, dead
+    # letters, the morning post), read at scrape time.
+    exporter_port: int = Field(9109, ge=1, le=65535)
+    # A Celery worker's own counters (ingest writes, retries, skipped runs), summed over its
+    # prefork children; 0 = none. Needs PROMETHEUS_MULTIPROC_DIR (an empty directory of its own).
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    prometheus_multiproc_dir: str | None = None
+
     # --- Trends -----------------------------------------------------------------------------
     trends_queue: str = Field("trends", min_length=1)
     trend_chunk_size: int = Field(200, ge=1)
@@ -346,6 +355,9 @@ class Settings(BaseSettings):
             problems.append(f"INGEST_RETRY_BACKOFF_MAX_S ({self.ingest_retry_backoff_max_s}) must be below "
                             f"VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s})")
         problems += self._bounded_work_problems()
+        if self.worker_metrics_port and not self.prometheus_multiproc_dir:
+            problems.append(f"WORKER_METRICS_PORT ({self.worker_metrics_port}) needs PROMETHEUS_MULTIPROC_DIR: an "
+                            "empty directory of the worker's own, where its pool processes keep their values")
         # Retention and history thinning (checked whatever the store: the maintenance worker
         # manages discussion_event's partitions and need not know which store is in use).
         problems += self.retention_policy().problems(max(d.span_s for d in self.durations().values()))

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 #: The logger every librdkafka client writes to (``logging.getLogger("kafka")``).
 KAFKA_LOGGER = "kafka"
@@ -96,3 +96,27 @@ def client_config(bootstrap: str, extra: Mapping[str, Any] | None = None, *,
     }
     config.update(extra or {})
     return config
+
+
+def group_lag(bootstrap: str, topic: str, group: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+    """Records of ``topic`` the consumer ``group`` has not committed: for the bridge's group,
+    events not yet stored; for the dead-letter replay cursor, letters pending replay.
+
+    Reads the committed offsets (an OffsetFetch: it does not join the group) and the high
+    watermarks; a partition without a commit counts from its low watermark. A topic that
+    does not exist yet has no lag.
+    """
+    consumer = Consumer(client_config(bootstrap, {"group.id": group, "enable.auto.commit": False},
+                                      timeout_s=timeout_s))
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return 0
+        lag = 0
+        for committed in consumer.committed([TopicPartition(topic, p) for p in metadata.partitions],
+                                            timeout=timeout_s):
+            low, high = consumer.get_watermark_offsets(committed, timeout=timeout_s)
+            lag += max(0, high - (committed.offset if committed.offset >= 0 else low))
+        return lag
+    finally:
+        consumer.close()

@@ -37,7 +37,7 @@ log = logging.getLogger("aggregator")
 
 DISTRIBUTION = "altmetrics-trend-aggregator"
 #: Subcommands that run until stopped: librdkafka's lines are part of their log.
-LONG_RUNNING = {"bridge", "dev"}
+LONG_RUNNING = {"bridge", "dev", "exporter"}
 
 
 # -- argument types: a bad value is a usage error (exit 2) with one line ----------------------
@@ -200,6 +200,12 @@ def make_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--influx-tasks", action=argparse.BooleanOptionalAction, default=None,
                           help="include the InfluxDB tasks (default: when EVENT_STORE=influxdb)")
     schedule.set_defaults(handler="schedule:run")
+
+    exporter = command("exporter", "serve the product's state as Prometheus metrics until SIGTERM",
+                       "Each scrape reads PostgreSQL (trend runs, the morning post), Redis (queue depths) and "
+                       "Kafka (ingest lag, dead letters pending); docs/operating.md lists the metrics.")
+    exporter.add_argument("--port", type=positive_int, default=None, help="port (default: EXPORTER_PORT)")
+    exporter.set_defaults(handler="exporter:run")
 
     health = command("health", "exit 0 when a component's dependencies answer (container healthcheck)",
                      "One line per check; exit 69 when one fails. `trends`: every duration's last finalized run "

@@ -28,6 +28,8 @@ And what the product delivers, beyond its dependencies answering:
   own checks.
 - ``lag``: the consumer group's lag on ``KAFKA_TOPIC`` (events not yet stored) against
   ``HEALTH_MAX_INGEST_LAG``; the bridge's healthcheck runs it.
+- ``exporter``: ``aggregator exporter`` answers on ``EXPORTER_PORT``. (A worker with
+  ``WORKER_METRICS_PORT`` set has its endpoint checked with the ``worker`` component.)
 
 Several components can be checked at once: ``aggregator health worker trends``.
 """
@@ -47,12 +49,12 @@ from worker.core.durations import Duration
 from worker.core.masking import mask_dsn, scrub
 from worker.db.connection import Database
 from worker.ingest.bridge.depth import priority_keys
-from worker.ingest.kafka_config import client_config
+from worker.ingest.kafka_config import client_config, group_lag
 from worker.trends.freshness import Freshness, stale_after
 
 TIMEOUT_S = 3.0
 #: The components `aggregator health` knows.
-COMPONENTS = ("bridge", "worker", "beat", "setup", "trends", "lag")
+COMPONENTS = ("bridge", "worker", "beat", "setup", "trends", "lag", "exporter")
 
 #: A check returns a short detail for the "ok" line or raises with the reason.
 Check = Callable[[], str]
@@ -218,30 +220,10 @@ def check_queues(settings: Settings) -> Check:
     return run
 
 
-def ingest_lag(bootstrap: str, topic: str, group: str) -> int:
-    """Events of ``topic`` the consumer group has not committed (stored) yet."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(client_config(bootstrap, {"group.id": group, "enable.auto.commit": False},
-                                      timeout_s=TIMEOUT_S))
-    try:
-        metadata = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return 0
-        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
-        lag = 0
-        for committed in consumer.committed(partitions, timeout=TIMEOUT_S):
-            low, high = consumer.get_watermark_offsets(committed, timeout=TIMEOUT_S)
-            start = committed.offset if committed.offset >= 0 else low
-            lag += max(0, high - start)
-        return lag
-    finally:
-        consumer.close()
-
-
 def check_lag(settings: Settings) -> Check:
     def run() -> str:
-        lag = ingest_lag(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_group_id)
+        lag = group_lag(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_group_id,
+                        timeout_s=TIMEOUT_S)
         text = f"{lag} event(s) of {settings.kafka_topic} not stored yet (group {settings.kafka_group_id})"
         if lag > settings.health_max_ingest_lag:
             raise RuntimeError(f"{text}: more than HEALTH_MAX_INGEST_LAG ({settings.health_max_ingest_lag})")
@@ -268,8 +250,9 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
             bridge.append(("metrics", check_metrics_endpoint(s.bridge_metrics_port)))
         return bridge
     if component == "worker":
+        metrics = [("metrics", check_metrics_endpoint(s.worker_metrics_port))] if s.worker_metrics_port else []
         return [*redis_checks, postgres, *influx, kafka,
-                ("celery", check_celery_ping(s, hostname or socket.gethostname()))]
+                ("celery", check_celery_ping(s, hostname or socket.gethostname())), *metrics]
     if component == "beat":
         return redis_checks[:1]
     if component == "setup":
@@ -279,6 +262,8 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
                 ("queues", check_queues(s))]
     if component == "lag":
         return [("lag", check_lag(s))]
+    if component == "exporter":
+        return [("metrics", check_metrics_endpoint(s.exporter_port))]
     raise ValueError(f"unknown component {component!r} ({', '.join(COMPONENTS)})")
 
 

@@ -1,0 +1,162 @@
+"""The product's state as Prometheus metrics, read at scrape time (``aggregator exporter``).
+
+What an operator pages on is state, not events: how old each duration's trend is, how long
+the last run's phases took, how deep the queues are, how many dead letters wait, when the
+morning post last went out. It lives in PostgreSQL (``trend_run``, ``morning_post``), Redis
+and Kafka, so one small process reads it on every scrape (a few indexed queries, one Redis
+round trip, one OffsetFetch) instead of every worker exporting its own partial view. The
+in-process counters of the workers (ingest writes, retries, skipped runs) are served by the
+workers themselves (:mod:`worker.celeryapp.metrics`).
+
+A source that does not answer is not a failed scrape: ``aggregator_exporter_source_up``
+says which one is down, and the metrics of the others are still there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import psycopg2
+import redis
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from worker.config.settings import Settings
+from worker.core import names
+from worker.db.connection import Database
+from worker.ingest.bridge.depth import priority_keys
+from worker.ingest.deadletter import replay_group
+from worker.ingest.kafka_config import group_lag
+from worker.trends.freshness import stale_after
+
+log = logging.getLogger(__name__)
+
+PREFIX = "aggregator"
+#: Each source is given this long per scrape (Prometheus's default scrape timeout is 10 s).
+SOURCE_TIMEOUT_S = 3.0
+
+_LAST_RUNS = """
+SELECT DISTINCT ON (duration) duration, extract(epoch FROM finished_at), rows_written,
+       extract(epoch FROM planned_at - started_at), extract(epoch FROM finalize_at - planned_at),
+       extract(epoch FROM finished_at - finalize_at), extract(epoch FROM refreshed_at - finished_at)
+FROM trend_run WHERE status = 'finalized'
+ORDER BY duration, finished_at DESC
+"""
+_RUNS_24H = """
+SELECT duration, status, count(*) FROM trend_run
+WHERE started_at > clock_timestamp() - interval '24 hours' GROUP BY 1, 2
+"""
+_LAST_POST = "SELECT extract(epoch FROM max(posted_at)) FROM morning_post WHERE status = 'posted'"
+PHASES = ("plan", "chunks", "finalize", "refresh")
+
+
+class StateCollector(Collector):
+    """Reads PostgreSQL, Redis and Kafka on every scrape; built from the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._database = Database.from_settings(settings)
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing is read at registration: the sources may not be up yet
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(f"{PREFIX}_exporter_source_up", "1 when the source answered this scrape",
+                               labels=["source"])
+        for source, read in (("postgres", self._postgres), ("redis", self._redis), ("kafka", self._kafka)):
+            try:
+                yield from read()
+                up.add_metric([source], 1)
+            except Exception as error:  # one line in the log, a 0 in the metric: never a failed scrape
+                log.warning("exporter source did not answer", extra={"source": source, "error": str(error)[:300]})
+                up.add_metric([source], 0)
+        yield up
+
+    # -- PostgreSQL: trend runs, the morning post ------------------------------------------------
+    def _postgres(self) -> list[Metric]:
+        s = self._settings
+        conn = psycopg2.connect(self._database.dsn, connect_timeout=max(2, round(SOURCE_TIMEOUT_S)),
+                                application_name="aggregator-exporter")
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("SET LOCAL statement_timeout = %s", (int(SOURCE_TIMEOUT_S * 1000),))
+                cur.execute(_LAST_RUNS)
+                last = {row[0]: row[1:] for row in cur.fetchall()}
+                cur.execute(_RUNS_24H)
+                runs = cur.fetchall()
+                cur.execute(_LAST_POST)
+                post = cur.fetchone()
+        finally:
+            conn.close()
+        finalized = GaugeMetricFamily(f"{PREFIX}_trend_last_finalized_timestamp_seconds",
+                                      "When the duration's last finalized run finished (Unix time)",
+                                      labels=["duration"])
+        bound = GaugeMetricFamily(f"{PREFIX}_trend_stale_after_seconds",
+                                  "Age of the last finalized run past which the duration is stale", labels=["duration"])
+        rows = GaugeMetricFamily(f"{PREFIX}_trend_last_run_rows", "Rows the last finalized run published",
+                                 labels=["duration"])
+        phases = GaugeMetricFamily(f"{PREFIX}_trend_last_run_phase_seconds",
+                                   "Seconds each phase of the last finalized run took", labels=["duration", "phase"])
+        for duration in s.durations().values():
+            limit = stale_after(duration, start_offset_s=s.trend_start_offset_s,
+                                run_limit_s=s.task_time_limit_trend_run_s,
+                                finalize_limit_s=s.task_time_limit_finalize_s)
+            bound.add_metric([duration.name], limit.total_seconds())
+            if duration.name not in last:
+                continue
+            finished, written, *spans = last[duration.name]
+            finalized.add_metric([duration.name], float(finished))
+            rows.add_metric([duration.name], float(written or 0))
+            for phase, seconds in zip(PHASES, spans, strict=True):
+                if seconds is not None:
+                    phases.add_metric([duration.name, phase], float(seconds))
+        by_status = GaugeMetricFamily(f"{PREFIX}_trend_runs_24h", "Trend runs started in the last 24 hours",
+                                      labels=["duration", "status"])
+        for duration_name, status, count in runs:
+            by_status.add_metric([duration_name, status], float(count))
+        posted = GaugeMetricFamily(f"{PREFIX}_morning_post_last_success_timestamp_seconds",
+                                   "When the morning post last went out (Unix time; absent before the first)")
+        if post and post[0] is not None:
+            posted.add_metric([], float(post[0]))
+        return [finalized, bound, rows, phases, by_status, posted]
+
+    # -- Redis: the queues ----------------------------------------------------------------------
+    def _redis(self) -> list[Metric]:
+        s = self._settings
+        queues = [s.ingest_queue, s.trends_queue, names.DEFAULT_QUEUE, names.MAINTENANCE_QUEUE]
+        client = redis.Redis.from_url(s.redis_url.get_secret_value(), socket_timeout=SOURCE_TIMEOUT_S,
+                                      socket_connect_timeout=SOURCE_TIMEOUT_S)
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                for queue in queues:
+                    for key in priority_keys(queue):
+                        pipe.llen(key)
+                pipe.hlen("unacked")
+                values = [int(v) for v in pipe.execute()]
+        finally:
+            client.close()
+        per_queue = len(priority_keys(queues[0]))
+        depth = GaugeMetricFamily(f"{PREFIX}_queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
+        for i, queue in enumerate(queues):
+            depth.add_metric([queue], float(sum(values[i * per_queue:(i + 1) * per_queue])))
+        unacked = GaugeMetricFamily(f"{PREFIX}_queue_unacked",
+                                    "Messages handed to workers and not acknowledged yet (all queues)",
+                                    value=float(values[-1]))
+        return [depth, unacked]
+
+    # -- Kafka: ingest lag, dead letters pending --------------------------------------------------
+    def _kafka(self) -> list[Metric]:
+        s = self._settings
+        lag = group_lag(s.kafka_bootstrap_servers, s.kafka_topic, s.kafka_group_id, timeout_s=SOURCE_TIMEOUT_S)
+        pending = group_lag(s.kafka_bootstrap_servers, s.kafka_dlq_topic, replay_group(s.kafka_group_id),
+                            timeout_s=SOURCE_TIMEOUT_S)
+        return [
+            GaugeMetricFamily(f"{PREFIX}_ingest_lag_events",
+                              "Events of KAFKA_TOPIC the consumer group has not committed (not stored yet)",
+                              value=float(lag)),
+            GaugeMetricFamily(f"{PREFIX}_dead_letters_pending", "Dead letters not replayed yet",
+                              value=float(pending)),
+        ]
+
+
