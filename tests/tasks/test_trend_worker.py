@@ -62,12 +62,24 @@ def test_runs_through_a_real_worker_and_a_failing_chunk_keeps_old_rows(env: dict
              "third run finalized")
 
 
-@pytest.mark.parametrize("bound", ["lock_timeout", "time_limit"])
-def test_a_hung_chunk_fails_its_run_and_the_next_run_finalizes(env: dict[str, str], spawn, bound: str) -> None:
-    """A chunk that cannot get on (its staging table locked by someone else) is bounded: by
-    PG_LOCK_TIMEOUT_S, or, with no lock timeout, by the chunk's hard time limit, which kills
-    its pool process. Either way its run fails as a failed chunk does (old rows stay, the
-    lease is released) and the next run finalizes as soon as the table is free."""
+@pytest.mark.parametrize("bound", ["events_locked", "lock_timeout", "time_limit", "pool_child_stopped"])
+def test_a_hung_run_fails_in_its_limit_and_the_next_run_finalizes(env: dict[str, str], spawn, bound: str) -> None:
+    """A run that cannot get on is bounded, and the worker needs no restart by hand:
+
+    * ``events_locked``: another session holds the events table: the run's queries give up
+      after PG_LOCK_TIMEOUT_S, the run fails before its chord;
+    * ``lock_timeout``: the staging table is held: each chunk gives up after
+      PG_LOCK_TIMEOUT_S, the errback fails the run (the lock still held);
+    * ``time_limit``: the same with no lock timeout: the chunk's hard time limit kills its
+      pool process;
+    * ``pool_child_stopped``: the pool process running a chunk is stopped (SIGSTOP): the hard
+      time limit replaces it.
+
+    Each time the old rows stay, the lease is released, and the next run finalizes once the
+    table is free."""
+    import signal
+
+    import psutil
     import psycopg2
 
     from worker.app import app
@@ -77,7 +89,7 @@ def test_a_hung_chunk_fails_its_run_and_the_next_run_finalizes(env: dict[str, st
     dois = [f"10.1101/h{i:04d}" for i in range(300)]
     seed_events(dsn, datetime_to_ns(NOW), dict.fromkeys(dois, 12), 6 * 3600)
     seed_plain_publications(dsn, dois)
-    limits = ({"PG_LOCK_TIMEOUT_S": "1"} if bound == "lock_timeout" else
+    limits = ({"PG_LOCK_TIMEOUT_S": "1"} if bound in ("events_locked", "lock_timeout") else
               {"PG_LOCK_TIMEOUT_S": "0", "TASK_TIME_LIMIT_CHUNK_S": "4"})
     worker = start_worker(spawn, {**env, "TREND_CHUNK_SIZE": "200", **limits}, queue="trends", concurrency=1)
     app.send_task("tasks.trends.run_trend", args=("currently", NOW.isoformat()), queue="trends")
@@ -85,27 +97,44 @@ def test_a_hung_chunk_fails_its_run_and_the_next_run_finalizes(env: dict[str, st
              "first run finalized")
     before = q(dsn, "SELECT publication_doi, score, run_id FROM trending ORDER BY 1")
 
-    blocker = psycopg2.connect(dsn)  # holds the staging table for the whole second run
+    table = "discussion_event" if bound == "events_locked" else "trending_staging"
+    blocker = psycopg2.connect(dsn)  # holds the table for the whole second run
     with blocker.cursor() as cur:
-        cur.execute("LOCK TABLE trending_staging IN ACCESS EXCLUSIVE MODE")
+        cur.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    later = (NOW + timedelta(minutes=3)).isoformat()
     try:
-        later = (NOW + timedelta(minutes=3)).isoformat()
-        second = app.send_task("tasks.trends.run_trend", args=("currently", later), queue="trends").get(timeout=30)
+        sent = app.send_task("tasks.trends.run_trend", args=("currently", later), queue="trends")
+        if bound == "events_locked":
+            with pytest.raises(Exception, match="lock timeout"):
+                sent.get(timeout=30)
+            second_run = q(dsn, "SELECT run_id FROM trend_run WHERE calculated_at = %s", (later,))[0][0]
+        else:
+            second_run = sent.get(timeout=30)["run_id"]
         if bound == "lock_timeout":
             wait_for(lambda: "lock timeout" in log_text(worker), 30, "the chunk's lock wait bounded")
             # The run is given up and its lease released while the table is still locked.
-            wait_for(lambda: run_status(dsn, second["run_id"]) == "failed", 30, "second run marked failed")
+            wait_for(lambda: run_status(dsn, second_run) == "failed", 30, "second run marked failed")
+        if bound in ("events_locked", "lock_timeout"):
             wait_for(lambda: for_process().leases.of("currently").holder() is None, 30, "lease released")
-        else:
+        if bound == "pool_child_stopped":
+            wait_for(lambda: q(dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                    "AND query ILIKE '%trending_staging%'") != [(0,)], 30, "a chunk waiting")
+            [child] = psutil.Process(worker.pid).children()
+            child.send_signal(signal.SIGSTOP)
+            blocker.rollback()  # the table is free now, but the stopped process cannot go on
+        if bound in ("time_limit", "pool_child_stopped"):
             wait_for(lambda: "Hard time limit (4" in log_text(worker), 30, "the chunk killed at its hard limit")
         assert q(dsn, "SELECT publication_doi, score, run_id FROM trending ORDER BY 1") == before
     finally:
         blocker.rollback()
         blocker.close()
-    wait_for(lambda: run_status(dsn, second["run_id"]) == "failed", 30, "second run failed")
+    if bound != "events_locked":  # failed by the errback; the events_locked one by the next run
+        wait_for(lambda: run_status(dsn, second_run) == "failed", 30, "second run failed")
     wait_for(lambda: for_process().leases.of("currently").holder() is None, 30, "lease released")
     third = (NOW + timedelta(minutes=6)).isoformat()
     app.send_task("tasks.trends.run_trend", args=("currently", third), queue="trends")
     wait_for(lambda: q(dsn, "SELECT count(*) FROM trend_run WHERE status = 'finalized'") == [(2,)], 60,
              "third run finalized")
+    assert run_status(dsn, second_run) == "failed"
     assert q(dsn, "SELECT count(*) FROM trending_staging") == [(0,)]
+    assert worker.poll() is None  # the same worker all along
