@@ -119,6 +119,7 @@ COMMANDS = {
     "trends run": (["trends", "run", "currently"], "Redis"),
     "post": (["post", "--dry-run"], "PostgreSQL"),
     "maintain": (["maintain", "--dry-run"], "PostgreSQL"),
+    "selftest": (["selftest"], "PostgreSQL"),
 }
 
 

@@ -1,18 +1,15 @@
 """One sample event as a ``Point`` (the stores' encodings), and the aggregates a store must
-return for a set of points (the reference its trend inputs are compared with)."""
+return for a set of points (the reference its trend inputs are compared with, in product
+code since ``aggregator selftest`` uses it too: :mod:`worker.core.reference`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from worker.core import alignment
-from worker.core.aggregates import Aggregates
-from worker.core.durations import Duration
 from worker.core.events import Point
-from worker.trends.math import EventColumns, aggregate_events
+from worker.core.reference import reference_aggregates
+
+__all__ = ["SECOND", "make_point", "reference_aggregates"]
 
 #: A whole second (2021-05-04T12:34:56Z) in nanoseconds.
 SECOND = 1_620_131_696 * 10**9
@@ -38,17 +35,3 @@ def make_point(
     }
     values.update(kw)
     return Point(event_id=event_id, doi=doi, time_ns=time_ns, **values)
-
-
-def reference_aggregates(points: Sequence[Point], dois: list[str], now_ns: int, duration: Duration) -> Aggregates:
-    """What ``trend_inputs(duration, now_ns, dois)`` must return, computed from the events
-    in Python by the trend math's own aggregation (``worker.trends.math.aggregate_events``)."""
-    index = {d: i for i, d in enumerate(dois)}
-    cols = EventColumns(
-        doi_index=np.array([index[p.doi] for p in points], dtype=np.int64),
-        age_s=np.array([float(alignment.age_s(now_ns, p.time_ns)) for p in points]),
-        **{name: np.array([float(getattr(p, name)) for p in points]) for name in (
-            "score", "sentiment_raw", "followers", "length", "questions", "exclamations", "bot_rating",
-            "contains_abstract_raw")},
-    )
-    return aggregate_events(cols, len(dois), duration)

@@ -106,9 +106,9 @@ def make_parser() -> argparse.ArgumentParser:
         prog="aggregator", formatter_class=_Formatter,
         description="Trend aggregator for scholarly altmetrics: Kafka -> Celery -> event store -> trends in "
                     "PostgreSQL.\nEvery setting comes from the environment (see .env.example).",
-        epilog="Exit codes: 0 ok, 2 bad command line, 69 a service did not answer, 70 unexpected error, "
-               "75 try again later (a run of that duration or a maintenance run is in flight), 78 bad "
-               "configuration.")
+        epilog="Exit codes: 0 ok, 1 a check failed (selftest, setup), 2 bad command line, 69 a service did not "
+               "answer, 70 unexpected error, 75 try again later (a run of that duration, a maintenance run or a "
+               "selftest is in flight), 78 bad configuration.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true",
                         help="on failure show the traceback, and show librdkafka's own log lines")
@@ -120,11 +120,19 @@ def make_parser() -> argparse.ArgumentParser:
 
     setup = command("setup", "create or update what the product needs (idempotent)",
                     "Apply the PostgreSQL migrations, set up the event store (InfluxDB buckets and tasks) and "
-                    "create the dead-letter topic. Safe to run at every start. Refuses .env.example's "
-                    "change-me secrets.")
+                    "create the dead-letter topic, then run `aggregator selftest` (exit 1 when a check fails). "
+                    "Safe to run at every start. Refuses .env.example's change-me secrets.")
     setup.add_argument("--allow-placeholder-secrets", action="store_true",
                        help="accept change-me secrets (a throwaway development stack only)")
+    setup.add_argument("--no-selftest", action="store_true", help="skip the self-test at the end")
     setup.set_defaults(handler="setup:run")
+
+    command("selftest", "check the event store end to end with probe events; leaves nothing behind",
+            "Write probe events through ingestion's code path into a scratch namespace (PostgreSQL: dedicated "
+            "DOIs in the year 2000; InfluxDB: a scratch bucket), read them back through the trend engine's "
+            "queries and compare the trend inputs and rows with the pure reference, column by column; for "
+            "InfluxDB also check the buckets and tasks setup created. One line per check; exit 0 when all "
+            "pass, 1 when one fails. Safe on a live deployment.").set_defaults(handler="selftest:run")
 
     command("bridge", "run the Kafka -> Celery bridge until SIGTERM",
             "Consume KAFKA_TOPIC, validate each event, publish batches to the ingest queue, dead-letter "

@@ -1,4 +1,5 @@
-"""`aggregator setup`: migrations, the event store's layout, the dead-letter topic (idempotent)."""
+"""`aggregator setup`: migrations, the event store's layout, the dead-letter topic (idempotent),
+then `aggregator selftest` (unless ``--no-selftest``): a failed check makes setup exit 1."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from worker.core.failures import ConfigError
 from worker.db.connection import Database
 from worker.db.migrate import migrate
 from worker.ingest.deadletter import ensure_topic
+from worker.ops.selftest.run import report
 from worker.store import open_store
 
 
@@ -42,5 +44,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, settings.kafka_dlq_partitions,
                  timeout_s=settings.connect_timeout_s)
     print(f"setup done: migrations applied={','.join(applied) or 'none'} store={store.name} "
-          f"dead-letter topic={settings.kafka_dlq_topic}")
-    return 0
+          f"dead-letter topic={settings.kafka_dlq_topic}", flush=True)
+    if getattr(args, "no_selftest", False):
+        return 0
+    return report(settings, emit=lambda line: print(line, flush=True))

@@ -1,0 +1,94 @@
+"""The self-test's InfluxDB side: the layout ``setup`` created, and a scratch bucket for the probe.
+
+The probe goes to a bucket of its own, ``<INFLUXDB_BUCKET_PREFIX>selftest-<random>``, created
+here with a short retention (:data:`SCRATCH_RETENTION_S`: should a self-test be killed
+before it deletes the bucket, its points expire within days) and deleted at the end. The
+store writes and queries it exactly as it does the events bucket (the settings are the
+deployment's with ``INFLUXDB_V2_BUCKET`` pointing at the scratch bucket), so the real
+buckets, which amba's streams API reads, never see a probe point.
+
+The layout checks read, never write: each bucket of the layout with its retention, and
+each task with its schedule, its Flux (what ``setup`` would write today) and its last run
+(:mod:`worker.ops.selftest.layout`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from influxdb_client.client.influxdb_client import InfluxDBClient
+
+from worker.config.settings import Settings
+from worker.core.influx_layout import Layout
+from worker.ops.selftest.compare import Check
+from worker.ops.selftest.layout import FoundBucket, FoundTask, bucket_check, task_check
+from worker.store.influx.store import layout_from_settings
+from worker.store.influx.tasks import task_flux
+
+#: Retention of the scratch bucket: eight days, short beside the events bucket's, and long
+#: enough for the edges of the spans up to `week` (7 days) and the first window edges of
+#: `month` and `year` (12 h, 146 h); their span starts, a month and a year back, are left
+#: out of InfluxDB's probe (PostgreSQL's probes them). Probe points are at most
+#: :data:`PROBE_MAX_AGE_S` old when written.
+SCRATCH_RETENTION_S = 8 * 86_400
+#: The oldest probe point, an hour inside the retention (InfluxDB refuses a write older
+#: than the retention by its own clock).
+PROBE_MAX_AGE_S = SCRATCH_RETENTION_S - 3600
+
+
+def scratch_bucket_name(settings: Settings, token: str) -> str:
+    return f"{settings.influxdb_bucket_prefix}selftest-{token}"
+
+
+def scratch_settings(settings: Settings, bucket: str) -> Settings:
+    """The deployment's settings with the scratch bucket as the events bucket."""
+    return settings.model_copy(update={"influxdb_v2_bucket": bucket})
+
+
+class InfluxAdmin:
+    """Reads the layout and creates and deletes the scratch bucket."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._org = settings.influxdb_v2_org
+        self.layout: Layout = layout_from_settings(settings)
+        token = settings.influxdb_v2_token.get_secret_value() if settings.influxdb_v2_token else ""
+        # influxdb-client's API objects are unannotated (see [tool.mypy] in pyproject.toml): Any.
+        self._client: Any = InfluxDBClient(url=str(settings.influxdb_v2_url), token=token, org=self._org,
+                                           timeout=settings.influxdb_v2_timeout_ms)
+        self._scratch: str | None = None
+
+    def layout_checks(self) -> list[Check]:
+        buckets = self._client.buckets_api()
+        tasks = self._client.tasks_api()
+        checks = []
+        for spec in self.layout.buckets():
+            found = [FoundBucket(b.name, next((r.every_seconds or 0 for r in b.retention_rules or []
+                                               if r.type == "expire"), 0))
+                     for b in buckets.find_buckets(name=spec.name, org=self._org).buckets or []]
+            checks.append(bucket_check(spec, found))
+        for task_spec in self.layout.tasks():
+            found_tasks = [FoundTask(t.name, str(t.status), t.cron, t.offset, t.flux or "", t.last_run_status,
+                                     t.last_run_error)
+                           for t in tasks.find_tasks(name=task_spec.name, org=self._org)]
+            checks.append(task_check(task_spec, task_flux(self.layout, task_spec), found_tasks))
+        return checks
+
+    def create_scratch(self, name: str) -> None:
+        self._scratch = name  # before the request: its answer may be lost after the bucket exists
+        self._client.buckets_api().create_bucket(
+            bucket_name=name, org=self._org, description="aggregator selftest: probe events, deleted at its end",
+            retention_rules=[{"type": "expire", "everySeconds": SCRATCH_RETENTION_S}])
+
+    def delete_scratch(self) -> str:
+        """Delete the scratch bucket (and every probe point with it); what was done, in words."""
+        if self._scratch is None:
+            return "no scratch bucket"
+        api = self._client.buckets_api()
+        found = api.find_buckets(name=self._scratch, org=self._org).buckets or []
+        for bucket in found:
+            api.delete_bucket(bucket)
+        name, self._scratch = self._scratch, None
+        return f"bucket {name} deleted" if found else f"bucket {name} was not created"
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,190 @@
+"""The self-test's footprint in the product's PostgreSQL, and its removal.
+
+* **One self-test at a time**: a session advisory lock, held from start to end (two at once
+  would write and remove the same probe rows).
+* **Probe events** (``EVENT_STORE=postgres``) share ``discussion_event`` with the real
+  events, on the probe's DOIs (:data:`worker.ops.selftest.probe.PREFIX`) and in the year
+  2000 (:data:`~worker.ops.selftest.probe.POSTGRES_NOW_NS`); the month partitions the
+  store's write creates for them are noted before the write and dropped afterwards (only
+  those: a partition that existed before is left as it was, minus the probe's rows).
+  Probe rows an interrupted earlier self-test left (``kill -9``) are removed first.
+* **Staged rows** under the self-test's own run ids (``selftest:<duration>:<token>``) in
+  ``trending_staging``: never finalized, so ``trending``, ``trending_history`` and
+  ``trend_run`` are never touched.
+
+Removal runs on a fresh connection, after the store's and the run state's connections are
+closed (an interrupted statement may have left one of them inside a transaction, which
+would hold the partition the removal drops).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+from psycopg2 import sql
+
+from worker.core import partitions
+from worker.core.failures import TryLater, first_line
+from worker.db import partition_admin
+from worker.db.connection import Connection, Database
+from worker.trends.math import TREND_COLUMNS
+
+#: The advisory lock of a self-test in flight.
+LOCK_KEY = "aggregator.selftest"
+#: Run ids of the self-test's staged rows start with this; no trend run's id does (theirs
+#: start with the duration's name).
+RUN_ID_PREFIX = "selftest:"
+
+_NS = 1_000_000_000
+#: Pauses between the attempts to drop a partition (each waits up to the 2 s lock timeout).
+_DROP_PAUSES_S: tuple[float | None, ...] = (0.5, 1.0, 2.0, 4.0, None)
+_COLUMNS = ", ".join(TREND_COLUMNS)
+
+
+class SelfTestInFlight(TryLater):
+    """Another ``aggregator selftest`` (or a setup running one) holds the lock."""
+
+
+def run_id(duration: str, token: str) -> str:
+    return f"{RUN_ID_PREFIX}{duration}:{token}"
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _one(cur: Any) -> Any:
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def _drop(conn: Connection, part: partition_admin.Partition) -> str | None:
+    """Detach and drop a partition; on a lock timeout (a long trend query still reads the
+    table: the detach waits for it) try again a few times. ``None`` when dropped, else why not."""
+    for pause in _DROP_PAUSES_S:
+        try:
+            partition_admin.detach_and_drop(conn, partitions.EVENTS, part)
+            return None
+        except psycopg2.errors.LockNotAvailable as error:
+            reason = first_line(error)
+            if pause is None:
+                return reason
+            time.sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class PostgresScratch:
+    """Where the self-test writes in PostgreSQL, and the removal of all of it."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._lock: Connection | None = None
+        self._partitions_before: set[str] | None = None
+
+    def _connect(self) -> Connection:
+        return self._database.connect(application_name="aggregator-selftest", autocommit=True)
+
+    def lock(self) -> None:
+        """Take the self-test's lock, or raise :class:`SelfTestInFlight`."""
+        self._lock = self._connect()
+        with self._lock.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (LOCK_KEY,))
+            if not _one(cur):
+                self.close()
+                raise SelfTestInFlight("another selftest is in flight; not starting a second one",
+                                       "Wait for it to finish (a few seconds), then run again.")
+
+    def remove_leftovers(self, prefix: str | None, range_ns: tuple[int, int] | None) -> int:
+        """Rows an interrupted earlier self-test left: probe events (when the probe goes to
+        PostgreSQL) and staged rows. Returns how many events."""
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM trending_staging WHERE run_id LIKE %s", (_like_prefix(RUN_ID_PREFIX),))
+                if prefix is None or range_ns is None:
+                    return 0
+                return self._delete_events(cur, prefix, range_ns)
+        finally:
+            conn.close()
+
+    def note_partitions(self) -> None:
+        """Remember which event partitions exist before the probe's write creates any."""
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                self._partitions_before = {p.name for p in partition_admin.attached(cur, partitions.EVENTS)}
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _delete_events(cur: Any, prefix: str, range_ns: tuple[int, int]) -> int:
+        start, stop = range_ns
+        cur.execute("DELETE FROM discussion_event WHERE doi LIKE %s AND time >= to_timestamp(%s) "
+                    "AND time < to_timestamp(%s)", (_like_prefix(prefix), start // _NS, -(-stop // _NS)))
+        return int(cur.rowcount)
+
+    def staged_rows(self, run: str) -> list[dict[str, Any]]:
+        """A run's rows as ``trending_staging`` holds them, by DOI."""
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT publication_doi, {_COLUMNS} FROM trending_staging WHERE run_id = %s "
+                            "ORDER BY publication_doi", (run,))
+                return [{"doi": doi, **dict(zip(TREND_COLUMNS, rest, strict=True))} for doi, *rest in cur.fetchall()]
+        finally:
+            conn.close()
+
+    def remove(self, runs: Sequence[str], prefix: str | None, range_ns: tuple[int, int] | None,
+               months: Sequence[partitions.Range]) -> tuple[list[str], list[str]]:
+        """Remove the staged rows of ``runs`` and (when given) the probe's events, and drop the
+        probe's month partitions that did not exist before. Returns what was removed and what
+        could not be, in words."""
+        done: list[str] = []
+        left: list[str] = []
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM trending_staging WHERE run_id = ANY(%s)", (list(runs),))
+                done.append(f"{cur.rowcount} staged rows")
+                if prefix is not None and range_ns is not None:
+                    done.insert(0, f"{self._delete_events(cur, prefix, range_ns)} events")
+                    self._drop_created(conn, cur, months, done, left)
+        finally:
+            conn.close()
+        return done, left
+
+    def _drop_created(self, conn: Connection, cur: Any, months: Sequence[partitions.Range], done: list[str],
+                      left: list[str]) -> None:
+        if self._partitions_before is None:  # the probe was never written
+            return
+        wanted = {partitions.EVENTS.name(m) for m in months} - self._partitions_before
+        dropped, kept = [], []
+        for part in partition_admin.attached(cur, partitions.EVENTS):
+            if part.name not in wanted:
+                continue
+            cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(part.name)))
+            if _one(cur):
+                kept.append(part.name)  # something else wrote there meanwhile: not the probe's to drop
+                continue
+            reason = _drop(conn, part)
+            if reason is None:
+                dropped.append(part.name)
+            else:
+                left.append(f"partition {part.name} (empty) not dropped: {reason}; the hourly maintenance drops "
+                            "it (it is past the retention)")
+        if dropped:
+            done.append(f"partition{'s' * (len(dropped) > 1)} {', '.join(dropped)} dropped")
+        if kept:
+            done.append(f"kept {', '.join(kept)} (holds other events)")
+
+    def close(self) -> None:
+        """Release the lock (closing its session does)."""
+        if self._lock is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self._lock.close()
+            self._lock = None

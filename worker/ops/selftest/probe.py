@@ -1,0 +1,219 @@
+"""The self-test's probe: a fixed set of events and what a store must answer about them (pure).
+
+The probe is built for the durations a deployment uses and one run time ``now`` (a whole
+second), on DOIs under :data:`PREFIX` that no publication has:
+
+* ``busy``: more events than any duration's ``min_events``, all inside the shortest span,
+  with scores that rise towards ``now`` (so every trend column has something to say); two
+  of them in the same second (:attr:`Probe.same_second`), and one written again in the
+  second batch (:attr:`Probe.redelivered`): the store must keep it once;
+* ``steady``: one event more than the largest ``min_events``: it just qualifies for every
+  duration ("more than ``min_events``");
+* ``quiet``: exactly the smallest ``min_events`` events, so it just does not qualify for
+  that duration, nor for any other;
+* ``edges-<duration>``: per duration, events exactly on its edges as
+  :mod:`worker.core.alignment` defines them, most of them also with a sub-second part:
+  ``now`` (and half a second after it: the same whole second, in), the second after
+  ``now`` (out), both sides of the first window edge, the oldest window's first and last
+  second, the span's start (in) and the second before it (out).
+
+What the store must answer is computed from the events themselves: the counts, the
+qualifying DOIs and, through :func:`worker.core.reference.reference_aggregates`, the trend
+inputs. Events older than ``max_age_s`` are left out (InfluxDB's scratch bucket has a short
+retention and refuses older points); :attr:`Probe.left_out` says which edges.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from worker.core import alignment
+from worker.core.aggregates import Aggregates
+from worker.core.durations import Duration
+from worker.core.events import Point
+from worker.core.reference import reference_aggregates
+
+NS = alignment.NS_PER_S
+_US = 1_000
+
+#: The probe's DOIs: the DOI directory ``10.0000`` is not assigned to any registrant.
+PREFIX = "10.0000/aggregator-selftest/"
+
+#: The run time of the PostgreSQL probe: 2000-07-31T12:00:00Z. The probe shares
+#: ``discussion_event`` with the real events, so its spans lie where no real event can be:
+#: long before any retention (the events are kept ``EVENT_RETENTION_DAYS``), so the trend
+#: queries over them see only the probe. The month partitions the probe's events need
+#: (July 1999 for the year's span start, July 2000) are created by the store's write and
+#: dropped by the self-test.
+POSTGRES_NOW_NS = 965_044_800 * NS
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """The probe events and the answers they call for."""
+
+    now_ns: int
+    #: Every probe event once: what the store must hold after the writes.
+    events: tuple[Point, ...]
+    #: What is written, in order; the second batch starts with :attr:`redelivered` again.
+    batches: tuple[tuple[Point, ...], ...]
+    redelivered: Point
+    same_second: tuple[Point, Point]
+    #: Edges not probed because they are older than ``max_age_s``.
+    left_out: tuple[str, ...]
+    prefix: str = PREFIX
+
+    @property
+    def dois(self) -> list[str]:
+        """Every probe DOI, sorted (the trend engine's order)."""
+        return sorted({p.doi for p in self.events})
+
+    @property
+    def written(self) -> int:
+        """Events written, the redelivery included."""
+        return sum(len(batch) for batch in self.batches)
+
+    def time_range_ns(self) -> tuple[int, int]:
+        """``[start, stop)`` on the stored time holding every probe event (whole seconds:
+        InfluxDB moves an event within its second)."""
+        times = [alignment.event_second_ns(p.time_ns) for p in self.events]
+        return min(times), max(times) + NS
+
+    def counts(self) -> dict[str, int]:
+        """Events per DOI, the redelivered one once."""
+        return dict(Counter(p.doi for p in self.events))
+
+    def in_span(self, duration: Duration) -> dict[str, int]:
+        """Events per DOI in the duration's span at ``now`` (every probe DOI, 0 included)."""
+        found = Counter(p.doi for p in self.events if alignment.in_span(duration, self.now_ns, p.time_ns))
+        return {doi: found[doi] for doi in self.dois}
+
+    def qualifying(self, duration: Duration) -> list[str]:
+        """The probe DOIs ``qualifying_dois(duration, now)`` must return: more than ``min_events``."""
+        return [doi for doi, n in self.in_span(duration).items() if n > duration.min_events]
+
+    def reference(self, duration: Duration) -> Aggregates:
+        """What ``trend_inputs(duration, now, dois)`` must return for :attr:`dois`."""
+        return reference_aggregates(self.events, self.dois, self.now_ns, duration)
+
+
+def _point(event_id: str, doi: str, time_ns: int, i: int, score: float) -> Point:
+    """A probe event. Every value is a multiple of 1/4 (exact in binary), so a sum is the same
+    in any order: a store that adds in another order must still match to the last bit."""
+    return Point(
+        event_id=event_id, doi=doi, time_ns=time_ns, score=score,
+        sentiment_raw=((i % 5) - 2) * 0.25, followers=100 * (i % 7 + 1), length=40 + 3 * (i % 11),
+        questions=i % 2, exclamations=i % 3, bot_rating=(i % 4) * 0.5, contains_abstract_raw=(i % 3) * 0.25,
+        time_score=1.5, type_factor=1.0, user_score=2.25, content_score=0.75,
+    )
+
+
+def _busy(doi: str, now_ns: int, reach_s: int, n: int) -> tuple[list[Point], tuple[Point, Point]]:
+    step = max(1, (reach_s - 2) // n)
+    points = [_point(f"selftest:busy:{i}", doi, now_ns - (1 + i * step) * NS + (i % 4) * 250_000 * _US, i,
+                     0.5 * (n - i) + (i % 3) * 0.25)
+              for i in range(n)]
+    second = now_ns - 90 * NS
+    pair = (_point("selftest:busy:same-second-1", doi, second + 250_000 * _US, 1, 3.0),
+            _point("selftest:busy:same-second-2", doi, second + 750_000 * _US, 2, 4.5))
+    return [*points, *pair], pair
+
+
+def _spread(name: str, doi: str, now_ns: int, reach_s: int, n: int) -> list[Point]:
+    """``n`` events from a second to ``reach_s`` back, scores alternating 1.0 and 1.5."""
+    step = max(1, (reach_s - 2) // max(n, 1))
+    return [_point(f"selftest:{name}:{i}", doi, now_ns - (1 + i * step) * NS, i, 1.0 + (i % 2) * 0.5)
+            for i in range(n)]
+
+
+def edge_offsets(duration: Duration) -> list[tuple[int, int, str]]:
+    """``(seconds back from now, sub-second µs, what)`` of the duration's edge events."""
+    w, windows, span = duration.window_s, duration.windows, duration.span_s
+    last = 999_999  # the last microsecond of a second (PostgreSQL keeps microseconds)
+    found = [
+        (0, 0, "now"),
+        (0, 500_000, "half a second after now (its second: in)"),
+        (-1, 0, "the second after now (out)"),
+        (w - 1, 0, "window 0's oldest second"),
+        (w, 0, "the first window edge (window 1)"),
+        (w, last, "the first window edge, its last microsecond"),
+        ((windows - 1) * w, 0, "the oldest window's newest second"),
+        (windows * w - 1, last, "the oldest window's oldest second"),
+        (span, 0, "the span's start (in)"),
+        (span, last, "the span's start, its last microsecond (in)"),
+        (span + 1, last, "the second before the span (out)"),
+        (windows * w, 0, "one window past the series"),  # the span's start for every default duration
+    ]
+    seen: set[tuple[int, int]] = set()
+    unique = []
+    for back, micros, what in found:
+        if (back, micros) not in seen:
+            seen.add((back, micros))
+            unique.append((back, micros, what))
+    return unique
+
+
+def _edges(doi: str, duration: Duration, now_ns: int, max_age_s: int | None) -> tuple[list[Point], list[str]]:
+    points, left_out = [], []
+    for i, (back, micros, what) in enumerate(edge_offsets(duration)):
+        if max_age_s is not None and back + 1 > max_age_s:
+            left_out.append(f"{duration.name}: {what}")
+            continue
+        points.append(_point(f"selftest:edges-{duration.name}:{back}.{micros:06d}", doi,
+                             now_ns - back * NS + micros * _US, i, 1.0 + (i % 8) * 0.5))
+    return points, left_out
+
+
+def build_probe(durations: Sequence[Duration], now_ns: int, *, max_age_s: int | None = None,
+                prefix: str = PREFIX) -> Probe:
+    """The probe for these durations at ``now_ns`` (a whole second).
+
+    ``max_age_s`` leaves out every event older than that many seconds (InfluxDB's scratch
+    bucket refuses points older than its retention).
+    """
+    alignment.check_now(now_ns)
+    if not durations:
+        raise ValueError("the probe needs at least one duration")
+    reach = min(d.span_s for d in durations)
+    if max_age_s is not None:
+        reach = min(reach, max_age_s - 1)
+    busy, pair = _busy(f"{prefix}busy", now_ns, reach, max(d.min_events for d in durations) + 2)
+    steady = _spread("steady", f"{prefix}steady", now_ns, reach, max(d.min_events for d in durations) + 1)
+    quiet = _spread("quiet", f"{prefix}quiet", now_ns, reach, min(d.min_events for d in durations))
+    edges: list[Point] = []
+    left_out: list[str] = []
+    for duration in durations:
+        points, skipped = _edges(f"{prefix}edges-{duration.name}", duration, now_ns, max_age_s)
+        edges += points
+        left_out += skipped
+    events = (*busy, *steady, *quiet, *edges)
+    if len({p.event_id for p in events}) != len(events):
+        raise ValueError("probe event ids must be unique")  # e.g. two durations of one name
+    middle = len(events) // 2
+    redelivered = events[0]
+    batches = (events[:middle], (redelivered, *events[middle:]))
+    return Probe(now_ns, events, batches, redelivered, pair, tuple(left_out), prefix)
+
+
+def upstream_event(point: Point) -> bytes:
+    """The Kafka message (a processed discussion event, SPEC §2) the bridge would decode into
+    ``point``: the probe enters through the same decoding as every event."""
+    at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=point.time_ns // _US)
+    if point.time_ns % _US:
+        raise ValueError("probe times are whole microseconds (what the upstream timestamps carry)")
+    return json.dumps({
+        "id": point.event_id,
+        "timestamp": at.isoformat(),
+        "obj": {"data": {"doi": point.doi}},
+        "subj": {"pid": "aggregator-selftest", "processed": {
+            "score": point.score, "sentiment_raw": point.sentiment_raw, "followers": point.followers,
+            "length": point.length, "question_mark_count": point.questions,
+            "exclamation_mark_count": point.exclamations, "bot_rating": point.bot_rating,
+            "contains_abstract_raw": point.contains_abstract_raw, "time_score": point.time_score,
+            "type_factor": point.type_factor, "user_score": point.user_score,
+            "content_score": point.content_score}},
+    }).encode()

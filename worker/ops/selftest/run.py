@@ -1,0 +1,326 @@
+"""The self-test itself: probe the deployment's event store through the product's own code
+paths, compare every answer with the pure reference, remove every trace.
+
+In order, one :class:`~worker.ops.selftest.compare.Check` (one line) each:
+
+1. InfluxDB only: every bucket and task of the layout ``setup`` creates
+   (:mod:`worker.ops.selftest.influx`);
+2. ``events decoded``: the probe's Kafka messages through the bridge's decoding
+   (``decode_event``) and the ingest task's wire format (``points_to_wire`` /
+   ``points_from_wire``) come out as the probe's events;
+3. ``events written``: the two batches through ``store.write``, the ingest task's call, the
+   second one redelivering an event of the first;
+4. ``events stored``: ``store.count_per_doi`` over the probe: the redelivered event once,
+   the two events of one second twice;
+5. per duration: ``qualifying DOIs`` (``store.qualifying_dois``), ``trend inputs``
+   (``store.trend_inputs``, every column and window against
+   :func:`worker.core.reference.reference_aggregates`), ``trend rows`` (the trend math's rows
+   of the store's inputs against those of the reference's), ``staged rows``
+   (``PostgresRunState.stage_rows`` and back, under a run id of the self-test's own; never
+   finalized);
+6. ``probe removed``: the probe's events (PostgreSQL: its rows and the partitions its write
+   created; InfluxDB: the scratch bucket) and staged rows.
+
+The removal runs whatever happened before it: a failed check, a service error, Ctrl-C or
+SIGTERM (turned into ``KeyboardInterrupt`` while the self-test runs); a second signal
+during the removal waits for it to finish. A failed check is a ``FAIL`` line, not an
+exception; a service that does not answer raises, as in every command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import fields
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from worker.config.settings import Settings
+from worker.core import alignment, partitions
+from worker.core.aggregates import Aggregates
+from worker.core.durations import Duration
+from worker.core.events import InvalidEvent, Point, decode_event, points_from_wire, points_to_wire
+from worker.core.failures import first_line
+from worker.core.masking import scrub
+from worker.db.connection import Database
+from worker.ops.selftest.compare import (
+    Check,
+    aggregate_differences,
+    count_differences,
+    list_differences,
+    row_differences,
+    summary,
+    verdict,
+)
+from worker.ops.selftest.influx import (
+    PROBE_MAX_AGE_S,
+    SCRATCH_RETENTION_S,
+    InfluxAdmin,
+    scratch_bucket_name,
+    scratch_settings,
+)
+from worker.ops.selftest.postgres import PostgresScratch, run_id
+from worker.ops.selftest.probe import POSTGRES_NOW_NS, build_probe, upstream_event
+from worker.store import EventStore, StoreRejected, open_store
+from worker.trends.math import TREND_COLUMNS, compute_trends, rows
+from worker.trends.state import PostgresRunState
+
+Emit = Callable[[str], None]
+
+_SUMS = len(fields(Aggregates)) - 1
+
+
+def selftest(settings: Settings, emit: Emit = print) -> list[Check]:
+    """Run every check, printing each line through ``emit`` as it completes; the checks."""
+    checks: list[Check] = []
+
+    def record(check: Check) -> None:
+        checks.append(check)
+        emit(check.line())
+
+    with _sigterm_interrupts():
+        SelfTest(settings, record, emit).run()
+    return checks
+
+
+def report(settings: Settings, emit: Emit = print) -> int:
+    """The self-test's lines and its summary through ``emit``; 0 when every check passed, else 1."""
+    checks = selftest(settings, emit)
+    emit(summary(checks))
+    return 0 if all(check.ok for check in checks) else 1
+
+
+class SelfTest:
+    def __init__(self, settings: Settings, record: Callable[[Check], None], emit: Emit) -> None:
+        self.settings = settings
+        self.record = record
+        self.emit = emit
+        self.durations = list(settings.durations().values())
+        self.token = uuid.uuid4().hex[:12]
+        self.runs = [run_id(d.name, self.token) for d in self.durations]
+        self.influx = settings.event_store == "influxdb"
+        if self.influx:
+            now = alignment.run_time_ns(time.time_ns())
+            self.probe = build_probe(self.durations, now, max_age_s=PROBE_MAX_AGE_S)
+        else:
+            self.probe = build_probe(self.durations, POSTGRES_NOW_NS)
+        self.months = partitions.EVENTS.ranges_of_days(partitions.days_of_ns(p.time_ns for p in self.probe.events))
+        self.scratch = PostgresScratch(Database.from_settings(settings))
+
+    def run(self) -> None:
+        self.scratch.lock()  # the first contact: PostgreSQL not answering ends here
+        try:
+            admin = InfluxAdmin(self.settings) if self.influx else None
+            try:
+                self._with_cleanup(admin)
+            finally:
+                if admin is not None:
+                    admin.close()
+        finally:
+            self.scratch.close()
+
+    def _with_cleanup(self, admin: InfluxAdmin | None) -> None:
+        store: EventStore | None = None
+        run_state: PostgresRunState | None = None
+        completed = False
+        try:
+            self._header(admin)
+            if admin is not None:
+                for check in admin.layout_checks():
+                    self.record(check)
+            # In PostgreSQL the probe's events share discussion_event with the real ones.
+            in_postgres = admin is None
+            self.scratch.remove_leftovers(self.probe.prefix if in_postgres else None,
+                                          self.probe.time_range_ns() if in_postgres else None)
+            if admin is None:
+                self.scratch.note_partitions()
+                store = open_store(self.settings)
+            else:
+                bucket = scratch_bucket_name(self.settings, self.token)
+                admin.create_scratch(bucket)
+                store = open_store(scratch_settings(self.settings, bucket))
+            run_state = PostgresRunState.from_settings(self.settings)
+            self._probe(store, run_state)
+            completed = True
+        finally:
+            with _interrupts_deferred():
+                self._remove(admin, store, run_state, raise_errors=completed)
+
+    def _header(self, admin: InfluxAdmin | None) -> None:
+        at = datetime.fromtimestamp(self.probe.now_ns // alignment.NS_PER_S, UTC).isoformat()
+        where = (f"InfluxDB at {self.settings.addresses()['InfluxDB']}, scratch bucket "
+                 f"{scratch_bucket_name(self.settings, self.token)}" if admin is not None else
+                 f"PostgreSQL at {self.settings.addresses()['PostgreSQL']}")
+        line = (f"selftest of the event store ({where}): {len(self.probe.events)} probe events on "
+                f"{len(self.probe.dois)} DOIs {self.probe.prefix}*, run time {at}, durations "
+                f"{', '.join(d.name for d in self.durations)}")
+        if self.probe.left_out:
+            names = sorted({item.split(":")[0] for item in self.probe.left_out})
+            line += (f"; {len(self.probe.left_out)} edge events of {', '.join(names)} not probed (older than the "
+                     f"scratch bucket's {SCRATCH_RETENTION_S // 86_400} d retention)")
+        self.emit(line)
+
+    # -- the probe ----------------------------------------------------------------------------
+    def _probe(self, store: EventStore, run_state: PostgresRunState) -> None:
+        probe = self.probe
+        batches = self._decoded()
+        if batches is None:
+            return
+        self._write(store, batches)
+        start, stop = probe.time_range_ns()
+        counts = {doi: n for doi, n in store.count_per_doi(start, stop).items() if doi.startswith(probe.prefix)}
+        self.record(verdict("events stored", count_differences(counts, probe.counts()),
+                            f"{len(probe.events)} events on {len(probe.dois)} DOIs: the redelivered one once, "
+                            "the two in one second twice"))
+        for duration, run in zip(self.durations, self.runs, strict=True):
+            self._duration(store, run_state, duration, run)
+
+    def _decoded(self) -> list[list[Point]] | None:
+        """The probe's batches as ingestion would hand them to the store: each event decoded
+        from its Kafka message as the bridge does, each batch through the ingest task's wire
+        format."""
+        batches, differences = [], []
+        try:
+            for batch in self.probe.batches:
+                decoded = [decode_event(upstream_event(point)) for point in batch]
+                differences += [f"{point.event_id}: decoded as {got}" for point, got in zip(batch, decoded, strict=True)
+                                if got != point]
+                batches.append(points_from_wire(points_to_wire(decoded)))
+        except InvalidEvent as error:
+            self.record(Check("events decoded", False, f"refused: {error.reason}"))
+            return None
+        self.record(verdict("events decoded", differences,
+                            f"{self.probe.written} Kafka messages through the bridge's decoding and the ingest "
+                            "task's wire format"))
+        return batches
+
+    def _write(self, store: EventStore, batches: list[list[Point]]) -> None:
+        conflicts: int | None = 0
+        problems = []
+        for batch in batches:
+            try:
+                found = store.write(batch)
+            except StoreRejected as error:
+                problems.append(f"the store refused {len(error.rejected)} events: {first_line(error)}")
+                found = error.conflicts
+            conflicts = None if found is None or conflicts is None else conflicts + found
+        if conflicts:
+            problems.append(f"{conflicts} events reported as reusing a stored id with other content "
+                            "(a redelivery is no conflict)")
+        self.record(verdict("events written", problems,
+                            f"{self.probe.written} events in {len(batches)} batches through store.write, the "
+                            f"second redelivering {self.probe.redelivered.event_id}"))
+
+    def _duration(self, store: EventStore, run_state: PostgresRunState, duration: Duration, run: str) -> None:
+        probe, name = self.probe, duration.name
+        dois = probe.dois
+        qualifying = [doi for doi in store.qualifying_dois(duration, probe.now_ns) if doi.startswith(probe.prefix)]
+        expected = probe.qualifying(duration)
+        self.record(verdict(f"qualifying DOIs {name}", list_differences("qualifying", qualifying, expected),
+                            f"{len(expected)} of {len(dois)} probe DOIs have more than {duration.min_events} events"))
+
+        got = store.trend_inputs(duration, probe.now_ns, dois)
+        want = probe.reference(duration)
+        in_span = sum(probe.in_span(duration).values())
+        self.record(verdict(f"trend inputs {name}", aggregate_differences(dois, got, want),
+                            f"{len(dois)} DOIs x ({_SUMS} sums + {duration.windows} windows), {in_span} events "
+                            "in the span"))
+
+        got_rows, problems = _rows(dois, got, duration)
+        want_rows, _ = _rows(dois, want, duration)
+        self.record(verdict(f"trend rows {name}", problems or row_differences(got_rows, want_rows),
+                            f"{len(got_rows)} rows x {len(TREND_COLUMNS)} columns"))
+
+        if not got_rows:
+            return
+        run_state.stage_rows(run, got_rows)
+        staged = self.scratch.staged_rows(run)
+        self.record(verdict(f"staged rows {name}", row_differences(staged, got_rows),
+                            f"{len(staged)} rows back from trending_staging (run {run})"))
+
+    # -- the removal --------------------------------------------------------------------------
+    def _remove(self, admin: InfluxAdmin | None, store: EventStore | None, run_state: PostgresRunState | None,
+                *, raise_errors: bool) -> None:
+        """Remove every trace; a failure is a FAIL line, and raised unless an error is already
+        on its way (the first one is the one to report)."""
+        # Connections first: an interrupted statement may have left a transaction open.
+        for resource in (store, run_state):
+            if resource is not None:
+                with contextlib.suppress(Exception):
+                    resource.close()
+        in_postgres = admin is None
+        try:
+            removed, left = self.scratch.remove(self.runs, self.probe.prefix if in_postgres else None,
+                                                self.probe.time_range_ns() if in_postgres else None, self.months)
+            if admin is not None:
+                removed.append(admin.delete_scratch())
+        except Exception as error:
+            reason = scrub(first_line(error), self.settings.secret_values())
+            self.record(Check("probe removed", False, f"{type(error).__name__}: {reason}"))
+            if raise_errors:
+                raise
+            return
+        self.record(verdict("probe removed", left, ", ".join(removed)))
+
+
+def _rows(dois: list[str], aggregates: Aggregates, duration: Duration) -> tuple[list[dict[str, Any]], list[str]]:
+    try:
+        return rows(dois, compute_trends(aggregates, duration)), []
+    except ValueError as error:  # a NaN or a wrong shape from the store
+        return [], [f"the trend math refused the inputs: {error}"]
+
+
+# -- signals ----------------------------------------------------------------------------------
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (``docker stop``, a timeout) interrupts the self-test as Ctrl-C does, so its
+    removal runs instead of the process just ending."""
+    if not _in_main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C or SIGTERM during the removal waits until it is done, then interrupts."""
+    if not _in_main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def defer(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, defer) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    try:
+        yield
+    except BaseException:
+        restore()
+        raise
+    restore()
+    if received:
+        raise KeyboardInterrupt(f"signal {received[0]} during the removal")
+
