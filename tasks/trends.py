@@ -38,7 +38,7 @@ def run_trend(self: Task[Any, Any], duration_name: str, at: str | None = None) -
     queue = resources.settings.trends_queue
     duration = _duration(duration_name)
     try:
-        started = resources.trend_runs.begin(duration, run_time_ns(at))
+        started = resources.trend_runs.begin(duration, run_time_ns(at), holder=self.request.hostname)
     except RunInFlight as busy:
         log.warning("run skipped: the previous run of this duration is still in flight",
                     extra={"duration": duration_name, "detail": busy.message})

@@ -118,7 +118,7 @@ def test_a_hung_run_fails_in_its_limit_and_the_next_run_finalizes(env: dict[str,
             wait_for(lambda: for_process().leases.of("currently").holder() is None, 30, "lease released")
         if bound == "pool_child_stopped":
             wait_for(lambda: q(dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                    "AND query ILIKE '%trending_staging%'") != [(0,)], 30, "a chunk waiting")
+                                    "AND query ILIKE '%publication_doi = ANY%'") != [(0,)], 30, "a chunk waiting")
             [child] = psutil.Process(worker.pid).children()
             child.send_signal(signal.SIGSTOP)
             blocker.rollback()  # the table is free now, but the stopped process cannot go on

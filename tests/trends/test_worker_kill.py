@@ -27,6 +27,9 @@ from worker.trends.planning import datetime_to_ns
 pytestmark = pytest.mark.faults
 
 LEASE_S = 20
+#: A chunk's staging write waiting for the locked table (not a run's clean-up of old rows).
+CHUNK_WAITING = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                 "AND query ILIKE '%publication_doi = ANY%'")
 
 
 
@@ -54,12 +57,15 @@ def test_trends_worker_killed_mid_chord_then_the_next_run_on_time(stage: Stage) 
         with locker.cursor() as cur:  # the first chunk's staging write waits: the chord is under way
             cur.execute("LOCK TABLE trending_staging IN SHARE ROW EXCLUSIVE MODE")
         app.send_task("tasks.trends.run_trend", args=("currently", now.isoformat()), queue="trends")
-        wait(lambda: q(stage.dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                  "AND query ILIKE '%trending_staging%'") != [(0,)], 60, "a chunk inside the chord")
+        wait(lambda: q(stage.dsn, CHUNK_WAITING) != [(0,)], 60, "a chunk inside the chord")
         (dead_run,) = q(stage.dsn, "SELECT run_id FROM trend_run WHERE status = 'running'")[0]
+        # Killed for good (not restarted under its node name, which would give its lease up at
+        # once: the test below); another trends worker, on another node, takes over.
+        worker.stopped = True
         stage.supervisor.signal("worker-trends", signal.SIGKILL)
         killed_at = time.monotonic()
-        wait(lambda: worker.restarts == 1 and worker.alive, 30, "the trends worker restarted")
+        other = stage.supervisor.children[stage.start_worker("trends", concurrency=1, name="worker-trends-b")]
+        wait(lambda: other.alive and not worker.alive, 30, "the other trends worker started")
     finally:
         locker.rollback()
         locker.close()
@@ -92,3 +98,59 @@ def test_trends_worker_killed_mid_chord_then_the_next_run_on_time(stage: Stage) 
     print(f"FAULT trends worker SIGKILL mid-chord: next run finalized {took:.1f} s after the kill "
           f"(lease {LEASE_S} s)")
     assert took <= LEASE_S + 60
+
+
+@pytest.mark.parametrize(("duration", "events"), [("currently", 12), ("year", 31)])
+def test_a_trends_worker_restarted_after_a_kill_runs_the_duration_again_within_a_minute(
+        env: dict[str, str], tmp_path: Path, duration: str, events: int) -> None:
+    """The default settings (a 150 s lease, `year` scheduled once a day): the worker that
+    comes back under the same node name gives up its dead incarnation's lease and runs the
+    duration again at once; nobody sends a run by hand."""
+    from worker.app import app
+    from worker.celeryapp.resources import for_process
+
+    stage = Stage(env, tmp_path, TREND_CHUNK_SIZE="50")
+    try:
+        now = datetime.now(UTC).replace(microsecond=0)
+        dois = [f"10.1101/r{i:04d}" for i in range(500)]  # 10 chunks of 50
+        seed_events(stage.dsn, datetime_to_ns(now), dict.fromkeys(dois, events), 6 * 3600)
+        seed_plain_publications(stage.dsn, dois)
+        worker = stage.supervisor.children[stage.start_worker("trends", concurrency=1)]
+        app.send_task("tasks.trends.run_trend", args=(duration, now.isoformat()), queue="trends")
+        wait(lambda: q(stage.dsn, "SELECT count(*) FROM trend_run WHERE status = 'finalized'") == [(1,)], 60,
+             "a first run finalized")
+        before = q(stage.dsn, "SELECT publication_doi, score, run_id FROM trending ORDER BY 1")
+
+        locker = psycopg2.connect(stage.dsn)
+        try:
+            with locker.cursor() as cur:  # the chunks' staging writes wait: the chord is under way
+                cur.execute("LOCK TABLE trending_staging IN SHARE ROW EXCLUSIVE MODE")
+            later = now + timedelta(minutes=3)
+            app.send_task("tasks.trends.run_trend", args=(duration, later.isoformat()), queue="trends")
+            wait(lambda: q(stage.dsn, CHUNK_WAITING) != [(0,)], 60, "a chunk in the chord")
+            (dead_run,) = q(stage.dsn, "SELECT run_id FROM trend_run WHERE status = 'running'")[0]
+            stage.supervisor.signal("worker-trends", signal.SIGKILL)  # compose restarts it at once
+            wait(lambda: worker.restarts == 1 and worker.alive, 30, "the trends worker restarted")
+            restarted_at = time.monotonic()
+            assert q(stage.dsn, "SELECT publication_doi, score, run_id FROM trending ORDER BY 1") == before
+        finally:
+            locker.rollback()
+            locker.close()
+
+        def recovered_run() -> bool:
+            return q(stage.dsn, "SELECT count(*) FROM trend_run WHERE status = 'finalized'") == [(2,)]
+
+        wait(recovered_run, 90, f"a new {duration} run finalized after the restart")
+        took = time.monotonic() - restarted_at
+        (status, error), = q(stage.dsn, "SELECT status, error FROM trend_run WHERE run_id = %s", (dead_run,))
+        assert status == "failed" and "abandoned" in str(error)
+        (new_run,), = q(stage.dsn, "SELECT run_id FROM trend_run WHERE status = 'finalized' "
+                                   "ORDER BY finished_at DESC LIMIT 1")
+        assert {run for _, _, run in q(stage.dsn, "SELECT publication_doi, score, run_id FROM trending")} == {new_run}
+        assert "lease of a dead incarnation of this worker given up" in stage.log("worker-trends")
+        assert for_process().leases.of(duration).holder() is None
+        print(f"FAULT trends worker SIGKILL mid-chord, restarted: {duration} finalized {took:.1f} s after the restart")
+        assert took <= 60, f"{took:.0f} s"
+    finally:
+        stage.close()
+

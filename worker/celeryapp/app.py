@@ -7,7 +7,10 @@ import os
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
-from worker.celeryapp import metrics  # also connects the worker's metrics endpoint to worker_init
+from worker.celeryapp import (
+    metrics,  # also connects the worker's metrics endpoint to worker_init
+    recovery,  # noqa: F401 - connects the lease recovery to worker_ready
+)
 from worker.celeryapp.kombu_guard import guard_restore_unacked
 from worker.config.logs import make_formatter
 from worker.config.settings import get_settings

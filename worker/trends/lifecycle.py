@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from worker.core.failures import TryLater
 from worker.store.base import EventStore
 from worker.trends.lease import Leases
 from worker.trends.math import compute_trends, rows
-from worker.trends.planning import Plan, chunked, new_run_id, new_token, ns_to_datetime
+from worker.trends.planning import Plan, chunked, new_run_id, new_token, ns_to_datetime, token_holder
 from worker.trends.state import RunState
 
 log = logging.getLogger(__name__)
@@ -103,10 +104,13 @@ class TrendRuns:
         self.state = steps.state
         self.leases = leases
 
-    def begin(self, duration: Duration, now_ns: int) -> Started:
-        """Take the lease and plan the run; :class:`RunInFlight` when a live run holds it."""
+    def begin(self, duration: Duration, now_ns: int, holder: str | None = None) -> Started:
+        """Take the lease and plan the run; :class:`RunInFlight` when a live run holds it.
+
+        ``holder``, the worker node running it, is written into the lease's token, so the
+        node's next incarnation can give the lease up at once (:func:`recover_leases`)."""
         lock = self.leases.of(duration.name)
-        token = new_token()
+        token = new_token(holder)
         if not lock.acquire(token):
             raise RunInFlight(f"a run of {duration.name} is in flight (lease held by {lock.holder()}); not "
                               "starting another", "Wait for it to finish (or its lease, TREND_LOCK_TTL_S, to "
@@ -145,3 +149,27 @@ class TrendRuns:
             self.state.fail(run_id, error)
         finally:
             self.leases.of(duration.name).release(token)
+
+
+def recover_leases(leases: Leases, state: RunState, durations: Sequence[Duration], node: str) -> list[Duration]:
+    """Give up the leases ``node`` held before it (re)started, and fail their runs.
+
+    Called when a worker node starts: a lease that names this very node belongs to a run of
+    its previous incarnation, which died (a running node cannot be starting). Waiting for
+    that lease to expire (TREND_LOCK_TTL_S) would stall the duration for minutes, and the
+    next run would come only at its next cron tick (a day, for ``year``): the lease is
+    released now (compare-and-delete: only that holder's), the run failed, and the caller
+    starts the returned durations' runs again at once.
+    """
+    recovered = []
+    for duration in durations:
+        lock = leases.of(duration.name)
+        holder = lock.holder()
+        if holder is None or token_holder(holder) != node:
+            continue
+        if lock.release(holder):
+            gone = state.abandon_runs(duration)
+            log.warning("lease of a dead incarnation of this worker given up; running the duration again",
+                        extra={"duration": duration.name, "node": node, "runs": ",".join(gone)})
+            recovered.append(duration)
+    return recovered

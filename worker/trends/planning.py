@@ -54,5 +54,14 @@ def new_run_id(duration: str, now_ns: int, token: str) -> str:
     return f"{duration}:{ns_to_datetime(now_ns):%Y%m%dT%H%M%S}Z:{token[:8]}"
 
 
-def new_token() -> str:
-    return uuid.uuid4().hex
+def new_token(holder: str | None = None) -> str:
+    """A run's lease token: random, and naming the worker node that holds it (``<hex>.<node>``)
+    so a restarted worker can recognise the leases of its dead incarnation."""
+    token = uuid.uuid4().hex
+    return f"{token}.{holder}" if holder else token
+
+
+def token_holder(token: str) -> str | None:
+    """The worker node a lease token names (:func:`new_token`), or None."""
+    _, dot, holder = token.partition(".")
+    return holder if dot else None
