@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -58,5 +59,6 @@ def test_outage_retries_then_dead_letters_then_replays(env: dict[str, str], spaw
     replay = subprocess.run([*AGGREGATOR, "dlq", "replay"], env={**os.environ, **env}, capture_output=True,
                             text=True, timeout=120)
     assert replay.returncode == 0, replay.stderr[-2000:]
+    assert re.search(r"^letters: (\d+)/\1 \(100%\)", replay.stderr, re.M), replay.stderr[-2000:]
     wait_for(lambda: count_events(own_pg.dsn) == 500, 60, "all 500 events after the replay")
     assert dead_lettered_events(env) == 0  # the replay cursor moved past them

@@ -286,8 +286,9 @@ def test_aggregator_maintain_prints_its_plan_and_steps(cli_env: str, capsys: pyt
     assert "thin    trending_history days to hourly: 2 (2026-03-01 .. 2026-03-02)" in out
     assert q(cli_env, "SELECT count(*) FROM trending_history_compaction") == [(0,)]
     assert main(["maintain", "--at", "2026-03-05T00:30:00"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "ok   thin hourly      trending_history_p20260301" in out
+    assert "ok   thin hourly      trending_history_p20260301" in err  # also as it happened
     assert q(cli_env, "SELECT count(*) FROM trending_history_compaction") == [(2,)]
 
 

@@ -168,9 +168,10 @@ def test_cli_run_prints_phases(env: dict[str, str], seeded, capsys: pytest.Captu
     from worker.ops.cli import main
 
     assert main(["trends", "run", "currently", "--at", NOW.isoformat()]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "450 DOIs with more than 10 events" in out and "3 chunk(s)" in out
     assert "finalized: 450 rows" in out and "trending_covid_papers refreshed" in out
+    assert err.splitlines()[-1].startswith("chunks: 3/3 (100%)")  # progress on stderr, not in the report
 
 
 class _HistoryKeepingStore(PostgresStore):

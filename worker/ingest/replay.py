@@ -10,6 +10,7 @@ everything read has been published or re-dead-lettered.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import TopicPartition
@@ -31,7 +32,8 @@ class ReplayReport:
 
 
 def replay(reader: DeadLetterReader, writer: DeadLetterWriter, publisher: IngestPublisher,
-           *, batch_size: int = 1000) -> ReplayReport:
+           *, batch_size: int = 1000, on_letter: Callable[[], object] | None = None) -> ReplayReport:
+    """Replay every pending letter; ``on_letter`` hears of each one read (progress)."""
     report = ReplayReport()
     positions: list[TopicPartition] = []
     points: list[Point] = []
@@ -47,6 +49,8 @@ def replay(reader: DeadLetterReader, writer: DeadLetterWriter, publisher: Ingest
 
     for position, letter in reader.read(pending_only=True):
         report.read += 1
+        if on_letter is not None:
+            on_letter()
         positions.append(position)
         if letter is None:
             report.unreadable += 1

@@ -60,6 +60,12 @@ class Report:
     plan: Plan
     steps: list[Step] = field(default_factory=list)
     seconds: float = 0.0
+    on_step: Callable[[Step], object] | None = field(default=None, repr=False, compare=False)
+
+    def add(self, step: Step) -> None:
+        self.steps.append(step)
+        if self.on_step is not None:
+            self.on_step(step)
 
     @property
     def skipped(self) -> list[Step]:
@@ -83,8 +89,9 @@ def history_days(cur: Any) -> list[HistoryDay]:
 
 
 def maintain(database: Database, policy: RetentionPolicy, now: datetime, *, dry_run: bool = False,
-             budget_s: float | None = None) -> Report:
-    """Plan at ``now`` and (unless ``dry_run``) carry the plan out."""
+             budget_s: float | None = None, on_step: Callable[[Step], object] | None = None) -> Report:
+    """Plan at ``now`` and (unless ``dry_run``) carry the plan out; ``on_step`` hears of each
+    step as it ends (thinning a backlog takes minutes: the command shows them as they go)."""
     started = time.perf_counter()
     conn = database.connect(application_name="aggregator-maintenance", autocommit=True)
     try:
@@ -92,7 +99,7 @@ def maintain(database: Database, policy: RetentionPolicy, now: datetime, *, dry_
             events = partition_admin.attached(cur, EVENTS)
             history = history_days(cur)
             todo = plan(policy, now, [p.range for p in events], history)
-            report = Report(now, todo)
+            report = Report(now, todo, on_step=on_step)
             if not dry_run:
                 _carry_out(conn, policy, now, todo, events, budget_s, started, report)
     finally:
@@ -148,7 +155,7 @@ def _carry_out(conn: Connection, policy: RetentionPolicy, now: datetime, todo: P
     _drop_leftovers(conn, policy, now, report)
     for day, level in todo.thin_history:
         if budget_s is not None and time.perf_counter() - started > budget_s:
-            report.steps.append(Step(f"thin {level.name.lower()}", history[day].name, 0.0, False, "budget spent"))
+            report.add(Step(f"thin {level.name.lower()}", history[day].name, 0.0, False, "budget spent"))
             continue
         target = history[day]
         _step(report, f"thin {level.name.lower()}", target.name, partial(_thin, conn, target, level))
@@ -165,12 +172,12 @@ def _step(report: Report, action: str, target: str, run: Callable[[], str]) -> N
             if attempt < _ATTEMPTS:
                 time.sleep(_PAUSE_S * attempt)
                 continue
-            report.steps.append(Step(action, target, time.perf_counter() - started, False,
+            report.add(Step(action, target, time.perf_counter() - started, False,
                                      f"lock not obtained ({error.pgcode}); left for the next run"))
             log.warning("maintenance step postponed: lock not obtained",
                         extra={"action": action, "target": target, "sqlstate": error.pgcode})
             return
-        report.steps.append(Step(action, target, time.perf_counter() - started, True, detail))
+        report.add(Step(action, target, time.perf_counter() - started, True, detail))
         log.debug("maintenance step", extra={"action": action, "target": target, "detail": detail,
                                             "seconds": round(time.perf_counter() - started, 3)})
         return

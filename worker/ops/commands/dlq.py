@@ -8,7 +8,9 @@ import sys
 
 from worker.celeryapp.app import app
 from worker.config.settings import Settings
-from worker.ingest.deadletter import DeadLetterReader, DeadLetterWriter
+from worker.core.progress import Progress
+from worker.ingest.deadletter import DeadLetterReader, DeadLetterWriter, replay_group
+from worker.ingest.kafka_config import group_lag
 from worker.ingest.publisher import IngestPublisher
 from worker.ingest.replay import replay
 
@@ -46,10 +48,15 @@ def replay_letters(args: argparse.Namespace, settings: Settings) -> int:
     reader = _reader(settings)
     writer = DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
                               connect_timeout_s=settings.connect_timeout_s)
+    pending = group_lag(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
+                        replay_group(settings.kafka_group_id), timeout_s=settings.connect_timeout_s)
+    # Letter by letter on stderr; the JSON report stays alone on stdout.
+    progress = Progress("letters", pending, sys.stderr.write, terminal=sys.stderr.isatty())
     try:
-        report = replay(reader, writer, IngestPublisher(app, settings.ingest_queue))
+        report = replay(reader, writer, IngestPublisher(app, settings.ingest_queue), on_letter=progress.advance)
     finally:
         reader.close()
         writer.close()
+    progress.finish()
     print(json.dumps(vars(report)))
     return 0

@@ -9,6 +9,7 @@ what would go by then).
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -16,7 +17,7 @@ from worker.config.settings import Settings
 from worker.core.partitions import Range
 from worker.core.retention import Plan
 from worker.db.connection import Database
-from worker.maintenance.run import maintain
+from worker.maintenance.run import Step, maintain
 
 
 def _span(ranges: Sequence[Range]) -> str:
@@ -39,10 +40,17 @@ def _plan_lines(todo: Plan) -> list[str]:
     return lines or ["  nothing to do"]
 
 
+def _step_line(step: Step) -> str:
+    state = "ok  " if step.done else "LATER"
+    return f"{state} {step.action:<16} {step.target:<36} {step.seconds:7.3f}s  {step.detail}"
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     dry_run: bool = args.dry_run
     now = args.at or datetime.now(UTC)
-    report = maintain(Database.from_settings(settings), settings.retention_policy(), now, dry_run=dry_run)
+    # Each step on stderr as it ends (thinning a backlog takes minutes); the table at the end.
+    report = maintain(Database.from_settings(settings), settings.retention_policy(), now, dry_run=dry_run,
+                      on_step=lambda step: print(f"  {_step_line(step)}", file=sys.stderr, flush=True))
     policy = settings.retention_policy()
     print(f"maintenance at {now.isoformat()}: events kept {policy.event_retention_days} d; history every run "
           f"{policy.history_full_days} d, hourly to {policy.history_hourly_days} d, daily to "
@@ -52,8 +60,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("\n".join(_plan_lines(report.plan)))
         return 0
     for step in report.steps:
-        state = "ok  " if step.done else "LATER"
-        print(f"  {state} {step.action:<16} {step.target:<36} {step.seconds:7.3f}s  {step.detail}")
+        print(f"  {_step_line(step)}")
     print(f"  total {report.seconds:.3f}s" + (f", {len(report.skipped)} step(s) left for the next run"
                                               if report.skipped else ""))
     return 0

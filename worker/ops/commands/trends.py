@@ -9,11 +9,13 @@ or checking a deployment.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from worker.celeryapp.resources import Resources
 from worker.config.settings import Settings
 from worker.core.failures import UsageError
+from worker.core.progress import Progress
 from worker.trends.planning import ns_to_datetime, run_time_ns
 
 
@@ -37,9 +39,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  select   {t1 - t0:8.3f}s  {plan.dois} DOIs with more than {duration.min_events} events "
               f"in the last {duration.span}, {len(plan.chunks)} chunk(s) of <= {settings.trend_chunk_size}")
         staged = 0
+        # Chunk by chunk on stderr (a `year` run has ~116): the report above and below stays on stdout.
+        progress = Progress("chunks", len(plan.chunks), sys.stderr.write, terminal=sys.stderr.isatty())
         try:
             for dois in plan.chunks:
                 staged += runs.chunk(duration, plan.run_id, plan.now_ns, dois, token)
+                progress.advance()
+            progress.finish()
         except BaseException as error:
             runs.fail(duration, plan.run_id, token, repr(error))
             raise
