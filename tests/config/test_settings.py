@@ -87,25 +87,15 @@ def test_maintenance_runs_on_its_own_queue_and_expires_before_the_next_tick() ->
     ({"TREND_HISTORY_HOURLY_DAYS": "3"}, "TREND_HISTORY_FULL_DAYS (7) <= TREND_HISTORY_HOURLY_DAYS (3)"),
     ({"TREND_HISTORY_RETENTION_DAYS": "30"}, "<= TREND_HISTORY_RETENTION_DAYS (30) must hold"),
     ({"MAINTENANCE_SCHEDULE": "every hour"}, "MAINTENANCE_SCHEDULE='every hour'"),
-])
-def test_retention_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
-                                                 named: str) -> None:
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    with pytest.raises(ConfigurationError) as caught:
-        load_settings()
-    assert named in str(caught.value)
-
-
-@pytest.mark.parametrize(("env", "named"), [
+    # The time limits, the lease and the schedules must nest.
     ({"TASK_TIME_LIMIT_CHUNK_S": "150"}, "TASK_TIME_LIMIT_CHUNK_S (150) must be below TREND_LOCK_TTL_S (150)"),
     ({"TASK_TIME_LIMIT_FINALIZE_S": "600"}, "TASK_TIME_LIMIT_FINALIZE_S (600) must be below TREND_LOCK_TTL_S"),
     ({"TREND_LOCK_TTL_S": "3600"}, "TREND_LOCK_TTL_S (3600) must be below the period of currently (180 s"),
     ({"TREND_DURATIONS": '{"today": {"schedule": "*/2 * * * *"}}'}, "below the period of today (120 s"),
     ({"TASK_TIME_LIMIT_INGEST_S": "7200"}, "TASK_TIME_LIMIT_INGEST_S (7200) must be below VISIBILITY_TIMEOUT_S"),
 ])
-def test_time_limits_lease_and_periods_must_nest(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
-                                                 named: str) -> None:
+def test_settings_that_must_agree_are_checked_at_start(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                       named: str) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(ConfigurationError) as caught:
