@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from importlib import resources
 
@@ -56,7 +57,7 @@ def migrate_up_to_0004(dsn: str) -> None:
 HISTORY_VALUES = "1.5, 3, 0.1, 100, 0.2, 50, 120, 1, 0, 2, 1.5, 0, 0, 0, 0, 0, 0, 'no trend', 1"
 
 
-def test_existing_rows_move_into_partitions_unchanged(empty_pg_dsn: str) -> None:
+def test_existing_rows_move_into_partitions_unchanged(empty_pg_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
     dsn = empty_pg_dsn
     migrate_up_to_0004(dsn)
     # Events in three months (one on a month's first microsecond, one on the last of the
@@ -76,7 +77,12 @@ def test_existing_rows_move_into_partitions_unchanged(empty_pg_dsn: str) -> None
     events_before = q(dsn, "SELECT * FROM discussion_event ORDER BY event_id")
     history_before = q(dsn, "SELECT * FROM trending_history ORDER BY calculated_at")
 
-    assert migrate(dsn) == ["0005.partition-events-and-history", "0006.trend-run-autovacuum"]
+    with caplog.at_level(logging.INFO, logger="worker.db.migrations"):
+        assert migrate(dsn) == ["0005.partition-events-and-history", "0006.trend-run-autovacuum"]
+    # setup says how far the copy is (the last line of each table: every block copied)
+    lines = [r.getMessage() for r in caplog.records if r.name == "worker.db.migrations"]
+    assert any(line.startswith("migration 0005: discussion_event copied (blocks): 1/1 (100%)") for line in lines), lines
+    assert any(line.startswith("migration 0005: trending_history copied (blocks): 1/1 (100%)") for line in lines), lines
     assert q(dsn, "SELECT relkind FROM pg_class WHERE relname IN ('discussion_event', 'trending_history')") == [
         ("p",), ("p",)]
     assert event_partitions(dsn) == ["discussion_event_p20260901", "discussion_event_p20261001",
@@ -158,3 +164,23 @@ def test_trend_inputs_across_month_boundaries_equal_the_pure_aggregation(pg_dsn:
     for field in ("sum_score", "decayed_score", "sum_age", "sum_followers", "sum_length", "series"):
         np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-12, atol=1e-9, err_msg=field)
     assert got.count.sum() == sum(alignment.in_span(duration, now, p.time_ns) for p in points)
+
+
+def test_a_table_of_many_blocks_is_copied_whole_in_block_ranges(empty_pg_dsn: str,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The copy goes in ranges of blocks (progress lines); every row arrives, once."""
+    dsn = empty_pg_dsn
+    migrate_up_to_0004(dsn)
+    q(dsn, "INSERT INTO discussion_event (event_id, doi, time, score, sentiment_raw, followers, length, questions, "
+           "exclamations, bot_rating, contains_abstract_raw, time_score, type_factor, user_score, content_score) "
+           "SELECT 'e' || i, '10.1/' || (i % 97), timestamp '2026-10-01 00:00:00+00' + i * interval '7 minutes', "
+           "i, 0.5, 100, 120, 1, 0, 2, 0.25, 3, 1, 4, 5 FROM generate_series(1, 20000) i")
+    before = q(dsn, "SELECT count(*), sum(score), count(DISTINCT event_id) FROM discussion_event")
+    (blocks,), = q(dsn, "SELECT pg_relation_size('discussion_event') / current_setting('block_size')::int")
+    assert blocks > 100  # many block ranges, the last one partial
+    with caplog.at_level(logging.INFO, logger="worker.db.migrations"):
+        migrate(dsn)
+    assert q(dsn, "SELECT count(*), sum(score), count(DISTINCT event_id) FROM discussion_event") == before
+    lines = [r.getMessage() for r in caplog.records if r.name == "worker.db.migrations"]
+    assert any(line.startswith(f"migration 0005: discussion_event copied (blocks): {blocks}/{blocks} (100%)")
+               for line in lines), lines
