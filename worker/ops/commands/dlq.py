@@ -48,12 +48,14 @@ def replay_letters(args: argparse.Namespace, settings: Settings) -> int:
     reader = _reader(settings)
     writer = DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
                               connect_timeout_s=settings.connect_timeout_s)
-    pending = group_lag(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
-                        replay_group(settings.kafka_group_id), timeout_s=settings.connect_timeout_s)
-    # Letter by letter on stderr; the JSON report stays alone on stdout.
-    progress = Progress("letters", pending, sys.stderr.write, terminal=sys.stderr.isatty())
+    publisher = IngestPublisher(app, settings.ingest_queue)
     try:
-        report = replay(reader, writer, IngestPublisher(app, settings.ingest_queue), on_letter=progress.advance)
+        publisher.declare()  # Redis first, as the replay itself does: its failure is the one reported
+        pending = group_lag(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
+                            replay_group(settings.kafka_group_id), timeout_s=settings.connect_timeout_s)
+        # Letter by letter on stderr; the JSON report stays alone on stdout.
+        progress = Progress("letters", pending, sys.stderr.write, terminal=sys.stderr.isatty())
+        report = replay(reader, writer, publisher, on_letter=progress.advance)
     finally:
         reader.close()
         writer.close()
