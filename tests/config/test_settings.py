@@ -108,3 +108,32 @@ def test_the_defaults_nest() -> None:
     assert settings.task_time_limit_chunk_s < settings.trend_lock_ttl_s
     assert settings.task_time_limit_finalize_s < settings.trend_lock_ttl_s
     assert all(settings.trend_lock_ttl_s < min_period_s(d.schedule) for d in settings.durations().values())
+
+
+def test_every_secret_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Docker secrets: POSTGRES_DSN_FILE=/run/secrets/... (one trailing newline dropped)."""
+    dsn = tmp_path / "postgres_dsn"
+    dsn.write_text("postgresql://agg:s3cret@db:5432/agg\n")
+    token = tmp_path / "token"
+    token.write_text("tok-en")
+    monkeypatch.setenv("POSTGRES_DSN_FILE", str(dsn))
+    monkeypatch.setenv("X_ACCESS_TOKEN_FILE", str(token))
+    settings = load_settings()
+    assert settings.postgres_dsn.get_secret_value() == "postgresql://agg:s3cret@db:5432/agg"
+    assert settings.x_access_token is not None and settings.x_access_token.get_secret_value() == "tok-en"
+    assert "s3cret" in settings.secret_values()  # and so masked wherever a person reads
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"POSTGRES_DSN": "postgresql://a@b/c", "POSTGRES_DSN_FILE": "{dir}/dsn"},
+     "POSTGRES_DSN and POSTGRES_DSN_FILE are both set"),
+    ({"REDIS_URL_FILE": "{dir}/missing"}, "REDIS_URL_FILE='{dir}/missing': No such file or directory"),
+])
+def test_a_secret_file_that_cannot_be_used_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path, env: dict[str, str],
+                                                    named: str) -> None:
+    (tmp_path / "dsn").write_text("postgresql://x@y/z")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value.format(dir=tmp_path))
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert named.format(dir=tmp_path) in str(caught.value)

@@ -13,13 +13,16 @@ value says so with ``.get_secret_value()`` at the one place it hands it to a dri
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.core.cron import min_period_s, parse_cron
 from worker.core.durations import Duration, build_durations
@@ -90,8 +93,42 @@ def _check_bootstrap(value: str) -> str:
     return ",".join(servers)
 
 
+class SecretFiles(PydanticBaseSettingsSource):
+    """Every secret setting from a file: ``POSTGRES_DSN_FILE=/run/secrets/postgres_dsn``.
+
+    Docker and Kubernetes hand secrets over as files so they never show in ``docker
+    inspect`` or a process's environment. The file's text is the value (one trailing newline
+    dropped); a variable set both ways is refused, as a file that cannot be read is: either
+    would leave an operator guessing which value the process uses.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything happens in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            if "SecretStr" not in str(field.annotation):
+                continue
+            variable = name.upper()
+            path = os.environ.get(f"{variable}_FILE", "").strip()
+            if not path:
+                continue
+            if os.environ.get(variable, "").strip():
+                raise ConfigurationError(f"invalid configuration: {variable} and {variable}_FILE are both set; "
+                                         "keep one")
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except OSError as error:
+                raise ConfigurationError(f"invalid configuration: {variable}_FILE={path!r}: "
+                                         f"{error.strerror or error}") from None
+            values[name] = text.removesuffix("\n").removesuffix("\r")
+        return values
+
+
 class Settings(BaseSettings):
-    """All settings; the environment variable is the field name in upper case."""
+    """All settings; the environment variable is the field name in upper case (a secret's
+    also ``<NAME>_FILE``, naming a file that holds it: :class:`SecretFiles`)."""
 
     # A blank variable (`X_ACCESS_TOKEN=` in an env file) means "not set": the code default.
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True, env_ignore_empty=True)
@@ -262,6 +299,14 @@ class Settings(BaseSettings):
     # --- Logging ----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["kv", "json"] = "kv"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, SecretFiles(settings_cls), dotenv_settings, file_secret_settings
 
     # -- one field at a time ---------------------------------------------------------------
     @field_validator("log_level", mode="before")
