@@ -19,9 +19,7 @@ BY_NAME = {d.name: d for d in DEFAULT_DURATIONS}
 
 
 def bound(name: str) -> timedelta:
-    s = Settings()
-    return stale_after(BY_NAME[name], start_offset_s=s.trend_start_offset_s, run_limit_s=s.task_time_limit_trend_run_s,
-                       finalize_limit_s=s.task_time_limit_finalize_s)
+    return stale_after(BY_NAME[name], Settings())
 
 
 def test_two_periods_and_one_runs_limits() -> None:

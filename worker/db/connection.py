@@ -68,9 +68,11 @@ class Timeouts:
     statement_s: float = 0.0
     lock_s: float = 0.0
 
-    def sql(self) -> str:
-        return (f"SET LOCAL statement_timeout = {round(self.statement_s * 1000)}; "
-                f"SET LOCAL lock_timeout = {round(self.lock_s * 1000)}")
+    def sql(self, *, local: bool = True) -> str:
+        """``SET LOCAL`` for a transaction; ``local=False`` for an autocommit session."""
+        scope = "SET LOCAL" if local else "SET"
+        return (f"{scope} statement_timeout = {round(self.statement_s * 1000)}; "
+                f"{scope} lock_timeout = {round(self.lock_s * 1000)}")
 
     @classmethod
     def ingest(cls, settings: Settings) -> Timeouts:

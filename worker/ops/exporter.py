@@ -99,9 +99,7 @@ class StateCollector(Collector):
         phases = GaugeMetricFamily(f"{PREFIX}_trend_last_run_phase_seconds",
                                    "Seconds each phase of the last finalized run took", labels=["duration", "phase"])
         for duration in s.durations().values():
-            limit = stale_after(duration, start_offset_s=s.trend_start_offset_s,
-                                run_limit_s=s.task_time_limit_trend_run_s,
-                                finalize_limit_s=s.task_time_limit_finalize_s)
+            limit = stale_after(duration, s)
             bound.add_metric([duration.name], limit.total_seconds())
             if duration.name not in last:
                 continue

@@ -37,6 +37,7 @@ Several components can be checked at once: ``aggregator health worker trends``.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -163,26 +164,42 @@ def check_celery_ping(settings: Settings, hostname: str) -> Check:
     return run
 
 
-def check_trend(settings: Settings, duration: Duration) -> Check:
-    bound = stale_after(duration, start_offset_s=settings.trend_start_offset_s,
-                        run_limit_s=settings.task_time_limit_trend_run_s,
-                        finalize_limit_s=settings.task_time_limit_finalize_s)
-    dsn = Database.from_settings(settings).dsn
+class _RunTimes:
+    """The finalize times of every duration, read once for all the ``trend:<duration>`` checks
+    (they run concurrently: the first to ask queries, the others wait for its answer)."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._lock = threading.Lock()
+        self._read: tuple[dict[str, Any], Any, Any] | None = None
+
+    def get(self) -> tuple[dict[str, Any], Any, Any]:
+        """(duration -> last finalized, first run's start, the server's now)."""
+        with self._lock:
+            if self._read is None:
+                import psycopg2
+
+                conn = psycopg2.connect(self._dsn, connect_timeout=int(TIMEOUT_S))
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SET statement_timeout = %s", (int(TIMEOUT_S * 1000),))
+                        cur.execute("SELECT duration, max(finished_at) FROM trend_run WHERE status = 'finalized' "
+                                    "GROUP BY duration")
+                        last = dict(cur.fetchall())
+                        cur.execute("SELECT (SELECT min(started_at) FROM trend_run), clock_timestamp()")
+                        since, now = cur.fetchone() or (None, None)
+                finally:
+                    conn.close()
+                self._read = (last, since, now)
+            return self._read
+
+
+def check_trend(settings: Settings, duration: Duration, runs: _RunTimes) -> Check:
+    bound = stale_after(duration, settings)
 
     def run() -> str:
-        import psycopg2
-
-        conn = psycopg2.connect(dsn, connect_timeout=int(TIMEOUT_S))
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SET statement_timeout = %s", (int(TIMEOUT_S * 1000),))
-                cur.execute("SELECT (SELECT max(finished_at) FROM trend_run WHERE duration = %s AND status = "
-                            "'finalized'), (SELECT min(started_at) FROM trend_run), clock_timestamp()",
-                            (duration.name,))
-                last, since, now = cur.fetchone() or (None, None, None)
-        finally:
-            conn.close()
-        freshness = Freshness(duration.name, bound, last, since, now)
+        last, since, now = runs.get()
+        freshness = Freshness(duration.name, bound, last.get(duration.name), since, now)
         if freshness.stale:
             raise RuntimeError(f"stale: {freshness.describe()}")
         return freshness.describe()
@@ -258,7 +275,8 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
     if component == "setup":
         return [postgres, *influx, kafka]
     if component == "trends":
-        return [*((f"trend:{d.name}", check_trend(s, d)) for d in s.durations().values()),
+        runs = _RunTimes(Database.from_settings(s).dsn)
+        return [*((f"trend:{d.name}", check_trend(s, d, runs)) for d in s.durations().values()),
                 ("queues", check_queues(s))]
     if component == "lag":
         return [("lag", check_lag(s))]

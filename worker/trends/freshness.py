@@ -13,13 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from worker.config.settings import Settings
 from worker.core.cron import min_period_s
 from worker.core.durations import Duration
 
 
-def stale_after(duration: Duration, *, start_offset_s: float, run_limit_s: float, finalize_limit_s: float) -> timedelta:
+def stale_after(duration: Duration, settings: Settings) -> timedelta:
     """The age past which ``duration``'s last finalized run means the trend is stale."""
-    return timedelta(seconds=2 * min_period_s(duration.schedule) + start_offset_s + run_limit_s + finalize_limit_s)
+    return timedelta(seconds=2 * min_period_s(duration.schedule) + settings.trend_start_offset_s
+                     + settings.task_time_limit_trend_run_s + settings.task_time_limit_finalize_s)
 
 
 @dataclass(frozen=True)

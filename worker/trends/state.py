@@ -197,6 +197,7 @@ class PostgresRunState:
         self._timeout_s = connect_timeout_s
         # statement_timeout and lock_timeout of the staging, the finalize and the view refresh.
         self._timeouts = timeouts.sql()
+        self._session_timeouts = timeouts.sql(local=False)  # the view refresh runs outside a transaction
         # One COPY on a kept connection per process instead of a connection per chunk (see stage_rows).
         self._staging = ReusedConnection("trend-aggregator-staging", timeout_s=connect_timeout_s)
 
@@ -299,7 +300,7 @@ class PostgresRunState:
         conn = self._connect(autocommit=True)
         try:
             with conn.cursor() as cur:
-                cur.execute(self._timeouts.replace("SET LOCAL", "SET"))  # autocommit: no transaction to be local to
+                cur.execute(self._session_timeouts)
                 cur.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY trending_covid_papers")
                 if run_id is not None:
                     cur.execute("UPDATE trend_run SET refreshed_at = clock_timestamp() WHERE run_id = %s",
