@@ -30,7 +30,6 @@ from worker.ingest.publisher import IngestPublisher
 from worker.ingest.triage import (
     RESOLVING,
     Outcome,
-    Position,
     Selection,
     State,
     Tally,
@@ -202,5 +201,3 @@ def settle(reader: DeadLetterReader, triage_log: TriageLog) -> dict[int, int]:
     reader.commit_cursor(changed)
     return moved
 
-
-__all__ = ["Position", "ReplayReport", "replay", "settle"]

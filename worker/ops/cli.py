@@ -116,10 +116,11 @@ def _version() -> str:
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown in --help (not for flags and unset options), descriptions as written."""
+    """Defaults shown in --help (not for flags, unset options and empty repeatable ones),
+    descriptions as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or isinstance(action, argparse._VersionAction):
+        if action.default in (None, False, []) or isinstance(action, argparse._VersionAction):
             return action.help
         return super()._get_help_string(action)
 
