@@ -115,6 +115,9 @@ COMMANDS = {
     "bridge": (["bridge"], "Kafka"),
     "dlq list": (["dlq", "list"], "Kafka"),
     "dlq replay": (["dlq", "replay"], "Redis"),
+    "dlq replay --dry-run": (["dlq", "replay", "--dry-run"], "Kafka"),
+    "dlq show": (["dlq", "show", "0@0"], "Kafka"),
+    "dlq discard": (["dlq", "discard", "0@0", "--reason", "test"], "Kafka"),
     "produce-demo": (["produce-demo", "--events", "3"], "Kafka"),
     "trends run": (["trends", "run", "currently"], "Redis"),
     "post": (["post", "--dry-run"], "PostgreSQL"),
@@ -129,7 +132,7 @@ def test_absent_services(name: str) -> None:
     args, service = COMMANDS[name]
     outcome = run(args, **services_at(closed, closed, closed))
     assert_operator_grade(outcome, 69)
-    assert outcome.lines[0].startswith(f"aggregator {name}: {service} at "), outcome.text
+    assert outcome.lines[0].startswith(f"aggregator {name.split(' --')[0]}: {service} at "), outcome.text
     assert f":{closed}" in outcome.lines[0], "the message names the address"
 
 
@@ -138,7 +141,7 @@ def test_silent_services(name: str, silent: SilentServer) -> None:
     args, service = COMMANDS[name]
     outcome = run(args, **services_at(silent.port, silent.port, silent.port))
     assert_operator_grade(outcome, 69)
-    assert outcome.lines[0].startswith(f"aggregator {name}: {service} at "), outcome.text
+    assert outcome.lines[0].startswith(f"aggregator {name.split(' --')[0]}: {service} at "), outcome.text
 
 
 @pytest.mark.parametrize("state", ["absent", "silent"])
@@ -170,6 +173,7 @@ BAD_SETTINGS = [
     ({"VISIBILITY_TIMEOUT_S": "20"}, "must be below VISIBILITY_TIMEOUT_S (20)"),
     ({"CONNECT_TIMEOUT_S": "0"}, "CONNECT_TIMEOUT_S='0'"),
     ({"TREND_QUERY_CONNECTIONS": "0"}, "TREND_QUERY_CONNECTIONS='0'"),
+    ({"DLQ_MAX_ATTEMPTS": "0"}, "DLQ_MAX_ATTEMPTS='0'"),
 ]
 
 
@@ -193,6 +197,10 @@ def test_every_subcommand_validates_settings_first(args: list[str]) -> None:
     ["trends", "run", "hourly"],
     ["maintain", "--at", "tomorrow"],
     ["dlq", "list", "--limit", "-1"],
+    ["dlq", "show", "zero"],
+    ["dlq", "discard", "0@1"],
+    ["dlq", "replay", "--offsets", "0@9-2"],
+    ["dlq", "replay", "--reason-kind", "typo"],
     ["produce-demo", "--events", "x"],
     ["dev", "--events", "0"],
     ["health", "kitchen"],

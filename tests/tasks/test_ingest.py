@@ -6,6 +6,7 @@ import pytest
 
 from tests.support.helpers import count_events
 from worker.core.events import decode_event, points_to_wire
+from worker.db.connection import Database
 from worker.ingest.deadletter import DeadLetterReader
 from worker.ops.demo import demo_events
 
@@ -30,6 +31,7 @@ def test_malformed_batch_goes_to_dead_letters(eager, env: dict[str, str]) -> Non
     from worker.ingest.deadletter import DeadLetterWriter
     from worker.ingest.publisher import IngestPublisher
     from worker.ingest.replay import replay
+    from worker.ingest.triage_log import TriageLog
 
     assert write_batch.delay([["not", "a", "point"]]).get() == {"written": 0, "dead_lettered": 1, "conflicts": 0}
     assert write_batch.delay('[["not", "a", "point"], ["x"]]').get() == {
@@ -52,7 +54,8 @@ def test_malformed_batch_goes_to_dead_letters(eager, env: dict[str, str]) -> Non
     reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], env["KAFKA_GROUP_ID"])
     writer = DeadLetterWriter(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"])
     try:
-        report = replay(reader, writer, IngestPublisher(app, "ingest"))
+        report = replay(reader, writer, IngestPublisher(app, "ingest"),
+                        TriageLog(Database(env["POSTGRES_DSN"]), env["KAFKA_DLQ_TOPIC"]))
     finally:
         reader.close()
     assert (report.read, report.still_invalid, report.batches_replayed) == (3, 3, 0)

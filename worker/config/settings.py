@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     kafka_dlq_topic: str = Field("events_processed-discusses.dlq", min_length=1)
     # Partition count used when the product creates the dead-letter topic itself.
     kafka_dlq_partitions: int = Field(1, ge=1)
+    # `aggregator dlq replay`: a letter still invalid is appended again (attempt + 1) while its
+    # attempts stay within this; past it, it is parked (logged with a copy, not appended), so
+    # a letter that cannot succeed stops coming back. The bridge's first failure is attempt 1.
+    dlq_max_attempts: int = Field(3, ge=1)
 
     # --- Event store ----------------------------------------------------------------------
     event_store: Literal["postgres", "influxdb"] = "postgres"

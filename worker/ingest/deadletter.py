@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # not in its __all__
 
 from worker.ingest.errors import DeadLetterError
 from worker.ingest.kafka_config import DEFAULT_TIMEOUT_S, client_config, position
+from worker.ingest.triage import Position
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,18 @@ class DeadLetter(msgspec.Struct, omit_defaults=True):
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(DeadLetter)
+
+
+def decode(raw: bytes) -> DeadLetter | None:
+    """The letter in a record of the topic; None when the record is not one."""
+    try:
+        return _decoder.decode(raw)
+    except msgspec.DecodeError:
+        return None
+
+
+def encode(letter: DeadLetter) -> bytes:
+    return _encoder.encode(letter)
 
 
 def now_iso() -> str:
@@ -145,9 +158,19 @@ class DeadLetterReader:
             return []
         return [TopicPartition(self.topic, p) for p in sorted(metadata.partitions)]
 
-    def read(self, *, pending_only: bool = True,
-             idle_s: float = 1.0) -> Iterator[tuple[TopicPartition, DeadLetter | None]]:
-        """Yield (position, letter) until the topic has nothing more; None for an unreadable record.
+    def cursor(self) -> dict[int, int]:
+        """The replay cursor: per partition, the next offset a replay reads (the partition's
+        first offset when nothing was committed, or when retention removed what it pointed at)."""
+        cursor: dict[int, int] = {}
+        for tp in self._consumer.committed(self._partitions(), timeout=self._timeout_s):
+            low, _high = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s)
+            cursor[tp.partition] = max(tp.offset, low)
+        return cursor
+
+    def records(self, starts: Mapping[int, int] | None = None, *,
+                idle_s: float = 1.0) -> Iterator[tuple[Position, bytes, DeadLetter | None]]:
+        """Yield (position, record, letter) from ``starts`` (per partition; default the cursor)
+        to the end; letter None for a record that is not a dead letter.
 
         The high watermark is only a lower bound of the end here: the end is reached when every
         partition is past its watermark and the broker stays quiet for ``idle_s`` (some
@@ -156,13 +179,14 @@ class DeadLetterReader:
         partitions = self._partitions()
         if not partitions:
             return
-        starts = self._consumer.committed(partitions, timeout=self._timeout_s) if pending_only else partitions
+        if starts is None:
+            starts = self.cursor()
         behind: dict[int, int] = {}
         assignment = []
-        for tp in starts:
+        for tp in partitions:
             low, high = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s)
-            start = tp.offset if pending_only and tp.offset >= 0 else low
-            assignment.append(TopicPartition(self.topic, tp.partition, start if start >= 0 else OFFSET_BEGINNING))
+            start = max(starts.get(tp.partition, low), low)
+            assignment.append(TopicPartition(self.topic, tp.partition, start))
             if start < high:
                 behind[tp.partition] = high
         self._consumer.assign(assignment)
@@ -177,11 +201,40 @@ class DeadLetterReader:
             partition, offset = position(msg)
             if offset + 1 >= behind.get(partition, 0):
                 behind.pop(partition, None)
-            try:
-                letter: DeadLetter | None = _decoder.decode(msg.value() or b"")
-            except msgspec.DecodeError:
-                letter = None
-            yield TopicPartition(self.topic, partition, offset + 1), letter
+            raw = msg.value() or b""
+            yield Position(partition, offset), raw, decode(raw)
+
+    def read(self, *, pending_only: bool = True,
+             idle_s: float = 1.0) -> Iterator[tuple[TopicPartition, DeadLetter | None]]:
+        """Yield (position after the record, letter) from the cursor (or the beginning) to the end."""
+        starts: dict[int, int] | None = None if pending_only else {}
+        for where, _raw, letter in self.records(starts, idle_s=idle_s):
+            yield TopicPartition(self.topic, where.partition, where.offset + 1), letter
+
+    def fetch(self, where: Position, *, wait_s: float = 10.0) -> tuple[bytes, DeadLetter | None] | None:
+        """The record at ``where``, or None when the topic has no record there (a partition
+        it does not have, an offset removed by retention, not written yet, or in a gap)."""
+        partitions = {tp.partition for tp in self._partitions()}
+        if where.partition not in partitions:
+            return None
+        tp = TopicPartition(self.topic, where.partition, where.offset)
+        low, high = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s)
+        if where.offset < low:
+            return None
+        self._consumer.assign([tp])
+        # Below the watermark the record exists: wait for it. At or above it, it may still
+        # exist (a per-batch watermark), but a short quiet spell is the answer "no".
+        msg = self._consumer.poll(wait_s if where.offset < high else 1.0)
+        if msg is None:
+            if where.offset < high:
+                raise DeadLetterError(f"timed out reading {self.topic!r} at {where}")
+            return None
+        if msg.error():
+            raise KafkaException(msg.error())
+        if position(msg) != (where.partition, where.offset):
+            return None
+        raw = msg.value() or b""
+        return raw, decode(raw)
 
     def commit(self, positions: Sequence[TopicPartition]) -> None:
         """Move the replay cursor (synchronously: this is a CLI, not a rebalance callback)."""
@@ -191,6 +244,10 @@ class DeadLetterReader:
                 latest[tp.partition] = tp
         if latest:
             self._consumer.commit(offsets=list(latest.values()), asynchronous=False)
+
+    def commit_cursor(self, cursor: Mapping[int, int]) -> None:
+        """Set the replay cursor to ``cursor`` (partition -> next offset to read)."""
+        self.commit([TopicPartition(self.topic, p, o) for p, o in cursor.items()])
 
     def close(self) -> None:
         self._consumer.close()

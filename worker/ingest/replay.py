@@ -1,85 +1,203 @@
-"""Replaying dead letters: ``aggregator dlq replay``.
+"""Replaying dead letters: ``aggregator dlq replay`` (and the cursor's move after a discard).
 
-Events are validated again (a fixed upstream bug or a relaxed rule makes them valid);
-still-invalid events are dead-lettered again with the new reason and attempt + 1, so the
-replay cursor can move past them without losing them. Batches (store outages) are
-re-published as ingest tasks. The cursor (a consumer-group offset) moves only after
-everything read has been published or re-dead-lettered.
+Events are validated again (a fixed upstream bug or a relaxed rule makes them valid) and
+re-published; batches (store outages) are re-published as ingest tasks. A letter still
+invalid is appended again with the new reason and attempt + 1 while it has attempts left
+(``DLQ_MAX_ATTEMPTS``), and parked after that: kept in the triage log with a copy, never
+appended again, so a letter that cannot succeed no longer comes back for ever. A record
+that is not a dead letter at all is parked too.
+
+A replay takes only the letters its :class:`~worker.ingest.triage.Selection` matches
+(reason kinds, offset ranges, parked or not); the others stay pending. Every letter it
+resolves is written to the triage log (who, when, why), and the cursor (a consumer-group
+offset) moves only over the leading run of resolved letters, after everything read has
+been published, appended and logged: a letter left pending is read again by the next
+replay, and what was resolved behind it is skipped by its logged state.
+
+``dry_run`` runs the same loop and the same decisions (:func:`worker.ingest.triage.triage`)
+but publishes, appends, logs and commits nothing, and reports each letter's outcome.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-
-from confluent_kafka import TopicPartition
+from dataclasses import asdict, dataclass, field
 
 from worker.core.events import InvalidEvent, Point, decode_event, points_from_wire
-from worker.ingest.deadletter import DeadLetterReader, DeadLetterWriter, batch_letter, event_letter
+from worker.ingest.deadletter import DeadLetter, DeadLetterReader, DeadLetterWriter, batch_letter, event_letter
 from worker.ingest.publisher import IngestPublisher
+from worker.ingest.triage import (
+    RESOLVING,
+    Outcome,
+    Selection,
+    State,
+    Tally,
+    advance,
+    reason_kind,
+    triage,
+)
+from worker.ingest.triage_log import Entry, TriageLog
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ReplayReport:
+    """What a replay did (or, dry, would do). ``still_invalid`` letters were appended again;
+    ``parked`` counts the unreadable records too; ``left_pending`` were outside the selection
+    (or parked and not asked for); ``already_done`` were replayed or discarded before."""
+
     read: int = 0
     events_replayed: int = 0
     batches_replayed: int = 0
     still_invalid: int = 0
+    parked: int = 0
     unreadable: int = 0
+    left_pending: int = 0
+    already_done: int = 0
+    dry_run: bool = False
+    cursor: dict[str, int] = field(default_factory=dict)  # partition -> next offset, after the replay
+    letters: dict[str, str] | None = None  # dry run: each letter's outcome, by partition@offset
+
+    def as_json(self) -> dict[str, object]:
+        report = asdict(self)
+        if self.letters is None:
+            del report["letters"]
+        return report
 
 
-def replay(reader: DeadLetterReader, writer: DeadLetterWriter, publisher: IngestPublisher,
-           *, batch_size: int = 1000, on_letter: Callable[[], object] | None = None) -> ReplayReport:
-    """Replay every pending letter; ``on_letter`` hears of each one read (progress)."""
-    report = ReplayReport()
-    positions: list[TopicPartition] = []
+def validate(letter: DeadLetter) -> tuple[list[Point], str | None]:
+    """The letter's points when it validates now, or the reason it does not."""
+    if letter.kind == "batch":
+        kept = letter.points if letter.points is not None else letter.payload_text or ""
+        try:
+            return points_from_wire(kept), None
+        except InvalidEvent as error:
+            return [], error.reason
+    try:
+        return [decode_event(letter.raw())], None
+    except InvalidEvent as error:
+        return [], error.reason
+
+
+def again(letter: DeadLetter, reason: str) -> DeadLetter:
+    """The letter appended again: the new reason, source "replay", attempt + 1."""
+    if letter.kind == "batch":
+        kept = letter.points if letter.points is not None else letter.payload_text or ""
+        return batch_letter(kept, reason, source="replay", attempt=letter.attempt + 1)
+    return event_letter(letter.raw(), reason, source="replay", origin=letter.origin, attempt=letter.attempt + 1)
+
+
+def replay(reader: DeadLetterReader, writer: DeadLetterWriter | None, publisher: IngestPublisher | None,
+           triage_log: TriageLog, *, selection: Selection | None = None, max_attempts: int = 3,
+           actor: str = "replay", dry_run: bool = False, batch_size: int = 1000,
+           on_letter: Callable[[], object] | None = None) -> ReplayReport:
+    """Replay the pending letters ``selection`` takes (default: all but the parked ones);
+    ``on_letter`` hears of each one read (progress). A dry run needs no writer or publisher."""
+    selection = selection or Selection()
+    if not dry_run and (writer is None or publisher is None):
+        raise ValueError("a replay that is not dry needs a writer and a publisher")
+    report = ReplayReport(dry_run=dry_run)
+    tally = Tally()
+    cursor = reader.cursor()
+    starts = dict(cursor)
+    if selection.include_parked:  # parked letters may sit behind the cursor
+        for partition, offset in triage_log.parked_from().items():
+            starts[partition] = min(starts.get(partition, offset), offset)
+    states = triage_log.states(since=starts)
+    entries: list[Entry] = []
+    redead: list[DeadLetter] = []
     points: list[Point] = []
-    redead = []
-    publisher.declare()
+    seen: dict[int, list[tuple[int, bool]]] = {}
+    if publisher is not None and not dry_run:
+        publisher.declare()
 
     def flush() -> None:
-        if points:
+        if points and publisher is not None and not dry_run:
             first, last = points[0].event_id, points[-1].event_id
             publisher.publish(list(points), f"replay:{first}:{last}:{len(points)}")
-            report.events_replayed += len(points)
-            points.clear()
+        points.clear()
 
-    for position, letter in reader.read(pending_only=True):
+    for where, raw, letter in reader.records(starts):
         report.read += 1
         if on_letter is not None:
             on_letter()
-        positions.append(position)
-        if letter is None:
-            report.unreadable += 1
-            log.error("unreadable dead letter skipped", extra={"position": str(position)})
-            continue
-        if letter.kind == "batch":
-            kept = letter.points if letter.points is not None else letter.payload_text or ""
-            try:
-                batch = points_from_wire(kept)
-            except InvalidEvent as error:
-                # A corrupted batch stays a dead letter (attempt + 1) instead of stopping
-                # the replay of everything behind it.
-                report.still_invalid += 1
-                redead.append(batch_letter(kept, error.reason, source="replay", attempt=letter.attempt + 1))
-                continue
-            publisher.publish(batch, f"replay:{position.topic}:{position.partition}:{position.offset - 1}")
-            report.batches_replayed += 1
-            report.events_replayed += len(batch)
-            continue
-        try:
-            points.append(decode_event(letter.raw()))
-        except InvalidEvent as error:
+        resolution = states.get(where)
+        state = resolution.state if resolution is not None else None
+        kind = reason_kind(letter.reason if letter is not None else None)
+        attempt = letter.attempt if letter is not None else 1
+        valid: bool | None = None
+        decoded: list[Point] = []
+        why = "not a dead letter (unreadable record)"
+        if letter is not None and (state is None or not state.final) and selection.takes(where, kind, state):
+            decoded, error = validate(letter)
+            valid = error is None
+            why = error or ""
+        outcome = triage(where, kind, state, selection, valid, attempt, max_attempts)
+        tally.add(where, outcome, keep=dry_run)
+        seen.setdefault(where.partition, []).append((where.offset, outcome in RESOLVING or state is State.PARKED))
+        if outcome is Outcome.REPLAY and letter is not None:
+            entries.append(Entry(where, State.REPLAYED, actor, f"valid on replay ({len(decoded)} event(s))", kind,
+                                 attempt))
+            report.events_replayed += len(decoded)
+            if letter.kind == "batch":
+                report.batches_replayed += 1
+                if not dry_run and publisher is not None:
+                    publisher.publish(decoded, f"replay:{reader.topic}:{where.partition}:{where.offset}")
+            else:
+                points.extend(decoded)
+                if len(points) >= batch_size:
+                    flush()
+        elif outcome is Outcome.REDEADLETTER and letter is not None:
             report.still_invalid += 1
-            redead.append(event_letter(letter.raw(), error.reason, source="replay", origin=letter.origin,
-                                       attempt=letter.attempt + 1))
-        if len(points) >= batch_size:
-            flush()
+            redead.append(again(letter, why))
+            entries.append(Entry(where, State.REDEADLETTERED, actor,
+                                 f"still invalid, appended again as attempt {attempt + 1}: {why}", kind, attempt))
+        elif outcome is Outcome.PARK:
+            report.parked += 1
+            if letter is None:
+                report.unreadable += 1
+                log.error("unreadable dead letter parked", extra={"position": str(where)})
+            else:
+                why = f"still invalid, failed {attempt + 1} time(s) (DLQ_MAX_ATTEMPTS={max_attempts}): {why}"
+            entries.append(Entry(where, State.PARKED, actor, why, kind, attempt, raw))
+        elif outcome is Outcome.PENDING:
+            report.left_pending += 1
+        else:
+            report.already_done += 1
     flush()
-    writer.write(redead)
-    reader.commit(positions)
-    log.info("replay done", extra=vars(report))
+    moved = {p: advance(cursor.get(p, 0), read) for p, read in seen.items()}
+    moved = {p: o for p, o in moved.items() if o != cursor.get(p)}
+    if not dry_run:
+        if writer is not None:
+            writer.write(redead)
+        triage_log.record(entries)
+        reader.commit_cursor(moved)
+    else:
+        report.letters = tally.letters
+    report.cursor = {str(p): o for p, o in sorted({**cursor, **moved}.items())}
+    log.info("replay done", extra={k: v for k, v in report.as_json().items() if k != "letters"})
     return report
+
+
+def settle(reader: DeadLetterReader, triage_log: TriageLog) -> dict[int, int]:
+    """Move the cursor over the resolved letters at its head (after a discard): reads only
+    until the first pending letter of each partition. Returns the cursor."""
+    cursor = reader.cursor()
+    states = triage_log.states(since=cursor)
+    moved = dict(cursor)
+    stopped: set[int] = set()
+    for where, _raw, _letter in reader.records(cursor):
+        if where.partition in stopped:
+            continue
+        if where not in states:
+            stopped.add(where.partition)
+            if stopped >= set(cursor):
+                break
+            continue
+        moved[where.partition] = where.offset + 1
+    changed = {p: o for p, o in moved.items() if o != cursor.get(p)}
+    reader.commit_cursor(changed)
+    return moved
+

@@ -27,6 +27,7 @@ from worker.config.settings import ConfigurationError, Settings, get_settings
 from worker.core.durations import DEFAULT_DURATIONS
 from worker.core.failures import OperatorError
 from worker.ingest.kafka_config import KAFKA_LOGGER
+from worker.ingest.triage import REASON_KINDS, Position, parse_position, parse_range
 from worker.ops.failures import classify, exit_code
 from worker.ops.health import COMPONENTS
 
@@ -74,6 +75,28 @@ def non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
 
 
+def dlq_position(text: str) -> Position:
+    try:
+        return parse_position(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def dlq_range(text: str) -> str:
+    """Checked here (a usage error), kept as text: the replay builds its selection from it."""
+    try:
+        parse_range(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def non_blank(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text.strip()
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -93,10 +116,11 @@ def _version() -> str:
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown in --help (not for flags and unset options), descriptions as written."""
+    """Defaults shown in --help (not for flags, unset options and empty repeatable ones),
+    descriptions as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or isinstance(action, argparse._VersionAction):
+        if action.default in (None, False, []) or isinstance(action, argparse._VersionAction):
             return action.help
         return super()._get_help_string(action)
 
@@ -139,18 +163,49 @@ def make_parser() -> argparse.ArgumentParser:
             "invalid events; pause while the queue is above BRIDGE_QUEUE_HIGH_WATERMARK.").set_defaults(
         handler="bridge:run")
 
-    dlq = command("dlq", "list or replay dead letters").add_subparsers(dest="dlq_command", required=True,
-                                                                         metavar="ACTION")
+    dlq = command("dlq", "inspect, replay or discard dead letters").add_subparsers(
+        dest="dlq_command", required=True, metavar="ACTION")
     lister = command("list", "print dead letters pending replay, one line each",
                      "One tab-separated line per dead letter: partition@offset, failed at, kind, events, "
-                     "source, attempt, reason; the count goes to stderr.", into=dlq)
-    lister.add_argument("--all", action="store_true", help="also those already replayed")
+                     "source, attempt, state, reason kind, reason; the count goes to stderr. Letters replayed, "
+                     "parked or discarded are left out unless --all (or --parked) asks for them.", into=dlq)
+    shown = lister.add_mutually_exclusive_group()
+    shown.add_argument("--all", action="store_true", help="every letter still on the topic, with its state")
+    shown.add_argument("--parked", action="store_true", help="only the parked letters")
     lister.add_argument("--limit", type=non_negative_int, default=0, help="print at most N (0: all)")
     lister.set_defaults(handler="dlq:list_letters")
-    command("replay", "validate pending dead letters again and re-publish them",
-            "Events valid now and batches are re-published to the ingest queue; still-invalid events are "
-            "dead-lettered again with attempt + 1. Prints a JSON report.", into=dlq).set_defaults(
-        handler="dlq:replay_letters")
+
+    show = command("show", "print dead letters in full: reason, source, attempts, state, payload",
+                   "For each partition@offset (as `dlq list` prints it): reason and its kind, source, failed at, "
+                   "attempt, origin, triage state and history, and the payload as text (a hex dump when it is "
+                   "not UTF-8; a batch's points as JSON).", into=dlq)
+    show.add_argument("positions", nargs="+", type=dlq_position, metavar="PARTITION@OFFSET")
+    show.set_defaults(handler="dlq:show_letters")
+
+    replayer = command("replay", "validate pending dead letters again and re-publish them",
+                       "Events valid now and batches are re-published to the ingest queue; a letter still invalid "
+                       "is appended again with attempt + 1, or parked once it has failed DLQ_MAX_ATTEMPTS times. "
+                       "Filters take only some letters; the others stay pending for a later replay. Prints a JSON "
+                       f"report. Reason kinds: {', '.join(REASON_KINDS)}.", into=dlq)
+    replayer.add_argument("--reason-kind", action="append", default=[], choices=list(REASON_KINDS),
+                          metavar="KIND", help="only letters of this reason kind (repeatable)")
+    replayer.add_argument("--offsets", action="append", default=[], type=dlq_range, metavar="RANGE",
+                          help="only letters in P@O, P@A-B or P@A- (repeatable)")
+    replayer.add_argument("--include-parked", action="store_true",
+                          help="also take parked letters again (once what parked them is fixed)")
+    replayer.add_argument("--dry-run", action="store_true",
+                          help="report what a replay would do, letter by letter; publish, append, log nothing")
+    replayer.add_argument("--by", default=None, help="who replays, for the triage log (default: the OS user)")
+    replayer.set_defaults(handler="dlq:replay_letters")
+
+    discard = command("discard", "give up dead letters that cannot succeed, with a record of who and why",
+                      "Each letter gets a row in the triage log (who, when, why, a copy of the letter) and is no "
+                      "longer pending; `dlq list --all` and `dlq show` still show it. A position with no letter, "
+                      "or a letter already replayed or discarded, is refused and nothing is recorded.", into=dlq)
+    discard.add_argument("positions", nargs="+", type=dlq_position, metavar="PARTITION@OFFSET")
+    discard.add_argument("--reason", required=True, type=non_blank, help="why it cannot succeed (recorded)")
+    discard.add_argument("--by", default=None, help="who discards, for the triage log (default: the OS user)")
+    discard.set_defaults(handler="dlq:discard_letters")
 
     demo = command("produce-demo", "produce realistic synthetic events to Kafka")
     demo.add_argument("--events", type=positive_int, default=1000, help="how many events")

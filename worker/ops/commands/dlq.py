@@ -1,18 +1,30 @@
-"""`aggregator dlq list|replay`: the dead letters, one line each, and their replay."""
+"""`aggregator dlq list|show|replay|discard`: dead letters an operator can triage.
+
+Letters live on the dead-letter topic (Kafka); what was done to each — replayed, appended
+again, parked, discarded, with who, when and why — lives in the triage log (PostgreSQL,
+:mod:`worker.ingest.triage_log`). Every command reads Kafka first, so a broker that is
+down is the failure reported; the report of a replay is JSON on stdout, progress on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
+from collections.abc import Iterator
 
 from worker.celeryapp.app import app
 from worker.config.settings import Settings
+from worker.core.failures import UsageError
 from worker.core.progress import Progress
-from worker.ingest.deadletter import DeadLetterReader, DeadLetterWriter, replay_group
+from worker.db.connection import Database
+from worker.ingest.deadletter import DeadLetter, DeadLetterReader, DeadLetterWriter, replay_group
 from worker.ingest.kafka_config import group_lag
 from worker.ingest.publisher import IngestPublisher
-from worker.ingest.replay import replay
+from worker.ingest.replay import replay, settle
+from worker.ingest.triage import Position, State, hexdump, reason_kind, selection_from
+from worker.ingest.triage_log import Entry, Resolution, TriageLog
 
 
 def _reader(settings: Settings) -> DeadLetterReader:
@@ -20,45 +32,170 @@ def _reader(settings: Settings) -> DeadLetterReader:
                             connect_timeout_s=settings.connect_timeout_s)
 
 
+def _log(settings: Settings) -> TriageLog:
+    return TriageLog(Database.from_settings(settings), settings.kafka_dlq_topic)
+
+
+def _actor(args: argparse.Namespace) -> str:
+    """Who acts, for the triage log: --by, else the OS user (the container's, with compose)."""
+    return str(args.by) if getattr(args, "by", None) else getpass.getuser()
+
+
+def _size(letter: DeadLetter) -> int | str:
+    # A batch kept as text (it was not a list of points) has no known size: "-".
+    return 1 if letter.kind == "event" else (len(letter.points) if letter.points is not None else "-")
+
+
 def list_letters(args: argparse.Namespace, settings: Settings) -> int:
     reader = _reader(settings)
+    triage_log = _log(settings)
     shown = 0
     try:
-        for position, letter in reader.read(pending_only=not args.all):
-            where = f"{position.partition}@{position.offset - 1}"
+        if args.parked:
+            starts: dict[int, int] | None = triage_log.parked_from()
+        else:
+            starts = {} if args.all else reader.cursor()  # {}: from the start of every partition
+        states = triage_log.states(since=None if args.all or args.parked else starts)
+        records: Iterator[tuple[Position, bytes, DeadLetter | None]] = iter(())
+        if not args.parked or starts:
+            records = reader.records(starts)
+        for where, _raw, letter in records:
+            resolution = states.get(where)
+            state = resolution.state.value if resolution is not None else "pending"
+            if (args.parked and state != "parked") or (not args.all and not args.parked and resolution is not None):
+                continue
             if letter is None:
-                print(f"{where}\tunreadable")
+                print(f"{where}\tunreadable\t\t\t\t\t{state}\tunreadable\t")
             else:
-                # A batch kept as text (it was not a list of points) has no known size: "-".
-                size: int | str = 1 if letter.kind == "event" else (
-                    len(letter.points) if letter.points is not None else "-")
                 reason = " ".join(letter.reason.split())  # one line per letter, whatever the reason holds
-                print(f"{where}\t{letter.failed_at}\t{letter.kind}\t{size}\t{letter.source}\t"
-                      f"attempt={letter.attempt}\t{reason}")
+                print(f"{where}\t{letter.failed_at}\t{letter.kind}\t{_size(letter)}\t{letter.source}\t"
+                      f"attempt={letter.attempt}\t{state}\t{reason_kind(letter.reason)}\t{reason}")
             shown += 1
             if args.limit and shown >= args.limit:
                 break
     finally:
         reader.close()
-    print(f"{shown} dead letter(s) {'in total' if args.all else 'pending replay'}", file=sys.stderr)
+    what = "in total" if args.all else "parked" if args.parked else "pending replay"
+    print(f"{shown} dead letter(s) {what}", file=sys.stderr)
+    return 0
+
+
+def _payload_lines(raw: bytes, letter: DeadLetter | None) -> list[str]:
+    if letter is not None and letter.kind == "batch" and letter.points is not None:
+        return ["payload (batch points, JSON):", *json.dumps(letter.points, indent=2).splitlines()]
+    data = letter.raw() if letter is not None else raw
+    label = "payload" if letter is not None else "record (not a dead letter)"
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return [f"{label} (not UTF-8: hex, {len(data)} bytes):", *hexdump(data)]
+    if not all(ch.isprintable() or ch in "\n\r\t" for ch in text):
+        # Control characters would reach the operator's terminal as they are: bytes instead.
+        return [f"{label} (control characters: hex, {len(data)} bytes):", *hexdump(data)]
+    return [f"{label} (text, {len(data)} bytes):", text]
+
+
+def _state_line(resolution: Resolution | None) -> str:
+    if resolution is None:
+        return "pending"
+    return (f"{resolution.state.value} by {resolution.actor} at "
+            f"{resolution.at.isoformat(timespec='seconds')}: {resolution.why}")
+
+
+def _fetch_all(reader: DeadLetterReader, positions: list[Position],
+               topic: str) -> list[tuple[Position, bytes, DeadLetter | None]]:
+    """Every position's record, or a usage error naming those the topic does not have."""
+    found, missing = [], []
+    for where in positions:
+        got = reader.fetch(where)
+        if got is None:
+            missing.append(str(where))
+        else:
+            found.append((where, *got))
+    if missing:
+        raise UsageError(f"no dead letter at {', '.join(missing)} on {topic!r}",
+                         "`aggregator dlq list --all` prints the positions the topic holds.")
+    return found
+
+
+def show_letters(args: argparse.Namespace, settings: Settings) -> int:
+    reader = _reader(settings)
+    try:
+        records = _fetch_all(reader, list(args.positions), settings.kafka_dlq_topic)
+    finally:
+        reader.close()
+    states = _log(settings).states(since={})
+    for index, (where, raw, letter) in enumerate(records):
+        if index:
+            print()
+        print(f"position:    {where}")
+        print(f"state:       {_state_line(states.get(where))}")
+        if letter is None:
+            print("reason kind: unreadable")
+        else:
+            print(f"reason kind: {reason_kind(letter.reason)}")
+            print(f"reason:      {letter.reason}")
+            print(f"kind:        {letter.kind} ({_size(letter)} event(s))")
+            print(f"source:      {letter.source}")
+            print(f"failed at:   {letter.failed_at}")
+            print(f"attempts:    {letter.attempt}")
+            print(f"origin:      {letter.origin or '-'}")
+        for line in _payload_lines(raw, letter):
+            print(line)
     return 0
 
 
 def replay_letters(args: argparse.Namespace, settings: Settings) -> int:
-    reader = _reader(settings)
-    writer = DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
-                              connect_timeout_s=settings.connect_timeout_s)
-    publisher = IngestPublisher(app, settings.ingest_queue)
     try:
-        publisher.declare()  # Redis first, as the replay itself does: its failure is the one reported
+        selection = selection_from(args.reason_kind, args.offsets, args.include_parked)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    dry = bool(args.dry_run)
+    reader = _reader(settings)
+    writer = None if dry else DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
+                                               connect_timeout_s=settings.connect_timeout_s)
+    publisher = None if dry else IngestPublisher(app, settings.ingest_queue)
+    try:
+        if publisher is not None:
+            publisher.declare()  # Redis first, as the replay itself does: its failure is the one reported
         pending = group_lag(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
                             replay_group(settings.kafka_group_id), timeout_s=settings.connect_timeout_s)
         # Letter by letter on stderr; the JSON report stays alone on stdout.
         progress = Progress("letters", pending, sys.stderr.write, terminal=sys.stderr.isatty())
-        report = replay(reader, writer, publisher, on_letter=progress.advance)
+        report = replay(reader, writer, publisher, _log(settings), selection=selection,
+                        max_attempts=settings.dlq_max_attempts, actor=_actor(args), dry_run=dry,
+                        on_letter=progress.advance)
     finally:
         reader.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
     progress.finish()
-    print(json.dumps(vars(report)))
+    print(json.dumps(report.as_json()))
+    return 0
+
+
+def discard_letters(args: argparse.Namespace, settings: Settings) -> int:
+    positions = list(dict.fromkeys(args.positions))  # a position named twice is discarded once
+    reader = _reader(settings)
+    triage_log = _log(settings)
+    actor = _actor(args)
+    try:
+        records = _fetch_all(reader, positions, settings.kafka_dlq_topic)
+        states = triage_log.states(since={})
+        done = [f"{where} ({states[where].state.value})" for where, _, _ in records
+                if where in states and states[where].state.final]
+        if done:
+            raise UsageError(f"already resolved, not discarded: {', '.join(done)}",
+                             "`aggregator dlq show` prints what was done to them; nothing was recorded.")
+        entries = [Entry(where, State.DISCARDED, actor, args.reason,
+                         reason_kind(letter.reason if letter is not None else None),
+                         letter.attempt if letter is not None else 1, raw) for where, raw, letter in records]
+        triage_log.record(entries)
+        for entry in entries:
+            print(f"discarded {entry.position} ({entry.reason_kind}, attempt {entry.attempt}) by {actor}: "
+                  f"{args.reason}")
+        settle(reader, triage_log)
+    finally:
+        reader.close()
+    print(f"{len(entries)} dead letter(s) discarded", file=sys.stderr)
     return 0

@@ -1,0 +1,109 @@
+"""The dead-letter triage log in PostgreSQL (table ``dead_letter_triage``, migration 0007).
+
+Why it exists: the replay cursor alone can only say "everything before this offset is
+done". A filtered replay, a discard or a parked letter resolves letters *after* one still
+pending, so each resolution is written here (who, when, why; a copy of parked and discarded
+letters), the replay skips what the log resolved, and the cursor moves only over the
+leading run of resolved letters (:func:`worker.ingest.triage.advance`). Rows are only ever
+inserted: a parked letter replayed later gets a second row, and its history stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg2.extras import execute_values
+
+from worker.db.connection import Connection, Database
+from worker.ingest.triage import Position, State
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of the log: what was done to the letter at ``position``, by whom and why."""
+
+    position: Position
+    state: State
+    actor: str
+    why: str
+    reason_kind: str
+    attempt: int
+    record: bytes | None = None  # the record as it was on the topic (parked, discarded)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A position's latest entry, as `dlq list --all` and `dlq show` print it."""
+
+    state: State
+    actor: str
+    at: datetime
+    why: str
+
+
+class TriageLog:
+    """Reads and appends the log of one dead-letter topic; one short connection per call
+    (an operator command makes two or three)."""
+
+    def __init__(self, database: Database, topic: str) -> None:
+        self._database = database
+        self.topic = topic
+
+    def _connect(self) -> Connection:
+        return self._database.connect(application_name="aggregator-dlq")
+
+    def states(self, since: Mapping[int, int] | None = None) -> dict[Position, Resolution]:
+        """The latest entry of each position; with ``since`` (not empty), only of the partitions named and
+        at or after their offset (the replay cursor: what is behind it is done anyway, and
+        the log of a long-lived topic is far longer than what is pending)."""
+        where = "topic = %s"
+        params: list[object] = [self.topic]
+        if since:
+            where += (" AND (kafka_partition, kafka_offset) >= ANY (SELECT * FROM unnest(%s::int[], %s::bigint[]))"
+                      " AND kafka_partition = ANY (%s::int[])")
+            params = [self.topic, list(since), list(since.values()), list(since)]
+        conn = self._connect()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT DISTINCT ON (kafka_partition, kafka_offset) kafka_partition, kafka_offset, state, actor, "
+                    f"at, why FROM dead_letter_triage WHERE {where} "
+                    "ORDER BY kafka_partition, kafka_offset, id DESC", params)
+                rows = cur.fetchall()
+        finally:
+            conn.close()
+        floors = since or {}
+        return {Position(p, o): Resolution(State(state), actor, at, why)
+                for p, o, state, actor, at, why in rows if o >= floors.get(p, 0)}
+
+    def parked_from(self) -> dict[int, int]:
+        """Per partition, the first offset whose latest state is parked (where a replay that
+        includes parked letters must start reading, behind the cursor)."""
+        conn = self._connect()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT kafka_partition, min(kafka_offset) FROM (SELECT DISTINCT ON (kafka_partition, "
+                    "kafka_offset) kafka_partition, kafka_offset, state FROM dead_letter_triage WHERE topic = %s "
+                    "ORDER BY kafka_partition, kafka_offset, id DESC) latest WHERE state = 'parked' "
+                    "GROUP BY kafka_partition", (self.topic,))
+                return {int(p): int(o) for p, o in cur.fetchall()}
+        finally:
+            conn.close()
+
+    def record(self, entries: Sequence[Entry]) -> None:
+        """Append entries in one transaction: all of them or none."""
+        if not entries:
+            return
+        conn = self._connect()
+        try:
+            with conn, conn.cursor() as cur:
+                execute_values(
+                    cur, "INSERT INTO dead_letter_triage (topic, kafka_partition, kafka_offset, state, actor, why, "
+                         "reason_kind, attempt, record) VALUES %s",
+                    [(self.topic, e.position.partition, e.position.offset, e.state.value, e.actor, e.why,
+                      e.reason_kind, e.attempt, e.record) for e in entries], page_size=1000)
+        finally:
+            conn.close()
