@@ -338,9 +338,10 @@ def test_dockerfile_installs_the_project_as_non_root() -> None:
     text = DOCKERFILE.read_text()
     instructions = [line.split(None, 1) for line in text.splitlines() if line and not line.startswith(("#", " "))]
     keywords = [words[0] for words in instructions]
-    assert instructions[0] == ["FROM", "python:3.11-slim"]
+    assert instructions[0][0] == "FROM"
     assert "ENTRYPOINT" not in keywords and "HEALTHCHECK" not in keywords
-    assert re.search(r"pip install --no-deps \.(\s|$)", text), "the image installs the project itself"
+    assert re.search(r"pip install --no-build-isolation --no-deps \.(\s|$)", text), \
+        "the image installs the project itself, with the hashed build backend"
     assert "[dev]" not in text, "no dev dependencies in the image"
     user = [words[1] for words in instructions if words[0] == "USER"]
     assert user and user[-1].strip() not in {"root", "0"}
@@ -353,13 +354,13 @@ def test_dockerfile_installs_the_project_as_non_root() -> None:
 LOCK = ROOT / "requirements.lock"
 
 
-def locked() -> dict[str, tuple[str, int]]:
-    """name -> (version, number of hashes) from requirements.lock."""
+def locked(path: Path = LOCK) -> dict[str, tuple[str, int]]:
+    """name -> (version, number of hashes) from a lock file (requirements.lock by default)."""
     from packaging.utils import canonicalize_name
 
     pins: dict[str, tuple[str, int]] = {}
     current: str | None = None
-    for line in LOCK.read_text().splitlines():
+    for line in path.read_text().splitlines():
         match = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)", line)
         if match:
             current = canonicalize_name(match.group(1))
@@ -395,15 +396,16 @@ def test_lock_pins_every_runtime_dependency_within_its_range() -> None:
 
 
 # The image's install, as the Dockerfile runs it and .ci/run repeats it against the registry.
-IMAGE_INSTALL = ("pip install --require-hashes --no-deps -r requirements.lock", "pip install --no-deps .",
-                 "pip check")
+IMAGE_INSTALL = ("pip install --require-hashes --no-deps -r requirements.lock",
+                 "pip install --require-hashes --no-deps -r requirements-build.lock",
+                 "pip install --no-build-isolation --no-deps .", "pip check")
 
 
 def test_dockerfile_installs_from_the_lock_and_checks_it() -> None:
     text = DOCKERFILE.read_text()
     for command in IMAGE_INSTALL:
         assert command in text, f"Dockerfile lost `{command}`"
-    assert "COPY requirements.lock" in text
+    assert re.search(r"^COPY requirements\.lock requirements-build\.lock ", text, re.M)
     ci = (ROOT / ".ci" / "run").read_text()
     for command in IMAGE_INSTALL:
         assert command in ci, f".ci/run must repeat the image's `{command}`"
@@ -413,4 +415,70 @@ def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert lines[lines.index("*")] == "*", "ignore everything, then allow what the image needs"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "requirements.lock", "celeryconfig.py", "worker", "tasks"}
+    assert allowed == {"pyproject.toml", "README.md", "requirements.lock", "requirements-build.lock", "celeryconfig.py",
+                       "worker", "tasks"}
+
+
+# --- a versioned, reproducible image ----------------------------------------------------------------
+BUILD_LOCK = ROOT / "requirements-build.lock"
+_FROM_PINNED = re.compile(r"^FROM (?P<tag>[a-z0-9./-]+:[A-Za-z0-9._-]+)@sha256:[0-9a-f]{64}(\s|$)")
+
+
+def test_base_image_is_pinned_by_digest() -> None:
+    """A tag alone builds on whatever it means that day: two builds of one commit differ."""
+    froms = [line for line in DOCKERFILE.read_text().splitlines() if line.startswith("FROM ")]
+    assert froms, "no FROM line"
+    for line in froms:
+        match = _FROM_PINNED.match(line)
+        assert match, f"{line!r}: pin the base image by digest (bash scripts/refresh-base-image.sh)"
+        assert match.group("tag") == "python:3.11-slim"
+
+
+def test_image_tag_is_the_package_version() -> None:
+    """The tag a release builds is its version, so the previous one is there to roll back to."""
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    images = {svc["image"] for svc in PRODUCT.values()}
+    assert images == {"altmetrics-trend-aggregator:${AGGREGATOR_VERSION:-" + version + "}"}
+    assert interpolate(images.pop()) == f"altmetrics-trend-aggregator:{version}", \
+        ".env.example leaves AGGREGATOR_VERSION blank: the checkout's version"
+
+
+def test_build_backend_is_locked_with_hashes() -> None:
+    """pyproject's build-system requirements at a hashed version: the image's build fetches nothing unhashed."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    pins = locked(BUILD_LOCK)
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    for text in requires:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} (build-system) is not in requirements-build.lock: regenerate it (docs)"
+        assert Version(pins[name][0]) in requirement.specifier
+    assert all(hashes >= 1 for _, hashes in pins.values()), "every build pin needs its hash"
+
+
+def test_refresh_script_rewrites_only_the_from_line(tmp_path: Path) -> None:
+    """The offline half of scripts/refresh-base-image.sh (the registry half needs the network)."""
+    import subprocess
+
+    copy = tmp_path / "Dockerfile"
+    copy.write_text(DOCKERFILE.read_text())
+    digest = "sha256:" + "ab" * 32
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "refresh-base-image.sh"), "--digest", digest],
+                          env={"DOCKERFILE": str(copy), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    old, new = DOCKERFILE.read_text().splitlines(), copy.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(old, new, strict=True) if a != b]
+    from_line = next(line for line in old if line.startswith("FROM "))
+    assert changed == [(from_line, f"FROM python:3.11-slim@{digest}")]
+    refused = subprocess.run(["bash", str(ROOT / "scripts" / "refresh-base-image.sh"), "--digest", "latest"],
+                             env={"DOCKERFILE": str(copy), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                             check=False)
+    assert refused.returncode == 1 and copy.read_text().splitlines() == new
