@@ -18,58 +18,29 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
 import celeryconfig
+from tests.support.compose import COMPOSE_PATH, ENV_PATH, ROOT, VAR, load_compose, parse_env_file
+from tests.support.compose import interpolate as interpolate_with
 from worker.config.settings import Settings
 from worker.ops.cli import make_parser
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_PATH = ROOT / "docker-compose.yml"
-ENV_PATH = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
-
-# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}; `$${...}` is an escaped `$`.
-_VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
-
-
-def parse_env_file(path: Path) -> dict[str, str]:
-    """KEY=value lines; surrounding quotes removed as compose does. Comments are skipped."""
-    values: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        match = re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*)", stripped)
-        assert match, f"{path.name}:{number}: not KEY=value: {line!r}"
-        key, value = match.groups()
-        assert key not in values, f"{path.name}:{number}: {key} defined twice"
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
-    return values
-
+_VAR = VAR
 
 ENV = parse_env_file(ENV_PATH)
-COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_PATH.read_text())
+# The file as written, every service whatever its profiles (values interpolated where read);
+# tests/ops/test_compose_profiles.py renders it for each combination of profiles.
+COMPOSE: dict[str, Any] = load_compose()
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 PRODUCT = {name: svc for name, svc in SERVICES.items() if "build" in svc}
 SETTINGS_VARS = {name.upper() for name in Settings.model_fields}
 
 
 def interpolate(text: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        name, op, arg = match.groups()
-        value = ENV.get(name)
-        if op in (":-", "-") and not value:
-            return arg
-        if op in (":?", "?") and value is None:
-            raise AssertionError(f"compose requires {name}: {arg}")
-        return value or ""
-
-    return _VAR.sub(replace, text).replace("$$", "$")
+    return interpolate_with(text, ENV)
 
 
 def argv(service: dict[str, Any]) -> list[str]:
@@ -309,8 +280,12 @@ def test_every_setting_reaches_a_product_service() -> None:
     assert SETTINGS_VARS - TEST_ONLY - passed == set(), "compose passes these settings to no service"
 
 
+# Read by compose itself, not interpolated into the file.
+COMPOSE_OWN = {"COMPOSE_PROFILES"}
+
+
 def test_env_example_has_nothing_unused() -> None:
-    assert set(ENV) - compose_variables() == set(), "set in .env but read by no service"
+    assert set(ENV) - COMPOSE_OWN - compose_variables() == set(), "set in .env but read by no service"
 
 
 def test_env_example_points_at_the_compose_services() -> None:
