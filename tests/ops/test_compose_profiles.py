@@ -13,8 +13,8 @@ outside one when it is off. No Docker engine runs here; this is what stands in f
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -28,8 +28,9 @@ from tests.support.compose import (
     profile_combinations,
     render,
     schema_errors,
+    settings_from,
+    with_secret_files,
 )
-from worker.config.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -40,11 +41,13 @@ INFRA = ("influxdb", "kafka", "postgres", "redis")
 OUTSIDE: dict[str, dict[str, str]] = {
     "kafka": {"KAFKA_BOOTSTRAP_SERVERS": "kafka.amba.example:9092"},
     "postgres": {"POSTGRES_HOST": "postgres.amba.example", "POSTGRES_PORT": "5433", "POSTGRES_USER": "streams",
-                 "POSTGRES_DB": "amba", "POSTGRES_PASSWORD": "amba-secret"},
+                 "POSTGRES_DB": "amba"},
     "redis": {"REDIS_URL": "redis://redis.amba.example:6380/2"},
-    "influxdb": {"INFLUXDB_V2_URL": "http://influxdb.amba.example:8086", "INFLUXDB_TOKEN": "amba-token",
-                 "INFLUXDB_ORG": "amba"},
+    "influxdb": {"INFLUXDB_V2_URL": "http://influxdb.amba.example:8086", "INFLUXDB_ORG": "amba"},
 }
+# The secret files (scripts/make-secrets.sh's, or amba's password and token written into them).
+SECRETS = {"postgres_password": "pg p@ss/word", "influxdb_token": "influx-token==", "influxdb_admin_password": "x",
+           "x_consumer_key": "", "x_consumer_secret": "", "x_access_token": "", "x_access_token_secret": ""}
 COMBINATIONS = profile_combinations(INFRA)
 
 
@@ -58,12 +61,6 @@ def env_for(enabled: frozenset[str]) -> dict[str, str]:
 
 def label(enabled: frozenset[str]) -> str:
     return "+".join(sorted(enabled)) or "all-outside"
-
-
-def settings_of(service: dict[str, Any]) -> Settings:
-    environment = {key.lower(): str(value) for key, value in service.get("environment", {}).items()}
-    return Settings(_env_file=None, **{key: value for key, value in environment.items()  # type: ignore[arg-type]
-                                       if key in Settings.model_fields and value != ""})
 
 
 def test_sixteen_combinations() -> None:
@@ -85,7 +82,10 @@ def test_each_combination_renders_to_a_valid_compose_project(enabled: frozenset[
 
 
 @pytest.mark.parametrize("enabled", COMBINATIONS, ids=label)
-def test_each_product_service_reaches_compose_or_the_outside_service(enabled: frozenset[str]) -> None:
+def test_each_product_service_reaches_compose_or_the_outside_service(
+        enabled: frozenset[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.db.connection import Database
+
     env = env_for(enabled)
     project = render(env)
     want_kafka = "kafka:9092" if "kafka" in enabled else OUTSIDE["kafka"]["KAFKA_BOOTSTRAP_SERVERS"]
@@ -95,20 +95,22 @@ def test_each_product_service_reaches_compose_or_the_outside_service(enabled: fr
     for name, service in project["services"].items():
         if "build" not in service:
             continue
-        environment = service.get("environment", {})
-        settings = settings_of(service)  # raises on an invalid value
+        environment = with_secret_files(project, name, tmp_path, SECRETS)
+        settings = settings_from(environment, monkeypatch)  # raises on an invalid value
         if "KAFKA_BOOTSTRAP_SERVERS" in environment:
             assert settings.kafka_bootstrap_servers == want_kafka, name
         if "POSTGRES_DSN" in environment:
-            dsn = urlsplit(settings.postgres_dsn.get_secret_value())
+            assert urlsplit(settings.postgres_dsn.get_secret_value()).password is None, f"{name}: password in the DSN"
+            dsn = urlsplit(Database.from_settings(settings).dsn)
             assert (dsn.hostname, dsn.port) == want_pg, name
             assert (dsn.username, dsn.path) == (env["POSTGRES_USER"], f"/{env['POSTGRES_DB']}"), name
+            assert unquote(dsn.password or "") == SECRETS["postgres_password"], name
         if "REDIS_URL" in environment:
             assert urlsplit(settings.redis_url.get_secret_value()).hostname == want_redis, name
         if "INFLUXDB_V2_URL" in environment:
             assert urlsplit(settings.influxdb_v2_url or "").hostname == want_influx, name
             assert settings.influxdb_v2_token is not None
-            assert settings.influxdb_v2_token.get_secret_value() == env["INFLUXDB_TOKEN"], name
+            assert settings.influxdb_v2_token.get_secret_value() == SECRETS["influxdb_token"], name
 
 
 def test_monitoring_profile_adds_its_services_to_the_full_stack() -> None:

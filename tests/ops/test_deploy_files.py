@@ -20,7 +20,17 @@ from urllib.parse import urlsplit
 import pytest
 
 import celeryconfig
-from tests.support.compose import COMPOSE_PATH, ENV_PATH, ROOT, VAR, load_compose, parse_env_file
+from tests.support.compose import (
+    COMPOSE_PATH,
+    ENV_PATH,
+    ROOT,
+    VAR,
+    load_compose,
+    parse_env_file,
+    render,
+    settings_from,
+    with_secret_files,
+)
 from tests.support.compose import interpolate as interpolate_with
 from worker.config.settings import Settings
 from worker.ops.cli import make_parser
@@ -191,10 +201,13 @@ def test_product_runs_on_influxdb_in_compose() -> None:
         assert service_env(name)["EVENT_STORE"] == "influxdb", name
 
 
-# Which product service may see which secret: the rest must not get it at all.
+# Which product service may see which secret (as a variable or as its <NAME>_FILE): the rest
+# must not get it at all.
+_PG_USERS = {"setup", "worker-ingest", "worker-trends", "worker-default", "beat", "exporter"}
 SECRET_HOLDERS = {
     # beat: only for its healthcheck (`health beat trends` reads the runs' finalize times).
-    "POSTGRES_DSN": {"setup", "worker-ingest", "worker-trends", "worker-default", "beat", "exporter"},
+    "POSTGRES_DSN": _PG_USERS,
+    "POSTGRES_PASSWORD": _PG_USERS,
     "INFLUXDB_V2_TOKEN": {"setup", "worker-ingest", "worker-trends"},
     "X_CONSUMER_KEY": {"setup", "worker-default"},
     "X_CONSUMER_SECRET": {"setup", "worker-default"},
@@ -206,26 +219,86 @@ SECRET_HOLDERS = {
 
 @pytest.mark.parametrize("secret", sorted(SECRET_HOLDERS))
 def test_each_secret_reaches_only_the_services_that_use_it(secret: str) -> None:
-    holders = {name for name in PRODUCT if secret in SERVICES[name].get("environment", {})}
+    holders = {name for name in PRODUCT if {secret, f"{secret}_FILE"} & set(SERVICES[name].get("environment", {}))}
     assert holders == SECRET_HOLDERS[secret]
 
 
+# The secret settings compose hands over as Docker secrets (files), never as variables.
+SECRET_FILES = {"POSTGRES_PASSWORD": "postgres_password", "INFLUXDB_V2_TOKEN": "influxdb_token",
+                "X_CONSUMER_KEY": "x_consumer_key", "X_CONSUMER_SECRET": "x_consumer_secret",
+                "X_ACCESS_TOKEN": "x_access_token", "X_ACCESS_TOKEN_SECRET": "x_access_token_secret"}
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_secrets_reach_services_as_files_only(name: str) -> None:
+    """No password or token in a container's environment (`docker inspect` shows it)."""
+    svc = SERVICES[name]
+    environment = {key: str(value) for key, value in svc.get("environment", {}).items()}
+    listed = svc.get("secrets", [])
+    assert set(listed) <= set(COMPOSE["secrets"]), f"{name} lists an undefined secret"
+    for variable, secret in SECRET_FILES.items():
+        assert variable not in environment, f"{name}: {variable} as a variable; give {variable}_FILE"
+        if f"{variable}_FILE" in environment:
+            assert environment[f"{variable}_FILE"] == f"/run/secrets/{secret}"
+    for key, value in environment.items():
+        if value.startswith("/run/secrets/"):
+            assert key.endswith("_FILE") and value.removeprefix("/run/secrets/") in listed, (name, key)
+    if "POSTGRES_DSN" in environment:
+        assert urlsplit(interpolate(environment["POSTGRES_DSN"])).password is None, f"{name}: password in the DSN"
+    mounted = {value.removeprefix("/run/secrets/") for value in environment.values() if value.startswith("/run/")}
+    assert set(listed) == mounted, f"{name}: mounts secrets it does not read, or reads ones not mounted"
+
+
+def test_secrets_are_files_in_secrets_dir() -> None:
+    for secret, spec in COMPOSE["secrets"].items():
+        assert spec == {"file": "${SECRETS_DIR:-./secrets}/" + secret}, secret
+
+
+def test_make_secrets_creates_every_secret_file_and_keeps_existing_ones(tmp_path: Path) -> None:
+    import stat
+    import subprocess
+
+    directory = tmp_path / "secrets"
+    directory.mkdir(mode=0o700)
+    (directory / "postgres_password").write_text("amba's own\n")
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "make-secrets.sh")], capture_output=True, text=True,
+                         env={"SECRETS_DIR": str(directory), "PATH": "/usr/bin:/bin"}, check=False)
+    assert run.returncode == 0, run.stderr
+    assert {path.name for path in directory.iterdir()} == set(COMPOSE["secrets"])
+    assert (directory / "postgres_password").read_text() == "amba's own\n", "an existing secret is never replaced"
+    assert len((directory / "influxdb_token").read_text().strip()) >= 32
+    assert (directory / "x_consumer_key").read_text() == "", "empty X keys: the post runs dry"
+    assert stat.S_IMODE((directory / "influxdb_token").stat().st_mode) == 0o644
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert SECRET_FILES["INFLUXDB_V2_TOKEN"] in run.stdout
+
+
+EXAMPLE_SECRETS = {name: f"{name}-value" for name in COMPOSE["secrets"]}
+
+
+def rendered_env(name: str, tmp_path: Path, secrets: dict[str, str] = EXAMPLE_SECRETS) -> dict[str, str]:
+    """The service's environment from .env.example, its secrets as files holding ``secrets``."""
+    return with_secret_files(render(ENV, COMPOSE), name, tmp_path, secrets)
+
+
 @pytest.mark.parametrize("name", sorted(PRODUCT))
-def test_each_product_service_gets_valid_settings(name: str) -> None:
+def test_each_product_service_gets_valid_settings(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What compose hands each service (from .env.example) passes the settings validation."""
-    settings = Settings(_env_file=None, **{k.lower(): v for k, v in service_env(name).items()  # type: ignore[arg-type]
-                                           if k.lower() in Settings.model_fields and v != ""})
-    if name in ("setup", "worker-ingest", "worker-trends", "worker-default"):
-        assert urlsplit(settings.postgres_dsn.get_secret_value()).hostname == "postgres"
+    from worker.db.connection import Database
+
+    settings = settings_from(rendered_env(name, tmp_path), monkeypatch)
+    if name in SECRET_HOLDERS["POSTGRES_PASSWORD"]:
+        dsn = urlsplit(Database.from_settings(settings).dsn)
+        assert (dsn.hostname, dsn.password) == ("postgres", "postgres_password-value")
 
 
-def test_setup_refuses_the_placeholder_secrets_of_env_example() -> None:
+def test_setup_refuses_placeholder_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from worker.ops.commands.setup import placeholder_secrets
 
-    environment = service_env("setup")
-    settings = Settings(_env_file=None, **{k.lower(): v for k, v in environment.items()  # type: ignore[arg-type]
-                                           if k.lower() in Settings.model_fields and v != ""})
-    assert set(placeholder_secrets(settings, environment)) == {"POSTGRES_DSN", "INFLUXDB_V2_TOKEN",
+    secrets = dict(EXAMPLE_SECRETS, postgres_password="change-me", influxdb_token="change-me-too")
+    environment = rendered_env("setup", tmp_path, secrets)
+    settings = settings_from(environment, monkeypatch)
+    assert set(placeholder_secrets(settings, environment)) == {"POSTGRES_PASSWORD", "INFLUXDB_V2_TOKEN",
                                                                 "FLOWER_BASIC_AUTH"}
 
 
@@ -239,14 +312,15 @@ def test_values_that_must_agree_are_written_once() -> None:
     influx = service_env("influxdb")
     for name in ("setup", "worker-ingest", "worker-trends"):
         env = service_env(name)
-        assert env["INFLUXDB_V2_TOKEN"] == influx["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == ENV["INFLUXDB_TOKEN"]
+        assert env["INFLUXDB_V2_TOKEN_FILE"] == influx["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN_FILE"]
         assert env["INFLUXDB_V2_ORG"] == influx["DOCKER_INFLUXDB_INIT_ORG"] == ENV["INFLUXDB_ORG"]
         assert env["INFLUXDB_V2_BUCKET"] == influx["DOCKER_INFLUXDB_INIT_BUCKET"]
     postgres = service_env("postgres")
     for name in SECRET_HOLDERS["POSTGRES_DSN"]:
-        dsn = urlsplit(service_env(name)["POSTGRES_DSN"])
-        assert (dsn.username, dsn.password, dsn.path.lstrip("/")) == (
-            postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"])
+        env = service_env(name)
+        dsn = urlsplit(env["POSTGRES_DSN"])
+        assert (dsn.username, dsn.path.lstrip("/")) == (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"])
+        assert env["POSTGRES_PASSWORD_FILE"] == postgres["POSTGRES_PASSWORD_FILE"]
 
 
 def test_flower_requires_basic_auth() -> None:
@@ -266,8 +340,9 @@ def test_every_compose_variable_is_in_env_example() -> None:
     assert compose_variables() - set(ENV) == set()
 
 
-# Settings compose builds from other .env values (written once there), and one for tests only.
-COMPOSED = {"POSTGRES_DSN", "INFLUXDB_V2_TOKEN", "INFLUXDB_V2_ORG"}
+# Settings compose builds from other .env values (written once there) or hands over as secret
+# files, and one for tests only.
+COMPOSED = {"POSTGRES_DSN", "INFLUXDB_V2_ORG", *SECRET_FILES}
 TEST_ONLY = {"X_API_BASE_URL"}
 
 
@@ -276,7 +351,7 @@ def test_every_setting_is_in_env_example() -> None:
 
 
 def test_every_setting_reaches_a_product_service() -> None:
-    passed = {key for name in PRODUCT for key in SERVICES[name].get("environment", {})}
+    passed = {key.removesuffix("_FILE") for name in PRODUCT for key in SERVICES[name].get("environment", {})}
     assert SETTINGS_VARS - TEST_ONLY - passed == set(), "compose passes these settings to no service"
 
 

@@ -20,7 +20,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from worker.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_PATH = ROOT / "docker-compose.yml"
@@ -136,3 +139,39 @@ def profile_combinations(names: Iterable[str]) -> list[frozenset[str]]:
     ordered = sorted(names)
     return [frozenset(name for bit, name in enumerate(ordered) if mask >> bit & 1)
             for mask in range(2 ** len(ordered))]
+
+
+#: Where compose mounts a service's secrets.
+SECRETS_MOUNT = "/run/secrets/"
+
+
+def with_secret_files(project: Mapping[str, Any], service: str, directory: Path,
+                      contents: Mapping[str, str]) -> dict[str, str]:
+    """A service's environment, its `/run/secrets/<name>` paths turned into files under ``directory``.
+
+    What compose would mount: the service must list the secret, and the project must define
+    it as a file. Each file holds ``contents[name]`` (a newline after it, as an editor leaves).
+    """
+    svc = project["services"][service]
+    environment = {key: str(value) for key, value in svc.get("environment", {}).items()}
+    for key, value in environment.items():
+        if not value.startswith(SECRETS_MOUNT):
+            continue
+        name = value.removeprefix(SECRETS_MOUNT)
+        assert name in svc.get("secrets", []), f"{service}: {key} reads secret {name}, which it does not list"
+        assert "file" in project["secrets"][name], f"secret {name} is not a file"
+        path = directory / name
+        path.write_text(contents[name] + "\n")
+        environment[key] = str(path)
+    return environment
+
+
+def settings_from(environment: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings as the process would read them from exactly this environment (``*_FILE`` included)."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+        monkeypatch.delenv(f"{name.upper()}_FILE", raising=False)
+    for key, value in environment.items():
+        if value != "":
+            monkeypatch.setenv(key, value)
+    return Settings(_env_file=None)
