@@ -532,3 +532,30 @@ def test_refresh_script_rewrites_only_the_from_line(tmp_path: Path) -> None:
                              env={"DOCKERFILE": str(copy), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
                              check=False)
     assert refused.returncode == 1 and copy.read_text().splitlines() == new
+
+
+# --- more than one host: replicas of the services that scale ----------------------------------------
+def test_bridge_and_ingest_workers_scale_by_variables_and_nothing_else_does() -> None:
+    replicas = {name: svc.get("deploy", {}).get("replicas") for name, svc in PRODUCT.items()}
+    assert replicas["bridge"] == "${BRIDGE_REPLICAS:-1}"
+    assert replicas["worker-ingest"] == "${INGEST_WORKER_REPLICAS:-1}"
+    # One beat, one trends worker (-c 1): never from a variable.
+    assert {name: count for name, count in replicas.items() if count is not None} == {
+        "bridge": "${BRIDGE_REPLICAS:-1}", "worker-ingest": "${INGEST_WORKER_REPLICAS:-1}",
+        "worker-trends": 1, "beat": 1}
+    rendered = render(ENV, COMPOSE)["services"]
+    assert rendered["bridge"]["deploy"]["replicas"] == ENV["BRIDGE_REPLICAS"] == "1"
+    assert rendered["worker-ingest"]["deploy"]["replicas"] == ENV["INGEST_WORKER_REPLICAS"] == "1"
+
+
+def test_compose_kafka_has_a_partition_for_every_bridge() -> None:
+    partitions = int(SERVICES["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"])
+    assert int(ENV["BRIDGE_REPLICAS"]) <= partitions, "a bridge beyond the partitions reads nothing"
+
+
+def test_scaled_services_have_no_fixed_host_port_or_name() -> None:
+    """Replicas of one service on one host: a published port or a container name would clash."""
+    for name in ("bridge", "worker-ingest"):
+        svc = SERVICES[name]
+        assert "ports" not in svc and "container_name" not in svc, name
+    assert option(argv(SERVICES["worker-ingest"]), "-n").endswith("@%h"), "node names differ by container"
