@@ -2,7 +2,11 @@
 # the one-shot `aggregator setup`. docker-compose.yml chooses the command of each service,
 # so there is no ENTRYPOINT, and it defines the healthchecks (`aggregator health ...`),
 # which differ per process, so there is no HEALTHCHECK here either.
-FROM python:3.11-slim
+#
+# The base image is pinned by digest: every build of one commit starts from the same bytes,
+# and the tag is kept for people to read. `bash scripts/refresh-base-image.sh` re-pins it to
+# what the tag means today (docs/deploying.md, "A versioned, reproducible image").
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -25,13 +29,16 @@ RUN groupadd --system --gid 10001 aggregator \
 # wheels (confluent-kafka bundles librdkafka, psycopg2-binary libpq): no compiler needed.
 # The sources are removed after the install so that the code that runs is the installed
 # package, the same for `celery -A worker.app` and `aggregator`.
+# The build backend (setuptools) is hashed too: requirements-build.lock, installed before the
+# project is built without build isolation, so pip fetches nothing unhashed for the build.
 WORKDIR /src
-COPY requirements.lock ./
-RUN pip install --require-hashes --no-deps -r requirements.lock
+COPY requirements.lock requirements-build.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock \
+ && pip install --require-hashes --no-deps -r requirements-build.lock
 COPY pyproject.toml README.md celeryconfig.py ./
 COPY worker ./worker
 COPY tasks ./tasks
-RUN pip install --no-deps . \
+RUN pip install --no-build-isolation --no-deps . \
  && pip check \
  && cd / \
  && rm -rf /src

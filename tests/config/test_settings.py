@@ -137,3 +137,32 @@ def test_a_secret_file_that_cannot_be_used_is_named(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ConfigurationError) as caught:
         load_settings()
     assert named.format(dir=tmp_path) in str(caught.value)
+
+
+def test_postgres_password_apart_from_the_dsn(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """POSTGRES_PASSWORD_FILE with a password-less DSN: the connection gets the password."""
+    from urllib.parse import unquote, urlsplit
+
+    from worker.db.connection import Database
+
+    password = tmp_path / "postgres_password"
+    password.write_text("p@ss word/1\n")
+    monkeypatch.setenv("POSTGRES_DSN", "postgresql://agg@db:5432/agg")
+    monkeypatch.setenv("POSTGRES_PASSWORD_FILE", str(password))
+    settings = load_settings()
+    database = Database.from_settings(settings)
+    assert unquote(urlsplit(database.dsn).password or "") == "p@ss word/1"
+    assert "p@ss word/1" not in repr(database) and "p@ss word/1" not in repr(settings)
+    assert "p@ss word/1" in settings.secret_values()
+    assert settings.addresses()["PostgreSQL"] == "postgresql://agg@db:5432/agg"
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://agg:in-dsn@db:5432/agg", "host=db user=agg password=in-dsn"])
+def test_a_password_in_the_dsn_and_apart_is_refused(monkeypatch: pytest.MonkeyPatch, dsn: str) -> None:
+    monkeypatch.setenv("POSTGRES_DSN", dsn)
+    monkeypatch.setenv("POSTGRES_PASSWORD", "apart-pw")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE) is set and POSTGRES_DSN holds a password too" in message
+    assert "in-dsn" not in message and "apart-pw" not in message

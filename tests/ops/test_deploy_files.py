@@ -18,58 +18,39 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
 import celeryconfig
+from tests.support.compose import (
+    COMPOSE_PATH,
+    ENV_PATH,
+    ROOT,
+    VAR,
+    load_compose,
+    parse_env_file,
+    render,
+    settings_from,
+    with_secret_files,
+)
+from tests.support.compose import interpolate as interpolate_with
 from worker.config.settings import Settings
 from worker.ops.cli import make_parser
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_PATH = ROOT / "docker-compose.yml"
-ENV_PATH = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
-
-# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}; `$${...}` is an escaped `$`.
-_VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
-
-
-def parse_env_file(path: Path) -> dict[str, str]:
-    """KEY=value lines; surrounding quotes removed as compose does. Comments are skipped."""
-    values: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        match = re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*)", stripped)
-        assert match, f"{path.name}:{number}: not KEY=value: {line!r}"
-        key, value = match.groups()
-        assert key not in values, f"{path.name}:{number}: {key} defined twice"
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
-    return values
-
+_VAR = VAR
 
 ENV = parse_env_file(ENV_PATH)
-COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_PATH.read_text())
+# The file as written, every service whatever its profiles (values interpolated where read);
+# tests/ops/test_compose_profiles.py renders it for each combination of profiles.
+COMPOSE: dict[str, Any] = load_compose()
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 PRODUCT = {name: svc for name, svc in SERVICES.items() if "build" in svc}
 SETTINGS_VARS = {name.upper() for name in Settings.model_fields}
 
 
 def interpolate(text: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        name, op, arg = match.groups()
-        value = ENV.get(name)
-        if op in (":-", "-") and not value:
-            return arg
-        if op in (":?", "?") and value is None:
-            raise AssertionError(f"compose requires {name}: {arg}")
-        return value or ""
-
-    return _VAR.sub(replace, text).replace("$$", "$")
+    return interpolate_with(text, ENV)
 
 
 def argv(service: dict[str, Any]) -> list[str]:
@@ -220,10 +201,13 @@ def test_product_runs_on_influxdb_in_compose() -> None:
         assert service_env(name)["EVENT_STORE"] == "influxdb", name
 
 
-# Which product service may see which secret: the rest must not get it at all.
+# Which product service may see which secret (as a variable or as its <NAME>_FILE): the rest
+# must not get it at all.
+_PG_USERS = {"setup", "worker-ingest", "worker-trends", "worker-default", "beat", "exporter"}
 SECRET_HOLDERS = {
     # beat: only for its healthcheck (`health beat trends` reads the runs' finalize times).
-    "POSTGRES_DSN": {"setup", "worker-ingest", "worker-trends", "worker-default", "beat", "exporter"},
+    "POSTGRES_DSN": _PG_USERS,
+    "POSTGRES_PASSWORD": _PG_USERS,
     "INFLUXDB_V2_TOKEN": {"setup", "worker-ingest", "worker-trends"},
     "X_CONSUMER_KEY": {"setup", "worker-default"},
     "X_CONSUMER_SECRET": {"setup", "worker-default"},
@@ -235,26 +219,86 @@ SECRET_HOLDERS = {
 
 @pytest.mark.parametrize("secret", sorted(SECRET_HOLDERS))
 def test_each_secret_reaches_only_the_services_that_use_it(secret: str) -> None:
-    holders = {name for name in PRODUCT if secret in SERVICES[name].get("environment", {})}
+    holders = {name for name in PRODUCT if {secret, f"{secret}_FILE"} & set(SERVICES[name].get("environment", {}))}
     assert holders == SECRET_HOLDERS[secret]
 
 
+# The secret settings compose hands over as Docker secrets (files), never as variables.
+SECRET_FILES = {"POSTGRES_PASSWORD": "postgres_password", "INFLUXDB_V2_TOKEN": "influxdb_token",
+                "X_CONSUMER_KEY": "x_consumer_key", "X_CONSUMER_SECRET": "x_consumer_secret",
+                "X_ACCESS_TOKEN": "x_access_token", "X_ACCESS_TOKEN_SECRET": "x_access_token_secret"}
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_secrets_reach_services_as_files_only(name: str) -> None:
+    """No password or token in a container's environment (`docker inspect` shows it)."""
+    svc = SERVICES[name]
+    environment = {key: str(value) for key, value in svc.get("environment", {}).items()}
+    listed = svc.get("secrets", [])
+    assert set(listed) <= set(COMPOSE["secrets"]), f"{name} lists an undefined secret"
+    for variable, secret in SECRET_FILES.items():
+        assert variable not in environment, f"{name}: {variable} as a variable; give {variable}_FILE"
+        if f"{variable}_FILE" in environment:
+            assert environment[f"{variable}_FILE"] == f"/run/secrets/{secret}"
+    for key, value in environment.items():
+        if value.startswith("/run/secrets/"):
+            assert key.endswith("_FILE") and value.removeprefix("/run/secrets/") in listed, (name, key)
+    if "POSTGRES_DSN" in environment:
+        assert urlsplit(interpolate(environment["POSTGRES_DSN"])).password is None, f"{name}: password in the DSN"
+    mounted = {value.removeprefix("/run/secrets/") for value in environment.values() if value.startswith("/run/")}
+    assert set(listed) == mounted, f"{name}: mounts secrets it does not read, or reads ones not mounted"
+
+
+def test_secrets_are_files_in_secrets_dir() -> None:
+    for secret, spec in COMPOSE["secrets"].items():
+        assert spec == {"file": "${SECRETS_DIR:-./secrets}/" + secret}, secret
+
+
+def test_make_secrets_creates_every_secret_file_and_keeps_existing_ones(tmp_path: Path) -> None:
+    import stat
+    import subprocess
+
+    directory = tmp_path / "secrets"
+    directory.mkdir(mode=0o700)
+    (directory / "postgres_password").write_text("amba's own\n")
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "make-secrets.sh")], capture_output=True, text=True,
+                         env={"SECRETS_DIR": str(directory), "PATH": "/usr/bin:/bin"}, check=False)
+    assert run.returncode == 0, run.stderr
+    assert {path.name for path in directory.iterdir()} == set(COMPOSE["secrets"])
+    assert (directory / "postgres_password").read_text() == "amba's own\n", "an existing secret is never replaced"
+    assert len((directory / "influxdb_token").read_text().strip()) >= 32
+    assert (directory / "x_consumer_key").read_text() == "", "empty X keys: the post runs dry"
+    assert stat.S_IMODE((directory / "influxdb_token").stat().st_mode) == 0o644
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert SECRET_FILES["INFLUXDB_V2_TOKEN"] in run.stdout
+
+
+EXAMPLE_SECRETS = {name: f"{name}-value" for name in COMPOSE["secrets"]}
+
+
+def rendered_env(name: str, tmp_path: Path, secrets: dict[str, str] = EXAMPLE_SECRETS) -> dict[str, str]:
+    """The service's environment from .env.example, its secrets as files holding ``secrets``."""
+    return with_secret_files(render(ENV, COMPOSE), name, tmp_path, secrets)
+
+
 @pytest.mark.parametrize("name", sorted(PRODUCT))
-def test_each_product_service_gets_valid_settings(name: str) -> None:
+def test_each_product_service_gets_valid_settings(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What compose hands each service (from .env.example) passes the settings validation."""
-    settings = Settings(_env_file=None, **{k.lower(): v for k, v in service_env(name).items()  # type: ignore[arg-type]
-                                           if k.lower() in Settings.model_fields and v != ""})
-    if name in ("setup", "worker-ingest", "worker-trends", "worker-default"):
-        assert urlsplit(settings.postgres_dsn.get_secret_value()).hostname == "postgres"
+    from worker.db.connection import Database
+
+    settings = settings_from(rendered_env(name, tmp_path), monkeypatch)
+    if name in SECRET_HOLDERS["POSTGRES_PASSWORD"]:
+        dsn = urlsplit(Database.from_settings(settings).dsn)
+        assert (dsn.hostname, dsn.password) == ("postgres", "postgres_password-value")
 
 
-def test_setup_refuses_the_placeholder_secrets_of_env_example() -> None:
+def test_setup_refuses_placeholder_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from worker.ops.commands.setup import placeholder_secrets
 
-    environment = service_env("setup")
-    settings = Settings(_env_file=None, **{k.lower(): v for k, v in environment.items()  # type: ignore[arg-type]
-                                           if k.lower() in Settings.model_fields and v != ""})
-    assert set(placeholder_secrets(settings, environment)) == {"POSTGRES_DSN", "INFLUXDB_V2_TOKEN",
+    secrets = dict(EXAMPLE_SECRETS, postgres_password="change-me", influxdb_token="change-me-too")
+    environment = rendered_env("setup", tmp_path, secrets)
+    settings = settings_from(environment, monkeypatch)
+    assert set(placeholder_secrets(settings, environment)) == {"POSTGRES_PASSWORD", "INFLUXDB_V2_TOKEN",
                                                                 "FLOWER_BASIC_AUTH"}
 
 
@@ -268,14 +312,15 @@ def test_values_that_must_agree_are_written_once() -> None:
     influx = service_env("influxdb")
     for name in ("setup", "worker-ingest", "worker-trends"):
         env = service_env(name)
-        assert env["INFLUXDB_V2_TOKEN"] == influx["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == ENV["INFLUXDB_TOKEN"]
+        assert env["INFLUXDB_V2_TOKEN_FILE"] == influx["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN_FILE"]
         assert env["INFLUXDB_V2_ORG"] == influx["DOCKER_INFLUXDB_INIT_ORG"] == ENV["INFLUXDB_ORG"]
         assert env["INFLUXDB_V2_BUCKET"] == influx["DOCKER_INFLUXDB_INIT_BUCKET"]
     postgres = service_env("postgres")
     for name in SECRET_HOLDERS["POSTGRES_DSN"]:
-        dsn = urlsplit(service_env(name)["POSTGRES_DSN"])
-        assert (dsn.username, dsn.password, dsn.path.lstrip("/")) == (
-            postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"])
+        env = service_env(name)
+        dsn = urlsplit(env["POSTGRES_DSN"])
+        assert (dsn.username, dsn.path.lstrip("/")) == (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"])
+        assert env["POSTGRES_PASSWORD_FILE"] == postgres["POSTGRES_PASSWORD_FILE"]
 
 
 def test_flower_requires_basic_auth() -> None:
@@ -295,8 +340,9 @@ def test_every_compose_variable_is_in_env_example() -> None:
     assert compose_variables() - set(ENV) == set()
 
 
-# Settings compose builds from other .env values (written once there), and one for tests only.
-COMPOSED = {"POSTGRES_DSN", "INFLUXDB_V2_TOKEN", "INFLUXDB_V2_ORG"}
+# Settings compose builds from other .env values (written once there) or hands over as secret
+# files, and one for tests only.
+COMPOSED = {"POSTGRES_DSN", "INFLUXDB_V2_ORG", *SECRET_FILES}
 TEST_ONLY = {"X_API_BASE_URL"}
 
 
@@ -305,12 +351,16 @@ def test_every_setting_is_in_env_example() -> None:
 
 
 def test_every_setting_reaches_a_product_service() -> None:
-    passed = {key for name in PRODUCT for key in SERVICES[name].get("environment", {})}
+    passed = {key.removesuffix("_FILE") for name in PRODUCT for key in SERVICES[name].get("environment", {})}
     assert SETTINGS_VARS - TEST_ONLY - passed == set(), "compose passes these settings to no service"
 
 
+# Read by compose itself, not interpolated into the file.
+COMPOSE_OWN = {"COMPOSE_PROFILES"}
+
+
 def test_env_example_has_nothing_unused() -> None:
-    assert set(ENV) - compose_variables() == set(), "set in .env but read by no service"
+    assert set(ENV) - COMPOSE_OWN - compose_variables() == set(), "set in .env but read by no service"
 
 
 def test_env_example_points_at_the_compose_services() -> None:
@@ -338,9 +388,10 @@ def test_dockerfile_installs_the_project_as_non_root() -> None:
     text = DOCKERFILE.read_text()
     instructions = [line.split(None, 1) for line in text.splitlines() if line and not line.startswith(("#", " "))]
     keywords = [words[0] for words in instructions]
-    assert instructions[0] == ["FROM", "python:3.11-slim"]
+    assert instructions[0][0] == "FROM"
     assert "ENTRYPOINT" not in keywords and "HEALTHCHECK" not in keywords
-    assert re.search(r"pip install --no-deps \.(\s|$)", text), "the image installs the project itself"
+    assert re.search(r"pip install --no-build-isolation --no-deps \.(\s|$)", text), \
+        "the image installs the project itself, with the hashed build backend"
     assert "[dev]" not in text, "no dev dependencies in the image"
     user = [words[1] for words in instructions if words[0] == "USER"]
     assert user and user[-1].strip() not in {"root", "0"}
@@ -353,13 +404,13 @@ def test_dockerfile_installs_the_project_as_non_root() -> None:
 LOCK = ROOT / "requirements.lock"
 
 
-def locked() -> dict[str, tuple[str, int]]:
-    """name -> (version, number of hashes) from requirements.lock."""
+def locked(path: Path = LOCK) -> dict[str, tuple[str, int]]:
+    """name -> (version, number of hashes) from a lock file (requirements.lock by default)."""
     from packaging.utils import canonicalize_name
 
     pins: dict[str, tuple[str, int]] = {}
     current: str | None = None
-    for line in LOCK.read_text().splitlines():
+    for line in path.read_text().splitlines():
         match = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)", line)
         if match:
             current = canonicalize_name(match.group(1))
@@ -395,15 +446,16 @@ def test_lock_pins_every_runtime_dependency_within_its_range() -> None:
 
 
 # The image's install, as the Dockerfile runs it and .ci/run repeats it against the registry.
-IMAGE_INSTALL = ("pip install --require-hashes --no-deps -r requirements.lock", "pip install --no-deps .",
-                 "pip check")
+IMAGE_INSTALL = ("pip install --require-hashes --no-deps -r requirements.lock",
+                 "pip install --require-hashes --no-deps -r requirements-build.lock",
+                 "pip install --no-build-isolation --no-deps .", "pip check")
 
 
 def test_dockerfile_installs_from_the_lock_and_checks_it() -> None:
     text = DOCKERFILE.read_text()
     for command in IMAGE_INSTALL:
         assert command in text, f"Dockerfile lost `{command}`"
-    assert "COPY requirements.lock" in text
+    assert re.search(r"^COPY requirements\.lock requirements-build\.lock ", text, re.M)
     ci = (ROOT / ".ci" / "run").read_text()
     for command in IMAGE_INSTALL:
         assert command in ci, f".ci/run must repeat the image's `{command}`"
@@ -413,4 +465,97 @@ def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert lines[lines.index("*")] == "*", "ignore everything, then allow what the image needs"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "requirements.lock", "celeryconfig.py", "worker", "tasks"}
+    assert allowed == {"pyproject.toml", "README.md", "requirements.lock", "requirements-build.lock", "celeryconfig.py",
+                       "worker", "tasks"}
+
+
+# --- a versioned, reproducible image ----------------------------------------------------------------
+BUILD_LOCK = ROOT / "requirements-build.lock"
+_FROM_PINNED = re.compile(r"^FROM (?P<tag>[a-z0-9./-]+:[A-Za-z0-9._-]+)@sha256:[0-9a-f]{64}(\s|$)")
+
+
+def test_base_image_is_pinned_by_digest() -> None:
+    """A tag alone builds on whatever it means that day: two builds of one commit differ."""
+    froms = [line for line in DOCKERFILE.read_text().splitlines() if line.startswith("FROM ")]
+    assert froms, "no FROM line"
+    for line in froms:
+        match = _FROM_PINNED.match(line)
+        assert match, f"{line!r}: pin the base image by digest (bash scripts/refresh-base-image.sh)"
+        assert match.group("tag") == "python:3.11-slim"
+
+
+def test_image_tag_is_the_package_version() -> None:
+    """The tag a release builds is its version, so the previous one is there to roll back to."""
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    images = {svc["image"] for svc in PRODUCT.values()}
+    assert images == {"altmetrics-trend-aggregator:${AGGREGATOR_VERSION:-" + version + "}"}
+    assert interpolate(images.pop()) == f"altmetrics-trend-aggregator:{version}", \
+        ".env.example leaves AGGREGATOR_VERSION blank: the checkout's version"
+
+
+def test_build_backend_is_locked_with_hashes() -> None:
+    """pyproject's build-system requirements at a hashed version: the image's build fetches nothing unhashed."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    pins = locked(BUILD_LOCK)
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    for text in requires:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} (build-system) is not in requirements-build.lock: regenerate it (docs)"
+        assert Version(pins[name][0]) in requirement.specifier
+    assert all(hashes >= 1 for _, hashes in pins.values()), "every build pin needs its hash"
+
+
+def test_refresh_script_rewrites_only_the_from_line(tmp_path: Path) -> None:
+    """The offline half of scripts/refresh-base-image.sh (the registry half needs the network)."""
+    import subprocess
+
+    copy = tmp_path / "Dockerfile"
+    copy.write_text(DOCKERFILE.read_text())
+    digest = "sha256:" + "ab" * 32
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "refresh-base-image.sh"), "--digest", digest],
+                          env={"DOCKERFILE": str(copy), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    old, new = DOCKERFILE.read_text().splitlines(), copy.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(old, new, strict=True) if a != b]
+    from_line = next(line for line in old if line.startswith("FROM "))
+    assert changed == [(from_line, f"FROM python:3.11-slim@{digest}")]
+    refused = subprocess.run(["bash", str(ROOT / "scripts" / "refresh-base-image.sh"), "--digest", "latest"],
+                             env={"DOCKERFILE": str(copy), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                             check=False)
+    assert refused.returncode == 1 and copy.read_text().splitlines() == new
+
+
+# --- more than one host: replicas of the services that scale ----------------------------------------
+def test_bridge_and_ingest_workers_scale_by_variables_and_nothing_else_does() -> None:
+    replicas = {name: svc.get("deploy", {}).get("replicas") for name, svc in PRODUCT.items()}
+    assert replicas["bridge"] == "${BRIDGE_REPLICAS:-1}"
+    assert replicas["worker-ingest"] == "${INGEST_WORKER_REPLICAS:-1}"
+    # One beat, one trends worker (-c 1): never from a variable.
+    assert {name: count for name, count in replicas.items() if count is not None} == {
+        "bridge": "${BRIDGE_REPLICAS:-1}", "worker-ingest": "${INGEST_WORKER_REPLICAS:-1}",
+        "worker-trends": 1, "beat": 1}
+    rendered = render(ENV, COMPOSE)["services"]
+    assert rendered["bridge"]["deploy"]["replicas"] == ENV["BRIDGE_REPLICAS"] == "1"
+    assert rendered["worker-ingest"]["deploy"]["replicas"] == ENV["INGEST_WORKER_REPLICAS"] == "1"
+
+
+def test_compose_kafka_has_a_partition_for_every_bridge() -> None:
+    partitions = int(SERVICES["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"])
+    assert int(ENV["BRIDGE_REPLICAS"]) <= partitions, "a bridge beyond the partitions reads nothing"
+
+
+def test_scaled_services_have_no_fixed_host_port_or_name() -> None:
+    """Replicas of one service on one host: a published port or a container name would clash."""
+    for name in ("bridge", "worker-ingest"):
+        svc = SERVICES[name]
+        assert "ports" not in svc and "container_name" not in svc, name
+    assert option(argv(SERVICES["worker-ingest"]), "-n").endswith("@%h"), "node names differ by container"

@@ -73,6 +73,14 @@ def _check_postgres_dsn(value: str) -> None:
         raise ValueError(f"port {port!r} is not a number")
 
 
+def _dsn_password(value: str) -> str | None:
+    """The password a PostgreSQL DSN (URL or keywords) holds, if any."""
+    from psycopg2.extensions import parse_dsn
+
+    password: str | None = parse_dsn(value).get("password")
+    return password
+
+
 def _check_rate_limit(value: str) -> str:
     match = _RATE.match(value)
     if match is None or float(match.group(1)) <= 0:
@@ -167,6 +175,10 @@ class Settings(BaseSettings):
     # --- Event store ----------------------------------------------------------------------
     event_store: Literal["postgres", "influxdb"] = "postgres"
     postgres_dsn: SecretStr = SecretStr("postgresql://aggregator:aggregator@127.0.0.1:5432/aggregator")
+    # The password apart from the DSN (with a DSN that has none): a secret file of its own
+    # (POSTGRES_PASSWORD_FILE, a Docker secret) while the DSN, host and role stay plain
+    # configuration. worker/db/connection.py adds it to the DSN; both at once is refused.
+    postgres_password: SecretStr | None = None
     influxdb_v2_url: str | None = None
     influxdb_v2_token: SecretStr | None = None
     influxdb_v2_org: str = "amba"
@@ -339,7 +351,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("influxdb_v2_token", "x_consumer_key", "x_consumer_secret", "x_access_token",
-                     "x_access_token_secret", "influxdb_v2_url", "x_api_base_url", mode="before")
+                     "x_access_token_secret", "influxdb_v2_url", "x_api_base_url", "postgres_password", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -404,6 +416,11 @@ class Settings(BaseSettings):
             problems.append(f"INGEST_RETRY_BACKOFF_MAX_S ({self.ingest_retry_backoff_max_s}) must be below "
                             f"VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s})")
         problems += self._bounded_work_problems()
+        if self.postgres_password is not None and _dsn_password(self.postgres_dsn.get_secret_value()) is not None:
+            # Neither wins silently: a stale password left in the DSN would be a login failure
+            # (or a login as someone else) nobody could explain. Neither value is shown.
+            problems.append("POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE) is set and POSTGRES_DSN holds a password "
+                            "too: keep one (remove the password from the DSN, or unset POSTGRES_PASSWORD)")
         if self.worker_metrics_port and not self.prometheus_multiproc_dir:
             problems.append(f"WORKER_METRICS_PORT ({self.worker_metrics_port}) needs PROMETHEUS_MULTIPROC_DIR: an "
                             "empty directory of the worker's own, where its pool processes keep their values")
@@ -482,6 +499,8 @@ class Settings(BaseSettings):
         password = parse_dsn(self.postgres_dsn.get_secret_value()).get("password")
         if password:
             values.append(password)
+        if self.postgres_password is not None:
+            values.append(self.postgres_password.get_secret_value())
         return values
 
     def addresses(self) -> dict[str, str]:

@@ -7,10 +7,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
+from psycopg2.extensions import make_dsn, parse_dsn
 
 from worker.config.settings import Settings
 from worker.core.masking import mask_dsn
@@ -24,6 +26,7 @@ __all__ = [
     "ReusedConnection",
     "Timeouts",
     "connect",
+    "with_password",
 ]
 
 #: ``CONNECT_TIMEOUT_S``'s default; the product's callers pass the setting's value.
@@ -52,6 +55,25 @@ def connect(dsn: str, *, application_name: str = "trend-aggregator", autocommit:
     )
     conn.autocommit = autocommit
     return conn
+
+
+def with_password(dsn: str, password: str) -> str:
+    """``dsn`` (a URL or libpq keywords, without a password) with ``password`` in it.
+
+    A URL stays a URL (the password percent-encoded), so messages that show the masked DSN
+    read as before; keywords get a quoted ``password=``. A DSN that already has a password is
+    refused without showing either.
+    """
+    if parse_dsn(dsn).get("password") is not None:
+        raise ValueError("POSTGRES_DSN holds a password and POSTGRES_PASSWORD is set too: keep one")
+    if "://" not in dsn:
+        return make_dsn(dsn, password=password)
+    parts = urlsplit(dsn)
+    user, _, host = parts.netloc.rpartition("@")
+    if not user:
+        # libpq's default user (the OS user) cannot carry a password in a URL: use keywords.
+        return make_dsn(dsn, password=password)
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 @dataclass(frozen=True)
@@ -105,7 +127,15 @@ class Database:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
-        return cls(settings.postgres_dsn.get_secret_value(), settings.connect_timeout_s)
+        """The DSN with ``POSTGRES_PASSWORD`` added when it is given apart (a secret file).
+
+        The settings refuse a password in both places at start (exit 78); :func:`with_password`
+        refuses it again for settings built without that validation.
+        """
+        dsn = settings.postgres_dsn.get_secret_value()
+        if settings.postgres_password is not None:
+            dsn = with_password(dsn, settings.postgres_password.get_secret_value())
+        return cls(dsn, settings.connect_timeout_s)
 
     def connect(self, *, application_name: str = "trend-aggregator", autocommit: bool = False) -> Connection:
         return connect(self.dsn, application_name=application_name, autocommit=autocommit,

@@ -17,8 +17,8 @@ from worker.store import open_store
 
 def placeholder_secrets(settings: Settings, environ: dict[str, str]) -> list[str]:
     """The variables that still hold .env.example's ``change-me`` placeholders."""
-    found = [name.upper() for name in ("postgres_dsn", "redis_url", "result_backend_url", "influxdb_v2_token",
-                                       "x_consumer_key", "x_consumer_secret", "x_access_token",
+    found = [name.upper() for name in ("postgres_dsn", "postgres_password", "redis_url", "result_backend_url",
+                                       "influxdb_v2_token", "x_consumer_key", "x_consumer_secret", "x_access_token",
                                        "x_access_token_secret")
              if (value := getattr(settings, name)) is not None and PLACEHOLDER_SECRET in value.get_secret_value()]
     # Flower's login is read by Flower itself; compose hands it to setup so it is checked too.
