@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
-from worker.celeryapp.beat import build_beat_schedule
+from worker.celeryapp.beat import build_beat_schedule, scheduler_config
 from worker.celeryapp.limits import time_limits
 from worker.config.settings import get_settings
 from worker.core import names
@@ -82,5 +82,15 @@ worker_send_task_events = True
 task_send_sent_event = True
 
 beat_schedule = build_beat_schedule(_s)
+# One active beat: celery-redbeat keeps the schedule in Redis under a lock, a second beat waits
+# as a standby and takes over when the active one dies (worker/celeryapp/beat.py).
+_beat = scheduler_config(_s)
+beat_scheduler = _beat["beat_scheduler"]
+beat_max_loop_interval = _beat["beat_max_loop_interval"]
+redbeat_redis_url = _beat["redbeat_redis_url"]
+redbeat_key_prefix = _beat["redbeat_key_prefix"]
+redbeat_lock_key = _beat["redbeat_lock_key"]
+redbeat_lock_timeout = _beat["redbeat_lock_timeout"]
+redbeat_redis_options = _beat["redbeat_redis_options"]
 # A restarted beat does not fire a burst of runs it missed while it was down.
 beat_cron_starting_deadline = 120

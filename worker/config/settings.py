@@ -247,6 +247,13 @@ class Settings(BaseSettings):
     # finalize's time limits (a live run renews it in time).
     trend_lock_ttl_s: int = Field(150, ge=10)
 
+    # --- Beat: one active scheduler, standbys wait (celery-redbeat) -------------------------
+    # The active beat holds a Redis lock of this timeout and extends it every tick (at least
+    # every fifth of it); a standby beat polls for it as often. When the active beat dies, a
+    # standby fires within this plus a fifth of it. At most 90: the takeover must end within
+    # beat's 120 s cron starting deadline, so the tick missed meanwhile is fired late, not lost.
+    beat_lock_timeout_s: int = Field(60, ge=5, le=90)
+
     # --- Bounded work: Celery time limits per task kind (hard; the soft limit, which raises
     # in the task so it fails cleanly, is SOFT_TIME_LIMIT_RATIO of it) -------------------------
     # Measured here (docs/benchmarks.md): an ingest batch of 5000 events ~0.2 s, a `year`
