@@ -65,10 +65,10 @@ task_routes = {
     "tasks.maintenance.*": {"queue": names.MAINTENANCE_QUEUE, "routing_key": names.MAINTENANCE_QUEUE},
 }
 # Time limits per task kind (worker/celeryapp/limits.py): a hung task costs its limit, not a
-# worker. Rate limit per worker instance (a token bucket in its main process, NOT global):
-# scale the ingest rate by adding ingest workers, not by raising -c.
+# worker. No Celery rate_limit on the ingest task: it is per worker instance, so N workers
+# wrote at N x the limit. INGEST_RATE_LIMIT is one bucket in Redis shared by all ingest
+# workers, taken by the task before each write (worker/ingest/write_limit.py).
 task_annotations = time_limits(_s)
-task_annotations[names.WRITE_BATCH]["rate_limit"] = _s.ingest_rate_limit
 
 # Ingest tasks are acknowledged after they ran; a killed worker's batch is redelivered
 # (task_reject_on_worker_lost), and the idempotent store write makes that harmless.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from worker.celeryapp.beat import (
@@ -17,8 +19,8 @@ from worker.config.settings import Settings
 pytestmark = pytest.mark.unit
 
 
-def settings(**values: object) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+def settings(**values: Any) -> Settings:
+    return Settings(_env_file=None, **values)
 
 
 def test_the_scheduler_is_redbeat_with_the_products_lock() -> None:

@@ -23,6 +23,7 @@ from worker.ingest.bridge.consumer import Bridge
 from worker.ingest.bridge.depth import QueueDepthProbe
 from worker.ingest.deadletter import DeadLetterWriter, ensure_topic
 from worker.ingest.publisher import PUBLISH_TIMEOUT_S, IngestPublisher, bounded_transport_options
+from worker.ingest.write_limit import WriteLimit, bucket_key
 from worker.maintenance.slots import SlotClaims
 from worker.store import EventStore, open_store
 from worker.trends.lease import Leases
@@ -60,6 +61,14 @@ class Resources:
         return redis_client(self.settings, min(self.settings.connect_timeout_s, 2.0))
 
     @cached_property
+    def write_limit(self) -> WriteLimit:
+        """The ingest workers' shared write limit (short timeouts: a Redis that does not
+        answer must not hold a batch; the limiter then falls back to a bucket of its own)."""
+        settings = self.settings
+        return WriteLimit(redis_client(settings, min(settings.connect_timeout_s, 2.0)),
+                          bucket_key(settings.ingest_queue), settings.ingest_rate_per_s(), settings.ingest_burst())
+
+    @cached_property
     def leases(self) -> Leases:
         return Leases(redis_client(self.settings), self.settings.trend_lock_ttl_s)
 
@@ -80,7 +89,8 @@ class Resources:
 
     def close(self) -> None:
         """Close what was built (best effort: closing a broken resource must not fail)."""
-        for name in ("event_store", "dead_letters", "ack_client", "leases", "maintenance_slots", "run_state"):
+        for name in ("event_store", "dead_letters", "ack_client", "write_limit", "leases", "maintenance_slots",
+                     "run_state"):
             if name in self.__dict__:
                 with contextlib.suppress(Exception):
                     self.__dict__.pop(name).close()

@@ -182,7 +182,9 @@ class Settings(BaseSettings):
 
     # --- Ingest queue ----------------------------------------------------------------------
     ingest_queue: str = Field("ingest", min_length=1)
-    # Celery rate limit of the ingest task, per worker process (e.g. "10/s", "600/m").
+    # Batches written to the event store per second (or N/m, N/h), by ALL ingest workers
+    # together: a token bucket in Redis shared by every worker (worker/ingest/write_limit.py),
+    # holding one second's worth (at least one token) as its burst.
     ingest_rate_limit: str = "20/s"
     # How long a batch waits for an unavailable event store (retrying with backoff) before it
     # goes to the dead letters: outages are measured in time, not in retries. Meanwhile the
@@ -458,6 +460,15 @@ class Settings(BaseSettings):
     @property
     def result_backend(self) -> SecretStr:
         return self.result_backend_url or self.redis_url
+
+    def ingest_rate_per_s(self) -> float:
+        """``INGEST_RATE_LIMIT`` in batches per second."""
+        number, unit = self.ingest_rate_limit.split("/")
+        return float(number) / {"s": 1, "m": 60, "h": 3600}[unit]
+
+    def ingest_burst(self) -> float:
+        """The shared bucket's capacity: one second's worth of writes, at least one."""
+        return max(1.0, self.ingest_rate_per_s())
 
     def durations(self) -> dict[str, Duration]:
         """The durations table with this environment's overrides (validated at start)."""
