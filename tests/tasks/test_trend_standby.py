@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +28,10 @@ LEASE_S = 20
 #: A chunk's staging write waiting for the locked table.
 CHUNK_WAITING = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                  "AND query ILIKE '%publication_doi = ANY%'")
+
+
+def node(worker: subprocess.Popen[bytes]) -> str:
+    return str(worker.node)  # type: ignore[attr-defined]  # set by start_worker
 
 
 def trends_env(env: dict[str, str]) -> dict[str, str]:
@@ -60,8 +65,8 @@ def test_the_same_run_fired_on_two_workers_at_once_is_computed_once(env: dict[st
         locker.rollback()
         locker.close()
     wait_for(lambda: q(dsn, "SELECT status FROM trend_run") == [("finalized",)], 60, "the one run finalized")
-    skipped_on = [w.node for w in workers if "run skipped" in log_text(w)]
-    started_on = [w.node for w in workers if "trend run planned" in log_text(w)]
+    skipped_on = [node(w) for w in workers if "run skipped" in log_text(w)]
+    started_on = [node(w) for w in workers if "trend run planned" in log_text(w)]
     print(f"TRENDS two workers: started on {started_on}, skipped on {skipped_on}")
     assert len(started_on) == 1 and len(skipped_on) == 1
     # Both workers took one of the two runs: they did run at the same time.
@@ -78,7 +83,7 @@ def test_the_standby_computes_the_next_run_when_the_worker_holding_a_run_is_kill
     dois = [f"10.1101/k{i:04d}" for i in range(500)]  # 10 chunks of 50
     seed_events(dsn, datetime_to_ns(now), dict.fromkeys(dois, 12), 6 * 3600)
     seed_plain_publications(dsn, dois)
-    workers = {w.node: w for w in (start_worker(spawn, trends_env(env), queue="trends", concurrency=1,
+    workers = {node(w): w for w in (start_worker(spawn, trends_env(env), queue="trends", concurrency=1,
                                                 name=f"trends{i}") for i in range(2))}
 
     locker = psycopg2.connect(dsn)
