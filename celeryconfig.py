@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
-from worker.celeryapp.beat import build_beat_schedule
+from worker.celeryapp.beat import build_beat_schedule, scheduler_config
 from worker.celeryapp.limits import time_limits
 from worker.config.settings import get_settings
 from worker.core import names
@@ -65,10 +65,10 @@ task_routes = {
     "tasks.maintenance.*": {"queue": names.MAINTENANCE_QUEUE, "routing_key": names.MAINTENANCE_QUEUE},
 }
 # Time limits per task kind (worker/celeryapp/limits.py): a hung task costs its limit, not a
-# worker. Rate limit per worker instance (a token bucket in its main process, NOT global):
-# scale the ingest rate by adding ingest workers, not by raising -c.
+# worker. No Celery rate_limit on the ingest task: it is per worker instance, so N workers
+# wrote at N x the limit. INGEST_RATE_LIMIT is one bucket in Redis shared by all ingest
+# workers, taken by the task before each write (worker/ingest/write_limit.py).
 task_annotations = time_limits(_s)
-task_annotations[names.WRITE_BATCH]["rate_limit"] = _s.ingest_rate_limit
 
 # Ingest tasks are acknowledged after they ran; a killed worker's batch is redelivered
 # (task_reject_on_worker_lost), and the idempotent store write makes that harmless.
@@ -82,5 +82,15 @@ worker_send_task_events = True
 task_send_sent_event = True
 
 beat_schedule = build_beat_schedule(_s)
+# One active beat: celery-redbeat keeps the schedule in Redis under a lock, a second beat waits
+# as a standby and takes over when the active one dies (worker/celeryapp/beat.py).
+_beat = scheduler_config(_s)
+beat_scheduler = _beat["beat_scheduler"]
+beat_max_loop_interval = _beat["beat_max_loop_interval"]
+redbeat_redis_url = _beat["redbeat_redis_url"]
+redbeat_key_prefix = _beat["redbeat_key_prefix"]
+redbeat_lock_key = _beat["redbeat_lock_key"]
+redbeat_lock_timeout = _beat["redbeat_lock_timeout"]
+redbeat_redis_options = _beat["redbeat_redis_options"]
 # A restarted beat does not fire a burst of runs it missed while it was down.
 beat_cron_starting_deadline = 120

@@ -58,8 +58,8 @@ from worker.core.partitions import EVENTS
 from worker.db import partition_admin
 
 # How the product is configured for this benchmark (printed with the results).
-# - INGEST_RATE_LIMIT far above the task rate (a few batches per second), so the Celery rate
-#   limit is not what is measured.
+# - INGEST_RATE_LIMIT far above the task rate (a few batches per second), so the shared write
+#   limit (a token bucket in Redis) is not what is measured.
 # - ceiling = smoothed rate x BRIDGE_TARGET_INTERVAL_S: at 4,000-20,000 events/s this gives
 #   batches of 1,000-5,000 (capped by BRIDGE_MAX_BATCH). The estimate starts from zero,
 #   so the first batches are small whatever the rate; a half-life of 1 s (default 60 s)

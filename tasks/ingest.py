@@ -10,6 +10,10 @@
   the batch is alive (so it is not published again) and the unconfirmed batches pause the
   bridge, so Kafka holds the rest. Only past the tolerance does the batch go to the dead
   letters. If even that write fails, the task keeps retrying: nothing is ever dropped.
+* **One write limit for the store.** Each write attempt first takes a token from the bucket
+  all ingest workers share (``INGEST_RATE_LIMIT``, :mod:`worker.ingest.write_limit`); without
+  one the task waits, at most :func:`_rate_wait_bound`, then retries with the wait as
+  countdown instead of holding its slot.
 * **Data the store refuses** (found by bisection) goes to the dead letters alone, with the
   store's reason; the rest of the batch is stored.
 """
@@ -48,6 +52,16 @@ def _countdown(settings: Settings, retries: int, left_s: float) -> float:
     return max(0.0, min(random.uniform(0, ceiling), left_s))
 
 
+#: The longest a task waits in its slot for a write token before it retries with a countdown.
+RATE_WAIT_MAX_S = 5.0
+
+
+def _rate_wait_bound(settings: Settings) -> float:
+    """Waiting for a token stays far below the soft time limit (80% of the hard one): a tenth
+    of the hard limit, at most :data:`RATE_WAIT_MAX_S`."""
+    return min(RATE_WAIT_MAX_S, settings.task_time_limit_ingest_s / 10)
+
+
 # ignore_result: nothing reads an ingest task's result, and storing STARTED/SUCCESS in Redis
 # per batch is pure overhead on the hot path (Flower still sees the task through events).
 @app.task(bind=True, name=names.WRITE_BATCH, max_retries=None, acks_late=True,
@@ -76,6 +90,11 @@ def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[
         send_ack(ack_client, acks, stored=True)
         return {"written": 0, "dead_lettered": len(received) if isinstance(received, list) else 1, "conflicts": 0}
     send_ack(ack_client, acks, stored=False)  # started: the bridge waits for this batch
+    wait = resources.write_limit.acquire(_rate_wait_bound(settings))
+    if wait > 0:
+        metrics.BATCHES.labels("rate_limited").inc()
+        log.info("write limit reached, retrying", extra={"task_id": self.request.id, "countdown_s": round(wait, 3)})
+        raise self.retry(countdown=wait, kwargs={"acks": acks, "since": first_attempt}) from None
     started = time.perf_counter()
     try:
         conflicts = resources.event_store.write(batch) or 0

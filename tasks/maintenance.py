@@ -1,7 +1,9 @@
 """The maintenance task (beat, ``MAINTENANCE_SCHEDULE``, queue ``maintenance``).
 
 Served by the default worker beside the morning post, never by the trends worker: its one
-slot belongs to the trend runs. Thinning steps stop being started after
+slot belongs to the trend runs. A tick fired twice runs once: the task claims its cron slot
+first (:mod:`worker.maintenance.slots`) and a second fire of the same tick does nothing.
+Thinning steps stop being started after
 :data:`BUDGET_S`, so a backlog of history days (after an upgrade) is worked off over a few
 runs instead of holding the morning post; the next run continues where this one stopped.
 """
@@ -12,9 +14,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from celery import Task
+
 from worker.celeryapp.app import app
 from worker.celeryapp.resources import for_process
 from worker.core import names
+from worker.core.cron import latest_tick
 from worker.db.connection import Database
 from worker.maintenance.run import MaintenanceInFlight, maintain
 
@@ -24,13 +29,20 @@ log = logging.getLogger(__name__)
 BUDGET_S = 300.0
 
 
-@app.task(name=names.MAINTAIN)
-def maintain_task() -> dict[str, Any]:
-    settings = for_process().settings
+@app.task(name=names.MAINTAIN, bind=True)
+def maintain_task(self: Task[Any, Any]) -> dict[str, Any]:
+    resources = for_process()
+    settings = resources.settings
+    now = datetime.now(UTC)
+    slot = latest_tick(settings.maintenance_schedule, now)
+    if not resources.maintenance_slots.claim(slot, f"{self.request.hostname}:{self.request.id}"):
+        log.warning("maintenance skipped: this tick already ran", extra={
+            "slot": slot.isoformat(), "claimed_by": resources.maintenance_slots.holder(slot)})
+        return {"status": "duplicate", "slot": slot.isoformat()}
     try:
-        report = maintain(Database.from_settings(settings), settings.retention_policy(), datetime.now(UTC),
+        report = maintain(Database.from_settings(settings), settings.retention_policy(), now,
                           budget_s=BUDGET_S)
     except MaintenanceInFlight:
         log.warning("maintenance skipped: another run is in flight")
         return {"status": "skipped"}
-    return {"status": "done", **report.summary()}
+    return {"status": "done", "slot": slot.isoformat(), **report.summary()}

@@ -131,18 +131,18 @@ def test_every_declared_queue_is_served_and_trends_alone_with_concurrency_1() ->
     assert ENV["INGEST_QUEUE"] in served
 
 
-def test_exactly_one_beat_with_its_schedule_on_a_volume() -> None:
+def test_one_beat_service_under_the_redis_lock() -> None:
+    """Beat is one service whose replicas (and beats on other hosts) are standbys: the
+    scheduler holds a Redis lock (celery-redbeat), so a second beat waits instead of firing
+    every entry twice; no worker embeds a beat of its own beside it."""
     commands = {name: argv(svc) for name, svc in SERVICES.items() if "command" in svc}
     beats = [name for name, words in commands.items() if words[:4] == ["celery", "-A", "worker.app", "beat"]]
     assert beats == ["beat"]
     embedded = [name for name, words in commands.items() if {"-B", "--beat"} & set(words)]
     assert not embedded, f"a worker with an embedded beat is a second scheduler: {embedded}"
-    beat = SERVICES["beat"]
-    assert beat.get("deploy", {}).get("replicas", 1) == 1
-    schedule = option(argv(beat), "--schedule", "-s")
-    assert schedule, "beat needs --schedule on a volume (a restarted beat must know what ran)"
-    mounts = {str(volume).split(":")[1] for volume in beat.get("volumes", [])}
-    assert str(Path(schedule).parent) in mounts
+    assert celeryconfig.beat_scheduler == "redbeat.RedBeatScheduler"
+    scheduler = option(argv(SERVICES["beat"]), "--scheduler", "-S")
+    assert scheduler in (None, celeryconfig.beat_scheduler), "the command line must not swap the locked scheduler"
 
 
 # --- order, health, restarts -------------------------------------------------------------------

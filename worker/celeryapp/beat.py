@@ -1,4 +1,16 @@
-"""Beat entries built from the settings (pure; no Celery app needed).
+"""Beat entries and beat's scheduler, built from the settings (pure; no Celery app needed).
+
+**One active beat, standbys waiting.** Beat is celery-redbeat's scheduler: the schedule and
+each entry's last run live in Redis, and the beat that fires holds a Redis lock
+(``aggregator:beat:lock``) of ``BEAT_LOCK_TIMEOUT_S``, extended at every tick (beat ticks at
+least every fifth of it). A second beat (a second host, a restarted container beside the old
+one) blocks at start until the lock is free, polling as often: it fires nothing meanwhile.
+When the active beat dies the lock expires and a standby takes over within
+``BEAT_LOCK_TIMEOUT_S`` plus one poll; a beat stopped with SIGTERM releases the lock at once.
+Because the last run of every entry is in Redis, the standby knows what already fired, and a
+cron tick missed during the takeover is still fired (beat's 120 s cron starting deadline is
+above the bound). A beat whose lock was taken over (it was paused past the timeout) fails
+its next extension and exits; compose restarts it as a standby.
 
 Each trend entry is sent with a countdown (the ~15 s stagger of the source's database jobs)
 and an expiry shorter than its period: a backlog on the trends queue never runs a stale
@@ -12,6 +24,41 @@ from typing import Any
 from worker.config.settings import Settings
 from worker.core import names
 from worker.core.cron import min_period_s, parse_cron
+
+#: Prefix of every key the scheduler keeps in Redis (entries, the schedule, the lock).
+BEAT_KEY_PREFIX = "aggregator:beat:"
+#: The lock of the active beat.
+BEAT_LOCK_KEY = BEAT_KEY_PREFIX + "lock"
+#: The active beat ticks (and extends its lock) at least this many times per lock timeout;
+#: a standby polls for the lock as often.
+TICKS_PER_LOCK = 5
+
+
+def beat_max_interval_s(settings: Settings) -> float:
+    """How long beat may sleep between two ticks, and a standby between two polls."""
+    return settings.beat_lock_timeout_s / TICKS_PER_LOCK
+
+
+def takeover_bound_s(settings: Settings) -> float:
+    """The longest a standby beat needs to fire after the active one died."""
+    return settings.beat_lock_timeout_s + beat_max_interval_s(settings)
+
+
+def scheduler_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings of the Redis-locked scheduler (``celeryconfig`` applies them)."""
+    timeout = settings.connect_timeout_s
+    return {
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_max_loop_interval": beat_max_interval_s(settings),
+        "redbeat_redis_url": settings.redis_url.get_secret_value(),
+        "redbeat_key_prefix": BEAT_KEY_PREFIX,
+        "redbeat_lock_key": BEAT_LOCK_KEY,
+        "redbeat_lock_timeout": settings.beat_lock_timeout_s,
+        # The client's own options (not the broker's): bounded calls, and a Redis blip retried
+        # for at most half the lock before beat gives up (and is restarted as a standby).
+        "redbeat_redis_options": {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+                                  "retry_period": settings.beat_lock_timeout_s / 2},
+    }
 
 
 def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -31,6 +78,8 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         }
     # Maintenance (partitions, retention, thinning) on its own queue, served beside the
     # morning post by the default worker: never on `trends`, whose one slot it would hold.
+    # A duplicate fire of a tick does nothing: the task claims its cron slot first
+    # (worker/maintenance/slots.py), as the trend runs have their lease and the post its day.
     period = min_period_s(settings.maintenance_schedule)
     schedule["maintenance"] = {
         "task": names.MAINTAIN,

@@ -17,11 +17,14 @@ import redis
 from celery import Celery
 
 from worker.config.settings import Settings, get_settings
+from worker.core.cron import min_period_s
 from worker.ingest.acks import AckReader
 from worker.ingest.bridge.consumer import Bridge
 from worker.ingest.bridge.depth import QueueDepthProbe
 from worker.ingest.deadletter import DeadLetterWriter, ensure_topic
 from worker.ingest.publisher import PUBLISH_TIMEOUT_S, IngestPublisher, bounded_transport_options
+from worker.ingest.write_limit import WriteLimit, bucket_key
+from worker.maintenance.slots import SlotClaims
 from worker.store import EventStore, open_store
 from worker.trends.lease import Leases
 from worker.trends.lifecycle import RunSteps, TrendRuns
@@ -58,8 +61,22 @@ class Resources:
         return redis_client(self.settings, min(self.settings.connect_timeout_s, 2.0))
 
     @cached_property
+    def write_limit(self) -> WriteLimit:
+        """The ingest workers' shared write limit (short timeouts: a Redis that does not
+        answer must not hold a batch; the limiter then falls back to a bucket of its own)."""
+        settings = self.settings
+        return WriteLimit(redis_client(settings, min(settings.connect_timeout_s, 2.0)),
+                          bucket_key(settings.ingest_queue), settings.ingest_rate_per_s(), settings.ingest_burst())
+
+    @cached_property
     def leases(self) -> Leases:
         return Leases(redis_client(self.settings), self.settings.trend_lock_ttl_s)
+
+    @cached_property
+    def maintenance_slots(self) -> SlotClaims:
+        """Claims of the maintenance task's cron slots; kept two periods."""
+        period = min_period_s(self.settings.maintenance_schedule)
+        return SlotClaims(redis_client(self.settings), 2 * period)
 
     @cached_property
     def run_state(self) -> PostgresRunState:
@@ -72,7 +89,8 @@ class Resources:
 
     def close(self) -> None:
         """Close what was built (best effort: closing a broken resource must not fail)."""
-        for name in ("event_store", "dead_letters", "ack_client", "leases", "run_state"):
+        for name in ("event_store", "dead_letters", "ack_client", "write_limit", "leases", "maintenance_slots",
+                     "run_state"):
             if name in self.__dict__:
                 with contextlib.suppress(Exception):
                     self.__dict__.pop(name).close()

@@ -198,7 +198,9 @@ class Settings(BaseSettings):
 
     # --- Ingest queue ----------------------------------------------------------------------
     ingest_queue: str = Field("ingest", min_length=1)
-    # Celery rate limit of the ingest task, per worker process (e.g. "10/s", "600/m").
+    # Batches written to the event store per second (or N/m, N/h), by ALL ingest workers
+    # together: a token bucket in Redis shared by every worker (worker/ingest/write_limit.py),
+    # holding one second's worth (at least one token) as its burst.
     ingest_rate_limit: str = "20/s"
     # How long a batch waits for an unavailable event store (retrying with backoff) before it
     # goes to the dead letters: outages are measured in time, not in retries. Meanwhile the
@@ -262,6 +264,13 @@ class Settings(BaseSettings):
     # every duration's period (the next run must find it free), above the chunk's and the
     # finalize's time limits (a live run renews it in time).
     trend_lock_ttl_s: int = Field(150, ge=10)
+
+    # --- Beat: one active scheduler, standbys wait (celery-redbeat) -------------------------
+    # The active beat holds a Redis lock of this timeout and extends it every tick (at least
+    # every fifth of it); a standby beat polls for it as often. When the active beat dies, a
+    # standby fires within this plus a fifth of it. At most 90: the takeover must end within
+    # beat's 120 s cron starting deadline, so the tick missed meanwhile is fired late, not lost.
+    beat_lock_timeout_s: int = Field(60, ge=5, le=90)
 
     # --- Bounded work: Celery time limits per task kind (hard; the soft limit, which raises
     # in the task so it fails cleanly, is SOFT_TIME_LIMIT_RATIO of it) -------------------------
@@ -472,6 +481,15 @@ class Settings(BaseSettings):
     @property
     def result_backend(self) -> SecretStr:
         return self.result_backend_url or self.redis_url
+
+    def ingest_rate_per_s(self) -> float:
+        """``INGEST_RATE_LIMIT`` in batches per second."""
+        number, unit = self.ingest_rate_limit.split("/")
+        return float(number) / {"s": 1, "m": 60, "h": 3600}[unit]
+
+    def ingest_burst(self) -> float:
+        """The shared bucket's capacity: one second's worth of writes, at least one."""
+        return max(1.0, self.ingest_rate_per_s())
 
     def durations(self) -> dict[str, Duration]:
         """The durations table with this environment's overrides (validated at start)."""

@@ -7,12 +7,14 @@ the same way (Celery's ``crontab``, a library, not the project).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
 from celery.schedules import crontab
 
 _WEEK_MIN = 7 * 24 * 60
+_YEAR_MIN = 366 * 24 * 60
 
 
 def parse_cron(expr: str) -> crontab:
@@ -40,3 +42,21 @@ def min_period_s(expr: str) -> int:
         raise ValueError(f"cron {expr!r} never fires")
     gaps = [b - a for a, b in pairwise(ticks)] + [ticks[0] + _WEEK_MIN - ticks[-1]]
     return min(gaps) * 60
+
+
+def latest_tick(expr: str, at: datetime) -> datetime:
+    """The last tick of a cron at or before ``at`` (UTC, to the minute; within a year).
+
+    What a task fired by beat names its *slot* with: every fire of one tick, by whichever
+    beat and however late the task starts within the cron's period, finds the same slot.
+    """
+    cron: Any = parse_cron(expr)
+    minute = at.astimezone(UTC).replace(second=0, microsecond=0)
+    for _ in range(_YEAR_MIN):
+        # crontab's day_of_week: 0 = Sunday; isoweekday(): Monday 1 .. Sunday 7.
+        if (minute.minute in cron.minute and minute.hour in cron.hour
+                and minute.isoweekday() % 7 in cron.day_of_week and minute.day in cron.day_of_month
+                and minute.month in cron.month_of_year):
+            return minute
+        minute -= timedelta(minutes=1)
+    raise ValueError(f"cron {expr!r} has no tick in the year before {at.isoformat()}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 BATCHES = Counter("aggregator_ingest_batches", "Ingest task attempts by outcome: written, retried (the store "
-                  "did not answer), dead_lettered, rejected (some points refused by the store)", ["outcome"])
+                  "did not answer), dead_lettered, rejected (some points refused by the store), rate_limited (no "
+                  "write token within the wait bound: retried with a countdown)", ["outcome"])
 EVENTS_WRITTEN = Counter("aggregator_ingest_events_written", "Events written to the event store")
 EVENTS_DEAD_LETTERED = Counter("aggregator_ingest_events_dead_lettered", "Events the ingest task dead-lettered")
 CONFLICTS = Counter("aggregator_ingest_conflicts", "Events that reused a stored id with other content (not stored)")

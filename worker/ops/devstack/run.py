@@ -93,7 +93,7 @@ def run_dev(*, events: int, dois: int, workdir: str, keep: bool) -> int:
         start("worker-trends", [*CELERY, "worker", "-Q", "trends", "-c", "1", "-n", "trends@%h", "-l", "info"])
         start("worker-default", [*CELERY, "worker", "-Q", f"{names.DEFAULT_QUEUE},{names.MAINTENANCE_QUEUE}", "-c", "1",
                                 "-n", "default@%h", "-l", "info"])
-        start("beat", [*CELERY, "beat", "-l", "info", "--schedule", str(root / "celerybeat-schedule")])
+        start("beat", [*CELERY, "beat", "-l", "info"])  # its schedule and lock live in Redis
         start("bridge", [*AGGREGATOR, "bridge"])
         print(f"processes started (restarted when they exit, like compose's restart policy); logs in {logs}",
               flush=True)

@@ -1,0 +1,77 @@
+"""The shared write limit: the Lua script on a real Redis answers exactly as the pure
+arithmetic (worker/core/token_bucket.py) on the same inputs, and holds the same bound."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from worker.core.token_bucket import Bucket, admitted_bound, take
+from worker.ingest.write_limit import WriteLimit
+
+pytestmark = pytest.mark.integration
+
+RATES = st.sampled_from([0.5, 1.0, 3.0, 10.0, 20.0, 1000.0 / 60, 0.1, 2000.0])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(RATES, st.integers(min_value=1, max_value=50),
+       st.lists(st.integers(min_value=-200_000, max_value=3_000_000), min_size=1, max_size=60))
+def test_the_script_and_the_arithmetic_agree_take_by_take(redis_url: str, rate: float, capacity: int,
+                                                          gaps: list[int]) -> None:
+    limit = WriteLimit(redis.Redis.from_url(redis_url), f"test:bucket:{uuid.uuid4().hex}", rate, capacity)
+    state: Bucket | None = None
+    now = 1_700_000_000_000_000  # µs; a gap below 0 is a worker whose clock is behind
+    granted = []
+    try:
+        for gap in gaps:
+            now += gap
+            expected = take(state, now, rate, capacity)
+            wait_s = limit.take(now_us=now)
+            assert wait_s == expected.wait_us / 1e6, (now, state)
+            stored = limit._client.hgetall(limit.key)
+            assert (int(stored[b"t"]), int(stored[b"at"])) == (expected.state.micro_tokens, expected.state.at_us)
+            state = expected.state
+            if expected.granted:  # on the bucket's timeline (a late clock's take counts at the bucket's time)
+                granted.append(expected.state.at_us)
+    finally:
+        limit.close()
+    for i in range(len(granted)):
+        for j in range(i, len(granted)):
+            assert j - i + 1 <= admitted_bound(capacity, rate, (granted[j] - granted[i]) / 1e6) + 1e-9
+
+
+def test_an_idle_bucket_expires_full_and_redis_time_counts(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    limit = WriteLimit(client, "test:bucket:clock", 1.0, 3)
+    assert [limit.take() for _ in range(3)] == [0.0, 0.0, 0.0]  # the burst, on Redis's clock
+    assert 0.9 < limit.take() <= 1.0
+    assert 60_000 - 100 <= client.pttl("test:bucket:clock") <= 60_000  # forgotten once it would be full
+
+
+def test_waits_within_its_bound_then_hands_back_the_wait(redis_url: str) -> None:
+    limit = WriteLimit(redis.Redis.from_url(redis_url), "test:bucket:wait", 2.0, 1)
+    slept: list[float] = []
+
+    def nap(seconds: float) -> None:  # the limiter's own wait: the time a token takes to come
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    assert limit.acquire(5.0, sleep=nap) == 0.0 and slept == []
+    assert limit.acquire(5.0, sleep=nap) == 0.0 and len(slept) == 1 and 0 < slept[0] <= 0.5
+    assert 0 < limit.acquire(0.1, sleep=nap) <= 0.5 and len(slept) == 1  # too long: the task retries
+
+
+def test_without_redis_each_process_limits_itself_at_the_rate(redis_url: str) -> None:
+    """Redis gone (it is also the broker): writes go on, at the rate per process, not unlimited."""
+    clock = iter(range(0, 10**9, 100_000))  # 0.1 s per take
+    limit = WriteLimit(redis.Redis(port=1, socket_connect_timeout=0.2), "test:bucket:gone", 2.0, 2,
+                       clock_us=lambda: next(clock))
+    answers = [limit.take() for _ in range(6)]
+    assert answers[:2] == [0.0, 0.0] and answers[2] > 0  # the burst, then the rate
+    assert sum(1 for wait in answers if wait == 0.0) <= admitted_bound(2, 2.0, 0.5)

@@ -1,0 +1,129 @@
+"""One write limit for the event store, shared by every ingest worker: a token bucket in Redis.
+
+Why not Celery's ``rate_limit``: it is a bucket in each worker's main process, so two ingest
+workers wrote at twice ``INGEST_RATE_LIMIT`` and the limit stopped protecting the store the
+day a second worker was added. Here every write (each attempt of a batch) takes one token
+from one bucket, ``aggregator:ingest:write-limit:<queue>``: ``INGEST_RATE_LIMIT`` tokens a
+second, at most one second's worth in store (the burst, at least one token). Whatever the
+number of workers and their ``-c``, the store sees at most ``burst + rate x t`` batches in
+any ``t`` seconds.
+
+The take is one atomic Lua script (read, refill, take, write back, expire), on Redis's own
+clock (``TIME``), so workers on hosts with different clocks share one timeline. Its
+arithmetic is :func:`worker.core.token_bucket.take` to the micro-token; the tests run both on
+the same inputs. A task without a token waits for it (the script says how long), within a
+bound well under its soft time limit; past that bound the caller retries the task with the
+wait as countdown, so a slot is never held for long by a backlog.
+
+When Redis does not answer, the limiter does not stop ingestion (Redis is also the broker:
+a task only runs because Redis delivered it, and its confirmation goes there next): each
+process falls back to a bucket of its own at the same rate (the pure arithmetic on its
+monotonic clock), and logs it. For that moment the store sees at most the number of
+processes times the rate (the per-worker limit of before) and only for the tasks already
+delivered; the shared bucket applies again on the next take that reaches Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import redis
+
+from worker.core.token_bucket import Bucket, capacity_units, idle_expiry_ms, take
+
+log = logging.getLogger(__name__)
+
+#: KEYS[1] the bucket (a hash: t = micro-tokens, at = microseconds); ARGV: rate (tokens/s),
+#: capacity in micro-tokens, expiry (ms), and the time in microseconds or "" for Redis's
+#: own clock. Returns {granted 1/0, wait in microseconds}. Mirrors worker/core/token_bucket.take.
+TAKE_SCRIPT = """
+local rate = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local now
+if ARGV[4] == '' then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+    now = tonumber(ARGV[4])
+end
+local state = redis.call('HMGET', KEYS[1], 't', 'at')
+local tokens, at
+if state[1] == false or state[2] == false then
+    tokens, at = cap, now
+else
+    local last = tonumber(state[2])
+    local elapsed = now - last
+    if elapsed < 0 then elapsed = 0 end
+    tokens = tonumber(state[1]) + math.floor(elapsed * rate)
+    if tokens > cap then tokens = cap end
+    if now > last then at = now else at = last end
+end
+local wait = 0
+if tokens >= 1000000 then
+    tokens = tokens - 1000000
+else
+    wait = math.ceil((1000000 - tokens) / rate)
+end
+redis.call('HSET', KEYS[1], 't', string.format('%.0f', tokens), 'at', string.format('%.0f', at))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if wait == 0 then return {1, 0} end
+return {0, wait}
+"""
+
+
+def bucket_key(queue: str) -> str:
+    return f"aggregator:ingest:write-limit:{queue}"
+
+
+class WriteLimit:
+    """The shared bucket of the ingest writes, on one Redis client (built by the caller)."""
+
+    def __init__(self, client: redis.Redis, key: str, rate: float, capacity: float,
+                 clock_us: Callable[[], int] | None = None) -> None:
+        self._client = client
+        self.key = key
+        self.rate = rate
+        self.capacity = capacity
+        self._script = client.register_script(TAKE_SCRIPT)
+        self._expiry_ms = idle_expiry_ms(rate, capacity)
+        self._cap_units = capacity_units(capacity)
+        self._local: Bucket | None = None  # the fallback bucket while Redis does not answer
+        self._monotonic_us = clock_us or (lambda: time.monotonic_ns() // 1000)
+
+    def take(self, now_us: int | None = None) -> float:
+        """Take a token: 0.0 when granted, else the seconds to wait for one.
+
+        ``now_us`` is for the tests that hold Redis's answer against the pure arithmetic;
+        the product leaves it out and Redis's clock counts.
+        """
+        try:
+            granted, wait_us = self._script(keys=[self.key], args=[
+                repr(self.rate), str(self._cap_units), str(self._expiry_ms), "" if now_us is None else str(now_us)])
+        except (redis.RedisError, OSError) as error:
+            return self._take_locally(error)
+        return 0.0 if int(granted) else int(wait_us) / 1e6
+
+    def _take_locally(self, error: Exception) -> float:
+        log.warning("write limit: Redis did not answer; this process limits itself to the rate alone",
+                    extra={"key": self.key, "error": str(error)[:200]})
+        result = take(self._local, self._monotonic_us(), self.rate, self.capacity)
+        self._local = result.state
+        return result.wait_us / 1e6
+
+    def acquire(self, max_wait_s: float, sleep: Callable[[float], None] = time.sleep) -> float:
+        """Wait for a token for at most ``max_wait_s``: 0.0 once taken, else the seconds still
+        to wait (the caller retries the task with that countdown instead of holding a slot)."""
+        waited = 0.0
+        while True:
+            wait = self.take()
+            if wait == 0.0:
+                return 0.0
+            if waited + wait > max_wait_s:
+                return wait
+            sleep(wait)
+            waited += wait
+
+    def close(self) -> None:
+        self._client.close()
