@@ -539,10 +539,11 @@ def test_bridge_and_ingest_workers_scale_by_variables_and_nothing_else_does() ->
     replicas = {name: svc.get("deploy", {}).get("replicas") for name, svc in PRODUCT.items()}
     assert replicas["bridge"] == "${BRIDGE_REPLICAS:-1}"
     assert replicas["worker-ingest"] == "${INGEST_WORKER_REPLICAS:-1}"
-    # One beat, one trends worker (-c 1): never from a variable.
+    # One trends worker (-c 1) per host, two beats (one active under the Redis lock, one
+    # standby): never from a variable.
     assert {name: count for name, count in replicas.items() if count is not None} == {
         "bridge": "${BRIDGE_REPLICAS:-1}", "worker-ingest": "${INGEST_WORKER_REPLICAS:-1}",
-        "worker-trends": 1, "beat": 1}
+        "worker-trends": 1, "beat": 2}
     rendered = render(ENV, COMPOSE)["services"]
     assert rendered["bridge"]["deploy"]["replicas"] == ENV["BRIDGE_REPLICAS"] == "1"
     assert rendered["worker-ingest"]["deploy"]["replicas"] == ENV["INGEST_WORKER_REPLICAS"] == "1"
