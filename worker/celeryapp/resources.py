@@ -20,6 +20,7 @@ from worker.config.settings import Settings, get_settings
 from worker.ingest.acks import AckReader
 from worker.ingest.bridge.consumer import Bridge
 from worker.ingest.bridge.depth import QueueDepthProbe
+from worker.ingest.bridge.guard_state import RedisGuardRecords
 from worker.ingest.deadletter import DeadLetterWriter, ensure_topic
 from worker.ingest.publisher import PUBLISH_TIMEOUT_S, IngestPublisher, bounded_transport_options
 from worker.store import EventStore, open_store
@@ -120,4 +121,5 @@ def build_bridge(settings: Settings, app: Celery) -> Bridge:
                   DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
                                    timeout_s=min(10.0, settings.bridge_shutdown_deadline_s / 2),
                                    connect_timeout_s=settings.connect_timeout_s),
-                  AckReader(client, settings.kafka_group_id, settings.kafka_topic))
+                  AckReader(client, settings.kafka_group_id, settings.kafka_topic),
+                  guard_records=RedisGuardRecords(client, settings.kafka_group_id, settings.kafka_topic))

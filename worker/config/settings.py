@@ -216,6 +216,15 @@ class Settings(BaseSettings):
     bridge_idle_flush_s: float = Field(1.0, gt=0)
     bridge_poll_timeout_s: float = Field(0.5, gt=0)
     bridge_metrics_port: int = Field(0, ge=0, le=65535)  # 0 = no metrics endpoint
+    # Dead-letter guard: when more than this share of the last BRIDGE_DLQ_MIN_EVENTS events
+    # were invalid, the bridges of the group stop consuming (Kafka keeps the rest) until
+    # `aggregator bridge resume` or a restart with a changed value; 1.0 = off. A healthy
+    # stream dead-letters about nothing (the DeadLetterRate alert fires at 1 %); a stream
+    # over half invalid means the producer's format changed: stop after at most about
+    # ratio x window dead letters instead of dead-lettering the whole stream.
+    bridge_max_dlq_ratio: float = Field(0.5, gt=0, le=1)
+    # The guard's window, counted in events (also the least evidence it decides on).
+    bridge_dlq_min_events: int = Field(1000, ge=1)
     # `aggregator health lag` (the bridge's healthcheck) fails past this many events of
     # KAFKA_TOPIC not yet stored: a few minutes of the fastest ingest measured here.
     health_max_ingest_lag: int = Field(1_000_000, ge=1)

@@ -134,10 +134,15 @@ def make_parser() -> argparse.ArgumentParser:
             "InfluxDB also check the buckets and tasks setup created. One line per check; exit 0 when all "
             "pass, 1 when one fails. Safe on a live deployment.").set_defaults(handler="selftest:run")
 
-    command("bridge", "run the Kafka -> Celery bridge until SIGTERM",
-            "Consume KAFKA_TOPIC, validate each event, publish batches to the ingest queue, dead-letter "
-            "invalid events; pause while the queue is above BRIDGE_QUEUE_HIGH_WATERMARK.").set_defaults(
-        handler="bridge:run")
+    bridge = command("bridge", "run the Kafka -> Celery bridge until SIGTERM",
+                     "Consume KAFKA_TOPIC, validate each event, publish batches to the ingest queue, dead-letter "
+                     "invalid events; pause while the queue is above BRIDGE_QUEUE_HIGH_WATERMARK, and stop while "
+                     "the dead-letter guard holds (more than BRIDGE_MAX_DLQ_RATIO of the last "
+                     "BRIDGE_DLQ_MIN_EVENTS events invalid). `aggregator bridge resume` lifts that stop for every "
+                     "bridge of the group.")
+    bridge.add_argument("action", nargs="?", choices=("run", "resume"), default="run",
+                        help="run (default): the bridge; resume: lift the dead-letter guard's stop and exit")
+    bridge.set_defaults(handler="bridge:run")
 
     dlq = command("dlq", "list or replay dead letters").add_subparsers(dest="dlq_command", required=True,
                                                                          metavar="ACTION")
