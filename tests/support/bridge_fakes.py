@@ -108,8 +108,8 @@ class FakeConsumer:
     def resume(self, partitions: list[TopicPartition]) -> None:
         self.paused -= {tp.partition for tp in partitions}
 
-    def assign(self, partitions: list[TopicPartition]) -> None:
-        self.assigned = {tp.partition for tp in partitions}
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {tp.partition for tp in partitions}
 
     def seek(self, tp: TopicPartition) -> None:
         self.position[tp.partition] = tp.offset

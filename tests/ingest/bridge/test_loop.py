@@ -209,29 +209,72 @@ def test_sigterm_waits_for_the_confirmations_of_what_it_published() -> None:
     h.consumer.produce(0, events(15))
     h.steps(3)
     h.bridge.stop()
-
-    class ConfirmingAcks(FakeAcks):
-        def drain(self, partitions: list[int]) -> list:  # the worker stores what was published
-            for batch in h.publisher.published:
-                self.store(batch)
-            return super().drain(partitions)
-
-    h.bridge.acks = ConfirmingAcks()
+    h.bridge.acks = ConfirmingAcks(h.publisher)
     h.bridge._shutdown()
     h.consumer.close()
     assert h.consumer.committed == {0: 15}
 
 
-def test_revoked_partitions_drop_their_unpublished_work_and_commit_only_confirmed() -> None:
-    h = Harness(bridge_min_batch=50, bridge_max_batch=50)
+class ConfirmingAcks(FakeAcks):
+    """A worker that stores every published batch as soon as the bridge looks."""
+
+    def __init__(self, publisher: FakePublisher) -> None:
+        super().__init__()
+        self.publisher = publisher
+        self.seen = 0
+
+    def drain(self, partitions: list[int]) -> list:
+        for batch in self.publisher.published[self.seen:]:
+            self.store(batch)
+        self.seen = len(self.publisher.published)
+        return super().drain(partitions)
+
+
+def gathering(h: Harness) -> None:
+    """Both partitions' events sit in one batch not yet full (nothing published)."""
     h.consumer.produce(0, events(20))
     h.consumer.produce(1, events(20, seed=2))
     h.steps(2)
-    assert h.publisher.published == []  # both partitions gather in one batch not yet full
+    assert h.publisher.published == []
+
+
+def test_a_revoke_publishes_what_is_held_and_commits_it_once_confirmed() -> None:
+    h = Harness(bridge_min_batch=50, bridge_max_batch=50, bridge_revoke_deadline_s=10.0)
+    h.bridge.acks = h.acks = ConfirmingAcks(h.publisher)
+    gathering(h)
+    started = h.clock.now
     h.consumer.revoke([0])
-    assert all(e.partition == 1 for e in h.bridge.batcher.current.items)
-    h.clock.now += 11  # max batch age
-    h.steps(2)
+    assert h.clock.now - started < 1, "returns as soon as the revoked partition is confirmed"
+    assert [b.ranges() for b in h.publisher.published] == [[(0, 0, 19), (1, 0, 19)]]
+    assert h.consumer.stored[0] == 20, "stored while still owned: the new owner starts after it"
+    assert h.bridge.assignment == {1} and h.bridge.batcher.current.items == []
+
+
+def test_a_revoke_waits_at_most_its_deadline_and_leaves_the_unconfirmed_to_the_new_owner() -> None:
+    h = Harness(bridge_min_batch=50, bridge_max_batch=50, bridge_revoke_deadline_s=10.0)
+    gathering(h)
+    started = h.clock.now
+    h.consumer.revoke([0])
+    assert 9.5 <= h.clock.now - started <= 10.0
+    assert len(h.publisher.published) == 1  # published, never confirmed:
+    assert 0 not in h.consumer.stored and h.consumer.position[0] == 0  # the new owner reads it again
+    h.store_all()  # partition 1's part of it is confirmed later, and committed
+    h.steps(3)
+    assert h.consumer.stored == {1: 20}
+
+
+def test_a_revoke_while_redis_refuses_publishes_lets_go_at_once() -> None:
+    h = Harness(bridge_min_batch=50, bridge_max_batch=50, bridge_revoke_deadline_s=10.0)
+    gathering(h)
+    h.publisher.failing = True
+    started = h.clock.now
+    h.consumer.revoke([0])
+    assert h.clock.now - started < 0.5
+    assert all(e.partition == 1 for batch in h.bridge.ready for e in batch.items), "partition 0's work dropped"
+    assert 0 not in h.consumer.stored
+    h.publisher.failing = False
+    h.clock.now += 31
+    h.steps(3)
     assert {p for batch in h.publisher.published for p, _, _ in batch.ranges()} == {1}
 
 

@@ -31,6 +31,19 @@ holds is still published and committed once confirmed. The stop is recorded in R
 stays stopped, and ``aggregator health bridge`` fails, until ``aggregator bridge resume``
 or a restart with a changed setting lifts it.
 
+**Rebalance (several bridges).** The group uses ``cooperative-sticky`` assignment: a bridge
+joining or leaving moves only the partitions that change owner, so the others keep their
+in-flight batches, their pause and their flow (an eager rebalance would take every
+partition from every bridge at each change and have all their unconfirmed batches
+published again). The callbacks get only the change: ``_on_assign`` adds partitions
+(assigning them itself with ``incremental_assign`` and pausing them when the bridge is
+paused: a pause before the assignment is lost), ``_on_revoke`` hands partitions over: it
+publishes what it holds and waits up to ``BRIDGE_REVOKE_DEADLINE_S`` for the confirmations
+of the revoked partitions, stores what is confirmed (auto-commit commits it before the
+partitions move) and drops the rest, which the new owner reads again from the committed
+offset. ``_on_lost`` (this bridge was expelled: its partitions already have a new owner)
+publishes nothing and stores nothing.
+
 **SIGTERM.** The handler sets a flag; the loop publishes what it holds and waits for the
 confirmations within ``BRIDGE_SHUTDOWN_DEADLINE_S``, each blocking step bounded by what is
 left of it; what is not confirmed is not committed and is read again after the restart.
@@ -98,6 +111,7 @@ class BridgeStats:
     in_flight: int = 0
     oldest_unconfirmed_s: float = 0.0
     committed_upto: dict[int, int] = field(default_factory=dict)
+    assigned: int = 0  # partitions this bridge owns now
     dlq_guard_tripped: bool = False
     dlq_ratio: float = 0.0  # invalid share of the guard's window
     dlq_guard_trips: int = 0
@@ -116,6 +130,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         # Every blocking step of the loop is bounded well under this (NOTES: apply_async can block).
         "max.poll.interval.ms": 300_000,
         "session.timeout.ms": settings.kafka_session_timeout_ms,
+        # Only the partitions that change owner move (see the module docstring); a group
+        # cannot mix it with the eager strategies: stop older bridges before starting these.
+        "partition.assignment.strategy": "cooperative-sticky",
         "queued.max.messages.kbytes": settings.kafka_prefetch_kbytes,
         "enable.partition.eof": False,
     })
@@ -511,9 +528,13 @@ class Bridge:
         self.stats.pauses += 1
         if self.assignment:
             self.consumer.pause(self._partitions())
-        why = "dlq_guard" if self.guard_stop is not None else self.backpressure.reason or "downstream failing"
         log.info("paused", extra={"depth": self.stats.queue_depth, "in_flight": self.stats.in_flight,
-                                  "why": why})
+                                  "why": self._pause_why()})
+
+    def _pause_why(self) -> str:
+        if not self._paused:
+            return ""
+        return "dlq_guard" if self.guard_stop is not None else self.backpressure.reason or "downstream failing"
 
     def _resume(self) -> None:
         self._paused = False
@@ -528,27 +549,55 @@ class Bridge:
 
     # -- rebalance --------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assignment = {tp.partition for tp in partitions}
-        for tp in partitions:  # a partition we get (back) starts from its committed offset
-            self.next_offset.pop(tp.partition, None)
-            self.dead_lettered.pop(tp.partition, None)
-        if self._paused and partitions:
+        """Partitions added (cooperative: only the change): each starts from its committed
+        offset, and is paused at once while the bridge is paused."""
+        added = {tp.partition for tp in partitions}
+        self.assignment |= added
+        self.stats.assigned = len(self.assignment)
+        for p in added:  # a partition we get (back) starts from its committed offset
+            self.next_offset.pop(p, None)
+            self.dead_lettered.pop(p, None)
+        if partitions:
             # A newly assigned partition is not paused, and a pause() before the assignment
-            # is applied is lost (the client's own assign() after this callback resets it):
-            # assign here, then pause.
-            consumer.assign(partitions)
-            consumer.pause(partitions)
-        log.info("partitions assigned", extra={"partitions": sorted(self.assignment), "paused": self._paused})
+            # is applied is lost: assign here (the client then does not), then pause.
+            consumer.incremental_assign(partitions)
+            if self._paused:
+                consumer.pause(partitions)
+        log.info("partitions assigned", extra={"added": sorted(added), "partitions": sorted(self.assignment),
+                                               "paused": self._paused, "why": self._pause_why()})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Store what is confirmed and let go; never publish here (it could block the
-        rebalance, and a confirmation would arrive after the partition is gone anyway)."""
-        revoked = {tp.partition for tp in partitions}
-        if not self._closing:
-            self._read_acks(self.clock(), force=True)
+        """Hand the partitions over: publish what is held, wait for the confirmations of the
+        revoked partitions within ``BRIDGE_REVOKE_DEADLINE_S``, store what is confirmed (the
+        client commits it before they move) and let go of the rest, which the new owner reads
+        again. At close the shutdown has done this already."""
+        revoked = {tp.partition for tp in partitions} & self.assignment
+        started = self.clock()
+        if revoked and not self._closing:
+            self._hand_over(revoked, started + self.settings.bridge_revoke_deadline_s)
         self._store_commit_points()
+        unconfirmed = sum(1 for p in self.tracker.pending_partitions() if p in revoked)
         self._release(revoked)
-        log.info("partitions revoked", extra={"partitions": sorted(revoked)})
+        log.info("partitions revoked", extra={"partitions": sorted(revoked), "took_s": round(self.clock() - started, 2),
+                                              "left_unconfirmed": unconfirmed, "remaining": sorted(self.assignment)})
+
+    def _hand_over(self, revoked: set[int], deadline: float) -> None:
+        """Publish what is held (dead letters first; as far as backpressure lets: a paused
+        bridge publishes nothing more) and wait for the revoked partitions' confirmations,
+        every blocking step bounded by the deadline; a failing downstream ends it at once."""
+        drained = self.batcher.drain()
+        if drained is not None:
+            self.ready.append(drained)
+        while self.clock() < deadline:
+            now = self.clock()
+            if self.ready or self.pending_letters:
+                if self.backoff.blocked(now) or not self._flush_downstream(gated=True, deadline=deadline):
+                    return  # held back, failing, or no publish fits in time: the new owner reads it
+                continue
+            self._read_acks(now, force=True)
+            if not revoked & set(self.tracker.pending_partitions()):
+                return
+            self.sleep(min(self.ACK_POLL_S, max(0.0, deadline - self.clock())))
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {tp.partition for tp in partitions}
@@ -562,6 +611,7 @@ class Bridge:
             self.next_offset.pop(p, None)
             self.dead_lettered.pop(p, None)
         self.assignment -= partitions
+        self.stats.assigned = len(self.assignment)
 
     def _drop_unpublished(self, partitions: Iterable[int]) -> None:
         """Drop unpublished work of these partitions: it will be read again from Kafka."""
