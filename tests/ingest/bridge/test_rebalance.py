@@ -33,10 +33,10 @@ pytestmark = pytest.mark.faults
 
 PARTITIONS = 6
 SESSION_TIMEOUT_S = 6.0  # KAFKA_SESSION_TIMEOUT_MS of the tests' environment (tests/conftest.py)
-#: Takeover after a SIGKILL, measured here (docs/operating.md, "Several bridges"): the session
-#: timeout, then up to a heartbeat interval (3 s) before the survivors learn of the
-#: rebalance, then the join and sync rounds. The bound the test holds it to.
-TAKEOVER_MARGIN_S = 8.0
+#: Takeover after a SIGKILL, measured on Tansu (docs/operating.md, "Several bridges"): the
+#: session timeout, then about half of it again for the group's join round (9.1-9.9 s at 6 s,
+#: 16.5 s at 10 s). The bound the test holds it to leaves 5 s for a loaded machine.
+TAKEOVER_MARGIN_S = SESSION_TIMEOUT_S / 2 + 5
 BRIDGE_SETTINGS = {"BRIDGE_MIN_BATCH": "20", "BRIDGE_MAX_BATCH": "200", "BRIDGE_MAX_BATCH_AGE_S": "1",
                    "BRIDGE_CONFIRM_TIMEOUT_S": "15", "BRIDGE_REVOKE_DEADLINE_S": "5", "BRIDGE_POLL_TIMEOUT_S": "0.2"}
 
