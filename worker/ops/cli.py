@@ -140,8 +140,9 @@ def make_parser() -> argparse.ArgumentParser:
                      "the dead-letter guard holds (more than BRIDGE_MAX_DLQ_RATIO of the last "
                      "BRIDGE_DLQ_MIN_EVENTS events invalid). `aggregator bridge resume` lifts that stop for every "
                      "bridge of the group.")
-    bridge.add_argument("action", nargs="?", choices=("run", "resume"), default="run",
-                        help="run (default): the bridge; resume: lift the dead-letter guard's stop and exit")
+    bridge.add_argument("bridge_command", nargs="?", choices=("resume",), default=None, metavar="resume",
+                        help="lift the dead-letter guard's stop (every bridge of the group resumes) and exit; "
+                             "without it: run the bridge")
     bridge.set_defaults(handler="bridge:run")
 
     dlq = command("dlq", "list or replay dead letters").add_subparsers(dest="dlq_command", required=True,
@@ -248,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)  # a bad command line exits 2 here, with one line
     debug = bool(args.debug)
     command = " ".join(filter(None, (args.command, getattr(args, "dlq_command", None),
-                                     getattr(args, "trends_command", None))))
+                                     getattr(args, "trends_command", None), getattr(args, "bridge_command", None))))
     settings: Settings | None = None
     try:
         settings = get_settings()

@@ -49,6 +49,7 @@ class SteadyStream:
         self.payloads = list(demo_events(total, 100, seed=23))
         self.ids = [json.loads(p)["id"] for p in self.payloads]
         self.sent = 0
+        self.stopped = False
         self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
         self._topic, self._rate = topic, rate
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -57,6 +58,8 @@ class SteadyStream:
     def _run(self) -> None:
         started, chunk = time.monotonic(), 20
         for i in range(0, len(self.payloads), chunk):
+            if self.stopped:
+                return
             for j, payload in enumerate(self.payloads[i:i + chunk]):
                 self._producer.produce(self._topic, payload, key=str(i + j).encode())
             self._producer.poll(0)
@@ -66,6 +69,24 @@ class SteadyStream:
 
     def done(self) -> bool:
         return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._thread.join(30)
+
+
+@pytest.fixture
+def streams() -> Iterator[Callable[..., SteadyStream]]:
+    """Start steady streams; each is stopped at the end (a failed test leaves none producing)."""
+    started: list[SteadyStream] = []
+
+    def start(*args: object, **kwargs: object) -> SteadyStream:
+        started.append(SteadyStream(*args, **kwargs))  # type: ignore[arg-type]
+        return started[-1]
+
+    yield start
+    for stream in started:
+        stream.stop()
 
 
 class Bridges:
@@ -137,11 +158,12 @@ def worker(six: dict[str, str], spawn) -> Iterator[subprocess.Popen]:
     yield start_worker(spawn, six, concurrency=2)
 
 
-def test_a_bridge_added_mid_stream_then_one_sigtermed(six: dict[str, str], spawn, worker: subprocess.Popen) -> None:
+def test_a_bridge_added_mid_stream_then_one_sigtermed(six: dict[str, str], spawn, worker: subprocess.Popen,
+                                                     streams: Callable[..., SteadyStream]) -> None:
     bridges = Bridges(spawn, six)
     bridges.start("bridge-1")
     bridges.start("bridge-2")
-    stream = SteadyStream(six["KAFKA_BOOTSTRAP_SERVERS"], six["KAFKA_TOPIC"], total=6000, rate=200)
+    stream = streams(six["KAFKA_BOOTSTRAP_SERVERS"], six["KAFKA_TOPIC"], total=6000, rate=200)
     wait_for(bridges.each_owns_some, 90, "two bridges share the six partitions")
     wait_for(lambda: stream.sent >= 1500, 60, "a quarter of the stream produced")
     bridges.start("bridge-3")  # mid-stream
@@ -164,11 +186,11 @@ def test_a_bridge_added_mid_stream_then_one_sigtermed(six: dict[str, str], spawn
 
 
 def test_a_sigkilled_bridge_loses_its_partitions_within_the_session_timeout(
-        six: dict[str, str], spawn, worker: subprocess.Popen) -> None:
+        six: dict[str, str], spawn, worker: subprocess.Popen, streams: Callable[..., SteadyStream]) -> None:
     bridges = Bridges(spawn, six)
     for name in ("bridge-1", "bridge-2", "bridge-3"):
         bridges.start(name)
-    stream = SteadyStream(six["KAFKA_BOOTSTRAP_SERVERS"], six["KAFKA_TOPIC"], total=6000, rate=200)
+    stream = streams(six["KAFKA_BOOTSTRAP_SERVERS"], six["KAFKA_TOPIC"], total=6000, rate=200)
     wait_for(lambda: bridges.each_owns_some() and len(bridges.live()) == 3, 120, "three bridges own partitions")
     wait_for(lambda: stream.sent >= 2500, 60, "part of the stream produced")
     victim = bridges.procs["bridge-2"]

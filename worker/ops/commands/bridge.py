@@ -13,7 +13,7 @@ from worker.ingest.bridge.metrics import serve_metrics
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if getattr(args, "action", "run") == "resume":
+    if args.bridge_command == "resume":
         return resume(settings)
     bridge = build_bridge(settings, app)
     bridge.install_signal_handlers()
