@@ -278,6 +278,22 @@ def test_a_revoke_while_redis_refuses_publishes_lets_go_at_once() -> None:
     assert {p for batch in h.publisher.published for p, _, _ in batch.ranges()} == {1}
 
 
+def test_a_revoke_under_backpressure_publishes_nothing_more_but_waits_for_what_is_in_flight() -> None:
+    h = Harness()
+
+    def deep(n: int = 1) -> None:  # the first publish fills the ingest queue past the watermark
+        h.probe.depth = 1000
+
+    h.probe.note_published = deep  # type: ignore[method-assign]
+    h.consumer.produce(0, events(20))
+    h.steps(1)
+    assert len(h.publisher.published) == 1 and len(h.bridge.ready) == 1  # one in flight, one held back
+    h.bridge.acks = h.acks = ConfirmingAcks(h.publisher)
+    h.consumer.revoke([0])
+    assert len(h.publisher.published) == 1, "what backpressure holds is left to the new owner"
+    assert h.consumer.stored == {0: 10}, "what was in flight is confirmed and stored before letting go"
+
+
 def test_after_a_burst_the_tail_is_published_within_about_a_second() -> None:
     h = Harness(bridge_min_batch=1, bridge_max_batch=5000, bridge_target_interval_s=5.0)
     h.consumer.produce(0, events(2503))

@@ -584,17 +584,17 @@ class Bridge:
     def _hand_over(self, revoked: set[int], deadline: float) -> None:
         """Publish what is held (dead letters first; as far as backpressure lets: a paused
         bridge publishes nothing more) and wait for the revoked partitions' confirmations,
-        every blocking step bounded by the deadline; a failing downstream ends it at once."""
+        every blocking step bounded by the deadline; a failing downstream ends it at once.
+        What stays unpublished is not tracked, so it is not waited for: the new owner reads it."""
         drained = self.batcher.drain()
         if drained is not None:
             self.ready.append(drained)
         while self.clock() < deadline:
-            now = self.clock()
+            if self.backoff.blocked(self.clock()):
+                return  # Redis or the dead-letter topic failing: no confirmation will come either
             if self.ready or self.pending_letters:
-                if self.backoff.blocked(now) or not self._flush_downstream(gated=True, deadline=deadline):
-                    return  # held back, failing, or no publish fits in time: the new owner reads it
-                continue
-            self._read_acks(now, force=True)
+                self._flush_downstream(gated=True, deadline=deadline)
+            self._read_acks(self.clock(), force=True)
             if not revoked & set(self.tracker.pending_partitions()):
                 return
             self.sleep(min(self.ACK_POLL_S, max(0.0, deadline - self.clock())))
