@@ -113,6 +113,7 @@ def services_at(port_pg: int, port_redis: int, port_kafka: int) -> dict[str, str
 COMMANDS = {
     "setup": (["setup"], "PostgreSQL"),
     "bridge": (["bridge"], "Kafka"),
+    "bridge resume": (["bridge", "resume"], "Redis"),
     "dlq list": (["dlq", "list"], "Kafka"),
     "dlq replay": (["dlq", "replay"], "Redis"),
     "dlq replay --dry-run": (["dlq", "replay", "--dry-run"], "Kafka"),

@@ -95,3 +95,21 @@ def test_lag_health_counts_what_the_group_has_not_stored(kafka, topics: dict[str
     assert "12 event(s) of" in capsys.readouterr().out
     assert check("lag", settings=settings.model_copy(update={"health_max_ingest_lag": 11})) == 1
     assert "more than HEALTH_MAX_INGEST_LAG (11)" in capsys.readouterr().out
+
+
+def test_bridge_health_fails_while_the_dead_letter_guard_holds(kafka, topics: dict[str, str], redis_url: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import redis
+
+    from worker.ingest.bridge.guard_state import GuardStop, RedisGuardRecords
+
+    settings = Settings(redis_url=redis_url, kafka_bootstrap_servers=kafka.bootstrap, kafka_topic=topics["topic"],
+                        kafka_group_id=topics["group"])
+    assert check("bridge", settings=settings) == 0
+    assert "ok   dlq-guard  not tripped (stops above 0.5 of 1000 events invalid)" in capsys.readouterr().out
+    records = RedisGuardRecords(redis.Redis.from_url(redis_url), topics["group"], topics["topic"])
+    records.write(GuardStop("26 of the last 50 events were dead-lettered", "x", "2026-01-01T00:00:00Z", "h:1"))
+    assert check("bridge", settings=settings) == 1
+    line = next(line for line in capsys.readouterr().out.splitlines() if "dlq-guard" in line)
+    assert line.startswith("FAIL dlq-guard") and "since 2026-01-01T00:00:00Z (by h:1): 26 of the last 50" in line
+    assert records.clear() is not None and check("bridge", settings=settings) == 0

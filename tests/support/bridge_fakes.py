@@ -19,6 +19,7 @@ from worker.config.settings import Settings
 from worker.core.events import Point, points_from_wire, points_to_wire
 from worker.ingest.acks import Ack
 from worker.ingest.bridge.depth import DepthReading
+from worker.ingest.bridge.guard_state import GuardStop
 from worker.ingest.deadletter import DeadLetter
 from worker.ingest.errors import DeadLetterError, PublishError
 from worker.ops.demo import demo_events
@@ -107,8 +108,8 @@ class FakeConsumer:
     def resume(self, partitions: list[TopicPartition]) -> None:
         self.paused -= {tp.partition for tp in partitions}
 
-    def assign(self, partitions: list[TopicPartition]) -> None:
-        self.assigned = {tp.partition for tp in partitions}
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {tp.partition for tp in partitions}
 
     def seek(self, tp: TopicPartition) -> None:
         self.position[tp.partition] = tp.offset
@@ -198,6 +199,28 @@ class FakeAcks:
         taken = [a for a in self.pending if a.partition in partitions]
         self.pending = [a for a in self.pending if a.partition not in partitions]
         return taken
+
+
+class FakeGuardRecords:
+    """The group's dead-letter-guard record (a Redis key in production)."""
+
+    def __init__(self) -> None:
+        self.stop: GuardStop | None = None
+        self.failing = False
+
+    def read(self) -> GuardStop | None:
+        if self.failing:
+            raise ConnectionError("Redis down (test)")
+        return self.stop
+
+    def write(self, stop: GuardStop) -> None:
+        if self.failing:
+            raise ConnectionError("Redis down (test)")
+        self.stop = self.stop or stop
+
+    def clear(self) -> GuardStop | None:
+        stop, self.stop = self.stop, None
+        return stop
 
 
 def events(n: int, seed: int = 1) -> list[bytes]:

@@ -21,6 +21,7 @@ from worker.core.cron import min_period_s
 from worker.ingest.acks import AckReader
 from worker.ingest.bridge.consumer import Bridge
 from worker.ingest.bridge.depth import QueueDepthProbe
+from worker.ingest.bridge.guard_state import RedisGuardRecords
 from worker.ingest.deadletter import DeadLetterWriter, ensure_topic
 from worker.ingest.publisher import PUBLISH_TIMEOUT_S, IngestPublisher, bounded_transport_options
 from worker.ingest.write_limit import WriteLimit, bucket_key
@@ -138,4 +139,5 @@ def build_bridge(settings: Settings, app: Celery) -> Bridge:
                   DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
                                    timeout_s=min(10.0, settings.bridge_shutdown_deadline_s / 2),
                                    connect_timeout_s=settings.connect_timeout_s),
-                  AckReader(client, settings.kafka_group_id, settings.kafka_topic))
+                  AckReader(client, settings.kafka_group_id, settings.kafka_topic),
+                  guard_records=RedisGuardRecords(client, settings.kafka_group_id, settings.kafka_topic))

@@ -158,7 +158,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_topic: str = Field("events_processed-discusses", min_length=1)
     kafka_group_id: str = Field("trend-aggregator", min_length=1)
-    # Consumer session timeout; a new group's first join can wait up to about half of it.
+    # Consumer session timeout: a bridge that dies without leaving the group (SIGKILL, a lost
+    # host) keeps its partitions this long before the others take them over (measured: this
+    # plus about 3 s here). A new group's first join can wait up to about half of it.
     kafka_session_timeout_ms: int = Field(10_000, ge=1000)
     # librdkafka's prefetch ceiling (queued.max.messages.kbytes): the bridge's memory peak
     # while it reads a backlog. librdkafka's own default is 64 MiB; 16 MiB still holds
@@ -224,6 +226,12 @@ class Settings(BaseSettings):
     bridge_queue_low_watermark: int = Field(50, ge=0)
     bridge_depth_check_interval_s: float = Field(1.0, gt=0)
     bridge_shutdown_deadline_s: float = Field(20.0, gt=0)
+    # A rebalance takes partitions away: the bridge publishes what it holds and waits for the
+    # confirmations of the revoked partitions this long (what is not confirmed by then is read
+    # again by the new owner). The moved partitions idle meanwhile; far below the consumer's
+    # max.poll.interval.ms (300 s), which bounds a rebalance callback. 10 s fits one publish's
+    # worst case (8.2 s: two 2 s Redis attempts and a retry) and the usual confirmation.
+    bridge_revoke_deadline_s: float = Field(10.0, gt=0, le=60)
     # A published batch whose events are not confirmed as stored within this (nor its task
     # seen alive) is read again from Kafka and published again: Redis lost it, or its worker
     # died. Doubles per partition after each such rewind, up to 16x.
@@ -234,6 +242,15 @@ class Settings(BaseSettings):
     bridge_idle_flush_s: float = Field(1.0, gt=0)
     bridge_poll_timeout_s: float = Field(0.5, gt=0)
     bridge_metrics_port: int = Field(0, ge=0, le=65535)  # 0 = no metrics endpoint
+    # Dead-letter guard: when more than this share of the last BRIDGE_DLQ_MIN_EVENTS events
+    # were invalid, the bridges of the group stop consuming (Kafka keeps the rest) until
+    # `aggregator bridge resume` or a restart with a changed value; 1.0 = off. A healthy
+    # stream dead-letters about nothing (the DeadLetterRate alert fires at 1 %); a stream
+    # over half invalid means the producer's format changed: stop after at most about
+    # ratio x window dead letters instead of dead-lettering the whole stream.
+    bridge_max_dlq_ratio: float = Field(0.5, gt=0, le=1)
+    # The guard's window, counted in events (also the least evidence it decides on).
+    bridge_dlq_min_events: int = Field(1000, ge=1)
     # `aggregator health lag` (the bridge's healthcheck) fails past this many events of
     # KAFKA_TOPIC not yet stored: a few minutes of the fastest ingest measured here.
     health_max_ingest_lag: int = Field(1_000_000, ge=1)

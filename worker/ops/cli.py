@@ -158,10 +158,16 @@ def make_parser() -> argparse.ArgumentParser:
             "InfluxDB also check the buckets and tasks setup created. One line per check; exit 0 when all "
             "pass, 1 when one fails. Safe on a live deployment.").set_defaults(handler="selftest:run")
 
-    command("bridge", "run the Kafka -> Celery bridge until SIGTERM",
-            "Consume KAFKA_TOPIC, validate each event, publish batches to the ingest queue, dead-letter "
-            "invalid events; pause while the queue is above BRIDGE_QUEUE_HIGH_WATERMARK.").set_defaults(
-        handler="bridge:run")
+    bridge = command("bridge", "run the Kafka -> Celery bridge until SIGTERM",
+                     "Consume KAFKA_TOPIC, validate each event, publish batches to the ingest queue, dead-letter "
+                     "invalid events; pause while the queue is above BRIDGE_QUEUE_HIGH_WATERMARK, and stop while "
+                     "the dead-letter guard holds (more than BRIDGE_MAX_DLQ_RATIO of the last "
+                     "BRIDGE_DLQ_MIN_EVENTS events invalid). `aggregator bridge resume` lifts that stop for every "
+                     "bridge of the group.")
+    bridge.add_argument("bridge_command", nargs="?", choices=("resume",), default=None, metavar="resume",
+                        help="lift the dead-letter guard's stop (every bridge of the group resumes) and exit; "
+                             "without it: run the bridge")
+    bridge.set_defaults(handler="bridge:run")
 
     dlq = command("dlq", "inspect, replay or discard dead letters").add_subparsers(
         dest="dlq_command", required=True, metavar="ACTION")
@@ -298,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)  # a bad command line exits 2 here, with one line
     debug = bool(args.debug)
     command = " ".join(filter(None, (args.command, getattr(args, "dlq_command", None),
-                                     getattr(args, "trends_command", None))))
+                                     getattr(args, "trends_command", None), getattr(args, "bridge_command", None))))
     settings: Settings | None = None
     try:
         settings = get_settings()

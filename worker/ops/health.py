@@ -11,8 +11,10 @@ check goes to stdout (``docker inspect`` keeps it in the health log), e.g.::
 What each component needs (a check only for what the process really talks to, so an
 InfluxDB outage does not mark the bridge unhealthy):
 
-- ``bridge``: Redis (the ingest queue), Kafka metadata (the topic it consumes), and its own
-  metrics endpoint when ``BRIDGE_METRICS_PORT`` is set (proves the process itself answers).
+- ``bridge``: Redis (the ingest queue), Kafka metadata (the topic it consumes), its own
+  metrics endpoint when ``BRIDGE_METRICS_PORT`` is set (proves the process itself answers),
+  and the dead-letter guard: it fails while the group's stop record exists (the bridges
+  have stopped consuming because the stream turned invalid; an operator must look).
 - ``worker``: Redis, PostgreSQL, InfluxDB when ``EVENT_STORE=influxdb``, Kafka (dead
   letters), and a Celery ``ping`` of the worker node(s) running on this host: a worker whose
   main process is wedged stops answering pings while its dependencies still look fine.
@@ -50,6 +52,7 @@ from worker.core.durations import Duration
 from worker.core.masking import mask_dsn, scrub
 from worker.db.connection import Database
 from worker.ingest.bridge.depth import priority_keys
+from worker.ingest.bridge.guard_state import RedisGuardRecords
 from worker.ingest.kafka_config import client_config, group_lag
 from worker.trends.freshness import Freshness, stale_after
 
@@ -237,6 +240,26 @@ def check_queues(settings: Settings) -> Check:
     return run
 
 
+def check_dlq_guard(settings: Settings) -> Check:
+    def run() -> str:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=TIMEOUT_S,
+                                      socket_connect_timeout=TIMEOUT_S)
+        try:
+            stop = RedisGuardRecords(client, settings.kafka_group_id, settings.kafka_topic).read()
+        finally:
+            client.close()
+        if stop is not None:
+            raise RuntimeError(f"stopped consuming since {stop.at or '?'} (by {stop.by or '?'}): {stop.reason}; "
+                               "see `aggregator dlq list`, then `aggregator bridge resume`")
+        ratio = settings.bridge_max_dlq_ratio
+        return "off (BRIDGE_MAX_DLQ_RATIO=1)" if ratio >= 1 else (
+            f"not tripped (stops above {ratio:g} of {settings.bridge_dlq_min_events} events invalid)")
+
+    return run
+
+
 def check_lag(settings: Settings) -> Check:
     def run() -> str:
         lag = group_lag(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_group_id,
@@ -262,7 +285,7 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
     postgres = ("postgres", check_postgres(Database.from_settings(s).dsn))
 
     if component == "bridge":
-        bridge = [*redis_checks[:1], kafka]
+        bridge = [*redis_checks[:1], kafka, ("dlq-guard", check_dlq_guard(s))]
         if s.bridge_metrics_port:
             bridge.append(("metrics", check_metrics_endpoint(s.bridge_metrics_port)))
         return bridge

@@ -12,6 +12,7 @@ from tests.support.bridge_fakes import (
     FakeClock,
     FakeConsumer,
     FakeDeadLetters,
+    FakeGuardRecords,
     FakeProbe,
     FakePublisher,
     bridge_settings,
@@ -20,6 +21,7 @@ from tests.support.bridge_fakes import (
 )
 from worker.ingest.bridge import consumer as consumer_module
 from worker.ingest.bridge.consumer import Bridge
+from worker.ingest.bridge.guard_state import GuardStop
 
 pytestmark = pytest.mark.unit
 
@@ -32,9 +34,10 @@ class Harness:
         self.probe = FakeProbe()
         self.letters = FakeDeadLetters()
         self.acks = FakeAcks()
+        self.records = FakeGuardRecords()
         self.bridge = Bridge(bridge_settings(**settings), self.publisher, self.probe, self.letters,  # type: ignore[arg-type]
                              self.acks, clock=self.clock, sleep=self.clock.sleep,
-                             consumer=self.consumer)  # type: ignore[arg-type]
+                             consumer=self.consumer, guard_records=self.records)  # type: ignore[arg-type]
         self.bridge.consumer.subscribe(["events"], on_assign=self.bridge._on_assign,
                                        on_revoke=self.bridge._on_revoke, on_lost=self.bridge._on_lost)
 
@@ -206,30 +209,89 @@ def test_sigterm_waits_for_the_confirmations_of_what_it_published() -> None:
     h.consumer.produce(0, events(15))
     h.steps(3)
     h.bridge.stop()
-
-    class ConfirmingAcks(FakeAcks):
-        def drain(self, partitions: list[int]) -> list:  # the worker stores what was published
-            for batch in h.publisher.published:
-                self.store(batch)
-            return super().drain(partitions)
-
-    h.bridge.acks = ConfirmingAcks()
+    h.bridge.acks = ConfirmingAcks(h.publisher)
     h.bridge._shutdown()
     h.consumer.close()
     assert h.consumer.committed == {0: 15}
 
 
-def test_revoked_partitions_drop_their_unpublished_work_and_commit_only_confirmed() -> None:
-    h = Harness(bridge_min_batch=50, bridge_max_batch=50)
+class ConfirmingAcks(FakeAcks):
+    """A worker that stores every published batch as soon as the bridge looks."""
+
+    def __init__(self, publisher: FakePublisher) -> None:
+        super().__init__()
+        self.publisher = publisher
+        self.seen = 0
+
+    def drain(self, partitions: list[int]) -> list:
+        for batch in self.publisher.published[self.seen:]:
+            self.store(batch)
+        self.seen = len(self.publisher.published)
+        return super().drain(partitions)
+
+
+def gathering(h: Harness) -> None:
+    """Both partitions' events sit in one batch not yet full (nothing published)."""
     h.consumer.produce(0, events(20))
     h.consumer.produce(1, events(20, seed=2))
     h.steps(2)
-    assert h.publisher.published == []  # both partitions gather in one batch not yet full
+    assert h.publisher.published == []
+
+
+def test_a_revoke_publishes_what_is_held_and_commits_it_once_confirmed() -> None:
+    h = Harness(bridge_min_batch=50, bridge_max_batch=50, bridge_revoke_deadline_s=10.0)
+    h.bridge.acks = h.acks = ConfirmingAcks(h.publisher)
+    gathering(h)
+    started = h.clock.now
     h.consumer.revoke([0])
-    assert all(e.partition == 1 for e in h.bridge.batcher.current.items)
-    h.clock.now += 11  # max batch age
-    h.steps(2)
+    assert h.clock.now - started < 1, "returns as soon as the revoked partition is confirmed"
+    assert [b.ranges() for b in h.publisher.published] == [[(0, 0, 19), (1, 0, 19)]]
+    assert h.consumer.stored[0] == 20, "stored while still owned: the new owner starts after it"
+    assert h.bridge.assignment == {1} and h.bridge.batcher.current.items == []
+
+
+def test_a_revoke_waits_at_most_its_deadline_and_leaves_the_unconfirmed_to_the_new_owner() -> None:
+    h = Harness(bridge_min_batch=50, bridge_max_batch=50, bridge_revoke_deadline_s=10.0)
+    gathering(h)
+    started = h.clock.now
+    h.consumer.revoke([0])
+    assert 9.5 <= h.clock.now - started <= 10.0
+    assert len(h.publisher.published) == 1  # published, never confirmed:
+    assert 0 not in h.consumer.stored and h.consumer.position[0] == 0  # the new owner reads it again
+    h.store_all()  # partition 1's part of it is confirmed later, and committed
+    h.steps(3)
+    assert h.consumer.stored == {1: 20}
+
+
+def test_a_revoke_while_redis_refuses_publishes_lets_go_at_once() -> None:
+    h = Harness(bridge_min_batch=50, bridge_max_batch=50, bridge_revoke_deadline_s=10.0)
+    gathering(h)
+    h.publisher.failing = True
+    started = h.clock.now
+    h.consumer.revoke([0])
+    assert h.clock.now - started < 0.5
+    assert all(e.partition == 1 for batch in h.bridge.ready for e in batch.items), "partition 0's work dropped"
+    assert 0 not in h.consumer.stored
+    h.publisher.failing = False
+    h.clock.now += 31
+    h.steps(3)
     assert {p for batch in h.publisher.published for p, _, _ in batch.ranges()} == {1}
+
+
+def test_a_revoke_under_backpressure_publishes_nothing_more_but_waits_for_what_is_in_flight() -> None:
+    h = Harness()
+
+    def deep(n: int = 1) -> None:  # the first publish fills the ingest queue past the watermark
+        h.probe.depth = 1000
+
+    h.probe.note_published = deep  # type: ignore[method-assign]
+    h.consumer.produce(0, events(20))
+    h.steps(1)
+    assert len(h.publisher.published) == 1 and len(h.bridge.ready) == 1  # one in flight, one held back
+    h.bridge.acks = h.acks = ConfirmingAcks(h.publisher)
+    h.consumer.revoke([0])
+    assert len(h.publisher.published) == 1, "what backpressure holds is left to the new owner"
+    assert h.consumer.stored == {0: 10}, "what was in flight is confirmed and stored before letting go"
 
 
 def test_after_a_burst_the_tail_is_published_within_about_a_second() -> None:
@@ -255,3 +317,87 @@ def test_every_published_batch_says_where_to_confirm() -> None:
         assert batch.acks["key"] == "aggregator:acks:trend-aggregator:events"
         assert batch.task_id.startswith("ingest:events:")
         assert json.dumps(batch.acks)  # JSON-serializable: it travels as a task kwarg
+
+
+# -- the dead-letter guard -------------------------------------------------------------------
+def stopped(h: Harness) -> bool:
+    return h.bridge.guard_stop is not None
+
+
+def settle(h: Harness, steps: int = 40) -> None:
+    """Let the batcher flush (max age / idle), the worker confirm and the offsets move."""
+    for _ in range(steps):
+        h.store_all()
+        h.steps(1)
+
+
+def test_a_stream_turning_invalid_stops_the_bridge_and_kafka_keeps_the_rest() -> None:
+    """100 valid events, then 15 invalid, then 100 valid, on one partition; the guard's window
+    is 20 events at 0.5: it trips at the 11th invalid one (9 valid + 11 invalid). That one
+    is dead-lettered; everything after it stays in Kafka, although one consume() fetched it
+    all; the valid events held are published and committed once confirmed."""
+    h = Harness(bridge_max_dlq_ratio=0.5, bridge_dlq_min_events=20)
+    valid, later, other = events(100), events(100, seed=2), events(50, seed=3)
+    h.consumer.produce(0, [*valid, *[b"not json"] * 15, *later])
+    h.consumer.produce(1, other)  # fetched in the same consume() as partition 0's, after it: none taken
+    settle(h)
+    assert h.bridge.guard_stop is not None and h.bridge.stats.dlq_guard_tripped
+    assert "11 of the last 20 events were dead-lettered" in h.bridge.guard_stop
+    assert len(h.letters.letters) == 11
+    assert sorted(h.published_ids()) == sorted(event_ids(valid))
+    assert h.consumer.stored == {0: 111}, "committed up to the event that tripped it, not past"
+    assert h.consumer.paused == {0, 1}
+    record = h.records.read()
+    assert record is not None and record.settings == "BRIDGE_MAX_DLQ_RATIO=0.5 BRIDGE_DLQ_MIN_EVENTS=20"
+    settle(h, 100)  # a long stop: nothing more is taken, and the pause is not lifted meanwhile
+    assert len(h.letters.letters) == 11 and h.consumer.stored == {0: 111}
+    assert h.bridge.stats.pauses == 1
+    h.records.clear()  # `aggregator bridge resume`
+    settle(h, 60)
+    assert not stopped(h) and h.consumer.paused == set()
+    assert len(h.letters.letters) == 15, "each invalid event dead-lettered once"
+    assert sorted(h.published_ids()) == sorted(event_ids(valid) + event_ids(later) + event_ids(other)), \
+        "each valid event once, those fetched but left in Kafka included"
+    assert h.consumer.stored == {0: 215, 1: 50}
+
+
+def test_a_recorded_stop_holds_a_starting_bridge_and_survives_a_rebalance() -> None:
+    h = Harness(bridge_max_dlq_ratio=0.5, bridge_dlq_min_events=20)
+    h.records.stop = GuardStop("another bridge tripped", "BRIDGE_MAX_DLQ_RATIO=0.5 BRIDGE_DLQ_MIN_EVENTS=20",
+                               "2026-01-01T00:00:00Z", "host:1")
+    h.consumer.produce(0, events(30))
+    h.bridge._poll_guard(h.clock(), force=True)  # as run() does before subscribing
+    settle(h, 20)
+    assert h.publisher.published == [] and h.bridge.stats.consumed == 0
+    h.consumer.revoke([0, 1])  # a rebalance: the partitions come back paused
+    settle(h, 20)
+    assert h.consumer.assigned == {0, 1} and h.consumer.paused == {0, 1}
+    assert h.bridge.stats.consumed == 0
+    h.records.clear()
+    settle(h, 40)
+    assert len(h.published_ids()) == 30 and h.consumer.stored == {0: 30}
+
+
+def test_a_stop_decided_under_other_settings_is_lifted_by_a_bridge_started_with_new_ones() -> None:
+    h = Harness(bridge_max_dlq_ratio=1.0)
+    h.records.stop = GuardStop("tripped", "BRIDGE_MAX_DLQ_RATIO=0.5 BRIDGE_DLQ_MIN_EVENTS=1000", "", "")
+    h.consumer.produce(0, [b"not json"] * 3000)
+    h.bridge._poll_guard(h.clock(), force=True)
+    settle(h, 40)
+    assert h.records.read() is None and h.bridge.guard_stop is None
+    assert len(h.letters.letters) == 3000 and h.consumer.stored == {0: 3000}, "1.0: the guard is off"
+
+
+def test_the_stop_holds_while_redis_cannot_say_it_was_lifted() -> None:
+    h = Harness(bridge_max_dlq_ratio=0.5, bridge_dlq_min_events=10)
+    h.consumer.produce(0, [b"not json"] * 40)
+    settle(h)
+    assert h.bridge.guard_stop is not None and len(h.letters.letters) == 10
+    h.records.failing = True
+    h.records.stop = None
+    settle(h, 40)
+    assert h.bridge.guard_stop is not None and len(h.letters.letters) == 10
+    h.records.failing = False
+    settle(h, 40)
+    assert h.bridge.guard_stop is not None, "resumed, and the stream is still invalid: tripped again"
+    assert len(h.letters.letters) == 20 and h.consumer.stored == {0: 20}

@@ -33,7 +33,8 @@ def scrape(bridge: FakeBridge) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
 def stats() -> BridgeStats:
     return BridgeStats(consumed=1200, published_batches=7, published_events=1180, dead_lettered=20, paused=True,
                        pauses=3, ceiling=417, rate_per_s=83.5, queue_depth=12,
-                       committed_upto={0: 600, 1: 580}, lag={0: 40, 1: 0})
+                       committed_upto={0: 600, 1: 580}, lag={0: 40, 1: 0}, dlq_guard_tripped=True, dlq_ratio=0.625,
+                       dlq_guard_trips=1, assigned=2)
 
 
 def test_collector_exposes_the_bridge_stats() -> None:
@@ -47,6 +48,10 @@ def test_collector_exposes_the_bridge_stats() -> None:
     assert samples[("aggregator_bridge_ceiling_events", ())] == 417
     assert samples[("aggregator_bridge_incoming_rate_per_second", ())] == 83.5
     assert samples[("aggregator_bridge_queue_depth", ())] == 12
+    assert samples[("aggregator_bridge_dlq_guard_tripped", ())] == 1
+    assert samples[("aggregator_bridge_assigned_partitions", ())] == 2
+    assert samples[("aggregator_bridge_dlq_window_ratio", ())] == 0.625
+    assert samples[("aggregator_bridge_dlq_guard_trips_total", ())] == 1
     lag = {labels: value for (name, labels), value in samples.items() if name == "aggregator_bridge_consumer_lag"}
     assert lag == {(("partition", "0"), ("topic", "events")): 40, (("partition", "1"), ("topic", "events")): 0}
     assert samples[("aggregator_bridge_stored_offset", (("partition", "1"), ("topic", "events")))] == 580

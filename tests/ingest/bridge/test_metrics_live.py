@@ -75,4 +75,4 @@ def test_metrics_show_the_paused_bridge_and_its_lag(env: dict[str, str],
     print(done.stdout)
     assert done.returncode == 0, done.stdout + done.stderr
     assert [line.split()[:2] for line in done.stdout.splitlines()] == [["ok", "redis"], ["ok", "kafka"],
-                                                                     ["ok", "metrics"]]
+                                                                     ["ok", "dlq-guard"], ["ok", "metrics"]]

@@ -22,6 +22,28 @@ failing, the bridge pauses its partitions and keeps polling; Kafka holds the dat
 resumes below the low watermarks, seeking each partition to the next offset it has not taken
 (librdkafka purges prefetched messages on pause).
 
+**Dead-letter guard.** Every event taken feeds :class:`~worker.ingest.bridge.dlq_guard.DlqGuard`;
+when more than ``BRIDGE_MAX_DLQ_RATIO`` of the last ``BRIDGE_DLQ_MIN_EVENTS`` were invalid it
+trips: the event that tripped it is dead-lettered, the rest of that poll is left in Kafka
+(the next offset to take is where it stopped), the partitions are paused, what the batcher
+holds is still published and committed once confirmed. The stop is recorded in Redis
+(:mod:`worker.ingest.bridge.guard_state`), so every bridge of the group stops, a restart
+stays stopped, and ``aggregator health bridge`` fails, until ``aggregator bridge resume``
+or a restart with a changed setting lifts it.
+
+**Rebalance (several bridges).** The group uses ``cooperative-sticky`` assignment: a bridge
+joining or leaving moves only the partitions that change owner, so the others keep their
+in-flight batches, their pause and their flow (an eager rebalance would take every
+partition from every bridge at each change and have all their unconfirmed batches
+published again). The callbacks get only the change: ``_on_assign`` adds partitions
+(assigning them itself with ``incremental_assign`` and pausing them when the bridge is
+paused: a pause before the assignment is lost), ``_on_revoke`` hands partitions over: it
+publishes what it holds and waits up to ``BRIDGE_REVOKE_DEADLINE_S`` for the confirmations
+of the revoked partitions, stores what is confirmed (auto-commit commits it before the
+partitions move) and drops the rest, which the new owner reads again from the committed
+offset. ``_on_lost`` (this bridge was expelled: its partitions already have a new owner)
+publishes nothing and stores nothing.
+
 **SIGTERM.** The handler sets a flag; the loop publishes what it holds and waits for the
 confirmations within ``BRIDGE_SHUTDOWN_DEADLINE_S``, each blocking step bounded by what is
 left of it; what is not confirmed is not committed and is read again after the restart.
@@ -30,7 +52,9 @@ left of it; what is not confirmed is not committed and is read again after the r
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -45,7 +69,9 @@ from worker.core.events import InvalidEvent, Point, decode_event, point_size
 from worker.ingest.acks import Ack, ack_spec
 from worker.ingest.bridge.ceiling import Batch, Batcher, CeilingConfig, CeilingPolicy
 from worker.ingest.bridge.depth import QueueDepthProbe
+from worker.ingest.bridge.dlq_guard import DlqGuard, Trip
 from worker.ingest.bridge.flow import Backoff, Backpressure
+from worker.ingest.bridge.guard_state import GuardRecords, GuardStop, fingerprint
 from worker.ingest.bridge.offsets import OffsetTracker
 from worker.ingest.deadletter import DeadLetter, DeadLetterWriter, event_letter
 from worker.ingest.errors import DeadLetterError, PublishError
@@ -85,6 +111,10 @@ class BridgeStats:
     in_flight: int = 0
     oldest_unconfirmed_s: float = 0.0
     committed_upto: dict[int, int] = field(default_factory=dict)
+    assigned: int = 0  # partitions this bridge owns now
+    dlq_guard_tripped: bool = False
+    dlq_ratio: float = 0.0  # invalid share of the guard's window
+    dlq_guard_trips: int = 0
     # partition -> high watermark (librdkafka's cached value) - next offset to take; replaced
     # as a whole each step, so the metrics thread reads a consistent dict.
     lag: dict[int, int] = field(default_factory=dict)
@@ -100,6 +130,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         # Every blocking step of the loop is bounded well under this (NOTES: apply_async can block).
         "max.poll.interval.ms": 300_000,
         "session.timeout.ms": settings.kafka_session_timeout_ms,
+        # Only the partitions that change owner move (see the module docstring); a group
+        # cannot mix it with the eager strategies: stop older bridges before starting these.
+        "partition.assignment.strategy": "cooperative-sticky",
         "queued.max.messages.kbytes": settings.kafka_prefetch_kbytes,
         "enable.partition.eof": False,
     })
@@ -131,11 +164,12 @@ class Bridge:
     """One bridge process. ``run()`` returns after ``stop()`` (SIGTERM/SIGINT) and a flush."""
 
     ACK_POLL_S = 0.2  # how often confirmations are read while some are pending
+    GUARD_POLL_S = 1.0  # how often the group's dead-letter-guard record is read
 
     def __init__(self, settings: Settings, publisher: IngestPublisher, probe: QueueDepthProbe,
                  dead_letters: DeadLetterWriter, acks: AckSource, *,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 consumer: Consumer | None = None) -> None:
+                 consumer: Consumer | None = None, guard_records: GuardRecords | None = None) -> None:
         self.settings = settings
         self.topic = settings.kafka_topic
         self.publisher = publisher
@@ -158,6 +192,15 @@ class Bridge:
         self.next_offset: dict[int, int] = {}
         self.assignment: set[int] = set()
         self.stats = BridgeStats()
+        self.guard = DlqGuard(settings.bridge_max_dlq_ratio, settings.bridge_dlq_min_events)
+        self.guard_records = guard_records
+        self._guard_settings = fingerprint(settings.bridge_max_dlq_ratio, settings.bridge_dlq_min_events)
+        # The reason while the dead-letter guard (ours or another bridge's) holds the
+        # partitions; None while consuming. Distinct from backpressure's pause: only an
+        # operator lifts it.
+        self.guard_stop: str | None = None
+        self._guard_unrecorded: GuardStop | None = None  # our trip, not yet in Redis
+        self._guard_read_at = float("-inf")
         self._stopping = False
         self._closing = False
         self._paused = False
@@ -179,6 +222,7 @@ class Bridge:
 
     def run(self) -> BridgeStats:
         self.publisher.declare()
+        self._poll_guard(self.clock(), force=True)  # a recorded stop holds from the first assignment
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         log.info("bridge started", extra={"topic": self.topic, "group": self.settings.kafka_group_id,
@@ -198,12 +242,19 @@ class Bridge:
         now = self.clock()
         self._read_acks(now)
         self._rewind_overdue(now)
+        self._poll_guard(now)
         self._update_pause(now)
         messages = self.consumer.consume(num_messages=500, timeout=self.settings.bridge_poll_timeout_s)
         self.stats.polls += 1
         now = self.clock()
-        for message in messages:
+        for i, message in enumerate(messages):
+            if self.guard_stop is not None:
+                self._leave_in_kafka(messages[i:])
+                break
             self._take(message, now)
+        if self.guard_stop is not None and not self._paused:
+            self._pause()
+        self.stats.dlq_ratio = self.guard.ratio()
         due = self.batcher.due(now)
         if due is not None:
             self.ready.append(due)
@@ -227,17 +278,36 @@ class Bridge:
         raw = message.value() or b""
         point: Point | None = None
         nbytes = 0
+        reason: str | None = None
         try:
             point = decode_event(raw)
             nbytes = point_size(point)
         except InvalidEvent as invalid:
-            self._dead_letter(message, partition, offset, raw, invalid.reason)
+            reason = invalid.reason
         except Exception as error:  # defence in depth: a message must never stop the partition
             log.exception("unexpected error taking a message; dead-lettered", extra={
                 "partition": partition, "offset": offset})
             point = None
-            self._dead_letter(message, partition, offset, raw, f"unexpected {type(error).__name__}: {error}")
+            reason = f"unexpected {type(error).__name__}: {error}"
+        if reason is not None:
+            self._dead_letter(message, partition, offset, raw, reason)
         self.ready.extend(self.batcher.add(Entry(partition, offset, point), nbytes, now))
+        trip = self.guard.observe(partition, offset, now, reason)
+        if trip is not None:
+            self._trip(trip)
+
+    def _leave_in_kafka(self, messages: list[Message]) -> None:
+        """Messages fetched but not taken (the guard tripped): the next offset to take of
+        their partitions is their first, so a resume seeks back to it and the commit point
+        never passes them."""
+        first: dict[int, int] = {}
+        for message in messages:
+            if message.error() is None:
+                partition, offset = position(message)
+                first.setdefault(partition, offset)
+        for partition, offset in first.items():
+            if partition in self.assignment:
+                self.next_offset[partition] = min(self.next_offset.get(partition, offset), offset)
 
     def _dead_letter(self, message: Message, partition: int, offset: int, raw: bytes, reason: str) -> None:
         if offset in self.dead_lettered.get(partition, ()):
@@ -386,7 +456,7 @@ class Bridge:
         self.stats.oldest_unconfirmed_s = self.tracker.oldest_unconfirmed_age(now)
         self.backpressure.update(reading.depth, in_flight)
         # Pausing is not free (librdkafka drops its prefetch), so it is never done per batch.
-        want_pause = self.backpressure.paused or self.backoff.blocked(now)
+        want_pause = self.backpressure.paused or self.backoff.blocked(now) or self.guard_stop is not None
         policy = self.batcher.policy
         self.stats.ceiling = policy.ceiling
         self.stats.rate_per_s = policy.rate.rate(now)
@@ -394,6 +464,60 @@ class Bridge:
             self._pause()
         elif not want_pause and self._paused:
             self._resume()
+
+    # -- dead-letter guard ---------------------------------------------------------------------
+    def _trip(self, trip: Trip) -> None:
+        """Our guard tripped: stop taking messages (the caller leaves the rest of the poll in
+        Kafka), say why once, and record the stop for the group, health and restarts."""
+        self.guard_stop = trip.describe()
+        self.stats.dlq_guard_tripped = True
+        self.stats.dlq_guard_trips += 1
+        self._guard_unrecorded = GuardStop(self.guard_stop, self._guard_settings,
+                                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                           f"{socket.gethostname()}:{os.getpid()}")
+        log.error("dead-letter guard tripped: stopped consuming, Kafka keeps the rest; resume with "
+                  "`aggregator bridge resume` or restart with a changed BRIDGE_MAX_DLQ_RATIO", extra={
+                      "invalid": trip.invalid, "window": trip.window, "ratio": round(trip.ratio, 3),
+                      "max_ratio": trip.max_ratio, "window_s": round(trip.window_s, 1),
+                      "reasons": " | ".join(trip.reasons)})
+        self._guard_read_at = float("-inf")  # record it in the same step
+
+    def _poll_guard(self, now: float, *, force: bool = False) -> None:
+        """Keep the group's stop record and ours in step (about once a second): record our
+        trip; adopt another bridge's; resume when an operator removed it; remove one decided
+        under other settings (a restart with a changed setting is the operator's decision)."""
+        if self.guard_records is None or (not force and now - self._guard_read_at < self.GUARD_POLL_S):
+            return
+        self._guard_read_at = now
+        try:
+            if self._guard_unrecorded is not None:
+                self.guard_records.write(self._guard_unrecorded)
+                self._guard_unrecorded = None
+                return
+            record = self.guard_records.read()
+            if record is not None and self.guard_stop is None:
+                if record.settings in (self._guard_settings, ""):  # "": written by hand; honoured
+                    self._hold_for(record)
+                else:
+                    self.guard_records.clear()
+                    log.warning("dead-letter guard stop lifted: this bridge runs with other settings", extra={
+                        "was": record.settings, "now": self._guard_settings, "reason": record.reason})
+            elif record is None and self.guard_stop is not None:
+                self._lift()
+        except Exception as error:  # Redis down: the stop (or its absence) stays as it is
+            log.warning("dead-letter guard record unreadable", extra={"error": str(error)[:200]})
+
+    def _hold_for(self, record: GuardStop) -> None:
+        self.guard_stop = record.reason
+        self.stats.dlq_guard_tripped = True
+        log.error("dead-letter guard stop in force: not consuming until `aggregator bridge resume`", extra={
+            "reason": record.reason, "since": record.at, "by": record.by})
+
+    def _lift(self) -> None:
+        self.guard.reset()
+        self.guard_stop = None
+        self.stats.dlq_guard_tripped = False
+        log.warning("dead-letter guard stop lifted by an operator: consuming again")
 
     def _partitions(self) -> list[TopicPartition]:
         return [TopicPartition(self.topic, p) for p in sorted(self.assignment)]
@@ -405,7 +529,12 @@ class Bridge:
         if self.assignment:
             self.consumer.pause(self._partitions())
         log.info("paused", extra={"depth": self.stats.queue_depth, "in_flight": self.stats.in_flight,
-                                  "why": self.backpressure.reason or "downstream failing"})
+                                  "why": self._pause_why()})
+
+    def _pause_why(self) -> str:
+        if not self._paused:
+            return ""
+        return "dlq_guard" if self.guard_stop is not None else self.backpressure.reason or "downstream failing"
 
     def _resume(self) -> None:
         self._paused = False
@@ -420,27 +549,55 @@ class Bridge:
 
     # -- rebalance --------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assignment = {tp.partition for tp in partitions}
-        for tp in partitions:  # a partition we get (back) starts from its committed offset
-            self.next_offset.pop(tp.partition, None)
-            self.dead_lettered.pop(tp.partition, None)
-        if self._paused and partitions:
+        """Partitions added (cooperative: only the change): each starts from its committed
+        offset, and is paused at once while the bridge is paused."""
+        added = {tp.partition for tp in partitions}
+        self.assignment |= added
+        self.stats.assigned = len(self.assignment)
+        for p in added:  # a partition we get (back) starts from its committed offset
+            self.next_offset.pop(p, None)
+            self.dead_lettered.pop(p, None)
+        if partitions:
             # A newly assigned partition is not paused, and a pause() before the assignment
-            # is applied is lost (the client's own assign() after this callback resets it):
-            # assign here, then pause.
-            consumer.assign(partitions)
-            consumer.pause(partitions)
-        log.info("partitions assigned", extra={"partitions": sorted(self.assignment), "paused": self._paused})
+            # is applied is lost: assign here (the client then does not), then pause.
+            consumer.incremental_assign(partitions)
+            if self._paused:
+                consumer.pause(partitions)
+        log.info("partitions assigned", extra={"added": sorted(added), "partitions": sorted(self.assignment),
+                                               "paused": self._paused, "why": self._pause_why()})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Store what is confirmed and let go; never publish here (it could block the
-        rebalance, and a confirmation would arrive after the partition is gone anyway)."""
-        revoked = {tp.partition for tp in partitions}
-        if not self._closing:
-            self._read_acks(self.clock(), force=True)
+        """Hand the partitions over: publish what is held, wait for the confirmations of the
+        revoked partitions within ``BRIDGE_REVOKE_DEADLINE_S``, store what is confirmed (the
+        client commits it before they move) and let go of the rest, which the new owner reads
+        again. At close the shutdown has done this already."""
+        revoked = {tp.partition for tp in partitions} & self.assignment
+        started = self.clock()
+        if revoked and not self._closing:
+            self._hand_over(revoked, started + self.settings.bridge_revoke_deadline_s)
         self._store_commit_points()
+        unconfirmed = sum(1 for p in self.tracker.pending_partitions() if p in revoked)
         self._release(revoked)
-        log.info("partitions revoked", extra={"partitions": sorted(revoked)})
+        log.info("partitions revoked", extra={"partitions": sorted(revoked), "took_s": round(self.clock() - started, 2),
+                                              "left_unconfirmed": unconfirmed, "remaining": sorted(self.assignment)})
+
+    def _hand_over(self, revoked: set[int], deadline: float) -> None:
+        """Publish what is held (dead letters first; as far as backpressure lets: a paused
+        bridge publishes nothing more) and wait for the revoked partitions' confirmations,
+        every blocking step bounded by the deadline; a failing downstream ends it at once.
+        What stays unpublished is not tracked, so it is not waited for: the new owner reads it."""
+        drained = self.batcher.drain()
+        if drained is not None:
+            self.ready.append(drained)
+        while self.clock() < deadline:
+            if self.backoff.blocked(self.clock()):
+                return  # Redis or the dead-letter topic failing: no confirmation will come either
+            if self.ready or self.pending_letters:
+                self._flush_downstream(gated=True, deadline=deadline)
+            self._read_acks(self.clock(), force=True)
+            if not revoked & set(self.tracker.pending_partitions()):
+                return
+            self.sleep(min(self.ACK_POLL_S, max(0.0, deadline - self.clock())))
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {tp.partition for tp in partitions}
@@ -454,6 +611,7 @@ class Bridge:
             self.next_offset.pop(p, None)
             self.dead_lettered.pop(p, None)
         self.assignment -= partitions
+        self.stats.assigned = len(self.assignment)
 
     def _drop_unpublished(self, partitions: Iterable[int]) -> None:
         """Drop unpublished work of these partitions: it will be read again from Kafka."""

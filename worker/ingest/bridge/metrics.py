@@ -78,6 +78,14 @@ class BridgeCollector(Collector):
         yield gauge("oldest_unconfirmed_seconds", "Age of the oldest published batch not yet confirmed as stored.",
                     s.oldest_unconfirmed_s)
         yield gauge("paused", "1 while the partitions are paused and Kafka holds the data.", int(s.paused))
+        yield gauge("assigned_partitions", "Partitions of the topic this bridge owns now (cooperative-sticky: "
+                    "with partitions >= bridges every bridge owns at least one).", s.assigned)
+        yield gauge("dlq_guard_tripped", "1 while the dead-letter guard holds the partitions (more than "
+                    "BRIDGE_MAX_DLQ_RATIO of the last BRIDGE_DLQ_MIN_EVENTS events were invalid; this bridge's "
+                    "or another of the group's): only `aggregator bridge resume` lifts it.", int(s.dlq_guard_tripped))
+        yield gauge("dlq_window_ratio", "Share of invalid events in the dead-letter guard's window (the guard trips "
+                    "above BRIDGE_MAX_DLQ_RATIO once the window is full).", s.dlq_ratio)
+        yield counter("dlq_guard_trips", "Times this bridge's dead-letter guard tripped.", s.dlq_guard_trips)
         yield gauge("ceiling_events", "Current dynamic ceiling: events per batch (rate x target interval, "
                     "clamped).", s.ceiling)
         yield gauge("incoming_rate_per_second", "Smoothed incoming rate, events per second.", s.rate_per_s)

@@ -1,0 +1,116 @@
+"""The dead-letter-rate guard: when a stream turns mostly invalid, stop instead of
+dead-lettering all of it (pure code, fake-clock and property tested).
+
+A dead letter is never lost (``aggregator dlq replay`` re-publishes it), but a producer that
+changed its format turns every event into one: the dead-letter topic fills with the whole
+stream, and putting it right means replaying all of it after a fix. The guard bounds that
+work: when more than ``max_ratio`` of the last ``window`` events were invalid, it *trips*,
+and the bridge pauses its partitions (Kafka keeps the rest) until an operator resumes it.
+
+**A window of the last N events, not of the last T seconds.** What the operator has to
+replay after a trip is a number of events, so the window is counted in events: a stream
+that turns fully invalid mid-run trips after ``floor(max_ratio x window) + 1`` dead letters,
+and one that is invalid from the start after ``window``, whatever the rate. A time window
+would dead-letter in proportion to the rate (thousands a second during a backlog) and judge
+a trickle on a handful of events. The window is also the minimum of evidence: nothing is
+decided before ``window`` events were seen.
+
+**Better than a count of consecutive invalid events** (arroyo's ``DlqLimit`` has both): a
+run of ``k`` consecutive invalid events is a window with at least ``k`` invalid, so the
+ratio catches every run longer than ``max_ratio x window``, and also a stream where every
+other event is invalid, which no consecutive count catches. arroyo counts since the
+assignment, so a long healthy history hides a stream turning bad; a sliding window does
+not.
+
+**Each offset counts once.** A partition read again (a rewind after a lost batch) would
+count its events a second time; the guard remembers the highest offset it counted per
+partition and ignores what lies below it. ``max_ratio = 1.0`` never trips: the guard is off.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Trip:
+    """Why the guard tripped, for the log line, the metric and ``aggregator health``."""
+
+    invalid: int
+    window: int
+    max_ratio: float
+    window_s: float  # seconds between the oldest and the newest event of the window
+    at: float  # clock time of the event that tripped it
+    reasons: tuple[str, ...]  # the latest distinct reasons, newest last
+
+    @property
+    def ratio(self) -> float:
+        return self.invalid / self.window
+
+    def describe(self) -> str:
+        return (f"{self.invalid} of the last {self.window} events were dead-lettered ({self.ratio:.0%} > "
+                f"BRIDGE_MAX_DLQ_RATIO {self.max_ratio:g}, over {self.window_s:.1f} s); latest reasons: "
+                + "; ".join(self.reasons))
+
+
+class DlqGuard:
+    """Feed it every event the bridge takes; ``tripped`` says when to stop consuming."""
+
+    REASONS_KEPT = 3
+
+    def __init__(self, max_ratio: float, window: int) -> None:
+        if not 0 < max_ratio <= 1:
+            raise ValueError("max_ratio must be in (0, 1]")
+        if window < 1:
+            raise ValueError("window must be >= 1")
+        self.max_ratio = max_ratio
+        self.window = window
+        self._events: deque[tuple[bool, float]] = deque()  # (invalid, time), oldest first
+        self._invalid = 0
+        self._counted: dict[int, int] = {}  # partition -> highest offset counted
+        self._reasons: deque[str] = deque()
+        self.tripped: Trip | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_ratio < 1
+
+    def observe(self, partition: int, offset: int, now: float, reason: str | None = None) -> Trip | None:
+        """One event taken from ``partition`` at ``offset``: valid (``reason`` None) or
+        dead-lettered with ``reason``. Returns the trip when this event tripped the guard.
+        Once tripped, nothing more is counted until :meth:`reset`."""
+        if self.tripped is not None or offset <= self._counted.get(partition, -1):
+            return None
+        self._counted[partition] = offset
+        invalid = reason is not None
+        self._events.append((invalid, now))
+        self._invalid += invalid
+        if invalid:
+            assert reason is not None
+            short = reason[:200]
+            if short in self._reasons:
+                self._reasons.remove(short)
+            self._reasons.append(short)
+            if len(self._reasons) > self.REASONS_KEPT:
+                self._reasons.popleft()
+        if len(self._events) > self.window:
+            old_invalid, _ = self._events.popleft()
+            self._invalid -= old_invalid
+        if len(self._events) == self.window and self._invalid > self.max_ratio * self.window:
+            self.tripped = Trip(self._invalid, self.window, self.max_ratio, now - self._events[0][1], now,
+                                tuple(self._reasons))
+            return self.tripped
+        return None
+
+    def ratio(self) -> float:
+        """Invalid share of the events in the window so far (0 before any): a metric."""
+        return self._invalid / len(self._events) if self._events else 0.0
+
+    def reset(self) -> None:
+        """An operator resumed: judge the stream again from an empty window. The offsets
+        counted stay counted (the events after the trip were not, so they will be)."""
+        self._events.clear()
+        self._invalid = 0
+        self._reasons.clear()
+        self.tripped = None
