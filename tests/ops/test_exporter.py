@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.helpers import AGGREGATOR, wait_for
 from worker.config.settings import Settings
+from worker.ingest.bridge.guard_state import GuardStop, RedisGuardRecords
 from worker.ops.devstack.services import free_port
 from worker.ops.exporter import StateCollector
 
@@ -70,6 +71,13 @@ def test_state_of_runs_queues_lag_and_post(pg_dsn: str, redis_url: str, kafka, t
     assert got[("aggregator_morning_post_last_success_timestamp_seconds", ())] == 1796104770.0
     assert {source: got[("aggregator_exporter_source_up", (("source", source),))]
             for source in ("postgres", "redis", "kafka")} == {"postgres": 1, "redis": 1, "kafka": 1}
+    assert got[("aggregator_dead_letter_guard_stopped", ())] == 0
+    # The guard's stop is a record in Redis: the exporter shows it without any bridge running.
+    records = RedisGuardRecords(redis.Redis.from_url(redis_url), topics["group"], topics["topic"])
+    records.write(GuardStop("62 of the last 100 events invalid", "x", "2026-12-01T10:00:00+00:00", "h:1"))
+    assert scrape(settings)[("aggregator_dead_letter_guard_stopped", ())] == 1
+    records.clear()
+    assert scrape(settings)[("aggregator_dead_letter_guard_stopped", ())] == 0
 
 
 def test_a_source_that_is_down_is_a_zero_not_a_failed_scrape(redis_url: str) -> None:

@@ -26,6 +26,7 @@ from worker.config.settings import Settings
 from worker.core import names
 from worker.db.connection import Database
 from worker.ingest.bridge.depth import priority_keys
+from worker.ingest.bridge.guard_state import RedisGuardRecords
 from worker.ingest.deadletter import replay_group
 from worker.ingest.kafka_config import group_lag
 from worker.trends.freshness import stale_after
@@ -132,6 +133,9 @@ class StateCollector(Collector):
                         pipe.llen(key)
                 pipe.hlen("unacked")
                 values = [int(v) for v in pipe.execute()]
+            # The dead-letter guard's stop (a record in Redis, not a bridge's memory): seen here
+            # even with BRIDGE_METRICS_PORT=0 or every bridge down.
+            stopped = RedisGuardRecords(client, s.kafka_group_id, s.kafka_topic).read() is not None
         finally:
             client.close()
         per_queue = len(priority_keys(queues[0]))
@@ -141,7 +145,10 @@ class StateCollector(Collector):
         unacked = GaugeMetricFamily(f"{PREFIX}_queue_unacked",
                                     "Messages handed to workers and not acknowledged yet (all queues)",
                                     value=float(values[-1]))
-        return [depth, unacked]
+        guard = GaugeMetricFamily(f"{PREFIX}_dead_letter_guard_stopped",
+                                  "1 while the dead-letter guard's stop is in force (the bridges consume nothing)",
+                                  value=1.0 if stopped else 0.0)
+        return [depth, unacked, guard]
 
     # -- Kafka: ingest lag, dead letters pending --------------------------------------------------
     def _kafka(self) -> list[Metric]:
