@@ -28,7 +28,8 @@ same run:
   ``aggregator trends run year`` does it, in this process) runs once per ``--min-events``
   threshold: the default 30 and a lower one, which qualifies more DOIs on the same events
   and so separates the cost per event (the select scans them all) from the cost per
-  qualifying DOI (chunks: an index probe, the math and staging per DOI).
+  qualifying DOI (chunks: an index probe, the math and staging per DOI). Each runs
+  ``--year-runs`` times (2), alternating; the table reports the best and lists every run.
 
 ``--quick`` runs toy sizes for the smoke test (``tests/bench/test_scale.py``), which checks
 the report's shape, never its timings.
@@ -325,6 +326,14 @@ class YearSize:
     database_bytes: int
     runs: list[YearRun] = field(default_factory=list)
 
+    def best(self, min_events: int) -> YearRun:
+        """The fastest run at a threshold: the first run after seeding reads pages the
+        seeding pushed out of the cache (measured: its select up to 1.8x the second's)."""
+        return min((r for r in self.runs if r.min_events == min_events), key=lambda r: r.total_s)
+
+    def totals(self, min_events: int) -> str:
+        return "/".join(f"{r.total_s:.2f}" for r in self.runs if r.min_events == min_events)
+
 
 def _year_run(steps: RunSteps, timed: year_scale._TimedStore, duration: Duration, second: int,
               load: str) -> YearRun:
@@ -348,7 +357,8 @@ def _database_bytes(dsn: str) -> int:
     return int(row[0]) if row else 0
 
 
-def run_year(sizes: Sequence[int], n_dois: int, thresholds: Sequence[int], keep: Path | None) -> list[YearSize]:
+def run_year(sizes: Sequence[int], n_dois: int, thresholds: Sequence[int], runs: int,
+             keep: Path | None) -> list[YearSize]:
     from worker.db.migrate import migrate
 
     workdir = keep or Path(tempfile.mkdtemp(prefix="bench-scale-year-"))
@@ -393,13 +403,14 @@ def run_year(sizes: Sequence[int], n_dois: int, thresholds: Sequence[int], keep:
             conn.close()
             have = target
             size = YearSize(target, added, write_s, vacuum_s, year_scale.sizes(dsn)["total"], _database_bytes(dsn))
-            for threshold in thresholds:
-                duration = replace(year_scale.YEAR, min_events=threshold)
-                load = load_average()
-                progress(f"year: run at {target:,} events, min_events {threshold}, load {load}")
-                second += 1
-                size.runs.append(_year_run(steps, timed, duration, second, load))
-                progress(f"  {size.runs[-1].total_s:.2f} s, {size.runs[-1].dois:,} DOIs")
+            for i in range(runs):  # alternating thresholds, so both see the same cache states
+                for threshold in thresholds:
+                    duration = replace(year_scale.YEAR, min_events=threshold)
+                    load = load_average()
+                    progress(f"year: run {i + 1} at {target:,} events, min_events {threshold}, load {load}")
+                    second += 1
+                    size.runs.append(_year_run(steps, timed, duration, second, load))
+                    progress(f"  {size.runs[-1].total_s:.2f} s, {size.runs[-1].dois:,} DOIs")
             results.append(size)
         return results
     finally:
@@ -424,24 +435,26 @@ def _slope(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
 
 def year_lines(results: list[YearSize], n_dois: int, thresholds: Sequence[int]) -> list[str]:
     default = thresholds[0]
-    base = next(r for r in results[0].runs if r.min_events == default)
+    base = results[0].best(default)
     lines = [
         f"year run against events: one durable PostgreSQL 15 (shared_buffers 128 MB), seeded cumulatively "
         f"({' -> '.join(f'{r.events:,}' for r in results)} events, Zipf over {n_dois:,} DOIs, uniform over 365 days "
         f"+ 1% in the last day) through the COPY write path, VACUUM ANALYZE after each step; TREND_QUERY_CONNECTIONS "
         f"{year_scale.QUERY_CONNECTIONS}, chunks of 200; baseline: {results[0].events:,} events, min_events {default}, "
-        "same run",
+        "same run; each row the best of the runs listed (alternating thresholds), its load at its start",
         "",
         f"  {'events':>12}{'min_events':>11}{'DOIs':>9}{'chunks':>7}{'select s':>10}{'chunks s':>10}{'(query s)':>11}"
-        f"{'finalize s':>11}{'total s':>9}{'x events':>10}{'x DOIs':>8}{'x time':>8}  load 1/5/15 min",
+        f"{'finalize s':>11}{'total s':>9}{'x events':>10}{'x DOIs':>8}{'x time':>8}  {'runs s':<14}load 1/5/15 min",
     ]
     for size in results:
-        for r in size.runs:
+        for threshold in thresholds:
+            r = size.best(threshold)
             lines.append(
                 f"  {size.events:>12,}{r.min_events:>11}{r.dois:>9,}{r.chunks:>7}{r.select_s:>10.2f}{r.chunks_s:>10.2f}"
                 f"{r.query_s:>11.2f}{r.finalize_s:>11.2f}{r.total_s:>9.2f}{size.events / results[0].events:>9.1f}x"
-                f"{r.dois / max(1, base.dois):>7.1f}x{r.total_s / base.total_s:>7.2f}x  {r.load}")
-    main = [(s.events, next(r for r in s.runs if r.min_events == default)) for s in results]
+                f"{r.dois / max(1, base.dois):>7.1f}x{r.total_s / base.total_s:>7.2f}x  "
+                f"{size.totals(threshold):<14}{r.load}")
+    main = [(s.events, s.best(default)) for s in results]
     if len(main) > 1:
         a, b = _slope([e / 1e6 for e, _ in main], [r.total_s for _, r in main])
         sa, sb = _slope([e / 1e6 for e, _ in main], [r.select_s for _, r in main])
@@ -449,9 +462,8 @@ def year_lines(results: list[YearSize], n_dois: int, thresholds: Sequence[int]) 
                       f"events; select = {sa:.2f} s + {sb:.3f} s per million events"]
     pairs = []
     for size in results:
-        by = {r.min_events: r for r in size.runs}
-        if len(by) > 1:
-            hi, lo = by[default], by[thresholds[-1]]
+        if len(thresholds) > 1:
+            hi, lo = size.best(default), size.best(thresholds[-1])
             if lo.dois != hi.dois:
                 per_doi_ms = (lo.chunks_s - hi.chunks_s) / (lo.dois - hi.dois) * 1e3
                 pairs.append(f"{size.events:,} events: {per_doi_ms:.2f} ms "
@@ -488,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dois", type=int, help="year: DOI population (default 1,000,000)")
     parser.add_argument("--min-events", type=_ints,
                         help="year: min_events thresholds, the first the baseline's (default 30,10)")
+    parser.add_argument("--year-runs", type=int, default=2, help="year: runs per size and threshold (best reported)")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="year: keep the seeded PostgreSQL in DIR")
     parser.add_argument("--keep-logs", action="store_true", help="ingest: keep the processes' logs")
     args = parser.parse_args(argv)
@@ -504,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
                               args.start_fraction)
         lines.append("")
     if args.what in ("year", "all"):
-        lines += year_lines(run_year(sizes, n_dois, thresholds, args.keep), n_dois, thresholds)
+        lines += year_lines(run_year(sizes, n_dois, thresholds, args.year_runs, args.keep), n_dois, thresholds)
         lines.append("")
     lines.append(machine_line().replace("machine:", "machine at the end:", 1))
     print("\n".join(lines))
