@@ -1,7 +1,9 @@
 """``python -m bench``: every benchmark, then one plain-text results table.
 
 ``python -m bench soak`` runs the soak instead (``bench/soak.py``: simulated days of
-operation; ``--quick`` for its smoke test).
+operation; ``--quick`` for its smoke test); ``python -m bench scale`` the scaling
+measurements (``bench/scale.py``: ingest with 1-2 bridges and workers, the `year` run
+against events).
 
 ``--quick`` runs small sizes (for development: other engineers share this machine);
 ``--only ingest|trends|memory`` runs one benchmark; ``--profile DIR`` samples the bridge and
@@ -148,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import soak
 
         return soak.main(argv[1:])
+    if argv[:1] == ["scale"]:  # `python -m bench scale ...`: ingest and the `year` run at scale (bench/scale.py)
+        from bench import scale
+
+        return scale.main(argv[1:])
     args = parse_args(argv)
     sizes = sizes_from(args)
     signal.signal(signal.SIGTERM, _sigterm)

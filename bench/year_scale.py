@@ -157,11 +157,13 @@ def doi_name(rank: int) -> str:
     return f"10.1101/year.{rank:07d}"
 
 
-def batches(events: Events) -> Any:
+def batches(events: Events, prefix: str = "e") -> Any:
+    """Batches of points; ``prefix`` keeps event ids unique when a database is seeded in steps
+    (``bench/scale.py`` adds events to the same year several times)."""
     for start in range(0, len(events.doi), BATCH):
         stop = min(start + BATCH, len(events.doi))
-        yield [Point(f"e{i}", doi_name(int(events.doi[i])), int(events.t_us[i]) * US, float(events.score[i]), 0.1,
-                     100, 120, 0, 1, 2.0, 0.3, 1.0, 1.0, 2.0, 3.0) for i in range(start, stop)]
+        yield [Point(f"{prefix}{i}", doi_name(int(events.doi[i])), int(events.t_us[i]) * US, float(events.score[i]),
+                     0.1, 100, 120, 0, 1, 2.0, 0.3, 1.0, 1.0, 2.0, 3.0) for i in range(start, stop)]
 
 
 def write_baseline(dsn: str, events: Events) -> float:
@@ -177,10 +179,10 @@ def write_baseline(dsn: str, events: Events) -> float:
     return time.perf_counter() - started
 
 
-def write_product(dsn: str, events: Events) -> float:
+def write_product(dsn: str, events: Events, prefix: str = "e") -> float:
     store = PostgresStore(dsn)
     started = time.perf_counter()
-    for points in batches(events):
+    for points in batches(events, prefix):
         store.write(points)
     store.close()
     return time.perf_counter() - started
