@@ -81,9 +81,10 @@ MiB = 1024 * 1024
 S = 1_000_000_000
 
 # The bench's ingest settings (bench/ingest.py says why each), with the rate limit raised:
-# INGEST_RATE_LIMIT is Celery's per-worker token bucket of *batches* (default 20/s); at
-# 10,000 batches/s a worker could start far more batches than any configuration here
-# delivers (the batches hold hundreds to 5,000 events), so the limit never caps a figure.
+# INGEST_RATE_LIMIT is the store's write limit in *batches*, one token bucket in Redis shared
+# by every ingest worker (default 20/s); at 10,000 batches/s the workers could start far
+# more batches than any configuration here delivers (the batches hold hundreds to 5,000
+# events), so the limit never caps a figure (it still costs its one Redis call per batch).
 SCALE_SETTINGS: dict[str, str] = {
     "INGEST_RATE_LIMIT": "10000/s",
     "BRIDGE_TARGET_INTERVAL_S": "0.25",
