@@ -147,3 +147,27 @@ def test_setup_and_a_worker_start_with_secrets_only_in_files(
         assert value not in environ, "a secret in the worker's environment"
         assert value not in log, "a secret in the worker's output"
     assert f"POSTGRES_PASSWORD_FILE={secrets_dir / 'postgres_password'}" in environ.split("\0")
+
+
+def test_a_wrong_password_file_is_a_configuration_error_that_shows_no_password(
+        password_pg: PasswordPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused login is a setting to fix (exit 78, the login named), not a service to wait
+    for (69); neither the wrong password nor the right one appears in the message."""
+    _clean_environment(monkeypatch)
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    path = tmp_path / "postgres_password"
+    path.write_text(wrong + "\n")
+    env = {**os.environ, "POSTGRES_DSN": password_pg.dsn_without_password, "POSTGRES_PASSWORD_FILE": str(path)}
+    setup = subprocess.run([*AGGREGATOR, "setup"], env=env, capture_output=True, text=True, timeout=120,
+                           check=False)
+    output = setup.stdout + setup.stderr
+    assert setup.returncode == 78, output[-3000:]
+    assert "refused the login" in output
+    assert wrong not in output and password_pg.password not in output
+
+    del env["POSTGRES_PASSWORD_FILE"]  # no password at all: the same, not "did not answer"
+    setup = subprocess.run([*AGGREGATOR, "setup"], env=env, capture_output=True, text=True, timeout=120,
+                           check=False)
+    output = setup.stdout + setup.stderr
+    assert setup.returncode == 78, output[-3000:]
+    assert "refused the login" in output and "POSTGRES_PASSWORD_FILE" in output

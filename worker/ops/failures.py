@@ -51,7 +51,7 @@ def exit_code(failure: OperatorError) -> int:
 
 
 _PG_CONFIG_HINTS = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
-                    "role", "authentication")
+                    "role", "authentication", "no password supplied")
 
 
 def _address(settings: Settings | None, service: str) -> str:
@@ -104,7 +104,8 @@ def _classify(error: BaseException, settings: Settings | None) -> OperatorError:
         reason = first_line(error)
         if isinstance(error, psycopg2.OperationalError) and any(h in reason for h in _PG_CONFIG_HINTS):
             return ConfigError(f"PostgreSQL at {_address(settings, 'PostgreSQL')} refused the login: {reason}",
-                               "Check the user, password and database name in POSTGRES_DSN.")
+                               "Check the user and database name in POSTGRES_DSN and the password "
+                               "(POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE).")
         if isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError):
             return ServiceUnavailable("PostgreSQL", _address(settings, "PostgreSQL"), reason)
         return OperatorError(f"PostgreSQL refused a statement: {reason}",
