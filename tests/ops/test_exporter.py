@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.helpers import AGGREGATOR, wait_for
+from worker.celeryapp.beat import BEAT_LOCK_KEY
 from worker.config.settings import Settings
 from worker.ingest.bridge.guard_state import GuardStop, RedisGuardRecords
 from worker.ops.devstack.services import free_port
@@ -78,6 +79,11 @@ def test_state_of_runs_queues_lag_and_post(pg_dsn: str, redis_url: str, kafka, t
     assert scrape(settings)[("aggregator_dead_letter_guard_stopped", ())] == 1
     records.clear()
     assert scrape(settings)[("aggregator_dead_letter_guard_stopped", ())] == 0
+    # The active beat's lock (celery-redbeat's key): held -> 1, expired or released -> 0.
+    assert got[("aggregator_beat_lock_held", ())] == 0
+    redis.Redis.from_url(redis_url).set(BEAT_LOCK_KEY, b"token", px=60_000)
+    assert scrape(settings)[("aggregator_beat_lock_held", ())] == 1
+    redis.Redis.from_url(redis_url).delete(BEAT_LOCK_KEY)
 
 
 def test_a_source_that_is_down_is_a_zero_not_a_failed_scrape(redis_url: str) -> None:

@@ -22,6 +22,7 @@ import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from worker.celeryapp.beat import BEAT_LOCK_KEY
 from worker.config.settings import Settings
 from worker.core import names
 from worker.db.connection import Database
@@ -136,6 +137,9 @@ class StateCollector(Collector):
             # The dead-letter guard's stop (a record in Redis, not a bridge's memory): seen here
             # even with BRIDGE_METRICS_PORT=0 or every bridge down.
             stopped = RedisGuardRecords(client, s.kafka_group_id, s.kafka_topic).read() is not None
+            # The active beat holds this lock (celery-redbeat) and renews it at every tick; none
+            # held for longer than BEAT_LOCK_TIMEOUT_S means no beat fires anything.
+            beat_held = bool(client.exists(BEAT_LOCK_KEY))
         finally:
             client.close()
         per_queue = len(priority_keys(queues[0]))
@@ -148,7 +152,10 @@ class StateCollector(Collector):
         guard = GaugeMetricFamily(f"{PREFIX}_dead_letter_guard_stopped",
                                   "1 while the dead-letter guard's stop is in force (the bridges consume nothing)",
                                   value=1.0 if stopped else 0.0)
-        return [depth, unacked, guard]
+        beat = GaugeMetricFamily(f"{PREFIX}_beat_lock_held",
+                                 "1 while a beat holds the scheduler's lock (one beat is active and firing)",
+                                 value=1.0 if beat_held else 0.0)
+        return [depth, unacked, guard, beat]
 
     # -- Kafka: ingest lag, dead letters pending --------------------------------------------------
     def _kafka(self) -> list[Metric]:
