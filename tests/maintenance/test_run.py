@@ -296,3 +296,28 @@ def test_trend_run_is_vacuumed_long_before_a_fifth_of_it_is_dead(pg_dsn: str) ->
     """The pruned runs' space is reused within days (migration 0006); the soak shows the effect."""
     assert q(pg_dsn, "SELECT reloptions FROM pg_class WHERE relname = 'trend_run'") == [
         (["autovacuum_vacuum_scale_factor=0.01"],)]
+
+
+# --- the dead-letter triage log ------------------------------------------------------------------
+def test_the_triage_log_of_letters_last_handled_before_the_event_cutoff_is_pruned_whole(pg_dsn: str) -> None:
+    now = at("2026-02-10T12:00:00")
+    cutoff = POLICY.event_cutoff(now)
+    rows = [  # (offset, state, at): offset 1 old in full, 2 old then handled again lately, 3 recent
+        (1, "redeadlettered", cutoff - timedelta(days=30)), (1, "parked", cutoff - timedelta(days=1)),
+        (2, "parked", cutoff - timedelta(days=10)), (2, "replayed", cutoff + timedelta(days=1)),
+        (3, "discarded", now - timedelta(days=1)),
+    ]
+    conn = psycopg2.connect(pg_dsn)
+    with conn, conn.cursor() as cur:
+        for offset, state, when in rows:
+            cur.execute("INSERT INTO dead_letter_triage (topic, kafka_partition, kafka_offset, state, actor, at, why, "
+                        "reason_kind, attempt) VALUES ('dlq', 0, %s, %s, 'test', %s, 'why', 'invalid-event', 1)",
+                        (offset, state, when))
+    conn.close()
+
+    report = maintain(Database(pg_dsn), POLICY, now)
+
+    step = next(s for s in report.steps if s.action == "prune dead_letter_triage")
+    assert step.done and step.detail == "2 deleted"
+    assert q(pg_dsn, "SELECT kafka_offset, state FROM dead_letter_triage ORDER BY kafka_offset, at") == [
+        (2, "parked"), (2, "replayed"), (3, "discarded")]

@@ -47,7 +47,7 @@ class MaintenanceInFlight(TryLater):
 
 @dataclass
 class Step:
-    action: str  # "create", "drop", "thin hourly", "thin daily", "prune trend_run"
+    action: str  # "create", "drop", "thin hourly", "thin daily", "prune trend_run", "prune dead_letter_triage"
     target: str
     seconds: float
     done: bool
@@ -161,6 +161,8 @@ def _carry_out(conn: Connection, policy: RetentionPolicy, now: datetime, todo: P
         _step(report, f"thin {level.name.lower()}", target.name, partial(_thin, conn, target, level))
     cutoff = now - timedelta(days=policy.history_retention_days)
     _step(report, "prune trend_run", "trend_run", lambda: _prune_runs(conn, cutoff))
+    triage_cutoff = policy.event_cutoff(now)
+    _step(report, "prune dead_letter_triage", "dead_letter_triage", lambda: _prune_triage(conn, triage_cutoff))
 
 
 def _step(report: Report, action: str, target: str, run: Callable[[], str]) -> None:
@@ -231,3 +233,17 @@ def _prune_runs(conn: Connection, cutoff: datetime) -> str:
         cur.execute("DELETE FROM trend_run WHERE calculated_at < %s", (cutoff,))
         return f"{cur.rowcount} deleted"
 
+
+def _prune_triage(conn: Connection, cutoff: datetime) -> str:
+    """The triage log of letters last handled before the events' cutoff: their events would
+    be dropped by retention now anyway, and the topic's own retention (days) has long removed
+    the letters. A position goes whole (every row), so no letter is left with part of its
+    history; one still handled recently keeps all of its rows."""
+    with conn.cursor() as cur:
+        cur.execute("""
+            DELETE FROM dead_letter_triage t
+            USING (SELECT topic, kafka_partition, kafka_offset FROM dead_letter_triage
+                   GROUP BY topic, kafka_partition, kafka_offset HAVING max(at) < %s) old
+            WHERE t.topic = old.topic AND t.kafka_partition = old.kafka_partition
+              AND t.kafka_offset = old.kafka_offset""", (cutoff,))
+        return f"{cur.rowcount} deleted"
