@@ -78,3 +78,19 @@ def queued_points(redis_url: str, queue: str = "ingest") -> int:
     from worker.ingest.publisher import queued_batch_sizes
 
     return sum(queued_batch_sizes(redis.Redis.from_url(redis_url), queue))
+
+
+def send_until_started(app: Any, duration: str, at: str, timeout: float,
+                       wait: Callable[[Callable[[], bool], float, str], object] = wait_for) -> dict[str, Any]:
+    """Beat, faster: send ``duration``'s run for ``at`` again and again until one starts
+    (a lease still held answers ``skipped``); the started run's result."""
+    started: dict[str, Any] = {}
+
+    def next_run_started() -> bool:
+        result = app.send_task("tasks.trends.run_trend", args=(duration, at), queue="trends").get(timeout=30)
+        if result["status"] == "started":
+            started.update(result)
+        return bool(started)
+
+    wait(next_run_started, timeout, f"the next {duration} run took the lease")
+    return started

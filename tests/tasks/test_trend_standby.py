@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg2
 import pytest
 
-from tests.support.helpers import log_text, q, start_worker, wait_for
+from tests.support.helpers import log_text, q, send_until_started, start_worker, wait_for
 from tests.support.trend_seed import seed_events, seed_plain_publications
 from worker.trends.planning import datetime_to_ns, token_holder
 
@@ -104,18 +104,9 @@ def test_the_standby_computes_the_next_run_when_the_worker_holding_a_run_is_kill
         locker.rollback()
         locker.close()
 
-    # Beat, faster: the next `currently` run is sent every few seconds until one starts.
+    # Beat, faster: the next `currently` run is sent until one starts (the expired lease).
     later = now + timedelta(minutes=3)
-    started: dict[str, object] = {}
-
-    def next_run_started() -> bool:
-        result = app.send_task("tasks.trends.run_trend", args=("currently", later.isoformat()),
-                               queue="trends").get(timeout=30)
-        if result["status"] == "started":
-            started.update(result)
-        return bool(started)
-
-    wait_for(next_run_started, LEASE_S + 60, "the next run took the expired lease")
+    started = send_until_started(app, "currently", later.isoformat(), LEASE_S + 60)
     run_id = str(started["run_id"])
     wait_for(lambda: q(dsn, "SELECT status FROM trend_run WHERE run_id = %s", (run_id,)) == [("finalized",)], 60,
              "the next run finalized")

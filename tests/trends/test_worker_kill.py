@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 
 from tests.support.fault_harness import Stage, wait
-from tests.support.helpers import q
+from tests.support.helpers import q, send_until_started
 from tests.support.trend_seed import seed_events, seed_plain_publications
 from worker.trends.planning import datetime_to_ns
 
@@ -70,18 +70,9 @@ def test_trends_worker_killed_mid_chord_then_the_next_run_on_time(stage: Stage) 
         locker.rollback()
         locker.close()
 
-    # Beat, faster: the next `currently` run is sent every 3 s until one starts.
+    # Beat, faster: the next `currently` run is sent until one starts (the expired lease).
     later = now + timedelta(minutes=3)
-    started: dict[str, object] = {}
-
-    def next_run_started() -> bool:
-        result = app.send_task("tasks.trends.run_trend", args=("currently", later.isoformat()),
-                               queue="trends").get(timeout=30)
-        if result["status"] == "started":
-            started.update(result)
-        return bool(started)
-
-    wait(next_run_started, LEASE_S + 60, "the next run took the expired lease")
+    started = send_until_started(app, "currently", later.isoformat(), LEASE_S + 60, wait)
     run_id = str(started["run_id"])
     assert started["abandoned"] == [dead_run]
     wait(lambda: q(stage.dsn, "SELECT status FROM trend_run WHERE run_id = %s", (run_id,)) == [("finalized",)], 60,
