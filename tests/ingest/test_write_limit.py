@@ -3,7 +3,6 @@ arithmetic (worker/core/token_bucket.py) on the same inputs, and holds the same 
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
@@ -55,16 +54,21 @@ def test_an_idle_bucket_expires_full_and_redis_time_counts(redis_url: str) -> No
 
 
 def test_waits_within_its_bound_then_hands_back_the_wait(redis_url: str) -> None:
-    limit = WriteLimit(redis.Redis.from_url(redis_url), "test:bucket:wait", 2.0, 1)
+    """On a fake clock: the limiter's sleep moves it, and the script takes it as Redis's time."""
+    limit = WriteLimit(redis.Redis.from_url(redis_url), f"test:bucket:wait:{uuid.uuid4().hex}", 2.0, 1)
+    clock = [1_700_000_000_000_000]
     slept: list[float] = []
 
-    def nap(seconds: float) -> None:  # the limiter's own wait: the time a token takes to come
+    def nap(seconds: float) -> None:  # the time a token takes to come, passed at once
         slept.append(seconds)
-        time.sleep(seconds)
+        clock[0] += round(seconds * 1e6)
 
-    assert limit.acquire(5.0, sleep=nap) == 0.0 and slept == []
-    assert limit.acquire(5.0, sleep=nap) == 0.0 and len(slept) == 1 and 0 < slept[0] <= 0.5
-    assert 0 < limit.acquire(0.1, sleep=nap) <= 0.5 and len(slept) == 1  # too long: the task retries
+    def now() -> int:
+        return clock[0]
+
+    assert limit.acquire(5.0, sleep=nap, now_us=now) == 0.0 and slept == []
+    assert limit.acquire(5.0, sleep=nap, now_us=now) == 0.0 and slept == [0.5]  # one token at 2/s
+    assert limit.acquire(0.1, sleep=nap, now_us=now) == 0.5 and slept == [0.5]  # too long: the task retries
 
 
 def test_without_redis_each_process_limits_itself_at_the_rate(redis_url: str) -> None:

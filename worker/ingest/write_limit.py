@@ -112,12 +112,14 @@ class WriteLimit:
         self._local = result.state
         return result.wait_us / 1e6
 
-    def acquire(self, max_wait_s: float, sleep: Callable[[float], None] = time.sleep) -> float:
+    def acquire(self, max_wait_s: float, sleep: Callable[[float], None] = time.sleep,
+                now_us: Callable[[], int] | None = None) -> float:
         """Wait for a token for at most ``max_wait_s``: 0.0 once taken, else the seconds still
-        to wait (the caller retries the task with that countdown instead of holding a slot)."""
+        to wait (the caller retries the task with that countdown instead of holding a slot).
+        ``sleep`` and ``now_us`` (as in :meth:`take`) let a test run the wait on a fake clock."""
         waited = 0.0
         while True:
-            wait = self.take()
+            wait = self.take(None if now_us is None else now_us())
             if wait == 0.0:
                 return 0.0
             if waited + wait > max_wait_s:

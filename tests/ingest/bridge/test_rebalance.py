@@ -49,7 +49,7 @@ class SteadyStream:
         self.payloads = list(demo_events(total, 100, seed=23))
         self.ids = [json.loads(p)["id"] for p in self.payloads]
         self.sent = 0
-        self.stopped = False
+        self._stop = threading.Event()
         self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
         self._topic, self._rate = topic, rate
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -58,20 +58,21 @@ class SteadyStream:
     def _run(self) -> None:
         started, chunk = time.monotonic(), 20
         for i in range(0, len(self.payloads), chunk):
-            if self.stopped:
+            if self._stop.is_set():
                 return
             for j, payload in enumerate(self.payloads[i:i + chunk]):
                 self._producer.produce(self._topic, payload, key=str(i + j).encode())
             self._producer.poll(0)
             self.sent = min(i + chunk, len(self.payloads))
-            time.sleep(max(0.0, started + self.sent / self._rate - time.monotonic()))
+            # Paced at the rate; stop() ends the wait at once.
+            self._stop.wait(max(0.0, started + self.sent / self._rate - time.monotonic()))
         assert self._producer.flush(30) == 0
 
     def done(self) -> bool:
         return not self._thread.is_alive()
 
     def stop(self) -> None:
-        self.stopped = True
+        self._stop.set()
         self._thread.join(30)
 
 
