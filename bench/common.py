@@ -286,8 +286,13 @@ class RowCounter:
         self._conn.close()
 
 
-def cpu_seconds(pid: int, *, children: bool = True) -> float:
-    """User + system CPU seconds of a process (and its live descendants); 0 if it is gone."""
+def cpu_seconds(pid: int, *, children: bool = True, reaped: bool = False) -> float:
+    """User + system CPU seconds of a process (and its live descendants); 0 if it is gone.
+
+    ``reaped`` adds the time of the children each process has waited for (``cutime`` and
+    ``cstime`` in ``/proc/<pid>/stat``), so a process that exited during a measurement (a
+    PostgreSQL backend, a pool process) still counts.
+    """
     import psutil
 
     try:
@@ -300,6 +305,8 @@ def cpu_seconds(pid: int, *, children: bool = True) -> float:
         with contextlib.suppress(psutil.Error):
             times = proc.cpu_times()
             total += times.user + times.system
+            if reaped:
+                total += times.children_user + times.children_system
     return total
 
 

@@ -48,7 +48,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
@@ -62,6 +62,7 @@ from bench.common import (
     Processes,
     RowCounter,
     Stack,
+    cpu_seconds,
     find_log_line,
     generate_events,
     machine_busy_seconds,
@@ -74,7 +75,7 @@ from worker.core.durations import Duration
 from worker.ops.devstack.services import PostgresServer
 from worker.store.postgres.store import PostgresStore
 from worker.trends.lifecycle import RunSteps
-from worker.trends.planning import datetime_to_ns, new_token
+from worker.trends.planning import datetime_to_ns
 from worker.trends.state import PostgresRunState
 
 MiB = 1024 * 1024
@@ -102,25 +103,6 @@ def progress(text: str) -> None:
 
 def load_average() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process tree: every live process's own user + system time, plus
-    the time of the children each one reaped (``cutime``/``cstime`` in ``/proc/<pid>/stat``),
-    so a process that exited during the measurement still counts."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0.0
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            t = proc.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-    return total
 
 
 # --- ingest ------------------------------------------------------------------------------------
@@ -198,12 +180,13 @@ def run_config(stack: Stack, procs: Processes, topic: str, total: int, config: C
         def snapshot() -> dict[str, float]:
             assert stack.kafka.proc is not None and stack.redis.proc is not None
             return {
-                "bridge": sum(tree_cpu(b.pid) for b in bridges),
-                "ingest worker": sum(tree_cpu(w.pid) for w in workers),
-                "PostgreSQL": tree_cpu(postmaster_pid(stack.pg)),
-                "Redis": tree_cpu(stack.redis.proc.pid),
-                "Tansu": tree_cpu(stack.kafka.proc.pid),
-                "bench poller": _own_cpu(),
+                "bridge": sum(cpu_seconds(b.pid, reaped=True) for b in bridges),
+                "ingest worker": sum(cpu_seconds(w.pid, reaped=True) for w in workers),
+                "PostgreSQL": cpu_seconds(postmaster_pid(stack.pg), reaped=True),
+                "Redis": cpu_seconds(stack.redis.proc.pid, reaped=True),
+                "Tansu": cpu_seconds(stack.kafka.proc.pid, reaped=True),
+                # This process alone (the row counting): its children are measured above.
+                "bench poller": cpu_seconds(os.getpid(), children=False),
             }
 
         machine0, cpu0, n0, t0 = machine_busy_seconds(), snapshot(), counter(), time.monotonic()
@@ -221,13 +204,6 @@ def run_config(stack: Stack, procs: Processes, topic: str, total: int, config: C
         for proc in (*bridges, *workers):
             procs.terminate(proc, timeout=15)
         counter.close()
-
-
-def _own_cpu() -> float:
-    """This process alone (the row counting): its children are the services and processes
-    measured above."""
-    t = os.times()
-    return t.user + t.system
 
 
 @dataclass
@@ -302,19 +278,11 @@ def ingest_lines(result: IngestResult, start_fraction: float) -> list[str]:
 
 # --- year ----------------------------------------------------------------------------------------
 @dataclass
-class YearRun:
-    min_events: int
-    dois: int
-    chunks: int
-    select_s: float
-    chunks_s: float
-    query_s: float
-    finalize_s: float
-    load: str
+class YearRun(year_scale.Run):
+    """A timed run (year_scale's) with the threshold it ran at and the load at its start."""
 
-    @property
-    def total_s(self) -> float:
-        return self.select_s + self.chunks_s + self.finalize_s
+    min_events: int = 0
+    load: str = ""
 
 
 @dataclass
@@ -338,17 +306,8 @@ class YearSize:
 
 def _year_run(steps: RunSteps, timed: year_scale._TimedStore, duration: Duration, second: int,
               load: str) -> YearRun:
-    now_ns = datetime_to_ns(year_scale.NOW) + second * S
-    timed.seconds = 0.0
-    t0 = time.perf_counter()
-    plan = steps.plan(duration, now_ns, new_token())
-    t1 = time.perf_counter()
-    for chunk in plan.chunks:
-        steps.compute_chunk(duration, plan.run_id, now_ns, chunk)
-    t2 = time.perf_counter()
-    steps.finalize(duration, plan.run_id, now_ns)
-    t3 = time.perf_counter()
-    return YearRun(duration.min_events, plan.dois, len(plan.chunks), t1 - t0, t2 - t1, timed.seconds, t3 - t2, load)
+    run = year_scale.timed_run(steps, timed, duration, datetime_to_ns(year_scale.NOW) + second * S)
+    return YearRun(**asdict(run), min_events=duration.min_events, load=load)
 
 
 def _database_bytes(dsn: str) -> int:

@@ -243,12 +243,19 @@ def run_year(side: Side, second: int) -> Run:
     # One run state per database and process, as a worker keeps one (with its staging connection).
     state = _STATES.setdefault(side.dsn, PostgresRunState(side.dsn))
     steps = RunSteps(store, state, chunk_size=settings.trend_chunk_size)
+    return timed_run(steps, store, YEAR, now_ns)
+
+
+def timed_run(steps: RunSteps, store: _TimedStore, duration: Duration, now_ns: int) -> Run:
+    """One run of ``duration`` through the product's steps (``steps`` reads through ``store``),
+    each phase timed; also `python -m bench scale`'s unit of the year measurement."""
+    store.seconds = 0.0
     t0 = time.perf_counter()
-    plan = steps.plan(YEAR, now_ns, new_token())
+    plan = steps.plan(duration, now_ns, new_token())
     t1 = time.perf_counter()
-    rows = sum(steps.compute_chunk(YEAR, plan.run_id, now_ns, chunk) for chunk in plan.chunks)
+    rows = sum(steps.compute_chunk(duration, plan.run_id, now_ns, chunk) for chunk in plan.chunks)
     t2 = time.perf_counter()
-    steps.finalize(YEAR, plan.run_id, now_ns)
+    steps.finalize(duration, plan.run_id, now_ns)
     t3 = time.perf_counter()
     return Run(t1 - t0, t2 - t1, t3 - t2, plan.dois, len(plan.chunks), rows, store.seconds)
 
