@@ -519,8 +519,6 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every credential this process knows, for scrubbing text a person will read."""
-        from psycopg2.extensions import parse_dsn
-
         values: list[str] = []
         for secret in (self.influxdb_v2_token, self.x_consumer_key, self.x_consumer_secret, self.x_access_token,
                        self.x_access_token_secret):
@@ -531,7 +529,7 @@ class Settings(BaseSettings):
                 password = urlsplit(url.get_secret_value()).password
                 if password:
                     values.append(password)
-        password = parse_dsn(self.postgres_dsn.get_secret_value()).get("password")
+        password = _dsn_password(self.postgres_dsn.get_secret_value())
         if password:
             values.append(password)
         if self.postgres_password is not None:
