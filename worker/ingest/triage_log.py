@@ -58,25 +58,29 @@ class TriageLog:
         """The latest entry of each position; with ``since`` (not empty), only of the partitions named and
         at or after their offset (the replay cursor: what is behind it is done anyway, and
         the log of a long-lived topic is far longer than what is pending)."""
-        where = "topic = %s"
-        params: list[object] = [self.topic]
-        if since:
-            where += (" AND (kafka_partition, kafka_offset) >= ANY (SELECT * FROM unnest(%s::int[], %s::bigint[]))"
-                      " AND kafka_partition = ANY (%s::int[])")
-            params = [self.topic, list(since), list(since.values()), list(since)]
+        if not since:
+            return self._latest("", [])
+        return self._latest(" JOIN unnest(%s::int[], %s::bigint[]) AS s(p, o) "
+                            "ON kafka_partition = s.p AND kafka_offset >= s.o", [list(since), list(since.values())])
+
+    def states_of(self, positions: Sequence[Position]) -> dict[Position, Resolution]:
+        """The latest entry of just these positions (`dlq show`, `dlq discard`)."""
+        return self._latest(" JOIN unnest(%s::int[], %s::bigint[]) AS s(p, o) "
+                            "ON kafka_partition = s.p AND kafka_offset = s.o",
+                            [[w.partition for w in positions], [w.offset for w in positions]])
+
+    def _latest(self, join: str, params: list[object]) -> dict[Position, Resolution]:
         conn = self._connect()
         try:
             with conn, conn.cursor() as cur:
                 cur.execute(
                     "SELECT DISTINCT ON (kafka_partition, kafka_offset) kafka_partition, kafka_offset, state, actor, "
-                    f"at, why FROM dead_letter_triage WHERE {where} "
-                    "ORDER BY kafka_partition, kafka_offset, id DESC", params)
+                    f"at, why FROM dead_letter_triage{join} WHERE topic = %s "
+                    "ORDER BY kafka_partition, kafka_offset, id DESC", [*params, self.topic])
                 rows = cur.fetchall()
         finally:
             conn.close()
-        floors = since or {}
-        return {Position(p, o): Resolution(State(state), actor, at, why)
-                for p, o, state, actor, at, why in rows if o >= floors.get(p, 0)}
+        return {Position(p, o): Resolution(State(state), actor, at, why) for p, o, state, actor, at, why in rows}
 
     def parked_from(self) -> dict[int, int]:
         """Per partition, the first offset whose latest state is parked (where a replay that

@@ -124,7 +124,7 @@ def show_letters(args: argparse.Namespace, settings: Settings) -> int:
         records = _fetch_all(reader, list(args.positions), settings.kafka_dlq_topic)
     finally:
         reader.close()
-    states = _log(settings).states(since={})
+    states = _log(settings).states_of([where for where, _, _ in records])
     for index, (where, raw, letter) in enumerate(records):
         if index:
             print()
@@ -181,7 +181,7 @@ def discard_letters(args: argparse.Namespace, settings: Settings) -> int:
     actor = _actor(args)
     try:
         records = _fetch_all(reader, positions, settings.kafka_dlq_topic)
-        states = triage_log.states(since={})
+        states = triage_log.states_of([where for where, _, _ in records])
         done = [f"{where} ({states[where].state.value})" for where, _, _ in records
                 if where in states and states[where].state.final]
         if done:
