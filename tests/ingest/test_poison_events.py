@@ -69,7 +69,7 @@ def test_a_running_bridge_takes_any_bytes(stage: Stage) -> None:
     reader = DeadLetterReader(stage.env["KAFKA_BOOTSTRAP_SERVERS"], stage.env["KAFKA_DLQ_TOPIC"],
                               stage.env["KAFKA_GROUP_ID"])
     try:
-        letters = [letter for _, letter in reader.read(pending_only=False)]
+        letters = [letter for _, _, letter in reader.records({})]
     finally:
         reader.close()
     ledger = stage.ledger("poison messages into a running bridge", 0.0, dead_lettered=len(letters))

@@ -46,7 +46,7 @@ def retried_past(stage: Stage, retry: int) -> bool:
 def dead_letters(env: dict[str, str]) -> int:
     reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], env["KAFKA_GROUP_ID"])
     try:
-        return sum(1 for _ in reader.read(pending_only=False))
+        return sum(1 for _ in reader.records({}))
     finally:
         reader.close()
 

@@ -80,7 +80,7 @@ def cursor(env: dict[str, str]) -> dict[int, int]:
 def on_topic(env: dict[str, str]) -> list[DeadLetter | None]:
     reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], env["KAFKA_GROUP_ID"])
     try:
-        return [letter for _, letter in reader.read(pending_only=False)]
+        return [letter for _, _, letter in reader.records({})]
     finally:
         reader.close()
 

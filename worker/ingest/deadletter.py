@@ -204,13 +204,6 @@ class DeadLetterReader:
             raw = msg.value() or b""
             yield Position(partition, offset), raw, decode(raw)
 
-    def read(self, *, pending_only: bool = True,
-             idle_s: float = 1.0) -> Iterator[tuple[TopicPartition, DeadLetter | None]]:
-        """Yield (position after the record, letter) from the cursor (or the beginning) to the end."""
-        starts: dict[int, int] | None = None if pending_only else {}
-        for where, _raw, letter in self.records(starts, idle_s=idle_s):
-            yield TopicPartition(self.topic, where.partition, where.offset + 1), letter
-
     def fetch(self, where: Position, *, wait_s: float = 10.0) -> tuple[bytes, DeadLetter | None] | None:
         """The record at ``where``, or None when the topic has no record there (a partition
         it does not have, an offset removed by retention, not written yet, or in a gap)."""
@@ -236,18 +229,12 @@ class DeadLetterReader:
         raw = msg.value() or b""
         return raw, decode(raw)
 
-    def commit(self, positions: Sequence[TopicPartition]) -> None:
-        """Move the replay cursor (synchronously: this is a CLI, not a rebalance callback)."""
-        latest: dict[int, TopicPartition] = {}
-        for tp in positions:
-            if tp.partition not in latest or tp.offset > latest[tp.partition].offset:
-                latest[tp.partition] = tp
-        if latest:
-            self._consumer.commit(offsets=list(latest.values()), asynchronous=False)
-
     def commit_cursor(self, cursor: Mapping[int, int]) -> None:
-        """Set the replay cursor to ``cursor`` (partition -> next offset to read)."""
-        self.commit([TopicPartition(self.topic, p, o) for p, o in cursor.items()])
+        """Set the replay cursor to ``cursor`` (partition -> next offset to read), synchronously:
+        this is a CLI, not a rebalance callback."""
+        if cursor:
+            self._consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in cursor.items()],
+                                  asynchronous=False)
 
     def close(self) -> None:
         self._consumer.close()

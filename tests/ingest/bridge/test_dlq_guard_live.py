@@ -46,7 +46,7 @@ def aggregator(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
 def letters(env: dict[str, str]) -> list[Any]:
     reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], env["KAFKA_GROUP_ID"])
     try:
-        return [letter for _, letter in reader.read(pending_only=False)]
+        return [letter for _, _, letter in reader.records({})]
     finally:
         reader.close()
 
