@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pytest
 import redis
 
 from tests.support.helpers import log_text, wait_for
+from tests.support.redis_tap import RedisListTap
 from worker.celeryapp.beat import BEAT_LOCK_KEY
 
 pytestmark = pytest.mark.faults
@@ -46,31 +46,21 @@ class Fires:
     """Every message beat sends to the probe queue, popped as it arrives."""
 
     def __init__(self, url: str, queue: str) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=5)
-        self.queue = queue
         self.seen: list[Fire] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
+        self._tap = RedisListTap(url, queue, self._add, right=True)
 
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            item = self.client.brpop([self.queue], timeout=1)
-            if item is None:
-                continue
-            message = json.loads(item[1])
-            headers = message["headers"]
-            origin = str(headers["origin"])  # gen<pid>@<host>
-            json.loads(base64.b64decode(message["body"]))  # a whole task message
-            self.seen.append(Fire(time.monotonic(), int(origin.split("@")[0].removeprefix("gen")), headers["task"]))
+    def _add(self, raw: bytes, at: float) -> None:
+        message = json.loads(raw)
+        headers = message["headers"]
+        origin = str(headers["origin"])  # gen<pid>@<host>
+        json.loads(base64.b64decode(message["body"]))  # a whole task message
+        self.seen.append(Fire(at, int(origin.split("@")[0].removeprefix("gen")), headers["task"]))
 
     def since(self, t: float) -> list[Fire]:
         return [fire for fire in list(self.seen) if fire.at >= t]
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.client.close()
+        self._tap.close()
 
 
 @pytest.fixture

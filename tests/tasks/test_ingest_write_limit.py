@@ -10,15 +10,13 @@ as with one; and the limit is what is reached, not something slower.
 from __future__ import annotations
 
 import re
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from tests.support.helpers import count_events, log_text, start_worker, wait_for
+from tests.support.redis_tap import RedisListTap
 from worker.core import names
 from worker.core.events import decode_event, points_to_wire
 from worker.core.token_bucket import admitted_bound
@@ -39,27 +37,15 @@ class Confirmations:
     """Arrival times of the ``stored`` confirmations on one list, popped as they come."""
 
     def __init__(self, url: str, key: str) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=5)
-        self.key = key
         self.stored: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
+        self._tap = RedisListTap(url, key, self._add)
 
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            item = self.client.blpop([self.key], timeout=1)
-            if item is None:
-                continue
-            value = item[1]
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            if text.startswith("s:"):
-                self.stored.append(time.monotonic())
+    def _add(self, raw: bytes, at: float) -> None:
+        if raw.startswith(b"s:"):
+            self.stored.append(at)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.client.close()
+        self._tap.close()
 
 
 @pytest.fixture
