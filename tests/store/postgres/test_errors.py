@@ -19,6 +19,7 @@ import numpy as np
 import psycopg2
 import pytest
 
+from tests.support.helpers import wait_for
 from worker.core.durations import DEFAULT_DURATIONS
 from worker.core.events import Point
 from worker.store import StoreRejected, StoreUnavailable
@@ -93,7 +94,7 @@ def test_a_server_that_goes_away_is_unavailability(pg_dsn: str) -> None:
     store = PostgresStore(pg_dsn)
     store.write([point("a")])
     with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:  # kill the store's own connection
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        cur.execute("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "  # waits for the exit
                     "WHERE application_name = 'aggregator-store'")
     with pytest.raises(StoreUnavailable):
         store.write([point("b")])
@@ -117,7 +118,8 @@ def test_a_trend_query_part_that_loses_its_connection_is_unavailability_of_that_
     assert len(first) == 3  # one backend per part
     for victim in sorted(first):
         with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(%s)", (victim,))
+            # with a timeout the call returns once the backend has exited, so pg_stat_activity no longer lists it
+            cur.execute("SELECT pg_terminate_backend(%s, 10000)", (victim,))
         with pytest.raises(StoreUnavailable):
             store.trend_inputs(today, T0, dois)
         assert store_backends(pg_dsn) == first - {victim}  # the other parts' connections are kept
@@ -127,7 +129,8 @@ def test_a_trend_query_part_that_loses_its_connection_is_unavailability_of_that_
         first = store_backends(pg_dsn)
         assert len(first) == 3
     store.close()
-    assert store_backends(pg_dsn) == set()
+    # a backend leaves pg_stat_activity after it has read the client's goodbye, a moment after close() returns
+    wait_for(lambda: store_backends(pg_dsn) == set(), timeout=10, what="the store's backends to exit")
     assert not [t for t in threading.enumerate() if t.name.startswith("trend-query")]
 
 
