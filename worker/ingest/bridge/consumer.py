@@ -226,7 +226,8 @@ class Bridge:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         log.info("bridge started", extra={"topic": self.topic, "group": self.settings.kafka_group_id,
-                                          "queue": self.publisher.queue})
+                                          "queue": self.publisher.queue,
+                                          "dlq_guard": self._guard_settings if self.guard.enabled else "off"})
         try:
             while not self._stopping:
                 self.step()
@@ -255,6 +256,7 @@ class Bridge:
         if self.guard_stop is not None and not self._paused:
             self._pause()
         self.stats.dlq_ratio = self.guard.ratio()
+        self.stats.dlq_guard_tripped = self.guard_stop is not None
         due = self.batcher.due(now)
         if due is not None:
             self.ready.append(due)
@@ -470,7 +472,6 @@ class Bridge:
         """Our guard tripped: stop taking messages (the caller leaves the rest of the poll in
         Kafka), say why once, and record the stop for the group, health and restarts."""
         self.guard_stop = trip.describe()
-        self.stats.dlq_guard_tripped = True
         self.stats.dlq_guard_trips += 1
         self._guard_unrecorded = GuardStop(self.guard_stop, self._guard_settings,
                                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -509,14 +510,12 @@ class Bridge:
 
     def _hold_for(self, record: GuardStop) -> None:
         self.guard_stop = record.reason
-        self.stats.dlq_guard_tripped = True
         log.error("dead-letter guard stop in force: not consuming until `aggregator bridge resume`", extra={
             "reason": record.reason, "since": record.at, "by": record.by})
 
     def _lift(self) -> None:
         self.guard.reset()
         self.guard_stop = None
-        self.stats.dlq_guard_tripped = False
         log.warning("dead-letter guard stop lifted by an operator: consuming again")
 
     def _partitions(self) -> list[TopicPartition]:
