@@ -3,7 +3,9 @@ arithmetic (worker/core/token_bucket.py) on the same inputs, and holds the same 
 
 from __future__ import annotations
 
+import logging
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from worker.core.token_bucket import Bucket, admitted_bound, take
 from worker.ingest.write_limit import WriteLimit
+from worker.ops.devstack.services import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +82,23 @@ def test_without_redis_each_process_limits_itself_at_the_rate(redis_url: str) ->
     answers = [limit.take() for _ in range(6)]
     assert answers[:2] == [0.0, 0.0] and answers[2] > 0  # the burst, then the rate
     assert sum(1 for wait in answers if wait == 0.0) <= admitted_bound(2, 2.0, 0.5)
+
+
+def test_an_outage_is_logged_once_and_its_end_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """During an outage every task takes a token: one warning for all of them, not one each,
+    and one line when Redis answers again. A Redis of the test's own, stopped and started."""
+    server = RedisServer(tmp_path).start()
+    limit = WriteLimit(redis.Redis.from_url(server.url, socket_connect_timeout=0.5), "test:bucket:outage", 1000.0, 1000)
+    caplog.set_level(logging.INFO, logger="worker.ingest.write_limit")
+    try:
+        assert limit.take() == 0.0
+        server.stop()
+        assert [limit.take() for _ in range(5)] == [0.0] * 5  # the local bucket's burst
+        server.start()  # the same port
+        assert [limit.take() for _ in range(3)] == [0.0] * 3
+    finally:
+        limit.close()
+        server.stop()
+    said = [r.getMessage() for r in caplog.records if r.name == "worker.ingest.write_limit"]
+    assert said == ["write limit: Redis did not answer; this process limits itself to the rate alone",
+                    "write limit: Redis answers again; the shared bucket applies"]

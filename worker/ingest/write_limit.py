@@ -18,9 +18,11 @@ wait as countdown, so a slot is never held for long by a backlog.
 When Redis does not answer, the limiter does not stop ingestion (Redis is also the broker:
 a task only runs because Redis delivered it, and its confirmation goes there next): each
 process falls back to a bucket of its own at the same rate (the pure arithmetic on its
-monotonic clock), and logs it. For that moment the store sees at most the number of
-processes times the rate (the per-worker limit of before) and only for the tasks already
-delivered; the shared bucket applies again on the next take that reaches Redis.
+monotonic clock). It says so once per outage, and once more when Redis answers again (not
+at every take: during an outage that is every task). For that moment the store sees at
+most the number of processes times the rate (the per-worker limit of before) and only for
+the tasks already delivered; the shared bucket applies again on the next take that
+reaches Redis.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class WriteLimit:
         self._expiry_ms = idle_expiry_ms(rate, capacity)
         self._cap_units = capacity_units(capacity)
         self._local: Bucket | None = None  # the fallback bucket while Redis does not answer
+        self._falling_back = False  # logged once per outage, not per take
         self._monotonic_us = clock_us or (lambda: time.monotonic_ns() // 1000)
 
     def take(self, now_us: int | None = None) -> float:
@@ -103,11 +106,16 @@ class WriteLimit:
                 repr(self.rate), str(self._cap_units), str(self._expiry_ms), "" if now_us is None else str(now_us)])
         except (redis.RedisError, OSError) as error:
             return self._take_locally(error)
+        if self._falling_back:
+            self._falling_back = False
+            log.info("write limit: Redis answers again; the shared bucket applies", extra={"key": self.key})
         return 0.0 if int(granted) else int(wait_us) / 1e6
 
     def _take_locally(self, error: Exception) -> float:
-        log.warning("write limit: Redis did not answer; this process limits itself to the rate alone",
-                    extra={"key": self.key, "error": str(error)[:200]})
+        if not self._falling_back:
+            self._falling_back = True
+            log.warning("write limit: Redis did not answer; this process limits itself to the rate alone",
+                        extra={"key": self.key, "error": str(error)[:200]})
         result = take(self._local, self._monotonic_us(), self.rate, self.capacity)
         self._local = result.state
         return result.wait_us / 1e6
