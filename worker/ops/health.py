@@ -44,7 +44,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.config.settings import Settings
 from worker.core import names
@@ -55,6 +55,9 @@ from worker.ingest.bridge.depth import priority_keys
 from worker.ingest.bridge.guard_state import RedisGuardRecords
 from worker.ingest.kafka_config import client_config, group_lag
 from worker.trends.freshness import Freshness, stale_after
+
+if TYPE_CHECKING:
+    import redis
 
 TIMEOUT_S = 3.0
 #: The components `aggregator health` knows.
@@ -69,11 +72,17 @@ def redact(url: str) -> str:
     return mask_dsn(url)
 
 
+def _redis(url: str) -> redis.Redis:
+    """A Redis client whose calls give up after ``TIMEOUT_S`` (the library is imported here,
+    not at module level: `aggregator --help` imports this module)."""
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+
+
 def check_redis(url: str) -> Check:
     def run() -> str:
-        import redis
-
-        client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+        client = _redis(url)
         try:
             client.ping()
         finally:
@@ -223,10 +232,7 @@ def check_queues(settings: Settings) -> Check:
     bound = 2 * settings.bridge_queue_high_watermark
 
     def run() -> str:
-        import redis
-
-        client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=TIMEOUT_S,
-                                      socket_connect_timeout=TIMEOUT_S)
+        client = _redis(settings.redis_url.get_secret_value())
         try:
             depths = queue_depths(client, queues)
         finally:
@@ -242,10 +248,7 @@ def check_queues(settings: Settings) -> Check:
 
 def check_dlq_guard(settings: Settings) -> Check:
     def run() -> str:
-        import redis
-
-        client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=TIMEOUT_S,
-                                      socket_connect_timeout=TIMEOUT_S)
+        client = _redis(settings.redis_url.get_secret_value())
         try:
             stop = RedisGuardRecords(client, settings.kafka_group_id, settings.kafka_topic).read()
         finally:
