@@ -43,6 +43,11 @@ class Resolution:
     why: str
 
 
+#: Each position's latest row, of one topic (``{join}`` narrows the positions read).
+_LATEST = ("SELECT DISTINCT ON (kafka_partition, kafka_offset) kafka_partition, kafka_offset, state, actor, at, why "
+           "FROM dead_letter_triage{join} WHERE topic = %s ORDER BY kafka_partition, kafka_offset, id DESC")
+
+
 class TriageLog:
     """Reads and appends the log of one dead-letter topic; one short connection per call
     (an operator command makes two or three)."""
@@ -73,10 +78,7 @@ class TriageLog:
         conn = self._connect()
         try:
             with conn, conn.cursor() as cur:
-                cur.execute(
-                    "SELECT DISTINCT ON (kafka_partition, kafka_offset) kafka_partition, kafka_offset, state, actor, "
-                    f"at, why FROM dead_letter_triage{join} WHERE topic = %s "
-                    "ORDER BY kafka_partition, kafka_offset, id DESC", [*params, self.topic])
+                cur.execute(_LATEST.format(join=join), [*params, self.topic])
                 rows = cur.fetchall()
         finally:
             conn.close()
@@ -88,11 +90,8 @@ class TriageLog:
         conn = self._connect()
         try:
             with conn, conn.cursor() as cur:
-                cur.execute(
-                    "SELECT kafka_partition, min(kafka_offset) FROM (SELECT DISTINCT ON (kafka_partition, "
-                    "kafka_offset) kafka_partition, kafka_offset, state FROM dead_letter_triage WHERE topic = %s "
-                    "ORDER BY kafka_partition, kafka_offset, id DESC) latest WHERE state = 'parked' "
-                    "GROUP BY kafka_partition", (self.topic,))
+                cur.execute(f"SELECT kafka_partition, min(kafka_offset) FROM ({_LATEST.format(join='')}) latest "
+                            "WHERE state = 'parked' GROUP BY kafka_partition", (self.topic,))
                 return {int(p): int(o) for p, o in cur.fetchall()}
         finally:
             conn.close()
