@@ -101,6 +101,12 @@ def _check_bootstrap(value: str) -> str:
     return ",".join(servers)
 
 
+def secret_fields(settings_cls: type[BaseSettings]) -> list[str]:
+    """The secret settings (typed ``SecretStr``), in declaration order: each may come from a
+    ``<NAME>_FILE``, and ``setup`` refuses .env.example's placeholder in any of them."""
+    return [name for name, field in settings_cls.model_fields.items() if "SecretStr" in str(field.annotation)]
+
+
 class SecretFiles(PydanticBaseSettingsSource):
     """Every secret setting from a file: ``POSTGRES_DSN_FILE=/run/secrets/postgres_dsn``.
 
@@ -115,9 +121,7 @@ class SecretFiles(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        for name, field in self.settings_cls.model_fields.items():
-            if "SecretStr" not in str(field.annotation):
-                continue
+        for name in secret_fields(self.settings_cls):
             variable = name.upper()
             path = os.environ.get(f"{variable}_FILE", "").strip()
             if not path:

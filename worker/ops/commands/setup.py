@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from worker.config.settings import PLACEHOLDER_SECRET, Settings
+from worker.config.settings import PLACEHOLDER_SECRET, Settings, secret_fields
 from worker.core.failures import ConfigError
 from worker.db.connection import Database
 from worker.db.migrate import migrate
@@ -17,9 +17,7 @@ from worker.store import open_store
 
 def placeholder_secrets(settings: Settings, environ: dict[str, str]) -> list[str]:
     """The variables that still hold .env.example's ``change-me`` placeholders."""
-    found = [name.upper() for name in ("postgres_dsn", "postgres_password", "redis_url", "result_backend_url",
-                                       "influxdb_v2_token", "x_consumer_key", "x_consumer_secret", "x_access_token",
-                                       "x_access_token_secret")
+    found = [name.upper() for name in secret_fields(Settings)
              if (value := getattr(settings, name)) is not None and PLACEHOLDER_SECRET in value.get_secret_value()]
     # Flower's login is read by Flower itself; compose hands it to setup so it is checked too.
     found += [name for name in ("FLOWER_BASIC_AUTH",) if PLACEHOLDER_SECRET in environ.get(name, "")]
