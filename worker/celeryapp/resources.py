@@ -161,7 +161,8 @@ def compose_bridge(settings: Settings, consumer: Consumer, publisher: IngestPubl
                    sleep: Callable[[float], None] = time.sleep) -> Bridge:
     """The bridge's steps around its clients, each given the settings it needs."""
     s = settings
-    partitions, stats = Partitions(s.kafka_topic), BridgeStats()
+    partitions = Partitions(s.kafka_topic)
+    stats = BridgeStats()
     tracker = OffsetTracker(s.bridge_confirm_timeout_s)
     backpressure = Backpressure(s.bridge_queue_high_watermark, s.bridge_queue_low_watermark, s.bridge_max_in_flight)
     guard = GuardSync(DlqGuard(s.bridge_max_dlq_ratio, s.bridge_dlq_min_events), guard_records, stats)

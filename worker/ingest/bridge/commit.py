@@ -11,7 +11,8 @@ crashed the other bridges of a group).
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -28,13 +29,16 @@ class AckSource(Protocol):
     def drain(self, partitions: list[int]) -> list[Ack]: ...
 
 
+@dataclass
 class Commit:
-    POLL_S = 0.2  # how often confirmations are read while some are pending
+    POLL_S: ClassVar[float] = 0.2  # how often confirmations are read while some are pending
 
-    def __init__(self, consumer: Consumer, tracker: OffsetTracker, acks: AckSource, partitions: Partitions,
-                 stats: BridgeStats) -> None:
-        self.consumer, self.tracker, self.acks, self.partitions, self.stats = consumer, tracker, acks, partitions, stats
-        self._read_at = float("-inf")
+    consumer: Consumer
+    tracker: OffsetTracker
+    acks: AckSource
+    partitions: Partitions
+    stats: BridgeStats
+    _read_at: float = field(default=float("-inf"), init=False)
 
     def read_acks(self, now: float, *, force: bool = False) -> None:
         """Confirm what the store holds (or note a sign of life), then store the points."""

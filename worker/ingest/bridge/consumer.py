@@ -8,23 +8,13 @@ decode and validate (:mod:`~worker.ingest.bridge.decode`), the depth check and p
 confirm and commit (:mod:`~worker.ingest.bridge.commit`). The composition root builds them
 (:func:`worker.celeryapp.resources.build_bridge`).
 
-**Rebalance (several bridges).** The group uses ``cooperative-sticky`` assignment: a bridge
-joining or leaving moves only the partitions that change owner, so the others keep their
-in-flight batches, their pause and their flow (an eager rebalance would take every
-partition from every bridge at each change and have all their unconfirmed batches
-published again). A revoke hands the partitions over: it drains (below) within
-``BRIDGE_REVOKE_DEADLINE_S`` for the revoked partitions, stores what is confirmed
-(auto-commit commits it before the partitions move) and drops the rest, which the new
-owner reads again from the committed offset. A lost partition (this bridge was expelled:
-it already has a new owner) is dropped: nothing is published or stored for it.
-
-**SIGTERM.** The handler sets a flag; the loop drains within ``BRIDGE_SHUTDOWN_DEADLINE_S``;
-what is not confirmed is not committed and is read again after the restart.
-
-**The drain** publishes what is held and waits for the confirmations, every blocking step
-bounded by what is left of the deadline. A hand-over publishes only as far as backpressure
-lets and ends at once when downstream fails (no confirmation will come either); a shutdown
-waits out a failing downstream's backoff and stops when no attempt fits in what is left.
+Rebalance (``cooperative-sticky``: only the partitions that change owner move) and SIGTERM
+are described in docs/operating.md ("Several bridges", "Stopping and restarting"). Both
+**drain**: publish what is held and wait for the confirmations, every blocking step bounded
+by the deadline (``BRIDGE_REVOKE_DEADLINE_S`` for the revoked partitions,
+``BRIDGE_SHUTDOWN_DEADLINE_S`` for all); what is not confirmed is not committed and is read
+again. A hand-over publishes only as far as backpressure lets and ends at once when
+downstream fails; a shutdown waits out downstream's backoff.
 """
 
 from __future__ import annotations
@@ -189,9 +179,11 @@ class Bridge:
     def _update_stats(self, now: float) -> None:
         """The numbers the metrics read; the consumer lag from the cached high watermark (no
         broker round trip; frozen while paused, when librdkafka fetches nothing)."""
-        s, policy = self.stats, self.batcher.policy
-        s.dlq_ratio, s.dlq_guard_tripped = self.guard.guard.ratio(), self.guard.stop is not None
-        s.ceiling, s.rate_per_s = policy.ceiling, policy.rate.rate(now)
+        s = self.stats
+        s.dlq_ratio = self.guard.guard.ratio()
+        s.dlq_guard_tripped = self.guard.stop is not None
+        s.ceiling = self.batcher.policy.ceiling
+        s.rate_per_s = self.batcher.policy.rate.rate(now)
         lag: dict[int, int] = {}
         for p, taken_upto in self.partitions.next_offset.items():
             try:
@@ -207,8 +199,8 @@ class Bridge:
 
     # -- rebalance and shutdown ------------------------------------------------------------
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Hand the partitions over (see the module docstring). At close the shutdown has
-        drained already."""
+        """Hand the partitions over: drain, store what is confirmed (the client commits it
+        before they move), drop the rest. At close the shutdown has drained already."""
         revoked = {tp.partition for tp in partitions} & self.partitions.owned
         started = self.clock()
         if revoked and not self._closing:
@@ -243,8 +235,8 @@ class Bridge:
                 "unpublished_batches": len(self.publish.ready), "unconfirmed_batches": unconfirmed})
 
     def _drain(self, deadline: float, partitions: set[int], *, hand_over: bool) -> None:
-        """Publish what is held, then wait until ``partitions`` have nothing unconfirmed (see
-        the module docstring); what stays unpublished is not tracked, so not waited for."""
+        """Publish what is held, then wait until ``partitions`` have nothing unconfirmed; what
+        stays unpublished is not tracked, so not waited for."""
         publish = self.publish
         publish.hold([self.batcher.drain()])
         while (now := self.clock()) < deadline:

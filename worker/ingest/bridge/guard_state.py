@@ -103,7 +103,9 @@ class GuardSync:
     POLL_S = 1.0  # how often the group's record is read
 
     def __init__(self, guard: DlqGuard, records: GuardRecords | None, stats: BridgeStats) -> None:
-        self.guard, self.records, self.stats = guard, records, stats
+        self.guard = guard
+        self.records = records
+        self.stats = stats
         self.settings = fingerprint(guard.max_ratio, guard.window)
         self.stop: str | None = None
         self._unrecorded: GuardStop | None = None  # our trip, not yet in Redis

@@ -12,6 +12,7 @@ paused is paused at once: a pause before the assignment is lost.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -24,18 +25,23 @@ from worker.ingest.bridge.state import BridgeStats, Partitions
 log = logging.getLogger(__name__)
 
 
+@dataclass
 class Pause:
-    def __init__(self, consumer: Consumer, partitions: Partitions, probe: QueueDepthProbe, tracker: OffsetTracker,
-                 backpressure: Backpressure, guard: GuardSync, stats: BridgeStats) -> None:
-        self.consumer, self.partitions, self.probe, self.tracker = consumer, partitions, probe, tracker
-        self.backpressure, self.guard, self.stats = backpressure, guard, stats
-        self.paused = False
+    consumer: Consumer
+    partitions: Partitions
+    probe: QueueDepthProbe
+    tracker: OffsetTracker
+    backpressure: Backpressure
+    guard: GuardSync
+    stats: BridgeStats
+    paused: bool = field(default=False, init=False)
 
     def update(self, now: float, *, blocked: bool) -> None:
         """Pause or resume from the depth, the batches in flight, ``blocked`` (downstream
         failing) and the guard's stop."""
         s = self.stats
-        s.queue_depth, s.in_flight = self.probe.read().depth, self.tracker.in_flight()
+        s.queue_depth = self.probe.read().depth
+        s.in_flight = self.tracker.in_flight()
         s.oldest_unconfirmed_s = self.tracker.oldest_unconfirmed_age(now)
         self.backpressure.update(s.queue_depth, s.in_flight)
         want_pause = self.backpressure.paused or blocked or self.guard.stop is not None
@@ -48,7 +54,8 @@ class Pause:
         return [TopicPartition(self.partitions.topic, p) for p in sorted(self.partitions.owned)]
 
     def pause(self) -> None:
-        self.paused = self.stats.paused = True
+        self.paused = True
+        self.stats.paused = True
         self.stats.pauses += 1
         if self.partitions.owned:
             self.consumer.pause(self._owned())
@@ -61,7 +68,8 @@ class Pause:
         return "dlq_guard" if self.guard.stop is not None else self.backpressure.reason or "downstream failing"
 
     def resume(self) -> None:
-        self.paused = self.stats.paused = False
+        self.paused = False
+        self.stats.paused = False
         if self.partitions.owned:
             self.consumer.resume(self._owned())
             for p in sorted(self.partitions.owned):

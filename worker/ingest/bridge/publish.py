@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from worker.ingest.acks import ack_spec
 from worker.ingest.bridge.ceiling import Batch
@@ -35,19 +36,23 @@ def spans_of(batch: Batch[Entry]) -> dict[int, tuple[int, int]]:
     return ranges
 
 
+@dataclass
 class Publish:
-    def __init__(self, publisher: IngestPublisher, dead_letters: DeadLetterWriter, probe: QueueDepthProbe,
-                 tracker: OffsetTracker, backpressure: Backpressure, partitions: Partitions, stats: BridgeStats,
-                 *, group: str, clock: Callable[[], float]) -> None:
-        self.publisher, self.dead_letters, self.probe = publisher, dead_letters, probe
-        self.tracker, self.backpressure, self.partitions, self.stats = tracker, backpressure, partitions, stats
-        self.group, self.clock = group, clock
-        self.backoff = Backoff()
-        self.ready: deque[Batch[Entry]] = deque()
-        self.letters: list[tuple[Entry, DeadLetter]] = []
-        # partition -> offset after the last dead letter written: a partition read again
-        # after a rewind does not write the same dead letter twice (letters go in order).
-        self._written: dict[int, int] = {}
+    publisher: IngestPublisher
+    dead_letters: DeadLetterWriter
+    probe: QueueDepthProbe
+    tracker: OffsetTracker
+    backpressure: Backpressure
+    partitions: Partitions
+    stats: BridgeStats
+    group: str
+    clock: Callable[[], float]
+    backoff: Backoff = field(default_factory=Backoff, init=False)
+    ready: deque[Batch[Entry]] = field(default_factory=deque, init=False)
+    letters: list[tuple[Entry, DeadLetter]] = field(default_factory=list, init=False)
+    # partition -> offset after the last dead letter written: a partition read again after a
+    # rewind does not write the same dead letter twice (letters are written in order).
+    _written: dict[int, int] = field(default_factory=dict, init=False)
 
     @property
     def pending(self) -> bool:
@@ -116,12 +121,9 @@ class Publish:
 
     def drop(self, partitions: set[int]) -> None:
         """Drop unpublished work of these partitions: it will be read again from Kafka."""
-        kept: deque[Batch[Entry]] = deque()
         for batch in self.ready:
-            items = [e for e in batch.items if e.partition not in partitions]
-            if items:
-                kept.append(Batch(items, batch.nbytes, batch.started_at, batch.ceiling, batch.last_at))
-        self.ready = kept
+            batch.items[:] = [e for e in batch.items if e.partition not in partitions]
+        self.ready = deque(batch for batch in self.ready if batch.items)
         self.letters = [item for item in self.letters if item[0].partition not in partitions]
 
     def release(self, partitions: set[int]) -> None:
