@@ -23,7 +23,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import FrameType
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -258,9 +258,5 @@ class Bridge:
             self.sleep(min(self.commit.POLL_S, max(0.0, deadline - self.clock())))
 
     def _stats_extra(self) -> dict[str, object]:
-        s = self.stats
-        return {"consumed": s.consumed, "published_events": s.published_events,
-                "published_batches": s.published_batches, "confirmed_batches": s.confirmed_batches,
-                "dead_lettered": s.dead_lettered, "rewinds": s.rewinds, "paused": s.paused,
-                "ceiling": s.ceiling, "rate_per_s": round(s.rate_per_s, 3), "queue_depth": s.queue_depth,
-                "in_flight": s.in_flight}
+        """The counters and gauges of :class:`BridgeStats` (not the per-partition dicts)."""
+        return {name: value for name, value in asdict(self.stats).items() if not isinstance(value, dict)}

@@ -1,12 +1,9 @@
-"""Pause: the partitions are held while downstream cannot take more or the dead-letter guard
-stopped the group, and the bridge keeps polling; Kafka holds the data.
+"""Pause: the partitions are held, and the bridge keeps polling, while backpressure
+(:mod:`~worker.ingest.bridge.flow`), a failing downstream or the dead-letter guard's stop
+(:class:`~worker.ingest.bridge.guard_state.GuardSync`) says so; Kafka holds the data.
 
-Backpressure (:class:`~worker.ingest.bridge.flow.Backpressure`: the ingest queue's depth,
-the batches in flight), a failing Redis or dead-letter topic (the publish step's backoff)
-and the guard's stop (:class:`~worker.ingest.bridge.guard_state.GuardSync`) each hold
-them. Pausing is not free (librdkafka drops its prefetch), so it is never done per batch,
-and a resume seeks each partition to the next offset not taken. A partition assigned while
-paused is paused at once: a pause before the assignment is lost.
+Pausing is not free (librdkafka drops its prefetch, so a resume seeks each partition to the
+next offset not taken): it is never done per batch.
 """
 
 from __future__ import annotations
