@@ -11,18 +11,31 @@ library code is handed what it needs and never reads settings itself.
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
 from functools import cached_property
+from typing import Any
 
 import redis
 from celery import Celery
+from confluent_kafka import Consumer
 
 from worker.config.settings import Settings, get_settings
 from worker.core.cron import min_period_s
 from worker.ingest.acks import AckReader
+from worker.ingest.bridge.ceiling import Batcher, CeilingConfig, CeilingPolicy
+from worker.ingest.bridge.commit import AckSource, Commit
 from worker.ingest.bridge.consumer import Bridge
 from worker.ingest.bridge.depth import QueueDepthProbe
-from worker.ingest.bridge.guard_state import RedisGuardRecords
+from worker.ingest.bridge.dlq_guard import DlqGuard
+from worker.ingest.bridge.flow import Backpressure
+from worker.ingest.bridge.guard_state import GuardRecords, GuardSync, RedisGuardRecords
+from worker.ingest.bridge.offsets import OffsetTracker
+from worker.ingest.bridge.pause import Pause
+from worker.ingest.bridge.publish import Publish
+from worker.ingest.bridge.state import BridgeStats, Partitions
 from worker.ingest.deadletter import DeadLetterWriter, ensure_topic
+from worker.ingest.kafka_config import client_config
 from worker.ingest.publisher import PUBLISH_TIMEOUT_S, IngestPublisher, bounded_transport_options
 from worker.ingest.write_limit import WriteLimit, bucket_key
 from worker.maintenance.slots import SlotClaims
@@ -124,6 +137,48 @@ def reset() -> None:
     _process = None
 
 
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    return client_config(settings.kafka_bootstrap_servers, timeout_s=settings.connect_timeout_s, extra={
+        "group.id": settings.kafka_group_id,
+        "enable.auto.commit": True,
+        "auto.commit.interval.ms": 1000,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # Every blocking step of the bridge's loop is bounded well under this.
+        "max.poll.interval.ms": 300_000,
+        "session.timeout.ms": settings.kafka_session_timeout_ms,
+        # Only the partitions that change owner move (worker.ingest.bridge.consumer); a group
+        # cannot mix it with the eager strategies: stop older bridges before starting these.
+        "partition.assignment.strategy": "cooperative-sticky",
+        "queued.max.messages.kbytes": settings.kafka_prefetch_kbytes,
+        "enable.partition.eof": False,
+    })
+
+
+def compose_bridge(settings: Settings, consumer: Consumer, publisher: IngestPublisher, probe: QueueDepthProbe,
+                   dead_letters: DeadLetterWriter, acks: AckSource, guard_records: GuardRecords | None, *,
+                   clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> Bridge:
+    """The bridge's steps around its clients, each given the settings it needs."""
+    s = settings
+    partitions = Partitions(s.kafka_topic)
+    stats = BridgeStats()
+    tracker = OffsetTracker(s.bridge_confirm_timeout_s)
+    backpressure = Backpressure(s.bridge_queue_high_watermark, s.bridge_queue_low_watermark, s.bridge_max_in_flight)
+    guard = GuardSync(DlqGuard(s.bridge_max_dlq_ratio, s.bridge_dlq_min_events), guard_records, stats)
+    ceiling = CeilingConfig(target_interval_s=s.bridge_target_interval_s, half_life_s=s.bridge_rate_half_life_s,
+                            min_batch=s.bridge_min_batch, max_batch=s.bridge_max_batch,
+                            max_age_s=s.bridge_max_batch_age_s, max_bytes=s.bridge_max_batch_bytes,
+                            hysteresis=s.bridge_hysteresis, idle_s=s.bridge_idle_flush_s)
+    return Bridge(consumer, partitions, Batcher(CeilingPolicy(ceiling)),
+                  Publish(publisher, dead_letters, probe, tracker, backpressure, partitions, stats,
+                          group=s.kafka_group_id, clock=clock),
+                  Commit(consumer, tracker, acks, partitions, stats),
+                  Pause(consumer, partitions, probe, tracker, backpressure, guard, stats), guard, stats,
+                  s.kafka_group_id, s.bridge_poll_timeout_s, s.bridge_revoke_deadline_s,
+                  s.bridge_shutdown_deadline_s, clock, sleep)
+
+
 def build_bridge(settings: Settings, app: Celery) -> Bridge:
     """The Kafka -> Celery bridge with every collaborator it needs, from ``settings``."""
     # Fail at start, with a message, when Kafka does not answer (the loop would only wait).
@@ -135,9 +190,10 @@ def build_bridge(settings: Settings, app: Celery) -> Bridge:
     app.conf.broker_transport_options = bounded_transport_options(dict(app.conf.broker_transport_options), timeout)
     client = redis_client(settings, timeout)
     probe = QueueDepthProbe(client, settings.ingest_queue, interval_s=settings.bridge_depth_check_interval_s)
-    return Bridge(settings, IngestPublisher(app, settings.ingest_queue, timeout_s=timeout), probe,
-                  DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
-                                   timeout_s=min(10.0, settings.bridge_shutdown_deadline_s / 2),
-                                   connect_timeout_s=settings.connect_timeout_s),
-                  AckReader(client, settings.kafka_group_id, settings.kafka_topic),
-                  guard_records=RedisGuardRecords(client, settings.kafka_group_id, settings.kafka_topic))
+    return compose_bridge(settings, Consumer(consumer_config(settings)),
+                          IngestPublisher(app, settings.ingest_queue, timeout_s=timeout), probe,
+                          DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
+                                           timeout_s=min(10.0, settings.bridge_shutdown_deadline_s / 2),
+                                           connect_timeout_s=settings.connect_timeout_s),
+                          AckReader(client, settings.kafka_group_id, settings.kafka_topic),
+                          RedisGuardRecords(client, settings.kafka_group_id, settings.kafka_topic))

@@ -19,8 +19,8 @@ from tests.support.bridge_fakes import (
     event_ids,
     events,
 )
-from worker.ingest.bridge import consumer as consumer_module
-from worker.ingest.bridge.consumer import Bridge
+from worker.celeryapp.resources import compose_bridge
+from worker.ingest.bridge import decode as decode_module
 from worker.ingest.bridge.guard_state import GuardStop
 
 pytestmark = pytest.mark.unit
@@ -35,11 +35,10 @@ class Harness:
         self.letters = FakeDeadLetters()
         self.acks = FakeAcks()
         self.records = FakeGuardRecords()
-        self.bridge = Bridge(bridge_settings(**settings), self.publisher, self.probe, self.letters,  # type: ignore[arg-type]
-                             self.acks, clock=self.clock, sleep=self.clock.sleep,
-                             consumer=self.consumer, guard_records=self.records)  # type: ignore[arg-type]
-        self.bridge.consumer.subscribe(["events"], on_assign=self.bridge._on_assign,
-                                       on_revoke=self.bridge._on_revoke, on_lost=self.bridge._on_lost)
+        self.bridge = compose_bridge(bridge_settings(**settings), self.consumer, self.publisher,  # type: ignore[arg-type]
+                                     self.probe, self.letters, self.acks, self.records,  # type: ignore[arg-type]
+                                     clock=self.clock, sleep=self.clock.sleep)
+        self.bridge.subscribe()
 
     def steps(self, n: int = 1) -> None:
         for _ in range(n):
@@ -141,14 +140,14 @@ def test_a_poison_message_is_a_dead_letter_and_the_partition_moves_on(poison: by
 
 
 def test_an_unexpected_error_while_taking_a_message_is_a_dead_letter(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = consumer_module.decode_event  # type: ignore[attr-defined]  # patched below, as the loop sees it
+    real = decode_module.decode_event  # type: ignore[attr-defined]  # patched below, as the loop sees it
 
     def flaky(raw: bytes) -> object:
         if b"BOOM" in raw:
             raise MemoryError("not this time")
         return real(raw)
 
-    monkeypatch.setattr(consumer_module, "decode_event", flaky)
+    monkeypatch.setattr(decode_module, "decode_event", flaky)
     h = Harness()
     good = events(9)
     h.consumer.produce(0, [*good[:3], b'{"BOOM": 1}', *good[3:]])
@@ -209,7 +208,7 @@ def test_sigterm_waits_for_the_confirmations_of_what_it_published() -> None:
     h.consumer.produce(0, events(15))
     h.steps(3)
     h.bridge.stop()
-    h.bridge.acks = ConfirmingAcks(h.publisher)
+    h.bridge.commit.acks = ConfirmingAcks(h.publisher)
     h.bridge._shutdown()
     h.consumer.close()
     assert h.consumer.committed == {0: 15}
@@ -240,14 +239,14 @@ def gathering(h: Harness) -> None:
 
 def test_a_revoke_publishes_what_is_held_and_commits_it_once_confirmed() -> None:
     h = Harness(bridge_min_batch=50, bridge_max_batch=50, bridge_revoke_deadline_s=10.0)
-    h.bridge.acks = h.acks = ConfirmingAcks(h.publisher)
+    h.bridge.commit.acks = h.acks = ConfirmingAcks(h.publisher)
     gathering(h)
     started = h.clock.now
     h.consumer.revoke([0])
     assert h.clock.now - started < 1, "returns as soon as the revoked partition is confirmed"
     assert [b.ranges() for b in h.publisher.published] == [[(0, 0, 19), (1, 0, 19)]]
     assert h.consumer.stored[0] == 20, "stored while still owned: the new owner starts after it"
-    assert h.bridge.assignment == {1} and h.bridge.batcher.current.items == []
+    assert h.bridge.partitions.owned == {1} and h.bridge.batcher.current.items == []
 
 
 def test_a_revoke_waits_at_most_its_deadline_and_leaves_the_unconfirmed_to_the_new_owner() -> None:
@@ -270,7 +269,7 @@ def test_a_revoke_while_redis_refuses_publishes_lets_go_at_once() -> None:
     started = h.clock.now
     h.consumer.revoke([0])
     assert h.clock.now - started < 0.5
-    assert all(e.partition == 1 for batch in h.bridge.ready for e in batch.items), "partition 0's work dropped"
+    assert all(e.partition == 1 for batch in h.bridge.publish.ready for e in batch.items), "partition 0's work dropped"
     assert 0 not in h.consumer.stored
     h.publisher.failing = False
     h.clock.now += 31
@@ -287,8 +286,8 @@ def test_a_revoke_under_backpressure_publishes_nothing_more_but_waits_for_what_i
     h.probe.note_published = deep  # type: ignore[method-assign]
     h.consumer.produce(0, events(20))
     h.steps(1)
-    assert len(h.publisher.published) == 1 and len(h.bridge.ready) == 1  # one in flight, one held back
-    h.bridge.acks = h.acks = ConfirmingAcks(h.publisher)
+    assert len(h.publisher.published) == 1 and len(h.bridge.publish.ready) == 1  # one in flight, one held back
+    h.bridge.commit.acks = h.acks = ConfirmingAcks(h.publisher)
     h.consumer.revoke([0])
     assert len(h.publisher.published) == 1, "what backpressure holds is left to the new owner"
     assert h.consumer.stored == {0: 10}, "what was in flight is confirmed and stored before letting go"
@@ -321,7 +320,7 @@ def test_every_published_batch_says_where_to_confirm() -> None:
 
 # -- the dead-letter guard -------------------------------------------------------------------
 def stopped(h: Harness) -> bool:
-    return h.bridge.guard_stop is not None
+    return h.bridge.guard.stop is not None
 
 
 def settle(h: Harness, steps: int = 40) -> None:
@@ -341,8 +340,8 @@ def test_a_stream_turning_invalid_stops_the_bridge_and_kafka_keeps_the_rest() ->
     h.consumer.produce(0, [*valid, *[b"not json"] * 15, *later])
     h.consumer.produce(1, other)  # fetched in the same consume() as partition 0's, after it: none taken
     settle(h)
-    assert h.bridge.guard_stop is not None and h.bridge.stats.dlq_guard_tripped
-    assert "11 of the last 20 events were dead-lettered" in h.bridge.guard_stop
+    assert h.bridge.guard.stop is not None and h.bridge.stats.dlq_guard_tripped
+    assert "11 of the last 20 events were dead-lettered" in h.bridge.guard.stop
     assert len(h.letters.letters) == 11
     assert sorted(h.published_ids()) == sorted(event_ids(valid))
     assert h.consumer.stored == {0: 111}, "committed up to the event that tripped it, not past"
@@ -366,7 +365,7 @@ def test_a_recorded_stop_holds_a_starting_bridge_and_survives_a_rebalance() -> N
     h.records.stop = GuardStop("another bridge tripped", "BRIDGE_MAX_DLQ_RATIO=0.5 BRIDGE_DLQ_MIN_EVENTS=20",
                                "2026-01-01T00:00:00Z", "host:1")
     h.consumer.produce(0, events(30))
-    h.bridge._poll_guard(h.clock(), force=True)  # as run() does before subscribing
+    h.bridge.guard.poll(h.clock(), force=True)  # as run() does before subscribing
     settle(h, 20)
     assert h.publisher.published == [] and h.bridge.stats.consumed == 0
     h.consumer.revoke([0, 1])  # a rebalance: the partitions come back paused
@@ -382,9 +381,9 @@ def test_a_stop_decided_under_other_settings_is_lifted_by_a_bridge_started_with_
     h = Harness(bridge_max_dlq_ratio=1.0)
     h.records.stop = GuardStop("tripped", "BRIDGE_MAX_DLQ_RATIO=0.5 BRIDGE_DLQ_MIN_EVENTS=1000", "", "")
     h.consumer.produce(0, [b"not json"] * 3000)
-    h.bridge._poll_guard(h.clock(), force=True)
+    h.bridge.guard.poll(h.clock(), force=True)
     settle(h, 40)
-    assert h.records.read() is None and h.bridge.guard_stop is None
+    assert h.records.read() is None and h.bridge.guard.stop is None
     assert len(h.letters.letters) == 3000 and h.consumer.stored == {0: 3000}, "1.0: the guard is off"
 
 
@@ -392,12 +391,12 @@ def test_the_stop_holds_while_redis_cannot_say_it_was_lifted() -> None:
     h = Harness(bridge_max_dlq_ratio=0.5, bridge_dlq_min_events=10)
     h.consumer.produce(0, [b"not json"] * 40)
     settle(h)
-    assert h.bridge.guard_stop is not None and len(h.letters.letters) == 10
+    assert h.bridge.guard.stop is not None and len(h.letters.letters) == 10
     h.records.failing = True
     h.records.stop = None
     settle(h, 40)
-    assert h.bridge.guard_stop is not None and len(h.letters.letters) == 10
+    assert h.bridge.guard.stop is not None and len(h.letters.letters) == 10
     h.records.failing = False
     settle(h, 40)
-    assert h.bridge.guard_stop is not None, "resumed, and the stream is still invalid: tripped again"
+    assert h.bridge.guard.stop is not None, "resumed, and the stream is still invalid: tripped again"
     assert len(h.letters.letters) == 20 and h.consumer.stored == {0: 20}

@@ -1,3 +1,3 @@
-"""The Kafka -> Celery bridge: the loop (``consumer``) and its pure parts — the dynamic
-ceiling (``ceiling``), backpressure and backoff (``flow``), commit-after-store bookkeeping
-(``offsets``) — the queue-depth probe (``depth``) and its Prometheus metrics (``metrics``)."""
+"""The Kafka -> Celery bridge: the loop (``consumer``) driving its steps — decode, batch
+(``ceiling``), publish, commit, pause — over the pure policies (``flow``, ``offsets``,
+``dlq_guard``), the queue-depth probe (``depth``) and its Prometheus metrics (``metrics``)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from threading import Thread
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -26,9 +26,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from worker.ingest.bridge.depth import UNKNOWN_DEPTH
-
-if TYPE_CHECKING:
-    from worker.ingest.bridge.consumer import BridgeStats
+from worker.ingest.bridge.state import BridgeStats
 
 PREFIX = "aggregator_bridge"
 
@@ -36,8 +34,10 @@ PREFIX = "aggregator_bridge"
 class HasStats(Protocol):
     """What the collector needs of a bridge (a real ``Bridge`` or a test double)."""
 
-    topic: str
     stats: BridgeStats
+
+    @property
+    def topic(self) -> str: ...
 
 
 class BridgeCollector(Collector):
