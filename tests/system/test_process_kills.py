@@ -38,15 +38,26 @@ def waiting_writes(dsn: str) -> int:
         return int(cur.fetchone()[0])
 
 
+#: A dead worker's batches are back within this bound of its restart (docs/guarantees.md).
+WORKER_RECOVERY_BOUND_S = 30.0
+
+
 def test_ingest_worker_killed_mid_batch_three_times(stage: Stage) -> None:
+    """40,000 events; three SIGKILLs while the worker holds batches (its writes wait on a lock).
+
+    The bridge's confirm timeout is set far above the bound, so its re-read cannot be what
+    brings the dead worker's batches back: the workers' own recovery must
+    (worker/celeryapp/liveness.py).
+    """
+    stage.env["BRIDGE_CONFIRM_TIMEOUT_S"] = "600"
     stage.start_worker()
     stage.start_bridge()
-    stage.produce(list(demo_events(1000, 40, seed=21)))
+    stage.produce(list(demo_events(10_000, 400, seed=21)))
     wait(lambda: stage.stored()[1] > 0, 60, "ingestion under way")
     worker = stage.supervisor.children["worker-ingest"]
-    last_fault = time.monotonic()
+    last_restart = time.monotonic()
     for round_ in range(3):
-        stage.produce(list(demo_events(1000, 40, seed=30 + round_)))
+        stage.produce(list(demo_events(10_000, 400, seed=30 + round_)))
         locker = psycopg2.connect(stage.dsn)
         try:
             with locker.cursor() as cur:  # the worker's next write waits here, inside its batch
@@ -55,17 +66,17 @@ def test_ingest_worker_killed_mid_batch_three_times(stage: Stage) -> None:
             stage.supervisor.signal("worker-ingest", signal.SIGKILL)
             wait(lambda: worker.restarts > round_ and worker.alive, 30,  # noqa: B023 - awaited here
                  "the worker restarted")
-            last_fault = time.monotonic()
+            last_restart = time.monotonic()
         finally:
             locker.rollback()
             locker.close()
     wait(stage.all_stored, 120, "every event stored")
-    recovery = time.monotonic() - last_fault
+    recovery = time.monotonic() - last_restart
     ledger = stage.ledger("ingest worker SIGKILL mid-batch x3", recovery)
-    assert (ledger.lost, ledger.duplicated, ledger.stored) == (0, 0, 4000)
-    assert recovery <= RECOVERY_BOUND_S, f"recovered in {recovery:.0f} s"
+    assert (ledger.lost, ledger.duplicated, ledger.stored) == (0, 0, 40_000)
+    assert recovery <= WORKER_RECOVERY_BOUND_S, f"recovered in {recovery:.0f} s"
     assert worker.restarts == 3
-    wait(lambda: stage.committed() == 4000, 60, "every offset committed once stored")
+    wait(lambda: stage.committed() == 40_000, 60, "every offset committed once stored")
 
 
 def test_bridge_killed_mid_stream(stage: Stage) -> None:

@@ -8,6 +8,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
 from worker.celeryapp import (
+    liveness,  # noqa: F401 - connects the worker's heartbeat and the dead workers' restore
     metrics,  # also connects the worker's metrics endpoint to worker_init
     recovery,  # noqa: F401 - connects the lease recovery to worker_ready
 )

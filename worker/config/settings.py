@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     # Unacked messages are redelivered after this; keep it above the longest task, the
     # longest retry countdown and the trend chord (NOTES: celery#5935).
     visibility_timeout_s: int = Field(7200, ge=1)
+    # A worker process refreshes a heartbeat key with this TTL; when it is gone, the others
+    # put the deliveries it held back in their queues (worker/celeryapp/liveness.py): a
+    # dead worker's batches come back within this plus a fifth of it, not the above.
+    worker_heartbeat_ttl_s: float = Field(10.0, ge=1, le=600)
 
     # --- Every service ---------------------------------------------------------------------
     # How long a process waits for a service (PostgreSQL, Redis, Kafka, InfluxDB) to answer
@@ -238,7 +242,7 @@ class Settings(BaseSettings):
     bridge_revoke_deadline_s: float = Field(10.0, gt=0, le=60)
     # A published batch whose events are not confirmed as stored within this (nor its task
     # seen alive) is read again from Kafka and published again: Redis lost it, or its worker
-    # died. Doubles per partition after each such rewind, up to 16x.
+    # died. Doubles per partition after each such rewind, up to 4x.
     bridge_confirm_timeout_s: float = Field(60.0, gt=0)
     # Published batches not yet confirmed as stored; at this many the bridge pauses.
     bridge_max_in_flight: int = Field(100, ge=2)

@@ -23,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from worker.celeryapp.beat import BEAT_LOCK_KEY
+from worker.celeryapp.liveness import unacked_keys
 from worker.config.settings import Settings
 from worker.core import names
 from worker.db.connection import Database
@@ -132,7 +133,8 @@ class StateCollector(Collector):
                 for queue in queues:
                     for key in priority_keys(queue):
                         pipe.llen(key)
-                pipe.hlen("unacked")
+                for key in unacked_keys(client):
+                    pipe.hlen(key)
                 values = [int(v) for v in pipe.execute()]
             # The dead-letter guard's stop (a record in Redis, not a bridge's memory): seen here
             # even with BRIDGE_METRICS_PORT=0 or every bridge down.
@@ -148,7 +150,7 @@ class StateCollector(Collector):
             depth.add_metric([queue], float(sum(values[i * per_queue:(i + 1) * per_queue])))
         unacked = GaugeMetricFamily(f"{PREFIX}_queue_unacked",
                                     "Messages handed to workers and not acknowledged yet (all queues)",
-                                    value=float(values[-1]))
+                                    value=float(sum(values[len(queues) * per_queue:])))
         guard = GaugeMetricFamily(f"{PREFIX}_dead_letter_guard_stopped",
                                   "1 while the dead-letter guard's stop is in force (the bridges consume nothing)",
                                   value=1.0 if stopped else 0.0)

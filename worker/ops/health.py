@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from worker.celeryapp.liveness import unacked_keys
 from worker.config.settings import Settings
 from worker.core import names
 from worker.core.durations import Duration
@@ -221,9 +222,9 @@ def check_trend(settings: Settings, duration: Duration, runs: _RunTimes) -> Chec
 
 def queue_depths(client: Any, queues: list[str]) -> dict[str, int]:
     """Messages waiting per queue (kombu's Redis list and its priority lists) and, as
-    ``unacked``, messages handed to workers and not yet acknowledged."""
+    ``unacked``, messages handed to workers and not yet acknowledged (each worker's own hash)."""
     depths = {queue: sum(int(client.llen(key)) for key in priority_keys(queue)) for queue in queues}
-    depths["unacked"] = int(client.hlen("unacked"))
+    depths["unacked"] = sum(int(client.hlen(key)) for key in unacked_keys(client))
     return depths
 
 

@@ -59,12 +59,21 @@ def test_an_unconfirmed_batch_is_overdue_at_its_deadline_and_rewinds_with_more_p
     assert tracker.timeout(0) == 60  # ... and back once a batch is confirmed
 
 
-def test_patience_is_capped() -> None:
-    tracker = OffsetTracker(10)
+def test_a_slow_store_cannot_stretch_the_re_read_past_four_timeouts() -> None:
+    """Rewind after rewind (the store too slow to confirm anything), a lost batch is still
+    read again within 4x the timeout, and the first confirmation brings 1x back."""
+    tracker = OffsetTracker(60)
+    now = 0.0
     for _ in range(10):
-        tracker.track(0, 0, 0, now=0)
+        tracker.track(0, 0, 9, now=now)
+        assert tracker.overdue(now + 240) == {0: 0}
+        now += tracker.timeout(0)
         tracker.rewind(0)
-    assert tracker.timeout(0) == 10 * 2**OffsetTracker.MAX_PATIENCE
+    assert tracker.timeout(0) == 240
+    tracker.track(0, 0, 9, now=now)
+    tracker.confirm(0, 0, 9)
+    tracker.track(0, 10, 19, now=now)
+    assert tracker.overdue(now + 60) == {0: 10}
 
 
 def test_a_sign_of_life_moves_the_deadline() -> None:

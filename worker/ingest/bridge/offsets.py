@@ -16,8 +16,11 @@ range of offsets a task stored; it confirms every span it contains, whoever publ
 A span carries a deadline: when its partition's oldest unconfirmed span passes it, the
 bridge rewinds that partition to the span's first offset. A sign of life from the worker
 (a task started, or waits for the store to come back) moves the deadline; each rewind
-doubles the partition's timeout (up to 16x) so an overloaded store is not answered with
-more copies of the same batches, and a confirmation resets it.
+doubles the partition's timeout (up to 4x) so an overloaded store is not answered with
+more copies of the same batches, and a confirmation resets it. The cap is low because the
+re-read is the last resort, for a batch Redis lost (a dead worker's batches come back
+through the workers' heartbeats, ``worker/celeryapp/liveness.py``): one slow store must not
+leave a lost batch waiting for many timeouts.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class Span:
 class OffsetTracker:
     """Which offsets may be committed, per partition; what to read again when."""
 
-    MAX_PATIENCE = 4  # timeout x 2**4 at most
+    MAX_PATIENCE = 2  # timeout x 2**2 at most
 
     def __init__(self, confirm_timeout_s: float) -> None:
         if confirm_timeout_s <= 0:
