@@ -48,7 +48,7 @@ def scheduler_config(settings: Settings) -> dict[str, Any]:
     """Celery settings of the Redis-locked scheduler (``celeryconfig`` applies them)."""
     timeout = settings.connect_timeout_s
     return {
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_scheduler": "worker.celeryapp.beat_scheduler.Scheduler",
         "beat_max_loop_interval": beat_max_interval_s(settings),
         "redbeat_redis_url": settings.redis_url.get_secret_value(),
         "redbeat_key_prefix": BEAT_KEY_PREFIX,
