@@ -1,8 +1,8 @@
 """A peer that stops answering without refusing (a paused VM, a network partition): each of
 PostgreSQL, Redis and Kafka (Tansu) is frozen with SIGSTOP for 90 s in the middle of a
-stream, then SIGCONT. Timeouts must carry the product through it: no process exits, and
-once the peer answers again every event is stored once and every offset committed, by
-itself. The servers are the test's own, so freezing them disturbs no other test."""
+stream, then SIGCONT. Timeouts must carry the product through it: no process exits (beat
+included), and once the peer answers again every event, and 500 produced after, is stored
+once and every offset committed, by itself. The servers are the test's own, so freezing them disturbs no other test."""
 
 from __future__ import annotations
 
@@ -77,10 +77,11 @@ def test_peer_frozen_for_90_s(peer: str, env: dict[str, str], own_pg: PostgresSe
             for pid in reversed(frozen):
                 os.kill(pid, signal.SIGCONT)
         thawed = time.monotonic()
-        wait(lambda: stage.all_stored() and stage.committed() == 4000, 180, "every event stored and committed")
+        stage.produce(list(demo_events(500, 40, seed=53)))  # taken only by a bridge consuming again
+        wait(lambda: stage.all_stored() and stage.committed() == 4500, 180, "every event stored and committed")
         recovery = time.monotonic() - thawed
         ledger = stage.ledger(f"{peer} frozen (SIGSTOP) for {FREEZE_S:.0f} s", recovery)
-        assert (ledger.lost, ledger.duplicated, ledger.stored) == (0, 0, 4000)
+        assert (ledger.lost, ledger.duplicated, ledger.stored) == (0, 0, 4500)
         # Redis let beat's lock expire while frozen: beat takes it again instead of exiting.
         wait(lambda: bool(redis.Redis.from_url(own_redis.url).exists(BEAT_LOCK_KEY)), 60, "beat holds its lock")
         for child in stage.supervisor.children.values():
