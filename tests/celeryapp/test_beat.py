@@ -26,7 +26,7 @@ def settings(**values: Any) -> Settings:
 def test_the_scheduler_is_redbeat_with_the_products_lock() -> None:
     s = settings(redis_url="redis://redis:6379/0", beat_lock_timeout_s=60)
     conf = scheduler_config(s)
-    assert conf["beat_scheduler"] == "redbeat.RedBeatScheduler"
+    assert conf["beat_scheduler"] == "worker.celeryapp.beat_scheduler.Scheduler"
     assert conf["redbeat_redis_url"] == "redis://redis:6379/0"
     assert conf["redbeat_lock_key"] == BEAT_LOCK_KEY and BEAT_LOCK_KEY.startswith(BEAT_KEY_PREFIX)
     assert conf["redbeat_lock_timeout"] == 60

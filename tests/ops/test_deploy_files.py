@@ -140,7 +140,7 @@ def test_one_beat_service_under_the_redis_lock() -> None:
     assert beats == ["beat"]
     embedded = [name for name, words in commands.items() if {"-B", "--beat"} & set(words)]
     assert not embedded, f"a worker with an embedded beat is a second scheduler: {embedded}"
-    assert celeryconfig.beat_scheduler == "redbeat.RedBeatScheduler"
+    assert celeryconfig.beat_scheduler == "worker.celeryapp.beat_scheduler.Scheduler"
     scheduler = option(argv(SERVICES["beat"]), "--scheduler", "-S")
     assert scheduler in (None, celeryconfig.beat_scheduler), "the command line must not swap the locked scheduler"
 

@@ -9,8 +9,9 @@ When the active beat dies the lock expires and a standby takes over within
 ``BEAT_LOCK_TIMEOUT_S`` plus one poll; a beat stopped with SIGTERM releases the lock at once.
 Because the last run of every entry is in Redis, the standby knows what already fired, and a
 cron tick missed during the takeover is still fired (beat's 120 s cron starting deadline is
-above the bound). A beat whose lock was taken over (it was paused past the timeout) fails
-its next extension and exits; compose restarts it as a standby.
+above the bound). A beat that loses its lock (it was paused past the timeout, or Redis let the
+lock expire while it did not answer) fires nothing and waits as a standby until the lock is
+its own again, without exiting (:mod:`worker.celeryapp.beat_scheduler`).
 
 Each trend entry is sent with a countdown (the ~15 s stagger of the source's database jobs)
 and an expiry shorter than its period: a backlog on the trends queue never runs a stale
@@ -48,7 +49,7 @@ def scheduler_config(settings: Settings) -> dict[str, Any]:
     """Celery settings of the Redis-locked scheduler (``celeryconfig`` applies them)."""
     timeout = settings.connect_timeout_s
     return {
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_scheduler": "worker.celeryapp.beat_scheduler.Scheduler",
         "beat_max_loop_interval": beat_max_interval_s(settings),
         "redbeat_redis_url": settings.redis_url.get_secret_value(),
         "redbeat_key_prefix": BEAT_KEY_PREFIX,

@@ -1,0 +1,53 @@
+"""Beat's scheduler: celery-redbeat's, kept alive while Redis does not answer.
+
+redbeat extends its lock at the start of every tick with one Redis call that nothing
+retries; a Redis that stops answering (a paused VM, a partition) makes it raise after the
+socket timeout, and beat exits on it: measured 10 s into a frozen Redis
+(tests/system/test_frozen_peers.py). A restarted beat then gives up again after redbeat's
+``retry_period`` of failed calls at start. Here a tick that cannot reach Redis fires nothing
+and is tried again a beat interval later. The lock expires meanwhile (Redis's clock runs on),
+so the first extension after the outage finds it gone: the beat then tries to take it again
+at every tick, as a standby does, and fires only once it holds it. Nothing fires without the
+lock, so one beat stays active; the same path turns a beat that was itself paused past its
+lock into a standby instead of a process that exits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redbeat import RedBeatScheduler
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat ships no type information
+    _standby = False  # the lock was lost: fire nothing until it is taken again
+    _redis_lost = False  # said once per outage, not at every tick
+
+    def tick(self, min: Callable[..., float] = min, **kwargs: Any) -> float:  # Celery passes min
+        try:
+            if self._standby:
+                if not self.lock.acquire(blocking=False):
+                    return float(self.max_interval)
+                self._standby = False
+                log.info("beat: lock taken again; firing")
+            interval = float(super().tick(min=min, **kwargs))
+        except redis.exceptions.LockNotOwnedError:
+            self._standby = True
+            log.warning("beat: lock lost (expired while Redis did not answer, or another beat holds it); "
+                        "firing nothing until it is ours again")
+            return 0.0  # try to take it at once
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            if not self._redis_lost:
+                self._redis_lost = True
+                log.warning("beat: Redis does not answer; firing nothing until it does", extra={
+                    "error": str(error)[:200]})
+            return float(self.max_interval)
+        if self._redis_lost:
+            self._redis_lost = False
+            log.info("beat: Redis answers again")
+        return interval
