@@ -145,247 +145,181 @@ class ConnectionSettings(BaseModel):
     """Redis, Celery's broker and result backend; how long to wait for any service."""
 
     redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), description=(
-        "Celery's broker, which holds the task queues. A password in it: URL-safe characters (letters, digits, "
-        "- _ . ~) or percent-encoded."))
+        "Celery's broker. A password in it: URL-safe characters (letters, digits, - _ . ~) or percent-encoded."))
     result_backend_url: SecretStr | None = Field(None, description="Celery's result backend (chord state); "
                                                  "not set = REDIS_URL.")
     connect_timeout_s: float = Field(10.0, ge=0.5, le=300, description=(
-        "Seconds a process waits for PostgreSQL, Redis, Kafka or InfluxDB to answer before it calls the service "
+        "How long a process waits for PostgreSQL, Redis, Kafka or InfluxDB to answer before it calls the service "
         "unreachable: a server that accepts the connection and never answers ends in an error, not a hang."))
 
 
-
 class KafkaSettings(BaseModel):
-    """Kafka: the topic the bridge consumes, and its dead letters."""
+    """The topic the bridge consumes, and its dead letters."""
 
-    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Brokers, host:port[,host:port...].")
-    kafka_topic: str = Field("events_processed-discusses", min_length=1,
-                             description="Topic of processed discussion events the bridge consumes.")
-    kafka_group_id: str = Field("trend-aggregator", min_length=1,
-                                description="Consumer group of the bridges (and of `aggregator dlq` bookkeeping).")
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Brokers: host:port, comma-separated.")
+    kafka_topic: str = Field("events_processed-discusses", min_length=1, description="The bridge's topic.")
+    kafka_group_id: str = Field("trend-aggregator", min_length=1, description="Consumer group of the bridges.")
     kafka_session_timeout_ms: int = Field(10_000, ge=1000, description=(
-        "Consumer session timeout, ms: a bridge that dies without leaving the group (SIGKILL, a lost host) keeps "
-        "its partitions this long; the others own them about this plus 3 s after the kill (measured on Tansu). "
-        "A new group's first join can wait about half of it."))
+        "A bridge that dies without leaving the group (SIGKILL, a lost host) keeps its partitions this long; the "
+        "others own them about 3 s later (measured). A new group's first join can wait about half of it."))
     kafka_prefetch_kbytes: int = Field(16_384, ge=1024, le=2_097_151, description=(
-        "The bridge's prefetch ceiling, KiB (librdkafka's queued.max.messages.kbytes, whose own default is "
-        "64 MiB): its memory peak while it reads a backlog. 16 MiB holds about 30,000 events, a second of the "
-        "fastest ingest measured."))
+        "librdkafka's queued.max.messages.kbytes (its default 64 MiB): the bridge's memory peak on a backlog. "
+        "16 MiB holds ~30,000 events, a second of the fastest ingest measured."))
     kafka_dlq_topic: str = Field("events_processed-discusses.dlq", min_length=1,
-                                 description="Dead-letter topic: invalid events and batches past their retries.")
-    kafka_dlq_partitions: int = Field(1, ge=1, description="Partitions when the product creates the dead-letter "
-                                      "topic itself (`aggregator setup`).")
+                                 description="Dead letters: invalid events and batches past their retries.")
+    kafka_dlq_partitions: int = Field(1, ge=1, description="Partitions when setup creates the dead-letter topic.")
     dlq_max_attempts: int = Field(3, ge=1, description=(
-        "`aggregator dlq replay`: a letter still invalid is appended again (attempt + 1) while its attempts stay "
-        "within this; past it, it is parked (logged with a copy), so a letter that cannot succeed stops coming "
-        "back. The bridge's first failure is attempt 1."))
-
+        "`aggregator dlq replay` appends a letter still invalid again (attempt + 1) while its attempts stay within "
+        "this, then parks it (logged with a copy), so it stops coming back. The bridge's failure is attempt 1."))
 
 
 class StoreSettings(BaseModel):
-    """Event store (PostgreSQL or InfluxDB) and PostgreSQL, which also holds the trends.
+    """Event store (PostgreSQL or InfluxDB, amba's layout); PostgreSQL holds the trends either way.
 
-    PostgreSQL timeouts per kind of session (0 = none): a statement past its timeout, or a lock
-    not granted in time, fails like an unreachable store: an ingest batch is retried with backoff,
-    a trend chunk or finalize fails its run (the published rows stay, the lease is released).
+    A PostgreSQL statement past its timeout (0 = none), or a lock not granted in time, fails like an
+    unreachable store: an ingest batch is retried, a trend chunk or finalize fails its run.
     """
 
-    event_store: Literal["postgres", "influxdb"] = Field("postgres", description="Where the events are "
-                                                         "written and the trend inputs read: postgres or influxdb.")
+    event_store: Literal["postgres", "influxdb"] = Field("postgres", description="postgres or influxdb.")
     postgres_dsn: SecretStr = Field(SecretStr("postgresql://aggregator:aggregator@127.0.0.1:5432/aggregator"),
-                                    description=(
-        "PostgreSQL (trends, the trending view, the post's bookkeeping, and the events with EVENT_STORE=postgres): "
-        "a postgresql:// URL or libpq keywords."))
+                                    description="A postgresql:// URL or libpq keywords.")
     postgres_password: SecretStr | None = Field(None, description=(
-        "The password apart from a POSTGRES_DSN that has none, so that only it is a secret (a file of its own, "
-        "POSTGRES_PASSWORD_FILE); a password in both is refused."))
-    pg_statement_timeout_ingest_s: float = Field(60.0, ge=0, description="An ingest batch's statements, seconds.")
-    pg_statement_timeout_trends_s: float = Field(60.0, ge=0, description="A trend run's queries (qualifying DOIs, "
-                                                 "a chunk's inputs), seconds.")
-    pg_statement_timeout_finalize_s: float = Field(60.0, ge=0,
-                                                   description="Each statement of a run's finalize, seconds.")
-    pg_lock_timeout_s: float = Field(10.0, ge=0, description=(
-        "Lock wait of every session, seconds (the maintenance DDL has its own short ones)."))
-    influxdb_v2_url: str | None = Field(None, description="InfluxDB 2 URL (needed with EVENT_STORE=influxdb).")
-    influxdb_v2_token: SecretStr | None = Field(None, description="InfluxDB token, allowed to create and write "
-                                                "buckets and tasks in INFLUXDB_V2_ORG (setup manages them).")
-    influxdb_v2_org: str = Field("amba", description="InfluxDB organization.")
-    influxdb_v2_bucket: str = Field("currently", description="Bucket of the raw events; amba's streams API "
-                                    "reads them as `currently`.")
+        "The password apart from a POSTGRES_DSN without one, so that only it is a secret; both is refused."))
+    pg_statement_timeout_ingest_s: float = Field(60.0, ge=0, description="An ingest batch's statements.")
+    pg_statement_timeout_trends_s: float = Field(60.0, ge=0, description="Qualifying DOIs, a chunk's inputs.")
+    pg_statement_timeout_finalize_s: float = Field(60.0, ge=0, description="Each statement of the finalize.")
+    pg_lock_timeout_s: float = Field(10.0, ge=0, description="Every session (the maintenance DDL has its own).")
+    influxdb_v2_url: str | None = Field(None, description="Needed with EVENT_STORE=influxdb.")
+    influxdb_v2_token: SecretStr | None = Field(None, description=(
+        "Allowed to create and write buckets and tasks in INFLUXDB_V2_ORG (setup manages them)."))
+    influxdb_v2_org: str = Field("amba", description="The InfluxDB organization of the buckets and tasks.")
+    influxdb_v2_bucket: str = Field("currently", description="The raw events, as amba's streams API reads them.")
     influxdb_v2_retention_days: int = Field(400, ge=0, description=(
-        "Retention of the events bucket in days (set by setup); 0 = keep for ever. At least the longest trend "
-        "span plus a day (366): every trend run, year included, reads raw events."))
-    influxdb_v2_timeout_ms: int = Field(30_000, ge=1000, description="Timeout of one InfluxDB request, ms.")
+        "Set by setup; 0 = for ever. At least the longest span plus a day (366): every run reads raw events."))
+    influxdb_v2_timeout_ms: int = Field(30_000, ge=1000, description="One InfluxDB request.")
     influxdb_bucket_prefix: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$", description=(
-        "Prefix of every other bucket and task setup manages (`<prefix>today`..`<prefix>year`, `<prefix>numbers`, "
-        "`<prefix>trending_<duration>`, `<prefix>task_...`; worker/core/influx_layout.py). Empty in an amba "
-        "system, whose streams API reads fixed names; set it to run a second copy beside one."))
-    influxdb_measurement: str = Field("trending", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description=(
-        "Measurement of the events, the downsampled windows and the trend rows (amba's name)."))
-
+        "Prefix of the other buckets and tasks setup manages (`today`..`year`, `numbers`, `trending_<duration>`, "
+        "`task_...`). Empty in an amba system, whose streams API reads fixed names; set to run a second copy."))
+    influxdb_measurement: str = Field("trending", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                                      description="Of the events, the downsampled windows and the trend rows.")
 
 
 class CelerySettings(BaseModel):
-    """Celery: redelivery, the active beat, and the time limits per task kind.
+    """Redelivery, the active beat, and the hard time limit of each task kind.
 
-    A time limit is hard (the pool process is killed); its soft limit, SOFT_TIME_LIMIT_RATIO of
-    it, fails the task first. Measured (docs/trends.md): an ingest batch of 5000 events ~0.2 s, a
-    `year` chunk under 1 s, its finalize ~2 s at 10M events; the defaults leave two orders of
-    magnitude for a slow day and stop a hung task instead of a worker.
+    The soft limit, SOFT_TIME_LIMIT_RATIO of the hard one, fails the task first; the defaults
+    are far above the times measured (docs/trends.md, "A hung chunk").
     """
 
     visibility_timeout_s: int = Field(7200, ge=1, description=(
-        "Seconds before Redis redelivers an unacked task: above the longest task, the longest retry wait and "
-        "the trend chord (celery#5935)."))
+        "Redis redelivers an unacked task after this: keep it above the longest task, retry wait and chord."))
     beat_lock_timeout_s: int = Field(60, ge=5, le=90, description=(
-        "The active beat's Redis lock (celery-redbeat), extended every tick; a standby beat fires within this "
-        "plus a fifth of it after the active one dies. At most 90: the takeover must end within beat's 120 s "
-        "cron starting deadline, so a missed tick fires late, not never."))
-    task_time_limit_ingest_s: float = Field(120.0, gt=1, description="Storing one ingest batch, seconds.")
-    task_time_limit_trend_run_s: float = Field(120.0, gt=1, description="A trend run's plan: select and cut "
-                                               "the DOIs, seconds.")
-    task_time_limit_chunk_s: float = Field(120.0, gt=1, description="One chunk of a trend run, seconds.")
-    task_time_limit_finalize_s: float = Field(120.0, gt=1, description="A run's finalize and view refresh, "
-                                              "and its errback, seconds.")
-    task_time_limit_maintenance_s: float = Field(1800.0, gt=1, description="The maintenance task, seconds.")
-    task_time_limit_post_s: float = Field(120.0, gt=1, description="The morning post, seconds.")
+        "The active beat's lock; a standby fires within this plus a fifth after the active one dies. At most 90, "
+        "so the takeover ends within beat's 120 s starting deadline and a missed tick fires late, not never."))
+    task_time_limit_ingest_s: float = Field(120.0, gt=1, description="Storing one batch.")
+    task_time_limit_trend_run_s: float = Field(120.0, gt=1, description="The plan: select and cut the DOIs.")
+    task_time_limit_chunk_s: float = Field(120.0, gt=1, description="One chunk of a trend run.")
+    task_time_limit_finalize_s: float = Field(120.0, gt=1, description="Finalize, view refresh; the errback.")
+    task_time_limit_maintenance_s: float = Field(1800.0, gt=1, description="Partitions, retention, thinning.")
+    task_time_limit_post_s: float = Field(120.0, gt=1, description="The morning post.")
 
 
 class IngestSettings(BaseModel):
-    """Ingest: the workers that write the bridge's batches to the event store."""
+    """The workers that write the bridge's batches to the event store."""
 
     ingest_queue: str = Field("ingest", min_length=1, description="Celery queue of the ingest tasks.")
     ingest_rate_limit: str = Field("20/s", description=(
-        "Batches written to the event store per second (N/s, N/m, N/h) by ALL ingest workers together: one token "
-        "bucket in Redis (worker/ingest/write_limit.py), bursting one second's worth. More workers do not raise "
-        "it."))
+        "Batches written per second (N/s, N/m, N/h) by ALL ingest workers together: one token bucket in Redis, "
+        "bursting one second's worth. More workers do not raise it."))
     ingest_outage_tolerance_s: float = Field(3600.0, gt=0, description=(
-        "Seconds a batch waits for an unavailable event store, retrying with backoff, before it goes to the dead "
-        "letters; meanwhile the bridge pauses and Kafka holds the data."))
-    ingest_retry_backoff_s: float = Field(2.0, gt=0, description="First retry wait, seconds (exponential, "
-                                          "jittered).")
+        "How long a batch waits for an unavailable store before it is dead-lettered; the bridge pauses meanwhile."))
+    ingest_retry_backoff_s: float = Field(2.0, gt=0, description="First retry wait (exponential, jittered).")
     ingest_retry_backoff_max_s: float = Field(30.0, gt=0, description=(
-        "Longest wait between two attempts, seconds; each attempt tells the bridge the batch is alive, so at least "
-        "10 s below BRIDGE_CONFIRM_TIMEOUT_S."))
-
+        "Longest wait between attempts; each tells the bridge the batch lives: 10 s below BRIDGE_CONFIRM_TIMEOUT_S."))
 
 
 class BridgeSettings(BaseModel):
-    """Bridge: from Kafka to the ingest queue, with a dynamic batch ceiling and backpressure.
+    """From Kafka to the ingest queue. A batch leaves about every BRIDGE_TARGET_INTERVAL_S:
+    its ceiling is the smoothed rate x the interval, within [BRIDGE_MIN_BATCH, BRIDGE_MAX_BATCH]."""
 
-    A batch is published about every BRIDGE_TARGET_INTERVAL_S whatever the incoming rate: the
-    ceiling is the smoothed rate x the interval, clamped to [BRIDGE_MIN_BATCH, BRIDGE_MAX_BATCH].
-    """
-
-    bridge_target_interval_s: float = Field(5.0, gt=0, description="Seconds between batches the ceiling aims at.")
-    bridge_rate_half_life_s: float = Field(60.0, gt=0, description="Half-life of the smoothed incoming rate, "
-                                           "seconds.")
-    bridge_min_batch: int = Field(1, ge=1, description="Smallest ceiling, events per batch.")
-    bridge_max_batch: int = Field(5000, ge=1, description="Largest ceiling, events per batch.")
-    bridge_max_batch_age_s: float = Field(10.0, gt=0, description="A batch never waits longer than this, seconds.")
-    bridge_max_batch_bytes: int = Field(4_000_000, ge=10_000, description="Byte cap of one batch (one Celery "
-                                        "message).")
-    bridge_hysteresis: float = Field(0.25, ge=0, lt=1, description="Relative change needed before the ceiling "
-                                     "moves (no flapping).")
-    bridge_queue_high_watermark: int = Field(200, ge=1, description="Tasks in the ingest queue at which the "
-                                             "bridge pauses consuming ...")
-    bridge_queue_low_watermark: int = Field(50, ge=0, description="... and at which it resumes.")
-    bridge_depth_check_interval_s: float = Field(1.0, gt=0, description="Seconds between two reads of the queue "
-                                                 "depth.")
+    bridge_target_interval_s: float = Field(5.0, gt=0, description="Between batches, whatever the rate.")
+    bridge_rate_half_life_s: float = Field(60.0, gt=0, description="Of the smoothed incoming rate.")
+    bridge_min_batch: int = Field(1, ge=1, description="Smallest ceiling, events.")
+    bridge_max_batch: int = Field(5000, ge=1, description="Largest ceiling, events.")
+    bridge_max_batch_age_s: float = Field(10.0, gt=0, description="A batch never waits longer.")
+    bridge_max_batch_bytes: int = Field(4_000_000, ge=10_000, description="One batch is one Celery message.")
+    bridge_hysteresis: float = Field(0.25, ge=0, lt=1, description="Change needed before the ceiling moves.")
+    bridge_queue_high_watermark: int = Field(200, ge=1, description="Ingest tasks queued: the bridge pauses ...")
+    bridge_queue_low_watermark: int = Field(50, ge=0, description="... and resumes.")
+    bridge_depth_check_interval_s: float = Field(1.0, gt=0, description="Between two reads of the queue depth.")
     bridge_shutdown_deadline_s: float = Field(20.0, gt=0, description=(
-        "SIGTERM: seconds to publish, confirm and commit what the bridge holds; below compose's "
-        "stop_grace_period (30 s)."))
+        "SIGTERM: to publish, confirm and commit what it holds; below compose's stop_grace_period (30 s)."))
     bridge_revoke_deadline_s: float = Field(10.0, gt=0, le=60, description=(
-        "Rebalance: seconds a bridge giving up partitions spends publishing what it holds of them and waiting for "
-        "their confirmations; the rest is read again by the new owner. The moved partitions idle meanwhile. "
-        "10 s fits one publish's worst case (8.2 s: two 2 s Redis attempts and a retry)."))
+        "Rebalance: to publish what it holds of revoked partitions and await their confirmations (the rest is read "
+        "again by the new owner). Fits one publish's worst case, 8.2 s: two 2 s Redis attempts and a retry."))
     bridge_confirm_timeout_s: float = Field(60.0, gt=0, description=(
-        "A published batch not confirmed as stored within this many seconds (nor its task seen alive) is read "
-        "again from Kafka and published again: Redis lost it, or its worker died. Doubles per partition after "
-        "each such rewind, up to 16x."))
-    bridge_max_in_flight: int = Field(100, ge=2, description="Published batches awaiting confirmation at which "
-                                      "the bridge pauses (a store outage).")
-    bridge_idle_flush_s: float = Field(1.0, gt=0, description="When the source goes quiet, what the bridge holds "
-                                       "is published after this many seconds.")
-    bridge_poll_timeout_s: float = Field(0.5, gt=0, description="Kafka poll timeout, seconds.")
+        "A batch not confirmed as stored (nor its task seen alive) by then is read again from Kafka and published "
+        "again: Redis lost it or its worker died. Doubles per partition after each such rewind, up to 16x."))
+    bridge_max_in_flight: int = Field(100, ge=2, description="Batches awaiting confirmation: the bridge pauses.")
+    bridge_idle_flush_s: float = Field(1.0, gt=0, description="The source quiet this long, what it holds leaves.")
+    bridge_poll_timeout_s: float = Field(0.5, gt=0, description="Of one Kafka poll.")
     bridge_max_dlq_ratio: float = Field(0.5, gt=0, le=1, description=(
-        "Dead-letter guard: past this share of invalid events among the last BRIDGE_DLQ_MIN_EVENTS, the bridges "
-        "of the group stop consuming (Kafka keeps the rest) until `aggregator bridge resume` or a restart with a "
-        "changed value; 1.0 = off. A healthy stream dead-letters about nothing (the DeadLetterRate alert fires at "
-        "1 %); over half invalid means the producer's format changed (docs/operating.md, \"Dead-letter guard\")."))
-    bridge_dlq_min_events: int = Field(1000, ge=1, description="The guard's window, in events: nothing is "
-                                       "decided on fewer.")
-    bridge_metrics_port: int = Field(0, ge=0, le=65535, description="Port of the bridge's Prometheus /metrics; "
-                                     "0 = off.")
+        "Dead-letter guard: past this share of invalid events among the last BRIDGE_DLQ_MIN_EVENTS the bridges "
+        "stop consuming until `aggregator bridge resume` or a restart with a changed value; 1.0 = off "
+        "(docs/operating.md, \"Dead-letter guard\")."))
+    bridge_dlq_min_events: int = Field(1000, ge=1, description="The guard's window: nothing is decided on fewer.")
+    bridge_metrics_port: int = Field(0, ge=0, le=65535, description="The bridge's Prometheus /metrics; 0 = off.")
 
 
 class TrendSettings(BaseModel):
-    """Trends: the runs of each duration (docs/trends.md)."""
+    """The runs of each duration (docs/trends.md)."""
 
     trends_queue: str = Field("trends", min_length=1, description="Celery queue of the trend runs.")
     trend_chunk_size: int = Field(200, ge=1, description="DOIs per chord chunk.")
     trend_query_connections: int = Field(2, ge=1, le=16, description=(
-        "PostgreSQL store: connections one chunk's trend query is split over, run at once (one backend each, like "
-        "PostgreSQL's own parallel query); with 1 the `year` run at scale takes 1.2x longer (docs/benchmarks.md)."))
-    trend_start_offset_s: int = Field(15, ge=0, description="Seconds after the cron minute a run starts (late "
-                                      "events arrive meanwhile).")
+        "PostgreSQL store: connections (backends) a chunk's query is split over, like PostgreSQL's parallel "
+        "query; with 1 the `year` run at scale takes 1.2x longer (docs/benchmarks.md)."))
+    trend_start_offset_s: int = Field(15, ge=0, description="After the cron minute, so late events arrive.")
     trend_durations: str = Field("{}", description=(
-        "JSON overriding fields of the durations table, e.g. "
-        "{\"currently\": {\"min_events\": 5}, \"year\": {\"schedule\": \"4 3 * * *\"}}."))
+        "JSON overriding fields of the durations table, e.g. {\"currently\": {\"min_events\": 5}}."))
     trend_lock_ttl_s: int = Field(150, ge=10, description=(
-        "Lease of a run on its duration, renewed by every chunk and the finalize: a run whose worker died frees "
-        "its duration within this. Below every duration's period, above the chunk's and finalize's time limits."))
-
+        "A run's lease on its duration, renewed by each chunk and the finalize: a dead run's is gone within this. "
+        "Below every duration's period, above the chunk's and finalize's time limits."))
 
 
 class MaintenanceSettings(BaseModel):
-    """Operating for years: retention and trend history, by the maintenance task and `aggregator maintain`.
-
-    worker/core/retention.py explains each rule, docs/operating.md the storage it gives.
-    """
+    """Retention and trend history: the maintenance task and `aggregator maintain` (worker/core/retention.py)."""
 
     event_retention_days: int = Field(400, ge=1, description=(
-        "Days events are kept in PostgreSQL, removed a month partition at a time (so up to a month longer). At "
-        "least the longest trend span plus a day. With EVENT_STORE=influxdb the bucket's own retention applies "
-        "(INFLUXDB_V2_RETENTION_DAYS)."))
-    trend_history_full_days: int = Field(7, ge=1, description="Days trending_history keeps every run's rows ...")
-    trend_history_hourly_days: int = Field(35, ge=1, description=(
-        "... then, per DOI and duration, the last row of each hour until this age ..."))
-    trend_history_retention_days: int = Field(400, ge=1, description=(
-        "... then the last row of each day until this age; older days are dropped."))
-    maintenance_schedule: str = Field("17 * * * *", description=(
-        "Cron (UTC) of the maintenance task (partitions ahead, retention, thinning): a minute in which no trend "
-        "run starts."))
+        "Events in PostgreSQL, removed a month partition at a time (so up to a month later). At least the longest "
+        "span plus a day. InfluxDB's bucket has its own (INFLUXDB_V2_RETENTION_DAYS)."))
+    trend_history_full_days: int = Field(7, ge=1, description="trending_history keeps every run's rows ...")
+    trend_history_hourly_days: int = Field(35, ge=1, description="... then the last of each hour per DOI ...")
+    trend_history_retention_days: int = Field(400, ge=1, description="... then the last of each day; no older.")
+    maintenance_schedule: str = Field("17 * * * *", description="Cron (UTC): a minute in which no run starts.")
 
 
 class PostSettings(BaseModel):
-    """The morning post on X."""
+    """The morning post on X: any X credential not set = a dry run (the text is logged)."""
 
-    post_schedule: str = Field("59 5 * * *", description="Cron (UTC) of the morning post.")
-    trending_url: str = Field("https://bit.ly/3jdLvc8", description="Link to the trending page in the post.")
-    x_consumer_key: SecretStr | None = Field(None, description="X API credentials: any one not set = dry run "
-                                             "(the text is logged, nothing is posted).")
-    x_consumer_secret: SecretStr | None = Field(None, description="X API credential.")
-    x_access_token: SecretStr | None = Field(None, description="X API credential.")
-    x_access_token_secret: SecretStr | None = Field(None, description="X API credential.")
-    x_api_base_url: str | None = Field(None, description="X API address; only for tests against a local recorder.")
-
+    post_schedule: str = Field("59 5 * * *", description="Cron (UTC).")
+    trending_url: str = Field("https://bit.ly/3jdLvc8", description="The trending page, linked in the post.")
+    x_consumer_key: SecretStr | None = Field(None, description="The X app's API key.")
+    x_consumer_secret: SecretStr | None = Field(None, description="The X app's API key secret.")
+    x_access_token: SecretStr | None = Field(None, description="The posting account's access token.")
+    x_access_token_secret: SecretStr | None = Field(None, description="The posting account's access token secret.")
+    x_api_base_url: str | None = Field(None, description="Only for tests against a local recorder.")
 
 
 class MonitoringSettings(BaseModel):
     """Metrics, health and logs."""
 
-    exporter_port: int = Field(9109, ge=1, le=65535, description=(
-        "`aggregator exporter`: the product's state for Prometheus (trend freshness and phases, queues, lag, dead "
-        "letters, the morning post), read at scrape time."))
+    exporter_port: int = Field(9109, ge=1, le=65535, description="`aggregator exporter`: the product's state.")
     worker_metrics_port: int = Field(0, ge=0, le=65535, description=(
-        "A Celery worker's own counters (ingest writes, retries, skipped runs), summed over its pool processes; "
-        "0 = off. Needs PROMETHEUS_MULTIPROC_DIR."))
-    prometheus_multiproc_dir: str | None = Field(None, description=(
-        "An empty directory of the worker's own, where its pool processes keep their values (emptied at start)."))
+        "A Celery worker's own counters, summed over its pool processes; 0 = off. Needs PROMETHEUS_MULTIPROC_DIR."))
+    prometheus_multiproc_dir: str | None = Field(None, description="An empty directory of the worker's own.")
     health_max_ingest_lag: int = Field(1_000_000, ge=1, description=(
-        "`aggregator health lag` (the bridge's healthcheck) fails past this many events of KAFKA_TOPIC not yet "
-        "stored: a few minutes of the fastest ingest measured."))
+        "Unstored events of KAFKA_TOPIC past which `aggregator health lag` (the bridge's healthcheck) fails."))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
         "DEBUG, INFO, WARNING or ERROR (also Celery's --loglevel in compose)."))
     log_format: Literal["kv", "json"] = Field("kv", description="kv (key=value lines) or json.")
