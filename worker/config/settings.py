@@ -161,7 +161,8 @@ class KafkaSettings(BaseModel):
     kafka_group_id: str = Field("trend-aggregator", min_length=1, description="Consumer group of the bridges.")
     kafka_session_timeout_ms: int = Field(10_000, ge=1000, description=(
         "A bridge that dies without leaving the group (SIGKILL, a lost host) keeps its partitions this long; the "
-        "others own them about 3 s later (measured). A new group's first join can wait about half of it."))
+        "others own them about 3 s later (measured). A new group's first join can wait about half of it. At least "
+        "3x librdkafka's heartbeat interval (3 s)."))
     kafka_prefetch_kbytes: int = Field(16_384, ge=1024, le=2_097_151, description=(
         "librdkafka's queued.max.messages.kbytes (its default 64 MiB): the bridge's memory peak on a backlog. "
         "16 MiB holds ~30,000 events, a second of the fastest ingest measured."))
