@@ -32,6 +32,7 @@ from tests.support.compose import (
     with_secret_files,
 )
 from tests.support.compose import interpolate as interpolate_with
+from tests.support.settings_reference import COMPOSE_VALUES
 from worker.config.settings import Settings
 from worker.ops.cli import make_parser
 
@@ -371,11 +372,9 @@ def test_env_example_points_at_the_compose_services() -> None:
 
 def test_env_example_keeps_the_code_defaults() -> None:
     """Apart from the compose-specific values, .env.example shows the code's defaults."""
-    compose_specific = {"REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "EVENT_STORE", "INFLUXDB_V2_URL",
-                        "BRIDGE_METRICS_PORT", "WORKER_METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR"}
     for name, field in Settings.model_fields.items():
         key = name.upper()
-        if key in compose_specific | COMPOSED | TEST_ONLY:
+        if key in COMPOSE_VALUES.keys() | COMPOSED | TEST_ONLY:
             continue
         default = "" if field.default is None else str(field.default)
         if hasattr(field.default, "get_secret_value"):

@@ -6,21 +6,24 @@ parse, rate limits have Celery's syntax, bounds are ordered, the InfluxDB store 
 URL, token and org, crons are crons — so a wrong value stops the process with a message
 naming the variable instead of failing later as a crashed worker in the middle of a batch.
 
-Credentials (the PostgreSQL DSN, the Redis URLs, the InfluxDB token, the X keys) are
-pydantic ``SecretStr``: their ``repr`` and ``str`` are masked, and code that needs the
-value says so with ``.get_secret_value()`` at the one place it hands it to a driver.
+The settings are grouped by concern, one class each; a field's ``description`` is its only
+documentation: .env.example and docs/deploying.md's table are generated from it
+(docs/development.md, "Settings"). Credentials are pydantic ``SecretStr``: their ``repr`` and
+``str`` are masked, and code that needs the value says so with ``.get_secret_value()`` at the
+one place it hands it to a driver.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -138,217 +141,203 @@ class SecretFiles(PydanticBaseSettingsSource):
         return values
 
 
-class Settings(BaseSettings):
+class ConnectionSettings(BaseModel):
+    """Redis, Celery's broker and result backend; how long to wait for any service."""
+
+    redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), description=(
+        "Celery's broker. A password in it: URL-safe characters (letters, digits, - _ . ~) or percent-encoded."))
+    result_backend_url: SecretStr | None = Field(None, description="Celery's result backend (chord state); "
+                                                 "not set = REDIS_URL.")
+    connect_timeout_s: float = Field(10.0, ge=0.5, le=300, description=(
+        "How long a process waits for PostgreSQL, Redis, Kafka or InfluxDB to answer before it calls the service "
+        "unreachable: a server that accepts the connection and never answers ends in an error, not a hang."))
+
+
+class KafkaSettings(BaseModel):
+    """The topic the bridge consumes, and its dead letters."""
+
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Brokers: host:port, comma-separated.")
+    kafka_topic: str = Field("events_processed-discusses", min_length=1, description="The bridge's topic.")
+    kafka_group_id: str = Field("trend-aggregator", min_length=1, description="Consumer group of the bridges.")
+    kafka_session_timeout_ms: int = Field(10_000, ge=1000, description=(
+        "A bridge that dies without leaving the group (SIGKILL, a lost host) keeps its partitions this long; the "
+        "others own them about 3 s later (measured). A new group's first join can wait about half of it. At least "
+        "3x librdkafka's heartbeat interval (3 s)."))
+    kafka_prefetch_kbytes: int = Field(16_384, ge=1024, le=2_097_151, description=(
+        "librdkafka's queued.max.messages.kbytes (its default 64 MiB): the bridge's memory peak on a backlog. "
+        "16 MiB holds ~30,000 events, a second of the fastest ingest measured."))
+    kafka_dlq_topic: str = Field("events_processed-discusses.dlq", min_length=1,
+                                 description="Dead letters: invalid events and batches past their retries.")
+    kafka_dlq_partitions: int = Field(1, ge=1, description="Partitions when setup creates the dead-letter topic.")
+    dlq_max_attempts: int = Field(3, ge=1, description=(
+        "`aggregator dlq replay` appends a letter still invalid again (attempt + 1) while its attempts stay within "
+        "this, then parks it (logged with a copy), so it stops coming back. The bridge's failure is attempt 1."))
+
+
+class StoreSettings(BaseModel):
+    """Event store (PostgreSQL or InfluxDB, amba's layout); PostgreSQL holds the trends either way.
+
+    A PostgreSQL statement past its timeout (0 = none), or a lock not granted in time, fails like an
+    unreachable store: an ingest batch is retried, a trend chunk or finalize fails its run.
+    """
+
+    event_store: Literal["postgres", "influxdb"] = Field("postgres", description="postgres or influxdb.")
+    postgres_dsn: SecretStr = Field(SecretStr("postgresql://aggregator:aggregator@127.0.0.1:5432/aggregator"),
+                                    description="A postgresql:// URL or libpq keywords.")
+    postgres_password: SecretStr | None = Field(None, description=(
+        "The password apart from a POSTGRES_DSN without one, so that only it is a secret; both is refused."))
+    pg_statement_timeout_ingest_s: float = Field(60.0, ge=0, description="An ingest batch's statements.")
+    pg_statement_timeout_trends_s: float = Field(60.0, ge=0, description="Qualifying DOIs, a chunk's inputs.")
+    pg_statement_timeout_finalize_s: float = Field(60.0, ge=0, description="Each statement of the finalize.")
+    pg_lock_timeout_s: float = Field(10.0, ge=0, description="Every session (the maintenance DDL has its own).")
+    influxdb_v2_url: str | None = Field(None, description="Needed with EVENT_STORE=influxdb.")
+    influxdb_v2_token: SecretStr | None = Field(None, description=(
+        "Allowed to create and write buckets and tasks in INFLUXDB_V2_ORG (setup manages them)."))
+    influxdb_v2_org: str = Field("amba", description="The InfluxDB organization of the buckets and tasks.")
+    influxdb_v2_bucket: str = Field("currently", description="The raw events, as amba's streams API reads them.")
+    influxdb_v2_retention_days: int = Field(400, ge=0, description=(
+        "Set by setup; 0 = for ever. At least the longest span plus a day (366): every run reads raw events."))
+    influxdb_v2_timeout_ms: int = Field(30_000, ge=1000, description="One InfluxDB request.")
+    influxdb_bucket_prefix: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$", description=(
+        "Prefix of the other buckets and tasks setup manages (`today`..`year`, `numbers`, `trending_<duration>`, "
+        "`task_...`). Empty in an amba system, whose streams API reads fixed names; set to run a second copy."))
+    influxdb_measurement: str = Field("trending", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                                      description="Of the events, the downsampled windows and the trend rows.")
+
+
+class CelerySettings(BaseModel):
+    """Redelivery, the active beat, and the hard time limit of each task kind.
+
+    The soft limit, SOFT_TIME_LIMIT_RATIO of the hard one, fails the task first; the defaults
+    are far above the times measured (docs/trends.md, "A hung chunk").
+    """
+
+    visibility_timeout_s: int = Field(7200, ge=1, description=(
+        "Redis redelivers an unacked task after this: keep it above the longest task, retry wait and chord."))
+    worker_heartbeat_ttl_s: float = Field(10.0, ge=1, le=600, description=(
+        "A worker's heartbeat lives this long; once it is gone, the others hand the deliveries it held out again "
+        "(worker/celeryapp/liveness.py): a dead worker's batches come back within this plus a fifth."))
+    beat_lock_timeout_s: int = Field(60, ge=5, le=90, description=(
+        "The active beat's lock; a standby fires within this plus a fifth after the active one dies. At most 90, "
+        "so the takeover ends within beat's 120 s starting deadline and a missed tick fires late, not never."))
+    task_time_limit_ingest_s: float = Field(120.0, gt=1, description="Storing one batch.")
+    task_time_limit_trend_run_s: float = Field(120.0, gt=1, description="The plan: select and cut the DOIs.")
+    task_time_limit_chunk_s: float = Field(120.0, gt=1, description="One chunk of a trend run.")
+    task_time_limit_finalize_s: float = Field(120.0, gt=1, description="Finalize, view refresh; the errback.")
+    task_time_limit_maintenance_s: float = Field(1800.0, gt=1, description="Partitions, retention, thinning.")
+    task_time_limit_post_s: float = Field(120.0, gt=1, description="The morning post.")
+
+
+class IngestSettings(BaseModel):
+    """The workers that write the bridge's batches to the event store."""
+
+    ingest_queue: str = Field("ingest", min_length=1, description="Celery queue of the ingest tasks.")
+    ingest_rate_limit: str = Field("20/s", description=(
+        "Batches written per second (N/s, N/m, N/h) by ALL ingest workers together: one token bucket in Redis, "
+        "bursting one second's worth. More workers do not raise it."))
+    ingest_outage_tolerance_s: float = Field(3600.0, gt=0, description=(
+        "How long a batch waits for an unavailable store before it is dead-lettered; the bridge pauses meanwhile."))
+    ingest_retry_backoff_s: float = Field(2.0, gt=0, description="First retry wait (exponential, jittered).")
+    ingest_retry_backoff_max_s: float = Field(30.0, gt=0, description=(
+        "Longest wait between attempts; each tells the bridge the batch lives: 10 s below BRIDGE_CONFIRM_TIMEOUT_S."))
+
+
+class BridgeSettings(BaseModel):
+    """From Kafka to the ingest queue. A batch leaves about every BRIDGE_TARGET_INTERVAL_S:
+    its ceiling is the smoothed rate x the interval, within [BRIDGE_MIN_BATCH, BRIDGE_MAX_BATCH]."""
+
+    bridge_target_interval_s: float = Field(5.0, gt=0, description="Between batches, whatever the rate.")
+    bridge_rate_half_life_s: float = Field(60.0, gt=0, description="Of the smoothed incoming rate.")
+    bridge_min_batch: int = Field(1, ge=1, description="Smallest ceiling, events.")
+    bridge_max_batch: int = Field(5000, ge=1, description="Largest ceiling, events.")
+    bridge_max_batch_age_s: float = Field(10.0, gt=0, description="A batch never waits longer.")
+    bridge_max_batch_bytes: int = Field(4_000_000, ge=10_000, description="One batch is one Celery message.")
+    bridge_hysteresis: float = Field(0.25, ge=0, lt=1, description="Change needed before the ceiling moves.")
+    bridge_queue_high_watermark: int = Field(200, ge=1, description="Ingest tasks queued: the bridge pauses ...")
+    bridge_queue_low_watermark: int = Field(50, ge=0, description="... and resumes.")
+    bridge_depth_check_interval_s: float = Field(1.0, gt=0, description="Between two reads of the queue depth.")
+    bridge_shutdown_deadline_s: float = Field(20.0, gt=0, description=(
+        "SIGTERM: to publish, confirm and commit what it holds; below compose's stop_grace_period (30 s)."))
+    bridge_revoke_deadline_s: float = Field(10.0, gt=0, le=60, description=(
+        "Rebalance: to publish what it holds of revoked partitions and await their confirmations (the rest is read "
+        "again by the new owner). Fits one publish's worst case, 8.2 s: two 2 s Redis attempts and a retry."))
+    bridge_confirm_timeout_s: float = Field(60.0, gt=0, description=(
+        "A batch not confirmed as stored (nor its task seen alive) by then is read again from Kafka and published "
+        "again: Redis lost it or its worker died. Doubles per partition after each such rewind, up to 4x."))
+    bridge_max_in_flight: int = Field(100, ge=2, description="Batches awaiting confirmation: the bridge pauses.")
+    bridge_idle_flush_s: float = Field(1.0, gt=0, description="The source quiet this long, what it holds leaves.")
+    bridge_poll_timeout_s: float = Field(0.5, gt=0, description="Of one Kafka poll.")
+    bridge_max_dlq_ratio: float = Field(0.5, gt=0, le=1, description=(
+        "Dead-letter guard: past this share of invalid events among the last BRIDGE_DLQ_MIN_EVENTS the bridges "
+        "stop consuming until `aggregator bridge resume` or a restart with a changed value; 1.0 = off "
+        "(docs/operating.md, \"Dead-letter guard\")."))
+    bridge_dlq_min_events: int = Field(1000, ge=1, description="The guard's window: nothing is decided on fewer.")
+    bridge_metrics_port: int = Field(0, ge=0, le=65535, description="The bridge's Prometheus /metrics; 0 = off.")
+
+
+class TrendSettings(BaseModel):
+    """The runs of each duration (docs/trends.md)."""
+
+    trends_queue: str = Field("trends", min_length=1, description="Celery queue of the trend runs.")
+    trend_chunk_size: int = Field(200, ge=1, description="DOIs per chord chunk.")
+    trend_query_connections: int = Field(2, ge=1, le=16, description=(
+        "PostgreSQL store: connections (backends) a chunk's query is split over, like PostgreSQL's parallel "
+        "query; with 1 the `year` run at scale takes 1.2x longer (docs/benchmarks.md)."))
+    trend_start_offset_s: int = Field(15, ge=0, description="After the cron minute, so late events arrive.")
+    trend_durations: str = Field("{}", description=(
+        "JSON overriding fields of the durations table, e.g. {\"currently\": {\"min_events\": 5}}."))
+    trend_lock_ttl_s: int = Field(150, ge=10, description=(
+        "A run's lease on its duration, renewed by each chunk and the finalize: a dead run's is gone within this. "
+        "Below every duration's period, above the chunk's and finalize's time limits."))
+
+
+class MaintenanceSettings(BaseModel):
+    """Retention and trend history: the maintenance task and `aggregator maintain` (worker/core/retention.py)."""
+
+    event_retention_days: int = Field(400, ge=1, description=(
+        "Events in PostgreSQL, removed a month partition at a time (so up to a month later). At least the longest "
+        "span plus a day. InfluxDB's bucket has its own (INFLUXDB_V2_RETENTION_DAYS)."))
+    trend_history_full_days: int = Field(7, ge=1, description="trending_history keeps every run's rows ...")
+    trend_history_hourly_days: int = Field(35, ge=1, description="... then the last of each hour per DOI ...")
+    trend_history_retention_days: int = Field(400, ge=1, description="... then the last of each day; no older.")
+    maintenance_schedule: str = Field("17 * * * *", description="Cron (UTC): a minute in which no run starts.")
+
+
+class PostSettings(BaseModel):
+    """The morning post on X: any X credential not set = a dry run (the text is logged)."""
+
+    post_schedule: str = Field("59 5 * * *", description="Cron (UTC).")
+    trending_url: str = Field("https://bit.ly/3jdLvc8", description="The trending page, linked in the post.")
+    x_consumer_key: SecretStr | None = Field(None, description="The X app's API key.")
+    x_consumer_secret: SecretStr | None = Field(None, description="The X app's API key secret.")
+    x_access_token: SecretStr | None = Field(None, description="The posting account's access token.")
+    x_access_token_secret: SecretStr | None = Field(None, description="The posting account's access token secret.")
+    x_api_base_url: str | None = Field(None, description="Only for tests against a local recorder.")
+
+
+class MonitoringSettings(BaseModel):
+    """Metrics, health and logs."""
+
+    exporter_port: int = Field(9109, ge=1, le=65535, description="`aggregator exporter`: the product's state.")
+    worker_metrics_port: int = Field(0, ge=0, le=65535, description=(
+        "A Celery worker's own counters, summed over its pool processes; 0 = off. Needs PROMETHEUS_MULTIPROC_DIR."))
+    prometheus_multiproc_dir: str | None = Field(None, description="An empty directory of the worker's own.")
+    health_max_ingest_lag: int = Field(1_000_000, ge=1, description=(
+        "Unstored events of KAFKA_TOPIC past which `aggregator health lag` (the bridge's healthcheck) fails."))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
+        "DEBUG, INFO, WARNING or ERROR (also Celery's --loglevel in compose)."))
+    log_format: Literal["kv", "json"] = Field("kv", description="kv (key=value lines) or json.")
+
+
+# Listed last group first: pydantic orders the fields from the last base up, so they (and
+# .env.example, the docs' table and the error messages) read from ConnectionSettings down.
+class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSettings, BridgeSettings, IngestSettings,
+               CelerySettings, StoreSettings, KafkaSettings, ConnectionSettings, BaseSettings):
     """All settings; the environment variable is the field name in upper case (a secret's
     also ``<NAME>_FILE``, naming a file that holds it: :class:`SecretFiles`)."""
 
     # A blank variable (`X_ACCESS_TOKEN=` in an env file) means "not set": the code default.
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True, env_ignore_empty=True)
-
-    # --- Redis: Celery broker and result backend -------------------------------------
-    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
-    result_backend_url: SecretStr | None = None  # defaults to redis_url
-    # Unacked messages are redelivered after this; keep it above the longest task, the
-    # longest retry countdown and the trend chord (NOTES: celery#5935).
-    visibility_timeout_s: int = Field(7200, ge=1)
-    # A worker process refreshes a heartbeat key with this TTL; when it is gone, the others
-    # put the deliveries it held back in their queues (worker/celeryapp/liveness.py): a
-    # dead worker's batches come back within this plus a fifth of it, not the above.
-    worker_heartbeat_ttl_s: float = Field(10.0, ge=1, le=600)
-
-    # --- Every service ---------------------------------------------------------------------
-    # How long a process waits for a service (PostgreSQL, Redis, Kafka, InfluxDB) to answer
-    # before it calls it unreachable: a connection that is accepted but never answered must
-    # end in an error an operator can read, not in a process that hangs for ever.
-    connect_timeout_s: float = Field(10.0, ge=0.5, le=300)
-
-    # --- Kafka --------------------------------------------------------------------------
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_topic: str = Field("events_processed-discusses", min_length=1)
-    kafka_group_id: str = Field("trend-aggregator", min_length=1)
-    # Consumer session timeout: a bridge that dies without leaving the group (SIGKILL, a lost
-    # host) keeps its partitions this long before the others take them over (measured: this
-    # plus about 3 s here). A new group's first join can wait up to about half of it.
-    kafka_session_timeout_ms: int = Field(10_000, ge=1000)
-    # librdkafka's prefetch ceiling (queued.max.messages.kbytes): the bridge's memory peak
-    # while it reads a backlog. librdkafka's own default is 64 MiB; 16 MiB still holds
-    # ~30,000 events, a second of the fastest ingest measured here.
-    kafka_prefetch_kbytes: int = Field(16_384, ge=1024, le=2_097_151)
-    kafka_dlq_topic: str = Field("events_processed-discusses.dlq", min_length=1)
-    # Partition count used when the product creates the dead-letter topic itself.
-    kafka_dlq_partitions: int = Field(1, ge=1)
-    # `aggregator dlq replay`: a letter still invalid is appended again (attempt + 1) while its
-    # attempts stay within this; past it, it is parked (logged with a copy, not appended), so
-    # a letter that cannot succeed stops coming back. The bridge's first failure is attempt 1.
-    dlq_max_attempts: int = Field(3, ge=1)
-
-    # --- Event store ----------------------------------------------------------------------
-    event_store: Literal["postgres", "influxdb"] = "postgres"
-    postgres_dsn: SecretStr = SecretStr("postgresql://aggregator:aggregator@127.0.0.1:5432/aggregator")
-    # The password apart from the DSN (with a DSN that has none): a secret file of its own
-    # (POSTGRES_PASSWORD_FILE, a Docker secret) while the DSN, host and role stay plain
-    # configuration. worker/db/connection.py adds it to the DSN; both at once is refused.
-    postgres_password: SecretStr | None = None
-    influxdb_v2_url: str | None = None
-    influxdb_v2_token: SecretStr | None = None
-    influxdb_v2_org: str = "amba"
-    influxdb_v2_bucket: str = "currently"  # the raw events; amba's streams API reads them as `currently`
-    influxdb_v2_retention_days: int = Field(400, ge=0)  # 0 = keep for ever
-    influxdb_v2_timeout_ms: int = Field(30_000, ge=1000)
-
-    # --- InfluxDB layout (amba) -------------------------------------------------------------
-    # The buckets, measurement and tasks amba's streams API reads (worker/core/influx_layout.py;
-    # README "Living in an amba system (InfluxDB)"). Prefix of every bucket and task name the
-    # product manages besides INFLUXDB_V2_BUCKET: `<prefix>today`..`<prefix>year`,
-    # `<prefix>numbers`, `<prefix>trending_<duration>`, `<prefix>task_...`. Empty in an amba
-    # system (the streams API reads fixed names); set it to run a second copy beside one.
-    influxdb_bucket_prefix: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$")
-    # Measurement of the events, the downsampled windows and the trend rows.
-    influxdb_measurement: str = Field("trending", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-    # --- Ingest queue ----------------------------------------------------------------------
-    ingest_queue: str = Field("ingest", min_length=1)
-    # Batches written to the event store per second (or N/m, N/h), by ALL ingest workers
-    # together: a token bucket in Redis shared by every worker (worker/ingest/write_limit.py),
-    # holding one second's worth (at least one token) as its burst.
-    ingest_rate_limit: str = "20/s"
-    # How long a batch waits for an unavailable event store (retrying with backoff) before it
-    # goes to the dead letters: outages are measured in time, not in retries. Meanwhile the
-    # bridge pauses (its batches are not confirmed) and Kafka holds the data.
-    ingest_outage_tolerance_s: float = Field(3600.0, gt=0)
-    ingest_retry_backoff_s: float = Field(2.0, gt=0)
-    # The longest wait between two attempts; each attempt tells the bridge the batch is alive.
-    ingest_retry_backoff_max_s: float = Field(30.0, gt=0)
-
-    # --- Bridge: dynamic ceiling and backpressure ------------------------------------------
-    # A batch is published about every `bridge_target_interval_s` whatever the incoming
-    # rate: ceiling = smoothed rate x interval, clamped to [min, max] events.
-    bridge_target_interval_s: float = Field(5.0, gt=0)
-    bridge_rate_half_life_s: float = Field(60.0, gt=0)
-    bridge_min_batch: int = Field(1, ge=1)
-    bridge_max_batch: int = Field(5000, ge=1)
-    bridge_max_batch_age_s: float = Field(10.0, gt=0)
-    bridge_max_batch_bytes: int = Field(4_000_000, ge=10_000)
-    bridge_hysteresis: float = Field(0.25, ge=0, lt=1)
-    bridge_queue_high_watermark: int = Field(200, ge=1)
-    bridge_queue_low_watermark: int = Field(50, ge=0)
-    bridge_depth_check_interval_s: float = Field(1.0, gt=0)
-    bridge_shutdown_deadline_s: float = Field(20.0, gt=0)
-    # A rebalance takes partitions away: the bridge publishes what it holds and waits for the
-    # confirmations of the revoked partitions this long (what is not confirmed by then is read
-    # again by the new owner). The moved partitions idle meanwhile; far below the consumer's
-    # max.poll.interval.ms (300 s), which bounds a rebalance callback. 10 s fits one publish's
-    # worst case (8.2 s: two 2 s Redis attempts and a retry) and the usual confirmation.
-    bridge_revoke_deadline_s: float = Field(10.0, gt=0, le=60)
-    # A published batch whose events are not confirmed as stored within this (nor its task
-    # seen alive) is read again from Kafka and published again: Redis lost it, or its worker
-    # died. Doubles per partition after each such rewind, up to 4x.
-    bridge_confirm_timeout_s: float = Field(60.0, gt=0)
-    # Published batches not yet confirmed as stored; at this many the bridge pauses.
-    bridge_max_in_flight: int = Field(100, ge=2)
-    # When the source goes quiet, what the bridge holds leaves after this many seconds.
-    bridge_idle_flush_s: float = Field(1.0, gt=0)
-    bridge_poll_timeout_s: float = Field(0.5, gt=0)
-    bridge_metrics_port: int = Field(0, ge=0, le=65535)  # 0 = no metrics endpoint
-    # Dead-letter guard: when more than this share of the last BRIDGE_DLQ_MIN_EVENTS events
-    # were invalid, the bridges of the group stop consuming (Kafka keeps the rest) until
-    # `aggregator bridge resume` or a restart with a changed value; 1.0 = off. A healthy
-    # stream dead-letters about nothing (the DeadLetterRate alert fires at 1 %); a stream
-    # over half invalid means the producer's format changed: stop after at most about
-    # ratio x window dead letters instead of dead-lettering the whole stream.
-    bridge_max_dlq_ratio: float = Field(0.5, gt=0, le=1)
-    # The guard's window, counted in events (also the least evidence it decides on).
-    bridge_dlq_min_events: int = Field(1000, ge=1)
-    # `aggregator health lag` (the bridge's healthcheck) fails past this many events of
-    # KAFKA_TOPIC not yet stored: a few minutes of the fastest ingest measured here.
-    health_max_ingest_lag: int = Field(1_000_000, ge=1)
-
-    # --- Metrics -------------------------------------------------------------------------------
-    # `aggregator exporter`: the product's state (trend freshness and phases, queues, lag, dead
-    # letters, the morning post), read at scrape time.
-    exporter_port: int = Field(9109, ge=1, le=65535)
-    # A Celery worker's own counters (ingest writes, retries, skipped runs), summed over its
-    # prefork children; 0 = none. Needs PROMETHEUS_MULTIPROC_DIR (an empty directory of its own).
-    worker_metrics_port: int = Field(0, ge=0, le=65535)
-    prometheus_multiproc_dir: str | None = None
-
-    # --- Trends -----------------------------------------------------------------------------
-    trends_queue: str = Field("trends", min_length=1)
-    trend_chunk_size: int = Field(200, ge=1)
-    # PostgreSQL store: connections one chunk's trend query is split over, run at once (one
-    # backend each, like PostgreSQL's own parallel query, max_parallel_workers_per_gather 2).
-    # 1 = one backend per run, as before; the `year` run at scale takes 1.2x longer then
-    # (README "Benchmarks").
-    trend_query_connections: int = Field(2, ge=1, le=16)
-    trend_start_offset_s: int = Field(15, ge=0)
-    # JSON object overriding fields of the durations table, e.g.
-    # {"currently": {"min_events": 5}, "year": {"schedule": "4 3 * * *"}}
-    trend_durations: str = "{}"
-    # The lease of a run on its duration, renewed by every chunk and the finalize step: a run
-    # whose worker died frees its duration within this, and the next run takes over. Below
-    # every duration's period (the next run must find it free), above the chunk's and the
-    # finalize's time limits (a live run renews it in time).
-    trend_lock_ttl_s: int = Field(150, ge=10)
-
-    # --- Beat: one active scheduler, standbys wait (celery-redbeat) -------------------------
-    # The active beat holds a Redis lock of this timeout and extends it every tick (at least
-    # every fifth of it); a standby beat polls for it as often. When the active beat dies, a
-    # standby fires within this plus a fifth of it. At most 90: the takeover must end within
-    # beat's 120 s cron starting deadline, so the tick missed meanwhile is fired late, not lost.
-    beat_lock_timeout_s: int = Field(60, ge=5, le=90)
-
-    # --- Bounded work: Celery time limits per task kind (hard; the soft limit, which raises
-    # in the task so it fails cleanly, is SOFT_TIME_LIMIT_RATIO of it) -------------------------
-    # Measured here (docs/benchmarks.md): an ingest batch of 5000 events ~0.2 s, a `year`
-    # chunk well under 1 s, its finalize and view refresh ~2 s at 10M events; the defaults
-    # leave two orders of magnitude for a slow day, and stop a hung task instead of a worker.
-    task_time_limit_ingest_s: float = Field(120.0, gt=1)
-    task_time_limit_trend_run_s: float = Field(120.0, gt=1)  # plan: select and cut the DOIs
-    task_time_limit_chunk_s: float = Field(120.0, gt=1)
-    task_time_limit_finalize_s: float = Field(120.0, gt=1)  # finalize, view refresh; the errback
-    task_time_limit_maintenance_s: float = Field(1800.0, gt=1)
-    task_time_limit_post_s: float = Field(120.0, gt=1)
-
-    # --- Bounded work: PostgreSQL timeouts per kind of session (0 = none) ------------------
-    # A statement past its timeout, or a lock not granted in time, fails like an unreachable
-    # store: an ingest batch is retried with backoff, a trend chunk or finalize fails its run
-    # (the published rows stay, the lease is released). The maintenance DDL has its own short
-    # lock timeouts (worker/db/partition_admin.py).
-    pg_statement_timeout_ingest_s: float = Field(60.0, ge=0)
-    pg_statement_timeout_trends_s: float = Field(60.0, ge=0)  # qualifying DOIs, a chunk's inputs
-    pg_statement_timeout_finalize_s: float = Field(60.0, ge=0)  # each statement of the finalize
-    pg_lock_timeout_s: float = Field(10.0, ge=0)
-
-    # --- Operating for years: retention and trend history (PostgreSQL) --------------------
-    # Carried out by the maintenance task (beat, queue `maintenance`) and `aggregator
-    # maintain`; worker/core/retention.py explains each rule, README "Operating for
-    # years" the storage it gives.
-    # Events older than this many days are removed, a whole month partition at a time (so up
-    # to a month later). At least the longest trend span plus a day. With EVENT_STORE=influxdb
-    # the table stays empty: InfluxDB's bucket has its own retention (INFLUXDB_V2_RETENTION_DAYS).
-    event_retention_days: int = Field(400, ge=1)
-    # trending_history keeps every run's rows this many days; then, per DOI and duration, the
-    # last row of each hour until TREND_HISTORY_HOURLY_DAYS, the last row of each day until
-    # TREND_HISTORY_RETENTION_DAYS, and nothing older. 1 <= full <= hourly <= retention.
-    trend_history_full_days: int = Field(7, ge=1)
-    trend_history_hourly_days: int = Field(35, ge=1)
-    trend_history_retention_days: int = Field(400, ge=1)
-    # UTC cron of the maintenance task: partitions ahead, retention, thinning. Hourly, at a
-    # minute in which no trend run starts.
-    maintenance_schedule: str = "17 * * * *"
-
-    # --- Morning post ---------------------------------------------------------------------
-    post_schedule: str = "59 5 * * *"
-    trending_url: str = "https://bit.ly/3jdLvc8"
-    x_consumer_key: SecretStr | None = None
-    x_consumer_secret: SecretStr | None = None
-    x_access_token: SecretStr | None = None
-    x_access_token_secret: SecretStr | None = None
-    x_api_base_url: str | None = None  # only for tests against a local recorder
-
-    # --- Logging ----------------------------------------------------------------------------
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["kv", "json"] = "kv"
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -384,11 +373,12 @@ class Settings(BaseSettings):
             return raw.strip()
         return value
 
-    @field_validator("influxdb_v2_token", "x_consumer_key", "x_consumer_secret", "x_access_token",
-                     "x_access_token_secret", "influxdb_v2_url", "x_api_base_url", "postgres_password", mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+    def _blank_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        """A blank optional setting (an empty secret file) is not set."""
+        blank = isinstance(value, str) and not value.strip()
+        return None if blank and info.field_name and cls.model_fields[info.field_name].default is None else value
 
     @field_validator("influxdb_v2_url", "x_api_base_url", "trending_url")
     @classmethod
@@ -526,23 +516,15 @@ class Settings(BaseSettings):
                                self.trend_history_hourly_days, self.trend_history_retention_days)
 
     def secret_values(self) -> list[str]:
-        """Every credential this process knows, for scrubbing text a person will read."""
-        values: list[str] = []
-        for secret in (self.influxdb_v2_token, self.x_consumer_key, self.x_consumer_secret, self.x_access_token,
-                       self.x_access_token_secret):
+        """Every credential this process knows (of a connection string, its password), for
+        scrubbing text a person will read."""
+        values: list[str | None] = []
+        for name in secret_fields(Settings):
+            secret: SecretStr | None = getattr(self, name)
             if secret is not None:
-                values.append(secret.get_secret_value())
-        for url in (self.redis_url, self.result_backend_url):
-            if url is not None:
-                password = urlsplit(url.get_secret_value()).password
-                if password:
-                    values.append(password)
-        password = _dsn_password(self.postgres_dsn.get_secret_value())
-        if password:
-            values.append(password)
-        if self.postgres_password is not None:
-            values.append(self.postgres_password.get_secret_value())
-        return values
+                value = secret.get_secret_value()
+                values.append(_CONNECTION_STRINGS[name][1](value) if name in _CONNECTION_STRINGS else value)
+        return [value for value in values if value]
 
     def addresses(self) -> dict[str, str]:
         """Where each service is, as an operator may read it (passwords masked)."""
@@ -554,14 +536,19 @@ class Settings(BaseSettings):
         }
 
 
-_SECRET_FIELDS = {name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)}
-# Connection strings are shown with only their password masked: the rest is what is wrong.
-_MASKED_CONNECTION_STRINGS = {"postgres_dsn": mask_dsn, "redis_url": mask_url, "result_backend_url": mask_url}
+_SECRET_FIELDS = set(secret_fields(Settings))
+# Of a connection string only the password is secret: it is shown masked (the rest is what is
+# wrong) and scrubbed. Each: (mask, password).
+_CONNECTION_STRINGS: dict[str, tuple[Callable[[str], str], Callable[[str], str | None]]] = {
+    "postgres_dsn": (mask_dsn, _dsn_password),
+    "redis_url": (mask_url, lambda url: urlsplit(url).password),
+    "result_backend_url": (mask_url, lambda url: urlsplit(url).password),
+}
 
 
 def _shown(name: str, value: object) -> str:
-    if name in _MASKED_CONNECTION_STRINGS and isinstance(value, str):
-        return repr(_MASKED_CONNECTION_STRINGS[name](value))
+    if name in _CONNECTION_STRINGS and isinstance(value, str):
+        return repr(_CONNECTION_STRINGS[name][0](value))
     return "'***'" if name in _SECRET_FIELDS else repr(value)
 
 
