@@ -10,6 +10,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger
 from worker.celeryapp import (
     metrics,  # also connects the worker's metrics endpoint to worker_init
     recovery,  # noqa: F401 - connects the lease recovery to worker_ready
+    stalls,  # noqa: F401 - ends a task's PostgreSQL wait at its soft time limit
 )
 from worker.celeryapp.kombu_guard import guard_restore_unacked
 from worker.config.logs import make_formatter

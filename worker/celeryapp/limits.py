@@ -24,6 +24,7 @@ def time_limits(settings: Settings) -> dict[str, dict[str, float | str]]:
         names.COMPUTE_CHUNK: settings.task_time_limit_chunk_s,
         names.FINALIZE_TREND: settings.task_time_limit_finalize_s,
         names.TREND_FAILED: settings.task_time_limit_finalize_s,
+        names.RECORD_RUN_FAILURE: settings.task_time_limit_finalize_s,
         names.MAINTAIN: settings.task_time_limit_maintenance_s,
         names.MORNING_POST: settings.task_time_limit_post_s,
     }
