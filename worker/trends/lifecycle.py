@@ -188,7 +188,8 @@ class TrendRuns:
 def failure_reason(error: BaseException) -> str:
     """What ``trend_run.error`` says: the error's class and first line (a lock or statement
     timeout, PostgreSQL unreachable, a time limit)."""
-    return f"{type(error).__name__}: {first_line(error) or 'no message'}"
+    kind, message = type(error).__name__, first_line(error)
+    return message if message.startswith(kind) else f"{kind}: {message}" if message else kind
 
 
 def recover_leases(leases: Leases, state: RunState, durations: Sequence[Duration], node: str) -> list[Duration]:
