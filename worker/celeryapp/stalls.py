@@ -23,8 +23,9 @@ from worker.db.connection import sever_all
 
 log = logging.getLogger(__name__)
 
-#: After the soft limit: its signal is pending by then, so it is what the task raises.
-GRACE_S = 1.0
+#: After the soft limit: its signal is pending by then (the pool checks time limits once a
+#: second), so ``SoftTimeLimitExceeded`` is what the task raises.
+GRACE_S = 2.0
 
 _armed: dict[str, threading.Timer] = {}
 

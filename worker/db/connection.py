@@ -12,9 +12,9 @@ from typing import TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg2
+from psycopg2.extensions import TRANSACTION_STATUS_ACTIVE, make_dsn, parse_dsn
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
-from psycopg2.extensions import make_dsn, parse_dsn
 
 from worker.config.settings import Settings
 from worker.core.masking import mask_dsn
@@ -68,7 +68,7 @@ def connect(dsn: str, *, application_name: str = "trend-aggregator", autocommit:
 
 
 def sever_all() -> int:
-    """Shut the socket of every open connection of this process; how many were open.
+    """Shut the socket of every connection of this process that is inside a statement; how many.
 
     The one way to end a statement on a PostgreSQL that does not answer at all (stopped,
     a frozen VM): libpq waits for the reply for ever and resumes its wait when a signal
@@ -76,11 +76,12 @@ def sever_all() -> int:
     handler (Celery's soft time limit) can end it, and the server's kernel still answers
     the keepalives. A shut socket ends libpq's wait: the statement raises
     ``OperationalError`` and the connection is closed (a kept one is reopened on next use).
-    Called from another thread (:mod:`worker.celeryapp.stalls`).
+    Idle connections are left alone: the server may answer them again later. Called from
+    another thread (:mod:`worker.celeryapp.stalls`) while the process waits in libpq.
     """
     severed = 0
     for conn, pid in list(_OPENED.items()):
-        if conn.closed or pid != os.getpid():
+        if conn.closed or pid != os.getpid() or conn.info.transaction_status != TRANSACTION_STATUS_ACTIVE:
             continue
         with contextlib.suppress(OSError, psycopg2.Error), socket.socket(fileno=os.dup(conn.fileno())) as sock:
             sock.shutdown(socket.SHUT_RDWR)

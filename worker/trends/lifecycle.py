@@ -165,12 +165,20 @@ class TrendRuns:
         (False: it had already ended, e.g. failed by one of its chunks before the chord's end).
 
         The lease first, in Redis, so the duration is free the moment its run fails, even
-        while PostgreSQL does not answer (then :class:`FailureNotRecorded`)."""
+        while PostgreSQL does not answer; then :class:`FailureNotRecorded`, but only from the
+        call that held the lease: a later report of the same run (the other chunks, the
+        chord's end) must not write its reason over the first one's once PostgreSQL answers."""
         try:
-            self.leases.of(duration.name).release(token)
-        finally:
-            failed = self.record_failure(duration.name, run_id, error)
-        return failed
+            released = self.leases.of(duration.name).release(token)
+        except Exception as redis_error:  # the lease expires by itself (TREND_LOCK_TTL_S)
+            log.warning("lease of a failed run not released", extra={"run_id": run_id, "error": str(redis_error)})
+            released = True  # this call is still the one that reports the failure
+        try:
+            return self.record_failure(duration.name, run_id, error)
+        except FailureNotRecorded:
+            if released:
+                raise
+            return False
 
     def record_failure(self, duration: str, run_id: str, error: str) -> bool:
         """Mark the run failed (if still running); :class:`FailureNotRecorded` if PostgreSQL
