@@ -3,8 +3,9 @@
 The hard limit kills a task's pool process (its slot comes back; with ``acks_late`` the
 message is acknowledged as failed, not redelivered); the soft limit, a fraction of it,
 raises ``SoftTimeLimitExceeded`` inside the task first, so a chunk fails its run through
-the chord's errback (published rows stay, the lease is released) and an ingest batch is
-retried, before anything is killed. A hung task then costs its limit, not a worker.
+its errback (published rows stay, the lease is released) and an ingest batch is retried,
+before anything is killed (a task inside a PostgreSQL wait gets it once its connection is
+shut: :mod:`worker.celeryapp.stalls`). A hung task then costs its limit, not a worker.
 """
 
 from __future__ import annotations
