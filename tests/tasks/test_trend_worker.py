@@ -41,13 +41,18 @@ def test_runs_through_a_real_worker_and_a_failing_chunk_keeps_old_rows(env: dict
     before = q(dsn, "SELECT publication_doi, score, run_id FROM trending ORDER BY 1")
     assert len(before) == 450
 
-    # 2. One chunk fails (PostgreSQL refuses one DOI's row): the other chunks run, no finalize,
-    #    the errback logs the run id and releases the overlap lock, the old rows stay.
-    q(dsn, "ALTER TABLE trending_staging ADD CONSTRAINT refuse_one CHECK (publication_doi <> '10.1101/w0300')")
+    # 2. The first chunk fails (PostgreSQL refuses one DOI's row): the run is failed by that
+    #    chunk's errback, with the reason, before the other chunks run (they find it failed and
+    #    skip), the lease is released, the old rows stay; the chord's errback changes nothing.
+    q(dsn, "ALTER TABLE trending_staging ADD CONSTRAINT refuse_one CHECK (publication_doi <> '10.1101/w0000')")
     later = (NOW + timedelta(minutes=3)).isoformat()
     second = app.send_task("tasks.trends.run_trend", args=("currently", later), queue="trends").get(timeout=30)
     run_id = second["run_id"]
     wait_for(lambda: run_status(dsn, run_id) == "failed", 60, "second run marked failed")
+    (error,), = q(dsn, "SELECT error FROM trend_run WHERE run_id = %s", (run_id,))
+    assert str(error).startswith("CheckViolation: ") and "refuse_one" in str(error)
+    wait_for(lambda: log_text(worker).count("chunk of a run that is no longer running; skipped") == 2, 30,
+             "the two other chunks skipped: the run was failed before they ran")
     assert q(dsn, "SELECT publication_doi, score, run_id FROM trending ORDER BY 1") == before
     assert q(dsn, "SELECT count(*) FROM trending_staging") == [(0,)]
     wait_for(lambda: f"run_id={run_id}" in log_text(worker) and "trend run failed" in log_text(worker), 30,
@@ -66,8 +71,9 @@ def test_runs_through_a_real_worker_and_a_failing_chunk_keeps_old_rows(env: dict
 def test_a_hung_run_fails_in_its_limit_and_the_next_run_finalizes(env: dict[str, str], spawn, bound: str) -> None:
     """A run that cannot get on is bounded, and the worker needs no restart by hand:
 
-    * ``events_locked``: another session holds the events table: the run's queries give up
-      after PG_LOCK_TIMEOUT_S, the run fails before its chord;
+    * ``events_locked``: another session holds the events table: the run's select gives up
+      after PG_LOCK_TIMEOUT_S, and the run is failed (with the reason) and its lease released
+      at that moment, while the table is still locked, not when the next run starts;
     * ``lock_timeout``: the staging table is held: each chunk gives up after
       PG_LOCK_TIMEOUT_S, the errback fails the run (the lock still held);
     * ``time_limit``: the same with no lock timeout: the chunk's hard time limit kills its
@@ -108,6 +114,13 @@ def test_a_hung_run_fails_in_its_limit_and_the_next_run_finalizes(env: dict[str,
             with pytest.raises(Exception, match="lock timeout"):
                 sent.get(timeout=30)
             second_run = q(dsn, "SELECT run_id FROM trend_run WHERE calculated_at = %s", (later,))[0][0]
+            (status, error, took), = q(dsn, "SELECT status, error, extract(epoch FROM finished_at - started_at) "
+                                            "FROM trend_run WHERE run_id = %s", (second_run,))
+            assert status == "failed" and "lock timeout" in str(error), (status, error)
+            print(f"FAULT events table locked during the select: run failed {took:.1f} s after it started "
+                  "(PG_LOCK_TIMEOUT_S 1)")
+            assert took < 1 + 5
+            assert for_process().leases.of("currently").holder() is None
         else:
             second_run = sent.get(timeout=30)["run_id"]
         if bound == "lock_timeout":
@@ -128,8 +141,7 @@ def test_a_hung_run_fails_in_its_limit_and_the_next_run_finalizes(env: dict[str,
     finally:
         blocker.rollback()
         blocker.close()
-    if bound != "events_locked":  # failed by the errback; the events_locked one by the next run
-        wait_for(lambda: run_status(dsn, second_run) == "failed", 30, "second run failed")
+    wait_for(lambda: run_status(dsn, second_run) == "failed", 30, "second run failed")
     wait_for(lambda: for_process().leases.of("currently").holder() is None, 30, "lease released")
     third = (NOW + timedelta(minutes=6)).isoformat()
     app.send_task("tasks.trends.run_trend", args=("currently", third), queue="trends")

@@ -93,7 +93,8 @@ def test_a_failed_run_keeps_the_published_rows_and_cannot_finalize(state: RunSta
     later = AT + timedelta(minutes=3)
     state.start("bad", CURRENTLY, later)
     state.stage_rows("bad", [row(DOIS[1], 5.0)])
-    state.fail("bad", "a chunk failed")
+    assert state.fail("bad", "a chunk failed")
+    assert not state.fail("bad", "the chord ended")  # failed once: the errback's second call changes nothing
     assert state.finalize("bad", CURRENTLY, later).status == "abandoned"
     assert [str(r["doi"]) for r in state.run_rows(CURRENTLY, "good")] == [DOIS[0]]
 

@@ -11,6 +11,7 @@ from worker.celeryapp import (
     liveness,  # noqa: F401 - connects the worker's heartbeat and the dead workers' restore
     metrics,  # also connects the worker's metrics endpoint to worker_init
     recovery,  # noqa: F401 - connects the lease recovery to worker_ready
+    stalls,  # noqa: F401 - ends a task's PostgreSQL wait at its soft time limit
 )
 from worker.celeryapp.kombu_guard import guard_restore_unacked
 from worker.config.logs import make_formatter

@@ -3,8 +3,9 @@
 The hard limit kills a task's pool process (its slot comes back; with ``acks_late`` the
 message is acknowledged as failed, not redelivered); the soft limit, a fraction of it,
 raises ``SoftTimeLimitExceeded`` inside the task first, so a chunk fails its run through
-the chord's errback (published rows stay, the lease is released) and an ingest batch is
-retried, before anything is killed. A hung task then costs its limit, not a worker.
+its errback (published rows stay, the lease is released) and an ingest batch is retried,
+before anything is killed (a task inside a PostgreSQL wait gets it once its connection is
+shut: :mod:`worker.celeryapp.stalls`). A hung task then costs its limit, not a worker.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def time_limits(settings: Settings) -> dict[str, dict[str, float | str]]:
         names.COMPUTE_CHUNK: settings.task_time_limit_chunk_s,
         names.FINALIZE_TREND: settings.task_time_limit_finalize_s,
         names.TREND_FAILED: settings.task_time_limit_finalize_s,
+        names.RECORD_RUN_FAILURE: settings.task_time_limit_finalize_s,
         names.MAINTAIN: settings.task_time_limit_maintenance_s,
         names.MORNING_POST: settings.task_time_limit_post_s,
     }

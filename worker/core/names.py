@@ -17,6 +17,7 @@ RUN_TREND = "tasks.trends.run_trend"
 COMPUTE_CHUNK = "tasks.trends.compute_chunk"
 FINALIZE_TREND = "tasks.trends.finalize_trend"
 TREND_FAILED = "tasks.trends.trend_failed"
+RECORD_RUN_FAILURE = "tasks.trends.record_run_failure"
 MORNING_POST = "tasks.post.morning_post"
 MAINTAIN = "tasks.maintenance.maintain"
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg2
+from psycopg2.extensions import TRANSACTION_STATUS_ACTIVE, make_dsn, parse_dsn
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
-from psycopg2.extensions import make_dsn, parse_dsn
 
 from worker.config.settings import Settings
 from worker.core.masking import mask_dsn
@@ -26,6 +28,7 @@ __all__ = [
     "ReusedConnection",
     "Timeouts",
     "connect",
+    "sever_all",
     "with_password",
 ]
 
@@ -33,6 +36,10 @@ __all__ = [
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 
 T = TypeVar("T")
+
+#: Every connection :func:`connect` opened and not yet collected, with the process that opened
+#: it (a forked child inherits the set, never the right to shut its parent's sockets).
+_OPENED: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
 
 
 def connect(dsn: str, *, application_name: str = "trend-aggregator", autocommit: bool = False,
@@ -52,9 +59,34 @@ def connect(dsn: str, *, application_name: str = "trend-aggregator", autocommit:
         keepalives_idle=30,
         keepalives_interval=10,
         keepalives_count=3,
+        # Sent data unacknowledged this long (a paused VM, a partition): the connection is dead.
+        tcp_user_timeout=60_000,
     )
     conn.autocommit = autocommit
+    _OPENED[conn] = os.getpid()
     return conn
+
+
+def sever_all() -> int:
+    """Shut the socket of every connection of this process that is inside a statement; how many.
+
+    The one way to end a statement on a PostgreSQL that does not answer at all (stopped,
+    a frozen VM): libpq waits for the reply for ever and resumes its wait when a signal
+    interrupts it, so neither ``statement_timeout`` (server-side) nor a Python signal
+    handler (Celery's soft time limit) can end it, and the server's kernel still answers
+    the keepalives. A shut socket ends libpq's wait: the statement raises
+    ``OperationalError`` and the connection is closed (a kept one is reopened on next use).
+    Idle connections are left alone: the server may answer them again later. Called from
+    another thread (:mod:`worker.celeryapp.stalls`) while the process waits in libpq.
+    """
+    severed = 0
+    for conn, pid in list(_OPENED.items()):
+        if conn.closed or pid != os.getpid() or conn.info.transaction_status != TRANSACTION_STATUS_ACTIVE:
+            continue
+        with contextlib.suppress(OSError, psycopg2.Error), socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+            severed += 1
+    return severed
 
 
 def with_password(dsn: str, password: str) -> str:

@@ -3,15 +3,18 @@
     begin     take the duration's lease, give up runs that lost theirs, plan the chunks
     chunk     renew the lease, compute and stage one chunk (skipped if the run was given up)
     finish    renew the lease, publish atomically, release the lease
-    fail      mark the run failed (current rows stay), release the lease
+    fail      release the lease, mark the run failed (current rows stay): the one way a run
+              fails, in any phase, at the moment it fails (a plan error from ``begin``; a
+              chunk's or the finalize's from the errback every task of the chord carries)
 
 The steps themselves, without the lease (:class:`RunSteps`: plan, compute a chunk,
 finalize), are what a benchmark or a test drives directly.
 
-Crash recovery lives here: a run whose worker was killed stops renewing its lease; within
-``TREND_LOCK_TTL_S`` the lease expires, the next scheduled run of the duration takes it and
-marks the dead run failed (its staged rows dropped), and a chunk of the dead run that is
-redelivered later finds its run no longer running and does nothing. So a killed trends
+Crash recovery lives here: a run whose worker was killed (nobody is left to call ``fail``)
+stops renewing its lease; within ``TREND_LOCK_TTL_S`` the lease expires, the next scheduled
+run of the duration takes it and marks the dead run failed (its staged rows dropped), and a
+chunk of the dead run that is redelivered later finds its run no longer running and does
+nothing. So a killed trends
 worker costs its duration at most one lease, not the hour a long lock did.
 """
 
@@ -24,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.core.durations import Duration
-from worker.core.failures import TryLater
+from worker.core.failures import TryLater, first_line
 from worker.store.base import EventStore
+from worker.trends import metrics
 from worker.trends.lease import Leases
 from worker.trends.math import compute_trends, rows
 from worker.trends.planning import Plan, chunked, new_run_id, new_token, ns_to_datetime, token_holder
@@ -36,6 +40,17 @@ log = logging.getLogger(__name__)
 
 class RunInFlight(TryLater):
     """Another run of the duration holds the lease: try again when it is done."""
+
+
+class FailureNotRecorded(Exception):
+    """A run failed, its lease is released, but PostgreSQL did not take the mark ``failed``:
+    the caller records it again when PostgreSQL answers (:meth:`TrendRuns.record_failure`)."""
+
+    def __init__(self, duration: str, run_id: str, reason: str) -> None:
+        super().__init__(f"run {run_id} failed ({reason}); not yet recorded: PostgreSQL did not answer")
+        self.duration = duration
+        self.run_id = run_id
+        self.reason = reason
 
 
 @dataclass
@@ -111,6 +126,7 @@ class TrendRuns:
         node's next incarnation can give the lease up at once (:func:`recover_leases`)."""
         lock = self.leases.of(duration.name)
         token = new_token(holder)
+        run_id = new_run_id(duration.name, now_ns, token)  # the id RunSteps.plan gives the run
         if not lock.acquire(token):
             raise RunInFlight(f"a run of {duration.name} is in flight (lease held by {lock.holder()}); not "
                               "starting another", "Wait for it to finish (or its lease, TREND_LOCK_TTL_S, to "
@@ -121,8 +137,8 @@ class TrendRuns:
                 log.warning("earlier runs lost their lease and were given up", extra={
                     "duration": duration.name, "runs": ",".join(abandoned)})
             plan = self.steps.plan(duration, now_ns, token)
-        except BaseException:
-            lock.release(token)
+        except BaseException as error:
+            self.fail(duration, run_id, token, failure_reason(error))
             raise
         return Started(plan, token, abandoned)
 
@@ -144,11 +160,44 @@ class TrendRuns:
         finally:
             lock.release(token)
 
-    def fail(self, duration: Duration, run_id: str, token: str, error: str) -> None:
+    def fail(self, duration: Duration, run_id: str, token: str, error: str) -> bool:
+        """Release the run's lease, then mark the run failed; whether this call marked it
+        (False: it had already ended, e.g. failed by one of its chunks before the chord's end).
+
+        The lease first, in Redis, so the duration is free the moment its run fails, even
+        while PostgreSQL does not answer; then :class:`FailureNotRecorded`, but only from the
+        call that held the lease: a later report of the same run (the other chunks, the
+        chord's end) must not write its reason over the first one's once PostgreSQL answers."""
         try:
-            self.state.fail(run_id, error)
-        finally:
-            self.leases.of(duration.name).release(token)
+            released = self.leases.of(duration.name).release(token)
+        except Exception as redis_error:  # the lease expires by itself (TREND_LOCK_TTL_S)
+            log.warning("lease of a failed run not released", extra={"run_id": run_id, "error": str(redis_error)})
+            released = True  # this call is still the one that reports the failure
+        try:
+            return self.record_failure(duration.name, run_id, error)
+        except FailureNotRecorded:
+            if released:
+                raise
+            return False
+
+    def record_failure(self, duration: str, run_id: str, error: str) -> bool:
+        """Mark the run failed (if still running); :class:`FailureNotRecorded` if PostgreSQL
+        did not take it."""
+        try:
+            failed = self.state.fail(run_id, error)
+        except Exception as cause:
+            raise FailureNotRecorded(duration, run_id, error) from cause
+        if failed:
+            log.error("trend run failed; current rows kept", extra={"run_id": run_id, "error": error})
+            metrics.RUNS_FAILED.labels(duration).inc()
+        return failed
+
+
+def failure_reason(error: BaseException) -> str:
+    """What ``trend_run.error`` says: the error's class and first line (a lock or statement
+    timeout, PostgreSQL unreachable, a time limit)."""
+    kind, message = type(error).__name__, first_line(error)
+    return message if message.startswith(kind) else f"{kind}: {message}" if message else kind
 
 
 def recover_leases(leases: Leases, state: RunState, durations: Sequence[Duration], node: str) -> list[Duration]:

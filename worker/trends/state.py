@@ -116,6 +116,9 @@ SELECT (SELECT count(*) FROM published),
 """
 
 
+#: How long marking a run failed waits for a connection (libpq's least).
+_FAIL_CONNECT_TIMEOUT_S = 2.0
+
 #: How long removing a finished run's staged rows waits for the table: never long, as the
 #: rows are only left-overs (keyed by their run, which no finalize reads again) and the
 #: duration's next run removes them.
@@ -172,8 +175,9 @@ class RunState(Protocol):
     def abandon_runs(self, duration: Duration, keep: str | None = None) -> list[str]:
         """Fail every other run of ``duration`` still marked running; their ids."""
 
-    def fail(self, run_id: str, error: str) -> None:
-        """Mark the run failed; its staged rows go, the published rows stay."""
+    def fail(self, run_id: str, error: str) -> bool:
+        """Mark the run failed if it is still running (whether it was); its staged rows go,
+        the published rows stay."""
 
     def run_rows(self, duration: Duration, run_id: str) -> list[dict[str, Any]]:
         """The rows the run published."""
@@ -337,20 +341,24 @@ class PostgresRunState:
         finally:
             conn.close()
 
-    def fail(self, run_id: str, error: str) -> None:
+    def fail(self, run_id: str, error: str) -> bool:
         """A failed run: marked failed at once, its staged rows go, the current rows stay.
 
         Two transactions: the mark must not wait behind whatever made the run fail (a
         locked staging table, say). Staged rows that cannot be removed within a short lock
-        wait are removed by the duration's next run (:meth:`abandon_runs`).
+        wait are removed by the duration's next run (:meth:`abandon_runs`). The connection
+        waits at most ``_FAIL_CONNECT_TIMEOUT_S``: a PostgreSQL that does not answer must not
+        hold the process that reports the failure; the caller records it again later.
         """
-        conn = self._connect()
+        conn = connect(self._dsn, timeout_s=min(self._timeout_s, _FAIL_CONNECT_TIMEOUT_S))
         try:
             with conn, conn.cursor() as cur:
                 cur.execute(self._timeouts)
                 cur.execute("UPDATE trend_run SET status = 'failed', finished_at = clock_timestamp(), error = %s "
                             "WHERE run_id = %s AND status = 'running'", (error[:2000], run_id))
+                failed = cur.rowcount == 1
             _drop_staged(conn, "DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
+            return failed
         finally:
             conn.close()
 

@@ -16,6 +16,7 @@ from worker.celeryapp.resources import Resources
 from worker.config.settings import Settings
 from worker.core.failures import UsageError
 from worker.core.progress import Progress
+from worker.trends.lifecycle import failure_reason
 from worker.trends.planning import ns_to_datetime, run_time_ns
 
 
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 progress.advance()
             progress.finish()
         except BaseException as error:
-            runs.fail(duration, plan.run_id, token, repr(error))
+            runs.fail(duration, plan.run_id, token, failure_reason(error))
             raise
         t2 = time.perf_counter()
         print(f"  chunks   {t2 - t1:8.3f}s  {staged} rows computed and staged")
