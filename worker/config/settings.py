@@ -228,6 +228,9 @@ class Settings(BaseSettings):
     bridge_hysteresis: float = Field(0.25, ge=0, lt=1)
     bridge_queue_high_watermark: int = Field(200, ge=1)
     bridge_queue_low_watermark: int = Field(50, ge=0)
+    # The bridge also pauses at this share of Redis's maxmemory (read with the depth): a full
+    # Redis refuses publishes and retries. 1.0 pauses only when it is full; no maxmemory, no effect.
+    bridge_redis_memory_high_watermark: float = Field(0.8, gt=0.05, le=1)
     bridge_depth_check_interval_s: float = Field(1.0, gt=0)
     bridge_shutdown_deadline_s: float = Field(20.0, gt=0)
     # A rebalance takes partitions away: the bridge publishes what it holds and waits for the

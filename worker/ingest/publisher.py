@@ -99,3 +99,11 @@ class IngestPublisher:
             )
         except (OperationalError, OSError, redis.RedisError) as error:
             raise PublishError(f"publish of {task_id} failed: {error}") from error
+        except AttributeError as error:
+            # kombu 5.7, seen with a full Redis: a failed publish can leave the pooled producer
+            # on a channel kombu has closed (its ``connection`` set to None); the next publish
+            # through it fails in kombu's _connparams reading ``self.connection.client``. Only
+            # that: a failed publish like any other (the batch is kept and published again).
+            if "has no attribute 'client'" not in str(error):
+                raise
+            raise PublishError(f"publish of {task_id} failed on a closed kombu channel: {error}") from error

@@ -182,7 +182,7 @@ class Bridge:
         self.batcher: Batcher[Entry] = Batcher(CeilingPolicy(ceiling_config(settings)))
         self.tracker = OffsetTracker(settings.bridge_confirm_timeout_s)
         self.backpressure = Backpressure(settings.bridge_queue_high_watermark, settings.bridge_queue_low_watermark,
-                                         settings.bridge_max_in_flight)
+                                         settings.bridge_max_in_flight, settings.bridge_redis_memory_high_watermark)
         self.backoff = Backoff()
         self.ready: deque[Batch[Entry]] = deque()
         self.pending_letters: list[tuple[int, int, DeadLetter]] = []
@@ -456,7 +456,7 @@ class Bridge:
         self.stats.queue_depth = reading.depth
         self.stats.in_flight = in_flight
         self.stats.oldest_unconfirmed_s = self.tracker.oldest_unconfirmed_age(now)
-        self.backpressure.update(reading.depth, in_flight)
+        self.backpressure.update(reading.depth, in_flight, reading.memory_ratio)
         # Pausing is not free (librdkafka drops its prefetch), so it is never done per batch.
         want_pause = self.backpressure.paused or self.backoff.blocked(now) or self.guard_stop is not None
         policy = self.batcher.policy
