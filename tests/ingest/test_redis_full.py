@@ -51,7 +51,7 @@ def test_full_redis_during_an_outage_is_survived_and_drained(env: dict[str, str]
              OUTAGE_S, "Redis filling up")
         wait(lambda: time.monotonic() >= outage_ends or bool(stage.dead()), OUTAGE_S, "the outage to end")
         assert stage.dead() == [], "a process exited while Redis was full"
-        assert int(client.config_get("maxmemory")["maxmemory"]) == MAXMEMORY
+        assert int(client.info("memory")["maxmemory"]) == MAXMEMORY
         own_pg.start()
         recovery = wait(lambda: stage.all_stored() or bool(stage.dead()), RECOVERY_BOUND_S,
                         "every event stored once the store is back, Redis still at its limit")
