@@ -82,7 +82,8 @@ def test_kombu_still_fails_on_a_full_redis_without_the_guards(redis_url: str, fu
     import redis
 
     guard_full_redis()
-    qos = Connection(redis_url).default_channel.qos
+    channel: Any = Connection(redis_url).default_channel
+    qos = channel.qos
     with pytest.raises(redis.exceptions.OutOfMemoryError):  # kombu fixed it? then the guards can go
         type(qos).append.__wrapped__(qos, delivery(qos.channel, "tag-1"), "tag-1")
     with pytest.raises(redis.exceptions.OutOfMemoryError):  # ZREM + HDEL, refused because inside MULTI
