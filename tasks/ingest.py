@@ -38,6 +38,7 @@ from worker.ingest import metrics
 from worker.ingest.acks import send as send_ack
 from worker.ingest.deadletter import batch_letter
 from worker.ingest.errors import DeadLetterError
+from worker.ingest.publisher import closed_channel
 from worker.ingest.redis_memory import refused_for_memory
 from worker.store import StoreRejected, StoreUnavailable
 
@@ -153,7 +154,8 @@ def _slot_bound(settings: Settings) -> float:
 def _retry(task: Task[Any, Any], error: Exception, countdown: float, acks: dict[str, Any] | None,
            first_attempt: float, held_since: float) -> None:
     """Publish the retry (Celery's retry is a new message), or return when Redis refuses it for
-    memory: the caller then waits ``countdown`` and writes again in this slot.
+    memory (or kombu fails on the channel it closed then: :func:`closed_channel`): the caller
+    then waits ``countdown`` and writes again in this slot.
 
     A retry must not need Redis memory, or a full Redis would never drain: Celery rejects a
     task whose retry cannot be published, and only the bridge's re-read would bring its batch
@@ -162,8 +164,8 @@ def _retry(task: Task[Any, Any], error: Exception, countdown: float, acks: dict[
     try:
         raise task.retry(exc=error, countdown=countdown, kwargs={"acks": acks, "since": first_attempt}) from None
     except Reject as rejected:
-        if not refused_for_memory(rejected) or time.monotonic() - held_since + countdown > _slot_bound(
-                for_process().settings):
+        unpublished = refused_for_memory(rejected) or closed_channel(rejected.__context__)
+        if not unpublished or time.monotonic() - held_since + countdown > _slot_bound(for_process().settings):
             raise
     log.warning("Redis full: the retry is not published, this slot tries again",
                 extra={"task_id": task.request.id, "countdown_s": round(countdown, 2)})

@@ -51,10 +51,12 @@ def read_memory(client: redis.Redis) -> MemoryUse:
 
 def refused_for_memory(error: BaseException | None) -> bool:
     """True when ``error``, or an error it was raised from (kombu and Celery wrap Redis's),
-    is Redis refusing a write at its ``maxmemory``."""
+    is Redis refusing a write at its ``maxmemory`` (an ``OutOfMemoryError``, or a MULTI that
+    Redis discarded for it: an ``ExecAbortError`` that says so)."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, redis.exceptions.OutOfMemoryError):
+        if isinstance(error, redis.exceptions.OutOfMemoryError) or (
+                isinstance(error, redis.exceptions.ResponseError) and "'maxmemory'" in str(error)):
             return True
         seen.add(id(error))
         error = error.__cause__ or error.__context__
