@@ -26,9 +26,10 @@ import time
 from typing import Any
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from worker.celeryapp.app import app
+from worker.celeryapp.limits import SOFT_TIME_LIMIT_RATIO
 from worker.celeryapp.resources import for_process
 from worker.config.settings import Settings
 from worker.core import names
@@ -37,6 +38,8 @@ from worker.ingest import metrics
 from worker.ingest.acks import send as send_ack
 from worker.ingest.deadletter import batch_letter
 from worker.ingest.errors import DeadLetterError
+from worker.ingest.publisher import closed_channel
+from worker.ingest.redis_memory import refused_for_memory
 from worker.store import StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -89,45 +92,48 @@ def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[
         _dead_letter(self, received, error.reason, retries, acks, first_attempt)
         send_ack(ack_client, acks, stored=True)
         return {"written": 0, "dead_lettered": len(received) if isinstance(received, list) else 1, "conflicts": 0}
-    send_ack(ack_client, acks, stored=False)  # started: the bridge waits for this batch
-    wait = resources.write_limit.acquire(_rate_wait_bound(settings))
-    if wait > 0:
-        metrics.BATCHES.labels("rate_limited").inc()
-        log.info("write limit reached, retrying", extra={"task_id": self.request.id, "countdown_s": round(wait, 3)})
-        raise self.retry(countdown=wait, kwargs={"acks": acks, "since": first_attempt}) from None
-    started = time.perf_counter()
-    try:
-        conflicts = resources.event_store.write(batch) or 0
-    except (StoreUnavailable, SoftTimeLimitExceeded) as error:
-        # A write past the soft time limit (TASK_TIME_LIMIT_INGEST_S) is a store that does not
-        # answer in time: retried like an outage, instead of the hard limit killing the child.
-        waited = time.time() - first_attempt
-        left = settings.ingest_outage_tolerance_s - waited
-        if left <= 0:
-            reason = f"store unavailable for {waited:.0f} s (INGEST_OUTAGE_TOLERANCE_S): {error}"
-            _dead_letter(self, points_to_builtins(batch), reason, retries, acks, first_attempt)
+    held_since = time.monotonic()
+    while True:  # a second turn only while Redis is too full to take the retry (_retry)
+        send_ack(ack_client, acks, stored=False)  # started (or waiting): the bridge waits for this batch
+        wait = resources.write_limit.acquire(_rate_wait_bound(settings))
+        if wait > 0:
+            metrics.BATCHES.labels("rate_limited").inc()
+            log.info("write limit reached, retrying", extra={"task_id": self.request.id, "countdown_s": round(wait, 3)})
+            raise self.retry(countdown=wait, kwargs={"acks": acks, "since": first_attempt}) from None
+        started = time.perf_counter()
+        try:
+            conflicts = resources.event_store.write(batch) or 0
+            break
+        except (StoreUnavailable, SoftTimeLimitExceeded) as error:
+            # A write past the soft time limit (TASK_TIME_LIMIT_INGEST_S) is a store that does not
+            # answer in time: retried like an outage, instead of the hard limit killing the child.
+            waited = time.time() - first_attempt
+            left = settings.ingest_outage_tolerance_s - waited
+            if left <= 0:
+                reason = f"store unavailable for {waited:.0f} s (INGEST_OUTAGE_TOLERANCE_S): {error}"
+                _dead_letter(self, points_to_builtins(batch), reason, retries, acks, first_attempt)
+                send_ack(ack_client, acks, stored=True)
+                metrics.OUTAGE_SECONDS.set(0)
+                return {"written": 0, "dead_lettered": len(batch), "conflicts": 0}
+            countdown = _countdown(settings, retries, left)
+            metrics.BATCHES.labels("retried").inc()
+            metrics.OUTAGE_SECONDS.set(waited)
+            log.warning("store unavailable, retrying", extra={
+                "task_id": self.request.id, "retry": retries + 1, "countdown_s": round(countdown, 2),
+                "waited_s": round(waited, 1), "events": len(batch), "error": str(error)[:300]})
+            _retry(self, error, countdown, acks, first_attempt, held_since)
+            time.sleep(countdown)
+        except StoreRejected as error:
+            # The store wrote what it could and refused the rest as invalid: retrying cannot
+            # help, so the refused points go to the dead letters with the store's reason.
+            _dead_letter(self, points_to_builtins(error.rejected), f"store rejected: {error}", retries, acks,
+                         first_attempt)
             send_ack(ack_client, acks, stored=True)
-            metrics.OUTAGE_SECONDS.set(0)
-            return {"written": 0, "dead_lettered": len(batch), "conflicts": 0}
-        countdown = _countdown(settings, retries, left)
-        metrics.BATCHES.labels("retried").inc()
-        metrics.OUTAGE_SECONDS.set(waited)
-        log.warning("store unavailable, retrying", extra={
-            "task_id": self.request.id, "retry": retries + 1, "countdown_s": round(countdown, 2),
-            "waited_s": round(waited, 1), "events": len(batch), "error": str(error)[:300]})
-        raise self.retry(exc=error, countdown=countdown,
-                         kwargs={"acks": acks, "since": first_attempt}) from None
-    except StoreRejected as error:
-        # The store wrote what it could and refused the rest as invalid: retrying cannot
-        # help, so the refused points go to the dead letters with the store's reason.
-        _dead_letter(self, points_to_builtins(error.rejected), f"store rejected: {error}", retries, acks,
-                     first_attempt)
-        send_ack(ack_client, acks, stored=True)
-        metrics.BATCHES.labels("rejected").inc()
-        metrics.EVENTS_WRITTEN.inc(len(batch) - len(error.rejected))
-        metrics.CONFLICTS.inc(error.conflicts)
-        return {"written": len(batch) - len(error.rejected), "dead_lettered": len(error.rejected),
-                "conflicts": error.conflicts}
+            metrics.BATCHES.labels("rejected").inc()
+            metrics.EVENTS_WRITTEN.inc(len(batch) - len(error.rejected))
+            metrics.CONFLICTS.inc(error.conflicts)
+            return {"written": len(batch) - len(error.rejected), "dead_lettered": len(error.rejected),
+                    "conflicts": error.conflicts}
     send_ack(ack_client, acks, stored=True)
     metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
     metrics.BATCHES.labels("written").inc()
@@ -137,6 +143,32 @@ def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[
     log.info("batch written", extra={"task_id": self.request.id, "events": len(batch), "retries": retries,
                                       "conflicts": conflicts})
     return {"written": len(batch), "dead_lettered": 0, "conflicts": conflicts}
+
+
+def _slot_bound(settings: Settings) -> float:
+    """How long a batch may wait in its slot while Redis cannot take its retry: three quarters
+    of the soft time limit, so the last write attempt still ends before it."""
+    return settings.task_time_limit_ingest_s * SOFT_TIME_LIMIT_RATIO * 0.75
+
+
+def _retry(task: Task[Any, Any], error: Exception, countdown: float, acks: dict[str, Any] | None,
+           first_attempt: float, held_since: float) -> None:
+    """Publish the retry (Celery's retry is a new message), or return when Redis refuses it for
+    memory (or kombu fails on the channel it closed then: :func:`closed_channel`): the caller
+    then waits ``countdown`` and writes again in this slot.
+
+    A retry must not need Redis memory, or a full Redis would never drain: Celery rejects a
+    task whose retry cannot be published, and only the bridge's re-read would bring its batch
+    back, a confirm timeout later. Held longer than :func:`_slot_bound`, it goes that way.
+    """
+    try:
+        raise task.retry(exc=error, countdown=countdown, kwargs={"acks": acks, "since": first_attempt}) from None
+    except Reject as rejected:
+        unpublished = refused_for_memory(rejected) or closed_channel(rejected.__context__)
+        if not unpublished or time.monotonic() - held_since + countdown > _slot_bound(for_process().settings):
+            raise
+    log.warning("Redis full: the retry is not published, this slot tries again",
+                extra={"task_id": task.request.id, "countdown_s": round(countdown, 2)})
 
 
 def _dead_letter(task: Task[Any, Any], points: object, reason: str, retries: int, acks: dict[str, Any] | None,

@@ -5,7 +5,8 @@ here that state is made directly: a channel with one unacknowledged delivery who
 transport has lost its client, as after a lost connection. kombu's own method then raises
 the AttributeError that ended the worker; the guarded one leaves the delivery to the
 visibility sweep and lets Celery reconnect. When a kombu release fixes the bug, the first
-test fails and says so: the guard can then go.
+test fails and says so: the guard can then go. The same for the full-Redis guards, on a
+Redis whose maxmemory is below what it uses.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from worker.celeryapp.kombu_guard import guard_restore_unacked, guarded
+from worker.celeryapp.kombu_guard import guard_full_redis, guard_restore_unacked, guarded
 
 pytestmark = pytest.mark.integration
 
@@ -56,3 +57,56 @@ def test_any_other_attribute_error_still_stops_the_worker() -> None:
 
     with pytest.raises(AttributeError, match="something else"):
         guarded(broken)(object())
+
+
+# -- a full Redis --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def full_redis(redis_url: str) -> Any:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.config_set("maxmemory", 1)  # below what Redis uses: every denyoom command is refused
+    yield client
+    client.config_set("maxmemory", 0)
+
+
+def delivery(channel: Any, tag: str) -> Any:
+    raw = channel.prepare_message(b"{}")
+    raw["properties"].update(delivery_tag=tag, delivery_info={"exchange": "ingest", "routing_key": "ingest"})
+    return channel.Message(raw, channel=channel)
+
+
+def test_kombu_still_fails_on_a_full_redis_without_the_guards(redis_url: str, full_redis: Any) -> None:
+    import redis
+
+    guard_full_redis()
+    channel: Any = Connection(redis_url).default_channel
+    qos = channel.qos
+    with pytest.raises(redis.exceptions.OutOfMemoryError):  # kombu fixed it? then the guards can go
+        type(qos).append.__wrapped__(qos, delivery(qos.channel, "tag-1"), "tag-1")
+    with pytest.raises(redis.exceptions.OutOfMemoryError):  # ZREM + HDEL, refused because inside MULTI
+        type(qos).ack.__wrapped__(qos, "tag-1")
+
+
+def test_a_full_redis_delivery_is_kept_in_memory_and_acknowledged_without_new_memory(
+        redis_url: str, full_redis: Any, caplog: pytest.LogCaptureFixture) -> None:
+    guard_full_redis()
+    guard_full_redis()  # idempotent
+    channel: Any = Connection(redis_url).default_channel
+    qos = channel.qos
+    assert not hasattr(type(qos).append.__wrapped__, "__wrapped__")
+    full_redis.config_set("maxmemory", 0)
+    qos.append(delivery(channel, "recorded"), "recorded")  # recorded in Redis while there is room
+    full_redis.config_set("maxmemory", 1)
+    with caplog.at_level(logging.WARNING, logger="worker.celeryapp.kombu_guard"):
+        qos.append(delivery(channel, "kept"), "kept")
+    assert "delivery kept in this worker only" in caplog.text
+    assert set(qos._delivered) >= {"recorded", "kept"}
+    assert full_redis.hexists("unacked", "recorded") and not full_redis.hexists("unacked", "kept")
+    qos.ack("recorded")
+    qos.ack("kept")
+    assert not full_redis.hexists("unacked", "recorded") and not full_redis.zscore("unacked_index", "recorded")
+    assert {"recorded", "kept"} <= qos._dirty  # acknowledged in the worker too (kombu flushes them later)
+    qos.restore_visible(interval=1)  # its lock (SET NX) is refused: skipped, not raised

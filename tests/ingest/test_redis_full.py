@@ -1,9 +1,16 @@
-"""Redis full (maxmemory with noeviction, as compose runs it) during a store outage: Redis
-refuses writes, the bridge keeps what it holds and pauses, nothing is lost, and everything
-is stored once the store is back and Redis has room again."""
+"""A full Redis is a state, not a crash: Redis at a 4 MB ``maxmemory`` (noeviction, as compose
+runs it) during a 60 s store outage while ~30,000 events stream in, and no supervisor to
+restart what exits. Every process stays alive and keeps working, and once the store is back
+everything is stored within 60 s, nothing lost, nothing doubled, without lifting the limit.
+
+Two ways in: the bridge pausing at its memory watermark (the default, Redis never quite
+fills), and the watermark at 1.0, where the bridge publishes until Redis refuses it and the
+workers must drain a Redis that is really full (docs/guarantees.md, "Redis full").
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -15,34 +22,46 @@ from worker.ops.devstack.services import PostgresServer
 
 pytestmark = pytest.mark.faults
 
-#: Room left in Redis when the outage starts: a few dozen batches.
-HEADROOM_BYTES = 1_000_000
+MAXMEMORY = 4 * 1024 * 1024
+OUTAGE_S = 60.0
+EVENTS = 30_000
+#: The bound docs/guarantees.md states: everything stored this long after the store is back.
+RECOVERY_BOUND_S = 60.0
 
 
-def test_full_redis_during_an_outage_holds_back_and_loses_nothing(env: dict[str, str], own_pg: PostgresServer,
-                                                                   redis_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("memory_high", ["0.8", "1.0"], ids=["bridge-pauses", "redis-full"])
+def test_full_redis_during_an_outage_is_survived_and_drained(env: dict[str, str], own_pg: PostgresServer,
+                                                             redis_url: str, tmp_path: Path, memory_high: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    stage = Stage({**env, "POSTGRES_DSN": own_pg.dsn}, tmp_path, BRIDGE_MAX_IN_FLIGHT="1000",
-                  BRIDGE_QUEUE_HIGH_WATERMARK="1000", BRIDGE_QUEUE_LOW_WATERMARK="500")
+    stage = Stage({**env, "POSTGRES_DSN": own_pg.dsn}, tmp_path, supervise=False,
+                  BRIDGE_REDIS_MEMORY_HIGH_WATERMARK=memory_high)
     try:
         stage.start_worker()
+        stage.start_worker("trends", concurrency=1)
+        stage.start_beat()
         stage.start_bridge()
         stage.produce(list(demo_events(500, 40, seed=71)))
         wait(stage.all_stored, 60, "the first events stored")
+        client.config_set("maxmemory", MAXMEMORY)
         own_pg.stop()
-        used = int(client.info("memory")["used_memory"])
-        client.config_set("maxmemory", used + HEADROOM_BYTES)
-        for batch in range(10):  # far more than fits: about 3 MB of batches
+        outage_ends = time.monotonic() + OUTAGE_S
+        for batch in range(EVENTS // 1000):
             stage.produce(list(demo_events(1000, 40, seed=80 + batch)))
-        wait(lambda: "used memory > 'maxmemory'" in stage.log("bridge"), 120, "Redis refusing the bridge's publish")
-        assert int(client.info("memory")["used_memory"]) <= used + HEADROOM_BYTES * 1.1
+        wait(lambda: int(client.info("memory")["used_memory"]) >= 0.75 * MAXMEMORY or bool(stage.dead()),
+             OUTAGE_S, "Redis filling up")
+        wait(lambda: time.monotonic() >= outage_ends or bool(stage.dead()), OUTAGE_S, "the outage to end")
+        assert stage.dead() == [], "a process exited while Redis was full"
+        assert int(client.info("memory")["maxmemory"]) == MAXMEMORY
         own_pg.start()
-        client.config_set("maxmemory", 0)
-        wait(stage.all_stored, 240, "every event stored once the store is back and Redis has room")
-        ledger = stage.ledger("redis full during a store outage", 0.0)
+        recovery = wait(lambda: stage.all_stored() or bool(stage.dead()), RECOVERY_BOUND_S,
+                        "every event stored once the store is back, Redis still at its limit")
+        assert stage.dead() == [], "a process exited while Redis drained"
+        ledger = stage.ledger(f"redis full (maxmemory 4 MB, watermark {memory_high}) during a 60 s store outage",
+                              recovery)
         assert (ledger.lost, ledger.duplicated) == (0, 0)
-        assert ledger.produced == 500 + 10 * 1000
-        wait(lambda: stage.committed() == ledger.produced, 120, "every offset committed once stored")
+        assert ledger.produced == 500 + EVENTS
+        wait(lambda: stage.committed() == ledger.produced, 60, "every offset committed once stored")
+        assert stage.dead() == []
     finally:
         client.config_set("maxmemory", 0)
         stage.close()

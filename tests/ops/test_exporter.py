@@ -84,6 +84,9 @@ def test_state_of_runs_queues_lag_and_post(pg_dsn: str, redis_url: str, kafka, t
     redis.Redis.from_url(redis_url).set(BEAT_LOCK_KEY, b"token", px=60_000)
     assert scrape(settings)[("aggregator_beat_lock_held", ())] == 1
     redis.Redis.from_url(redis_url).delete(BEAT_LOCK_KEY)
+    # How full Redis is, for the RedisNearlyFull alert (monitoring/prometheus/alerts.yml).
+    assert got[("aggregator_redis_memory_used_bytes", ())] > 0
+    assert got[("aggregator_redis_memory_max_bytes", ())] == 0  # the tests' Redis has no limit
 
 
 def test_a_source_that_is_down_is_a_zero_not_a_failed_scrape(redis_url: str) -> None:

@@ -80,6 +80,28 @@ def test_trends_health_passes_when_fresh_and_fails_on_a_flooded_ingest_queue(
     assert "FAIL queues" in out and "ingest holds more than 6 batches" in out and "ingest=7" in out
 
 
+def test_trends_health_says_when_redis_is_nearly_full(pg_dsn: str, redis_url: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    settings = Settings(postgres_dsn=pg_dsn, redis_url=redis_url)
+    _finalized(pg_dsn, dict.fromkeys(("currently", "today", "week", "month", "year"), timedelta(minutes=1)))
+    try:
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", used * 2)
+        assert check("trends", settings=settings) == 0
+        assert "MiB maxmemory (" in capsys.readouterr().out
+        client.config_set("maxmemory", int(used * 1.05))  # 95% used
+        assert check("trends", settings=settings) == 1
+        out = capsys.readouterr().out
+        assert "FAIL redis-memory" in out and "Redis nearly full" in out
+    finally:
+        client.config_set("maxmemory", 0)
+    assert check("trends", settings=settings) == 0
+    assert "no maxmemory" in capsys.readouterr().out
+
+
 def test_lag_health_counts_what_the_group_has_not_stored(kafka, topics: dict[str, str],
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from confluent_kafka import Producer

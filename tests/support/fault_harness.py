@@ -73,11 +73,13 @@ class Ledger:
 class Stage:
     """One fault test's processes; everything still running is stopped at the end."""
 
-    def __init__(self, env: dict[str, str], logs: Path, **overrides: str) -> None:
+    def __init__(self, env: dict[str, str], logs: Path, *, supervise: bool = True, **overrides: str) -> None:
+        """``supervise=False``: a process that exits stays dead (a test that no process may exit)."""
         self.env = {**os.environ, **env, **FAULT_SETTINGS, **overrides, "PYTHONUNBUFFERED": "1"}
         self.logs = logs
         self.supervisor = Supervisor()
-        self.supervisor.run_in_background()
+        if supervise:
+            self.supervisor.run_in_background()
         self.produced: list[str] = []
 
     @property
@@ -94,6 +96,14 @@ class Stage:
     def start_bridge(self, name: str = "bridge") -> str:
         self.supervisor.start(name, [*AGGREGATOR, "bridge"], self.env, self.logs / f"{name}.log")
         return name
+
+    def start_beat(self, name: str = "beat") -> str:
+        self.supervisor.start(name, [*CELERY, "beat", "-l", "info"], self.env, self.logs / f"{name}.log")
+        return name
+
+    def dead(self) -> list[str]:
+        """The processes that exited (a supervised one may be running again by now)."""
+        return [child.name for child in self.supervisor.children.values() if not child.alive or child.exits]
 
     def log(self, name: str) -> str:
         path = self.logs / f"{name}.log"

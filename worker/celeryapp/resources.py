@@ -164,7 +164,8 @@ def compose_bridge(settings: Settings, consumer: Consumer, publisher: IngestPubl
     partitions = Partitions(s.kafka_topic)
     stats = BridgeStats()
     tracker = OffsetTracker(s.bridge_confirm_timeout_s)
-    backpressure = Backpressure(s.bridge_queue_high_watermark, s.bridge_queue_low_watermark, s.bridge_max_in_flight)
+    backpressure = Backpressure(s.bridge_queue_high_watermark, s.bridge_queue_low_watermark, s.bridge_max_in_flight,
+                                s.bridge_redis_memory_high_watermark)
     guard = GuardSync(DlqGuard(s.bridge_max_dlq_ratio, s.bridge_dlq_min_events), guard_records, stats)
     ceiling = CeilingConfig(target_interval_s=s.bridge_target_interval_s, half_life_s=s.bridge_rate_half_life_s,
                             min_batch=s.bridge_min_batch, max_batch=s.bridge_max_batch,

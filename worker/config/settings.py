@@ -255,6 +255,9 @@ class BridgeSettings(BaseModel):
     bridge_hysteresis: float = Field(0.25, ge=0, lt=1, description="Change needed before the ceiling moves.")
     bridge_queue_high_watermark: int = Field(200, ge=1, description="Ingest tasks queued: the bridge pauses ...")
     bridge_queue_low_watermark: int = Field(50, ge=0, description="... and resumes.")
+    bridge_redis_memory_high_watermark: float = Field(0.8, gt=0.05, le=1, description=(
+        "The bridge also pauses at this share of Redis's maxmemory (a full Redis refuses publishes and retries); "
+        "1.0 pauses only when it is full; without maxmemory only the depth counts."))
     bridge_depth_check_interval_s: float = Field(1.0, gt=0, description="Between two reads of the queue depth.")
     bridge_shutdown_deadline_s: float = Field(20.0, gt=0, description=(
         "SIGTERM: to publish, confirm and commit what it holds; below compose's stop_grace_period (30 s)."))

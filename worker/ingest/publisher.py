@@ -63,6 +63,17 @@ def queued_batch_sizes(client: redis.Redis, queue: str) -> list[int]:
     return sizes
 
 
+def closed_channel(error: BaseException | None) -> bool:
+    """kombu 5.7's failure on a channel it closed itself, seen with a full Redis.
+
+    A failed publish can leave a pooled producer on a channel kombu has closed (its
+    ``connection`` set to None); the next publish through it fails in kombu's
+    ``_connparams``, reading ``self.connection.client``. Only that: it is a failed publish
+    like any other, and the next one gets a live channel.
+    """
+    return isinstance(error, AttributeError) and "has no attribute 'client'" in str(error)
+
+
 class IngestPublisher:
     def __init__(self, app: Celery, queue: str, *, timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
         self.app = app
@@ -99,3 +110,7 @@ class IngestPublisher:
             )
         except (OperationalError, OSError, redis.RedisError) as error:
             raise PublishError(f"publish of {task_id} failed: {error}") from error
+        except AttributeError as error:
+            if not closed_channel(error):
+                raise
+            raise PublishError(f"publish of {task_id} failed on a closed kombu channel: {error}") from error

@@ -31,6 +31,7 @@ from worker.ingest.bridge.depth import priority_keys
 from worker.ingest.bridge.guard_state import RedisGuardRecords
 from worker.ingest.deadletter import replay_group
 from worker.ingest.kafka_config import group_lag
+from worker.ingest.redis_memory import memory_use
 from worker.trends.freshness import stale_after
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,10 @@ class StateCollector(Collector):
                         pipe.llen(key)
                 for key in unacked_keys(client):
                     pipe.hlen(key)
-                values = [int(v) for v in pipe.execute()]
+                pipe.info("memory")
+                *counts, info = pipe.execute()
+            values = [int(v) for v in counts]
+            memory = memory_use(info)
             # The dead-letter guard's stop (a record in Redis, not a bridge's memory): seen here
             # even with BRIDGE_METRICS_PORT=0 or every bridge down.
             stopped = RedisGuardRecords(client, s.kafka_group_id, s.kafka_topic).read() is not None
@@ -157,7 +161,12 @@ class StateCollector(Collector):
         beat = GaugeMetricFamily(f"{PREFIX}_beat_lock_held",
                                  "1 while a beat holds the scheduler's lock (one beat is active and firing)",
                                  value=1.0 if beat_held else 0.0)
-        return [depth, unacked, guard, beat]
+        used = GaugeMetricFamily(f"{PREFIX}_redis_memory_used_bytes", "Memory Redis uses (INFO used_memory)",
+                                 value=float(memory.used))
+        limit = GaugeMetricFamily(f"{PREFIX}_redis_memory_max_bytes",
+                                  "Redis's maxmemory (0: no limit); at it Redis refuses new messages",
+                                  value=float(memory.limit))
+        return [depth, unacked, guard, beat, used, limit]
 
     # -- Kafka: ingest lag, dead letters pending --------------------------------------------------
     def _kafka(self) -> list[Metric]:

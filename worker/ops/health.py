@@ -26,8 +26,9 @@ And what the product delivers, beyond its dependencies answering:
 - ``trends``: per duration, the age of its last finalized run against its bound
   (:mod:`worker.trends.freshness`: two periods plus what one run may take), and the queue
   depths (the ingest queue must stay below twice ``BRIDGE_QUEUE_HIGH_WATERMARK``: the
-  bridges pause at the watermark). Compose's trends worker and beat run it beside their
-  own checks.
+  bridges pause at the watermark), and Redis's memory: it fails from 90% of ``maxmemory``
+  (the bridges pause at ``BRIDGE_REDIS_MEMORY_HIGH_WATERMARK``, so Redis fills although they
+  hold back). Compose's trends worker and beat run it beside their own checks.
 - ``lag``: the consumer group's lag on ``KAFKA_TOPIC`` (events not yet stored) against
   ``HEALTH_MAX_INGEST_LAG``; the bridge's healthcheck runs it.
 - ``exporter``: ``aggregator exporter`` answers on ``EXPORTER_PORT``. (A worker with
@@ -55,6 +56,7 @@ from worker.db.connection import Database
 from worker.ingest.bridge.depth import priority_keys
 from worker.ingest.bridge.guard_state import RedisGuardRecords
 from worker.ingest.kafka_config import client_config, group_lag
+from worker.ingest.redis_memory import NEAR_FULL, describe, read_memory
 from worker.trends.freshness import Freshness, stale_after
 
 if TYPE_CHECKING:
@@ -247,6 +249,21 @@ def check_queues(settings: Settings) -> Check:
     return run
 
 
+def check_redis_memory(url: str) -> Check:
+    def run() -> str:
+        client = _redis(url)
+        try:
+            use = read_memory(client)
+        finally:
+            client.close()
+        if use.ratio >= NEAR_FULL:
+            raise RuntimeError(f"Redis nearly full: {describe(use)}; at maxmemory it refuses new messages "
+                               "(see docs/operating.md, \"Redis memory\")")
+        return describe(use)
+
+    return run
+
+
 def check_dlq_guard(settings: Settings) -> Check:
     def run() -> str:
         client = _redis(settings.redis_url.get_secret_value())
@@ -304,7 +321,7 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
     if component == "trends":
         runs = _RunTimes(Database.from_settings(s).dsn)
         return [*((f"trend:{d.name}", check_trend(s, d, runs)) for d in s.durations().values()),
-                ("queues", check_queues(s))]
+                ("queues", check_queues(s)), ("redis-memory", check_redis_memory(s.redis_url.get_secret_value()))]
     if component == "lag":
         return [("lag", check_lag(s))]
     if component == "exporter":

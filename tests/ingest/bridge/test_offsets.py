@@ -134,6 +134,17 @@ def test_backpressure_has_hysteresis_on_depth_and_in_flight() -> None:
     assert not flow.update(queue_depth=0, in_flight=4)
 
 
+def test_backpressure_pauses_at_the_redis_memory_watermark_and_resumes_below_it() -> None:
+    flow = Backpressure(high_watermark=10, low_watermark=2, max_in_flight=8, memory_high=0.8)
+    assert not flow.update(queue_depth=0, in_flight=0, memory_ratio=0.79)
+    assert flow.update(queue_depth=0, in_flight=0, memory_ratio=0.8) and flow.reason == "redis_memory"
+    assert flow.update(queue_depth=0, in_flight=0, memory_ratio=0.76)  # hysteresis: 5% of maxmemory
+    assert not flow.update(queue_depth=0, in_flight=0, memory_ratio=0.75)
+    assert not flow.update(queue_depth=0, in_flight=0)  # no maxmemory: the ratio is 0, depth alone counts
+    with pytest.raises(ValueError, match="memory_high"):
+        Backpressure(high_watermark=10, low_watermark=2, max_in_flight=8, memory_high=1.5)
+
+
 def test_backoff_doubles_caps_and_resets() -> None:
     backoff = Backoff(initial_s=0.5, maximum_s=4.0)
     assert [backoff.failure(now=0) for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]

@@ -6,7 +6,11 @@ worker has already reserved sit in the ``unacked`` hash and are not counted. The
 reads at most once per ``interval_s`` and caches the answer, and it treats a Redis error as
 "too deep": pausing on an unknown depth is safe, publishing into it is not.
 
-The same round trip checks the exchange binding key: kombu silently drops a message whose
+The same round trip reads how full Redis is (``INFO memory``): the bridge also pauses before
+Redis reaches its ``maxmemory``, where it would refuse the publishes and the workers' retries
+(:mod:`worker.ingest.redis_memory`).
+
+It also checks the exchange binding key: kombu silently drops a message whose
 binding (``_kombu.binding.<exchange>``) is missing (kombu#1063), e.g. after Redis lost its
 data; the bridge then declares the queue again before it publishes.
 """
@@ -19,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+
+from worker.ingest.redis_memory import memory_use
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ def priority_keys(queue: str) -> list[str]:
 class DepthReading:
     depth: int  # UNKNOWN_DEPTH when Redis did not answer
     binding_ok: bool
+    memory_ratio: float = 0.0  # used / maxmemory; 0.0 without a limit or an answer
 
 
 class QueueDepthProbe:
@@ -57,8 +64,9 @@ class QueueDepthProbe:
             for key in self._keys:
                 pipe.llen(key)
             pipe.exists(self._binding_key)
-            *lengths, binding = pipe.execute()
-            reading = DepthReading(int(sum(lengths)), bool(binding))
+            pipe.info("memory")
+            *lengths, binding, memory = pipe.execute()
+            reading = DepthReading(int(sum(lengths)), bool(binding), memory_use(memory).ratio)
         except redis.RedisError as error:
             log.warning("queue depth unknown, treating as too deep", extra={"error": str(error)})
             reading = DepthReading(UNKNOWN_DEPTH, True)
@@ -69,7 +77,7 @@ class QueueDepthProbe:
         """Count our own publishes into the cached depth, so a burst cannot overshoot the
         high watermark between two reads."""
         if self._last is not None and self._last.depth != UNKNOWN_DEPTH:
-            self._last = DepthReading(self._last.depth + n, self._last.binding_ok)
+            self._last = DepthReading(self._last.depth + n, self._last.binding_ok, self._last.memory_ratio)
 
     def invalidate(self) -> None:
         self._last = None

@@ -1,9 +1,10 @@
 """When the bridge stops consuming and when it tries again (pure code, fake-clock tested).
 
 :class:`Backpressure` pauses the partitions while downstream cannot take more — the ingest
-queue above its high watermark, or too many published batches not yet confirmed as stored
-(a store outage shows up here first: the queue stays short because failing tasks wait as
-retries, but nothing gets confirmed) — and resumes below the low watermarks. Kafka keeps
+queue above its high watermark, Redis's memory above its share of ``maxmemory`` (a full
+Redis refuses publishes and retries), or too many published batches not yet confirmed as
+stored (a store outage shows up here first: the queue stays short because failing tasks
+wait as retries, but nothing gets confirmed) — and resumes below the low watermarks. Kafka keeps
 the data meanwhile; that is how an outage of any length loses nothing.
 
 :class:`Backoff` spaces the attempts at a failing Redis or dead-letter topic: exponential,
@@ -14,12 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: Redis's memory must fall this share of maxmemory below the watermark before a resume.
+MEMORY_HYSTERESIS = 0.05
+
 
 @dataclass
 class Backpressure:
     high_watermark: int
     low_watermark: int
     max_in_flight: int
+    memory_high: float = 1.0  # share of Redis's maxmemory; resumes MEMORY_HYSTERESIS below it
     paused: bool = False
     reason: str = ""
 
@@ -28,14 +33,19 @@ class Backpressure:
             raise ValueError("need 0 <= low_watermark < high_watermark")
         if self.max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
+        if not MEMORY_HYSTERESIS < self.memory_high <= 1:
+            raise ValueError(f"memory_high must be in ({MEMORY_HYSTERESIS}, 1]")
 
-    def update(self, queue_depth: int, in_flight: int) -> bool:
-        """True while the bridge should not consume (hysteresis on both measures)."""
+    def update(self, queue_depth: int, in_flight: int, memory_ratio: float = 0.0) -> bool:
+        """True while the bridge should not consume (hysteresis on every measure)."""
         if self.paused:
-            if queue_depth <= self.low_watermark and in_flight <= self.max_in_flight // 2:
+            if (queue_depth <= self.low_watermark and in_flight <= self.max_in_flight // 2
+                    and memory_ratio <= self.memory_high - MEMORY_HYSTERESIS):
                 self.paused, self.reason = False, ""
         elif queue_depth >= self.high_watermark:
             self.paused, self.reason = True, "queue"
+        elif memory_ratio >= self.memory_high:
+            self.paused, self.reason = True, "redis_memory"
         elif in_flight >= self.max_in_flight:
             self.paused, self.reason = True, "in_flight"
         return self.paused

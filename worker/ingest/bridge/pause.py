@@ -37,10 +37,11 @@ class Pause:
         """Pause or resume from the depth, the batches in flight, ``blocked`` (downstream
         failing) and the guard's stop."""
         s = self.stats
-        s.queue_depth = self.probe.read().depth
+        reading = self.probe.read()
+        s.queue_depth = reading.depth
         s.in_flight = self.tracker.in_flight()
         s.oldest_unconfirmed_s = self.tracker.oldest_unconfirmed_age(now)
-        self.backpressure.update(s.queue_depth, s.in_flight)
+        self.backpressure.update(s.queue_depth, s.in_flight, reading.memory_ratio)
         want_pause = self.backpressure.paused or blocked or self.guard.stop is not None
         if want_pause and not self.paused:
             self.pause()
