@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.devstack.services import PostgresServer
 from tests.support.fault_harness import Stage, wait
 from worker.ops.demo import demo_events
-from worker.ops.devstack.services import PostgresServer
 
 pytestmark = pytest.mark.faults
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.devstack.services import PostgresServer
 from tests.support.fault_harness import Stage, wait
 from worker.ingest.deadletter import DeadLetterReader
 from worker.ops.demo import demo_events
-from worker.ops.devstack.services import PostgresServer
 
 pytestmark = pytest.mark.faults
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import psycopg2
 from confluent_kafka import Producer
 
+from tests.support.devstack.services import wait_until
+from tests.support.devstack.supervisor import Supervisor
 from tests.support.helpers import committed_total
-from worker.ops.devstack.services import wait_until
-from worker.ops.devstack.supervisor import Supervisor
 
 CELERY = [sys.executable, "-m", "celery", "-A", "worker.app"]
 AGGREGATOR = [sys.executable, "-m", "worker.ops.cli"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["AGGREGATOR", "CELERY"]  # re-exported: tests start processes as `aggregator dev` does
 
+import math
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -13,13 +14,18 @@ from typing import Any
 import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 
-from worker.ops.devstack.run import AGGREGATOR, CELERY
-from worker.ops.devstack.services import wait_until
+from tests.support.devstack.run import AGGREGATOR, CELERY
+from tests.support.devstack.services import wait_until
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
     """Await a state another process produces (a row count, a log line, a queue length)."""
     wait_until(check, timeout, what)
+
+
+def admitted_bound(capacity: float, rate: float, interval_s: float) -> float:
+    """The most takes a token bucket may grant within any ``interval_s``: its burst plus the refill."""
+    return math.floor(capacity) + rate * interval_s
 
 
 def q(dsn: str, sql: str, params: tuple[object, ...] | None = None) -> list[tuple[Any, ...]]:

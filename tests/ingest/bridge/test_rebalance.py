@@ -23,11 +23,11 @@ import psycopg2
 import pytest
 from confluent_kafka import Producer
 
+from tests.support.devstack.services import free_port
 from tests.support.fault_harness import Ledger
 from tests.support.helpers import AGGREGATOR, committed_total, log_text, start_worker, wait_for
 from worker.ingest.deadletter import ensure_topic
 from worker.ops.demo import demo_events
-from worker.ops.devstack.services import free_port
 
 pytestmark = pytest.mark.faults
 
