@@ -49,9 +49,6 @@ class Range:
     start: datetime
     stop: datetime
 
-    def contains(self, at: datetime) -> bool:
-        return self.start <= at < self.stop
-
 
 @dataclass(frozen=True, slots=True)
 class Layout:
