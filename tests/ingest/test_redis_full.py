@@ -40,7 +40,7 @@ def test_full_redis_during_an_outage_holds_back_and_loses_nothing(env: dict[str,
         client.config_set("maxmemory", 0)
         wait(stage.all_stored, 240, "every event stored once the store is back and Redis has room")
         ledger = stage.ledger("redis full during a store outage", 0.0)
-        assert (ledger.lost, ledger.duplicated) == (0, 0)
+        assert (ledger.lost, ledger.conflicts) == (0, 0)
         assert ledger.produced == 500 + 10 * 1000
         wait(lambda: stage.committed() == ledger.produced, 120, "every offset committed once stored")
     finally:
