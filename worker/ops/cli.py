@@ -215,7 +215,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     dev = command("dev", "run the whole product locally on real services (Ctrl-C stops)",
                   "Start Kafka (Tansu), Redis and PostgreSQL from this machine's binaries, then setup, the "
-                  "bridge, the workers and beat; produce demo events and print what was ingested and trended.")
+                  "bridge, the workers and beat; produce demo events and print what was ingested and trended. "
+                  "Runs from a checkout (pip install -e '.[dev]'): the local stack is not in the image.")
     dev.add_argument("--events", type=positive_int, default=5000, help="demo events to produce")
     dev.add_argument("--dois", type=positive_int, default=200, help="DOIs they discuss")
     dev.add_argument("--workdir", default=".devstack", help="where the services keep data and logs")
