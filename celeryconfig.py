@@ -1,9 +1,8 @@
 """Celery configuration (the customer's ``celeryconfig``): queues, routes, rate limits.
 
 Read by ``worker.celeryapp.app`` with ``config_from_object``; every value comes from the environment
-through :mod:`worker.config.settings`, so containers differ only by their env file. The reasons
-behind each choice are in NOTES-style comments because each one is a place where others
-lost messages.
+through :mod:`worker.config.settings`, so containers differ only by their env file. Each
+choice that can lose or double a message says why beside it.
 """
 
 from __future__ import annotations

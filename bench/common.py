@@ -2,7 +2,7 @@
 
 The benchmarks run the product exactly as it is deployed (``aggregator bridge`` and a Celery
 worker as separate processes, talking to Tansu, Redis and PostgreSQL), so the services are
-the same classes the tests and ``aggregator dev`` use (:mod:`worker.ops.devstack.services`),
+the same classes the tests and ``aggregator dev`` use (:mod:`tests.support.devstack.services`),
 started once per benchmark run. Everything started here is stopped by
 :meth:`Stack.close` / :meth:`Processes.close`, which the callers run in ``finally`` blocks,
 so Ctrl-C or a failed assertion leaves no broker or worker behind.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psycopg2
 
-from worker.ops.devstack.services import KafkaBroker, PostgresServer, RedisServer
+from tests.support.devstack.services import KafkaBroker, PostgresServer, RedisServer
 
 AGGREGATOR: list[str] = [sys.executable, "-m", "worker.ops.cli"]
 CELERY: list[str] = [sys.executable, "-m", "celery", "-A", "worker.app"]

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dois", type=int, default=10_000)
     args = parser.parse_args(argv)
 
-    from worker.ops.devstack.services import PostgresServer, RedisServer, wait_until
+    from tests.support.devstack.services import PostgresServer, RedisServer, wait_until
 
     pg = PostgresServer(_workdir("pg"), durable=True).start()  # production durability
     redis_server = RedisServer(_workdir("redis")).start()

@@ -88,7 +88,7 @@ def queued(redis_url: str, queue: str = "ingest") -> tuple[int, int]:
     """(tasks, events) waiting in the ingest queue."""
     import redis
 
-    from worker.ingest.publisher import queued_batch_sizes
+    from tests.support.helpers import queued_batch_sizes
 
     sizes = queued_batch_sizes(redis.Redis.from_url(redis_url), queue)
     return len(sizes), sum(sizes)

@@ -7,7 +7,7 @@ so this measures the two curves a sizing needs, each against a baseline measured
 same run:
 
 * **ingest** (baseline: 1 bridge / 1 worker). The real processes, as deployed: Tansu,
-  Redis and durable PostgreSQL from ``worker.ops.devstack`` (via :class:`bench.common.Stack`),
+  Redis and durable PostgreSQL from ``tests.support.devstack`` (via :class:`bench.common.Stack`),
   ``aggregator bridge`` and ``celery worker -Q ingest -c 2`` processes. ``--events`` events
   wait in one topic of ``--partitions`` partitions (produced once, not timed); each
   configuration (1/1, 2 bridges/1 worker, 1 bridge/2 workers, 2/2) drains it with a new
@@ -71,8 +71,8 @@ from bench.common import (
     produce_fast,
     wait_for,
 )
+from tests.support.devstack.services import PostgresServer
 from worker.core.durations import Duration
-from worker.ops.devstack.services import PostgresServer
 from worker.store.postgres.store import PostgresStore
 from worker.trends.lifecycle import RunSteps
 from worker.trends.planning import datetime_to_ns

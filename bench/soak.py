@@ -61,6 +61,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine_line
+from tests.support.devstack.services import PostgresServer
 from worker.config.settings import Settings
 from worker.core.events import Point
 from worker.core.partitions import EVENTS, HISTORY
@@ -68,7 +69,6 @@ from worker.core.retention import RetentionPolicy
 from worker.db.connection import Database
 from worker.maintenance.run import maintain
 from worker.ops.dayplan.jobs import Job, starts
-from worker.ops.devstack.services import PostgresServer
 from worker.store.postgres.store import PostgresStore
 from worker.trends.lifecycle import RunSteps
 from worker.trends.planning import datetime_to_ns, new_token

@@ -47,12 +47,12 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine_line
+from tests.support.devstack.services import PostgresServer
 from worker.config.settings import Settings
 from worker.core import alignment
 from worker.core.aggregates import Aggregates
 from worker.core.durations import DEFAULT_DURATIONS, Duration
 from worker.core.events import Point
-from worker.ops.devstack.services import PostgresServer
 from worker.store.postgres import copy
 from worker.store.postgres import store as product_store
 from worker.store.postgres.store import PostgresStore

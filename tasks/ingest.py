@@ -74,7 +74,7 @@ def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[
     """Write a batch; idempotent, so a redelivered or re-published batch is harmless.
 
     ``points`` is the JSON text :func:`worker.core.events.points_to_wire` made (the list form
-    is accepted too, from replays and older bridges); ``acks`` says where to confirm the
+    is accepted too: a batch still queued across an upgrade); ``acks`` says where to confirm the
     batch's offsets (absent for replayed dead letters); ``since`` is the first attempt's
     time (wall clock), carried through the retries.
     """

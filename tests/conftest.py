@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.devstack.services import KafkaBroker, PostgresServer, RedisServer
 from tests.support.x_recorder import x_api  # noqa: F401 - the fake X API fixture, shared by the post tests
-from worker.ops.devstack.services import KafkaBroker, PostgresServer, RedisServer
 
 TEMPLATE_DB = "aggregator_template"
 

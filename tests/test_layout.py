@@ -19,7 +19,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = sorted([*(ROOT / "worker").rglob("*.py"), *(ROOT / "tasks").rglob("*.py"), ROOT / "celeryconfig.py"])
-PROJECT = ("worker", "tasks", "celeryconfig")
+PROJECT = ("worker", "tasks", "celeryconfig", "tests")
 
 #: Imports of the project inside a function body, each with the reason it is not at the top.
 #: An import hidden in a function to dodge an import cycle is never one of them.
@@ -27,6 +27,12 @@ LAZY_PROJECT_IMPORTS = {
     # Only the configured backend's client library is loaded (influxdb-client costs 0.4 s).
     ("worker/store/__init__.py", "worker.store.influx.store"),
     ("worker/store/__init__.py", "worker.store.postgres.store"),
+    # Only the chosen command is loaded: all of them cost about 2 s, and `aggregator --help`
+    # and the health checks need none (cli.run_command names each one).
+    ("worker/ops/cli.py", "worker.ops.commands"),
+    # The local stack is development machinery, found in a checkout only: the product's one
+    # import of the tests, never at import time (an installed package has no tests/).
+    ("worker/ops/commands/dev.py", "tests.support.devstack.run"),
 }
 #: Where the process's settings are read: the entry points (the composition roots).
 READS_SETTINGS = {"worker/ops/cli.py", "worker/celeryapp/app.py", "worker/celeryapp/resources.py",

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.devstack.services import free_port
 from tests.support.helpers import CELERY, log_text, start_worker, wait_for
 from worker.config.settings import Settings
-from worker.ops.devstack.services import free_port
 from worker.ops.health import check_celery_ping
 
 pytestmark = pytest.mark.integration

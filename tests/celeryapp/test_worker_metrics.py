@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.devstack.services import free_port
 from tests.support.helpers import count_events, start_worker, wait_for
 from worker.core import names
 from worker.core.events import decode_event, points_to_wire
 from worker.ops.demo import demo_events
-from worker.ops.devstack.services import free_port
 
 pytestmark = pytest.mark.e2e
 

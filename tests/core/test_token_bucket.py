@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.core.token_bucket import UNIT, Bucket, admitted_bound, take
+from tests.support.helpers import admitted_bound
+from worker.core.token_bucket import UNIT, Bucket, take
 
 pytestmark = pytest.mark.unit
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.devstack.services import PostgresServer
 from tests.support.fault_harness import Stage, wait
 from worker.ops.demo import demo_events
-from worker.ops.devstack.services import PostgresServer
 
 pytestmark = pytest.mark.faults
 
@@ -58,7 +58,7 @@ def test_full_redis_during_an_outage_is_survived_and_drained(env: dict[str, str]
         assert stage.dead() == [], "a process exited while Redis drained"
         ledger = stage.ledger(f"redis full (maxmemory 4 MB, watermark {memory_high}) during a 60 s store outage",
                               recovery)
-        assert (ledger.lost, ledger.duplicated) == (0, 0)
+        assert (ledger.lost, ledger.conflicts) == (0, 0)
         assert ledger.produced == 500 + EVENTS
         wait(lambda: stage.committed() == ledger.produced, 60, "every offset committed once stored")
         assert stage.dead() == []

@@ -9,10 +9,10 @@ import subprocess
 import pytest
 from confluent_kafka import Producer
 
+from tests.support.devstack.services import PostgresServer
 from tests.support.helpers import AGGREGATOR, count_events, log_text, start_worker, wait_for
 from worker.ingest.deadletter import DeadLetterReader
 from worker.ops.demo import demo_events
-from worker.ops.devstack.services import PostgresServer
 
 pytestmark = pytest.mark.e2e
 

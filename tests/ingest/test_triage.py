@@ -13,7 +13,6 @@ from worker.ingest.triage import (
     Position,
     Selection,
     State,
-    Tally,
     advance,
     hexdump,
     parse_position,
@@ -150,15 +149,6 @@ def test_the_cursor_never_passes_a_pending_letter(cursor: int, resolved: list[bo
     assert cursor <= moved <= cursor + len(read)
     assert all(r for offset, r in read if offset < moved), "everything passed is resolved"
     assert moved == cursor + len(read) or not dict(read)[moved], "it stops only at a pending letter"
-
-
-def test_a_dry_run_tally_keeps_every_letter_but_the_done_ones() -> None:
-    tally = Tally()
-    tally.add(Position(0, 1), Outcome.REPLAY, keep=True)
-    tally.add(Position(0, 2), Outcome.DONE, keep=True)
-    tally.add(Position(0, 3), Outcome.PENDING, keep=False)
-    assert tally.letters == {"0@1": "replay"}
-    assert tally.counts["replay"] == tally.counts["done"] == tally.counts["pending"] == 1
 
 
 def test_hexdump() -> None:

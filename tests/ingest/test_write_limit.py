@@ -12,9 +12,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.core.token_bucket import Bucket, admitted_bound, take
+from tests.support.devstack.services import RedisServer
+from tests.support.helpers import admitted_bound
+from worker.core.token_bucket import Bucket, take
 from worker.ingest.write_limit import WriteLimit
-from worker.ops.devstack.services import RedisServer
 
 pytestmark = pytest.mark.integration
 

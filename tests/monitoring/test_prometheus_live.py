@@ -18,8 +18,8 @@ from typing import Any
 import psycopg2
 import pytest
 
+from tests.support.devstack.services import free_port
 from tests.support.helpers import AGGREGATOR, start_worker, wait_for
-from worker.ops.devstack.services import free_port
 
 pytestmark = pytest.mark.e2e
 

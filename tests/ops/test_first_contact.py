@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from worker.ops.devstack.services import free_port
+from tests.support.devstack.services import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import pytest
 
+from tests.support.devstack.services import free_port
 from tests.support.helpers import AGGREGATOR
 from worker.config.settings import Settings
-from worker.ops.devstack.services import free_port
 from worker.ops.health import check
 
 pytestmark = pytest.mark.integration

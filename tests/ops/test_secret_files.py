@@ -22,10 +22,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from tests.support.devstack.services import KafkaBroker, PostgresServer, _pg_bin
 from tests.support.helpers import AGGREGATOR, count_events, log_text, start_worker, wait_for
 from tests.support.sample_points import make_point
 from worker.config.settings import Settings
-from worker.ops.devstack.services import KafkaBroker, PostgresServer, _pg_bin
 
 pytestmark = pytest.mark.e2e
 

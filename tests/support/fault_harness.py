@@ -1,16 +1,24 @@
 """The fault suite's stage: the real product processes under the dev stack's supervisor
 (restarted when they die, as compose does), real Kafka (Tansu), Redis and PostgreSQL, and
-the ledger every fault test ends with: produced / stored / lost / duplicated, and how long
-recovery took.
+the ledger every fault test ends with: produced / stored / lost, the events written again
+and the conflicts, and how long recovery took.
+
+Stored once is the schema's guarantee: the key ``(event_id, time)`` of ``discussion_event``
+turns a redelivered event's second write into nothing, so counting rows against distinct
+ids would measure nothing. The ledger counts what the key hides instead, from the ingest
+task's own counters (its ``batch written`` lines carry the figures of
+``aggregator_ingest_events_written`` and ``aggregator_ingest_conflicts``): the events
+written more than once, and the events that reused a stored id with other content.
 
 Each fault test prints one ``FAULT`` line with its figures; with ``FAULT_REPORT=path`` set it
-also appends them as a JSON line, from which the README's table is made.
+also appends them as a JSON line (docs/operating.md's fault table reports them).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -20,9 +28,9 @@ from pathlib import Path
 import psycopg2
 from confluent_kafka import Producer
 
+from tests.support.devstack.services import wait_until
+from tests.support.devstack.supervisor import Supervisor
 from tests.support.helpers import committed_total
-from worker.ops.devstack.services import wait_until
-from worker.ops.devstack.supervisor import Supervisor
 
 CELERY = [sys.executable, "-m", "celery", "-A", "worker.app"]
 AGGREGATOR = [sys.executable, "-m", "worker.ops.cli"]
@@ -51,13 +59,23 @@ def wait(check: Callable[[], bool], timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
+_WRITTEN = re.compile(r'msg="batch written".*?\bevents=(\d+).*?\bconflicts=(\d+)')
+
+
+def written(log: str) -> tuple[int, int]:
+    """(events, conflicts) of an ingest worker's log: every write counted, copies included."""
+    counts = [(int(m.group(1)), int(m.group(2))) for m in _WRITTEN.finditer(log)]
+    return sum(e for e, _ in counts), sum(c for _, c in counts)
+
+
 @dataclass
 class Ledger:
     fault: str
     produced: int
     stored: int
     lost: int
-    duplicated: int
+    written_again: int  # writes past the first of each stored event (redeliveries the key absorbed)
+    conflicts: int  # events that reused a stored id with other content (not stored)
     dead_lettered: int
     recovery_s: float
 
@@ -81,6 +99,7 @@ class Stage:
         if supervise:
             self.supervisor.run_in_background()
         self.produced: list[str] = []
+        self.ingest_workers: list[str] = []
 
     @property
     def dsn(self) -> str:
@@ -88,6 +107,8 @@ class Stage:
 
     def start_worker(self, queue: str = "ingest", concurrency: int = 2, name: str | None = None) -> str:
         name = name or f"worker-{queue}"
+        if queue == "ingest":
+            self.ingest_workers.append(name)
         # As compose runs it (gossip and mingle included: the restore crash needed them).
         self.supervisor.start(name, [*CELERY, "worker", "-Q", queue, "-c", str(concurrency), "-n",
                                      f"{name}@%h", "-l", "info"], self.env, self.logs / f"{name}.log")
@@ -139,11 +160,11 @@ class Stage:
                                self.env["KAFKA_TOPIC"])
 
     def ledger(self, fault: str, recovery_s: float, dead_lettered: int = 0) -> Ledger:
-        rows, distinct = self.stored()
         ids = self.stored_ids()
         produced = set(self.produced)
-        ledger = Ledger(fault, len(produced), distinct, len(produced - ids), rows - distinct, dead_lettered,
-                        round(recovery_s, 1))
+        events, conflicts = map(sum, zip(*(written(self.log(name)) for name in self.ingest_workers), strict=True))
+        ledger = Ledger(fault, len(produced), len(ids), len(produced - ids), events - len(ids), conflicts,
+                        dead_lettered, round(recovery_s, 1))
         ledger.record()
         return ledger
 

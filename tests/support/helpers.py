@@ -4,6 +4,9 @@ from __future__ import annotations
 
 __all__ = ["AGGREGATOR", "CELERY"]  # re-exported: tests start processes as `aggregator dev` does
 
+import base64
+import json
+import math
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -11,15 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from worker.ops.devstack.run import AGGREGATOR, CELERY
-from worker.ops.devstack.services import wait_until
+from tests.support.devstack.run import AGGREGATOR, CELERY
+from tests.support.devstack.services import wait_until
+from worker.core.events import points_from_wire
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
     """Await a state another process produces (a row count, a log line, a queue length)."""
     wait_until(check, timeout, what)
+
+
+def admitted_bound(capacity: float, rate: float, interval_s: float) -> float:
+    """The most takes a token bucket may grant within any ``interval_s``: its burst plus the refill."""
+    return math.floor(capacity) + rate * interval_s
 
 
 def q(dsn: str, sql: str, params: tuple[object, ...] | None = None) -> list[tuple[Any, ...]]:
@@ -71,12 +81,24 @@ def committed_total(bootstrap: str, group: str, topic: str, partitions: int = 2)
         consumer.close()
 
 
+def queued_batch_sizes(client: redis.Redis, queue: str) -> list[int]:
+    """Events in each ingest task waiting in Redis.
+
+    The message is kombu's JSON envelope with a base64 body: Celery protocol 2's
+    ``[args, kwargs, embed]``, where ``args[0]`` is the batch as :func:`points_to_wire` made it.
+    """
+    sizes = []
+    for raw in client.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        sizes.append(len(points_from_wire(json.loads(body)[0][0])))
+    return sizes
+
+
 def queued_points(redis_url: str, queue: str = "ingest") -> int:
     """Events waiting in the ingest queue (sum over the queued tasks' batches)."""
-    import redis
-
-    from worker.ingest.publisher import queued_batch_sizes
-
     return sum(queued_batch_sizes(redis.Redis.from_url(redis_url), queue))
 
 

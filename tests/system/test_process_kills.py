@@ -1,8 +1,8 @@
-"""Processes killed with SIGKILL mid-work: nothing lost, nothing doubled, recovery bounded.
+"""Processes killed with SIGKILL mid-work: nothing lost, no conflict, recovery bounded.
 
 The real bridge and ingest worker run under the dev stack's supervisor, which restarts them
 as compose would. Each test ends with its ledger (``FAULT`` line): produced, stored, lost,
-duplicated, and the time from the last fault to the last event stored.
+written again, conflicts, and the time from the last fault to the last event stored.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_ingest_worker_killed_mid_batch_three_times(stage: Stage) -> None:
     wait(stage.all_stored, 120, "every event stored")
     recovery = time.monotonic() - last_restart
     ledger = stage.ledger("ingest worker SIGKILL mid-batch x3", recovery)
-    assert (ledger.lost, ledger.duplicated, ledger.stored) == (0, 0, 40_000)
+    assert (ledger.lost, ledger.conflicts, ledger.stored) == (0, 0, 40_000)
     assert recovery <= WORKER_RECOVERY_BOUND_S, f"recovered in {recovery:.0f} s"
     assert worker.restarts == 3
     wait(lambda: stage.committed() == 40_000, 60, "every offset committed once stored")
@@ -93,6 +93,6 @@ def test_bridge_killed_mid_stream(stage: Stage) -> None:
     wait(stage.all_stored, 120, "every event stored")
     recovery = time.monotonic() - killed
     ledger = stage.ledger("bridge SIGKILL", recovery)
-    assert (ledger.lost, ledger.duplicated, ledger.stored) == (0, 0, 5000)
+    assert (ledger.lost, ledger.conflicts, ledger.stored) == (0, 0, 5000)
     assert recovery <= RECOVERY_BOUND_S, f"recovered in {recovery:.0f} s"
     wait(lambda: stage.committed() == 5000, 60, "every offset committed once stored")

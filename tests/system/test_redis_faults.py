@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.devstack.services import PostgresServer, RedisServer
 from tests.support.fault_harness import Stage, wait
 from worker.ops.demo import demo_events
-from worker.ops.devstack.services import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.faults
 
@@ -58,7 +58,7 @@ def test_redis_killed_while_batches_wait_in_it(stage: Stage, own_redis: RedisSer
     recovery = time.monotonic() - restarted
     mode = "AOF everysec" if own_redis.persistent else "no persistence"
     ledger = stage.ledger(f"Redis SIGKILL with batches queued ({mode})", recovery)
-    assert (ledger.lost, ledger.duplicated, ledger.stored) == (0, 0, 3000)
+    assert (ledger.lost, ledger.conflicts, ledger.stored) == (0, 0, 3000)
     assert recovery <= RECOVERY_BOUND_S, f"recovered in {recovery:.0f} s"
     wait(lambda: stage.committed() == 3000, 60, "every offset committed once stored")
 
@@ -89,7 +89,7 @@ def test_redis_restarted_under_a_working_worker(env: dict[str, str], own_redis: 
         wait(stage.all_stored, 120, "every event stored")
         recovery = time.monotonic() - restarted
         ledger = stage.ledger("Redis restart under a running worker", recovery)
-        assert (ledger.lost, ledger.duplicated, ledger.stored) == (0, 0, 3000)
+        assert (ledger.lost, ledger.conflicts, ledger.stored) == (0, 0, 3000)
         assert worker.restarts == 0, f"the worker died ({worker.exits}); see {worker.log_path}"
         assert "Unrecoverable error" not in stage.log("worker-ingest")
         assert recovery <= RECOVERY_BOUND_S, f"recovered in {recovery:.0f} s"

@@ -15,11 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.helpers import count_events, log_text, start_worker, wait_for
+from tests.support.helpers import admitted_bound, count_events, log_text, start_worker, wait_for
 from tests.support.redis_tap import RedisListTap
 from worker.core import names
 from worker.core.events import decode_event, points_to_wire
-from worker.core.token_bucket import admitted_bound
 from worker.ops.demo import demo_events
 
 pytestmark = pytest.mark.e2e

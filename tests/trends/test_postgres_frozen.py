@@ -20,10 +20,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from tests.support.devstack.services import PostgresServer
 from tests.support.fault_harness import Stage, wait
 from tests.support.helpers import q, send_until_started
 from tests.support.trend_seed import seed_events, seed_plain_publications
-from worker.ops.devstack.services import PostgresServer
 from worker.trends.planning import datetime_to_ns
 
 pytestmark = pytest.mark.faults

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.ops.devstack.services import PostgresServer
+from tests.support.devstack.services import PostgresServer
 from worker.trends.math import TREND_COLUMNS
 from worker.trends.state import PostgresRunState
 

@@ -40,11 +40,6 @@ def beat_max_interval_s(settings: Settings) -> float:
     return settings.beat_lock_timeout_s / TICKS_PER_LOCK
 
 
-def takeover_bound_s(settings: Settings) -> float:
-    """The longest a standby beat needs to fire after the active one died."""
-    return settings.beat_lock_timeout_s + beat_max_interval_s(settings)
-
-
 def scheduler_config(settings: Settings) -> dict[str, Any]:
     """Celery settings of the Redis-locked scheduler (``celeryconfig`` applies them)."""
     timeout = settings.connect_timeout_s

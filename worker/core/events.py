@@ -266,8 +266,9 @@ def points_to_builtins(points: list[Point]) -> list[list[object]]:
 
 
 def points_from_wire(payload: object) -> list[Point]:
-    """Inverse of :func:`points_to_wire`; also takes the list form (dead letters, batches
-    queued by an older bridge). Rejects a malformed batch loudly."""
+    """Inverse of :func:`points_to_wire`; also takes the list form (a dead letter's, and a
+    batch still queued across an upgrade from a release that published lists). Rejects a
+    malformed batch loudly."""
     try:
         if isinstance(payload, str | bytes):
             return _batch_decoder.decode(payload)

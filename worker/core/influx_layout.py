@@ -167,7 +167,6 @@ class TaskSpec:
     name: str
     cron: str
     offset_s: int
-    reads: str
     writes: str
     description: str
     kind: Literal["downsample", "numbers"]
@@ -245,16 +244,14 @@ class Layout:
 
     def tasks(self) -> list[TaskSpec]:
         found = [
-            TaskSpec(self.downsample_task_name(d.duration), d.cron, d.offset_s, self.events_bucket,
-                     self.duration_bucket(d.duration),
+            TaskSpec(self.downsample_task_name(d.duration), d.cron, d.offset_s, self.duration_bucket(d.duration),
                      f"raw events in {human_duration(d.window_s)} windows into {self.duration_bucket(d.duration)}",
                      "downsample", d.duration)
             for d in DOWNSAMPLING
         ]
         found += [
-            TaskSpec(self.numbers_task_name(n.duration), n.cron, n.offset_s, self.events_bucket,
-                     self.numbers_bucket, f"totals of the last {n.duration} into {self.numbers_bucket}",
-                     "numbers", n.duration)
+            TaskSpec(self.numbers_task_name(n.duration), n.cron, n.offset_s, self.numbers_bucket,
+                     f"totals of the last {n.duration} into {self.numbers_bucket}", "numbers", n.duration)
             for n in NUMBERS
         ]
         return found

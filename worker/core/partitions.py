@@ -30,7 +30,7 @@ partition an operator attached by hand under another name is left alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -48,9 +48,6 @@ class Range:
 
     start: datetime
     stop: datetime
-
-    def contains(self, at: datetime) -> bool:
-        return self.start <= at < self.stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +113,3 @@ def days_of_ns(times_ns: Iterable[int]) -> set[date]:
     costs a set of integers, not 5,000 datetimes.
     """
     return {_EPOCH + timedelta(days=d) for d in {t // NS_PER_DAY for t in times_ns}}
-
-
-def iter_days(start: date, stop: date) -> Iterator[date]:
-    """``start``, ``start + 1``, ... before ``stop``."""
-    day = start
-    while day < stop:
-        yield day
-        day += timedelta(days=1)

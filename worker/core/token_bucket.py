@@ -70,8 +70,3 @@ def idle_expiry_ms(rate: float, capacity: float) -> int:
     """After this long untouched the bucket is full again, so its state may be forgotten
     (the Redis key expires): a forgotten bucket and a full one answer alike. A minute at least."""
     return max(60_000, math.ceil(capacity / rate * 1000) + 1000)
-
-
-def admitted_bound(capacity: float, rate: float, interval_s: float) -> float:
-    """The most takes a bucket grants within any ``interval_s``: its burst plus the refill."""
-    return math.floor(capacity) + rate * interval_s

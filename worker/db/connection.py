@@ -92,8 +92,8 @@ def sever_all() -> int:
 def with_password(dsn: str, password: str) -> str:
     """``dsn`` (a URL or libpq keywords, without a password) with ``password`` in it.
 
-    A URL stays a URL (the password percent-encoded), so messages that show the masked DSN
-    read as before; keywords get a quoted ``password=``. A DSN that already has a password is
+    A URL stays a URL (the password percent-encoded), so the masked DSN in messages reads
+    as the operator wrote it; keywords get a quoted ``password=``. A DSN that already has a password is
     refused without showing either.
     """
     if parse_dsn(dsn).get("password") is not None:

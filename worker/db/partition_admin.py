@@ -49,23 +49,21 @@ CREATE_LOCK_TIMEOUT = "5s"
 class Partition:
     name: str
     range: Range
-    detach_pending: bool = False
 
 
 def attached(cur: Any, layout: Layout) -> list[Partition]:
     """The product-named partitions of ``layout.table``, oldest first.
 
     Partitions with other names (attached by hand) are not listed: nothing here touches
-    them. A partition whose concurrent detach was interrupted is listed with
-    ``detach_pending``.
+    them.
     """
-    cur.execute("SELECT c.relname, i.inhdetachpending FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+    cur.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                 "WHERE i.inhparent = %s::regclass", (layout.table,))
     found = []
-    for name, pending in cur.fetchall():
+    for (name,) in cur.fetchall():
         part = layout.parse(name)
         if part is not None:
-            found.append(Partition(name, part, bool(pending)))
+            found.append(Partition(name, part))
     return sorted(found, key=lambda p: p.range)
 
 

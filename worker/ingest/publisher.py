@@ -9,9 +9,7 @@ recognisable in Flower and in the logs.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -21,7 +19,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from worker.core import names
-from worker.core.events import Point, points_from_wire, points_to_wire
+from worker.core.events import Point, points_to_wire
 from worker.ingest.errors import PublishError
 
 log = logging.getLogger(__name__)
@@ -45,22 +43,6 @@ def batch_task_id(topic: str, ranges: Iterable[tuple[int, int, int]]) -> str:
     if len(text) <= 150:
         return text
     return f"ingest:{topic}:h{hashlib.blake2b(spans.encode(), digest_size=12).hexdigest()}"
-
-
-def queued_batch_sizes(client: redis.Redis, queue: str) -> list[int]:
-    """Events in each ingest task waiting in Redis (for the benchmarks and the tests).
-
-    The message is kombu's JSON envelope with a base64 body: Celery protocol 2's
-    ``[args, kwargs, embed]``, where ``args[0]`` is the batch as :func:`points_to_wire` made it.
-    """
-    sizes = []
-    for raw in client.lrange(queue, 0, -1):
-        message = json.loads(raw)
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        sizes.append(len(points_from_wire(json.loads(body)[0][0])))
-    return sizes
 
 
 def closed_channel(error: BaseException | None) -> bool:

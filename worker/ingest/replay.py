@@ -32,7 +32,6 @@ from worker.ingest.triage import (
     Outcome,
     Selection,
     State,
-    Tally,
     advance,
     reason_kind,
     triage,
@@ -58,7 +57,7 @@ class ReplayReport:
     already_done: int = 0
     dry_run: bool = False
     cursor: dict[str, int] = field(default_factory=dict)  # partition -> next offset, after the replay
-    letters: dict[str, str] | None = None  # dry run: each letter's outcome, by partition@offset
+    letters: dict[str, str] | None = None  # dry run: each letter's outcome but the done ones, by partition@offset
 
     def as_json(self) -> dict[str, object]:
         report = asdict(self)
@@ -98,8 +97,7 @@ def replay(reader: DeadLetterReader, writer: DeadLetterWriter | None, publisher:
     selection = selection or Selection()
     if not dry_run and (writer is None or publisher is None):
         raise ValueError("a replay that is not dry needs a writer and a publisher")
-    report = ReplayReport(dry_run=dry_run)
-    tally = Tally()
+    report = ReplayReport(dry_run=dry_run, letters={} if dry_run else None)
     cursor = reader.cursor()
     starts = dict(cursor)
     if selection.include_parked:  # parked letters may sit behind the cursor
@@ -135,7 +133,8 @@ def replay(reader: DeadLetterReader, writer: DeadLetterWriter | None, publisher:
             valid = error is None
             why = error or ""
         outcome = triage(where, kind, state, selection, valid, attempt, max_attempts)
-        tally.add(where, outcome, keep=dry_run)
+        if report.letters is not None and outcome is not Outcome.DONE:
+            report.letters[str(where)] = outcome.value
         seen.setdefault(where.partition, []).append((where.offset, outcome in RESOLVING or state is State.PARKED))
         if outcome is Outcome.REPLAY and letter is not None:
             entries.append(Entry(where, State.REPLAYED, actor, f"valid on replay ({len(decoded)} event(s))", kind,
@@ -174,8 +173,6 @@ def replay(reader: DeadLetterReader, writer: DeadLetterWriter | None, publisher:
             writer.write(redead)
         triage_log.record(entries)
         reader.commit_cursor(moved)
-    else:
-        report.letters = tally.letters
     report.cursor = {str(p): o for p, o in sorted({**cursor, **moved}.items())}
     log.info("replay done", extra={k: v for k, v in report.as_json().items() if k != "letters"})
     return report

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -201,19 +201,6 @@ def advance(cursor: int, read: Sequence[tuple[int, bool]]) -> int:
             return cursor
         cursor = offset + 1
     return cursor
-
-
-@dataclass
-class Tally:
-    """Counts per outcome and, for a dry run, each letter's outcome (``partition@offset``)."""
-
-    counts: dict[str, int] = field(default_factory=lambda: {o.value: 0 for o in Outcome})
-    letters: dict[str, str] = field(default_factory=dict)
-
-    def add(self, position: Position, outcome: Outcome, *, keep: bool) -> None:
-        self.counts[outcome.value] += 1
-        if keep and outcome is not Outcome.DONE:
-            self.letters[str(position)] = outcome.value
 
 
 def selection_from(kinds: Iterable[str], ranges: Iterable[str], include_parked: bool) -> Selection:

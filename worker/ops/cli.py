@@ -2,8 +2,8 @@
 
 The composition root of every command: it parses the command line, reads the settings
 once and hands them to the chosen command (``worker/ops/commands/<name>.py``), which builds
-what it needs from them. Only that command's module is imported, so `aggregator --help`
-and the health check stay fast and do not need every service to be reachable.
+what it needs from them. Only that command's module is imported (:func:`run_command`), so
+`aggregator --help` and the health check stay fast and need no service.
 
 Failures end the way :mod:`worker.ops.failures` describes: one or two lines naming what
 failed, where (passwords masked) and what to do, and a ``sysexits`` code (2 usage, 69 a
@@ -14,7 +14,6 @@ the failure's kind. ``--debug`` adds the traceback and librdkafka's own log line
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 import traceback
@@ -149,14 +148,13 @@ def make_parser() -> argparse.ArgumentParser:
     setup.add_argument("--allow-placeholder-secrets", action="store_true",
                        help="accept change-me secrets (a throwaway development stack only)")
     setup.add_argument("--no-selftest", action="store_true", help="skip the self-test at the end")
-    setup.set_defaults(handler="setup:run")
 
     command("selftest", "check the event store end to end with probe events; leaves nothing behind",
             "Write probe events through ingestion's code path into a scratch namespace (PostgreSQL: dedicated "
             "DOIs in the year 2000; InfluxDB: a scratch bucket), read them back through the trend engine's "
             "queries and compare the trend inputs and rows with the pure reference, column by column; for "
             "InfluxDB also check the buckets and tasks setup created. One line per check; exit 0 when all "
-            "pass, 1 when one fails. Safe on a live deployment.").set_defaults(handler="selftest:run")
+            "pass, 1 when one fails. Safe on a live deployment.")
 
     bridge = command("bridge", "run the Kafka -> Celery bridge until SIGTERM",
                      "Consume KAFKA_TOPIC, validate each event, publish batches to the ingest queue, dead-letter "
@@ -167,7 +165,6 @@ def make_parser() -> argparse.ArgumentParser:
     bridge.add_argument("bridge_command", nargs="?", choices=("resume",), default=None, metavar="resume",
                         help="lift the dead-letter guard's stop (every bridge of the group resumes) and exit; "
                              "without it: run the bridge")
-    bridge.set_defaults(handler="bridge:run")
 
     dlq = command("dlq", "inspect, replay or discard dead letters").add_subparsers(
         dest="dlq_command", required=True, metavar="ACTION")
@@ -179,14 +176,12 @@ def make_parser() -> argparse.ArgumentParser:
     shown.add_argument("--all", action="store_true", help="every letter still on the topic, with its state")
     shown.add_argument("--parked", action="store_true", help="only the parked letters")
     lister.add_argument("--limit", type=non_negative_int, default=0, help="print at most N (0: all)")
-    lister.set_defaults(handler="dlq:list_letters")
 
     show = command("show", "print dead letters in full: reason, source, attempts, state, payload",
                    "For each partition@offset (as `dlq list` prints it): reason and its kind, source, failed at, "
                    "attempt, origin, triage state and history, and the payload as text (a hex dump when it is "
                    "not UTF-8; a batch's points as JSON).", into=dlq)
     show.add_argument("positions", nargs="+", type=dlq_position, metavar="PARTITION@OFFSET")
-    show.set_defaults(handler="dlq:show_letters")
 
     replayer = command("replay", "validate pending dead letters again and re-publish them",
                        "Events valid now and batches are re-published to the ingest queue; a letter still invalid "
@@ -202,7 +197,6 @@ def make_parser() -> argparse.ArgumentParser:
     replayer.add_argument("--dry-run", action="store_true",
                           help="report what a replay would do, letter by letter; publish, append, log nothing")
     replayer.add_argument("--by", default=None, help="who replays, for the triage log (default: the OS user)")
-    replayer.set_defaults(handler="dlq:replay_letters")
 
     discard = command("discard", "give up dead letters that cannot succeed, with a record of who and why",
                       "Each letter gets a row in the triage log (who, when, why, a copy of the letter) and is no "
@@ -211,7 +205,6 @@ def make_parser() -> argparse.ArgumentParser:
     discard.add_argument("positions", nargs="+", type=dlq_position, metavar="PARTITION@OFFSET")
     discard.add_argument("--reason", required=True, type=non_blank, help="why it cannot succeed (recorded)")
     discard.add_argument("--by", default=None, help="who discards, for the triage log (default: the OS user)")
-    discard.set_defaults(handler="dlq:discard_letters")
 
     demo = command("produce-demo", "produce realistic synthetic events to Kafka")
     demo.add_argument("--events", type=positive_int, default=1000, help="how many events")
@@ -219,16 +212,15 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hours", type=positive_float, default=6.0, help="spread timestamps over the last H hours")
     demo.add_argument("--seed", type=int, default=7, help="random seed")
     demo.add_argument("--topic", default=None, help="topic (default: KAFKA_TOPIC)")
-    demo.set_defaults(handler="produce_demo:run")
 
     dev = command("dev", "run the whole product locally on real services (Ctrl-C stops)",
                   "Start Kafka (Tansu), Redis and PostgreSQL from this machine's binaries, then setup, the "
-                  "bridge, the workers and beat; produce demo events and print what was ingested and trended.")
+                  "bridge, the workers and beat; produce demo events and print what was ingested and trended. "
+                  "Runs from a checkout (pip install -e '.[dev]'): the local stack is not in the image.")
     dev.add_argument("--events", type=positive_int, default=5000, help="demo events to produce")
     dev.add_argument("--dois", type=positive_int, default=200, help="DOIs they discuss")
     dev.add_argument("--workdir", default=".devstack", help="where the services keep data and logs")
     dev.add_argument("--keep", action="store_true", help="keep running after the demo until Ctrl-C")
-    dev.set_defaults(handler="dev:run")
 
     trends = command("trends", "trend runs").add_subparsers(dest="trends_command", required=True, metavar="ACTION")
     names = [d.name for d in DEFAULT_DURATIONS]
@@ -239,7 +231,6 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("duration", choices=names, help="which duration")
     run.add_argument("--at", type=iso_time, default=None,
                      help="compute as of this ISO 8601 time (no offset = UTC; default: now)")
-    run.set_defaults(handler="trends:run")
 
     maintain = command("maintain", "partitions ahead, retention, history thinning (PostgreSQL), once",
                        "Create the coming partitions, drop events past EVENT_RETENTION_DAYS and trend history past "
@@ -249,13 +240,11 @@ def make_parser() -> argparse.ArgumentParser:
     maintain.add_argument("--at", type=iso_time, default=None,
                           help="plan as of this ISO 8601 time (no offset = UTC; default: now)")
     maintain.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    maintain.set_defaults(handler="maintain:run")
 
     post = command("post", "the morning post: compose today's text and post it to X",
                    "Post the top three trending COVID-19 papers of `today` (once a day); without X "
                    "credentials, or with --dry-run, only print the text.")
     post.add_argument("--dry-run", action="store_true", help="print today's text, post nothing")
-    post.set_defaults(handler="post:run")
 
     schedule = command("schedule", "draw the day's plan of every scheduled job: heatmap (SVG) and text",
                        "The five trend runs with their offsets, the InfluxDB tasks and the morning post on a "
@@ -268,13 +257,11 @@ def make_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--days", type=positive_int, default=7, help="measure run lengths over the last N days")
     schedule.add_argument("--influx-tasks", action=argparse.BooleanOptionalAction, default=None,
                           help="include the InfluxDB tasks (default: when EVENT_STORE=influxdb)")
-    schedule.set_defaults(handler="schedule:run")
 
     exporter = command("exporter", "serve the product's state as Prometheus metrics until SIGTERM",
                        "Each scrape reads PostgreSQL (trend runs, the morning post), Redis (queue depths) and "
                        "Kafka (ingest lag, dead letters pending); docs/operating.md lists the metrics.")
     exporter.add_argument("--port", type=positive_int, default=None, help="port (default: EXPORTER_PORT)")
-    exporter.set_defaults(handler="exporter:run")
 
     health = command("health", "exit 0 when a component's dependencies answer (container healthcheck)",
                      "One line per check; exit 69 when one fails. `trends`: every duration's last finalized run "
@@ -282,7 +269,6 @@ def make_parser() -> argparse.ArgumentParser:
                      "HEALTH_MAX_INGEST_LAG. Several components at once: `aggregator health worker trends`.")
     health.add_argument("component", choices=COMPONENTS, nargs="*", default=["worker"],
                         help="what to check")
-    health.set_defaults(handler="health:run")
     return parser
 
 
@@ -293,11 +279,50 @@ def _report(command: str, failure: OperatorError) -> None:
         print(f"  {line}", file=sys.stderr)
 
 
-def load(handler: str) -> Command:
-    """The command named ``module:function`` under ``worker.ops.commands``, imported now."""
-    module, function = handler.split(":")
-    command: Command = getattr(importlib.import_module(f"worker.ops.commands.{module}"), function)
-    return command
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Import the chosen command and run it. The imports are here, not at the top: all the
+    commands together load Celery, librdkafka, twitter-text and influxdb-client (about 2 s),
+    and `aggregator --help` or a container's health check needs none of them."""
+    match args.command:
+        case "setup":
+            from worker.ops.commands import setup
+            return setup.run(args, settings)
+        case "selftest":
+            from worker.ops.commands import selftest
+            return selftest.run(args, settings)
+        case "bridge":
+            from worker.ops.commands import bridge
+            return bridge.run(args, settings)
+        case "dlq":
+            from worker.ops.commands import dlq
+            actions: dict[str, Command] = {"list": dlq.list_letters, "show": dlq.show_letters,
+                                           "replay": dlq.replay_letters, "discard": dlq.discard_letters}
+            return actions[args.dlq_command](args, settings)
+        case "produce-demo":
+            from worker.ops.commands import produce_demo
+            return produce_demo.run(args, settings)
+        case "dev":
+            from worker.ops.commands import dev
+            return dev.run(args, settings)
+        case "trends":
+            from worker.ops.commands import trends
+            return trends.run(args, settings)
+        case "maintain":
+            from worker.ops.commands import maintain
+            return maintain.run(args, settings)
+        case "post":
+            from worker.ops.commands import post
+            return post.run(args, settings)
+        case "schedule":
+            from worker.ops.commands import schedule
+            return schedule.run(args, settings)
+        case "exporter":
+            from worker.ops.commands import exporter
+            return exporter.run(args, settings)
+        case "health":
+            from worker.ops.commands import health
+            return health.run(args, settings)
+    raise AssertionError(f"no command {args.command!r}")  # the parser accepts only the commands above
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -313,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A one-shot command reports a failed connection in its own last line;
             # librdkafka's lines about the same failure would only bury it.
             logging.getLogger(KAFKA_LOGGER).setLevel(logging.CRITICAL)
-        return int(load(args.handler)(args, settings) or 0)
+        return run_command(args, settings)
     except KeyboardInterrupt:
         return 130
     except (Exception, ConfigurationError) as error:

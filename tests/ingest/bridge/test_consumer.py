@@ -134,7 +134,7 @@ def test_pause_survives_a_rebalance_and_nothing_is_lost(env: dict[str, str], spa
     (librdkafka does not pause newly assigned partitions, and a pause before the assignment
     is lost), nothing more is consumed or published past the watermark, and once a worker
     drains the queue every event is stored once."""
-    from worker.ops.devstack.services import free_port
+    from tests.support.devstack.services import free_port
 
     env = {**env, **FIXED_BATCHES, "BRIDGE_POLL_TIMEOUT_S": "0.05"}
     # Keyed events spread over both partitions (unkeyed ones may all land in one).

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from tests.support.devstack.services import free_port
 from tests.support.helpers import AGGREGATOR, committed_total, count_events, log_text, start_worker, wait_for
 from worker.ingest.deadletter import DeadLetterReader
 from worker.ops.demo import demo_events
-from worker.ops.devstack.services import free_port
 
 pytestmark = pytest.mark.integration
 

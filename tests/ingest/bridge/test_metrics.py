@@ -10,10 +10,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.devstack.services import free_port
 from worker.ingest.bridge.depth import UNKNOWN_DEPTH
 from worker.ingest.bridge.metrics import make_registry, serve_metrics
 from worker.ingest.bridge.state import BridgeStats
-from worker.ops.devstack.services import free_port
 
 pytestmark = pytest.mark.unit
 

@@ -16,9 +16,9 @@ import pytest
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.devstack.services import free_port
 from tests.support.helpers import AGGREGATOR, log_text, wait_for
 from worker.ops.demo import demo_events
-from worker.ops.devstack.services import free_port
 
 pytestmark = pytest.mark.integration
 

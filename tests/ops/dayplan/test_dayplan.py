@@ -54,7 +54,7 @@ def test_lengths_are_the_95th_percentile_of_the_measured_runs_or_an_assumption()
     assert length_of([], "influx") == Length(ASSUMED_S["influx"])
     runs = [float(s) for s in range(1, 101)]
     length = length_of(runs, "trend")
-    assert length.seconds == 96.0 and length.is_measured
+    assert length.seconds == 96.0 and length.measured
     assert length.describe() == "50.5 s median, 96.0 s p95, 100.0 s max of 100 run(s)"
     assert length_of([3.0], "trend").seconds == 3.0
 

@@ -18,12 +18,12 @@ import pytest
 from influxdb_client.client.influxdb_client import InfluxDBClient
 
 from tests.support import amba_streams_api as api
+from tests.support.devstack.services import wait_until
 from tests.support.influx_live import admin_client, live_settings, live_store, needs_influx
 from worker.config.settings import Settings
 from worker.core import alignment
 from worker.core.durations import Duration
 from worker.core.events import Point
-from worker.ops.devstack.services import wait_until
 from worker.store.base import Aggregates, StoreRejected
 from worker.store.influx.lineprotocol import event_timestamp_ns
 from worker.store.influx.store import InfluxStore

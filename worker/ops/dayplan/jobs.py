@@ -62,10 +62,6 @@ class Length:
     seconds: float
     measured: tuple[float, ...] = ()
 
-    @property
-    def is_measured(self) -> bool:
-        return bool(self.measured)
-
     def describe(self) -> str:
         if not self.measured:
             return f"assumed {self.seconds:g} s"

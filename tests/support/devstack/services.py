@@ -49,11 +49,6 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str,
     raise ServiceError(f"{what} not ready after {timeout:.0f}s")
 
 
-def _port_open(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
-
-
 @dataclass
 class _Process:
     workdir: Path

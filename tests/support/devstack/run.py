@@ -20,12 +20,12 @@ from pathlib import Path
 
 import psycopg2
 
+from tests.support.devstack.publications import create_publications
+from tests.support.devstack.services import KafkaBroker, PostgresServer, RedisServer, ServiceError
+from tests.support.devstack.supervisor import Supervisor
 from worker.core import names
 from worker.core.failures import OperatorError, ServiceUnavailable
 from worker.ingest.deadletter import ensure_topic
-from worker.ops.demo import create_publications
-from worker.ops.devstack.services import KafkaBroker, PostgresServer, RedisServer, ServiceError
-from worker.ops.devstack.supervisor import Supervisor
 
 CELERY = [sys.executable, "-m", "celery", "-A", "worker.app"]
 AGGREGATOR = [sys.executable, "-m", "worker.ops.cli"]

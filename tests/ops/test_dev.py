@@ -1,4 +1,5 @@
-"""The dev stack's supervisor: real child processes, a fake clock for the backoff."""
+"""`aggregator dev`: where it finds the local stack, and the stack's supervisor (real child
+processes, a fake clock for the backoff)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.ops.devstack.supervisor import Supervisor
+from tests.support.devstack.supervisor import Supervisor
+from worker.core.failures import UsageError
+from worker.ops import cli
+from worker.ops.commands import dev
 
 pytestmark = pytest.mark.unit
 
@@ -82,3 +86,17 @@ def test_a_child_stopped_on_purpose_stays_stopped(tmp_path: Path, clock: Clock, 
     assert supervisor.children["bridge"].alive
     supervisor.stop_all(timeout_s=5)
     assert not supervisor.children["bridge"].alive
+
+
+def test_dev_from_an_installed_package_says_it_needs_a_checkout(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image installs the package without tests/, so it carries no local stack."""
+    monkeypatch.setattr(dev, "CHECKOUT", tmp_path)
+    args = cli.make_parser().parse_args(["dev"])
+    with pytest.raises(UsageError, match="runs from a checkout") as refused:
+        dev.run(args, None)  # type: ignore[arg-type]
+    assert "pip install -e '.[dev]'" in str(refused.value.hint)
+
+
+def test_dev_finds_the_local_stack_in_the_checkout_it_runs_from() -> None:
+    assert (dev.CHECKOUT / "tests" / "support" / "devstack" / "run.py").is_file()
