@@ -214,6 +214,7 @@ SECRET_HOLDERS = {
     "X_ACCESS_TOKEN": {"setup", "worker-default"},
     "X_ACCESS_TOKEN_SECRET": {"setup", "worker-default"},
     "FLOWER_BASIC_AUTH": {"setup", "flower"},
+    "GRAFANA_ADMIN_PASSWORD": {"setup"},  # only to refuse a change-me (Grafana is not the product's)
 }
 
 
@@ -299,7 +300,7 @@ def test_setup_refuses_placeholder_secrets(tmp_path: Path, monkeypatch: pytest.M
     environment = rendered_env("setup", tmp_path, secrets)
     settings = settings_from(environment, monkeypatch)
     assert set(placeholder_secrets(settings, environment)) == {"POSTGRES_PASSWORD", "INFLUXDB_V2_TOKEN",
-                                                                "FLOWER_BASIC_AUTH"}
+                                                                "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD"}
 
 
 def test_published_ports_listen_on_loopback_only() -> None:

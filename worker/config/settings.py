@@ -177,6 +177,12 @@ class Settings(BaseSettings):
     kafka_dlq_topic: str = Field("events_processed-discusses.dlq", min_length=1)
     # Partition count used when the product creates the dead-letter topic itself.
     kafka_dlq_partitions: int = Field(1, ge=1)
+    # Copies of the dead-letter topic when the product creates it; blank = 3, or one per broker
+    # on a smaller cluster (an existing topic keeps its own: docs/deploying.md, "Kafka's retention").
+    kafka_dlq_replication_factor: int | None = Field(None, ge=1)
+    # Days Kafka keeps a dead letter; 0 = for ever (a dead letter is never dropped). Set by
+    # `setup` and at the bridge's start, on an existing topic too.
+    kafka_dlq_retention_days: int = Field(0, ge=0)
     # `aggregator dlq replay`: a letter still invalid is appended again (attempt + 1) while its
     # attempts stay within this; past it, it is parked (logged with a copy, not appended), so
     # a letter that cannot succeed stops coming back. The bridge's first failure is attempt 1.
