@@ -19,11 +19,12 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from tests.support.compose import (
+    AMBA_NETWORK_PATH,
     ENV_PATH,
-    ROOT,
     ComposeError,
     active_profiles,
     load_compose,
+    merged,
     parse_env_file,
     profile_combinations,
     render,
@@ -135,17 +136,24 @@ def test_the_schema_check_catches_a_misspelt_attribute() -> None:
     assert schema_errors(render(env_for(frozenset(INFRA)), document))
 
 
-def test_amba_network_override_joins_an_external_network() -> None:
-    """docker-compose.amba-network.yml merged over the file, everything of amba's outside."""
-    import yaml
-
-    override = yaml.safe_load((ROOT / "docker-compose.amba-network.yml").read_text())
-    assert set(override) == {"networks"}, "the override only changes the project's network"
-    document = load_compose()
-    document.setdefault("networks", {}).update(override["networks"])
-    env = env_for(frozenset({"redis"})) | {"AMBA_NETWORK": "amba-analysis-streams_backend"}
+def test_amba_network_override_joins_only_the_services_that_reach_amba() -> None:
+    """docker-compose.amba-network.yml merged over the file: the product's services that use
+    Kafka, PostgreSQL or InfluxDB join amba's network and keep the project's (Redis,
+    Prometheus); Redis, Flower and the monitoring stay off amba's, where any amba container
+    could enqueue the product's tasks or read its metrics."""
+    document = merged(load_compose(), load_compose(AMBA_NETWORK_PATH))
+    env = env_for(frozenset({"redis"})) | {"AMBA_NETWORK": "amba-analysis-streams_backend",
+                                          "COMPOSE_PROFILES": "redis,monitoring"}
     project = render(env, document)
     assert schema_errors(project) == []
-    assert project["networks"]["default"] == {"name": "amba-analysis-streams_backend", "external": True}
+    assert project["networks"]["amba"] == {"name": "amba-analysis-streams_backend", "external": True}
+    services = project["services"]
+    reach_amba = {name for name, svc in services.items()
+                  if {"KAFKA_BOOTSTRAP_SERVERS", "POSTGRES_DSN", "INFLUXDB_V2_URL"} & set(svc.get("environment", {}))}
+    on_amba = {name for name, svc in services.items() if "amba" in svc.get("networks", [])}
+    assert on_amba == reach_amba
+    assert not on_amba & {"redis", "flower", "prometheus", "alertmanager", "grafana"}
+    for name in on_amba:
+        assert services[name]["networks"] == ["default", "amba"], f"{name} must still reach Redis"
     with pytest.raises(ComposeError, match="AMBA_NETWORK"):
         render(env_for(frozenset({"redis"})), document)

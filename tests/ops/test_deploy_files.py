@@ -215,6 +215,7 @@ SECRET_HOLDERS = {
     "X_ACCESS_TOKEN": {"setup", "worker-default"},
     "X_ACCESS_TOKEN_SECRET": {"setup", "worker-default"},
     "FLOWER_BASIC_AUTH": {"setup", "flower"},
+    "GRAFANA_ADMIN_PASSWORD": {"setup"},  # only to refuse a change-me (Grafana is not the product's)
 }
 
 
@@ -300,7 +301,7 @@ def test_setup_refuses_placeholder_secrets(tmp_path: Path, monkeypatch: pytest.M
     environment = rendered_env("setup", tmp_path, secrets)
     settings = settings_from(environment, monkeypatch)
     assert set(placeholder_secrets(settings, environment)) == {"POSTGRES_PASSWORD", "INFLUXDB_V2_TOKEN",
-                                                                "FLOWER_BASIC_AUTH"}
+                                                                "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD"}
 
 
 def test_published_ports_listen_on_loopback_only() -> None:
@@ -500,6 +501,83 @@ def test_image_tag_is_the_package_version() -> None:
     assert images == {"altmetrics-trend-aggregator:${AGGREGATOR_VERSION:-" + version + "}"}
     assert interpolate(images.pop()) == f"altmetrics-trend-aggregator:{version}", \
         ".env.example leaves AGGREGATOR_VERSION blank: the checkout's version"
+
+
+_RELEASE = re.compile(r"^## (?P<version>\d+\.\d+\.\d+) — (?P<date>\d{4}-\d{2}-\d{2})$", re.M)
+
+
+def releases() -> list[str]:
+    """CHANGELOG.md's release versions, newest first."""
+    return [match.group("version") for match in _RELEASE.finditer((ROOT / "CHANGELOG.md").read_text())]
+
+
+def test_changelog_has_an_entry_for_this_version_and_the_ones_before() -> None:
+    """A release bumps the version and says what changed: the newest entry is pyproject's
+    version, and the versions only ever grow (the image tag of each is kept for a rollback)."""
+    import tomllib
+
+    from packaging.version import Version
+
+    versions = releases()
+    assert versions[0] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"], \
+        "bump pyproject.toml's version and add its CHANGELOG.md entry together"
+    assert [Version(v) for v in versions] == sorted((Version(v) for v in versions), reverse=True)
+    assert len(set(versions)) == len(versions)
+
+
+def test_a_rollback_runs_every_product_service_on_the_previous_image() -> None:
+    """AGGREGATOR_VERSION=<previous> in .env: every product service takes the previous release's
+    image (kept under its tag), the stores and monitoring keep their own pinned images."""
+    previous = releases()[1]
+    current = render(ENV, COMPOSE)["services"]
+    rolled_back = render(ENV | {"AGGREGATOR_VERSION": previous}, COMPOSE)["services"]
+    for name, svc in rolled_back.items():
+        if name in PRODUCT:
+            assert svc["image"] == f"altmetrics-trend-aggregator:{previous}", name
+        else:
+            assert svc["image"] == current[name]["image"], name
+
+
+# major.minor.patch; PostgreSQL's versions have two parts since 10 (15.18: 18th bug-fix release of 15).
+_EXACT_TAG = re.compile(r"^(postgres:\d+\.\d+|[a-z0-9./-]+:v?\d+\.\d+\.\d+)(-[a-z0-9.]+)?(@sha256:[0-9a-f]{64})?$")
+
+
+@pytest.mark.parametrize("name", sorted(set(SERVICES) - set(PRODUCT)))
+def test_third_party_images_are_pinned_to_exact_versions(name: str) -> None:
+    """A major tag (redis:7) is a different image from one pull to the next: an upgrade of a
+    store nobody chose, and a rollback that does not return to what ran."""
+    assert _EXACT_TAG.match(SERVICES[name]["image"]), f"{name}: pin {SERVICES[name]['image']} to an exact version"
+
+
+# The stores' data: the services that keep it and where.
+STORE_VOLUMES = {"kafka": {"kafka-data"}, "redis": {"redis-data"}, "postgres": {"postgres-data"},
+                 "influxdb": {"influxdb-data", "influxdb-config"}}
+
+
+def test_the_stores_data_survives_down_v() -> None:
+    """`docker compose down -v` removes compose's own volumes, never an external one."""
+    for service, volumes in STORE_VOLUMES.items():
+        mounted = {mount.split(":")[0] for mount in SERVICES[service]["volumes"]}
+        assert mounted == volumes, service
+        for volume in volumes:
+            assert COMPOSE["volumes"][volume] == {"external": True, "name": "${VOLUME_PREFIX:-aggregator}_" + volume}
+
+
+def test_make_volumes_creates_every_external_volume(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "docker").chmod(0o755)
+    external = {spec["name"] for spec in render(ENV | {"VOLUME_PREFIX": "amba-old"}, COMPOSE)["volumes"].values()
+                if spec and spec.get("external")}
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "make-volumes.sh")], capture_output=True, text=True,
+                          env={"VOLUME_PREFIX": "amba-old", "PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin"}, check=False)
+    assert done.returncode == 0, done.stderr
+    created = {line.removeprefix("volume create ") for line in calls.read_text().splitlines()}
+    assert created == external == {f"amba-old_{v}" for volumes in STORE_VOLUMES.values() for v in volumes}
 
 
 def test_build_backend_is_locked_with_hashes() -> None:

@@ -235,3 +235,42 @@ def test_a_letter_still_invalid_is_parked_after_max_attempts(env: dict[str, str]
     assert (again["read"], again["parked"], again["left_pending"], again["already_done"]) == (2, 1, 1, 0)
     assert len(on_topic(env)) == 3, "still invalid: parked again, not appended"
     assert [r[1] for r in triage_rows(env)][-1] == "parked" and len(triage_rows(env)) == 4
+
+
+def topic_retention(env: dict[str, str], topic: str) -> str:
+    from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
+
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    admin = AdminClient({"bootstrap.servers": env["KAFKA_BOOTSTRAP_SERVERS"]})
+    value: str = admin.describe_configs([resource])[resource].result(30)["retention.ms"].value
+    return value
+
+
+def test_the_dead_letter_topic_keeps_letters_as_long_as_the_settings_say(
+        env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A topic created before KAFKA_DLQ_RETENTION_DAYS (the broker's 7 days) gets the setting's
+    retention at the next setup or bridge start; a new one is created with it."""
+    from worker.celeryapp.resources import ensure_dead_letter_topic
+    from worker.config.settings import get_settings
+    from worker.ingest.deadletter import ensure_topic
+
+    week_ms = str(7 * 86_400_000)
+    ensure_topic(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], config={"retention.ms": week_ms})
+    assert topic_retention(env, env["KAFKA_DLQ_TOPIC"]) == week_ms
+    ensure_dead_letter_topic(get_settings())
+    assert topic_retention(env, env["KAFKA_DLQ_TOPIC"]) == "-1", "the default: kept for ever"
+
+    monkeypatch.setenv("KAFKA_DLQ_TOPIC", new := env["KAFKA_DLQ_TOPIC"] + "-new")
+    monkeypatch.setenv("KAFKA_DLQ_RETENTION_DAYS", "30")
+    get_settings.cache_clear()
+    ensure_dead_letter_topic(get_settings())
+    assert topic_retention(env, new) == str(30 * 86_400_000)
+
+
+def test_a_letter_is_one_line_of_json() -> None:
+    """The backup of the topic (docs/deploying.md) is one record a line: no letter spans two."""
+    letters = [invalid(b"two\nlines\r\n"), invalid(NOT_UTF8), outage_batch(3, 5)]
+    for letter in letters:
+        line = encode(letter)
+        assert b"\n" not in line and b"\r" not in line
+        assert json.loads(line)["reason"] == letter.reason

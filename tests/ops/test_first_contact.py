@@ -216,10 +216,11 @@ def test_bad_argument_is_a_usage_error(args: list[str]) -> None:
 def test_setup_refuses_placeholder_secrets_unless_told() -> None:
     closed = free_port()
     env = {**services_at(closed, closed, closed), "FLOWER_BASIC_AUTH": "admin:change-me-flower",
+           "GRAFANA_ADMIN_PASSWORD": "change-me",
            "POSTGRES_DSN": f"postgresql://aggregator:change-me-postgres@127.0.0.1:{closed}/aggregator"}
     refused = run(["setup"], **env)
     assert_operator_grade(refused, 78)
-    assert "POSTGRES_DSN, FLOWER_BASIC_AUTH" in refused.lines[0], refused.text
+    assert "POSTGRES_DSN, FLOWER_BASIC_AUTH, GRAFANA_ADMIN_PASSWORD" in refused.lines[0], refused.text
     allowed = run(["setup", "--allow-placeholder-secrets"], **env)
     assert_operator_grade(allowed, 69)  # past the check, on to PostgreSQL, which is absent
 

@@ -27,6 +27,7 @@ from worker.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_PATH = ROOT / "docker-compose.yml"
+AMBA_NETWORK_PATH = ROOT / "docker-compose.amba-network.yml"
 ENV_PATH = ROOT / ".env.example"
 SCHEMA_PATH = ROOT / "tests" / "ops" / "compose-spec.json"
 
@@ -86,6 +87,19 @@ def load_compose(path: Path = COMPOSE_PATH) -> dict[str, Any]:
     """The compose file as YAML (merge keys resolved, nothing interpolated)."""
     document: dict[str, Any] = yaml.safe_load(path.read_text())
     return document
+
+
+def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """An override file over a compose file (`COMPOSE_FILE=a.yml:b.yml`): mappings merge key by
+    key, any other value replaces. Compose merges lists such as a service's `networks` too; the
+    override files here only add them to services that have none."""
+    result = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
 
 
 def active_profiles(env: Mapping[str, str]) -> set[str]:

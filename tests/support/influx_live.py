@@ -6,7 +6,7 @@ Docker); with a server, e.g.::
     docker run -d -p 8086:8086 -e DOCKER_INFLUXDB_INIT_MODE=setup \\
         -e DOCKER_INFLUXDB_INIT_USERNAME=admin -e DOCKER_INFLUXDB_INIT_PASSWORD=adminadmin \\
         -e DOCKER_INFLUXDB_INIT_ORG=amba -e DOCKER_INFLUXDB_INIT_BUCKET=init \\
-        -e DOCKER_INFLUXDB_INIT_ADMIN_TOKEN=dev-token influxdb:2.7
+        -e DOCKER_INFLUXDB_INIT_ADMIN_TOKEN=dev-token influxdb:2.7.11
     INFLUXDB_V2_URL=http://127.0.0.1:8086 INFLUXDB_V2_TOKEN=dev-token INFLUXDB_V2_ORG=amba \\
         python -m pytest -m "contract or influx_live"
 

@@ -180,11 +180,20 @@ def compose_bridge(settings: Settings, consumer: Consumer, publisher: IngestPubl
                   s.bridge_shutdown_deadline_s, clock, sleep)
 
 
+def ensure_dead_letter_topic(settings: Settings) -> None:
+    """The dead-letter topic as the settings want it. Its retention is set on an existing topic
+    too: one created before KAFKA_DLQ_RETENTION_DAYS had the broker's default (7 days on Kafka),
+    which would drop letters nobody replayed in time."""
+    days = settings.kafka_dlq_retention_days
+    ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, settings.kafka_dlq_partitions,
+                 replication=settings.kafka_dlq_replication_factor,
+                 config={"retention.ms": str(days * 86_400_000 if days else -1)}, timeout_s=settings.connect_timeout_s)
+
+
 def build_bridge(settings: Settings, app: Celery) -> Bridge:
     """The Kafka -> Celery bridge with every collaborator it needs, from ``settings``."""
     # Fail at start, with a message, when Kafka does not answer (the loop would only wait).
-    ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, settings.kafka_dlq_partitions,
-                 timeout_s=settings.connect_timeout_s)
+    ensure_dead_letter_topic(settings)
     # Every Redis call of the bridge fails fast: a blocked publish keeps its batch (and the
     # SIGTERM deadline) instead of hanging the loop. Set before the app's first connection.
     timeout = min(settings.connect_timeout_s, PUBLISH_TIMEOUT_S)

@@ -169,6 +169,12 @@ class KafkaSettings(BaseModel):
     kafka_dlq_topic: str = Field("events_processed-discusses.dlq", min_length=1,
                                  description="Dead letters: invalid events and batches past their retries.")
     kafka_dlq_partitions: int = Field(1, ge=1, description="Partitions when setup creates the dead-letter topic.")
+    kafka_dlq_replication_factor: int | None = Field(None, ge=1, description=(
+        "Copies of the dead-letter topic when the product creates it; blank = 3, or one per broker on a smaller "
+        "cluster (an existing topic keeps its own: docs/deploying.md, \"Kafka's retention\")."))
+    kafka_dlq_retention_days: int = Field(0, ge=0, description=(
+        "Days Kafka keeps a dead letter; 0 = for ever (a dead letter is never dropped). Set by `setup` and at the "
+        "bridge's start, on an existing topic too."))
     dlq_max_attempts: int = Field(3, ge=1, description=(
         "`aggregator dlq replay` appends a letter still invalid again (attempt + 1) while its attempts stay within "
         "this, then parks it (logged with a copy), so it stops coming back. The bridge's failure is attempt 1."))

@@ -20,7 +20,13 @@ from typing import Literal
 
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # not in its __all__
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in its __all__
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 
 from worker.ingest.errors import DeadLetterError
 from worker.ingest.kafka_config import DEFAULT_TIMEOUT_S, client_config, position
@@ -86,14 +92,25 @@ def batch_letter(points: object, reason: str, *, source: str, attempt: int = 1) 
     return DeadLetter("batch", reason, source, now_iso(), payload_text=text, attempt=attempt)
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-    """Create the topic if it does not exist (idempotent); KafkaException when Kafka is silent."""
-    config = client_config(bootstrap, timeout_s=timeout_s)
-    timeout = config["socket.timeout.ms"] / 1000
-    admin = AdminClient(config)
-    if topic in admin.list_topics(timeout=timeout).topics:
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, *, replication: int | None = None,
+                 config: Mapping[str, str] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Create the topic if it does not exist, and give it ``config`` either way (idempotent);
+    KafkaException when Kafka is silent. ``replication`` None: 3 copies, or one per broker on a
+    smaller cluster (a factor above the brokers is refused by Kafka)."""
+    settings = client_config(bootstrap, timeout_s=timeout_s)
+    timeout = settings["socket.timeout.ms"] / 1000
+    admin = AdminClient(settings)
+    metadata = admin.list_topics(timeout=timeout)
+    if topic in metadata.topics:
+        if config:  # an existing topic keeps its replication; its configs are set again
+            entries = [ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+                       for name, value in config.items()]
+            resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
+            admin.incremental_alter_configs([resource])[resource].result(timeout=max(15.0, timeout))
         return
-    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    factor = replication or min(3, len(metadata.brokers))
+    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=factor,
+                                            config=dict(config or {}))])
     for future in futures.values():
         try:
             future.result(timeout=max(15.0, timeout))

@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import os
 
+from worker.celeryapp.resources import ensure_dead_letter_topic
 from worker.config.settings import PLACEHOLDER_SECRET, Settings, secret_fields
 from worker.core.failures import ConfigError
 from worker.db.connection import Database
 from worker.db.migrate import migrate
-from worker.ingest.deadletter import ensure_topic
 from worker.ops.selftest.run import report
 from worker.store import open_store
 
@@ -19,8 +19,10 @@ def placeholder_secrets(settings: Settings, environ: dict[str, str]) -> list[str
     """The variables that still hold .env.example's ``change-me`` placeholders."""
     found = [name.upper() for name in secret_fields(Settings)
              if (value := getattr(settings, name)) is not None and PLACEHOLDER_SECRET in value.get_secret_value()]
-    # Flower's login is read by Flower itself; compose hands it to setup so it is checked too.
-    found += [name for name in ("FLOWER_BASIC_AUTH",) if PLACEHOLDER_SECRET in environ.get(name, "")]
+    # Flower's login and Grafana's password are read by them; compose hands both to setup so
+    # they are checked too.
+    found += [name for name in ("FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD")
+              if PLACEHOLDER_SECRET in environ.get(name, "")]
     return found
 
 
@@ -39,8 +41,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         store.setup()  # idempotent (for PostgreSQL the migrations above, already applied)
     finally:
         store.close()
-    ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, settings.kafka_dlq_partitions,
-                 timeout_s=settings.connect_timeout_s)
+    ensure_dead_letter_topic(settings)
     print(f"setup done: migrations applied={','.join(applied) or 'none'} store={store.name} "
           f"dead-letter topic={settings.kafka_dlq_topic}", flush=True)
     if getattr(args, "no_selftest", False):
