@@ -372,7 +372,7 @@ def test_env_example_points_at_the_compose_services() -> None:
 def test_env_example_keeps_the_code_defaults() -> None:
     """Apart from the compose-specific values, .env.example shows the code's defaults."""
     compose_specific = {"REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "EVENT_STORE", "INFLUXDB_V2_URL",
-                        "BRIDGE_METRICS_PORT", "WORKER_METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR"}
+                        "BRIDGE_METRICS_PORT", "WORKER_METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR", "ALERTMANAGER_URL"}
     for name, field in Settings.model_fields.items():
         key = name.upper()
         if key in compose_specific | COMPOSED | TEST_ONLY:

@@ -267,6 +267,8 @@ class Settings(BaseSettings):
     # `aggregator exporter`: the product's state (trend freshness and phases, queues, lag, dead
     # letters, the morning post), read at scrape time.
     exporter_port: int = Field(9109, ge=1, le=65535)
+    # `aggregator health alerts` asks this Alertmanager whether its receivers deliver anywhere.
+    alertmanager_url: str | None = None
     # A Celery worker's own counters (ingest writes, retries, skipped runs), summed over its
     # prefork children; 0 = none. Needs PROMETHEUS_MULTIPROC_DIR (an empty directory of its own).
     worker_metrics_port: int = Field(0, ge=0, le=65535)
@@ -385,12 +387,13 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("influxdb_v2_token", "x_consumer_key", "x_consumer_secret", "x_access_token",
-                     "x_access_token_secret", "influxdb_v2_url", "x_api_base_url", "postgres_password", mode="before")
+                     "x_access_token_secret", "influxdb_v2_url", "x_api_base_url", "postgres_password",
+                     "alertmanager_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("influxdb_v2_url", "x_api_base_url", "trending_url")
+    @field_validator("influxdb_v2_url", "x_api_base_url", "trending_url", "alertmanager_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
