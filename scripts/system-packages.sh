@@ -2,7 +2,8 @@
 # The Debian packages the product's dev stack and tests start or build with, installed only
 # where missing: redis-server and PostgreSQL (their binaries), Node.js and npm (the Flux
 # compiler check), python3-venv, libpq-dev + gcc (psycopg2 from source, for the test
-# extra's amba-event-stream), and prometheus (its promtool tests the alert rules). Run as
+# extra's amba-event-stream), prometheus (its promtool tests the alert rules) and
+# prometheus-alertmanager (amtool and Alertmanager test its configuration). Run as
 # root. Only what is missing is asked for, so a machine whose Node.js came from NodeSource
 # (its nodejs ships npm, and Debian's npm conflicts with it) is left as it is. Used by the
 # README's first command and by .ci/run.
@@ -18,6 +19,10 @@ command -v pg_config >/dev/null 2>&1 || need+=(libpq-dev)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 # promtool: the alert rules' unit tests (monitoring/prometheus/alerts_test.yml)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# amtool and Alertmanager: the receivers' configuration and routing (tests/monitoring/). On a
+# host with systemd the package also starts a service on :9093; `systemctl disable --now
+# prometheus-alertmanager` if that port is wanted.
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 if [ "${#need[@]}" -eq 0 ]; then
     echo "system packages: all present"
     exit 0

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,7 +13,10 @@ import yaml
 
 pytestmark = pytest.mark.unit
 
-RULES_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "prometheus"
+ROOT = Path(__file__).resolve().parents[2]
+RULES_DIR = ROOT / "monitoring" / "prometheus"
+#: Always firing by design (the dead-man's switch): it has no quiet case.
+ALWAYS_FIRING = {"Watchdog"}
 
 
 def promtool(*args: str, cwd: Path = RULES_DIR) -> subprocess.CompletedProcess[str]:
@@ -29,12 +33,28 @@ def test_rules_are_valid_and_pass_their_unit_tests() -> None:
     assert "SUCCESS" in tested.stdout
 
 
-def test_every_alert_is_tested_firing() -> None:
-    rules = yaml.safe_load((RULES_DIR / "alerts.yml").read_text())
-    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+def rules() -> list[dict]:
+    return [rule for group in yaml.safe_load((RULES_DIR / "alerts.yml").read_text())["groups"]
+            for rule in group["rules"]]
+
+
+def test_every_alert_is_tested_firing_and_quiet() -> None:
+    alerts = {rule["alert"] for rule in rules()}
     tests = yaml.safe_load((RULES_DIR / "alerts_test.yml").read_text())["tests"]
-    firing = {case["alertname"] for test in tests for case in test.get("alert_rule_test", []) if case["exp_alerts"]}
-    assert alerts == firing
+    cases = [case for test in tests for case in test.get("alert_rule_test", [])]
+    assert {case["alertname"] for case in cases if case["exp_alerts"]} == alerts
+    assert {case["alertname"] for case in cases if not case["exp_alerts"]} == alerts - ALWAYS_FIRING
+
+
+def test_every_page_waits_and_every_rule_has_its_runbook() -> None:
+    """A `for:` on every rule but the dead-man's switch (one bad scrape never pages), and a
+    runbook_url naming a section of docs/operating.md that exists (GitHub's heading anchors)."""
+    headings = re.findall(r"^#+ (.+)$", (ROOT / "docs" / "operating.md").read_text(), re.M)
+    anchors = {re.sub(r"[^a-z0-9 _-]", "", heading.lower()).replace(" ", "-") for heading in headings}
+    for rule in rules():
+        assert "for" in rule or rule["alert"] in ALWAYS_FIRING, f"{rule['alert']} has no for:"
+        path, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert (path, anchor in anchors) == ("docs/operating.md", True), rule["alert"]
 
 
 def test_a_wrong_threshold_fails_the_rule_tests(tmp_path: Path) -> None:

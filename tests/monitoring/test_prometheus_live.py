@@ -59,7 +59,7 @@ rule_files: [alerts.yml]
 scrape_configs:
   - job_name: aggregator-exporter
     static_configs: [{{targets: ["127.0.0.1:{exporter_port}"]}}]
-  - job_name: aggregator-workers
+  - job_name: aggregator-worker-trends
     static_configs: [{{targets: ["127.0.0.1:{worker_port}"]}}]
 """)
     check = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True,
@@ -77,5 +77,6 @@ scrape_configs:
     assert not {d for alert, d in firing(prometheus_port) if alert == "TrendStale"} - {"currently"}
 
     os.killpg(worker.pid, 9)  # the trends worker stops
-    wait_for(lambda: ("TargetDown", "aggregator-workers") in firing(prometheus_port), 60, "TargetDown for workers")
+    wait_for(lambda: ("TargetDown", "aggregator-worker-trends") in firing(prometheus_port), 60,
+             "TargetDown for the trends worker")
     assert ("TargetDown", "aggregator-exporter") not in firing(prometheus_port)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import urllib.request
 from datetime import timedelta
 
@@ -56,20 +57,29 @@ def test_state_of_runs_queues_lag_and_post(pg_dsn: str, redis_url: str, kafka, t
     settings = Settings(postgres_dsn=pg_dsn, redis_url=redis_url, kafka_bootstrap_servers=kafka.bootstrap,
                         kafka_topic=topics["topic"], kafka_dlq_topic=topics["dlq"], kafka_group_id=topics["group"])
     got = scrape(settings)
+    now = time.time()
     d = (("duration", "currently"),)
-    assert got[("aggregator_trend_last_finalized_timestamp_seconds", d)] == 1796119208.0
+    assert got[("aggregator_trend_age_seconds", d)] == pytest.approx(now - 1796119208.0, abs=5)
     assert got[("aggregator_trend_last_run_rows", d)] == 450
     phases = {phase: got[("aggregator_trend_last_run_phase_seconds", (("duration", "currently"), ("phase", phase)))]
               for phase in ("plan", "chunks", "finalize", "refresh")}
     assert phases == {"plan": 2.0, "chunks": 5.0, "finalize": 1.0, "refresh": 0.5}
     assert got[("aggregator_trend_stale_after_seconds", d)] == timedelta(minutes=10, seconds=15).total_seconds()
-    assert ("aggregator_trend_last_finalized_timestamp_seconds", (("duration", "year"),)) not in got
+    # Never finalized: its age counts from the product's first run (c0 or c1, whichever began first),
+    # so a duration that never finalizes still ages into TrendStale.
+    first_run = min(now, 1796119200.0)
+    assert got[("aggregator_trend_age_seconds", (("duration", "year"),))] == pytest.approx(now - first_run, abs=5)
     assert got[("aggregator_trend_runs_24h", (("duration", "currently"), ("status", "failed")))] == 1
     assert got[("aggregator_queue_depth", (("queue", "trends"),))] == 2
     assert got[("aggregator_queue_depth", (("queue", "ingest"),))] == 0
     assert got[("aggregator_ingest_lag_events", ())] == 5
     assert got[("aggregator_dead_letters_pending", ())] == 0
-    assert got[("aggregator_morning_post_last_success_timestamp_seconds", ())] == 1796104770.0
+    assert got[("aggregator_morning_post_age_seconds", ())] == pytest.approx(now - 1796104770.0, abs=5)
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:  # only dry runs so far: nothing posted
+        cur.execute("DELETE FROM morning_post")
+    conn.close()
+    never = scrape(settings)[("aggregator_morning_post_age_seconds", ())]
+    assert never == pytest.approx(time.time() - first_run, abs=5)
     assert {source: got[("aggregator_exporter_source_up", (("source", source),))]
             for source in ("postgres", "redis", "kafka")} == {"postgres": 1, "redis": 1, "kafka": 1}
     assert got[("aggregator_dead_letter_guard_stopped", ())] == 0

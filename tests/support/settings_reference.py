@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: What compose's .env sets instead of the code's default: its service names, store and metrics.
 COMPOSE_VALUES = {"REDIS_URL": "redis://redis:6379/0", "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
                   "EVENT_STORE": "influxdb", "INFLUXDB_V2_URL": "http://influxdb:8086", "BRIDGE_METRICS_PORT": "9108",
-                  "WORKER_METRICS_PORT": "9110", "PROMETHEUS_MULTIPROC_DIR": "/tmp/aggregator-metrics"}
+                  "WORKER_METRICS_PORT": "9110", "PROMETHEUS_MULTIPROC_DIR": "/tmp/aggregator-metrics",
+                  "ALERTMANAGER_URL": "http://alertmanager:9093"}
 #: Settings compose's .env leaves out, and where compose takes them from instead.
 ELSEWHERE = {
     "POSTGRES_DSN": "docker-compose.yml composes it from POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER and POSTGRES_DB "

@@ -328,6 +328,8 @@ class MonitoringSettings(BaseModel):
     """Metrics, health and logs."""
 
     exporter_port: int = Field(9109, ge=1, le=65535, description="`aggregator exporter`: the product's state.")
+    alertmanager_url: str | None = Field(None, description=(
+        "`aggregator health alerts` asks this Alertmanager whether its receivers deliver anywhere."))
     worker_metrics_port: int = Field(0, ge=0, le=65535, description=(
         "A Celery worker's own counters, summed over its pool processes; 0 = off. Needs PROMETHEUS_MULTIPROC_DIR."))
     prometheus_multiproc_dir: str | None = Field(None, description="An empty directory of the worker's own.")
@@ -389,7 +391,7 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
         blank = isinstance(value, str) and not value.strip()
         return None if blank and info.field_name and cls.model_fields[info.field_name].default is None else value
 
-    @field_validator("influxdb_v2_url", "x_api_base_url", "trending_url")
+    @field_validator("influxdb_v2_url", "x_api_base_url", "trending_url", "alertmanager_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:

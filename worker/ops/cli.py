@@ -266,7 +266,8 @@ def make_parser() -> argparse.ArgumentParser:
     health = command("health", "exit 0 when a component's dependencies answer (container healthcheck)",
                      "One line per check; exit 69 when one fails. `trends`: every duration's last finalized run "
                      "against its bound, and the queue depths; `lag`: the consumer group's lag against "
-                     "HEALTH_MAX_INGEST_LAG. Several components at once: `aggregator health worker trends`.")
+                     "HEALTH_MAX_INGEST_LAG; `alerts`: warns when Alertmanager's receivers deliver nowhere. "
+                     "Several components at once: `aggregator health worker trends`.")
     health.add_argument("component", choices=COMPONENTS, nargs="*", default=["worker"],
                         help="what to check")
     return parser

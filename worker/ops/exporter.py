@@ -41,7 +41,7 @@ PREFIX = "aggregator"
 SOURCE_TIMEOUT_S = 3.0
 
 _LAST_RUNS = """
-SELECT DISTINCT ON (duration) duration, extract(epoch FROM finished_at), rows_written,
+SELECT DISTINCT ON (duration) duration, extract(epoch FROM clock_timestamp() - finished_at), rows_written,
        extract(epoch FROM planned_at - started_at), extract(epoch FROM finalize_at - planned_at),
        extract(epoch FROM finished_at - finalize_at), extract(epoch FROM refreshed_at - finished_at)
 FROM trend_run WHERE status = 'finalized'
@@ -51,7 +51,12 @@ _RUNS_24H = """
 SELECT duration, status, count(*) FROM trend_run
 WHERE started_at > clock_timestamp() - interval '24 hours' GROUP BY 1, 2
 """
-_LAST_POST = "SELECT extract(epoch FROM max(posted_at)) FROM morning_post WHERE status = 'posted'"
+# Seconds since the product's first trend run: the age of what has never happened yet (a
+# duration never finalized, no post ever sent) counts from it, as in worker/trends/freshness.py,
+# so an absence ages into an alert instead of being an absent series nothing fires on.
+_RUNNING = "SELECT extract(epoch FROM clock_timestamp() - min(started_at)) FROM trend_run"
+_LAST_POST = ("SELECT extract(epoch FROM clock_timestamp() - max(posted_at)) FROM morning_post "
+              "WHERE status = 'posted'")
 PHASES = ("plan", "chunks", "finalize", "refresh")
 
 
@@ -89,13 +94,15 @@ class StateCollector(Collector):
                 last = {row[0]: row[1:] for row in cur.fetchall()}
                 cur.execute(_RUNS_24H)
                 runs = cur.fetchall()
+                cur.execute(_RUNNING)
+                running = (cur.fetchone() or (None,))[0]
                 cur.execute(_LAST_POST)
-                post = cur.fetchone()
+                post = (cur.fetchone() or (None,))[0]
         finally:
             conn.close()
-        finalized = GaugeMetricFamily(f"{PREFIX}_trend_last_finalized_timestamp_seconds",
-                                      "When the duration's last finalized run finished (Unix time)",
-                                      labels=["duration"])
+        ages = GaugeMetricFamily(f"{PREFIX}_trend_age_seconds",
+                                 "Seconds since the duration's last finalized run finished (before its first: "
+                                 "since the product's first run)", labels=["duration"])
         bound = GaugeMetricFamily(f"{PREFIX}_trend_stale_after_seconds",
                                   "Age of the last finalized run past which the duration is stale", labels=["duration"])
         rows = GaugeMetricFamily(f"{PREFIX}_trend_last_run_rows", "Rows the last finalized run published",
@@ -105,10 +112,11 @@ class StateCollector(Collector):
         for duration in s.durations().values():
             limit = stale_after(duration, s)
             bound.add_metric([duration.name], limit.total_seconds())
+            age, written, *spans = last.get(duration.name, (running, None))
+            if age is not None:
+                ages.add_metric([duration.name], float(age))
             if duration.name not in last:
                 continue
-            finished, written, *spans = last[duration.name]
-            finalized.add_metric([duration.name], float(finished))
             rows.add_metric([duration.name], float(written or 0))
             for phase, seconds in zip(PHASES, spans, strict=True):
                 if seconds is not None:
@@ -117,11 +125,13 @@ class StateCollector(Collector):
                                       labels=["duration", "status"])
         for duration_name, status, count in runs:
             by_status.add_metric([duration_name, status], float(count))
-        posted = GaugeMetricFamily(f"{PREFIX}_morning_post_last_success_timestamp_seconds",
-                                   "When the morning post last went out (Unix time; absent before the first)")
-        if post and post[0] is not None:
-            posted.add_metric([], float(post[0]))
-        return [finalized, bound, rows, phases, by_status, posted]
+        post_age = post if post is not None else running
+        posted = GaugeMetricFamily(f"{PREFIX}_morning_post_age_seconds",
+                                   "Seconds since the morning post last went out (before the first: since the "
+                                   "product's first run)")
+        if post_age is not None:
+            posted.add_metric([], float(post_age))
+        return [ages, bound, rows, phases, by_status, posted]
 
     # -- Redis: the queues ----------------------------------------------------------------------
     def _redis(self) -> list[Metric]:

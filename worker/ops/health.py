@@ -33,12 +33,17 @@ And what the product delivers, beyond its dependencies answering:
   ``HEALTH_MAX_INGEST_LAG``; the bridge's healthcheck runs it.
 - ``exporter``: ``aggregator exporter`` answers on ``EXPORTER_PORT``. (A worker with
   ``WORKER_METRICS_PORT`` set has its endpoint checked with the ``worker`` component.)
+- ``alerts``: every receiver of the Alertmanager at ``ALERTMANAGER_URL`` delivers somewhere,
+  read from its running configuration. Only ever a ``warn``: the product works without
+  alerting, but no one would hear it break. Compose's exporter runs it beside its own check.
 
 Several components can be checked at once: ``aggregator health worker trends``.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import threading
 import time
@@ -64,10 +69,15 @@ if TYPE_CHECKING:
 
 TIMEOUT_S = 3.0
 #: The components `aggregator health` knows.
-COMPONENTS = ("bridge", "worker", "beat", "setup", "trends", "lag", "exporter")
+COMPONENTS = ("bridge", "worker", "beat", "setup", "trends", "lag", "exporter", "alerts")
 
 #: A check returns a short detail for the "ok" line or raises with the reason.
 Check = Callable[[], str]
+
+
+class Unheard(Exception):
+    """A finding that is a warning, not a failure: the line says ``warn`` and the exit code
+    stays 0 (a container must not turn unhealthy because alerting is not set up)."""
 
 
 def redact(url: str) -> str:
@@ -151,6 +161,41 @@ def check_metrics_endpoint(port: int) -> Check:
     def run() -> str:
         _http_get(f"http://127.0.0.1:{port}/metrics")
         return f"http://127.0.0.1:{port}/metrics"
+
+    return run
+
+
+def receivers(config: str) -> dict[str, list[str]]:
+    """Each receiver's integrations (``webhook``, ``email``, ...) in Alertmanager's configuration
+    as its API prints it: block YAML marshalled by Alertmanager, so its shape is fixed (the
+    product has no YAML parser to spare for one key)."""
+    found: dict[str, list[str]] = {}
+    section, current = False, ""
+    for line in config.splitlines():
+        if line[:1] not in ("", " ", "-"):
+            section = line.startswith("receivers:")
+        elif section and (name := re.match(r"- name: ['\"]?(.*?)['\"]?$", line)):
+            current = name.group(1)
+            found[current] = []
+        elif section and current and (integration := re.match(r"  (\w+)_configs:", line)):
+            found[current].append(integration.group(1))
+    return found
+
+
+def check_alert_receivers(url: str | None) -> Check:
+    def run() -> str:
+        if not url:
+            raise Unheard("ALERTMANAGER_URL is not set: nothing checks that alerts reach anyone")
+        try:
+            status = json.loads(_http_get(url.rstrip("/") + "/api/v2/status"))
+        except OSError as error:
+            raise Unheard(f"Alertmanager at {url} did not answer ({error}): alerts reach no one") from error
+        found = receivers(status["config"]["original"])
+        silent = sorted(name for name, integrations in found.items() if not integrations)
+        if silent:
+            raise Unheard(f"receiver(s) {', '.join(silent)} deliver nowhere: set them in .env and secrets "
+                          "(docs/deploying.md, Where alerts go)")
+        return "; ".join(f"{name}: {', '.join(integrations)}" for name, integrations in found.items())
 
     return run
 
@@ -326,18 +371,22 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
         return [("lag", check_lag(s))]
     if component == "exporter":
         return [("metrics", check_metrics_endpoint(s.exporter_port))]
+    if component == "alerts":
+        return [("receivers", check_alert_receivers(s.alertmanager_url))]
     raise ValueError(f"unknown component {component!r} ({', '.join(COMPONENTS)})")
 
 
-def _timed(check: Check) -> tuple[bool, str, float]:
+def _timed(check: Check) -> tuple[str, str, float]:
+    """("ok" | "warn" | "FAIL", the line's detail, milliseconds)."""
     started = time.monotonic()
     try:
-        detail = check()
-        ok = True
+        detail, status = check(), "ok"
+    except Unheard as warning:
+        detail, status = str(warning), "warn"
     except Exception as error:  # every failure is a line of the report, not a traceback
         reason = " ".join(str(error).split())  # one line per check, whatever the driver says
-        detail, ok = f"{type(error).__name__}: {reason[:300]}", False
-    return ok, detail, (time.monotonic() - started) * 1000
+        detail, status = f"{type(error).__name__}: {reason[:300]}", "FAIL"
+    return status, detail, (time.monotonic() - started) * 1000
 
 
 def check(component: str | Sequence[str], *, settings: Settings, hostname: str | None = None) -> int:
@@ -353,8 +402,8 @@ def check(component: str | Sequence[str], *, settings: Settings, hostname: str |
     width = max(len(name) for name, _ in named)
     secrets = settings.secret_values()
     failed = 0
-    for (name, _), (ok, detail, ms) in zip(named, results, strict=True):
-        failed += not ok
-        line = f"{'ok  ' if ok else 'FAIL'} {name:<{width}}  {detail} ({ms:.0f} ms)"
+    for (name, _), (status, detail, ms) in zip(named, results, strict=True):
+        failed += status == "FAIL"
+        line = f"{status:<4} {name:<{width}}  {detail} ({ms:.0f} ms)"
         print(scrub(line, secrets), flush=True)
     return 1 if failed else 0
