@@ -18,12 +18,12 @@ import logging
 from collections.abc import Iterator
 
 import psycopg2
-import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from worker.celeryapp.beat import BEAT_LOCK_KEY
 from worker.celeryapp.liveness import unacked_keys
+from worker.celeryapp.resources import redis_client
 from worker.config.settings import Settings
 from worker.core import names
 from worker.db.connection import Database
@@ -137,8 +137,7 @@ class StateCollector(Collector):
     def _redis(self) -> list[Metric]:
         s = self._settings
         queues = [s.ingest_queue, s.trends_queue, names.DEFAULT_QUEUE, names.MAINTENANCE_QUEUE]
-        client = redis.Redis.from_url(s.redis_url.get_secret_value(), socket_timeout=SOURCE_TIMEOUT_S,
-                                      socket_connect_timeout=SOURCE_TIMEOUT_S)
+        client = redis_client(s, SOURCE_TIMEOUT_S)
         try:
             with client.pipeline(transaction=False) as pipe:
                 for queue in queues:

@@ -52,7 +52,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
 from worker.celeryapp.liveness import unacked_keys
+from worker.celeryapp.resources import redis_client
 from worker.config.settings import Settings
 from worker.core import names
 from worker.core.durations import Duration
@@ -85,22 +88,19 @@ def redact(url: str) -> str:
     return mask_dsn(url)
 
 
-def _redis(url: str) -> redis.Redis:
-    """A Redis client whose calls give up after ``TIMEOUT_S`` (the library is imported here,
-    not at module level: `aggregator --help` imports this module)."""
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+def _redis(settings: Settings, url: SecretStr | None = None) -> redis.Redis:
+    """A Redis client on ``url`` (default REDIS_URL) whose calls give up after ``TIMEOUT_S``."""
+    return redis_client(settings, TIMEOUT_S, url)
 
 
-def check_redis(url: str) -> Check:
+def check_redis(settings: Settings, url: SecretStr | None = None) -> Check:
     def run() -> str:
-        client = _redis(url)
+        client = _redis(settings, url)
         try:
             client.ping()
         finally:
             client.close()
-        return redact(url)
+        return redact((url or settings.redis_url).get_secret_value())
 
     return run
 
@@ -208,7 +208,8 @@ def check_celery_ping(settings: Settings, hostname: str) -> Check:
         # and the beat schedule, which is wasted time for a ping. The pattern makes only the
         # nodes of this host answer (compose names them `<role>@%h`), and limit=1 returns on
         # the first reply instead of waiting out the timeout.
-        app = Celery("health", broker=settings.redis_url.get_secret_value())
+        app = Celery("health", broker=settings.redis_address())
+        app.conf.broker_use_ssl = settings.redis_tls() or None
         app.conf.broker_transport_options = {"socket_timeout": TIMEOUT_S, "socket_connect_timeout": TIMEOUT_S,
                                              "max_retries": 1}
         app.conf.broker_connection_retry_on_startup = False
@@ -280,7 +281,7 @@ def check_queues(settings: Settings) -> Check:
     bound = 2 * settings.bridge_queue_high_watermark
 
     def run() -> str:
-        client = _redis(settings.redis_url.get_secret_value())
+        client = _redis(settings)
         try:
             depths = queue_depths(client, queues)
         finally:
@@ -294,9 +295,9 @@ def check_queues(settings: Settings) -> Check:
     return run
 
 
-def check_redis_memory(url: str) -> Check:
+def check_redis_memory(settings: Settings) -> Check:
     def run() -> str:
-        client = _redis(url)
+        client = _redis(settings)
         try:
             use = read_memory(client)
         finally:
@@ -311,7 +312,7 @@ def check_redis_memory(url: str) -> Check:
 
 def check_dlq_guard(settings: Settings) -> Check:
     def run() -> str:
-        client = _redis(settings.redis_url.get_secret_value())
+        client = _redis(settings)
         try:
             stop = RedisGuardRecords(client, settings.kafka_group_id, settings.kafka_topic).read()
         finally:
@@ -344,9 +345,9 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
     influx: list[tuple[str, Check]] = []
     if s.event_store == "influxdb" and s.influxdb_v2_url:
         influx = [("influxdb", check_influxdb(s.influxdb_v2_url))]
-    redis_checks: list[tuple[str, Check]] = [("redis", check_redis(s.redis_url.get_secret_value()))]
+    redis_checks: list[tuple[str, Check]] = [("redis", check_redis(s))]
     if s.result_backend != s.redis_url:
-        redis_checks.append(("results", check_redis(s.result_backend.get_secret_value())))
+        redis_checks.append(("results", check_redis(s, s.result_backend)))
     kafka = ("kafka", check_kafka(s.kafka_bootstrap_servers, s.kafka_topic))
     postgres = ("postgres", check_postgres(Database.from_settings(s).dsn))
 
@@ -366,7 +367,7 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
     if component == "trends":
         runs = _RunTimes(Database.from_settings(s).dsn)
         return [*((f"trend:{d.name}", check_trend(s, d, runs)) for d in s.durations().values()),
-                ("queues", check_queues(s)), ("redis-memory", check_redis_memory(s.redis_url.get_secret_value()))]
+                ("queues", check_queues(s)), ("redis-memory", check_redis_memory(s))]
     if component == "lag":
         return [("lag", check_lag(s))]
     if component == "exporter":
