@@ -24,6 +24,7 @@ from tests.support.devstack.services import RedisServer, free_port, make_certifi
 from tests.support.fault_harness import CELERY, Stage, wait
 from tests.support.helpers import AGGREGATOR
 from worker.celeryapp.beat import BEAT_LOCK_KEY
+from worker.celeryapp.liveness import REGISTRY
 from worker.config.settings import Settings
 from worker.ingest.write_limit import bucket_key
 from worker.ops.demo import demo_events
@@ -66,6 +67,7 @@ def test_the_product_on_a_redis_with_a_password_and_tls(env: dict[str, str], sec
         wait(stage.all_stored, 90, "every event stored")
         wait(lambda: stage.committed() == 300, 60, "every offset committed (the worker's confirmations read)")
         assert admin.exists(bucket_key("ingest")), "the write limit fell back to a bucket of its own"
+        assert admin.scard(REGISTRY) == 1, "the worker's heartbeat (worker/celeryapp/liveness.py) is not in Redis"
         wait(lambda: bool(admin.exists(BEAT_LOCK_KEY)), 30, "beat holds its lock")
 
         def flower_queues() -> bool:
