@@ -71,7 +71,7 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 def _copy_value(value: Any) -> str:
     """One value in COPY's text format. Floats as ``repr``, the shortest text that reads back
     as the same double (PostgreSQL 12+ parses it exactly); the trend math never yields NaN or
-    an infinity here (``worker.trends.math._finite``), and ``repr`` of those would still parse."""
+    an infinity here (``worker.trends.math.compute_trends``), and ``repr`` of those would still parse."""
     return value.translate(_COPY_ESCAPES) if isinstance(value, str) else repr(value)
 
 
