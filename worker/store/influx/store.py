@@ -1,3 +1,7 @@
+"""The InfluxDB 2 event store in amba's layout: a thin adapter over the pure line protocol,
+Flux queries and tasks. Client errors become the port's: HTTP 400, 413 and 422 say the
+request is wrong (:class:`StoreRejected`), anything else that the store is unavailable."""
+
 from __future__ import annotations
 
 import logging
@@ -41,7 +45,6 @@ WRITE_CHUNK_LINES = 5000
 
 _NS_PER_S = 1_000_000_000
 
-# 4xx answers that mean "this request is wrong" (see the module docstring).
 _REJECTED_STATUSES = frozenset({400, 413, 422})
 
 
@@ -55,7 +58,7 @@ def _describe(error: BaseException) -> str:
 
 @contextmanager
 def _translated(action: str) -> Iterator[None]:
-    """Map client errors to the port's exceptions (see the module docstring)."""
+    """Map client errors to the port's exceptions."""
     try:
         yield
     except ApiException as error:
