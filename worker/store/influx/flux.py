@@ -55,7 +55,10 @@ TIME_NS_COLUMN = "time_ns"
 MAX_DOIS_PER_QUERY = 2000
 
 _NS_PER_S = 1_000_000_000
-_REGEX_META = frozenset("\\.+*?()|[]{}^$")
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+_STRING_ESCAPES = _CONTROLS | str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\x24", "\n": "\\n", "\r": "\\r",
+                                             "\t": "\\t"})
+_REGEX_ESCAPES = _CONTROLS | str.maketrans({c: "\\" + c for c in "\\.+*?()|[]{}^$/"})
 
 
 # --------------------------------------------------------------------------- literals
@@ -64,26 +67,7 @@ _REGEX_META = frozenset("\\.+*?()|[]{}^$")
 def string_literal(value: str) -> str:
     """A Flux string literal whose parsed value is exactly ``value``: ``$`` is always
     ``\\x24`` (no ``${`` interpolation can start), control characters ``\\xHH``."""
-    out = ['"']
-    for char in value:
-        if char == "\\":
-            out.append("\\\\")
-        elif char == '"':
-            out.append('\\"')
-        elif char == "$":
-            out.append("\\x24")
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\r":
-            out.append("\\r")
-        elif char == "\t":
-            out.append("\\t")
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\x{ord(char):02x}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
+    return '"' + value.translate(_STRING_ESCAPES) + '"'
 
 
 def regex_quote(value: str) -> str:
@@ -94,17 +78,7 @@ def regex_quote(value: str) -> str:
     the regex is compiled, so ``\\xHH`` is only used for control characters, which are
     literals in a regex anyway (never for a metacharacter).
     """
-    out = []
-    for char in value:
-        if char in _REGEX_META:
-            out.append("\\" + char)
-        elif char == "/":
-            out.append("\\/")
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\x{ord(char):02x}")
-        else:
-            out.append(char)
-    return "".join(out)
+    return value.translate(_REGEX_ESCAPES)
 
 
 def regex_set_literal(values: Sequence[str]) -> str:

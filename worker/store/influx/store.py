@@ -256,22 +256,10 @@ class InfluxStore:
         for record in self._query(source, "read events"):
             values = record.values
             time_ns = int(values[flux.TIME_NS_COLUMN])
-            fields: dict[str, Any] = {}
-            for name in POINT_FIELDS:
-                raw = values.get(name)
-                if name in INT_FIELDS:
-                    fields[name] = int(raw) if raw is not None else 0
-                else:
-                    fields[name] = float(raw) if raw is not None else 0.0
+            fields: dict[str, Any] = {name: (int if name in INT_FIELDS else float)(values.get(name) or 0)
+                                      for name in POINT_FIELDS}
             stored_doi = str(values.get("doi", doi))
-            points.append(
-                Point(
-                    event_id=f"influxdb:{stored_doi}@{time_ns}",
-                    doi=stored_doi,
-                    time_ns=time_ns,
-                    **fields,
-                )
-            )
+            points.append(Point(event_id=f"influxdb:{stored_doi}@{time_ns}", doi=stored_doi, time_ns=time_ns, **fields))
         points.sort(key=lambda p: p.time_ns)
         return points
 
