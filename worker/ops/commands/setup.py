@@ -4,6 +4,7 @@ then `aggregator selftest` (unless ``--no-selftest``): a failed check makes setu
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 
 from worker.celeryapp.resources import ensure_dead_letter_topic
@@ -44,6 +45,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ensure_dead_letter_topic(settings)
     print(f"setup done: migrations applied={','.join(applied) or 'none'} store={store.name} "
           f"dead-letter topic={settings.kafka_dlq_topic}", flush=True)
-    if getattr(args, "no_selftest", False):
+    if args.no_selftest:
         return 0
-    return report(settings, emit=lambda line: print(line, flush=True))
+    return report(settings, emit=functools.partial(print, flush=True))
