@@ -10,6 +10,7 @@ import os
 from worker.celeryapp.resources import ensure_dead_letter_topic
 from worker.config.settings import PLACEHOLDER_SECRET, Settings, secret_fields
 from worker.core.failures import ConfigError
+from worker.db import privileges
 from worker.db.connection import Database
 from worker.db.migrate import migrate
 from worker.ops.selftest.run import report
@@ -36,6 +37,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "pass --allow-placeholder-secrets.")
     # Trend tables live in PostgreSQL whatever the event store.
     database = Database.from_settings(settings)
+    conn = database.connect()
+    try:
+        privileges.check(conn)
+    finally:
+        conn.close()
     applied = migrate(database.dsn, connect_timeout_s=database.connect_timeout_s)
     store = open_store(settings)
     try:
