@@ -1,11 +1,8 @@
 """The dead-letter triage log in PostgreSQL (table ``dead_letter_triage``, migration 0007).
 
-Why it exists: the replay cursor alone can only say "everything before this offset is
-done". A filtered replay, a discard or a parked letter resolves letters *after* one still
-pending, so each resolution is written here (who, when, why; a copy of parked and discarded
-letters), the replay skips what the log resolved, and the cursor moves only over the
-leading run of resolved letters (:func:`worker.ingest.triage.advance`). Rows are only ever
-inserted: a parked letter replayed later gets a second row, and its history stays.
+The replay cursor can only say "everything before this offset is done"; a filtered replay,
+a discard or a parked letter resolves letters *after* a pending one, so each resolution is
+appended here (who, when, why) and the replay skips what the log resolved.
 """
 
 from __future__ import annotations
