@@ -1,9 +1,5 @@
-"""Celery configuration (the customer's ``celeryconfig``): queues, routes, rate limits.
-
-Read by ``worker.celeryapp.app`` with ``config_from_object``; every value comes from the environment
-through :mod:`worker.config.settings`, so containers differ only by their env file. Each
-choice that can lose or double a message says why beside it.
-"""
+"""Celery configuration (``config_from_object``): every value comes from the settings, so
+containers differ only by their env file. Choices that can lose or double a message say why."""
 
 from __future__ import annotations
 

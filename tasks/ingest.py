@@ -1,21 +1,9 @@
 """The ingest task: one batch of validated points -> the event store -> a confirmation.
 
-* **Stored, then confirmed.** After the store write commits, the task confirms the batch's
-  Kafka offsets to the bridge (:mod:`worker.ingest.acks`), which commits them only then. A batch
-  whose confirmation never comes (Redis lost it, this worker died) is published again by
-  the bridge; the idempotent write makes the copy harmless.
-* **Outages are measured in time.** While the store is unavailable the task retries with
-  exponential backoff and full jitter, at most ``INGEST_RETRY_BACKOFF_MAX_S`` apart, for up
-  to ``INGEST_OUTAGE_TOLERANCE_S`` after its first attempt; each attempt tells the bridge
-  the batch is alive (so it is not published again) and the unconfirmed batches pause the
-  bridge, so Kafka holds the rest. Only past the tolerance does the batch go to the dead
-  letters. If even that write fails, the task keeps retrying: nothing is ever dropped.
-* **One write limit for the store.** Each write attempt first takes a token from the bucket
-  all ingest workers share (``INGEST_RATE_LIMIT``, :mod:`worker.ingest.write_limit`); without
-  one the task waits, at most :func:`_rate_wait_bound`, then retries with the wait as
-  countdown instead of holding its slot.
-* **Data the store refuses** (found by bisection) goes to the dead letters alone, with the
-  store's reason; the rest of the batch is stored.
+The batch's offsets are confirmed to the bridge (:mod:`worker.ingest.acks`) only after the
+store write commits; a store outage is retried for ``INGEST_OUTAGE_TOLERANCE_S`` before
+the batch is dead-lettered, and nothing is ever dropped (docs/guarantees.md). Each write
+attempt first takes a token of the shared write limit (:mod:`worker.ingest.write_limit`).
 """
 
 from __future__ import annotations
@@ -23,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task
@@ -30,10 +19,9 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from worker.celeryapp.app import app
 from worker.celeryapp.limits import SOFT_TIME_LIMIT_RATIO
-from worker.celeryapp.resources import for_process
-from worker.config.settings import Settings
+from worker.celeryapp.resources import Resources, for_process
 from worker.core import names
-from worker.core.events import InvalidEvent, points_from_wire, points_to_builtins, wire_to_builtins
+from worker.core.events import InvalidEvent, Point, points_from_wire, points_to_builtins, wire_to_builtins
 from worker.ingest import metrics
 from worker.ingest.acks import send as send_ack
 from worker.ingest.deadletter import batch_letter
@@ -44,25 +32,55 @@ from worker.store import StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-
-def _countdown(settings: Settings, retries: int, left_s: float) -> float:
-    """Exponential backoff with full jitter, capped, and never past the tolerance.
-
-    Full jitter spreads the retries of many batches that failed together, so a store that
-    comes back is not hit by all of them in the same second.
-    """
-    ceiling = min(settings.ingest_retry_backoff_max_s, settings.ingest_retry_backoff_s * 2 ** min(retries, 30))
-    return max(0.0, min(random.uniform(0, ceiling), left_s))
-
-
 #: The longest a task waits in its slot for a write token before it retries with a countdown.
 RATE_WAIT_MAX_S = 5.0
 
 
-def _rate_wait_bound(settings: Settings) -> float:
-    """Waiting for a token stays far below the soft time limit (80% of the hard one): a tenth
-    of the hard limit, at most :data:`RATE_WAIT_MAX_S`."""
-    return min(RATE_WAIT_MAX_S, settings.task_time_limit_ingest_s / 10)
+@dataclass
+class _Attempt:
+    """One run of the task, with what its retries carry (``acks``, ``since``)."""
+
+    task: Task[Any, Any]
+    acks: dict[str, Any] | None
+    since: float  # the first attempt's wall-clock time
+    resources: Resources = field(default_factory=for_process)
+    held_since: float = field(default_factory=time.monotonic)
+
+    @property
+    def retries(self) -> int:
+        return int(self.task.request.retries)
+
+    def confirm(self, *, stored: bool) -> None:
+        send_ack(self.resources.ack_client, self.acks, stored=stored)
+
+    def retry(self, countdown: float, error: Exception | None = None) -> Exception:
+        return self.task.retry(exc=error, countdown=countdown, kwargs={"acks": self.acks, "since": self.since})
+
+    def countdown(self, left_s: float) -> float:
+        """Exponential backoff with full jitter (a store that comes back is not hit by every
+        batch in the same second), capped, and never past the tolerance."""
+        settings = self.resources.settings
+        ceiling = min(settings.ingest_retry_backoff_max_s, settings.ingest_retry_backoff_s * 2 ** min(self.retries, 30))
+        return max(0.0, min(random.uniform(0, ceiling), left_s))
+
+    def dead_letter(self, points: object, reason: str) -> int:
+        """Dead-letter ``points`` and confirm the batch; how many events went. A failed
+        dead-letter write retries the whole task: nothing is dropped."""
+        try:
+            self.resources.dead_letters.write([batch_letter(points, reason, source="ingest", attempt=self.retries + 1)])
+        except DeadLetterError as error:
+            countdown = self.countdown(self.resources.settings.ingest_retry_backoff_max_s)
+            log.error("dead-letter write failed, retrying the batch", extra={
+                "task_id": self.task.request.id, "countdown_s": countdown, "error": str(error)})
+            self.confirm(stored=False)
+            raise self.retry(countdown, error) from None
+        self.confirm(stored=True)
+        events = len(points) if isinstance(points, list) else 1
+        metrics.BATCHES.labels("dead_lettered").inc()
+        metrics.EVENTS_DEAD_LETTERED.inc(events)
+        log.error("batch dead-lettered", extra={"task_id": self.task.request.id, "events": events,
+                                                "reason": reason[:300]})
+        return events
 
 
 # ignore_result: nothing reads an ingest task's result, and storing STARTED/SUCCESS in Redis
@@ -73,116 +91,104 @@ def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[
                 since: float | None = None) -> dict[str, int]:
     """Write a batch; idempotent, so a redelivered or re-published batch is harmless.
 
-    ``points`` is the JSON text :func:`worker.core.events.points_to_wire` made (the list form
-    is accepted too: a batch still queued across an upgrade); ``acks`` says where to confirm the
-    batch's offsets (absent for replayed dead letters); ``since`` is the first attempt's
-    time (wall clock), carried through the retries.
+    ``points`` is the JSON text of :func:`worker.core.events.points_to_wire` (or its list
+    form, a batch queued across an upgrade); ``acks`` says where to confirm the offsets
+    (absent for replayed dead letters).
     """
-    resources = for_process()
-    settings = resources.settings
-    ack_client = resources.ack_client
-    retries = self.request.retries
-    first_attempt = since if since is not None else time.time()
+    attempt = _Attempt(self, acks, since if since is not None else time.time())
     try:
         batch = points_from_wire(points)
-    except InvalidEvent as error:
-        # Cannot be fixed by retrying: dead-letter at once (the bridge never sends these;
-        # a hand-made or corrupted message can).
-        received = wire_to_builtins(points)
-        _dead_letter(self, received, error.reason, retries, acks, first_attempt)
-        send_ack(ack_client, acks, stored=True)
-        return {"written": 0, "dead_lettered": len(received) if isinstance(received, list) else 1, "conflicts": 0}
-    held_since = time.monotonic()
+    except InvalidEvent as error:  # retrying cannot fix a hand-made or corrupted message
+        return _result(dead_lettered=attempt.dead_letter(wire_to_builtins(points), error.reason))
     while True:  # a second turn only while Redis is too full to take the retry (_retry)
-        send_ack(ack_client, acks, stored=False)  # started (or waiting): the bridge waits for this batch
-        wait = resources.write_limit.acquire(_rate_wait_bound(settings))
-        if wait > 0:
-            metrics.BATCHES.labels("rate_limited").inc()
-            log.info("write limit reached, retrying", extra={"task_id": self.request.id, "countdown_s": round(wait, 3)})
-            raise self.retry(countdown=wait, kwargs={"acks": acks, "since": first_attempt}) from None
+        attempt.confirm(stored=False)  # started (or waiting): the bridge waits for this batch
+        _take_token(attempt)
         started = time.perf_counter()
         try:
-            conflicts = resources.event_store.write(batch) or 0
-            break
+            conflicts = attempt.resources.event_store.write(batch) or 0
         except (StoreUnavailable, SoftTimeLimitExceeded) as error:
-            # A write past the soft time limit (TASK_TIME_LIMIT_INGEST_S) is a store that does not
-            # answer in time: retried like an outage, instead of the hard limit killing the child.
-            waited = time.time() - first_attempt
-            left = settings.ingest_outage_tolerance_s - waited
-            if left <= 0:
-                reason = f"store unavailable for {waited:.0f} s (INGEST_OUTAGE_TOLERANCE_S): {error}"
-                _dead_letter(self, points_to_builtins(batch), reason, retries, acks, first_attempt)
-                send_ack(ack_client, acks, stored=True)
-                metrics.OUTAGE_SECONDS.set(0)
-                return {"written": 0, "dead_lettered": len(batch), "conflicts": 0}
-            countdown = _countdown(settings, retries, left)
-            metrics.BATCHES.labels("retried").inc()
-            metrics.OUTAGE_SECONDS.set(waited)
-            log.warning("store unavailable, retrying", extra={
-                "task_id": self.request.id, "retry": retries + 1, "countdown_s": round(countdown, 2),
-                "waited_s": round(waited, 1), "events": len(batch), "error": str(error)[:300]})
-            _retry(self, error, countdown, acks, first_attempt, held_since)
-            time.sleep(countdown)
-        except StoreRejected as error:
-            # The store wrote what it could and refused the rest as invalid: retrying cannot
-            # help, so the refused points go to the dead letters with the store's reason.
-            _dead_letter(self, points_to_builtins(error.rejected), f"store rejected: {error}", retries, acks,
-                         first_attempt)
-            send_ack(ack_client, acks, stored=True)
-            metrics.BATCHES.labels("rejected").inc()
-            metrics.EVENTS_WRITTEN.inc(len(batch) - len(error.rejected))
-            metrics.CONFLICTS.inc(error.conflicts)
-            return {"written": len(batch) - len(error.rejected), "dead_lettered": len(error.rejected),
-                    "conflicts": error.conflicts}
-    send_ack(ack_client, acks, stored=True)
-    metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
+            # Past the soft time limit the store did not answer in time: an outage, not a kill.
+            if (dead := _outage(attempt, batch, error)) is not None:
+                return dead
+        except StoreRejected as error:  # retrying cannot help: the refused points go alone
+            return _rejected(attempt, batch, error)
+        else:
+            return _written(attempt, batch, conflicts, time.perf_counter() - started)
+
+
+def _result(written: int = 0, dead_lettered: int = 0, conflicts: int = 0) -> dict[str, int]:
+    return {"written": written, "dead_lettered": dead_lettered, "conflicts": conflicts}
+
+
+def _take_token(attempt: _Attempt) -> None:
+    """Wait for a write token at most a tenth of the hard time limit (far below the soft
+    one), else retry with the wait as countdown instead of holding the slot."""
+    bound = min(RATE_WAIT_MAX_S, attempt.resources.settings.task_time_limit_ingest_s / 10)
+    wait = attempt.resources.write_limit.acquire(bound)
+    if wait > 0:
+        metrics.BATCHES.labels("rate_limited").inc()
+        log.info("write limit reached, retrying", extra={"task_id": attempt.task.request.id,
+                                                         "countdown_s": round(wait, 3)})
+        raise attempt.retry(wait) from None
+
+
+def _written(attempt: _Attempt, batch: list[Point], conflicts: int, seconds: float) -> dict[str, int]:
+    attempt.confirm(stored=True)
+    metrics.WRITE_SECONDS.observe(seconds)
     metrics.BATCHES.labels("written").inc()
     metrics.EVENTS_WRITTEN.inc(len(batch))
     metrics.CONFLICTS.inc(conflicts)
     metrics.OUTAGE_SECONDS.set(0)
-    log.info("batch written", extra={"task_id": self.request.id, "events": len(batch), "retries": retries,
-                                      "conflicts": conflicts})
-    return {"written": len(batch), "dead_lettered": 0, "conflicts": conflicts}
+    log.info("batch written", extra={"task_id": attempt.task.request.id, "events": len(batch),
+                                     "retries": attempt.retries, "conflicts": conflicts})
+    return _result(written=len(batch), conflicts=conflicts)
 
 
-def _slot_bound(settings: Settings) -> float:
-    """How long a batch may wait in its slot while Redis cannot take its retry: three quarters
-    of the soft time limit, so the last write attempt still ends before it."""
-    return settings.task_time_limit_ingest_s * SOFT_TIME_LIMIT_RATIO * 0.75
+def _rejected(attempt: _Attempt, batch: list[Point], error: StoreRejected) -> dict[str, int]:
+    attempt.dead_letter(points_to_builtins(error.rejected), f"store rejected: {error}")
+    written = len(batch) - len(error.rejected)
+    metrics.BATCHES.labels("rejected").inc()
+    metrics.EVENTS_WRITTEN.inc(written)
+    metrics.CONFLICTS.inc(error.conflicts)
+    return _result(written=written, dead_lettered=len(error.rejected), conflicts=error.conflicts)
 
 
-def _retry(task: Task[Any, Any], error: Exception, countdown: float, acks: dict[str, Any] | None,
-           first_attempt: float, held_since: float) -> None:
-    """Publish the retry (Celery's retry is a new message), or return when Redis refuses it for
-    memory (or kombu fails on the channel it closed then: :func:`closed_channel`): the caller
-    then waits ``countdown`` and writes again in this slot.
+def _outage(attempt: _Attempt, batch: list[Point], error: Exception) -> dict[str, int] | None:
+    """Retry the batch later, or dead-letter it past the tolerance; None: write again now
+    (Redis could not take the retry and the slot waited the countdown)."""
+    waited = time.time() - attempt.since
+    left = attempt.resources.settings.ingest_outage_tolerance_s - waited
+    if left <= 0:
+        reason = f"store unavailable for {waited:.0f} s (INGEST_OUTAGE_TOLERANCE_S): {error}"
+        events = attempt.dead_letter(points_to_builtins(batch), reason)
+        metrics.OUTAGE_SECONDS.set(0)
+        return _result(dead_lettered=events)
+    countdown = attempt.countdown(left)
+    metrics.BATCHES.labels("retried").inc()
+    metrics.OUTAGE_SECONDS.set(waited)
+    log.warning("store unavailable, retrying", extra={
+        "task_id": attempt.task.request.id, "retry": attempt.retries + 1, "countdown_s": round(countdown, 2),
+        "waited_s": round(waited, 1), "events": len(batch), "error": str(error)[:300]})
+    _retry(attempt, error, countdown)
+    time.sleep(countdown)
+    return None
+
+
+def _retry(attempt: _Attempt, error: Exception, countdown: float) -> None:
+    """Publish the retry (a new message), or return when Redis refuses it for memory (or
+    kombu fails on the channel it closed then: :func:`closed_channel`).
 
     A retry must not need Redis memory, or a full Redis would never drain: Celery rejects a
     task whose retry cannot be published, and only the bridge's re-read would bring its batch
-    back, a confirm timeout later. Held longer than :func:`_slot_bound`, it goes that way.
+    back, a confirm timeout later. So the slot waits and writes again itself, for at most
+    three quarters of the soft time limit (the last attempt still ends before it).
     """
     try:
-        raise task.retry(exc=error, countdown=countdown, kwargs={"acks": acks, "since": first_attempt}) from None
+        raise attempt.retry(countdown, error) from None
     except Reject as rejected:
         unpublished = refused_for_memory(rejected) or closed_channel(rejected.__context__)
-        if not unpublished or time.monotonic() - held_since + countdown > _slot_bound(for_process().settings):
+        slot_bound = attempt.resources.settings.task_time_limit_ingest_s * SOFT_TIME_LIMIT_RATIO * 0.75
+        if not unpublished or time.monotonic() - attempt.held_since + countdown > slot_bound:
             raise
     log.warning("Redis full: the retry is not published, this slot tries again",
-                extra={"task_id": task.request.id, "countdown_s": round(countdown, 2)})
-
-
-def _dead_letter(task: Task[Any, Any], points: object, reason: str, retries: int, acks: dict[str, Any] | None,
-                 first_attempt: float) -> None:
-    resources = for_process()
-    try:
-        resources.dead_letters.write([batch_letter(points, reason, source="ingest", attempt=retries + 1)])
-    except DeadLetterError as error:
-        countdown = _countdown(resources.settings, retries, resources.settings.ingest_retry_backoff_max_s)
-        log.error("dead-letter write failed, retrying the batch", extra={
-            "task_id": task.request.id, "countdown_s": countdown, "error": str(error)})
-        send_ack(resources.ack_client, acks, stored=False)
-        raise task.retry(exc=error, countdown=countdown, kwargs={"acks": acks, "since": first_attempt}) from None
-    events = len(points) if isinstance(points, list) else 1
-    metrics.BATCHES.labels("dead_lettered").inc()
-    metrics.EVENTS_DEAD_LETTERED.inc(events)
-    log.error("batch dead-lettered", extra={"task_id": task.request.id, "events": events, "reason": reason[:300]})
+                extra={"task_id": attempt.task.request.id, "countdown_s": round(countdown, 2)})

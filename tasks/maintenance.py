@@ -1,12 +1,6 @@
-"""The maintenance task (beat, ``MAINTENANCE_SCHEDULE``, queue ``maintenance``).
-
-Served by the default worker beside the morning post, never by the trends worker: its one
-slot belongs to the trend runs. A tick fired twice runs once: the task claims its cron slot
-first (:mod:`worker.maintenance.slots`) and a second fire of the same tick does nothing.
-Thinning steps stop being started after
-:data:`BUDGET_S`, so a backlog of history days (after an upgrade) is worked off over a few
-runs instead of holding the morning post; the next run continues where this one stopped.
-"""
+"""The maintenance task (beat, ``MAINTENANCE_SCHEDULE``, queue ``maintenance``, never the
+trends worker's one slot). A tick fired twice runs once: the task claims its cron slot
+(:mod:`worker.maintenance.slots`)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
-"""Trend runs on the `trends` queue (served with concurrency 1): run -> chord -> finalize.
+"""Trend runs on the `trends` queue: run -> chord -> finalize.
 
-Thin wrappers: the lifecycle (lease, plan, chunks, finalize, failure, crash recovery) is
-:class:`worker.trends.lifecycle.TrendRuns`, shared with `aggregator trends run`. The lease
-token travels through the chord; every chunk renews it, the callback releases it. Every
-task of the chord carries the errback ``trend_failed``: the task that fails (an error, a
-lock or statement timeout, its soft time limit; at its hard limit the worker's main process
-calls it) fails the run at that moment, not after the other chunks ran. Durations travel as
-their names (``duration_name``) and are looked up in the process's settings at each step.
+Thin wrappers of :class:`worker.trends.lifecycle.TrendRuns` (shared with `aggregator trends
+run`). Every task of the chord carries the errback ``trend_failed``, so a failing task fails
+the run at once (docs/trends.md, "How a run fails").
 """
 
 from __future__ import annotations

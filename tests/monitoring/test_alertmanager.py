@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
+from tests.support.devstack.services import free_port
 from tests.support.helpers import AGGREGATOR, wait_for
-from worker.ops.devstack.services import free_port
 
 ALERTMANAGER = Path(__file__).resolve().parents[2] / "monitoring" / "alertmanager"
 

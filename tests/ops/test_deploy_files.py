@@ -250,6 +250,8 @@ def test_secrets_reach_services_as_files_only(name: str) -> None:
     if "POSTGRES_DSN" in environment:
         assert urlsplit(interpolate(environment["POSTGRES_DSN"])).password is None, f"{name}: password in the DSN"
     mounted = {value.removeprefix("/run/secrets/") for value in environment.values() if value.startswith("/run/")}
+    mounted |= {"postgres_ca"} if "PGSSLROOTCERT" in environment else set()  # named in .env (blank: unused)
+    mounted |= {"redis_ca"} if "REDIS_CA_CERT" in environment else set()
     assert set(listed) == mounted, f"{name}: mounts secrets it does not read, or reads ones not mounted"
 
 

@@ -1,8 +1,5 @@
-"""One contract for every :class:`~worker.trends.state.RunState`: what the lifecycle relies on
-between a run's steps, whichever process runs each (PostgreSQL's implementation here).
-
-A new implementation joins the ``state`` fixture's parameters and passes the same tests.
-"""
+"""What the lifecycle relies on of :class:`~worker.trends.state.PostgresRunState` between a
+run's steps, whichever process runs each."""
 
 from __future__ import annotations
 
@@ -15,7 +12,7 @@ from tests.support.helpers import q
 from tests.support.trend_seed import seed_plain_publications
 from worker.core.durations import DEFAULT_DURATIONS
 from worker.trends.math import TREND_COLUMNS
-from worker.trends.state import PostgresRunState, RunState
+from worker.trends.state import PostgresRunState
 
 pytestmark = pytest.mark.contract
 
@@ -30,7 +27,7 @@ def row(doi: str, score: float) -> dict[str, object]:
 
 
 @pytest.fixture(params=["postgres"])
-def state(request: pytest.FixtureRequest) -> Iterator[RunState]:
+def state(request: pytest.FixtureRequest) -> Iterator[PostgresRunState]:
     dsn = request.getfixturevalue("pg_dsn")
     seed_plain_publications(dsn, DOIS)
     implementation = PostgresRunState(dsn)
@@ -38,7 +35,7 @@ def state(request: pytest.FixtureRequest) -> Iterator[RunState]:
     implementation.close()
 
 
-def finalized_run(state: RunState, run_id: str, at: datetime, rows: list[dict[str, object]]) -> str:
+def finalized_run(state: PostgresRunState, run_id: str, at: datetime, rows: list[dict[str, object]]) -> str:
     state.start(run_id, CURRENTLY, at)
     state.record_plan(run_id, len(rows), 1)
     state.stage_rows(run_id, rows)
@@ -46,11 +43,7 @@ def finalized_run(state: RunState, run_id: str, at: datetime, rows: list[dict[st
     return run_id
 
 
-def test_it_is_a_run_state(state: RunState) -> None:
-    assert isinstance(state, RunState)
-
-
-def test_a_started_run_is_running_until_it_ends(state: RunState) -> None:
+def test_a_started_run_is_running_until_it_ends(state: PostgresRunState) -> None:
     state.start("r1", CURRENTLY, AT)
     state.start("r1", CURRENTLY, AT)  # idempotent: a redelivered run task
     assert state.is_running("r1") and not state.is_running("never-started")
@@ -58,7 +51,7 @@ def test_a_started_run_is_running_until_it_ends(state: RunState) -> None:
     assert not state.is_running("r1")
 
 
-def test_staging_is_idempotent_per_doi(state: RunState) -> None:
+def test_staging_is_idempotent_per_doi(state: PostgresRunState) -> None:
     state.start("r1", CURRENTLY, AT)
     assert state.stage_rows("r1", [row(DOIS[0], 1.0), row(DOIS[1], 1.0)]) == 2
     assert state.stage_rows("r1", [row(DOIS[0], 2.0)]) == 1  # the chunk redelivered, computed again
@@ -67,7 +60,7 @@ def test_staging_is_idempotent_per_doi(state: RunState) -> None:
     assert {str(r["doi"]): r["score"] for r in state.run_rows(CURRENTLY, "r1")} == {DOIS[0]: 2.0, DOIS[1]: 1.0}
 
 
-def test_finalize_replaces_the_durations_rows_and_leaves_the_others(state: RunState) -> None:
+def test_finalize_replaces_the_durations_rows_and_leaves_the_others(state: PostgresRunState) -> None:
     finalized_run(state, "first", AT, [row(d, 1.0) for d in DOIS[:4]])
     state.start("other", TODAY, AT)
     state.stage_rows("other", [row(DOIS[5], 9.0)])
@@ -79,7 +72,7 @@ def test_finalize_replaces_the_durations_rows_and_leaves_the_others(state: RunSt
     assert [str(r["doi"]) for r in state.run_rows(TODAY, "other")] == [DOIS[5]]
 
 
-def test_an_older_run_finalized_late_is_superseded(state: RunState) -> None:
+def test_an_older_run_finalized_late_is_superseded(state: PostgresRunState) -> None:
     finalized_run(state, "new", AT + timedelta(minutes=3), [row(DOIS[0], 1.0)])
     state.start("old", CURRENTLY, AT)
     state.stage_rows("old", [row(DOIS[1], 5.0)])
@@ -88,7 +81,7 @@ def test_an_older_run_finalized_late_is_superseded(state: RunState) -> None:
     assert [str(r["doi"]) for r in state.run_rows(CURRENTLY, "new")] == [DOIS[0]]
 
 
-def test_a_failed_run_keeps_the_published_rows_and_cannot_finalize(state: RunState) -> None:
+def test_a_failed_run_keeps_the_published_rows_and_cannot_finalize(state: PostgresRunState) -> None:
     finalized_run(state, "good", AT, [row(DOIS[0], 1.0)])
     later = AT + timedelta(minutes=3)
     state.start("bad", CURRENTLY, later)
@@ -99,7 +92,7 @@ def test_a_failed_run_keeps_the_published_rows_and_cannot_finalize(state: RunSta
     assert [str(r["doi"]) for r in state.run_rows(CURRENTLY, "good")] == [DOIS[0]]
 
 
-def test_abandon_gives_up_every_other_running_run_of_the_duration(state: RunState) -> None:
+def test_abandon_gives_up_every_other_running_run_of_the_duration(state: PostgresRunState) -> None:
     for run_id, duration in (("a", CURRENTLY), ("b", CURRENTLY), ("keep", CURRENTLY), ("t", TODAY)):
         state.start(run_id, duration, AT)
     assert sorted(state.abandon_runs(CURRENTLY, keep="keep")) == ["a", "b"]
@@ -107,7 +100,7 @@ def test_abandon_gives_up_every_other_running_run_of_the_duration(state: RunStat
     assert state.abandon_runs(CURRENTLY, keep="keep") == []
 
 
-def test_a_row_without_a_publication_is_counted_not_published(state: RunState, pg_dsn: str) -> None:
+def test_a_row_without_a_publication_is_counted_not_published(state: PostgresRunState, pg_dsn: str) -> None:
     state.start("r", CURRENTLY, AT)
     state.stage_rows("r", [row(DOIS[0], 1.0), row("10.1101/unknown", 1.0)])
     result = state.finalize("r", CURRENTLY, AT)
@@ -115,7 +108,7 @@ def test_a_row_without_a_publication_is_counted_not_published(state: RunState, p
     assert q(pg_dsn, "SELECT count(*) FROM trending_history WHERE run_id = 'r'") == [(2,)]
 
 
-def test_the_view_refresh_records_its_time(state: RunState, pg_dsn: str) -> None:
+def test_the_view_refresh_records_its_time(state: PostgresRunState, pg_dsn: str) -> None:
     finalized_run(state, "r", AT, [row(DOIS[0], 1.0)])
     state.refresh_covid_view("r")
     state.refresh_covid_view()  # without a run: nothing recorded, nothing fails

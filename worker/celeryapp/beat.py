@@ -1,21 +1,10 @@
 """Beat entries and beat's scheduler, built from the settings (pure; no Celery app needed).
 
-**One active beat, standbys waiting.** Beat is celery-redbeat's scheduler: the schedule and
-each entry's last run live in Redis, and the beat that fires holds a Redis lock
-(``aggregator:beat:lock``) of ``BEAT_LOCK_TIMEOUT_S``, extended at every tick (beat ticks at
-least every fifth of it). A second beat (a second host, a restarted container beside the old
-one) blocks at start until the lock is free, polling as often: it fires nothing meanwhile.
-When the active beat dies the lock expires and a standby takes over within
-``BEAT_LOCK_TIMEOUT_S`` plus one poll; a beat stopped with SIGTERM releases the lock at once.
-Because the last run of every entry is in Redis, the standby knows what already fired, and a
-cron tick missed during the takeover is still fired (beat's 120 s cron starting deadline is
-above the bound). A beat that loses its lock (it was paused past the timeout, or Redis let the
-lock expire while it did not answer) fires nothing and waits as a standby until the lock is
-its own again, without exiting (:mod:`worker.celeryapp.beat_scheduler`).
-
-Each trend entry is sent with a countdown (the ~15 s stagger of the source's database jobs)
-and an expiry shorter than its period: a backlog on the trends queue never runs a stale
-run when a fresh one is already scheduled.
+One active beat: celery-redbeat keeps the schedule and each entry's last run in Redis under
+a lock (``BEAT_LOCK_TIMEOUT_S``, extended every tick); a standby polls for the lock and
+takes over within the timeout plus a poll, firing a missed cron tick still within beat's
+120 s starting deadline. Trend entries expire before their next period, so a backlog never
+runs a stale run.
 """
 
 from __future__ import annotations

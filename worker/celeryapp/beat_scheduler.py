@@ -1,15 +1,9 @@
 """Beat's scheduler: celery-redbeat's, kept alive while Redis does not answer.
 
-redbeat extends its lock at the start of every tick with one Redis call that nothing
-retries; a Redis that stops answering (a paused VM, a partition) makes it raise after the
-socket timeout, and beat exits on it: measured 10 s into a frozen Redis
-(tests/system/test_frozen_peers.py). A restarted beat then gives up again after redbeat's
-``retry_period`` of failed calls at start. Here a tick that cannot reach Redis fires nothing
-and is tried again a beat interval later. The lock expires meanwhile (Redis's clock runs on),
-so the first extension after the outage finds it gone: the beat then tries to take it again
-at every tick, as a standby does, and fires only once it holds it. Nothing fires without the
-lock, so one beat stays active; the same path turns a beat that was itself paused past its
-lock into a standby instead of a process that exits.
+redbeat's lock extension is one unretried Redis call, and beat exited on its timeout
+(10 s into a frozen Redis, tests/system/test_frozen_peers.py). Here such a tick fires
+nothing and is tried again; a lock lost meanwhile makes the beat a standby until it takes
+the lock again, so one beat stays active.
 """
 
 from __future__ import annotations

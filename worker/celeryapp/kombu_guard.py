@@ -1,21 +1,10 @@
-"""Keep a Celery worker alive when Redis restarts under it (kombu 5.7's restore crash).
+"""Keep a Celery worker alive when Redis restarts under it or fills up (kombu 5.7).
 
-Seen here with celery 5.7.0, kombu 5.7.0, redis-py 8.1 (3 of 4 restarts of Redis while
-the worker held deliveries): on the lost connection Celery closes the channel, the channel
-asks its QoS to put the unacknowledged deliveries back (``restore_unacked_once``), the
-restore needs a Redis client, and building one reads ``self.connection.client.hostname`` —
-but the transport has already dropped its client. The ``AttributeError`` escapes Celery's
-connection-error handling and the worker exits ("Unrecoverable error: AttributeError(
-"'NoneType' object has no attribute 'hostname'")").
-
-Nothing needs restoring at that moment: the deliveries are still in Redis's ``unacked`` hash
-(kombu's visibility sweep puts them back), or Redis lost them, and then the bridge reads
-their batches again from Kafka because no confirmation came (``worker/ingest/bridge/offsets.py``).
-So the guard lets that one step fail quietly and Celery reconnects as it does after any
-other connection error. Only that exception from that call is caught; anything else still
-stops the worker. ``tests/system/test_redis_faults.py`` restarts Redis under a working
-worker and fails without the guard. compose and ``aggregator dev`` also restart a worker
-that exits, whatever the cause.
+On a lost connection kombu's ``restore_unacked_once`` builds a Redis client from a
+transport that already dropped it, and the ``AttributeError`` ends the worker. Nothing
+needs restoring then (the ``unacked`` hash keeps the deliveries, or the bridge re-reads
+unconfirmed batches from Kafka), so that one step may fail quietly.
+tests/system/test_redis_faults.py fails without the guard.
 """
 
 from __future__ import annotations
@@ -63,63 +52,47 @@ def guard_restore_unacked() -> None:
 
 # -- a full Redis (maxmemory, noeviction) -------------------------------------------------------
 #
-# A worker records each delivery in the ``unacked`` hash (ZADD + HSET, both refused at
-# ``maxmemory``) *after* BRPOP has taken it off the queue, and its visibility sweep takes a
-# lock (SET NX, refused too). kombu lets the ``OutOfMemoryError`` escape Celery's event loop:
-# "Unrecoverable error: server:OutOfMemoryError", the worker exits, and the message it had
-# just popped is gone. And at the limit Redis refuses *every* command queued in a MULTI, so
-# kombu's transactional ack (ZREM + HDEL) fails too. With the guards the delivery is kept in
-# the worker's memory only and the ack's removal is sent outside a transaction (ZREM and HDEL
-# are allowed at the limit), so consuming frees Redis memory instead of needing it. The price:
-# while Redis is full, a worker that dies leaves no record of its deliveries for the
-# visibility sweep; their batches are read again from Kafka by the bridge when no
-# confirmation comes (worker/ingest/bridge/offsets.py).
+# kombu records each delivery in the ``unacked`` hash (refused at ``maxmemory``) *after* BRPOP
+# took it off the queue, its visibility sweep takes a lock (refused too), and its ack is a
+# MULTI that Redis refuses whole: the ``OutOfMemoryError`` ended the worker and lost the
+# message it had just popped. With the guards a delivery is kept in the worker's memory only
+# and the ack is sent outside a transaction, so consuming frees Redis memory instead of
+# needing it. While Redis is full a worker that dies leaves no record of its deliveries; the
+# bridge re-reads their batches from Kafka when no confirmation comes.
 
 _FULL_GUARDED = "_aggregator_full_redis_guard"
 
 
-def _unrecorded_append(original: Callable[..., Any]) -> Callable[..., Any]:
+def _on_full(original: Callable[..., Any], fallback: Callable[..., Any]) -> Callable[..., Any]:
+    """``original``, with ``fallback`` run instead when Redis refuses it for memory."""
+
     @functools.wraps(original)
-    def append(self: Any, message: Any, delivery_tag: Any) -> None:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            original(self, message, delivery_tag)
+            return original(self, *args, **kwargs)
         except Exception as error:
             if not refused_for_memory(error):
                 raise
-            log.warning("Redis full: delivery kept in this worker only (its batch is read again from Kafka "
-                        "if this worker dies before it is done)", extra={"delivery_tag": str(delivery_tag)})
-            InMemoryQoS.append(self, message, delivery_tag)
+            return fallback(self, *args, **kwargs)
 
-    return append
+    return method
 
 
-def _skipped_sweep_when_full(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def restore_visible(self: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            original(self, *args, **kwargs)
-        except Exception as error:
-            if not refused_for_memory(error):
-                raise
-            log.warning("Redis full: visibility sweep skipped this time")
-
-    return restore_visible
+def _append_in_memory(self: Any, message: Any, delivery_tag: Any) -> None:
+    log.warning("Redis full: delivery kept in this worker only (its batch is read again from Kafka "
+                "if this worker dies before it is done)", extra={"delivery_tag": str(delivery_tag)})
+    InMemoryQoS.append(self, message, delivery_tag)
 
 
-def _ack_outside_multi(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def ack(self: Any, delivery_tag: Any) -> None:
-        try:
-            original(self, delivery_tag)
-        except Exception as error:
-            if not refused_for_memory(error):
-                raise
-            with self.channel.conn_or_acquire() as client:
-                client.pipeline(transaction=False).zrem(self.unacked_index_key, delivery_tag).hdel(
-                    self.unacked_key, delivery_tag).execute()
-            InMemoryQoS.ack(self, delivery_tag)
+def _skip_sweep(self: Any, *_: Any, **__: Any) -> None:
+    log.warning("Redis full: visibility sweep skipped this time")
 
-    return ack
+
+def _ack_outside_multi(self: Any, delivery_tag: Any) -> None:
+    with self.channel.conn_or_acquire() as client:  # ZREM and HDEL are allowed at the limit
+        client.pipeline(transaction=False).zrem(self.unacked_index_key, delivery_tag).hdel(
+            self.unacked_key, delivery_tag).execute()
+    InMemoryQoS.ack(self, delivery_tag)
 
 
 def guard_full_redis() -> None:
@@ -128,8 +101,8 @@ def guard_full_redis() -> None:
 
     qos: Any = kombu_redis.QoS
     if not getattr(qos.append, _FULL_GUARDED, False):
-        for name, wrap in (("append", _unrecorded_append), ("ack", _ack_outside_multi),
-                           ("restore_visible", _skipped_sweep_when_full)):
-            guarded_method = wrap(getattr(qos, name))
+        for name, fallback in (("append", _append_in_memory), ("ack", _ack_outside_multi),
+                               ("restore_visible", _skip_sweep)):
+            guarded_method = _on_full(getattr(qos, name), fallback)
             setattr(guarded_method, _FULL_GUARDED, True)
             setattr(qos, name, guarded_method)

@@ -1,11 +1,9 @@
 """Celery time limits per task kind, from the settings (pure; ``celeryconfig`` applies them).
 
-The hard limit kills a task's pool process (its slot comes back; with ``acks_late`` the
-message is acknowledged as failed, not redelivered); the soft limit, a fraction of it,
-raises ``SoftTimeLimitExceeded`` inside the task first, so a chunk fails its run through
-its errback (published rows stay, the lease is released) and an ingest batch is retried,
-before anything is killed (a task inside a PostgreSQL wait gets it once its connection is
-shut: :mod:`worker.celeryapp.stalls`). A hung task then costs its limit, not a worker.
+The soft limit raises ``SoftTimeLimitExceeded`` inside the task before the hard one kills
+its pool process, so a chunk fails its run through its errback and an ingest batch is
+retried (:mod:`worker.celeryapp.stalls` ends a PostgreSQL wait). A hung task costs its
+limit, not a worker.
 """
 
 from __future__ import annotations

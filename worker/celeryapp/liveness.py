@@ -1,27 +1,12 @@
 """A dead worker's deliveries back in seconds: per-worker unacked keys and a heartbeat.
 
-kombu's Redis transport keeps every delivery a worker holds (acks_late: until its task
-ends; an ETA retry: until it is due) in one hash, ``unacked``, and hands it out again only
-when ``QoS.restore_visible`` finds it older than ``visibility_timeout`` in the one index
-``unacked_index``. That sweep knows ages, not owners: it cannot tell a dead worker's batch
-from a long trend chunk or a waiting retry, so the timeout stays above the longest of them
-(``VISIBILITY_TIMEOUT_S``, 2 h) and a SIGKILLed worker's batches were invisible that long.
-
-So each worker process gets keys of its own (kombu's transport options ``unacked_key``,
-``unacked_index_key``, ``unacked_mutex_key``, set at ``celeryd_init`` before the consumer
-connects) and announces itself: a heartbeat key with a TTL of ``WORKER_HEARTBEAT_TTL_S``,
-and its id in the set :data:`REGISTRY`. A thread refreshes the heartbeat every fifth of the
-TTL with ``PEXPIRE``, which needs no memory (it works while a full Redis refuses writes),
-and sweeps: a registered worker whose heartbeat is gone is dead, and its deliveries go back
-to the head of their queues through kombu's own ``restore_by_tag`` (one transaction per
-delivery, so two sweepers never restore one twice, and a full Redis that refuses the push
-leaves the delivery where it was).
-
-A worker judges the others only once its own heartbeat has held for a full TTL: if Redis
-stalled (frozen, its clock jumped) every heartbeat lapses at once, every worker finds its
-own gone, announces itself again and waits a TTL, so live workers are not taken for dead
-en masse. One taken for dead all the same (its beat lapsed) has its batches run twice,
-which the idempotent store absorbs.
+kombu's visibility sweep knows ages, not owners, so its timeout stays above the longest
+task (``VISIBILITY_TIMEOUT_S``, 2 h) and a SIGKILLed worker's batches were invisible that
+long. Each worker process gets unacked keys of its own and a heartbeat key
+(``WORKER_HEARTBEAT_TTL_S``, refreshed with ``PEXPIRE``, which works in a full Redis); a
+registered worker whose heartbeat is gone has its deliveries restored with kombu's
+``restore_by_tag``. A worker judges others only after its own heartbeat held a full TTL, so
+a stalled Redis does not make every worker look dead.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """A Celery worker's own metrics on WORKER_METRICS_PORT, summed over its prefork children.
 
-Why prometheus-client's multiprocess mode rather than an exporter fed by Celery's events:
-the numbers that matter (events written, conflicts, retries, how long a batch has waited
-for the store) exist only inside the task, in a pool child; events carry none of them and
-would need a consumer process of their own. In multiprocess mode each child writes its
-values to files in PROMETHEUS_MULTIPROC_DIR, and the main process's HTTP server sums them at
-scrape time, so two children writing batches count as one worker. The directory is emptied
-when the worker starts (values of a previous run must not be summed in) and a child's live
-gauges are dropped when it exits. prometheus-client reads PROMETHEUS_MULTIPROC_DIR when it is
-first imported, so it must be in the worker's environment from the start (compose sets it).
+The numbers that matter exist only inside the task, in a pool child, so each child writes
+them to PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode) and the main
+process sums them at scrape time. The directory is emptied at start.
 """
 
 from __future__ import annotations

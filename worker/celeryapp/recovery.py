@@ -1,10 +1,6 @@
-"""A restarted trends worker takes its dead incarnation's runs back at once (worker_ready).
-
-A trends worker SIGKILLed mid-chord leaves its run's lease behind. Compose restarts it under
-the same node name (``trends@<container>``); when it is ready it releases the leases that
-name it, fails their runs, and sends a run of each such duration right away
-(:func:`worker.trends.lifecycle.recover_leases`), so the duration is fresh again within
-about a minute of the restart instead of after the lease and the next cron tick.
+"""A restarted trends worker takes its dead incarnation's runs back at once (worker_ready):
+it releases the leases its node name holds, fails their runs and sends them again
+(:func:`worker.trends.lifecycle.recover_leases`), instead of waiting for the lease to expire.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """The composition root of a worker process: every resource, built from one ``Settings``.
 
-A database connection or a Kafka producer created before the prefork pool forks would be
-shared by the children and corrupted, so nothing is built at import: a :class:`Resources`
-builds each resource on first use, inside the child, and a failed connection is simply
-reopened on the next task. The tasks reach them through :func:`for_process`, which reads
-the settings (the one place a worker does) and builds the process's resources from them;
-library code is handed what it needs and never reads settings itself.
+Nothing is built at import: a connection made before the prefork pool forks would be
+shared by the children. :func:`for_process` builds each resource on first use, inside the
+child; library code is handed what it needs and never reads settings itself.
 """
 
 from __future__ import annotations

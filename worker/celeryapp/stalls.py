@@ -1,14 +1,9 @@
 """A task waiting on a PostgreSQL that does not answer ends at its soft time limit.
 
-Celery raises ``SoftTimeLimitExceeded`` in the task with a signal, but a task inside a
-libpq call never sees it: libpq resumes its wait when a signal interrupts it, and a stopped
-server's kernel still answers TCP (keepalives, acknowledgements). So the task would sit in
-its query until the hard limit killed its pool process, and a trend run's failure would be
-written by the main process, or, for the plan, by nobody. Here a timer, armed when a task
-starts, shuts the process's PostgreSQL connections :data:`GRACE_S` after the task's soft
-limit (:func:`worker.db.connection.sever_all`): the pending ``SoftTimeLimitExceeded`` is then
-raised at once, and the task fails the ordinary way (its errback, its retry) before its hard
-limit. A task that ends in time disarms it.
+libpq resumes its wait when a signal interrupts it, so ``SoftTimeLimitExceeded`` never
+reaches a task inside a query. A timer armed at the task's start shuts the process's busy
+PostgreSQL connections :data:`GRACE_S` after the soft limit
+(:func:`worker.db.connection.sever_all`), and the task fails the ordinary way.
 """
 
 from __future__ import annotations

@@ -1,20 +1,16 @@
 """Typed configuration read from the environment, validated in one place at start.
 
-Every process (bridge, workers, beat, CLI) reads the same variables, so a container only
-needs its environment. Everything is checked when the process starts — URLs and DSNs
-parse, rate limits have Celery's syntax, bounds are ordered, the InfluxDB store has its
-URL, token and org, crons are crons — so a wrong value stops the process with a message
-naming the variable instead of failing later as a crashed worker in the middle of a batch.
-
-The settings are grouped by concern, one class each; a field's ``description`` is its only
-documentation: .env.example and docs/deploying.md's table are generated from it
-(docs/development.md, "Settings"). Credentials are pydantic ``SecretStr``: their ``repr`` and
-``str`` are masked, and code that needs the value says so with ``.get_secret_value()`` at the
-one place it hands it to a driver.
+Every process reads the same variables and checks all of them when it starts, so a wrong
+value stops it with a message naming the variable instead of crashing a worker in the middle
+of a batch. One class per concern; a field's ``description`` is its only documentation
+(.env.example and docs/deploying.md's table are generated from it: docs/development.md,
+"Settings"). Credentials are ``SecretStr``: masked in ``repr`` and ``str``, unwrapped with
+``.get_secret_value()`` only where they are handed to a driver.
 """
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import ssl
@@ -439,25 +435,9 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
     # -- settings that must agree -----------------------------------------------------------
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        problems = []
-        if self.bridge_queue_low_watermark >= self.bridge_queue_high_watermark:
-            problems.append(f"BRIDGE_QUEUE_LOW_WATERMARK ({self.bridge_queue_low_watermark}) must be below "
-                            f"BRIDGE_QUEUE_HIGH_WATERMARK ({self.bridge_queue_high_watermark})")
-        if self.bridge_min_batch > self.bridge_max_batch:
-            problems.append(f"BRIDGE_MIN_BATCH ({self.bridge_min_batch}) must not exceed "
-                            f"BRIDGE_MAX_BATCH ({self.bridge_max_batch})")
-        if self.ingest_retry_backoff_s > self.ingest_retry_backoff_max_s:
-            problems.append(f"INGEST_RETRY_BACKOFF_S ({self.ingest_retry_backoff_s}) must not exceed "
-                            f"INGEST_RETRY_BACKOFF_MAX_S ({self.ingest_retry_backoff_max_s})")
-        if self.ingest_retry_backoff_max_s + 10 > self.bridge_confirm_timeout_s:
-            # A waiting batch signs life at each attempt; a longer gap looks like a lost batch.
-            problems.append(f"INGEST_RETRY_BACKOFF_MAX_S ({self.ingest_retry_backoff_max_s}) must be at least 10 s "
-                            f"below BRIDGE_CONFIRM_TIMEOUT_S ({self.bridge_confirm_timeout_s})")
-        if self.ingest_retry_backoff_max_s >= self.visibility_timeout_s:
-            # A retry waits in Redis as an unacked ETA message: longer than the visibility
-            # timeout and Redis hands it out a second time (NOTES: celery#5935).
-            problems.append(f"INGEST_RETRY_BACKOFF_MAX_S ({self.ingest_retry_backoff_max_s}) must be below "
-                            f"VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s})")
+        problems = [f"{low.upper()} ({getattr(self, low):g}) {relation} {high.upper()} ({getattr(self, high):g}){why}"
+                    for low, holds, relation, high, why in _ORDERED
+                    if not holds(getattr(self, low), getattr(self, high))]
         problems += self._bounded_work_problems()
         if self.postgres_password is not None and _dsn_password(self.postgres_dsn.get_secret_value()) is not None:
             # Neither wins silently: a stale password left in the DSN would be a login failure
@@ -511,10 +491,6 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                 problems.append(f"TREND_LOCK_TTL_S ({ttl}) must be below the period of {duration.name} "
                                 f"({period} s, schedule {duration.schedule!r}): a dead run's lease must be gone "
                                 "by the next run")
-        if self.task_time_limit_ingest_s >= self.visibility_timeout_s:
-            problems.append(f"TASK_TIME_LIMIT_INGEST_S ({self.task_time_limit_ingest_s:g}) must be below "
-                            f"VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}): Redis would hand a running batch "
-                            "out again")
         return problems
 
     # -- derived values ------------------------------------------------------------------------
@@ -578,6 +554,20 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
         }
 
 
+#: Settings that must be ordered: (lower, holds, relation, higher, why).
+_ORDERED: tuple[tuple[str, Callable[[float, float], bool], str, str, str], ...] = (
+    ("bridge_queue_low_watermark", operator.lt, "must be below", "bridge_queue_high_watermark", ""),
+    ("bridge_min_batch", operator.le, "must not exceed", "bridge_max_batch", ""),
+    ("ingest_retry_backoff_s", operator.le, "must not exceed", "ingest_retry_backoff_max_s", ""),
+    # A waiting batch signs life at each attempt; a longer gap looks like a lost batch.
+    ("ingest_retry_backoff_max_s", lambda low, high: low + 10 <= high, "must be at least 10 s below",
+     "bridge_confirm_timeout_s", ""),
+    # A retry waits in Redis as an unacked ETA message: past the visibility timeout Redis
+    # hands it out a second time.
+    ("ingest_retry_backoff_max_s", operator.lt, "must be below", "visibility_timeout_s", ""),
+    ("task_time_limit_ingest_s", operator.lt, "must be below", "visibility_timeout_s",
+     ": Redis would hand a running batch out again"),
+)
 _SECRET_FIELDS = set(secret_fields(Settings))
 # Of a connection string only the password is secret: it is shown masked (the rest is what is
 # wrong) and scrubbed. Each: (mask, password).

@@ -1,33 +1,13 @@
 """What "the events of a span" and "a window" mean, to the second, for every store (pure).
 
-Both stores compute the trend inputs in their databases (SQL in ``postgres.py``, Flux in
-``flux.py``); this module is the one definition they implement, so the same events give
-the same trend rows whichever store holds them, window edges and span ends included.
-
-Whole seconds
--------------
-The upstream timestamps carry whole seconds (SPEC §2), and the stores keep sub-second
-parts differently: PostgreSQL keeps the microseconds it was given, InfluxDB replaces them
-with a per-event hash offset so that two events of one DOI in one second stay two points
-(:func:`worker.store.influx.lineprotocol.event_timestamp_ns`). Deciding span and window membership
-on the stored time would therefore differ between the stores for every event in the
-second that holds an edge. So:
-
-* a run's time ``now`` is a whole second (:func:`run_time_ns` floors it, and the store
-  functions refuse anything else);
-* an event counts at its whole second ``t = floor(τ)``, whatever the stored sub-second
-  part of its time ``τ``;
-* the span is ``now − span <= t <= now`` (SPEC §4, both ends inclusive), an event's age is
-  ``now − t`` (a whole number of seconds), and window ``k`` back from ``now`` holds the ages
-  in ``[k·w, (k+1)·w)`` (series position ``windows − 1 − k``; ``worker.trends.math``).
-
-On the stored time, for whole seconds ``a`` and ``b``: ``t >= a ⟺ τ >= a`` and
-``t <= b ⟺ τ < b + 1 s``. Every condition above is thus a half-open range of ``τ`` that
-starts and ends on whole seconds, which both databases answer from their time index:
-
-* span: ``[now − span, now + 1 s)`` (:func:`span_range`);
-* window ``k``: ``[now − (k+1)·w + 1 s, now − k·w + 1 s)``, i.e. the series is
-  ``[now − windows·w + 1 s, now + 1 s)`` cut every ``w`` (:func:`series_range`).
+Both stores implement this one definition (docs/trends.md, "Whole seconds"), so the same
+events give the same trend rows in either. A run's ``now`` is a whole second, an event
+counts at its whole second ``t = floor(τ)`` of its stored time ``τ``, the span is
+``now − span <= t <= now`` and window ``k`` back from ``now`` holds the ages
+``[k·w, (k+1)·w)``. As ``t >= a ⟺ τ >= a`` and ``t <= b ⟺ τ < b + 1 s`` for whole
+seconds, each is a half-open range of ``τ`` a time index answers: the span is
+``[now − span, now + 1 s)`` (:func:`span_range`), the series ``[now − windows·w + 1 s,
+now + 1 s)`` cut every ``w`` (:func:`series_range`).
 """
 
 from __future__ import annotations

@@ -1,50 +1,20 @@
 """The InfluxDB layout amba's streams API reads: buckets, measurement, fields, tasks (pure).
 
-The product replaces the original amba aggregator, which set InfluxDB up for its
-neighbours; amba's streams API (``app/daos/stats.py``) reads, per trend duration:
+The buckets and tasks are listed in docs/amba.md; ``worker/store/influx/tasks.py`` writes
+the tasks' Flux. Why each choice:
 
-* the bucket named after the duration (``currently``, ``today``, ``week``, ``month``,
-  ``year``): measurement ``trending``, tag ``doi``, the event fields. ``currently`` holds
-  the raw events; the others hold them downsampled into windows;
-* ``trending_<duration>``: each trend run's rows, one point per DOI at the run's time,
-  with the original aggregator's field names (``sum_follower``, not ``sum_followers``);
-* ``numbers``: per duration (the measurement), totals over the duration's span.
-
-This module says which buckets and tasks exist, with what retention, schedule and fields;
-``flux_tasks.py`` writes the tasks' Flux, ``influx.py`` creates and updates all of it in
-``aggregator setup``. Names are amba's by default; ``INFLUXDB_BUCKET_PREFIX`` and
-``INFLUXDB_MEASUREMENT`` change them (e.g. to run a second copy beside a live system).
-
-Decisions (README, "Living in an amba system (InfluxDB)")
------------------------------------------------------------
-* **One raw bucket.** The events bucket (``INFLUXDB_V2_BUCKET``, default ``currently``)
-  is what the API reads as ``currently``. Its retention (``INFLUXDB_V2_RETENTION_DAYS``)
-  must cover the longest trend span, because every trend run, ``year`` included, reads raw
-  events: exact trends need them (the original kept 7 hours and computed the longer
-  durations from downsampled buckets).
-* **Downsampled from the raw events, not a cascade.** Each duration bucket is filled by a
-  task reading the raw bucket (windows as the original's: 2 min, 20 min, 2 h, 24 h), so an
-  error in one bucket never propagates to the next. Every run recomputes its last
-  ``lookback`` of complete windows: events that reach InfluxDB late (an ingest backlog
-  after an outage) land in their window; rewriting a window writes the same points.
-* **Numbers from the raw events**, over each duration's span: sums of ``score``,
-  ``followers``, ``count``, means of the other fields (exact: sum / count, computed from
-  per-DOI sums the storage engine aggregates), ``pub_count`` = DOIs with events.
+* **One raw bucket** whose retention covers the longest trend span: every trend run,
+  ``year`` included, reads raw events, because exact trends need them.
+* **Downsampled from the raw events, not a cascade**: an error in one bucket never
+  propagates; every run recomputes its last ``lookback`` of complete windows, so late
+  events (an ingest backlog) land in their window and rewriting writes the same points.
 * **Field types are the original aggregator's**, so a bucket it filled keeps accepting
-  writes (InfluxDB refuses a float into an integer field): downsampled and numbers fields
-  are floats; in ``trending_<duration>`` ``count`` is an integer, the rest floats.
-* **Retention**: duration buckets keep their span plus an hour and ``numbers`` seven days
-  (the original's, enforced: the product can recompute them); ``trending_<duration>`` is
-  created with its span plus a day (the API reads one span back; PostgreSQL's
-  ``trending_history`` is the long-term record), and an existing one keeps the retention
-  an operator gave it, since its points cannot be recomputed.
-* **Task names are the original's** (``task_<bucket>``, ``task_numbers_<duration>``), so
-  setup on an InfluxDB the original aggregator set up takes its tasks over and rewrites
-  them in place instead of running beside them. Its ``task_history`` (the ``year`` bucket
-  downsampled into ``history``) is not the product's and is left alone.
-* **Schedules** avoid the trend runs and each other (see :data:`DOWNSAMPLING`);
-  ``aggregator schedule`` draws the day (the seed's Figure 1) with the measured lengths of
-  the runs and flags the overlaps.
+  writes (InfluxDB refuses a float into an integer field).
+* **Retention**: duration buckets and ``numbers`` are enforced (the product can recompute
+  them); an existing ``trending_<duration>`` keeps an operator's retention, since its
+  points cannot be recomputed.
+* **Task names are the original's**, so setup takes its tasks over and rewrites them in
+  place instead of running beside them.
 """
 
 from __future__ import annotations
@@ -80,11 +50,8 @@ class NumbersSchedule:
     offset_s: int
 
 
-#: The windows are the original aggregator's ``downsample_window`` of each bucket.
-#: The schedules: within a minute, a trend run starts at +15 s (TREND_START_OFFSET_S) and
-#: usually ends well before +45 s; `task_numbers_currently` runs every minute at +2 s;
-#: every other task at +50 s, each in minutes of its own (≡ 2, 4 and 5 mod 6) in which no
-#: trend run starts (the trend crons fire at minutes ≡ 0 mod 3, ≡ 1 mod 10, 4, 5 and 25).
+#: The original aggregator's windows. The trend crons fire at minutes ≡ 0 mod 3, ≡ 1 mod 10,
+#: 4, 5 and 25 (+15 s, usually done by +45 s): the tasks run at +50 s in other minutes.
 DOWNSAMPLING: tuple[Downsampling, ...] = (
     Downsampling("today", 2 * 60, "2-59/6 * * * *", 50, 1 * _H),
     Downsampling("week", 20 * 60, "17 * * * *", 50, 3 * _H),

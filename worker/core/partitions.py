@@ -1,30 +1,11 @@
-"""Time partitions of the two tables that grow with every event and every run (pure).
+"""Time partitions of ``discussion_event`` (a month each) and ``trending_history`` (a UTC
+day each), pure: which partition holds a time, which cover a span, what each is called.
 
-``discussion_event`` and ``trending_history`` are range-partitioned on time (PostgreSQL's
-native declarative partitioning, migration 0005), so that old data leaves by dropping a
-whole partition, which costs the same whatever it holds, instead of a ``DELETE`` that
-touches every row, bloats the table and leaves the space to a later VACUUM.
-
-This module only names and computes: which partition holds a time, which partitions cover
-a span, what a partition is called. The DDL is :mod:`worker.db.partition_admin`; the
-decisions of the maintenance task (what to drop, what to thin) are
-:mod:`worker.core.retention`.
-
-Widths
-------
-* events: one partition per **calendar month** (UTC). Every trend query reads the
-  partitions its span overlaps, and each partition adds one index descent per DOI to a
-  chunk's query: with a partition per week, the store queries of the ``year`` run took
-  1.35x as long as with one per month (10M events, ``bench/year_scale.py``). A month is a
-  coarse unit of retention, though: events stay up to a month longer than
-  ``EVENT_RETENTION_DAYS`` (about 8% of the default 400 days).
-* history: one partition per **UTC day**: thinning (every run -> hourly -> daily) works
-  one day at a time, and a day's partition holds about 200,000 rows at the rates of the
-  issue's measurement, a size that is rewritten in about a second.
-
-Names are ``<table>_pYYYYMMDD`` (the first day of the range): readable, sortable, and the
-maintenance task only ever touches partitions whose names it can read back, so a
-partition an operator attached by hand under another name is left alone.
+Old data leaves by dropping a whole partition instead of a ``DELETE`` that bloats the
+table. Months, not weeks, for events: each partition adds an index descent per DOI to a
+chunk's query (weeks made the ``year`` run 1.35x slower; ``bench/year_scale.py``), at the
+cost of keeping events up to a month past ``EVENT_RETENTION_DAYS``. Names are
+``<table>_pYYYYMMDD``; maintenance touches only partitions whose names it can read back.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """The trend inputs a store must return, computed from the events one by one (pure).
 
-Both event stores compute :class:`~worker.core.aggregates.Aggregates` in their databases
-(SQL in ``worker/store/postgres/``, Flux in ``worker/store/influx/``). This module computes
-the same numbers from a list of events in Python, straight from the definitions of
-:mod:`worker.core.alignment`: an event takes part when ``0 <= age <= span`` (its whole
-second), window ``k`` back from ``now`` holds the ages ``[k·w, (k+1)·w)``, and the decay
-weight is ``exp(gravity · age)`` (1 at age 0). It shares no code with the stores' queries,
-and none with the trend math's vectorized aggregation (``worker.trends.math.aggregate_events``,
-which the unit tests compare it with), so it is a reference for both.
-
-Its users: the store contract suite (``tests/store/test_trend_inputs_contract.py``) and
-``aggregator selftest`` (:mod:`worker.ops.selftest`), which compares a live store's answers
-with it, column by column.
+Straight from :mod:`worker.core.alignment`'s definitions, sharing no code with the stores'
+queries or with ``worker.trends.math.aggregate_events``: the reference for all of them in
+the store contract tests and ``aggregator selftest``.
 """
 
 from __future__ import annotations

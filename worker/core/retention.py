@@ -1,28 +1,10 @@
 """What the maintenance task does at a given time: retention and history thinning (pure).
 
-Given the clock and the partitions that exist, :func:`plan` says which partitions to
-create ahead, which to drop, and which history days to thin to which resolution. The
-maintenance run (:mod:`worker.maintenance.run`) carries the plan out; tests drive this
-module with a fake clock.
-
-Events
-------
-An event partition is dropped once all of it is older than ``EVENT_RETENTION_DAYS``:
-``partition.stop <= now - retention``. The retention must cover the longest trend span
-(a run reads ``[now - span, now]``) plus a margin (settings validate ``>= span + 1 day``),
-so no run at the current time ever misses an event; the margin is what a run computed
-for a past time (``--at``) can reach back. Partitions are months, so events stay up to a
-month longer than the retention.
-
-History
--------
-``trending_history`` keeps every run's rows for ``TREND_HISTORY_FULL_DAYS``; older days
-keep, per (DOI, duration), the last row of each UTC hour until ``TREND_HISTORY_HOURLY_DAYS``,
-then the last row of each UTC day until ``TREND_HISTORY_RETENTION_DAYS``, and older days
-are dropped. A day moves on when all of it is older than the threshold
-(``day end <= now - threshold``), so every row is kept at least as finely as the policy
-says. "The last row" of a bucket is the latest calculation in it: a chart of one DOI keeps
-one point per hour, then per day, each the value at the end of that hour or day.
+:func:`plan` says which partitions to create ahead, which to drop and which history days
+to thin; :mod:`worker.maintenance.run` carries it out. A partition or day moves on only
+once all of it is older than its threshold, so everything is kept at least as long and as
+finely as the policy says (docs/operating.md). "The last row" of an hour or day is the
+latest calculation in it: a chart keeps the value at the end of each.
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
-"""Token-bucket arithmetic, in whole micro-units so that two implementations agree exactly.
+"""Token-bucket arithmetic in integers (micro-tokens, microseconds), pure.
 
-The ingest workers share one write limit for the event store: a bucket in Redis, taken by
-an atomic Lua script (:mod:`worker.ingest.write_limit`). This is the same arithmetic in
-Python, the reference the script is tested against on a real Redis (same inputs, same
-state, same answer) and the bucket a worker falls back to on its own while Redis does not
-answer. Pure: the caller passes the time.
-
-The bucket holds up to ``capacity`` tokens and refills at ``rate`` tokens a second; a write
-takes one token, or is told how long to wait for it. Tokens are counted in millionths and
-time in microseconds, integers both (floored refills, the same in Lua's and Python's IEEE
-doubles), so no rounding can make the two disagree or let the bucket hand out more than
-``capacity + rate x elapsed`` tokens over any interval.
+The ingest workers share a write limit as a bucket in Redis, taken by a Lua script
+(:mod:`worker.ingest.write_limit`); this is the same arithmetic in Python: the reference
+the script is tested against, and the bucket a worker uses alone while Redis does not
+answer. Integers with floored refills give the same answer in Lua's and Python's doubles.
 """
 
 from __future__ import annotations

@@ -1,28 +1,11 @@
-"""DDL on the time partitions: create ahead or on demand, drop, swap in a thinned copy.
+"""DDL on the time partitions: create, drop, swap in a thinned copy, never blocking readers.
 
-Every step is written so that the readers and writers of the parent table (ingest
-batches, trend queries, the finalize step) are never blocked for more than a moment:
-
-* **create**: ``CREATE TABLE`` beside the parent, then ``ATTACH PARTITION``, which takes
-  only a ``SHARE UPDATE EXCLUSIVE`` lock on the parent (``CREATE TABLE … PARTITION OF``
-  would take ``ACCESS EXCLUSIVE`` and queue every reader behind it). The new table is
-  empty, so attaching it validates nothing. Creators (ingest workers, the finalize step,
-  the maintenance task, the migration) serialise on a transaction-level advisory lock per
-  parent and look again under it, so two of them never race for one name.
-* **drop**: ``DETACH PARTITION … CONCURRENTLY`` (two transactions, ``SHARE UPDATE
-  EXCLUSIVE`` only; it waits for the queries that still use the partition instead of
-  blocking new ones), then ``DROP TABLE`` on what is no longer part of the parent. A
-  detach that was interrupted leaves the partition "detach pending"; the next attempt
-  finishes it with ``FINALIZE``.
-* **swap** (history thinning): the thinned copy is built, indexed and checked beside the
-  partition while both are readable; only the exchange itself takes ``ACCESS EXCLUSIVE``
-  on the parent, under a short ``lock_timeout``, for a few milliseconds. If rows arrived
-  in the partition meanwhile (a trend run re-computed for a past time), the swap is
-  abandoned and tried again at the next maintenance.
-
-A lock not obtained within ``lock_timeout`` raises ``LockNotAvailable`` (SQLSTATE 55P03);
-the callers retry later rather than wait in the lock queue, where they would block
-everyone queued behind them.
+Create: ``CREATE TABLE`` then ``ATTACH PARTITION`` (``SHARE UPDATE EXCLUSIVE``), creators
+serialised by an advisory lock. Drop: ``DETACH … CONCURRENTLY`` then ``DROP``; an interrupted
+detach is finished with ``FINALIZE``. Swap: the thinned copy is built beside the partition;
+only the exchange takes ``ACCESS EXCLUSIVE``, briefly, and is abandoned if rows arrived.
+A lock not obtained within ``lock_timeout`` raises ``LockNotAvailable``: callers retry later
+rather than queue, where they would block everyone behind them.
 """
 
 from __future__ import annotations
@@ -52,19 +35,11 @@ class Partition:
 
 
 def attached(cur: Any, layout: Layout) -> list[Partition]:
-    """The product-named partitions of ``layout.table``, oldest first.
-
-    Partitions with other names (attached by hand) are not listed: nothing here touches
-    them.
-    """
+    """The product-named partitions of ``layout.table``, oldest first (others, attached by
+    hand, are not listed: nothing here touches them)."""
     cur.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                 "WHERE i.inhparent = %s::regclass", (layout.table,))
-    found = []
-    for (name,) in cur.fetchall():
-        part = layout.parse(name)
-        if part is not None:
-            found.append(Partition(name, part))
-    return sorted(found, key=lambda p: p.range)
+    return _parsed(cur, layout)
 
 
 def detached(cur: Any, layout: Layout) -> list[Partition]:
@@ -73,12 +48,13 @@ def detached(cur: Any, layout: Layout) -> list[Partition]:
     cur.execute("SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND NOT c.relispartition "
                 "AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = %s::regclass) "
                 "AND c.relname LIKE %s", (layout.table, f"{layout.table}\\_p%"))
-    found = []
-    for (name,) in cur.fetchall():
-        part = layout.parse(name)
-        if part is not None:
-            found.append(Partition(name, part))
-    return sorted(found, key=lambda p: p.range)
+    return _parsed(cur, layout)
+
+
+def _parsed(cur: Any, layout: Layout) -> list[Partition]:
+    """The fetched table names this layout parses, oldest first."""
+    named = ((name, layout.parse(name)) for (name,) in cur.fetchall())
+    return sorted((Partition(name, part) for name, part in named if part is not None), key=lambda p: p.range)
 
 
 def drop_detached(conn: Connection, part: Partition) -> None:

@@ -1,16 +1,9 @@
 """Confirmations from the ingest task to the bridge: which Kafka offsets are in the store.
 
-The bridge commits a batch's offsets only once its events are stored (see
-:mod:`worker.ingest.bridge.offsets`). The ingest task says so on a Redis list per partition,
-``aggregator:acks:<group>:<topic>:<partition>``, one item per range:
-
-* ``s:<first>:<last>``: offsets first..last are in the event store (or the dead letters);
-* ``a:<first>:<last>``: alive — the task started, or waits for the store to come back.
-
-Redis may lose a confirmation (it is not the record): the bridge then reads the batch again
-from Kafka and publishes it again, and the idempotent store write changes nothing. A lost
-confirmation costs a duplicate write, never an event. Lists expire after a day, so the
-lists of partitions no bridge reads any more do not stay behind.
+One Redis list per partition, ``aggregator:acks:<group>:<topic>:<partition>``, with items
+``s:<first>:<last>`` (stored, or dead-lettered) and ``a:<first>:<last>`` (alive: started or
+waiting for the store). A lost confirmation costs a duplicate write, never an event; the
+lists expire after a day.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Dead letters: a Kafka topic holding what could not be stored, with the reason.
 
-Why a topic and not a table: the dead letters must be writable exactly when the store is
-down (a batch that ran out of retries because PostgreSQL or InfluxDB is unreachable), so
-they cannot live in the store. Kafka is already the durable source of the pipeline; the
-replay cursor is an ordinary consumer-group offset, so `dlq list` shows what is pending and
-`dlq replay` resumes where the last replay stopped.
-
-A write is confirmed (``acks=all``, delivery report checked) before the caller moves on;
-a failed write raises, and the caller retries: a dead letter is never dropped.
+A topic, not a table: the dead letters must be writable exactly when the store is down. A
+write is confirmed (``acks=all``) before the caller moves on, and a failed one raises for
+the caller to retry; the replay cursor is a consumer-group offset (docs/operating.md,
+"Dead letters").
 """
 
 from __future__ import annotations

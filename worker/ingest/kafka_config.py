@@ -1,15 +1,8 @@
 """What every Kafka client of the product shares: timeouts and librdkafka's logging.
 
-librdkafka writes its own log lines straight to stderr unless a ``logger`` is configured,
-and it repeats them: a bridge whose broker is down printed a "Connect to … failed" line
-many times a second, 230 lines for one failed ``aggregator dlq list``. Here every client
-logs through the product's logging (one format, one place to filter), on one logger,
-``kafka``, whose :class:`RepeatFilter` lets the first of identical lines through and then
-says how many were suppressed, at most once per window.
-
-``socket.timeout.ms`` and ``socket.connection.setup.timeout.ms`` follow
-``CONNECT_TIMEOUT_S``: a broker that accepts TCP and never answers costs that long, then
-the request fails with an error the caller reports.
+librdkafka repeats its log lines (230 "Connect to … failed" lines for one failed `dlq
+list`), so every client logs to the ``kafka`` logger through a :class:`RepeatFilter`. Its
+socket timeouts follow ``CONNECT_TIMEOUT_S``.
 """
 
 from __future__ import annotations

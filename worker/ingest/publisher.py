@@ -1,10 +1,8 @@
 """Publishing batches of points as ingest tasks, from one thread (the Celery app is not
 thread-safe, celery#4480).
 
-Redis gives no publisher confirm: a returned LPUSH is all we get, so a publish that raises
-leaves the batch with the caller, uncommitted, to be published again. The task id is
-deterministic (topic, partitions, first-last offsets) so a batch published twice is
-recognisable in Flower and in the logs.
+Redis gives no publisher confirm: a publish that raises leaves the batch with the caller,
+uncommitted. The task id names the batch's offsets, so a copy is recognisable in Flower.
 """
 
 from __future__ import annotations

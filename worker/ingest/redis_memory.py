@@ -1,11 +1,7 @@
 """How full Redis is, and whether an error is Redis refusing a write for want of memory.
 
-Redis runs with ``maxmemory`` and ``noeviction`` (docker-compose.yml): at the limit it refuses
-only the commands that can grow its memory (flagged ``denyoom``: LPUSH, HSET, ZADD, SET, SADD,
-a script's first write) with an ``OOM`` error; pops, deletes and EXPIRE still work. So a full
-Redis is a state every process must live through, and whatever consumes and acknowledges
-must keep emptying it: the bridge pauses before the limit, the workers drain without writing
-(docs/guarantees.md, "Redis full"), ``aggregator health`` and the exporter report it.
+With ``maxmemory`` and ``noeviction`` a full Redis refuses only the commands that grow it;
+every process must live through that state (docs/operating.md, "Redis memory").
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
 """Replaying dead letters: ``aggregator dlq replay`` (and the cursor's move after a discard).
 
-Events are validated again (a fixed upstream bug or a relaxed rule makes them valid) and
-re-published; batches (store outages) are re-published as ingest tasks. A letter still
-invalid is appended again with the new reason and attempt + 1 while it has attempts left
-(``DLQ_MAX_ATTEMPTS``), and parked after that: kept in the triage log with a copy, never
-appended again, so a letter that cannot succeed no longer comes back for ever. A record
-that is not a dead letter at all is parked too.
-
-A replay takes only the letters its :class:`~worker.ingest.triage.Selection` matches
-(reason kinds, offset ranges, parked or not); the others stay pending. Every letter it
-resolves is written to the triage log (who, when, why), and the cursor (a consumer-group
-offset) moves only over the leading run of resolved letters, after everything read has
-been published, appended and logged: a letter left pending is read again by the next
-replay, and what was resolved behind it is skipped by its logged state.
-
-``dry_run`` runs the same loop and the same decisions (:func:`worker.ingest.triage.triage`)
-but publishes, appends, logs and commits nothing, and reports each letter's outcome.
+Each letter the :class:`~worker.ingest.triage.Selection` takes is validated again and
+re-published, appended again (attempt + 1) or parked, as :func:`worker.ingest.triage.triage`
+decides, and logged; the cursor moves only over the leading run of resolved letters. A dry
+run makes the same decisions and changes nothing (docs/operating.md, "Dead letters").
 """
 
 from __future__ import annotations
@@ -27,16 +15,8 @@ from dataclasses import asdict, dataclass, field
 from worker.core.events import InvalidEvent, Point, decode_event, points_from_wire
 from worker.ingest.deadletter import DeadLetter, DeadLetterReader, DeadLetterWriter, batch_letter, event_letter
 from worker.ingest.publisher import IngestPublisher
-from worker.ingest.triage import (
-    RESOLVING,
-    Outcome,
-    Selection,
-    State,
-    advance,
-    reason_kind,
-    triage,
-)
-from worker.ingest.triage_log import Entry, TriageLog
+from worker.ingest.triage import RESOLVING, Outcome, Position, Selection, State, advance, reason_kind, triage
+from worker.ingest.triage_log import Entry, Resolution, TriageLog
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +68,82 @@ def again(letter: DeadLetter, reason: str) -> DeadLetter:
     return event_letter(letter.raw(), reason, source="replay", origin=letter.origin, attempt=letter.attempt + 1)
 
 
+@dataclass
+class _Pass:
+    """One replay's reading: what it decided per letter, and what it holds to publish, append and log."""
+
+    topic: str
+    selection: Selection
+    max_attempts: int
+    actor: str
+    publisher: IngestPublisher | None  # None on a dry run
+    batch_size: int
+    report: ReplayReport
+    states: dict[Position, Resolution]
+    entries: list[Entry] = field(default_factory=list)
+    redead: list[DeadLetter] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    seen: dict[int, list[tuple[int, bool]]] = field(default_factory=dict)  # partition -> (offset, resolved)
+
+    def take(self, where: Position, raw: bytes, letter: DeadLetter | None) -> None:
+        """Decide one letter (:func:`triage`) and act on it."""
+        self.report.read += 1
+        resolution = self.states.get(where)
+        state = resolution.state if resolution is not None else None
+        kind = reason_kind(letter.reason if letter is not None else None)
+        attempt = letter.attempt if letter is not None else 1
+        valid: bool | None = None
+        decoded: list[Point] = []
+        why = "not a dead letter (unreadable record)"
+        if letter is not None and (state is None or not state.final) and self.selection.takes(where, kind, state):
+            decoded, error = validate(letter)
+            valid = error is None
+            why = error or ""
+        outcome = triage(where, kind, state, self.selection, valid, attempt, self.max_attempts)
+        if self.report.letters is not None and outcome is not Outcome.DONE:
+            self.report.letters[str(where)] = outcome.value
+        self.seen.setdefault(where.partition, []).append((where.offset, outcome in RESOLVING or state is State.PARKED))
+        if outcome is Outcome.REPLAY and letter is not None:
+            self._replay(where, letter, decoded, kind)
+        elif outcome is Outcome.REDEADLETTER and letter is not None:
+            self.report.still_invalid += 1
+            self.redead.append(again(letter, why))
+            self.entries.append(Entry(where, State.REDEADLETTERED, self.actor,
+                                      f"still invalid, appended again as attempt {attempt + 1}: {why}", kind, attempt))
+        elif outcome is Outcome.PARK:
+            self.report.parked += 1
+            if letter is None:
+                self.report.unreadable += 1
+                log.error("unreadable dead letter parked", extra={"position": str(where)})
+            else:
+                why = f"still invalid, failed {attempt + 1} time(s) (DLQ_MAX_ATTEMPTS={self.max_attempts}): {why}"
+            self.entries.append(Entry(where, State.PARKED, self.actor, why, kind, attempt, raw))
+        elif outcome is Outcome.PENDING:
+            self.report.left_pending += 1
+        else:
+            self.report.already_done += 1
+
+    def _replay(self, where: Position, letter: DeadLetter, decoded: list[Point], kind: str) -> None:
+        """A batch goes as it was; events are gathered into batches of ``batch_size``."""
+        self.entries.append(Entry(where, State.REPLAYED, self.actor, f"valid on replay ({len(decoded)} event(s))",
+                                  kind, letter.attempt))
+        self.report.events_replayed += len(decoded)
+        if letter.kind == "batch":
+            self.report.batches_replayed += 1
+            if self.publisher is not None:
+                self.publisher.publish(decoded, f"replay:{self.topic}:{where.partition}:{where.offset}")
+            return
+        self.points.extend(decoded)
+        if len(self.points) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.points and self.publisher is not None:
+            first, last = self.points[0].event_id, self.points[-1].event_id
+            self.publisher.publish(list(self.points), f"replay:{first}:{last}:{len(self.points)}")
+        self.points.clear()
+
+
 def replay(reader: DeadLetterReader, writer: DeadLetterWriter | None, publisher: IngestPublisher | None,
            triage_log: TriageLog, *, selection: Selection | None = None, max_attempts: int = 3,
            actor: str = "replay", dry_run: bool = False, batch_size: int = 1000,
@@ -97,82 +153,28 @@ def replay(reader: DeadLetterReader, writer: DeadLetterWriter | None, publisher:
     selection = selection or Selection()
     if not dry_run and (writer is None or publisher is None):
         raise ValueError("a replay that is not dry needs a writer and a publisher")
-    report = ReplayReport(dry_run=dry_run, letters={} if dry_run else None)
     cursor = reader.cursor()
     starts = dict(cursor)
     if selection.include_parked:  # parked letters may sit behind the cursor
         for partition, offset in triage_log.parked_from().items():
             starts[partition] = min(starts.get(partition, offset), offset)
-    states = triage_log.states(since=starts)
-    entries: list[Entry] = []
-    redead: list[DeadLetter] = []
-    points: list[Point] = []
-    seen: dict[int, list[tuple[int, bool]]] = {}
-    if publisher is not None and not dry_run:
-        publisher.declare()
-
-    def flush() -> None:
-        if points and publisher is not None and not dry_run:
-            first, last = points[0].event_id, points[-1].event_id
-            publisher.publish(list(points), f"replay:{first}:{last}:{len(points)}")
-        points.clear()
-
+    run = _Pass(reader.topic, selection, max_attempts, actor, None if dry_run else publisher, batch_size,
+                ReplayReport(dry_run=dry_run, letters={} if dry_run else None), triage_log.states(since=starts))
+    if run.publisher is not None:
+        run.publisher.declare()
     for where, raw, letter in reader.records(starts):
-        report.read += 1
         if on_letter is not None:
             on_letter()
-        resolution = states.get(where)
-        state = resolution.state if resolution is not None else None
-        kind = reason_kind(letter.reason if letter is not None else None)
-        attempt = letter.attempt if letter is not None else 1
-        valid: bool | None = None
-        decoded: list[Point] = []
-        why = "not a dead letter (unreadable record)"
-        if letter is not None and (state is None or not state.final) and selection.takes(where, kind, state):
-            decoded, error = validate(letter)
-            valid = error is None
-            why = error or ""
-        outcome = triage(where, kind, state, selection, valid, attempt, max_attempts)
-        if report.letters is not None and outcome is not Outcome.DONE:
-            report.letters[str(where)] = outcome.value
-        seen.setdefault(where.partition, []).append((where.offset, outcome in RESOLVING or state is State.PARKED))
-        if outcome is Outcome.REPLAY and letter is not None:
-            entries.append(Entry(where, State.REPLAYED, actor, f"valid on replay ({len(decoded)} event(s))", kind,
-                                 attempt))
-            report.events_replayed += len(decoded)
-            if letter.kind == "batch":
-                report.batches_replayed += 1
-                if not dry_run and publisher is not None:
-                    publisher.publish(decoded, f"replay:{reader.topic}:{where.partition}:{where.offset}")
-            else:
-                points.extend(decoded)
-                if len(points) >= batch_size:
-                    flush()
-        elif outcome is Outcome.REDEADLETTER and letter is not None:
-            report.still_invalid += 1
-            redead.append(again(letter, why))
-            entries.append(Entry(where, State.REDEADLETTERED, actor,
-                                 f"still invalid, appended again as attempt {attempt + 1}: {why}", kind, attempt))
-        elif outcome is Outcome.PARK:
-            report.parked += 1
-            if letter is None:
-                report.unreadable += 1
-                log.error("unreadable dead letter parked", extra={"position": str(where)})
-            else:
-                why = f"still invalid, failed {attempt + 1} time(s) (DLQ_MAX_ATTEMPTS={max_attempts}): {why}"
-            entries.append(Entry(where, State.PARKED, actor, why, kind, attempt, raw))
-        elif outcome is Outcome.PENDING:
-            report.left_pending += 1
-        else:
-            report.already_done += 1
-    flush()
-    moved = {p: advance(cursor.get(p, 0), read) for p, read in seen.items()}
+        run.take(where, raw, letter)
+    run.flush()
+    moved = {p: advance(cursor.get(p, 0), read) for p, read in run.seen.items()}
     moved = {p: o for p, o in moved.items() if o != cursor.get(p)}
     if not dry_run:
         if writer is not None:
-            writer.write(redead)
-        triage_log.record(entries)
+            writer.write(run.redead)
+        triage_log.record(run.entries)
         reader.commit_cursor(moved)
+    report = run.report
     report.cursor = {str(p): o for p, o in sorted({**cursor, **moved}.items())}
     log.info("replay done", extra={k: v for k, v in report.as_json().items() if k != "letters"})
     return report

@@ -1,11 +1,8 @@
 """Dead-letter triage policy (pure): positions, reason kinds, filters, and what a replay does.
 
-Why a module of its own: what `aggregator dlq replay` decides for a letter — replay it,
-append it again, park it, leave it pending — and how far its cursor may move are rules an
-operator relies on ("a letter is never skipped for ever", "a letter still invalid after
-``DLQ_MAX_ATTEMPTS`` attempts is parked, not re-appended"). Kept free of Kafka and
-PostgreSQL, they are unit- and property-tested exhaustively, and the dry run and the real
-replay read them from the same place, so a dry run reports exactly what a replay does.
+Kept free of Kafka and PostgreSQL so the rules operators rely on ("a letter is never skipped
+for ever", "parked after ``DLQ_MAX_ATTEMPTS``") are property-tested, and a dry run reads
+the same decisions as the real replay.
 """
 
 from __future__ import annotations

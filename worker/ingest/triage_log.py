@@ -1,22 +1,20 @@
 """The dead-letter triage log in PostgreSQL (table ``dead_letter_triage``, migration 0007).
 
-Why it exists: the replay cursor alone can only say "everything before this offset is
-done". A filtered replay, a discard or a parked letter resolves letters *after* one still
-pending, so each resolution is written here (who, when, why; a copy of parked and discarded
-letters), the replay skips what the log resolved, and the cursor moves only over the
-leading run of resolved letters (:func:`worker.ingest.triage.advance`). Rows are only ever
-inserted: a parked letter replayed later gets a second row, and its history stays.
+The replay cursor can only say "everything before this offset is done"; a filtered replay,
+a discard or a parked letter resolves letters *after* a pending one, so each resolution is
+appended here (who, when, why) and the replay skips what the log resolved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 from psycopg2.extras import execute_values
 
-from worker.db.connection import Connection, Database
+from worker.db.connection import Cursor, Database
 from worker.ingest.triage import Position, State
 
 
@@ -56,8 +54,15 @@ class TriageLog:
         self._database = database
         self.topic = topic
 
-    def _connect(self) -> Connection:
-        return self._database.connect(application_name="aggregator-dlq")
+    @contextmanager
+    def _cursor(self) -> Iterator[Cursor]:
+        """One transaction on a connection of its own, closed after."""
+        conn = self._database.connect(application_name="aggregator-dlq")
+        try:
+            with conn, conn.cursor() as cur:
+                yield cur
+        finally:
+            conn.close()
 
     def states(self, since: Mapping[int, int] | None = None) -> dict[Position, Resolution]:
         """The latest entry of each position; with ``since`` (not empty), only of the partitions named and
@@ -75,38 +80,26 @@ class TriageLog:
                             [[w.partition for w in positions], [w.offset for w in positions]])
 
     def _latest(self, join: str, params: list[object]) -> dict[Position, Resolution]:
-        conn = self._connect()
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(_LATEST.format(join=join), [*params, self.topic])
-                rows = cur.fetchall()
-        finally:
-            conn.close()
+        with self._cursor() as cur:
+            cur.execute(_LATEST.format(join=join), [*params, self.topic])
+            rows = cur.fetchall()
         return {Position(p, o): Resolution(State(state), actor, at, why) for p, o, state, actor, at, why in rows}
 
     def parked_from(self) -> dict[int, int]:
         """Per partition, the first offset whose latest state is parked (where a replay that
         includes parked letters must start reading, behind the cursor)."""
-        conn = self._connect()
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(f"SELECT kafka_partition, min(kafka_offset) FROM ({_LATEST.format(join='')}) latest "
-                            "WHERE state = 'parked' GROUP BY kafka_partition", (self.topic,))
-                return {int(p): int(o) for p, o in cur.fetchall()}
-        finally:
-            conn.close()
+        with self._cursor() as cur:
+            cur.execute(f"SELECT kafka_partition, min(kafka_offset) FROM ({_LATEST.format(join='')}) latest "
+                        "WHERE state = 'parked' GROUP BY kafka_partition", (self.topic,))
+            return {int(p): int(o) for p, o in cur.fetchall()}
 
     def record(self, entries: Sequence[Entry]) -> None:
         """Append entries in one transaction: all of them or none."""
         if not entries:
             return
-        conn = self._connect()
-        try:
-            with conn, conn.cursor() as cur:
-                execute_values(
-                    cur, "INSERT INTO dead_letter_triage (topic, kafka_partition, kafka_offset, state, actor, why, "
-                         "reason_kind, attempt, record) VALUES %s",
-                    [(self.topic, e.position.partition, e.position.offset, e.state.value, e.actor, e.why,
-                      e.reason_kind, e.attempt, e.record) for e in entries], page_size=1000)
-        finally:
-            conn.close()
+        with self._cursor() as cur:
+            execute_values(
+                cur, "INSERT INTO dead_letter_triage (topic, kafka_partition, kafka_offset, state, actor, why, "
+                     "reason_kind, attempt, record) VALUES %s",
+                [(self.topic, e.position.partition, e.position.offset, e.state.value, e.actor, e.why,
+                  e.reason_kind, e.attempt, e.record) for e in entries], page_size=1000)

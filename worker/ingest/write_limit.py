@@ -1,28 +1,10 @@
 """One write limit for the event store, shared by every ingest worker: a token bucket in Redis.
 
-Why not Celery's ``rate_limit``: it is a bucket in each worker's main process, so two ingest
-workers wrote at twice ``INGEST_RATE_LIMIT`` and the limit stopped protecting the store the
-day a second worker was added. Here every write (each attempt of a batch) takes one token
-from one bucket, ``aggregator:ingest:write-limit:<queue>``: ``INGEST_RATE_LIMIT`` tokens a
-second, at most one second's worth in store (the burst, at least one token). Whatever the
-number of workers and their ``-c``, the store sees at most ``burst + rate x t`` batches in
-any ``t`` seconds.
-
-The take is one atomic Lua script (read, refill, take, write back, expire), on Redis's own
-clock (``TIME``), so workers on hosts with different clocks share one timeline. Its
-arithmetic is :func:`worker.core.token_bucket.take` to the micro-token; the tests run both on
-the same inputs. A task without a token waits for it (the script says how long), within a
-bound well under its soft time limit; past that bound the caller retries the task with the
-wait as countdown, so a slot is never held for long by a backlog.
-
-When Redis does not answer, the limiter does not stop ingestion (Redis is also the broker:
-a task only runs because Redis delivered it, and its confirmation goes there next): each
-process falls back to a bucket of its own at the same rate (the pure arithmetic on its
-monotonic clock). It says so once per outage, and once more when Redis answers again (not
-at every take: during an outage that is every task). For that moment the store sees at
-most the number of processes times the rate (the per-worker limit of before) and only for
-the tasks already delivered; the shared bucket applies again on the next take that
-reaches Redis.
+Celery's ``rate_limit`` is per worker, so N workers wrote at N x ``INGEST_RATE_LIMIT``. Here
+each write attempt takes a token from one bucket, in one Lua script on Redis's clock (hosts
+may disagree); its arithmetic is :func:`worker.core.token_bucket.take`. While Redis does not
+answer, each process falls back to a bucket of its own at the same rate, so the limiter
+never stops ingestion (docs/operating.md, "Scaling the ingest rate").
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
 """One maintenance run: carry out :func:`worker.core.retention.plan` on PostgreSQL.
 
-Shared by the beat task (``tasks.maintenance.maintain``, queue ``maintenance``) and
-``aggregator maintain``. One run at a time: a session advisory lock, taken without
-waiting; a second run reports that one is in flight.
-
-Each step is short and independent: a step that cannot get its lock within
-``lock_timeout`` (a long query holds the table) is retried twice with a pause and then
-left for the next run, which computes its plan afresh. Nothing is lost by a skipped step,
-only postponed. Thinning is the only step that costs time in proportion to data (a day of
-history is rewritten, about a second at 200,000 rows); a run stops starting new thinning
-steps after ``budget_s`` so the worker it shares (the morning post) is not held long after
-an upgrade left many days to thin.
+Shared by the beat task and ``aggregator maintain``; one run at a time (an advisory lock).
+A step that cannot get its lock is retried twice, then left for the next run; thinning
+stops starting after ``budget_s`` (docs/operating.md, "Operating for years").
 """
 
 from __future__ import annotations

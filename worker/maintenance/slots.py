@@ -1,17 +1,9 @@
 """One maintenance run per scheduled tick, however many times the tick is fired.
 
-Beat is exactly one scheduler (worker/celeryapp/beat.py), but a tick can still arrive twice:
-two beats for the moments a takeover overlaps with a paused one, an operator's second
-deployment on the same Redis. The trend runs have their lease and the morning post its daily
-claim; this is the maintenance task's guard. The task names its *slot* (the cron's last tick
-at or before the time it starts, :func:`worker.core.cron.latest_tick`) and claims it in Redis
-with ``SET NX``: the first fire of a tick runs, every other fire of it finds the claim and
-does nothing. The claim expires after two periods, so the keys do not pile up.
-
-Redis, not PostgreSQL: the tick arrives through Redis (the broker) anyway, and a claim Redis
-forgets only costs a second run of an idempotent maintenance (each run computes its plan
-afresh, and the advisory lock of :mod:`worker.maintenance.run` keeps two from overlapping).
-``aggregator maintain`` is an operator's deliberate run and claims nothing.
+A tick can arrive twice (overlapping beats during a takeover, a second deployment on the
+same Redis): the task claims its slot, the cron's latest tick
+(:func:`worker.core.cron.latest_tick`), with ``SET NX`` and an expiry of two periods. A
+claim Redis forgets costs only a second run of an idempotent maintenance.
 """
 
 from __future__ import annotations

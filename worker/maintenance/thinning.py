@@ -1,11 +1,7 @@
-"""Which history rows a thinned day keeps: the SQL and its pure reference.
-
-Per (DOI, duration) and bucket (an hour or a day, UTC) the row with the latest
-``calculated_at``: the value at the end of that hour or day. ``calculated_at`` is part of
-``trending_history``'s primary key with the DOI and duration, so the choice is unique.
-The SQL (:func:`kept_rows`) runs inside the partition swap of
-:func:`worker.db.partition_admin.swap_thinned`; :func:`thin` is the same rule on rows in
-memory, which the tests compare the database with.
+"""Which history rows a thinned day keeps: per (DOI, duration) and hour or day (UTC), the
+row with the latest ``calculated_at``. :func:`kept_rows` is the SQL run inside
+:func:`worker.db.partition_admin.swap_thinned`; :func:`thin`, the same rule in memory, is
+what the tests compare the database with.
 """
 
 from __future__ import annotations

@@ -1,39 +1,37 @@
 """The `aggregator` command: one entry point for every process and operator task.
 
-The composition root of every command: it parses the command line, reads the settings
-once and hands them to the chosen command (``worker/ops/commands/<name>.py``), which builds
-what it needs from them. Only that command's module is imported (:func:`run_command`), so
-`aggregator --help` and the health check stay fast and need no service.
-
-Failures end the way :mod:`worker.ops.failures` describes: one or two lines naming what
-failed, where (passwords masked) and what to do, and a ``sysexits`` code (2 usage, 69 a
-service did not answer, 70 a bug, 75 try again later, 78 configuration), chosen here from
-the failure's kind. ``--debug`` adds the traceback and librdkafka's own log lines.
+It parses the command line, reads the settings once and runs the chosen command
+(``worker/ops/commands/<name>.py``), importing only that one, so `aggregator --help` and
+the health check stay fast and need no service. A failure ends in one or two lines and a
+``sysexits`` code (:mod:`worker.ops.failures`; docs/deploying.md, "Exit codes and errors");
+``--debug`` adds the traceback and librdkafka's own log lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from importlib.metadata import PackageNotFoundError, version
+from typing import TypeVar
 
 from worker.config.logs import setup_logging
 from worker.config.settings import ConfigurationError, Settings, get_settings
 from worker.core.durations import DEFAULT_DURATIONS
 from worker.core.failures import OperatorError
 from worker.ingest.kafka_config import KAFKA_LOGGER
-from worker.ingest.triage import REASON_KINDS, Position, parse_position, parse_range
+from worker.ingest.triage import REASON_KINDS, parse_position, parse_range
 from worker.ops.failures import classify, exit_code
 from worker.ops.health import COMPONENTS
 
 #: A command's entry: ``run(args, settings) -> exit code``.
 Command = Callable[[argparse.Namespace, Settings], int]
 
-log = logging.getLogger("aggregator")
+T = TypeVar("T")
 
 DISTRIBUTION = "altmetrics-trend-aggregator"
 #: Subcommands that run until stopped: librdkafka's lines are part of their log.
@@ -41,32 +39,58 @@ LONG_RUNNING = {"bridge", "dev", "exporter"}
 
 
 # -- argument types: a bad value is a usage error (exit 2) with one line ----------------------
+def _usage_error(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` with its ValueError as argparse's usage error (which otherwise drops the message)."""
+
+    @functools.wraps(parse)
+    def checked(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return checked
+
+
+@_usage_error
 def iso_time(text: str) -> datetime:
     """ISO 8601; a time without offset is UTC (as in the events)."""
     try:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 time, e.g. 2026-11-23T12:00:00+00:00") from None
+        raise ValueError(f"{text!r} is not an ISO 8601 time, e.g. 2026-11-23T12:00:00+00:00") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+@_usage_error
 def iso_date(text: str) -> str:
     """A calendar day, YYYY-MM-DD (kept as text: the planner parses it)."""
     try:
         date.fromisoformat(text.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+        raise ValueError(f"{text!r} is not a day (YYYY-MM-DD)") from None
     return text.strip()
 
 
+@_usage_error
 def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        raise ValueError(f"{text!r} is not a whole number") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive")
+        raise ValueError(f"{value} is not positive")
+    return value
+
+
+@_usage_error
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise ValueError(f"{text} is not positive")
     return value
 
 
@@ -74,36 +98,21 @@ def non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
 
 
-def dlq_position(text: str) -> Position:
-    try:
-        return parse_position(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
+@_usage_error
 def dlq_range(text: str) -> str:
     """Checked here (a usage error), kept as text: the replay builds its selection from it."""
-    try:
-        parse_range(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    parse_range(text)
     return text
 
 
+@_usage_error
 def non_blank(text: str) -> str:
     if not text.strip():
-        raise argparse.ArgumentTypeError("must not be empty")
+        raise ValueError("must not be empty")
     return text.strip()
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not positive")
-    return value
+dlq_position = _usage_error(parse_position)
 
 
 # -- the parser ------------------------------------------------------------------------------------

@@ -23,10 +23,10 @@ def demo_doi(i: int) -> str:
     return f"10.1101/2021.04.{i // 1000:02d}.{i:06d}"
 
 
-def make_event(rng: random.Random, doi: str, at: datetime, *, with_id: bool = True) -> dict[str, object]:
+def make_event(rng: random.Random, doi: str, at: datetime) -> dict[str, object]:
     followers = int(rng.lognormvariate(6, 1.6))
     length = rng.randint(20, 280)
-    event: dict[str, object] = {
+    return {
         "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "obj": {"data": {"doi": doi, "title": f"Paper {doi}"}},
         "subj": {
@@ -46,10 +46,8 @@ def make_event(rng: random.Random, doi: str, at: datetime, *, with_id: bool = Tr
                 "content_score": round(rng.uniform(0, 20), 3),
             },
         },
+        "id": str(uuid.UUID(int=rng.getrandbits(128))),
     }
-    if with_id:
-        event["id"] = str(uuid.UUID(int=rng.getrandbits(128)))
-    return event
 
 
 def demo_events(n: int, dois: int, *, seed: int = 7, now: datetime | None = None,

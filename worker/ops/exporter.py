@@ -1,42 +1,35 @@
 """The product's state as Prometheus metrics, read at scrape time (``aggregator exporter``).
 
-What an operator pages on is state, not events: how old each duration's trend is, how long
-the last run's phases took, how deep the queues are, how many dead letters wait, when the
-morning post last went out. It lives in PostgreSQL (``trend_run``, ``morning_post``), Redis
-and Kafka, so one small process reads it on every scrape (a few indexed queries, one Redis
-round trip, one OffsetFetch) instead of every worker exporting its own partial view. The
-in-process counters of the workers (ingest writes, retries, skipped runs) are served by the
-workers themselves (:mod:`worker.celeryapp.metrics`).
-
-A source that does not answer is not a failed scrape: ``aggregator_exporter_source_up``
-says which one is down, and the metrics of the others are still there.
+What an operator pages on is state: trend ages, the last run's phases, queue depths, dead
+letters waiting, the morning post. It lives in PostgreSQL, Redis and Kafka, so one process
+reads it on every scrape instead of every worker exporting a partial view; the workers'
+own counters are :mod:`worker.celeryapp.metrics`. A source that does not answer is a 0 in
+``aggregator_exporter_source_up``, not a failed scrape. The metrics: docs/operating.md,
+"Metrics and alerts".
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
-import psycopg2
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from worker.celeryapp.beat import BEAT_LOCK_KEY
-from worker.celeryapp.liveness import unacked_keys
 from worker.celeryapp.resources import redis_client
 from worker.config.settings import Settings
-from worker.core import names
-from worker.db.connection import Database
-from worker.ingest.bridge.depth import priority_keys
+from worker.db.connection import Database, connect
 from worker.ingest.bridge.guard_state import RedisGuardRecords
 from worker.ingest.deadletter import replay_group
 from worker.ingest.kafka_config import group_lag
-from worker.ingest.redis_memory import memory_use
+from worker.ingest.redis_memory import read_memory
+from worker.ops.health import queue_depths
 from worker.trends.freshness import stale_after
 
 log = logging.getLogger(__name__)
 
-PREFIX = "aggregator"
 #: Each source is given this long per scrape (Prometheus's default scrape timeout is 10 s).
 SOURCE_TIMEOUT_S = 3.0
 
@@ -51,13 +44,17 @@ _RUNS_24H = """
 SELECT duration, status, count(*) FROM trend_run
 WHERE started_at > clock_timestamp() - interval '24 hours' GROUP BY 1, 2
 """
-# Seconds since the product's first trend run: the age of what has never happened yet (a
-# duration never finalized, no post ever sent) counts from it, as in worker/trends/freshness.py,
-# so an absence ages into an alert instead of being an absent series nothing fires on.
+# Seconds since the product's first trend run: the age of what never happened yet (a duration
+# never finalized, no post ever sent) counts from it, as in worker/trends/freshness.py, so an
+# absence ages into an alert instead of being an absent series nothing fires on.
 _RUNNING = "SELECT extract(epoch FROM clock_timestamp() - min(started_at)) FROM trend_run"
 _LAST_POST = ("SELECT extract(epoch FROM clock_timestamp() - max(posted_at)) FROM morning_post "
               "WHERE status = 'posted'")
 PHASES = ("plan", "chunks", "finalize", "refresh")
+
+
+def _gauge(name: str, documentation: str, **kwargs: Any) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"aggregator_{name}", documentation, **kwargs)
 
 
 class StateCollector(Collector):
@@ -71,8 +68,7 @@ class StateCollector(Collector):
         return []  # nothing is read at registration: the sources may not be up yet
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(f"{PREFIX}_exporter_source_up", "1 when the source answered this scrape",
-                               labels=["source"])
+        up = _gauge("exporter_source_up", "1 when the source answered this scrape", labels=["source"])
         for source, read in (("postgres", self._postgres), ("redis", self._redis), ("kafka", self._kafka)):
             try:
                 yield from read()
@@ -82,11 +78,9 @@ class StateCollector(Collector):
                 up.add_metric([source], 0)
         yield up
 
-    # -- PostgreSQL: trend runs, the morning post ------------------------------------------------
     def _postgres(self) -> list[Metric]:
         s = self._settings
-        conn = psycopg2.connect(self._database.dsn, connect_timeout=max(2, round(SOURCE_TIMEOUT_S)),
-                                application_name="aggregator-exporter")
+        conn = connect(self._database.dsn, application_name="aggregator-exporter", timeout_s=SOURCE_TIMEOUT_S)
         try:
             with conn, conn.cursor() as cur:
                 cur.execute("SET LOCAL statement_timeout = %s", (int(SOURCE_TIMEOUT_S * 1000),))
@@ -100,18 +94,15 @@ class StateCollector(Collector):
                 post = (cur.fetchone() or (None,))[0]
         finally:
             conn.close()
-        ages = GaugeMetricFamily(f"{PREFIX}_trend_age_seconds",
-                                 "Seconds since the duration's last finalized run finished (before its first: "
-                                 "since the product's first run)", labels=["duration"])
-        bound = GaugeMetricFamily(f"{PREFIX}_trend_stale_after_seconds",
-                                  "Age of the last finalized run past which the duration is stale", labels=["duration"])
-        rows = GaugeMetricFamily(f"{PREFIX}_trend_last_run_rows", "Rows the last finalized run published",
-                                 labels=["duration"])
-        phases = GaugeMetricFamily(f"{PREFIX}_trend_last_run_phase_seconds",
-                                   "Seconds each phase of the last finalized run took", labels=["duration", "phase"])
+        ages = _gauge("trend_age_seconds", "Seconds since the duration's last finalized run finished (before its "
+                      "first: since the product's first run)", labels=["duration"])
+        bound = _gauge("trend_stale_after_seconds", "Age of the last finalized run past which the duration is stale",
+                       labels=["duration"])
+        rows = _gauge("trend_last_run_rows", "Rows the last finalized run published", labels=["duration"])
+        phases = _gauge("trend_last_run_phase_seconds", "Seconds each phase of the last finalized run took",
+                        labels=["duration", "phase"])
         for duration in s.durations().values():
-            limit = stale_after(duration, s)
-            bound.add_metric([duration.name], limit.total_seconds())
+            bound.add_metric([duration.name], stale_after(duration, s).total_seconds())
             age, written, *spans = last.get(duration.name, (running, None))
             if age is not None:
                 ages.add_metric([duration.name], float(age))
@@ -121,74 +112,51 @@ class StateCollector(Collector):
             for phase, seconds in zip(PHASES, spans, strict=True):
                 if seconds is not None:
                     phases.add_metric([duration.name, phase], float(seconds))
-        by_status = GaugeMetricFamily(f"{PREFIX}_trend_runs_24h", "Trend runs started in the last 24 hours",
-                                      labels=["duration", "status"])
+        by_status = _gauge("trend_runs_24h", "Trend runs started in the last 24 hours", labels=["duration", "status"])
         for duration_name, status, count in runs:
             by_status.add_metric([duration_name, status], float(count))
-        post_age = post if post is not None else running
-        posted = GaugeMetricFamily(f"{PREFIX}_morning_post_age_seconds",
-                                   "Seconds since the morning post last went out (before the first: since the "
-                                   "product's first run)")
-        if post_age is not None:
+        posted = _gauge("morning_post_age_seconds", "Seconds since the morning post last went out (before the "
+                        "first: since the product's first run)")
+        if (post_age := post if post is not None else running) is not None:
             posted.add_metric([], float(post_age))
         return [ages, bound, rows, phases, by_status, posted]
 
-    # -- Redis: the queues ----------------------------------------------------------------------
     def _redis(self) -> list[Metric]:
         s = self._settings
-        queues = [s.ingest_queue, s.trends_queue, names.DEFAULT_QUEUE, names.MAINTENANCE_QUEUE]
-        client = redis_client(s, SOURCE_TIMEOUT_S)
-        try:
-            with client.pipeline(transaction=False) as pipe:
-                for queue in queues:
-                    for key in priority_keys(queue):
-                        pipe.llen(key)
-                for key in unacked_keys(client):
-                    pipe.hlen(key)
-                pipe.info("memory")
-                *counts, info = pipe.execute()
-            values = [int(v) for v in counts]
-            memory = memory_use(info)
-            # The dead-letter guard's stop (a record in Redis, not a bridge's memory): seen here
-            # even with BRIDGE_METRICS_PORT=0 or every bridge down.
+        with redis_client(s, SOURCE_TIMEOUT_S) as client:
+            depths = queue_depths(client, s)
+            memory = read_memory(client)
+            # The dead-letter guard's stop is a record in Redis: seen here even with
+            # BRIDGE_METRICS_PORT=0 or every bridge down.
             stopped = RedisGuardRecords(client, s.kafka_group_id, s.kafka_topic).read() is not None
             # The active beat holds this lock (celery-redbeat) and renews it at every tick; none
             # held for longer than BEAT_LOCK_TIMEOUT_S means no beat fires anything.
-            beat_held = bool(client.exists(BEAT_LOCK_KEY))
-        finally:
-            client.close()
-        per_queue = len(priority_keys(queues[0]))
-        depth = GaugeMetricFamily(f"{PREFIX}_queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
-        for i, queue in enumerate(queues):
-            depth.add_metric([queue], float(sum(values[i * per_queue:(i + 1) * per_queue])))
-        unacked = GaugeMetricFamily(f"{PREFIX}_queue_unacked",
-                                    "Messages handed to workers and not acknowledged yet (all queues)",
-                                    value=float(sum(values[len(queues) * per_queue:])))
-        guard = GaugeMetricFamily(f"{PREFIX}_dead_letter_guard_stopped",
-                                  "1 while the dead-letter guard's stop is in force (the bridges consume nothing)",
-                                  value=1.0 if stopped else 0.0)
-        beat = GaugeMetricFamily(f"{PREFIX}_beat_lock_held",
-                                 "1 while a beat holds the scheduler's lock (one beat is active and firing)",
-                                 value=1.0 if beat_held else 0.0)
-        used = GaugeMetricFamily(f"{PREFIX}_redis_memory_used_bytes", "Memory Redis uses (INFO used_memory)",
-                                 value=float(memory.used))
-        limit = GaugeMetricFamily(f"{PREFIX}_redis_memory_max_bytes",
-                                  "Redis's maxmemory (0: no limit); at it Redis refuses new messages",
-                                  value=float(memory.limit))
-        return [depth, unacked, guard, beat, used, limit]
+            beat_held = client.exists(BEAT_LOCK_KEY)
+        unacked = depths.pop("unacked")
+        depth = _gauge("queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
+        for queue, waiting in depths.items():
+            depth.add_metric([queue], float(waiting))
+        return [
+            depth,
+            _gauge("queue_unacked", "Messages handed to workers and not acknowledged yet (all queues)",
+                   value=float(unacked)),
+            _gauge("dead_letter_guard_stopped",
+                   "1 while the dead-letter guard's stop is in force (the bridges consume nothing)",
+                   value=1.0 if stopped else 0.0),
+            _gauge("beat_lock_held", "1 while a beat holds the scheduler's lock (one beat is active and firing)",
+                   value=1.0 if beat_held else 0.0),
+            _gauge("redis_memory_used_bytes", "Memory Redis uses (INFO used_memory)", value=float(memory.used)),
+            _gauge("redis_memory_max_bytes", "Redis's maxmemory (0: no limit); at it Redis refuses new messages",
+                   value=float(memory.limit)),
+        ]
 
-    # -- Kafka: ingest lag, dead letters pending --------------------------------------------------
     def _kafka(self) -> list[Metric]:
         s = self._settings
         lag = group_lag(s.kafka_bootstrap_servers, s.kafka_topic, s.kafka_group_id, timeout_s=SOURCE_TIMEOUT_S)
         pending = group_lag(s.kafka_bootstrap_servers, s.kafka_dlq_topic, replay_group(s.kafka_group_id),
                             timeout_s=SOURCE_TIMEOUT_S)
         return [
-            GaugeMetricFamily(f"{PREFIX}_ingest_lag_events",
-                              "Events of KAFKA_TOPIC the consumer group has not committed (not stored yet)",
-                              value=float(lag)),
-            GaugeMetricFamily(f"{PREFIX}_dead_letters_pending", "Dead letters not replayed yet",
-                              value=float(pending)),
+            _gauge("ingest_lag_events", "Events of KAFKA_TOPIC the consumer group has not committed (not stored yet)",
+                   value=float(lag)),
+            _gauge("dead_letters_pending", "Dead letters not replayed yet", value=float(pending)),
         ]
-
-

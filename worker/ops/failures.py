@@ -1,21 +1,9 @@
-"""How a failure ends an ``aggregator`` command: one or two lines and an exit code.
+"""How a failure ends an ``aggregator`` command: one or two lines and a ``sysexits`` code.
 
-Every ``aggregator`` subcommand ends an expected failure — a service that is down or
-silent, a wrong setting, a bad argument — with one or two lines and a ``sysexits.h`` code
-instead of a traceback, so a person (or a container's restart policy) can tell a
-configuration problem from an outage:
-
-* 2 (``EX_USAGE``): the command line is wrong (argparse's own code);
-* 69 (``EX_UNAVAILABLE``): a service did not answer; retrying later may succeed;
-* 70 (``EX_SOFTWARE``): an unexpected error — a bug to report (``--debug`` shows the traceback);
-* 75 (``EX_TEMPFAIL``): not now — e.g. a run of that duration is already in flight;
-* 78 (``EX_CONFIG``): a setting is wrong; retrying will not help until it is fixed.
-
-Library exceptions are translated in one place, :func:`classify`, by the library that
-raised them: a psycopg2 error is about PostgreSQL, a redis or kombu error about Redis, a
-librdkafka error about Kafka. Each library is imported only to classify its own error (it
-is loaded then anyway), so a command that succeeds never pays for the others. The address
-shown is the configured one, passwords masked.
+A person or a restart policy can then tell a wrong setting (78) from an outage (69); the
+codes: docs/deploying.md, "Exit codes and errors". Library exceptions are translated in one
+place, :func:`classify`, by the library that raised them; each library is imported only to
+classify its own error. The address shown is the configured one, passwords masked.
 """
 
 from __future__ import annotations
@@ -60,24 +48,16 @@ def _address(settings: Settings | None, service: str) -> str:
     return settings.addresses()[service]
 
 
-def _kafka_unreachable(error: BaseException) -> bool:
+def _kafka_error(error: BaseException) -> tuple[bool, str]:
+    """(whether Kafka was unreachable, librdkafka's reason)."""
     from confluent_kafka import KafkaError
 
     kafka_error = error.args[0] if error.args else None
     if not isinstance(kafka_error, KafkaError):
-        return False
+        return False, first_line(error)
     return kafka_error.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
                                   KafkaError._RESOLVE, KafkaError._MSG_TIMED_OUT, KafkaError.NETWORK_EXCEPTION,
-                                  KafkaError.REQUEST_TIMED_OUT)
-
-
-def _kafka_reason(error: BaseException) -> str:
-    from confluent_kafka import KafkaError
-
-    kafka_error = error.args[0] if error.args else None
-    if isinstance(kafka_error, KafkaError):
-        return first_line(kafka_error.str())
-    return first_line(error)
+                                  KafkaError.REQUEST_TIMED_OUT), first_line(kafka_error.str())
 
 
 def classify(error: BaseException, settings: Settings | None) -> OperatorError:
@@ -123,9 +103,10 @@ def _classify(error: BaseException, settings: Settings | None) -> OperatorError:
         return ServiceUnavailable("Redis", _address(settings, "Redis"), first_line(error))
 
     if module in ("confluent_kafka", "cimpl"):
-        if _kafka_unreachable(error):
-            return ServiceUnavailable("Kafka", _address(settings, "Kafka"), _kafka_reason(error))
-        return OperatorError(f"Kafka refused a request: {_kafka_reason(error)}", "Run with --debug for the details.")
+        unreachable, reason = _kafka_error(error)
+        if unreachable:
+            return ServiceUnavailable("Kafka", _address(settings, "Kafka"), reason)
+        return OperatorError(f"Kafka refused a request: {reason}", "Run with --debug for the details.")
 
     if isinstance(error, PublishError):
         return ServiceUnavailable("Redis", _address(settings, "Redis"), first_line(error))

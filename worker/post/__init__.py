@@ -1,9 +1,5 @@
-"""The morning post (SPEC §6): composing the text (pure) and posting it to X.
-
-``compose`` has no I/O so the text can be tested exhaustively; ``x_client`` is the only
-module that talks to the X API. They are separate modules so that importing the
-composition does not import tweepy.
-"""
+"""The morning post (SPEC §6): ``compose`` (pure, no tweepy import) and ``x_client`` (the
+only module that talks to X)."""
 
 from worker.post.compose import Paper, compose_post, weighted_length
 

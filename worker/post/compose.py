@@ -1,46 +1,17 @@
-"""Text of the morning post (SPEC §6). Pure: no I/O, no clock, no settings.
+"""Text of the morning post (SPEC §6; docs/trends.md, "The morning post"). Pure.
 
-The post is::
+The length is measured with X's own counting (``twitter-text-parser``: URLs 23, CJK and
+emoji 2, after NFC) on the complete text of every attempt: a post 1 over the limit is
+refused at 05:59 with nobody watching.
 
-    Todays trending COVID-19 papers:
-    1. <last name> et al. <title>
-    2. <title>                          (a publication without author)
-    3. <last name> et al. <title>
-    <link>
+Cutting (:func:`cut_text`, on the normalized title, N in code points): a title of at most N
+is kept; otherwise it ends at the last space at index <= N, or, without one, is hard-cut
+without splitting a glyph; then ``" (...)"`` follows. If the cut form would not weigh less
+for X, the whole title stays.
 
-Titles are shortened until the post fits X's limit. X does not count ``len(text)``: every
-URL counts 23, CJK characters and emoji count 2, and the text is NFC-normalized first. A
-post that is 1 over the limit is rejected by the API at 05:59 with nobody watching, so the
-length is measured with X's own counting rules (``twitter-text-parser``) on the complete
-text of every attempt, never estimated from the parts.
-
-Title-cutting rule (``cut_text``), applied to the *normalized* title (``normalize_text``):
-
-* "N characters" means N Unicode code points of the normalized title (Python ``len``),
-  not the weighted X length; the weighted length only decides whether an attempt fits.
-* A title of at most N characters is kept whole.
-* Otherwise the kept part is ``title[:i]`` where ``i`` is the index of the last space at
-  an index <= N (i.e. the first N characters, ending with complete words; a space at
-  index N means the first N characters are complete words). Without such a space (one
-  long word, CJK text) the title is hard-cut to at most N characters, moved back so that
-  it does not split a character sequence shown as one glyph (combining mark, emoji ZWJ
-  sequence, emoji modifier, variation selector, flag pair).
-* The suffix ``" (...)"`` is appended to the kept part, so a cut title is at most
-  N + 6 characters. When the cut form would not weigh less for X than the whole title
-  (a title only slightly over N whose last space is early), the whole title is kept:
-  cutting it would make the post longer and lose words.
-
-Attempts, in order; the first whose weighted length is <= the limit is returned:
-
-1. every title cut at 40, then 30, 20, 10 characters (author names whole);
-2. titles dropped (``N. <last name> et al.``); a paper without author keeps its title cut
-   at 10 characters, because ``N.`` alone would say nothing;
-3. as 2, with author names cut by the same rule at 40, 30, 20, 10 characters;
-4. as the last of 3, with only the first 2, then the first 1 paper.
-
-With a link that X counts as a URL, attempt 4 always fits; if nothing fits (only possible
-with a link that is not a URL and very long) ``ValueError`` is raised rather than a text
-over the limit being returned.
+Attempts, the first that fits wins: titles cut at 40, 30, 20, 10; titles dropped (a paper
+without author keeps its title cut at 10); author names cut at 40..10; the first 2, then
+1 paper. With a URL link the last always fits; otherwise ``ValueError``.
 """
 
 from __future__ import annotations

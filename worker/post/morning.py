@@ -1,10 +1,7 @@
 """The morning post (SPEC §6): top three of `trending_covid_papers` for `today`, once a day.
 
-Never twice for the same day: the day is *claimed* in PostgreSQL (a row in
-`morning_post`) before the API call and marked posted after it. A definite refusal by X
-(an HTTP error answer) releases the claim so a retry may post; an ambiguous failure (a
-timeout: X may have created the tweet) keeps the claim, and the log tells the operator to
-check the account — a duplicate post is worse than a missing one.
+The day is claimed in `morning_post` before the API call: X's refusal releases the claim,
+an ambiguous failure (a timeout) keeps it, since a duplicate post is worse than a missing one.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Posting to X (API v2, ``POST /2/tweets``) with tweepy, OAuth 1.0a user context.
 
-The X API is only ever reached through :class:`XPoster`. Tests point it at a local
-recorder with ``X_API_BASE_URL``: tweepy 4.x hard-codes ``"https://api.twitter.com" +
-route`` in a local variable of ``BaseClient.request`` and sends through the documented
-public attribute ``Client.session``, so the poster gives the client a ``requests.Session``
-subclass that rewrites that one origin. No tweepy code is copied or monkeypatched, and the
-OAuth 1.0a signature is computed over the URL that is actually requested.
+Tests point :class:`XPoster` at a local recorder with ``X_API_BASE_URL``: tweepy builds
+every URL from one hard-coded origin and sends through its public ``Client.session``, so a
+``requests.Session`` subclass rewrites that origin; nothing of tweepy is monkeypatched, and
+the OAuth signature covers the URL actually requested.
 """
 
 from __future__ import annotations
@@ -30,24 +28,14 @@ _CREDENTIALS = ("x_consumer_key", "x_consumer_secret", "x_access_token", "x_acce
 
 
 class XPostError(RuntimeError):
-    """The X API accepted the request but its answer holds no tweet id.
-
-    HTTP errors are not wrapped: they surface as tweepy's own exceptions
-    (``tweepy.errors.Forbidden`` for a duplicate post or revoked app,
-    ``tweepy.errors.TooManyRequests`` with ``reset_time``, ...) so the caller can tell a
-    retryable failure from a permanent one.
-    """
+    """The X API accepted the request but its answer holds no tweet id. HTTP errors stay
+    tweepy's own exceptions, so the caller can tell a retryable failure from a permanent one."""
 
 
 class _XApiSession(requests.Session):
-    """Session that gives every request a timeout and, for tests, another origin.
-
-    requests has no default timeout and tweepy passes none, so a stalled connection would
-    hang the posting worker for ever; the timeout is set here, where every tweepy request
-    passes. When ``base_url`` is set, a URL that does not start with tweepy's known origin
-    raises instead of being sent: should a tweepy upgrade change the origin, a test must
-    fail, never reach the real API.
-    """
+    """Every request gets a timeout (tweepy passes none: a stalled connection would hang the
+    worker for ever) and, with ``base_url`` (tests), another origin; a URL not from tweepy's
+    known origin then raises, so a tweepy upgrade fails a test instead of reaching X."""
 
     def __init__(self, *, base_url: str | None, timeout_s: float) -> None:
         super().__init__()
@@ -79,29 +67,15 @@ def _clean_base_url(base_url: str) -> str:
 class XPoster:
     """Posts one text to X and returns the new post's id."""
 
-    def __init__(
-        self,
-        *,
-        consumer_key: str,
-        consumer_secret: str,
-        access_token: str,
-        access_token_secret: str,
-        api_base_url: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-    ) -> None:
+    def __init__(self, *, consumer_key: str, consumer_secret: str, access_token: str, access_token_secret: str,
+                 api_base_url: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         # wait_on_rate_limit=False: tweepy would otherwise sleep up to 15 minutes inside
         # the Celery task; a 429 is raised and the caller decides whether to retry.
-        self._client = tweepy.Client(
-            consumer_key=consumer_key,
-            consumer_secret=consumer_secret,
-            access_token=access_token,
-            access_token_secret=access_token_secret,
-            wait_on_rate_limit=False,
-        )
-        self._client.session = _XApiSession(
-            base_url=_clean_base_url(api_base_url) if api_base_url else None,
-            timeout_s=timeout_s,
-        )
+        self._client = tweepy.Client(consumer_key=consumer_key, consumer_secret=consumer_secret,
+                                     access_token=access_token, access_token_secret=access_token_secret,
+                                     wait_on_rate_limit=False)
+        self._client.session = _XApiSession(base_url=_clean_base_url(api_base_url) if api_base_url else None,
+                                            timeout_s=timeout_s)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> XPoster | None:
@@ -118,13 +92,9 @@ class XPoster:
             names = ",".join(missing)
             log.info("X credentials missing (%s): dry run", names, extra={"missing": names})
             return None
-        return cls(
-            consumer_key=values["x_consumer_key"],
-            consumer_secret=values["x_consumer_secret"],
-            access_token=values["x_access_token"],
-            access_token_secret=values["x_access_token_secret"],
-            api_base_url=settings.x_api_base_url,
-        )
+        return cls(consumer_key=values["x_consumer_key"], consumer_secret=values["x_consumer_secret"],
+                   access_token=values["x_access_token"], access_token_secret=values["x_access_token_secret"],
+                   api_base_url=settings.x_api_base_url)
 
     def post(self, text: str) -> str:
         """Create a post with ``text``; return its id.

@@ -1,15 +1,9 @@
 """The event-store port: what ingestion and the trend engine need from a time-series store.
 
-Two backends implement it (PostgreSQL and InfluxDB 2) and pass one contract test suite
-(`tests/store/test_*_contract.py`). Writes must be idempotent by event identity: the ingest
-queue is at-least-once, so the same batch may arrive twice.
-
-The trend engine asks a store three things per run (:class:`EventStore`): the qualifying
-DOIs, the trend inputs of a chunk of DOIs (:class:`Aggregates`, computed in the store's
-database so only sums travel), and to keep the run's published rows where the store's
-readers expect them. What "the events of a span" and "a window" mean, to the second, is
-:mod:`worker.core.alignment`: both stores implement that one definition, so they give the
-same trend rows for the same events.
+PostgreSQL and InfluxDB 2 implement it and pass one contract suite
+(``tests/store/test_*_contract.py``). Writes are idempotent by event identity (the ingest
+queue is at-least-once); trend inputs are computed in the store's database, to the
+definitions of :mod:`worker.core.alignment`, so both stores give the same rows.
 """
 
 from __future__ import annotations

@@ -3,19 +3,10 @@
     begin     take the duration's lease, give up runs that lost theirs, plan the chunks
     chunk     renew the lease, compute and stage one chunk (skipped if the run was given up)
     finish    renew the lease, publish atomically, release the lease
-    fail      release the lease, mark the run failed (current rows stay): the one way a run
-              fails, in any phase, at the moment it fails (a plan error from ``begin``; a
-              chunk's or the finalize's from the errback every task of the chord carries)
+    fail      release the lease, mark the run failed (current rows stay), in any phase
 
-The steps themselves, without the lease (:class:`RunSteps`: plan, compute a chunk,
-finalize), are what a benchmark or a test drives directly.
-
-Crash recovery lives here: a run whose worker was killed (nobody is left to call ``fail``)
-stops renewing its lease; within ``TREND_LOCK_TTL_S`` the lease expires, the next scheduled
-run of the duration takes it and marks the dead run failed (its staged rows dropped), and a
-chunk of the dead run that is redelivered later finds its run no longer running and does
-nothing. So a killed trends
-worker costs its duration at most one lease, not the hour a long lock did.
+A killed worker's run stops renewing its lease and is given up by the next run of the
+duration (docs/trends.md, "A killed trends worker" and "How a run fails").
 """
 
 from __future__ import annotations
@@ -33,7 +24,7 @@ from worker.trends import metrics
 from worker.trends.lease import Leases
 from worker.trends.math import compute_trends, rows
 from worker.trends.planning import Plan, chunked, new_run_id, new_token, ns_to_datetime, token_holder
-from worker.trends.state import RunState
+from worker.trends.state import PostgresRunState
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +52,10 @@ class Started:
 
 
 class RunSteps:
-    """The three steps of a run, without the lease: plan, compute a chunk, finalize.
+    """The three steps of a run without the lease (benchmarks drive them directly); holds
+    no connection of its own."""
 
-    What benchmarks and tests drive directly; :class:`TrendRuns` adds the lease around them.
-    Holds no connection of its own: the store and the run state are given.
-    """
-
-    def __init__(self, store: EventStore, state: RunState, *, chunk_size: int) -> None:
+    def __init__(self, store: EventStore, state: PostgresRunState, *, chunk_size: int) -> None:
         self.store = store
         self.state = state
         self.chunk_size = chunk_size
@@ -108,11 +96,7 @@ class RunSteps:
 
 
 class TrendRuns:
-    """The lifecycle: :class:`RunSteps` under the duration's lease, with crash recovery.
-
-    Built once per process at the composition root (a worker's resources, a CLI command)
-    from the settings.
-    """
+    """:class:`RunSteps` under the duration's lease, built once per process from the settings."""
 
     def __init__(self, steps: RunSteps, leases: Leases) -> None:
         self.steps = steps
@@ -161,13 +145,11 @@ class TrendRuns:
             lock.release(token)
 
     def fail(self, duration: Duration, run_id: str, token: str, error: str) -> bool:
-        """Release the run's lease, then mark the run failed; whether this call marked it
-        (False: it had already ended, e.g. failed by one of its chunks before the chord's end).
+        """Release the lease, then mark the run failed; whether this call marked it.
 
-        The lease first, in Redis, so the duration is free the moment its run fails, even
-        while PostgreSQL does not answer; then :class:`FailureNotRecorded`, but only from the
-        call that held the lease: a later report of the same run (the other chunks, the
-        chord's end) must not write its reason over the first one's once PostgreSQL answers."""
+        The lease first, so the duration is free even while PostgreSQL does not answer;
+        :class:`FailureNotRecorded` only from the call that held the lease: a later report
+        of the same run must not write its reason over the first one's."""
         try:
             released = self.leases.of(duration.name).release(token)
         except Exception as redis_error:  # the lease expires by itself (TREND_LOCK_TTL_S)
@@ -200,15 +182,12 @@ def failure_reason(error: BaseException) -> str:
     return message if message.startswith(kind) else f"{kind}: {message}" if message else kind
 
 
-def recover_leases(leases: Leases, state: RunState, durations: Sequence[Duration], node: str) -> list[Duration]:
-    """Give up the leases ``node`` held before it (re)started, and fail their runs.
+def recover_leases(leases: Leases, state: PostgresRunState, durations: Sequence[Duration], node: str) -> list[Duration]:
+    """Give up the leases ``node`` held before it (re)started and fail their runs; the
+    durations to run again at once.
 
-    Called when a worker node starts: a lease that names this very node belongs to a run of
-    its previous incarnation, which died (a running node cannot be starting). Waiting for
-    that lease to expire (TREND_LOCK_TTL_S) would stall the duration for minutes, and the
-    next run would come only at its next cron tick (a day, for ``year``): the lease is
-    released now (compare-and-delete: only that holder's), the run failed, and the caller
-    starts the returned durations' runs again at once.
+    A starting node's own lease belongs to its dead previous incarnation; waiting for it to
+    expire would stall the duration until its next cron tick (a day, for ``year``).
     """
     recovered = []
     for duration in durations:

@@ -1,26 +1,10 @@
 """A trend run's state in PostgreSQL: staging, atomic replacement, history, view refresh.
 
-Chunk subtasks write their rows to ``trending_staging`` (so chord results stay a number,
-not megabytes through Redis). The finalize step replaces the duration's rows in ONE
-transaction — readers see the old set or the new one, never a mix and never an empty
-table (MVCC) — after checking under a row lock that no newer run has been published
-(``trending_state``), then refreshes the materialized view CONCURRENTLY, outside the
-transaction, so readers of the view are not blocked either.
-
-Rows and publications
----------------------
-``trending`` is shared with amba's components: its ``publication_doi`` is a foreign key to
-``publication.doi`` (migration 0004), and the streams API joins it to ``publication`` with
-``p.doi = t.publication_doi`` and looks up a title for every trending DOI. So the finalize
-step matches each computed row to its publication, case-insensitively (DOIs are; SPEC §8),
-on ``lower(doi)`` (indexed by migration 0004), and publishes it under the *publication's*
-spelling, preferring an exact match. A row whose DOI no publication has is not published
-in ``trending`` (the foreign key forbids it, and the API could not show it); nor is a
-second spelling of a publication already published in the same run (the one with the most
-events wins). Such rows never fail a finalize: they are counted in ``trend_run``
-(``rows_without_publication``, ``rows_duplicate_publication``) and kept, like every row
-of the run, in ``trending_history`` under the DOI they were computed for. The next run
-publishes them once the upstream pipeline has created the publication.
+Chunks stage their rows in ``trending_staging`` (chord results stay a number, not megabytes
+through Redis). The finalize replaces the duration's rows in ONE transaction (readers see
+the old set or the new one) unless a newer run was published (``trending_state``, under a
+row lock), publishing only rows whose DOI a publication has (docs/trends.md,
+"Publications"), then refreshes the view CONCURRENTLY, outside the transaction.
 """
 
 from __future__ import annotations
@@ -28,9 +12,10 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
@@ -71,7 +56,7 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 def _copy_value(value: Any) -> str:
     """One value in COPY's text format. Floats as ``repr``, the shortest text that reads back
     as the same double (PostgreSQL 12+ parses it exactly); the trend math never yields NaN or
-    an infinity here (``worker.trends.math._finite``), and ``repr`` of those would still parse."""
+    an infinity here (``worker.trends.math.compute_trends``), and ``repr`` of those would still parse."""
     return value.translate(_COPY_ESCAPES) if isinstance(value, str) else repr(value)
 
 
@@ -83,9 +68,9 @@ def _copy_line(run_id: str, row: Mapping[str, Any]) -> str:
 _PUBLISHED_COLS = ", ".join(
     "least(round(sum_followers), 9e18)::bigint" if column == "sum_followers" else column for column in TREND_COLUMNS)
 
-# One statement: match the run's staged rows to publications, publish the matched ones in
-# `trending` (the duration's rows were deleted just before, in the same transaction),
-# append all of them to the history, and count what was kept out and why.
+# One statement: match the staged rows to publications (case-insensitively, preferring the
+# exact spelling; the most events win among spellings), publish those in `trending` (emptied
+# just before), append all to the history, and count what was kept out and why.
 _PUBLISH = f"""
 WITH resolved AS (
     SELECT s.*,
@@ -118,10 +103,7 @@ SELECT (SELECT count(*) FROM published),
 
 #: How long marking a run failed waits for a connection (libpq's least).
 _FAIL_CONNECT_TIMEOUT_S = 2.0
-
-#: How long removing a finished run's staged rows waits for the table: never long, as the
-#: rows are only left-overs (keyed by their run, which no finalize reads again) and the
-#: duration's next run removes them.
+#: Staged rows of a finished run are left-overs no finalize reads again: never wait long.
 _CLEANUP_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
 
 
@@ -143,66 +125,20 @@ def _fetch_one(cur: Any) -> tuple[Any, ...]:
     return tuple(row)
 
 
-@runtime_checkable
-class RunState(Protocol):
-    """Where a trend run's state and rows live between its steps (PostgreSQL).
-
-    The lifecycle (:mod:`worker.trends.lifecycle`) calls these in order — start, record
-    the plan, stage each chunk, finalize (or fail), refresh the view — from whichever
-    worker process runs the step. Every call stands alone (a chunk may run in another
-    process than the plan), and staging is idempotent, because chunks are redelivered.
-    ``tests/trends/test_run_state_contract.py`` holds every implementation to this.
-    """
-
-    def start(self, run_id: str, duration: Duration, calculated_at: datetime) -> None:
-        """Record the run as running (idempotent)."""
-
-    def record_plan(self, run_id: str, dois: int, chunks: int) -> None:
-        """Record how many DOIs and chunks the run has."""
-
-    def stage_rows(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Keep a chunk's rows until the finalize; a redelivered chunk replaces its own rows."""
-
-    def is_running(self, run_id: str) -> bool:
-        """Whether the run is still running (not finalized, failed, superseded or given up)."""
-
-    def finalize(self, run_id: str, duration: Duration, calculated_at: datetime) -> FinalizeResult:
-        """Replace the duration's published rows with the run's, atomically, unless a newer run won."""
-
-    def refresh_covid_view(self, run_id: str | None = None) -> None:
-        """Refresh the COVID-19 view without blocking its readers."""
-
-    def abandon_runs(self, duration: Duration, keep: str | None = None) -> list[str]:
-        """Fail every other run of ``duration`` still marked running; their ids."""
-
-    def fail(self, run_id: str, error: str) -> bool:
-        """Mark the run failed if it is still running (whether it was); its staged rows go,
-        the published rows stay."""
-
-    def run_rows(self, duration: Duration, run_id: str) -> list[dict[str, Any]]:
-        """The rows the run published."""
-
-    def close(self) -> None:
-        """Release connections."""
-
-
 class PostgresRunState:
-    """:class:`RunState` in the product's PostgreSQL tables (``trend_run``, ``trending_staging``,
-    ``trending``, ``trending_history``, ``trending_state``, the view).
+    """Where a run's state and rows live between its steps, which may run in different
+    processes: every call stands alone, and staging is idempotent (chunks are redelivered).
 
-    Holds the DSN (read from the settings once, at the composition root) and the process's
-    kept staging connection; every other call opens a short connection of its own, as the
-    steps of a run come minutes apart.
+    Only staging keeps a connection per process; every other call opens a short one, as
+    the steps of a run come minutes apart.
     """
 
     def __init__(self, dsn: str, *, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
                  timeouts: Timeouts = NO_TIMEOUTS) -> None:
         self._dsn = dsn
         self._timeout_s = connect_timeout_s
-        # statement_timeout and lock_timeout of the staging, the finalize and the view refresh.
         self._timeouts = timeouts.sql()
         self._session_timeouts = timeouts.sql(local=False)  # the view refresh runs outside a transaction
-        # One COPY on a kept connection per process instead of a connection per chunk (see stage_rows).
         self._staging = ReusedConnection("trend-aggregator-staging", timeout_s=connect_timeout_s)
 
     @classmethod
@@ -217,28 +153,26 @@ class PostgresRunState:
         return connect(self._dsn, autocommit=autocommit, timeout_s=self._timeout_s)
 
     def start(self, run_id: str, duration: Duration, calculated_at: datetime) -> None:
-        with self._connect() as conn, conn.cursor() as cur:
-            cur.execute("INSERT INTO trend_run (run_id, duration, calculated_at, status) "
-                        "VALUES (%s, %s, %s, 'running') ON CONFLICT (run_id) DO NOTHING",
-                        (run_id, duration.name, calculated_at))
-        # The history's day partition exists before the finalize appends to it (the maintenance
-        # task creates the coming days ahead; a run for a past time may need an old one).
-        partition_admin.ensure(conn, partitions.HISTORY, [partitions.HISTORY.range_of(calculated_at)])
-        conn.close()
+        with closing(self._connect()) as conn:
+            with conn, conn.cursor() as cur:
+                cur.execute("INSERT INTO trend_run (run_id, duration, calculated_at, status) "
+                            "VALUES (%s, %s, %s, 'running') ON CONFLICT (run_id) DO NOTHING",
+                            (run_id, duration.name, calculated_at))
+            # The finalize appends to the history's day partition; maintenance creates the
+            # coming days ahead, but a run for a past time may need an old one.
+            partition_admin.ensure(conn, partitions.HISTORY, [partitions.HISTORY.range_of(calculated_at)])
 
     def record_plan(self, run_id: str, dois: int, chunks: int) -> None:
-        with self._connect() as conn, conn.cursor() as cur:
+        with closing(self._connect()) as conn, conn, conn.cursor() as cur:
             cur.execute("UPDATE trend_run SET dois = %s, chunks = %s, planned_at = clock_timestamp() "
                         "WHERE run_id = %s", (dois, chunks, run_id))
-        conn.close()
 
     def stage_rows(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Write a chunk's rows; idempotent (a redelivered chunk rewrites the same rows).
+        """Keep a chunk's rows until the finalize; a redelivered chunk replaces its own rows.
 
-        One ``COPY`` after deleting what an earlier delivery of the chunk staged, in one
-        transaction, on the process's kept connection: a multi-row ``INSERT … ON CONFLICT`` spent
-        most of its time quoting values in Python, and a connection per chunk cost as much again
-        (together 2.4 s of a ``year`` run's 14 s; ``bench/year_scale.py``).
+        One ``COPY`` after deleting an earlier delivery's rows, on the process's kept
+        connection: ``INSERT … ON CONFLICT`` quoting in Python and a connection per chunk
+        cost 2.4 s of a ``year`` run's 14 s (``bench/year_scale.py``).
         """
         if not rows:
             return 0
@@ -257,8 +191,7 @@ class PostgresRunState:
 
     def finalize(self, run_id: str, duration: Duration, calculated_at: datetime) -> FinalizeResult:
         """Replace the duration's rows with the run's staged rows, unless a newer run won."""
-        conn = self._connect()
-        try:
+        with closing(self._connect()) as conn:
             with conn, conn.cursor() as cur:
                 cur.execute(self._timeouts)
                 # A run given up while it waited (its lease expired: see worker/trends/lifecycle.py)
@@ -296,28 +229,21 @@ class PostgresRunState:
                 log.info("rows kept out of trending (in trending_history only)", extra={
                     "run_id": run_id, "without_publication": unknown, "duplicate_publication": duplicate})
             return FinalizeResult("finalized", rows, unknown, duplicate)
-        finally:
-            conn.close()
 
     def refresh_covid_view(self, run_id: str | None = None) -> None:
         """CONCURRENTLY: readers of the view are never blocked (needs the unique index)."""
-        conn = self._connect(autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(self._session_timeouts)
-                cur.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY trending_covid_papers")
-                if run_id is not None:
-                    cur.execute("UPDATE trend_run SET refreshed_at = clock_timestamp() WHERE run_id = %s",
-                                (run_id,))
-        finally:
-            conn.close()
+        with closing(self._connect(autocommit=True)) as conn, conn.cursor() as cur:
+            cur.execute(self._session_timeouts)
+            cur.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY trending_covid_papers")
+            if run_id is not None:
+                cur.execute("UPDATE trend_run SET refreshed_at = clock_timestamp() WHERE run_id = %s",
+                            (run_id,))
 
     def abandon_runs(self, duration: Duration, keep: str | None = None) -> list[str]:
         """Fail every run of ``duration`` still marked running (but ``keep``), and drop their
         staged rows. Called by a run that just took the duration's lease: whatever else is
         "running" lost its lease, i.e. its worker died or it waited past the lease."""
-        conn = self._connect()
-        try:
+        with closing(self._connect()) as conn:
             with conn, conn.cursor() as cur:
                 cur.execute("UPDATE trend_run SET status = 'failed', finished_at = clock_timestamp(), "
                             "error = 'abandoned: its lease expired before it finished (worker killed, or stuck)' "
@@ -328,30 +254,19 @@ class PostgresRunState:
             _drop_staged(conn, "DELETE FROM trending_staging WHERE run_id IN (SELECT run_id FROM trend_run "
                                "WHERE duration = %s AND status <> 'running')", (duration.name,))
             return gone
-        finally:
-            conn.close()
 
     def is_running(self, run_id: str) -> bool:
-        conn = self._connect()
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute("SELECT status = 'running' FROM trend_run WHERE run_id = %s", (run_id,))
-                row = cur.fetchone()
-                return bool(row and row[0])
-        finally:
-            conn.close()
+        with closing(self._connect()) as conn, conn, conn.cursor() as cur:
+            cur.execute("SELECT status = 'running' FROM trend_run WHERE run_id = %s", (run_id,))
+            row = cur.fetchone()
+            return bool(row and row[0])
 
     def fail(self, run_id: str, error: str) -> bool:
-        """A failed run: marked failed at once, its staged rows go, the current rows stay.
-
-        Two transactions: the mark must not wait behind whatever made the run fail (a
-        locked staging table, say). Staged rows that cannot be removed within a short lock
-        wait are removed by the duration's next run (:meth:`abandon_runs`). The connection
-        waits at most ``_FAIL_CONNECT_TIMEOUT_S``: a PostgreSQL that does not answer must not
-        hold the process that reports the failure; the caller records it again later.
-        """
-        conn = connect(self._dsn, timeout_s=min(self._timeout_s, _FAIL_CONNECT_TIMEOUT_S))
-        try:
+        """Mark the run failed if still running (whether it was); its staged rows go, the
+        published rows stay. Two transactions, so the mark never waits behind what failed
+        the run (a locked staging table); rows not removed within a short lock wait go with
+        the duration's next run. A short connect timeout: the caller records it again later."""
+        with closing(connect(self._dsn, timeout_s=min(self._timeout_s, _FAIL_CONNECT_TIMEOUT_S))) as conn:
             with conn, conn.cursor() as cur:
                 cur.execute(self._timeouts)
                 cur.execute("UPDATE trend_run SET status = 'failed', finished_at = clock_timestamp(), error = %s "
@@ -359,19 +274,13 @@ class PostgresRunState:
                 failed = cur.rowcount == 1
             _drop_staged(conn, "DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
             return failed
-        finally:
-            conn.close()
 
     def run_rows(self, duration: Duration, run_id: str) -> list[dict[str, Any]]:
         """The rows a run published in ``trending`` (for the store's trend history and for tests)."""
-        conn = self._connect()
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(f"SELECT publication_doi, {_COLS} FROM trending WHERE duration = %s AND run_id = %s",
-                            (duration.name, run_id))
-                return [{"doi": doi, **dict(zip(TREND_COLUMNS, rest, strict=True))} for doi, *rest in cur.fetchall()]
-        finally:
-            conn.close()
+        with closing(self._connect()) as conn, conn, conn.cursor() as cur:
+            cur.execute(f"SELECT publication_doi, {_COLS} FROM trending WHERE duration = %s AND run_id = %s",
+                        (duration.name, run_id))
+            return [{"doi": doi, **dict(zip(TREND_COLUMNS, rest, strict=True))} for doi, *rest in cur.fetchall()]
 
     def close(self) -> None:
         self._staging.close()

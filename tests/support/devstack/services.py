@@ -165,6 +165,8 @@ class PostgresServer(_Process):
     # Tests and the dev stack skip durability (fast, throwaway); the benchmarks keep
     # PostgreSQL's defaults, so a per-event commit costs what it costs in production.
     durable: bool = False
+    #: Extra server settings, ``name=value`` each (``ssl=on``, ``ssl_cert_file=...``: the TLS tests).
+    settings: tuple[str, ...] = ()
 
     def _as_owner(self, argv: list[str]) -> list[str]:
         if os.geteuid() == 0:
@@ -198,6 +200,7 @@ class PostgresServer(_Process):
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.workdir} -c max_connections=200"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options += "".join(f" -c {setting}" for setting in self.settings)
         log = self.workdir / "postgres.log"
         if not log.exists():
             log.touch()

@@ -181,7 +181,10 @@ def adopt_trending(conn: Any) -> None:
         cursor.execute("ALTER TABLE trending ADD CONSTRAINT trending_publication_doi_fkey "
                        "FOREIGN KEY (publication_doi) REFERENCES publication (doi)")
 
-    cursor.execute("CREATE INDEX IF NOT EXISTS publication_doi_lower ON publication (lower(doi))")
+    # Only an owner may run CREATE INDEX, even one that exists: amba's owner may have made it
+    # (worker/db/privileges.py asks for it when the product does not own publication).
+    if _one(cursor, "SELECT to_regclass('publication_doi_lower')") is None:
+        cursor.execute("CREATE INDEX publication_doi_lower ON publication (lower(doi))")
     cursor.execute("ALTER TABLE trend_run ADD COLUMN IF NOT EXISTS rows_without_publication integer, "
                    "ADD COLUMN IF NOT EXISTS rows_duplicate_publication integer")
 

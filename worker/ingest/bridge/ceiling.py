@@ -1,30 +1,12 @@
 """The dynamic ceiling: how many events the bridge gathers before it publishes a batch.
 
-The buffer notebook in the seeds wants a ceiling that follows the incoming rate instead of
-a fixed 50. Here: ceiling = smoothed rate x target interval, clamped to [min, max], so a
-batch leaves about every ``target_interval_s`` whatever the rate — one event per batch at
-night (nothing waits for company), a few hundred per batch at peak (few, large writes).
-
-Rules that keep it well-behaved:
-
-* the rate is an exponentially decayed count (a proper average for irregular arrivals,
-  which decays towards zero in silence instead of freezing at the last burst's value);
-* a new ceiling is applied only when a new batch starts, and only when it differs from the
-  current one by more than the hysteresis fraction (no flapping on noise);
-* a batch never waits longer than ``max_age_s`` (a ceiling set by a burst that stopped must
-  not hold the tail of the burst back), and never exceeds ``max_bytes``: a batch is flushed
-  *before* adding the message that would overflow it;
-* a batch is also due when the source went quiet: no event for ``idle_gaps`` expected gaps
-  (``idle_gaps / rate``), and at least ``idle_s``. After a burst the rate estimate is still
-  high, so the tail of the burst leaves about ``idle_s`` after the last event instead of
-  waiting ``max_age_s``; at a low steady rate the threshold is many times the usual gap, so
-  batches still fill to the ceiling. A Poisson source is silent for ``g`` expected gaps with
-  probability e^-g per gap, so a batch of ``n`` events is cut short with probability about
-  n·e^-g; the worst rate is where ``g / rate`` meets ``idle_s`` (n = g · target / idle_s). With
-  g = 5 that was 25 · e^-5 ≈ 15% of the batches at 5 events/s (a property test caught it);
-  with g = 8 it is 40 · e^-8 ≈ 1.3%, and a burst's tail still leaves after ``idle_s``.
-
-Pure code: the clock is passed in, so every rule is tested with a fake clock.
+ceiling = smoothed rate x target interval, clamped, so a batch leaves about every
+``target_interval_s`` whatever the rate (docs/guarantees.md). A new ceiling applies only to
+a new batch and beyond the hysteresis; a batch never waits past ``max_age_s`` nor grows past
+``max_bytes``, and leaves when the source is quiet for ``idle_gaps`` expected gaps (at
+least ``idle_s``). With g gaps a Poisson batch of n is cut short with probability about
+n·e^-g: g = 5 cut 15% of the batches at 5 events/s (a property test caught it), g = 8 cuts
+1.3%. Pure: the clock is passed in.
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
 """Confirm and commit: an offset is stored for commit only once the event store holds
-everything before it.
-
-Redis is a queue that may forget, not the record: the ingest task confirms what it stored
-(:mod:`worker.ingest.acks`), the confirmations move the commit points
-(:mod:`worker.ingest.bridge.offsets`), and the points are stored for librdkafka's
-auto-commit (``enable.auto.offset.store=false``; synchronous commits in rebalance callbacks
-crashed the other bridges of a group).
+everything before it. Offsets are stored for librdkafka's auto-commit: synchronous commits
+in rebalance callbacks crashed the other bridges of a group.
 """
 
 from __future__ import annotations

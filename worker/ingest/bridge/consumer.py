@@ -1,20 +1,9 @@
 """The bridge loop: Kafka consumer group -> batches of points -> Celery ingest tasks.
 
-The loop drives small steps, each with one job (after arroyo's processing strategies):
-decode and validate (:mod:`~worker.ingest.bridge.decode`), the depth check and pause
-(:mod:`~worker.ingest.bridge.pause`, with the dead-letter guard's
-:class:`~worker.ingest.bridge.guard_state.GuardSync`), batch
-(:mod:`~worker.ingest.bridge.ceiling`), publish (:mod:`~worker.ingest.bridge.publish`),
-confirm and commit (:mod:`~worker.ingest.bridge.commit`). The composition root builds them
-(:func:`worker.celeryapp.resources.build_bridge`).
-
-Rebalance (``cooperative-sticky``: only the partitions that change owner move) and SIGTERM
-are described in docs/operating.md ("Several bridges", "Stopping and restarting"). Both
-**drain**: publish what is held and wait for the confirmations, every blocking step bounded
-by the deadline (``BRIDGE_REVOKE_DEADLINE_S`` for the revoked partitions,
-``BRIDGE_SHUTDOWN_DEADLINE_S`` for all); what is not confirmed is not committed and is read
-again. A hand-over publishes only as far as backpressure lets and ends at once when
-downstream fails; a shutdown waits out downstream's backoff.
+The loop drives small steps, one job each: decode, pause, batch (ceiling), publish, commit;
+:func:`worker.celeryapp.resources.compose_bridge` builds them. Rebalance and SIGTERM both
+drain within a deadline; what is not confirmed is not committed and is read again
+(docs/operating.md, "Several bridges", "Stopping and restarting").
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """Depth of a kombu queue on Redis, for the bridge's backpressure.
 
-kombu keeps one Redis list per priority (``q``, ``q\\x06\\x163``, ``q\\x06\\x166``,
-``q\\x06\\x169``); the depth is the sum of their lengths, read in one pipeline. Tasks a
-worker has already reserved sit in the ``unacked`` hash and are not counted. The probe
-reads at most once per ``interval_s`` and caches the answer, and it treats a Redis error as
-"too deep": pausing on an unknown depth is safe, publishing into it is not.
-
-The same round trip reads how full Redis is (``INFO memory``): the bridge also pauses before
-Redis reaches its ``maxmemory``, where it would refuse the publishes and the workers' retries
-(:mod:`worker.ingest.redis_memory`).
-
-It also checks the exchange binding key: kombu silently drops a message whose
-binding (``_kombu.binding.<exchange>``) is missing (kombu#1063), e.g. after Redis lost its
-data; the bridge then declares the queue again before it publishes.
+One pipeline reads the lengths of the queue's priority lists, how full Redis is, and
+whether the exchange binding exists (kombu silently drops a message without it,
+kombu#1063). The answer is cached for ``interval_s``; a Redis error reads as "too deep":
+pausing on an unknown depth is safe, publishing into it is not.
 """
 
 from __future__ import annotations

@@ -1,30 +1,11 @@
 """The dead-letter-rate guard: when a stream turns mostly invalid, stop instead of
 dead-lettering all of it (pure code, fake-clock and property tested).
 
-A dead letter is never lost (``aggregator dlq replay`` re-publishes it), but a producer that
-changed its format turns every event into one: the dead-letter topic fills with the whole
-stream, and putting it right means replaying all of it after a fix. The guard bounds that
-work: when more than ``max_ratio`` of the last ``window`` events were invalid, it *trips*,
-and the bridge pauses its partitions (Kafka keeps the rest) until an operator resumes it.
-
-**A window of the last N events, not of the last T seconds.** What the operator has to
-replay after a trip is a number of events, so the window is counted in events: a stream
-that turns fully invalid mid-run trips after ``floor(max_ratio x window) + 1`` dead letters,
-and one that is invalid from the start after ``window``, whatever the rate. A time window
-would dead-letter in proportion to the rate (thousands a second during a backlog) and judge
-a trickle on a handful of events. The window is also the minimum of evidence: nothing is
-decided before ``window`` events were seen.
-
-**Better than a count of consecutive invalid events** (arroyo's ``DlqLimit`` has both): a
-run of ``k`` consecutive invalid events is a window with at least ``k`` invalid, so the
-ratio catches every run longer than ``max_ratio x window``, and also a stream where every
-other event is invalid, which no consecutive count catches. arroyo counts since the
-assignment, so a long healthy history hides a stream turning bad; a sliding window does
-not.
-
-**Each offset counts once.** A partition read again (a rewind after a lost batch) would
-count its events a second time; the guard remembers the highest offset it counted per
-partition and ignores what lies below it. ``max_ratio = 1.0`` never trips: the guard is off.
+The window is the last N events, not the last T seconds: what an operator replays after a
+trip is a number of events, whatever the rate. A ratio over the window catches every run
+of invalid events longer than ``max_ratio x window`` and also a stream where every other
+event is invalid, which a count of consecutive ones (arroyo's ``DlqLimit``) misses. Each
+offset counts once (a rewind re-reads); ``max_ratio = 1.0`` is off.
 """
 
 from __future__ import annotations

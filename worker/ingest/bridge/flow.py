@@ -1,14 +1,9 @@
 """When the bridge stops consuming and when it tries again (pure code, fake-clock tested).
 
-:class:`Backpressure` pauses the partitions while downstream cannot take more — the ingest
-queue above its high watermark, Redis's memory above its share of ``maxmemory`` (a full
-Redis refuses publishes and retries), or too many published batches not yet confirmed as
-stored (a store outage shows up here first: the queue stays short because failing tasks
-wait as retries, but nothing gets confirmed) — and resumes below the low watermarks. Kafka keeps
-the data meanwhile; that is how an outage of any length loses nothing.
-
-:class:`Backoff` spaces the attempts at a failing Redis or dead-letter topic: exponential,
-capped, reset by a success.
+:class:`Backpressure` pauses while the ingest queue, Redis's memory or the unconfirmed
+batches (where a store outage shows first) are above their high watermarks, and resumes
+below the low ones; Kafka keeps the data meanwhile. :class:`Backoff` spaces the attempts
+at a failing Redis or dead-letter topic.
 """
 
 from __future__ import annotations

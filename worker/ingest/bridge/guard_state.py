@@ -1,20 +1,9 @@
-"""Where a dead-letter-guard stop is recorded: one Redis hash per consumer group and topic.
+"""Where a dead-letter-guard stop is recorded: one Redis key per consumer group and topic.
 
-The guard (:mod:`worker.ingest.bridge.dlq_guard`) decides inside one bridge; the stop must
-outlive it and reach three other parties, so it is written to Redis, the one service every
-bridge, `aggregator health` and the operator's `aggregator bridge resume` already talk to:
-
-* **the other bridges of the group**: a stream that turned invalid is invalid on every
-  partition, so the whole group stops (each bridge polls the record about once a second);
-* **a restarted bridge**: it starts stopped while the record names the settings it runs
-  with, so a restart alone does not dead-letter another window of the stream; started with
-  a changed ``BRIDGE_MAX_DLQ_RATIO`` or ``BRIDGE_DLQ_MIN_EVENTS`` it removes the record (the
-  operator's decision) and consumes;
-* **`aggregator health bridge`**, which fails while the record exists, with its reason.
-
-No TTL: the stop lasts until an operator lifts it (a process that died does not lift it).
-A state file would reach neither the other bridges nor a health check in another container;
-the metrics endpoint is optional (``BRIDGE_METRICS_PORT=0``) and dies with the process.
+The stop must outlive the bridge that tripped and reach the group's other bridges, a
+restarted bridge and `aggregator health`, which all talk to Redis already (a state file
+reaches none of them). No TTL: only an operator lifts it (docs/operating.md,
+"Dead-letter guard").
 """
 
 from __future__ import annotations

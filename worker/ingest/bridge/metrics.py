@@ -1,15 +1,8 @@
 """Prometheus metrics of the bridge (``BRIDGE_METRICS_PORT``; 0 = no endpoint).
 
-Flower shows the Celery side (workers, queue lengths); what happens *before* the queue —
-how far behind Kafka the bridge is, the ceiling it chose, whether it is paused — is only
-visible here.
-
-The values are read from ``bridge.stats`` at scrape time by a custom collector, in the
-HTTP server's thread. That thread never touches the Kafka consumer (librdkafka handles
-are driven by the loop thread only): the loop maintains plain numbers in ``BridgeStats``,
-including the per-partition lag, and the collector only reads them. Dict fields are copied
-in one C-level operation, which the GIL makes atomic, so a scrape never sees a dict change
-size under it.
+A collector reads ``bridge.stats`` at scrape time in the HTTP server's thread, which never
+touches the Kafka consumer (librdkafka handles belong to the loop thread); dict fields are
+copied in one GIL-atomic operation.
 """
 
 from __future__ import annotations

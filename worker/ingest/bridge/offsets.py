@@ -1,26 +1,12 @@
 """Offset bookkeeping of the bridge: commit only what the event store holds (pure code).
 
-The bridge publishes batches into Redis, but Redis is not the record: it may forget a
-queued batch (a crash without persistence, the last second of an append-only file) and a
-killed worker's batch sits invisible until the visibility timeout. So a batch's offsets are
-committed to Kafka only once the ingest task *confirmed* that its events are in the store
-(or in the dead letters), and a batch that is not confirmed in time is read again from
-Kafka and published again (writes are idempotent, so a second copy changes nothing).
-
-Per partition, the spans (first..last offset) of the published batches tile what was
-consumed, in order. The commit point of a partition is the end of its longest confirmed
-prefix: a later batch confirmed before an earlier one waits for it. A confirmation is the
-range of offsets a task stored; it confirms every span it contains, whoever published it
-(the same range stored twice is the same fact).
-
-A span carries a deadline: when its partition's oldest unconfirmed span passes it, the
-bridge rewinds that partition to the span's first offset. A sign of life from the worker
-(a task started, or waits for the store to come back) moves the deadline; each rewind
-doubles the partition's timeout (up to 4x) so an overloaded store is not answered with
-more copies of the same batches, and a confirmation resets it. The cap is low because the
-re-read is the last resort, for a batch Redis lost (a dead worker's batches come back
-through the workers' heartbeats, ``worker/celeryapp/liveness.py``): one slow store must not
-leave a lost batch waiting for many timeouts.
+Redis may forget a queued batch, so a batch's offsets are committed only once the ingest
+task confirmed them stored; per partition the commit point is the end of the longest
+confirmed prefix of published spans. A span not confirmed by its deadline is read again
+from Kafka (writes are idempotent); a sign of life moves the deadline, and each rewind
+doubles the partition's timeout, up to 4x: the re-read is the last resort for a batch Redis
+lost, so one slow store must not leave it waiting long (dead workers' batches come back
+through :mod:`worker.celeryapp.liveness`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""`aggregator dev`: the whole product on local services, from a checkout.
-
-The local stack lives with the tests (``tests/support/devstack/``), not in the product, so
-the image carries nothing that starts a broker or a database. An editable install
-(``pip install -e '.[dev]'``) runs from the checkout that holds it; an installed package
-has none, and the command says so.
-"""
+"""`aggregator dev`: the whole product on local services, from a checkout: the local stack lives
+with the tests (``tests/support/devstack/``), so the image carries nothing that starts a
+broker or a database."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""`aggregator dlq list|show|replay|discard`: dead letters an operator can triage.
-
-Letters live on the dead-letter topic (Kafka); what was done to each — replayed, appended
-again, parked, discarded, with who, when and why — lives in the triage log (PostgreSQL,
-:mod:`worker.ingest.triage_log`). Every command reads Kafka first, so a broker that is
-down is the failure reported; the report of a replay is JSON on stdout, progress on stderr.
+"""`aggregator dlq list|show|replay|discard`: triage of the dead letters (Kafka's dead-letter
+topic) with the record of what was done to each (:mod:`worker.ingest.triage_log`). Every
+command reads Kafka first, so a broker that is down is the failure reported.
 """
 
 from __future__ import annotations
@@ -128,20 +125,14 @@ def show_letters(args: argparse.Namespace, settings: Settings) -> int:
     for index, (where, raw, letter) in enumerate(records):
         if index:
             print()
-        print(f"position:    {where}")
-        print(f"state:       {_state_line(states.get(where))}")
+        fields = [("position", where), ("state", _state_line(states.get(where)))]
         if letter is None:
-            print("reason kind: unreadable")
+            fields.append(("reason kind", "unreadable"))
         else:
-            print(f"reason kind: {reason_kind(letter.reason)}")
-            print(f"reason:      {letter.reason}")
-            print(f"kind:        {letter.kind} ({_size(letter)} event(s))")
-            print(f"source:      {letter.source}")
-            print(f"failed at:   {letter.failed_at}")
-            print(f"attempts:    {letter.attempt}")
-            print(f"origin:      {letter.origin or '-'}")
-        for line in _payload_lines(raw, letter):
-            print(line)
+            fields += [("reason kind", reason_kind(letter.reason)), ("reason", letter.reason),
+                       ("kind", f"{letter.kind} ({_size(letter)} event(s))"), ("source", letter.source),
+                       ("failed at", letter.failed_at), ("attempts", letter.attempt), ("origin", letter.origin or "-")]
+        print("\n".join([*(f"{label + ':':<12} {value}" for label, value in fields), *_payload_lines(raw, letter)]))
     return 0
 
 

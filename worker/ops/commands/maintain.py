@@ -1,10 +1,5 @@
-"""`aggregator maintain [--at TIME] [--dry-run]`: one maintenance run, step by step.
-
-The same run as the beat task, in this process: partitions created ahead, partitions past
-the retention dropped, history days thinned, with each step's time. ``--dry-run`` prints
-the plan only; ``--at`` plans as of another time (a time in the future drops and thins
-what would go by then).
-"""
+"""`aggregator maintain [--at TIME] [--dry-run]`: the beat task's maintenance run in this
+process, step by step with each step's time (``--dry-run``: the plan only)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""`aggregator schedule`: measure, plan, draw (the I/O around ``jobs`` and ``heatmap``).
+"""`aggregator schedule`: measure, plan, draw (the I/O around :mod:`worker.ops.dayplan`).
 
-Run lengths come from where the runs leave their story: ``trend_run`` (a trend run, from
-its start to its view refresh), ``morning_post`` (claimed to posted) and, with InfluxDB,
-the tasks' run records. A source that does not answer is reported and its jobs get the
-assumed lengths: the plan of the schedules is worth drawing even before anything ran.
+A source of run lengths that does not answer is reported and its jobs get the assumed
+lengths: the plan of the schedules is worth drawing even before anything ran.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from worker.config.settings import Settings
 from worker.core.failures import first_line
 from worker.db.connection import Database
 from worker.ops.dayplan.heatmap import render_svg, summary
-from worker.ops.dayplan.jobs import Job, length_of, plan_day, scheduled_jobs
+from worker.ops.dayplan.jobs import length_of, plan_day, scheduled_jobs
 from worker.store.influx.store import InfluxStore, layout_from_settings
 
 _TREND_RUNS = """
@@ -57,19 +55,12 @@ def measured_influx(settings: Settings, days: int) -> dict[str, list[float]]:
         store.close()
 
 
-def jobs_of(settings: Settings, influx_tasks: bool) -> list[Job]:
-    tasks = []
-    if influx_tasks:
-        tasks = layout_from_settings(settings).tasks()
-    durations = settings.durations().values()
-    return scheduled_jobs(durations, settings.trend_start_offset_s, tasks, settings.post_schedule,
-                          settings.maintenance_schedule)
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     output, day, days, influx_tasks = args.output, args.date, args.days, args.influx_tasks
     with_influx = settings.event_store == "influxdb" if influx_tasks is None else influx_tasks
-    jobs = jobs_of(settings, with_influx)
+    jobs = scheduled_jobs(settings.durations().values(), settings.trend_start_offset_s,
+                          layout_from_settings(settings).tasks() if with_influx else [], settings.post_schedule,
+                          settings.maintenance_schedule)
     measured: dict[str, list[float]] = {}
     try:
         measured.update(measured_postgres(settings, days))

@@ -4,11 +4,13 @@ then `aggregator selftest` (unless ``--no-selftest``): a failed check makes setu
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 
 from worker.celeryapp.resources import ensure_dead_letter_topic
 from worker.config.settings import PLACEHOLDER_SECRET, Settings, secret_fields
 from worker.core.failures import ConfigError
+from worker.db import privileges
 from worker.db.connection import Database
 from worker.db.migrate import migrate
 from worker.ops.selftest.run import report
@@ -35,6 +37,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "pass --allow-placeholder-secrets.")
     # Trend tables live in PostgreSQL whatever the event store.
     database = Database.from_settings(settings)
+    conn = database.connect()
+    try:
+        privileges.check(conn)
+    finally:
+        conn.close()
     applied = migrate(database.dsn, connect_timeout_s=database.connect_timeout_s)
     store = open_store(settings)
     try:
@@ -44,6 +51,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ensure_dead_letter_topic(settings)
     print(f"setup done: migrations applied={','.join(applied) or 'none'} store={store.name} "
           f"dead-letter topic={settings.kafka_dlq_topic}", flush=True)
-    if getattr(args, "no_selftest", False):
+    if args.no_selftest:
         return 0
-    return report(settings, emit=lambda line: print(line, flush=True))
+    return report(settings, emit=functools.partial(print, flush=True))

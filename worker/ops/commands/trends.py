@@ -1,10 +1,5 @@
-"""`aggregator trends run DURATION [--at TIME]`: one run in this process, phase by phase.
-
-Runs the same steps as the chord (worker/trends/lifecycle.py: plan, chunks, finalize, view
-refresh) without a worker, under the same lease, with the resources a worker builds, and
-prints what each phase did and how long it took — the tool for re-running a trend by hand
-or checking a deployment.
-"""
+"""`aggregator trends run DURATION [--at TIME]`: the chord's steps (worker/trends/lifecycle.py)
+in this process, under the same lease, printing what each phase did and how long it took."""
 
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
 """The day's plan as a heatmap (SVG) and as text (pure: a plan in, text out).
 
-The heatmap is the seed's Figure 1: one cell per minute, the minute of the hour across,
-the hour of the day down. A cell's shade is the number of jobs running during that minute;
-a red frame marks a minute in which two runs overlap; a dot marks a minute in which a
-trend run starts. Hovering a cell (any SVG viewer, a browser) lists its runs.
-
-A dependency-free SVG writer: the picture is a grid of rectangles, which needs no
-plotting library, and the output is text the tests can read.
+One cell per minute (minute of the hour across, hour of the day down), shaded by the jobs
+running, framed red where two runs overlap, dotted where a trend run starts; hovering a
+cell lists its runs. A grid of rectangles needs no plotting library, and tests can read it.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """The day's plan of every scheduled job, and where two of them run at once (pure).
 
-The seed chose its offsets with a heatmap of its cron jobs (``aggregator-design.txt``,
-Figure 1): the trend runs and the InfluxDB tasks must not pile up, or queries time out.
-This module turns the schedules (the five trend runs with their start offset, the
-InfluxDB tasks of ``worker/core/influx_layout.py``, the morning post) into the runs of one UTC
-day, each as ``[start, start + length)`` with a length measured from past runs where
-known, and finds the overlaps. ``heatmap.py`` draws it; ``cli.py`` does the I/O.
-
-Cron expressions are read with Celery's ``crontab`` (``worker.core.cron.parse_cron``), the
-parser beat uses. Days of week and of month must both match (Celery's reading); the
-product's schedules leave both ``*``, where every reading agrees.
+The trend runs and the InfluxDB tasks must not pile up, or queries time out (the seed chose
+its offsets with a heatmap of its cron jobs). Each run of one UTC day is ``[start, start +
+length)``, its length measured where known; crons are read with beat's own parser
+(``worker.core.cron.parse_cron``). docs/operating.md, "The day's schedule".
 """
 
 from __future__ import annotations

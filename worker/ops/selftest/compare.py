@@ -1,9 +1,8 @@
 """The self-test's checks: what a store answered against what it must answer, as lines (pure).
 
-Every check is one line, ``ok`` or ``FAIL``, with the first difference (DOI, column, the
-store's value and the expected one) and how many more there are; the tolerance on floats
-is the store contract suite's (``rtol 1e-9``, ``atol 1e-6``): the stores sum in their own
-order, and PostgreSQL's ``exp`` is not numpy's.
+Each check is one line with the first difference and how many more; floats compare with the
+store contract suite's tolerance: the stores sum in their own order, and PostgreSQL's ``exp``
+is not numpy's.
 """
 
 from __future__ import annotations

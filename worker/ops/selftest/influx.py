@@ -1,15 +1,6 @@
-"""The self-test's InfluxDB side: the layout ``setup`` created, and a scratch bucket for the probe.
-
-The probe goes to a bucket of its own, ``<INFLUXDB_BUCKET_PREFIX>selftest-<random>``, created
-here with a short retention (:data:`SCRATCH_RETENTION_S`: should a self-test be killed
-before it deletes the bucket, its points expire within days) and deleted at the end. The
-store writes and queries it exactly as it does the events bucket (the settings are the
-deployment's with ``INFLUXDB_V2_BUCKET`` pointing at the scratch bucket), so the real
-buckets, which amba's streams API reads, never see a probe point.
-
-The layout checks read, never write: each bucket of the layout with its retention, and
-each task with its schedule, its Flux (what ``setup`` would write today) and its last run
-(:mod:`worker.ops.selftest.layout`).
+"""The self-test's InfluxDB side: the layout ``setup`` created (read only), and a scratch bucket
+``<INFLUXDB_BUCKET_PREFIX>selftest-<random>`` for the probe, written and queried exactly as
+the events bucket is, so the buckets amba's streams API reads never see a probe point.
 """
 
 from __future__ import annotations
@@ -25,14 +16,11 @@ from worker.ops.selftest.layout import FoundBucket, FoundTask, bucket_check, tas
 from worker.store.influx.store import layout_from_settings
 from worker.store.influx.tasks import task_flux
 
-#: Retention of the scratch bucket: eight days, short beside the events bucket's, and long
-#: enough for the edges of the spans up to `week` (7 days) and the first window edges of
-#: `month` and `year` (12 h, 146 h); their span starts, a month and a year back, are left
-#: out of InfluxDB's probe (PostgreSQL's probes them). Probe points are at most
-#: :data:`PROBE_MAX_AGE_S` old when written.
+#: Short, so a killed self-test's points expire within days; long enough for every edge up to
+#: `week` and the first window edges of `month` and `year` (their span starts are probed in
+#: PostgreSQL only).
 SCRATCH_RETENTION_S = 8 * 86_400
-#: The oldest probe point, an hour inside the retention (InfluxDB refuses a write older
-#: than the retention by its own clock).
+#: An hour inside the retention: InfluxDB refuses a point older than it by its own clock.
 PROBE_MAX_AGE_S = SCRATCH_RETENTION_S - 3600
 
 

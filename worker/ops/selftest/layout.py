@@ -1,9 +1,5 @@
-"""InfluxDB: are the buckets and tasks ``aggregator setup`` creates there, as it defines them? (pure)
-
-What the server holds is handed in as :class:`FoundBucket` / :class:`FoundTask` (the I/O
-is :mod:`worker.ops.selftest.influx`); what it must hold is the deployment's
-:class:`~worker.core.influx_layout.Layout` and the tasks' Flux (``worker.store.influx.tasks``).
-"""
+"""InfluxDB: are the buckets and tasks ``aggregator setup`` creates there, as it defines them?
+(pure: what the server holds is handed in by :mod:`worker.ops.selftest.influx`)"""
 
 from __future__ import annotations
 

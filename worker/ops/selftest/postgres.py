@@ -1,20 +1,11 @@
 """The self-test's footprint in the product's PostgreSQL, and its removal.
 
-* **One self-test at a time**: a session advisory lock, held from start to end (two at once
-  would write and remove the same probe rows).
-* **Probe events** (``EVENT_STORE=postgres``) share ``discussion_event`` with the real
-  events, on the probe's DOIs (:data:`worker.ops.selftest.probe.PREFIX`) and in the year
-  2000 (:data:`~worker.ops.selftest.probe.POSTGRES_NOW_NS`); the month partitions the
-  store's write creates for them are noted before the write and dropped afterwards (only
-  those: a partition that existed before is left as it was, minus the probe's rows).
-  Probe rows an interrupted earlier self-test left (``kill -9``) are removed first.
-* **Staged rows** under the self-test's own run ids (``selftest:<duration>:<token>``) in
-  ``trending_staging``: never finalized, so ``trending``, ``trending_history`` and
-  ``trend_run`` are never touched.
-
-Removal runs on a fresh connection, after the store's and the run state's connections are
-closed (an interrupted statement may have left one of them inside a transaction, which
-would hold the partition the removal drops).
+One self-test at a time (a session advisory lock: two would write and remove the same probe
+rows). The probe's events share ``discussion_event`` with the real ones, in the year 2000
+on the probe's DOIs; only the month partitions the probe's write created are dropped. Its
+staged rows have run ids of its own and are never finalized. The removal runs on a fresh
+connection once the others are closed: an interrupted statement may have left one inside a
+transaction that holds the partition to drop.
 """
 
 from __future__ import annotations
@@ -22,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
@@ -78,11 +70,21 @@ def _drop(conn: Connection, part: partition_admin.Partition) -> str | None:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeEvents:
+    """Where the probe's events are in ``discussion_event`` (when the probe goes to PostgreSQL)."""
+
+    prefix: str
+    range_ns: tuple[int, int]
+    months: Sequence[partitions.Range]
+
+
 class PostgresScratch:
     """Where the self-test writes in PostgreSQL, and the removal of all of it."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, events: ProbeEvents | None) -> None:
         self._database = database
+        self._events = events
         self._lock: Connection | None = None
         self._partitions_before: set[str] | None = None
 
@@ -99,16 +101,13 @@ class PostgresScratch:
                 raise SelfTestInFlight("another selftest is in flight; not starting a second one",
                                        "Wait for it to finish (a few seconds), then run again.")
 
-    def remove_leftovers(self, prefix: str | None, range_ns: tuple[int, int] | None) -> int:
-        """Rows an interrupted earlier self-test left: probe events (when the probe goes to
-        PostgreSQL) and staged rows. Returns how many events."""
+    def remove_leftovers(self) -> None:
+        """Rows an interrupted earlier self-test (``kill -9``) left: staged rows and probe events."""
         conn = self._connect()
         try:
             with conn.cursor() as cur:
                 cur.execute("DELETE FROM trending_staging WHERE run_id LIKE %s", (_like_prefix(RUN_ID_PREFIX),))
-                if prefix is None or range_ns is None:
-                    return 0
-                return self._delete_events(cur, prefix, range_ns)
+                self._delete_events(cur)
         finally:
             conn.close()
 
@@ -121,11 +120,12 @@ class PostgresScratch:
         finally:
             conn.close()
 
-    @staticmethod
-    def _delete_events(cur: Any, prefix: str, range_ns: tuple[int, int]) -> int:
-        start, stop = range_ns
+    def _delete_events(self, cur: Any) -> int:
+        if self._events is None:
+            return 0
+        start, stop = self._events.range_ns
         cur.execute("DELETE FROM discussion_event WHERE doi LIKE %s AND time >= to_timestamp(%s) "
-                    "AND time < to_timestamp(%s)", (_like_prefix(prefix), start // _NS, -(-stop // _NS)))
+                    "AND time < to_timestamp(%s)", (_like_prefix(self._events.prefix), start // _NS, -(-stop // _NS)))
         return int(cur.rowcount)
 
     def staged_rows(self, run: str) -> list[dict[str, Any]]:
@@ -139,11 +139,9 @@ class PostgresScratch:
         finally:
             conn.close()
 
-    def remove(self, runs: Sequence[str], prefix: str | None, range_ns: tuple[int, int] | None,
-               months: Sequence[partitions.Range]) -> tuple[list[str], list[str]]:
-        """Remove the staged rows of ``runs`` and (when given) the probe's events, and drop the
-        probe's month partitions that did not exist before. Returns what was removed and what
-        could not be, in words."""
+    def remove(self, runs: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Remove the staged rows of ``runs`` and the probe's events, and drop the probe's month
+        partitions that did not exist before. Returns what was removed and what could not be, in words."""
         done: list[str] = []
         left: list[str] = []
         conn = self._connect()
@@ -151,9 +149,9 @@ class PostgresScratch:
             with conn.cursor() as cur:
                 cur.execute("DELETE FROM trending_staging WHERE run_id = ANY(%s)", (list(runs),))
                 done.append(f"{cur.rowcount} staged rows")
-                if prefix is not None and range_ns is not None:
-                    done.insert(0, f"{self._delete_events(cur, prefix, range_ns)} events")
-                    self._drop_created(conn, cur, months, done, left)
+                if self._events is not None:
+                    done.insert(0, f"{self._delete_events(cur)} events")
+                    self._drop_created(conn, cur, self._events.months, done, left)
         finally:
             conn.close()
         return done, left

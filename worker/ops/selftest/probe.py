@@ -1,26 +1,12 @@
 """The self-test's probe: a fixed set of events and what a store must answer about them (pure).
 
-The probe is built for the durations a deployment uses and one run time ``now`` (a whole
-second), on DOIs under :data:`PREFIX` that no publication has:
-
-* ``busy``: more events than any duration's ``min_events``, all inside the shortest span,
-  with scores that rise towards ``now`` (so every trend column has something to say); two
-  of them in the same second (:attr:`Probe.same_second`), and one written again in the
-  second batch (:attr:`Probe.redelivered`): the store must keep it once;
-* ``steady``: one event more than the largest ``min_events``: it just qualifies for every
-  duration ("more than ``min_events``");
-* ``quiet``: exactly the smallest ``min_events`` events, so it just does not qualify for
-  that duration, nor for any other;
-* ``edges-<duration>``: per duration, events exactly on its edges as
-  :mod:`worker.core.alignment` defines them, most of them also with a sub-second part:
-  ``now`` (and half a second after it: the same whole second, in), the second after
-  ``now`` (out), both sides of the first window edge, the oldest window's first and last
-  second, the span's start (in) and the second before it (out).
-
-What the store must answer is computed from the events themselves: the counts, the
-qualifying DOIs and, through :func:`worker.core.reference.reference_aggregates`, the trend
-inputs. Events older than ``max_age_s`` are left out (InfluxDB's scratch bucket has a short
-retention and refuses older points); :attr:`Probe.left_out` says which edges.
+Built for a deployment's durations and one run time ``now``, on DOIs under :data:`PREFIX`:
+``busy`` (qualifies everywhere; two events in one second, one event written twice),
+``steady`` (one event more than the largest ``min_events``: just qualifies), ``quiet``
+(exactly the smallest ``min_events``: just does not) and, per duration, ``edges-<duration>``:
+events on every window edge and span end as :mod:`worker.core.alignment` defines them, most
+with a sub-second part. The expected answers come from the events themselves, the trend
+inputs through :func:`worker.core.reference.reference_aggregates`.
 """
 
 from __future__ import annotations
@@ -43,12 +29,8 @@ _US = 1_000
 #: The probe's DOIs: the DOI directory ``10.0000`` is not assigned to any registrant.
 PREFIX = "10.0000/aggregator-selftest/"
 
-#: The run time of the PostgreSQL probe: 2000-07-31T12:00:00Z. The probe shares
-#: ``discussion_event`` with the real events, so its spans lie where no real event can be:
-#: long before any retention (the events are kept ``EVENT_RETENTION_DAYS``), so the trend
-#: queries over them see only the probe. The month partitions the probe's events need
-#: (July 1999 for the year's span start, July 2000) are created by the store's write and
-#: dropped by the self-test.
+#: The run time of the PostgreSQL probe, 2000-07-31T12:00:00Z: long before any retention, so
+#: the trend queries over its spans see only the probe (it shares ``discussion_event``).
 POSTGRES_NOW_NS = 965_044_800 * NS
 
 
@@ -148,13 +130,10 @@ def edge_offsets(duration: Duration) -> list[tuple[int, int, str]]:
         (span + 1, last, "the second before the span (out)"),
         (windows * w, 0, "one window past the series"),  # the span's start for every default duration
     ]
-    seen: set[tuple[int, int]] = set()
-    unique = []
+    unique: dict[tuple[int, int], tuple[int, int, str]] = {}
     for back, micros, what in found:
-        if (back, micros) not in seen:
-            seen.add((back, micros))
-            unique.append((back, micros, what))
-    return unique
+        unique.setdefault((back, micros), (back, micros, what))
+    return list(unique.values())
 
 
 def _edges(doi: str, duration: Duration, now_ns: int, max_age_s: int | None) -> tuple[list[Point], list[str]]:

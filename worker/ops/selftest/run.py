@@ -1,30 +1,11 @@
-"""The self-test itself: probe the deployment's event store through the product's own code
-paths, compare every answer with the pure reference, remove every trace.
-
-In order, one :class:`~worker.ops.selftest.compare.Check` (one line) each:
-
-1. InfluxDB only: every bucket and task of the layout ``setup`` creates
-   (:mod:`worker.ops.selftest.influx`);
-2. ``events decoded``: the probe's Kafka messages through the bridge's decoding
-   (``decode_event``) and the ingest task's wire format (``points_to_wire`` /
-   ``points_from_wire``) come out as the probe's events;
-3. ``events written``: the two batches through ``store.write``, the ingest task's call, the
-   second one redelivering an event of the first;
-4. ``events stored``: ``store.count_per_doi`` over the probe: the redelivered event once,
-   the two events of one second twice;
-5. per duration: ``qualifying DOIs`` (``store.qualifying_dois``), ``trend inputs``
-   (``store.trend_inputs``, every column and window against
-   :func:`worker.core.reference.reference_aggregates`), ``trend rows`` (the trend math's rows
-   of the store's inputs against those of the reference's), ``staged rows``
-   (``PostgresRunState.stage_rows`` and back, under a run id of the self-test's own; never
-   finalized);
-6. ``probe removed``: the probe's events (PostgreSQL: its rows and the partitions its write
-   created; InfluxDB: the scratch bucket) and staged rows.
+"""The self-test: probe the event store through the product's own code paths (the bridge's
+decoding, the ingest task's wire format, ``store.write``, the trend engine's queries and
+staging), compare every answer with the pure reference, one line per check, and remove every
+trace. What it checks and leaves: docs/deploying.md, "After every deployment".
 
 The removal runs whatever happened before it: a failed check, a service error, Ctrl-C or
-SIGTERM (turned into ``KeyboardInterrupt`` while the self-test runs); a second signal
-during the removal waits for it to finish. A failed check is a ``FAIL`` line, not an
-exception; a service that does not answer raises, as in every command.
+SIGTERM; a second signal during the removal waits for it. A failed check is a ``FAIL`` line;
+a service that does not answer raises, as in every command.
 """
 
 from __future__ import annotations
@@ -64,7 +45,7 @@ from worker.ops.selftest.influx import (
     scratch_bucket_name,
     scratch_settings,
 )
-from worker.ops.selftest.postgres import PostgresScratch, run_id
+from worker.ops.selftest.postgres import PostgresScratch, ProbeEvents, run_id
 from worker.ops.selftest.probe import POSTGRES_NOW_NS, build_probe, upstream_event
 from worker.store import EventStore, StoreRejected, open_store
 from worker.trends.math import TREND_COLUMNS, compute_trends, rows
@@ -75,22 +56,18 @@ Emit = Callable[[str], None]
 _SUMS = len(fields(Aggregates)) - 1
 
 
-def selftest(settings: Settings, emit: Emit = print) -> list[Check]:
-    """Run every check, printing each line through ``emit`` as it completes; the checks."""
+def report(settings: Settings, emit: Emit = print) -> int:
+    """Each check's line through ``emit`` as it completes, then the summary; 0 when every
+    check passed, else 1."""
     checks: list[Check] = []
 
     def record(check: Check) -> None:
         checks.append(check)
         emit(check.line())
 
-    with _sigterm_interrupts():
+    # SIGTERM (`docker stop`, a timeout) interrupts as Ctrl-C does, so the removal runs.
+    with _handling(_interrupt, signal.SIGTERM):
         SelfTest(settings, record, emit).run()
-    return checks
-
-
-def report(settings: Settings, emit: Emit = print) -> int:
-    """The self-test's lines and its summary through ``emit``; 0 when every check passed, else 1."""
-    checks = selftest(settings, emit)
     emit(summary(checks))
     return 0 if all(check.ok for check in checks) else 1
 
@@ -104,13 +81,15 @@ class SelfTest:
         self.token = uuid.uuid4().hex[:12]
         self.runs = [run_id(d.name, self.token) for d in self.durations]
         self.influx = settings.event_store == "influxdb"
+        events = None
         if self.influx:
             now = alignment.run_time_ns(time.time_ns())
             self.probe = build_probe(self.durations, now, max_age_s=PROBE_MAX_AGE_S)
-        else:
+        else:  # the probe's events share discussion_event with the real ones
             self.probe = build_probe(self.durations, POSTGRES_NOW_NS)
-        self.months = partitions.EVENTS.ranges_of_days(partitions.days_of_ns(p.time_ns for p in self.probe.events))
-        self.scratch = PostgresScratch(Database.from_settings(settings))
+            days = partitions.days_of_ns(p.time_ns for p in self.probe.events)
+            events = ProbeEvents(self.probe.prefix, self.probe.time_range_ns(), partitions.EVENTS.ranges_of_days(days))
+        self.scratch = PostgresScratch(Database.from_settings(settings), events)
 
     def run(self) -> None:
         self.scratch.lock()  # the first contact: PostgreSQL not answering ends here
@@ -133,10 +112,7 @@ class SelfTest:
             if admin is not None:
                 for check in admin.layout_checks():
                     self.record(check)
-            # In PostgreSQL the probe's events share discussion_event with the real ones.
-            in_postgres = admin is None
-            self.scratch.remove_leftovers(self.probe.prefix if in_postgres else None,
-                                          self.probe.time_range_ns() if in_postgres else None)
+            self.scratch.remove_leftovers()
             if admin is None:
                 self.scratch.note_partitions()
                 store = open_store(self.settings)
@@ -253,10 +229,8 @@ class SelfTest:
             if resource is not None:
                 with contextlib.suppress(Exception):
                     resource.close()
-        in_postgres = admin is None
         try:
-            removed, left = self.scratch.remove(self.runs, self.probe.prefix if in_postgres else None,
-                                                self.probe.time_range_ns() if in_postgres else None, self.months)
+            removed, left = self.scratch.remove(self.runs)
             if admin is not None:
                 removed.append(admin.delete_scratch())
         except Exception as error:
@@ -276,51 +250,29 @@ def _rows(dois: list[str], aggregates: Aggregates, duration: Duration) -> tuple[
 
 
 # -- signals ----------------------------------------------------------------------------------
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (``docker stop``, a timeout) interrupts the self-test as Ctrl-C does, so its
-    removal runs instead of the process just ending."""
-    if not _in_main_thread():
+def _handling(handler: Callable[[int, FrameType | None], None], *signums: int) -> Iterator[None]:
+    """``handler`` for ``signums`` while the block runs (only the main thread may set one)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @contextlib.contextmanager
 def _interrupts_deferred() -> Iterator[None]:
     """Ctrl-C or SIGTERM during the removal waits until it is done, then interrupts."""
-    if not _in_main_thread():
-        yield
-        return
     received: list[int] = []
-
-    def defer(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-
-    previous = {sig: signal.signal(sig, defer) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    try:
+    with _handling(lambda signum, frame: received.append(signum), signal.SIGINT, signal.SIGTERM):
         yield
-    except BaseException:
-        restore()
-        raise
-    restore()
     if received:
         raise KeyboardInterrupt(f"signal {received[0]} during the removal")
-

@@ -1,64 +1,16 @@
 """Flux of the queries the product sends to InfluxDB 2 (pure: strings in, strings out).
 
-The tasks' Flux is ``flux_tasks.py``, built from the same literals. Every builder returns
-the complete Flux source that is sent; the unit tests run each one, for every duration
-and for awkward DOIs, through the real Flux compiler (``tests/support/flux_compiler.py``), because
-no InfluxDB server runs where the tests run.
+Values are spliced in as escaped literals, not query ``params``: InfluxDB OSS 2.x ignores
+``params`` (only Cloud honours them). The escaping is therefore the security boundary; each
+literal function emits only what libflux reads back verbatim, and the unit tests run every
+builder through the real Flux compiler (``tests/support/flux_compiler.py``).
 
-Values are spliced in as *escaped literals*, not passed as query ``params``
---------------------------------------------------------------------------
-The query API's ``params`` (an ``extern`` record) are only honoured by InfluxDB Cloud; OSS
-2.x ignores them, so a ``params.doi`` query would fail on the server we deploy. Literals
-also keep the checked text identical to the text sent. The escaping is therefore the
-security boundary, and each function below emits only what the Flux parser (libflux, the
-parser InfluxDB itself runs) reads back verbatim; the tests prove the round trip through
-that parser:
-
-* strings (:func:`string_literal`): ``\\`` and ``"`` are backslash-escaped; newline, CR and
-  tab use ``\\n \\r \\t``; other control characters become ``\\xHH``; ``$`` is always
-  written ``\\x24``, so no ``${`` interpolation can ever start (libflux also rejects
-  ``$`` directly before an escape such as ``\\"``, which this sidesteps). Everything else,
-  non-ASCII included, is emitted as UTF-8 text.
-* regexes (:func:`regex_set_literal`): each DOI is quoted like Go's ``regexp.QuoteMeta``
-  (``\\.+*?()|[]{}^$``), ``/`` becomes ``\\/`` (the literal's delimiter) and control
-  characters ``\\xHH``; the alternation is anchored: ``/^(?:a|b)$/``.
-* times are RFC 3339 literals with nanoseconds, durations integer ``ns``/``s`` literals,
-  floats positional decimals (Flux has no exponent notation: ``1e-06`` does not parse).
-
-Filtering a chunk of DOIs: a regex, not ``contains()``
-------------------------------------------------------
-InfluxDB pushes a ``filter`` right after ``range`` down into its storage engine only when
-the predicate is made of comparisons of columns with literals (``==``, ``!=``, ``=~``,
-``!~``, ``and``, ``or``). ``r.doi =~ /^(?:…)$/`` is such a predicate: the engine resolves it
-against the tag index (once per distinct DOI, not per row) and reads only the ~200 matching
-series. ``contains(value: r.doi, set: dois)`` is a function call, which cannot be pushed
-down: storage would stream every series of the measurement in the span (for ``year``, the
-whole bucket) into the Flux engine, which then scans a 200-element list for every row.
-
-What is pushed down, and no ``join``
-------------------------------------
-The source aggregator joined many streams per DOI. Here the per-DOI inputs of the trend
-math come from ONE query with three independent pipelines, each ending in ``yield``
-(one HTTP round trip, no join): ``sums`` (``sum()`` over the stored fields, a pushed-down
-aggregate: storage returns one number per series), ``decay`` (one ``reduce`` over the
-score rows: the decayed score and the sum of ages need each event's time) and ``series``
-(``aggregateWindow(fn: sum)``, pushed down as a window aggregate). Each pipeline starts
-with its own ``from |> range |> filter`` (pushdown rules do not rewrite a source shared by
-several pipelines) and its filter is written out literally (no variables, so it is
-pushable as written).
-
-Time ranges: ``worker.core.alignment``, to the second
-----------------------------------------------------
-Events count at their whole second, ``now`` is a whole second, and every range below is
-the half-open range of stored times that :mod:`worker.core.alignment` derives (the
-PostgreSQL store uses the same ranges, so both give the same inputs):
-
-* aggregates: ``range(start: now − span, stop: now + 1s)``; the decayed score and the ages
-  use the event's whole second, ``int(v: r._time)`` minus its remainder modulo 1 s (the
-  stored sub-second part is a hash offset, not a time);
-* window series: ``range(start: now − W·w + 1s, stop: now + 1s)`` with the windows anchored
-  by ``offset: (now + 1s) mod w``; ``timeSrc: "_stop"`` stamps each window with its end.
-  Empty windows come out null and are filled with 0.0.
+A chunk's DOIs are selected with an anchored regex, ``r.doi =~ /^(?:…)$/``, not
+``contains()``: only comparisons with literals are pushed down to the storage engine
+(resolved against the tag index), a function call makes it stream every series of the span.
+The trend inputs are ONE query of three pipelines, each ending in ``yield`` (no ``join``),
+each with its own literal ``from |> range |> filter`` so each stays pushable. Time ranges
+are :mod:`worker.core.alignment`'s, to the second, as the PostgreSQL store's.
 """
 
 from __future__ import annotations
@@ -103,34 +55,19 @@ TIME_NS_COLUMN = "time_ns"
 MAX_DOIS_PER_QUERY = 2000
 
 _NS_PER_S = 1_000_000_000
-_REGEX_META = frozenset("\\.+*?()|[]{}^$")
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+_STRING_ESCAPES = _CONTROLS | str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\x24", "\n": "\\n", "\r": "\\r",
+                                             "\t": "\\t"})
+_REGEX_ESCAPES = _CONTROLS | str.maketrans({c: "\\" + c for c in "\\.+*?()|[]{}^$/"})
 
 
 # --------------------------------------------------------------------------- literals
 
 
 def string_literal(value: str) -> str:
-    """A Flux string literal whose parsed value is exactly ``value``."""
-    out = ['"']
-    for char in value:
-        if char == "\\":
-            out.append("\\\\")
-        elif char == '"':
-            out.append('\\"')
-        elif char == "$":
-            out.append("\\x24")
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\r":
-            out.append("\\r")
-        elif char == "\t":
-            out.append("\\t")
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\x{ord(char):02x}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
+    """A Flux string literal whose parsed value is exactly ``value``: ``$`` is always
+    ``\\x24`` (no ``${`` interpolation can start), control characters ``\\xHH``."""
+    return '"' + value.translate(_STRING_ESCAPES) + '"'
 
 
 def regex_quote(value: str) -> str:
@@ -141,17 +78,7 @@ def regex_quote(value: str) -> str:
     the regex is compiled, so ``\\xHH`` is only used for control characters, which are
     literals in a regex anyway (never for a metacharacter).
     """
-    out = []
-    for char in value:
-        if char in _REGEX_META:
-            out.append("\\" + char)
-        elif char == "/":
-            out.append("\\/")
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\x{ord(char):02x}")
-        else:
-            out.append(char)
-    return "".join(out)
+    return value.translate(_REGEX_ESCAPES)
 
 
 def regex_set_literal(values: Sequence[str]) -> str:

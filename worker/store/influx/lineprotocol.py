@@ -1,31 +1,12 @@
 """InfluxDB line protocol for the events and the trend rows (pure: values in, text out).
 
-Point identity and timestamps
------------------------------
-InfluxDB keys a point by (measurement, tag set, timestamp); writing the same key again
-overwrites the fields. The only tag is ``doi``, so the timestamp carries the identity:
-
-    timestamp = event second (floored) + blake2b(event id) mod 1e9  [ns]
-
-* a redelivered event (same id) maps to the same timestamp: rewriting it changes nothing;
-* two distinct events on one DOI in the same second get different offsets, except with
-  probability 1e-9 per pair (``n·(n−1)/2 · 1e-9`` for ``n`` events of one DOI in one
-  second: even 100 such events collide with probability 5e-6);
-* the event keeps its second; its sub-second part is replaced by the hash offset. The
-  trend queries never look at sub-second parts (``worker.core.alignment``): every store
-  counts an event at its whole second, so the offset cannot move an event across a window
-  edge or a span end.
-
-blake2b rather than ``hash()``: the offset must be the same in every worker process and
-after restarts (``hash()`` of a str is salted per process).
-
-Types
------
-InfluxDB fixes a field's type with its first write to a shard and refuses the other type
-afterwards (HTTP 422), so every field is written with a fixed type whatever Python type
-the value has: the event fields as ``worker.core.events.Point`` declares them (integers with
-the ``i`` suffix, floats always with a point or exponent), the trend fields as
-``worker.core.influx_layout.TREND_FIELDS`` says (the original aggregator's types).
+InfluxDB keys a point by (measurement, tags, timestamp) and the only tag is ``doi``, so the
+timestamp carries the identity: the event's second plus ``blake2b(event id) mod 1e9`` ns
+(:func:`event_timestamp_ns`). A redelivered event overwrites itself; two events of one DOI
+in one second collide with probability 1e-9 per pair; the trend queries count whole
+seconds only (:mod:`worker.core.alignment`), so the offset moves no event across an edge.
+Every field has a fixed type whatever the Python value is: InfluxDB refuses a field's
+other type after its first write to a shard (HTTP 422).
 """
 
 from __future__ import annotations
@@ -46,9 +27,7 @@ COUNT_FIELD = "count"
 _NS_PER_S = 1_000_000_000
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
-# Which stored fields are integers: from the Point definition, so a new field cannot be
-# written with the wrong type (a float written to an integer field is refused, 422).
-# (type_info, not `is int`: the integer fields carry range constraints, Annotated[int, Meta].)
+# The integer fields, from Point itself (type_info: they are Annotated[int, Meta]).
 INT_FIELDS = frozenset(
     f.name for f in msgspec.structs.fields(Point)
     if f.name in POINT_FIELDS and isinstance(msgspec.inspect.type_info(f.type), msgspec.inspect.IntType)
@@ -60,7 +39,8 @@ class UnrepresentableValue(ValueError):
 
 
 def event_timestamp_ns(point: Point) -> int:
-    """The stored timestamp: the event's second plus a stable per-event offset (< 1 s)."""
+    """The stored timestamp: the event's second plus a stable per-event offset (< 1 s);
+    blake2b, not the per-process salted ``hash()``."""
     digest = hashlib.blake2b(point.event_id.encode("utf-8"), digest_size=8).digest()
     offset = int.from_bytes(digest, "big") % _NS_PER_S
     return point.time_ns - point.time_ns % _NS_PER_S + offset

@@ -1,3 +1,7 @@
+"""The InfluxDB 2 event store in amba's layout: a thin adapter over the pure line protocol,
+Flux queries and tasks. Client errors become the port's: HTTP 400, 413 and 422 say the
+request is wrong (:class:`StoreRejected`), anything else that the store is unavailable."""
+
 from __future__ import annotations
 
 import logging
@@ -41,7 +45,6 @@ WRITE_CHUNK_LINES = 5000
 
 _NS_PER_S = 1_000_000_000
 
-# 4xx answers that mean "this request is wrong" (see the module docstring).
 _REJECTED_STATUSES = frozenset({400, 413, 422})
 
 
@@ -55,7 +58,7 @@ def _describe(error: BaseException) -> str:
 
 @contextmanager
 def _translated(action: str) -> Iterator[None]:
-    """Map client errors to the port's exceptions (see the module docstring)."""
+    """Map client errors to the port's exceptions."""
     try:
         yield
     except ApiException as error:
@@ -253,22 +256,10 @@ class InfluxStore:
         for record in self._query(source, "read events"):
             values = record.values
             time_ns = int(values[flux.TIME_NS_COLUMN])
-            fields: dict[str, Any] = {}
-            for name in POINT_FIELDS:
-                raw = values.get(name)
-                if name in INT_FIELDS:
-                    fields[name] = int(raw) if raw is not None else 0
-                else:
-                    fields[name] = float(raw) if raw is not None else 0.0
+            fields: dict[str, Any] = {name: (int if name in INT_FIELDS else float)(values.get(name) or 0)
+                                      for name in POINT_FIELDS}
             stored_doi = str(values.get("doi", doi))
-            points.append(
-                Point(
-                    event_id=f"influxdb:{stored_doi}@{time_ns}",
-                    doi=stored_doi,
-                    time_ns=time_ns,
-                    **fields,
-                )
-            )
+            points.append(Point(event_id=f"influxdb:{stored_doi}@{time_ns}", doi=stored_doi, time_ns=time_ns, **fields))
         points.sort(key=lambda p: p.time_ns)
         return points
 

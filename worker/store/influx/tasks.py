@@ -1,26 +1,9 @@
 """Flux of the InfluxDB tasks that fill amba's duration buckets and ``numbers`` (pure).
 
-Which tasks exist, when they run and where they read and write is ``layout.py``; this
-module writes their Flux. The unit tests run every text through the real Flux compiler
-(``tests/support/flux_compiler.py``), like the queries of ``flux.py``.
-
-Both kinds read the raw events, never another task's output:
-
-* **downsample** (``task_<duration>``): the complete windows of the last ``lookback``,
-  ``aggregateWindow`` per DOI: ``sum`` of ``score``, ``followers``, ``count``, ``mean`` of
-  the other fields, as floats, stamped with the window's end (the original aggregator's
-  shape, which the streams API re-aggregates into its chart windows). The range starts
-  and stops on window boundaries (``date.truncate`` of the task's ``now()``, the scheduled
-  time), so no window is written from part of its events; recomputing a window that is
-  already there writes the same points.
-* **numbers** (``task_numbers_<duration>``): over the duration's span, the per-DOI sums
-  the storage engine computes (``sum()`` right after ``range |> filter`` is pushed down),
-  added up per field; means are sum / count over all events, exact; ``pub_count`` is the
-  number of DOIs with events. One point per run, measurement = the duration, written at
-  the task's ``now()`` with ``experimental.to`` (one field per column).
-
-Each source is ``from |> range |> filter`` written out with literal predicates, the form
-InfluxDB pushes down to its storage engine (see ``flux.py``).
+Both kinds read the raw events (docs/amba.md). A downsample task writes the complete
+windows of its last ``lookback``, its range cut on window boundaries (``date.truncate`` of
+the scheduled time) so no window is written from part of its events. A numbers task adds
+up the per-DOI sums the storage engine computes (pushed down) and writes one point per run.
 """
 
 from __future__ import annotations

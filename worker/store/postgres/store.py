@@ -1,33 +1,19 @@
 """PostgreSQL event store: runs everywhere (tests, the local stack, small deployments).
 
-Writes go through a binary COPY into a temporary staging table and one ``INSERT … ON
-CONFLICT DO NOTHING``: COPY is the fastest bulk path (85k rows/s here against 2k/s for
-row-by-row inserts), and the conflict clause makes a redelivered batch (or an event repeated
-within one) a no-op. Times travel as integer
-microseconds and are turned into ``timestamptz`` by PostgreSQL, so no float rounding can
-shift an event.
-
-``discussion_event`` is partitioned by month (migration 0005): a batch first makes sure the
-months it falls in exist (:mod:`worker.db.partition_admin`, cached per process), and the
-key is ``(event_id, time)``. Trend queries read only the months their span overlaps, from
-a covering index, and come back as binary COPY (see :data:`_TREND_WINDOWS`). A chunk's
-query is split over ``TREND_QUERY_CONNECTIONS`` connections run at once (see
-:meth:`PostgresStore.trend_inputs`): one backend per part, as PostgreSQL's own parallel
-query would use, but the plan of this query (a nested loop over the chunk's DOIs) is not one
-PostgreSQL can parallelize itself.
+Writes: a binary COPY into a temporary staging table, then one ``INSERT … ON CONFLICT DO
+NOTHING`` (85k rows/s against 2k/s row by row; a redelivered batch is a no-op). Times
+travel as integer microseconds, so no float rounding can shift an event. Trend inputs: one
+``GROUP BY doi, window`` per chunk, returned as binary COPY (docs/trends.md, "A run").
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import random
 import struct
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psycopg2
@@ -38,20 +24,19 @@ from worker.core.aggregates import Aggregates, TrendRow
 from worker.core.durations import Duration
 from worker.core.events import POINT_FIELDS, Point
 from worker.db import partition_admin
-from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, NO_TIMEOUTS, Database, Timeouts, connect
+from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, NO_TIMEOUTS, Database, Timeouts
 from worker.db.migrate import migrate
 from worker.store.base import StoreRejected, StoreUnavailable
 from worker.store.postgres import copy
+from worker.store.postgres.sessions import Sessions
 
 if TYPE_CHECKING:
     from worker.config.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# ORDER BY event_id: every batch takes the unique index's locks in the same order, so two
-# batches sharing event ids (a re-published batch beside the original) cannot deadlock.
-# The key is (event_id, time): a unique key of a partitioned table must hold the partition
-# key (migration 0005). A redelivered event repeats both, so it is still written once.
+# ORDER BY event_id: batches sharing event ids take the unique index's locks in the same
+# order, so they cannot deadlock. The key holds the partition key, time (migration 0005).
 _MERGE = f"""
 INSERT INTO discussion_event (event_id, doi, time, {", ".join(POINT_FIELDS)})
 SELECT event_id, doi,
@@ -60,9 +45,8 @@ FROM event_staging
 ORDER BY event_id
 ON CONFLICT (event_id, time) DO NOTHING
 """
-# Points that reuse a stored event's id and time with other content (run only when some point
-# was not inserted: a redelivery repeats the same content and is no conflict). Joined on the
-# whole key, so each point probes the one partition its time falls in.
+# Points that reuse a stored event's key with other content (asked only when some point was
+# not inserted; a redelivery repeats the same content and is no conflict).
 _CONFLICTS = f"""
 SELECT s.event_id FROM event_staging s JOIN discussion_event e
   ON e.event_id = s.event_id AND e.time = to_timestamp(0) + s.time_us * interval '1 microsecond'
@@ -71,9 +55,8 @@ WHERE (s.doi, to_timestamp(0) + s.time_us * interval '1 microsecond', {", ".join
 ORDER BY s.event_id LIMIT 1000
 """
 
-# SQLSTATE classes (PostgreSQL appendix A). psycopg2 maps "index row requires N bytes"
-# (54000) and deadlocks (40P01) to subclasses of OperationalError, so classes decide, not
-# exception types.
+# SQLSTATE classes (PostgreSQL appendix A) decide, not exception types: psycopg2 maps
+# "index row requires N bytes" (54000) and deadlocks (40P01) to OperationalError.
 _CONFLICT_STATES = {"40001", "40P01"}  # serialization failure, deadlock: retry at once
 _DATA_CLASSES = {"22", "23", "54"}  # data exception, integrity violation, program limit: the data
 _CONFLICT_RETRIES = 5
@@ -84,9 +67,8 @@ def _ns_to_ts_sql(param: str) -> str:
     return f"to_timestamp(0) + ({param}::bigint / {_US}) * interval '1 microsecond'"
 
 
-# Aggregates field -> SQL expression over the events of the span (`ev`). All float8: a
-# sum(bigint) would be numeric, whose arithmetic was most of the `year` run's database time
-# (bench/year_scale.py); the integer sums below stay exact in float8 up to 2**53.
+# Aggregates field -> SQL over the span's events (`ev`). float8: numeric arithmetic of
+# sum(bigint) was most of the `year` run's database time; exact in float8 up to 2**53.
 _SUMS = {
     "count": "count(*)::float8",
     "sum_score": "sum(score)",
@@ -102,14 +84,10 @@ _SUMS = {
     "sum_bot_rating": "sum(bot_rating)",
 }
 _SCORE = list(_SUMS).index("sum_score")
-# Per DOI of the chunk (its position `i`, not its text: integers hash and travel cheaply) and
-# window `k`, the sums of its events in the span. The range is on the stored time,
-# [now - span, now + 1 s) (worker.core.alignment), served by the covering (doi, time) index
-# of each partition the span overlaps (migration 0005) without touching the table. An
-# event's age is `now - floor(epoch)` in whole seconds, computed in float8: the epoch of a
-# timestamptz is its microseconds / 1e6, exactly rounded, so floor() is exact for every
-# time whose microseconds fit in 2**53 (the years 1685-2255); whole seconds below 2**53
-# are exact in float8, and so is the integer division into windows.
+# Per DOI position `i` in the chunk (integers hash and travel cheaply) and window `k`, the
+# sums of its events in [now - span, now + 1 s) (worker.core.alignment), from the covering
+# (doi, time) index of each partition the span overlaps. The age `now - floor(epoch)` is
+# exact in float8 for the years 1685-2255 (microseconds below 2**53).
 _TREND_WINDOWS = f"""
 COPY (
     SELECT c.i::int4, ev.age::int8 / %(w)s, {", ".join(_SUMS.values())}
@@ -126,14 +104,13 @@ COPY (
     GROUP BY 1, 2
 ) TO STDOUT (FORMAT binary)
 """
-# Binary COPY rows of that query: a field count, then (length, value) per field, big-endian.
-# Read straight into numpy: no float is formatted by PostgreSQL or parsed by Python.
+# Its binary COPY rows (a field count, then length and value per field, big-endian), read
+# straight into numpy: no float is formatted by PostgreSQL or parsed by Python.
 _WINDOW_ROW = np.dtype([("fields", ">i2"), ("i_len", ">i4"), ("i", ">i4"), ("k_len", ">i4"), ("k", ">i8")]
                        + [(f"{kind}{j}", code) for j in range(len(_SUMS)) for kind, code in (("len", ">i4"),
                                                                                              ("v", ">f8"))])
-# Settings of the trend queries' transactions. JIT compiled every chunk's query for ~70 ms,
-# more than most of them take; the grouped rows (DOIs x windows, a few MB) fit in memory
-# as a hash table instead of being sorted on disk.
+# JIT compiled each chunk's query for ~70 ms, more than most take; the grouped rows (a few
+# MB) fit in memory as a hash table instead of being sorted on disk.
 _TREND_QUERY_SETTINGS = "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'"
 
 
@@ -153,17 +130,7 @@ def _window_rows(data: bytes) -> np.ndarray:
 
 
 class _Refused(Exception):
-    """PostgreSQL (or the binary encoding for it) refused a chunk as data."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _no_partition(error: psycopg2.Error) -> bool:
-    """PostgreSQL found no partition for a row (a check violation, SQLSTATE 23514, that is
-    not about the data: the partition is missing)."""
-    return error.pgcode == "23514" and "no partition of relation" in str(error)
+    """PostgreSQL (or the binary encoding for it) refused a chunk as data; the reason."""
 
 
 def classify(error: psycopg2.Error) -> str:
@@ -176,7 +143,7 @@ def classify(error: psycopg2.Error) -> str:
     return "unavailable"
 
 
-class PostgresStore:
+class PostgresStore(Sessions):
     """Event store on the ``discussion_event`` table created by the migrations."""
 
     name = "postgres"
@@ -185,17 +152,9 @@ class PostgresStore:
     def __init__(self, dsn: str, *, query_connections: int = 1,
                  connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
                  write_timeouts: Timeouts = NO_TIMEOUTS, query_timeouts: Timeouts = NO_TIMEOUTS) -> None:
-        if query_connections < 1:
-            raise ValueError("query_connections must be >= 1")
-        self._dsn = dsn
-        self._timeout_s = connect_timeout_s
-        # statement_timeout and lock_timeout of ingest's writes and of the trend queries.
+        super().__init__(dsn, slots=query_connections, connect_timeout_s=connect_timeout_s,
+                         query_settings=f"{_TREND_QUERY_SETTINGS}; {query_timeouts.sql()}")
         self._write_timeouts = write_timeouts.sql()
-        self._query_settings = f"{_TREND_QUERY_SETTINGS}; {query_timeouts.sql()}"
-        # Slot 0 serves writes and every query; slots 1.. serve only the extra parts of a
-        # chunk's trend query (trend_inputs), each from its own thread.
-        self._conns: list[Connection | None] = [None] * query_connections
-        self._pool: ThreadPoolExecutor | None = None
         self.conflict_retries = 0  # deadlocks / serialization failures retried (should stay 0)
         self._known_partitions: set[str] = set()  # event partitions known to exist
 
@@ -206,53 +165,28 @@ class PostgresStore:
                    connect_timeout_s=database.connect_timeout_s, write_timeouts=Timeouts.ingest(settings),
                    query_timeouts=Timeouts.trends(settings))
 
-    @property
-    def query_connections(self) -> int:
-        return len(self._conns)
-
-    # -- connection handling: kept per process (and slot), reopened after a failure --------
-    def _connection(self, slot: int = 0) -> Connection:
-        conn = self._conns[slot]
-        if conn is None or conn.closed:
-            try:
-                conn = self._conns[slot] = connect(self._dsn, application_name="aggregator-store",
-                                                        timeout_s=self._timeout_s)
-            except psycopg2.OperationalError as error:
-                raise StoreUnavailable(f"PostgreSQL unreachable: {error}".strip()) from error
-        return conn
-
-    def _drop_connection(self, slot: int = 0) -> None:
-        conn = self._conns[slot]
-        if conn is not None:
-            with contextlib.suppress(psycopg2.Error):
-                conn.close()
-        self._conns[slot] = None
-
     def setup(self) -> None:
         migrate(self._dsn, connect_timeout_s=self._timeout_s)
 
     def write(self, points: Sequence[Point]) -> int:
         """Store the points (idempotent); returns how many reused a stored id with other content.
 
-        Raises :class:`StoreUnavailable` when PostgreSQL cannot be reached (or keeps
-        deadlocking), and :class:`StoreRejected` with exactly the points it refused as data
-        (after writing all the others), so one bad point never costs the batch.
+        :class:`StoreUnavailable` when PostgreSQL cannot be reached (or keeps deadlocking);
+        :class:`StoreRejected` with exactly the points refused as data, after writing all
+        the others: the batch is bisected, log2(batch) extra round trips per bad point.
         """
-        if not points:
-            return 0
         rejected: list[Point] = []
         reasons: list[str] = []
         conflicts = 0
-        pending = [points]
+        pending = [points] if points else []
         while pending:
             chunk = pending.pop()
             try:
                 conflicts += self._write_chunk(chunk)
             except _Refused as refusal:
-                # Bisect to the refused points: log2(batch) extra round trips per bad point.
                 if len(chunk) == 1:
                     rejected.append(chunk[0])
-                    reasons.append(refusal.reason)
+                    reasons.append(str(refusal))
                 else:
                     middle = len(chunk) // 2
                     pending += [chunk[middle:], chunk[:middle]]
@@ -285,9 +219,10 @@ class PostgresStore:
                         "conflicts": len(clashing), "event_ids": ",".join(clashing[:5])})
                 return len(clashing)
             except psycopg2.Error as error:
-                if _no_partition(error) and attempt < _CONFLICT_RETRIES:
-                    # The maintenance task dropped a partition this process still knew: an
-                    # event older than the retention arrived. Look again, create, retry.
+                if (error.pgcode == "23514" and "no partition of relation" in str(error)
+                        and attempt < _CONFLICT_RETRIES):
+                    # Maintenance dropped a partition this process still knew (an event older
+                    # than the retention arrived): look again, create, retry.
                     self._known_partitions.clear()
                     continue
                 kind = classify(error)
@@ -305,17 +240,12 @@ class PostgresStore:
         raise AssertionError("unreachable")
 
     def _ensure_partitions(self, conn: Connection, months: list[partitions.Range]) -> None:
-        """Create the month partitions a batch needs that this process has not seen yet.
-
-        The maintenance task creates them ahead of time; this covers what it cannot know:
-        events for a month far behind (a replay) or ahead (a clock in the future). Known
-        names are cached per process, so a normal batch costs a set lookup.
-        """
+        """Create the month partitions a batch needs that this process has not seen yet:
+        maintenance creates them ahead, but not for a replay far behind or a clock ahead."""
         missing = [m for m in months if partitions.EVENTS.name(m) not in self._known_partitions]
-        if not missing:
-            return
-        partition_admin.ensure(conn, partitions.EVENTS, missing)
-        self._known_partitions.update(partitions.EVENTS.name(m) for m in missing)
+        if missing:
+            partition_admin.ensure(conn, partitions.EVENTS, missing)
+            self._known_partitions.update(partitions.EVENTS.name(m) for m in missing)
 
     def read_events(self, doi: str, start_ns: int, stop_ns: int) -> list[Point]:
         sql = f"""
@@ -326,8 +256,7 @@ class PostgresStore:
             WHERE doi = %s AND time >= {_ns_to_ts_sql("%s")} AND time < {_ns_to_ts_sql("%s")}
             ORDER BY time, event_id
         """
-        rows = self._query(sql, (doi, start_ns, stop_ns))
-        return [Point(*row) for row in rows]
+        return [Point(*row) for row in self._query(sql, (doi, start_ns, stop_ns))]
 
     def count_per_doi(self, start_ns: int, stop_ns: int) -> dict[str, int]:
         sql = f"""
@@ -337,9 +266,7 @@ class PostgresStore:
         """
         return {doi: int(n) for doi, n in self._query(sql, (start_ns, stop_ns))}
 
-    # -- trend inputs: aggregation pushed down to PostgreSQL ---------------------------------
     def qualifying_dois(self, duration: Duration, now_ns: int) -> list[str]:
-        """DOIs with more than ``min_events`` events in the span (``alignment.span_range``), sorted."""
         start, stop = alignment.span_range(duration, now_ns)
         sql = f"""
             SELECT doi FROM discussion_event
@@ -351,97 +278,31 @@ class PostgresStore:
         return [doi for (doi,) in rows]
 
     def trend_inputs(self, duration: Duration, now_ns: int, dois: Sequence[str]) -> Aggregates:
-        """Per-DOI sums, decayed score and window series from ONE ``GROUP BY doi, window``.
-
-        Only (DOIs x windows) partial sums leave the database, not every event; the per-DOI
-        sums are their totals, the series their score column. Window k counts the whole-second
-        ages in [k*w, (k+1)*w) back from now (``worker.core.alignment``), i.e. series
-        position ``windows - 1 - k``, exactly as :func:`worker.trends.math.window_series`;
-        events older than the series (k >= windows) still count in the sums. The chunk is
-        queried in ``query_connections`` interleaved parts at once (:meth:`_copy_out_parts`).
-        """
-        index = {doi: i for i, doi in enumerate(dois)}
-        if len(index) != len(dois):
+        """One ``GROUP BY doi, window`` (:data:`_TREND_WINDOWS`): only DOIs × windows partial
+        sums leave the database. Window ``k`` back from now is series position
+        ``windows − 1 − k``; older events count in the sums only. The chunk is queried in
+        ``query_connections`` interleaved parts at once (:meth:`_copy_out_parts`)."""
+        if len(set(dois)) != len(dois):
             raise ValueError("trend_inputs: duplicate DOIs in the chunk")
         n, windows = len(dois), duration.windows
         sums = np.zeros((n, len(_SUMS)))
         series = np.zeros((n, windows))
         start, stop = alignment.span_range(duration, now_ns)
         parts = min(n, self.query_connections)
-        if parts:
-            # Part p holds the DOIs p, p + parts, p + 2·parts, … of the chunk: interleaved, so
-            # a chunk whose DOIs sort by popularity still splits into parts of similar weight.
-            params = [{"now_s": now_ns // alignment.NS_PER_S, "start": start, "stop": stop,
-                       "dois": list(dois[p::parts]), "g": duration.gravity, "w": duration.window_s}
-                      for p in range(parts)]
-            for p, data in enumerate(self._copy_out_parts(_TREND_WINDOWS, params)):
-                found = _window_rows(data)
-                if not found.size:
-                    continue
-                # WITH ORDINALITY counts from 1 within the part.
-                rows_doi = p + (found["i"].astype(np.int64) - 1) * parts
-                rows_k = found["k"].astype(np.int64)
-                values = np.column_stack([found[f"v{j}"] for j in range(len(_SUMS))]).astype(np.float64)
-                np.add.at(sums, rows_doi, values)
-                inside = rows_k < windows
-                series[rows_doi[inside], windows - 1 - rows_k[inside]] = values[inside, _SCORE]
+        # Part p holds the DOIs p, p + parts, …: interleaved, so a chunk whose DOIs sort by
+        # popularity still splits into parts of similar weight.
+        params = [{"now_s": now_ns // alignment.NS_PER_S, "start": start, "stop": stop,
+                   "dois": list(dois[p::parts]), "g": duration.gravity, "w": duration.window_s}
+                  for p in range(parts)]
+        for p, data in enumerate(self._copy_out_parts(_TREND_WINDOWS, params) if parts else []):
+            found = _window_rows(data)
+            rows_doi = p + (found["i"].astype(np.int64) - 1) * parts  # WITH ORDINALITY counts from 1
+            rows_k = found["k"].astype(np.int64)
+            values = np.column_stack([found[f"v{j}"] for j in range(len(_SUMS))]).astype(np.float64)
+            np.add.at(sums, rows_doi, values)
+            inside = rows_k < windows
+            series[rows_doi[inside], windows - 1 - rows_k[inside]] = values[inside, _SCORE]
         return Aggregates(**{name: sums[:, i].copy() for i, name in enumerate(_SUMS)}, series=series)
 
     def write_trend_history(self, duration: str, calculated_at_ns: int, rows: Sequence[TrendRow]) -> None:
-        """Nothing to do: the finalize step appends the run to ``trending_history`` in this
-        same database, in the transaction that publishes it."""
-
-    def _query(self, sql: str, params: tuple[object, ...] | dict[str, object], *,
-               settings: str | None = None) -> list[tuple[Any, ...]]:
-        conn = self._connection()
-        try:
-            with conn, conn.cursor() as cur:
-                if settings:
-                    cur.execute(settings)
-                cur.execute(sql, params)
-                return cur.fetchall()
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-            self._drop_connection()
-            raise StoreUnavailable(f"PostgreSQL query failed: {error}".strip()) from error
-
-    def _copy_out(self, sql: str, params: dict[str, object], slot: int = 0) -> bytes:
-        """The output of ``COPY (…) TO STDOUT`` on the connection of ``slot`` (COPY takes no
-        bind parameters: the values are quoted by psycopg2, as ``execute`` does)."""
-        conn = self._connection(slot)
-        out = io.BytesIO()
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(self._query_settings)
-                cur.copy_expert(cur.mogrify(sql, params).decode(), out)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-            self._drop_connection(slot)
-            raise StoreUnavailable(f"PostgreSQL query failed: {error}".strip()) from error
-        return out.getvalue()
-
-    def _copy_out_parts(self, sql: str, params: Sequence[dict[str, object]]) -> list[bytes]:
-        """:meth:`_copy_out` of each part at once, part ``p`` on connection slot ``p``.
-
-        The waiting happens in libpq, which psycopg2 calls without the GIL, so threads are
-        enough: the work is in the PostgreSQL backends. The calling thread runs part 0. Every
-        part finishes (or fails) before this returns, so no connection is left mid-query; the
-        first failure (in part order) is raised, and only the failed parts' connections are
-        dropped. Each part is its own transaction: a DOI's sums come from one snapshot, as
-        they do from one chunk's, and chunks never shared one.
-        """
-        if len(params) == 1:
-            return [self._copy_out(sql, params[0])]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(len(self._conns) - 1, thread_name_prefix="trend-query")
-        futures = [self._pool.submit(self._copy_out, sql, part, slot) for slot, part in enumerate(params[1:], 1)]
-        try:
-            first = self._copy_out(sql, params[0])
-        finally:
-            wait(futures)  # whatever part 0 did, no other part is left running
-        return [first, *(future.result() for future in futures)]
-
-    def close(self) -> None:
-        for slot in range(len(self._conns)):
-            self._drop_connection(slot)
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        """Nothing to do: the finalize step appends the run to ``trending_history``."""
