@@ -12,8 +12,11 @@ from worker.core import names
 
 _s = get_settings()
 
-broker_url = _s.redis_url.get_secret_value()
-result_backend = _s.result_backend.get_secret_value()
+broker_url = _s.redis_address()
+result_backend = _s.redis_address(_s.result_backend)
+# rediss://: Redis's certificate verified (REDIS_CA_CERT); kombu, Flower and redbeat read broker_use_ssl.
+broker_use_ssl = _s.redis_tls() or None
+redis_backend_use_ssl = _s.redis_tls(_s.result_backend) or None
 broker_connection_retry_on_startup = True
 
 # Redis has no publisher confirms; fail fast instead of blocking forever when Redis is gone

@@ -8,11 +8,11 @@
 # at /run/secrets/<name>, read through the settings' <NAME>_FILE variables.
 #
 # Only missing files are created, never overwritten: random passwords and token for the
-# stores compose starts, an empty postgres_ca (PostgreSQL's CA, for TLS), empty X keys (the
-# morning post then runs dry) and alert_* files
-# (Alertmanager's receivers then deliver nowhere: docs/deploying.md, "Where alerts go"). For services outside
-# compose (an amba system's PostgreSQL and InfluxDB) write their password and token into
-# postgres_password and influxdb_token yourself. The directory is 0700 (private on the host);
+# stores compose starts, empty redis_ca and postgres_ca (the CAs, for TLS), empty X keys (the
+# morning post then runs dry) and alert_* files (Alertmanager's receivers then deliver nowhere:
+# docs/deploying.md, "Where alerts go"). For services outside compose (an amba system's
+# PostgreSQL and InfluxDB, a Redis of your own) write their passwords and token into
+# postgres_password, influxdb_token and redis_password yourself. The directory is 0700 (private on the host);
 # the files are 0644 because the containers read them as their own users (PostgreSQL's,
 # InfluxDB's, the product's uid 10001): the directory keeps them private.
 set -euo pipefail
@@ -26,7 +26,7 @@ dir=${dir:-./secrets}
 
 install -d -m 700 "$dir"
 random() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
-for name in postgres_password postgres_ca influxdb_token influxdb_admin_password \
+for name in redis_password redis_ca postgres_password postgres_ca influxdb_token influxdb_admin_password \
             x_consumer_key x_consumer_secret x_access_token x_access_token_secret \
             alert_webhook_url alert_heartbeat_url alert_smtp_password; do
     path="$dir/$name"
@@ -35,7 +35,7 @@ for name in postgres_password postgres_ca influxdb_token influxdb_admin_password
         continue
     fi
     case $name in
-        postgres_ca | x_* | alert_*) : > "$path" ;;
+        redis_ca | postgres_ca | x_* | alert_*) : > "$path" ;;
         *) random > "$path" ;;
     esac
     chmod 644 "$path"

@@ -47,7 +47,8 @@ OUTSIDE: dict[str, dict[str, str]] = {
     "influxdb": {"INFLUXDB_V2_URL": "http://influxdb.amba.example:8086", "INFLUXDB_ORG": "amba"},
 }
 # The secret files (scripts/make-secrets.sh's, or amba's password and token written into them).
-SECRETS = {"postgres_password": "pg p@ss/word", "influxdb_token": "influx-token==", "influxdb_admin_password": "x",
+SECRETS = {"redis_password": "redis p@ss/word",
+           "postgres_password": "pg p@ss/word", "influxdb_token": "influx-token==", "influxdb_admin_password": "x",
            "x_consumer_key": "", "x_consumer_secret": "", "x_access_token": "", "x_access_token_secret": ""}
 COMBINATIONS = profile_combinations(INFRA)
 
@@ -108,6 +109,7 @@ def test_each_product_service_reaches_compose_or_the_outside_service(
             assert unquote(dsn.password or "") == SECRETS["postgres_password"], name
         if "REDIS_URL" in environment:
             assert urlsplit(settings.redis_url.get_secret_value()).hostname == want_redis, name
+            assert unquote(urlsplit(settings.redis_address()).password or "") == SECRETS["redis_password"], name
         if "INFLUXDB_V2_URL" in environment:
             assert urlsplit(settings.influxdb_v2_url or "").hostname == want_influx, name
             assert settings.influxdb_v2_token is not None

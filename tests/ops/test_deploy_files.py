@@ -209,6 +209,7 @@ SECRET_HOLDERS = {
     # beat: only for its healthcheck (`health beat trends` reads the runs' finalize times).
     "POSTGRES_DSN": _PG_USERS,
     "POSTGRES_PASSWORD": _PG_USERS,
+    "REDIS_PASSWORD": set(PRODUCT),
     "INFLUXDB_V2_TOKEN": {"setup", "worker-ingest", "worker-trends"},
     "X_CONSUMER_KEY": {"setup", "worker-default"},
     "X_CONSUMER_SECRET": {"setup", "worker-default"},
@@ -226,7 +227,8 @@ def test_each_secret_reaches_only_the_services_that_use_it(secret: str) -> None:
 
 
 # The secret settings compose hands over as Docker secrets (files), never as variables.
-SECRET_FILES = {"POSTGRES_PASSWORD": "postgres_password", "INFLUXDB_V2_TOKEN": "influxdb_token",
+SECRET_FILES = {"REDIS_PASSWORD": "redis_password",
+                "POSTGRES_PASSWORD": "postgres_password", "INFLUXDB_V2_TOKEN": "influxdb_token",
                 "X_CONSUMER_KEY": "x_consumer_key", "X_CONSUMER_SECRET": "x_consumer_secret",
                 "X_ACCESS_TOKEN": "x_access_token", "X_ACCESS_TOKEN_SECRET": "x_access_token_secret"}
 
@@ -249,6 +251,7 @@ def test_secrets_reach_services_as_files_only(name: str) -> None:
         assert urlsplit(interpolate(environment["POSTGRES_DSN"])).password is None, f"{name}: password in the DSN"
     mounted = {value.removeprefix("/run/secrets/") for value in environment.values() if value.startswith("/run/")}
     mounted |= {"postgres_ca"} if "PGSSLROOTCERT" in environment else set()  # named in .env (blank: unused)
+    mounted |= {"redis_ca"} if "REDIS_CA_CERT" in environment else set()
     assert set(listed) == mounted, f"{name}: mounts secrets it does not read, or reads ones not mounted"
 
 

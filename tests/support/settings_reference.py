@@ -20,7 +20,7 @@ from worker.config.settings import Settings, secret_fields
 ROOT = Path(__file__).resolve().parents[2]
 
 #: What compose's .env sets instead of the code's default: its service names, store and metrics.
-COMPOSE_VALUES = {"REDIS_URL": "redis://redis:6379/0", "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
+COMPOSE_VALUES = {"REDIS_URL": "redis://aggregator@redis:6379/0", "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
                   "EVENT_STORE": "influxdb", "INFLUXDB_V2_URL": "http://influxdb:8086", "BRIDGE_METRICS_PORT": "9108",
                   "WORKER_METRICS_PORT": "9110", "PROMETHEUS_MULTIPROC_DIR": "/tmp/aggregator-metrics",
                   "ALERTMANAGER_URL": "http://alertmanager:9093"}
@@ -29,6 +29,7 @@ ELSEWHERE = {
     "POSTGRES_DSN": "docker-compose.yml composes it from POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER and POSTGRES_DB "
                     "(below), without a password.",
     "POSTGRES_PASSWORD": "The secret postgres_password.",
+    "REDIS_PASSWORD": "The secret redis_password.",
     "INFLUXDB_V2_TOKEN": "The secret influxdb_token.",
     "INFLUXDB_V2_ORG": "INFLUXDB_ORG (below).",
     **{name: f"The secret {name.lower()}." for name in ("X_CONSUMER_KEY", "X_CONSUMER_SECRET", "X_ACCESS_TOKEN",

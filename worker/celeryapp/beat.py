@@ -35,7 +35,7 @@ def scheduler_config(settings: Settings) -> dict[str, Any]:
     return {
         "beat_scheduler": "worker.celeryapp.beat_scheduler.Scheduler",
         "beat_max_loop_interval": beat_max_interval_s(settings),
-        "redbeat_redis_url": settings.redis_url.get_secret_value(),
+        "redbeat_redis_url": settings.redis_address(),
         "redbeat_key_prefix": BEAT_KEY_PREFIX,
         "redbeat_lock_key": BEAT_LOCK_KEY,
         "redbeat_lock_timeout": settings.beat_lock_timeout_s,

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from celery import Celery
 from confluent_kafka import Consumer
+from pydantic import SecretStr
 
 from worker.config.settings import Settings, get_settings
 from worker.core.cron import min_period_s
@@ -42,12 +43,13 @@ from worker.trends.lifecycle import RunSteps, TrendRuns
 from worker.trends.state import PostgresRunState
 
 
-def redis_client(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
-    """A Redis client on ``REDIS_URL`` whose calls give up after ``timeout_s`` (default
-    ``CONNECT_TIMEOUT_S``)."""
+def redis_client(settings: Settings, timeout_s: float | None = None, url: SecretStr | None = None) -> redis.Redis:
+    """A Redis client on ``url`` (default ``REDIS_URL``), with REDIS_PASSWORD and TLS as set,
+    whose calls give up after ``timeout_s`` (default ``CONNECT_TIMEOUT_S``): every redis-py
+    client of the product is built here."""
     timeout = settings.connect_timeout_s if timeout_s is None else timeout_s
-    return redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=timeout,
-                                socket_connect_timeout=timeout)
+    return redis.Redis.from_url(settings.redis_address(url), socket_timeout=timeout, socket_connect_timeout=timeout,
+                                **settings.redis_tls(url))
 
 
 class Resources:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import operator
 import os
 import re
+import ssl
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -141,9 +142,16 @@ class ConnectionSettings(BaseModel):
     """Redis, Celery's broker and result backend; how long to wait for any service."""
 
     redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), description=(
-        "Celery's broker. A password in it: URL-safe characters (letters, digits, - _ . ~) or percent-encoded."))
+        "Celery's broker; rediss:// for TLS. A password in it: URL-safe characters (letters, digits, - _ . ~) or "
+        "percent-encoded."))
     result_backend_url: SecretStr | None = Field(None, description="Celery's result backend (chord state); "
                                                  "not set = REDIS_URL.")
+    redis_password: SecretStr | None = Field(None, description=(
+        "The password apart from REDIS_URL and RESULT_BACKEND_URL without one (for the user they name, or Redis's "
+        "default user), so that only it is a secret; a URL with a password too is refused."))
+    redis_ca_cert: str | None = Field(None, description=(
+        "With a rediss:// URL: the CA certificate (PEM) Redis's certificate is verified against; not set = the "
+        "system's CAs. The certificate is always verified, its host name too."))
     connect_timeout_s: float = Field(10.0, ge=0.5, le=300, description=(
         "How long a process waits for PostgreSQL, Redis, Kafka or InfluxDB to answer before it calls the service "
         "unreachable: a server that accepts the connection and never answers ends in an error, not a hang."))
@@ -436,6 +444,12 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
             # (or a login as someone else) nobody could explain. Neither value is shown.
             problems.append("POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE) is set and POSTGRES_DSN holds a password "
                             "too: keep one (remove the password from the DSN, or unset POSTGRES_PASSWORD)")
+        if self.redis_password is not None and any(urlsplit(url.get_secret_value()).password is not None
+                                                   for url in (self.redis_url, self.result_backend)):
+            problems.append("REDIS_PASSWORD (or REDIS_PASSWORD_FILE) is set and REDIS_URL or RESULT_BACKEND_URL "
+                            "holds a password too: keep one")
+        if self.redis_ca_cert is not None and not Path(self.redis_ca_cert).is_file():
+            problems.append(f"REDIS_CA_CERT ({self.redis_ca_cert}) is not a file")
         if self.worker_metrics_port and not self.prometheus_multiproc_dir:
             problems.append(f"WORKER_METRICS_PORT ({self.worker_metrics_port}) needs PROMETHEUS_MULTIPROC_DIR: an "
                             "empty directory of the worker's own, where its pool processes keep their values")
@@ -483,6 +497,23 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
     @property
     def result_backend(self) -> SecretStr:
         return self.result_backend_url or self.redis_url
+
+    def redis_address(self, url: SecretStr | None = None) -> str:
+        """``url`` (default REDIS_URL) with REDIS_PASSWORD in it: what every Redis client connects to."""
+        raw = (url or self.redis_url).get_secret_value()
+        if self.redis_password is None:
+            return raw
+        parts = urlsplit(raw)
+        user, _, host = parts.netloc.rpartition("@")
+        password = quote(self.redis_password.get_secret_value(), safe="")
+        return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+    def redis_tls(self, url: SecretStr | None = None) -> dict[str, Any]:
+        """The TLS options of a client of a rediss:// ``url`` (default REDIS_URL), as redis-py,
+        kombu's ``broker_use_ssl`` and Celery's ``redis_backend_use_ssl`` take them; none for redis://."""
+        if urlsplit((url or self.redis_url).get_secret_value()).scheme != "rediss":
+            return {}
+        return {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": self.redis_ca_cert}
 
     def ingest_rate_per_s(self) -> float:
         """``INGEST_RATE_LIMIT`` in batches per second."""

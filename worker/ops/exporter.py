@@ -14,11 +14,11 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from worker.celeryapp.beat import BEAT_LOCK_KEY
+from worker.celeryapp.resources import redis_client
 from worker.config.settings import Settings
 from worker.db.connection import Database, connect
 from worker.ingest.bridge.guard_state import RedisGuardRecords
@@ -123,8 +123,7 @@ class StateCollector(Collector):
 
     def _redis(self) -> list[Metric]:
         s = self._settings
-        with redis.Redis.from_url(s.redis_url.get_secret_value(), socket_timeout=SOURCE_TIMEOUT_S,
-                                  socket_connect_timeout=SOURCE_TIMEOUT_S) as client:
+        with redis_client(s, SOURCE_TIMEOUT_S) as client:
             depths = queue_depths(client, s)
             memory = read_memory(client)
             # The dead-letter guard's stop is a record in Redis: seen here even with

@@ -99,7 +99,7 @@ def _classify(error: BaseException, settings: Settings | None) -> OperatorError:
             isinstance(error, redis.ResponseError) and any(w in str(error).upper() for w in ("NOAUTH", "WRONGPASS")))
         if refused_login:
             return ConfigError(f"Redis at {_address(settings, 'Redis')} refused the login: {first_line(error)}",
-                               "Check the password in REDIS_URL.")
+                               "Check the user in REDIS_URL and the password (REDIS_PASSWORD_FILE, or in REDIS_URL).")
         return ServiceUnavailable("Redis", _address(settings, "Redis"), first_line(error))
 
     if module in ("confluent_kafka", "cimpl"):

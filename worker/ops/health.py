@@ -19,7 +19,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
 from worker.celeryapp.liveness import unacked_keys
+from worker.celeryapp.resources import redis_client
 from worker.config.settings import Settings
 from worker.core import names
 from worker.core.durations import Duration
@@ -48,12 +51,9 @@ class Unheard(Exception):
     stays 0 (a container must not turn unhealthy because alerting is not set up)."""
 
 
-def _redis(url: str) -> redis.Redis:
-    """A Redis client that gives up after ``TIMEOUT_S`` (imported here: `aggregator --help`
-    imports this module)."""
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+def _redis(settings: Settings, url: SecretStr | None = None) -> redis.Redis:
+    """A Redis client on ``url`` (default REDIS_URL) that gives up after ``TIMEOUT_S``."""
+    return redis_client(settings, TIMEOUT_S, url)
 
 
 def _query(dsn: str, *statements: str) -> list[list[tuple[Any, ...]]]:
@@ -92,11 +92,11 @@ def queue_depths(client: redis.Redis, settings: Settings) -> dict[str, int]:
     return depths
 
 
-def check_redis(url: str) -> Check:
+def check_redis(settings: Settings, url: SecretStr | None = None) -> Check:
     def run() -> str:
-        with _redis(url) as client:
+        with _redis(settings, url) as client:
             client.ping()
-        return mask_dsn(url)
+        return mask_dsn((url or settings.redis_url).get_secret_value())
 
     return run
 
@@ -185,7 +185,8 @@ def check_celery_ping(settings: Settings, hostname: str) -> Check:
         # A bare app on the same broker: worker.app would load every task module for a ping.
         # Only this host's nodes answer (compose names them `<role>@%h`); limit=1 returns on
         # the first reply instead of waiting out the timeout.
-        app = Celery("health", broker=settings.redis_url.get_secret_value())
+        app = Celery("health", broker=settings.redis_address())
+        app.conf.broker_use_ssl = settings.redis_tls() or None
         app.conf.broker_transport_options = {"socket_timeout": TIMEOUT_S, "socket_connect_timeout": TIMEOUT_S,
                                              "max_retries": 1}
         app.conf.broker_connection_retry_on_startup = False
@@ -237,7 +238,7 @@ def check_queues(settings: Settings) -> Check:
     bound = 2 * settings.bridge_queue_high_watermark
 
     def run() -> str:
-        with _redis(settings.redis_url.get_secret_value()) as client:
+        with _redis(settings) as client:
             depths = queue_depths(client, settings)
         text = " ".join(f"{queue}={depth}" for queue, depth in depths.items())
         if depths[settings.ingest_queue] > bound:
@@ -248,9 +249,9 @@ def check_queues(settings: Settings) -> Check:
     return run
 
 
-def check_redis_memory(url: str) -> Check:
+def check_redis_memory(settings: Settings) -> Check:
     def run() -> str:
-        with _redis(url) as client:
+        with _redis(settings) as client:
             use = read_memory(client)
         if use.ratio >= NEAR_FULL:
             raise RuntimeError(f"Redis nearly full: {describe(use)}; at maxmemory it refuses new messages "
@@ -262,7 +263,7 @@ def check_redis_memory(url: str) -> Check:
 
 def check_dlq_guard(settings: Settings) -> Check:
     def run() -> str:
-        with _redis(settings.redis_url.get_secret_value()) as client:
+        with _redis(settings) as client:
             stop = RedisGuardRecords(client, settings.kafka_group_id, settings.kafka_topic).read()
         if stop is not None:
             raise RuntimeError(f"stopped consuming since {stop.at or '?'} (by {stop.by or '?'}): {stop.reason}; "
@@ -291,9 +292,9 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
     outage does not mark the bridge unhealthy."""
     s = settings
     influx = [("influxdb", check_influxdb(url))] if (url := s.influxdb_v2_url) and s.event_store == "influxdb" else []
-    redis_checks = [("redis", check_redis(s.redis_url.get_secret_value()))]
+    redis_checks = [("redis", check_redis(s))]
     if s.result_backend != s.redis_url:
-        redis_checks.append(("results", check_redis(s.result_backend.get_secret_value())))
+        redis_checks.append(("results", check_redis(s, s.result_backend)))
     kafka = ("kafka", check_kafka(s.kafka_bootstrap_servers, s.kafka_topic))
     dsn = Database.from_settings(s).dsn
     metrics = {"bridge": s.bridge_metrics_port, "worker": s.worker_metrics_port, "exporter": s.exporter_port}
@@ -311,7 +312,7 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
         case "trends":
             runs = _run_times(dsn)
             return [*((f"trend:{d.name}", check_trend(s, d, runs)) for d in s.durations().values()),
-                    ("queues", check_queues(s)), ("redis-memory", check_redis_memory(s.redis_url.get_secret_value()))]
+                    ("queues", check_queues(s)), ("redis-memory", check_redis_memory(s))]
         case "lag":
             return [("lag", check_lag(s))]
         case "exporter":

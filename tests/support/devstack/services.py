@@ -84,9 +84,14 @@ class RedisServer(_Process):
 
     No persistence by default (a throwaway stack); ``persistent=True`` runs it as compose
     does, with an append-only file synced every second, for the fault tests that kill it.
+    ``password``: only the ACL user ``user`` with it may connect (the default user is off);
+    ``tls``: only TLS, with the certificates :func:`make_certificates` wrote there.
     """
 
     persistent: bool = False
+    user: str = "aggregator"
+    password: str | None = None
+    tls: Path | None = None
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -94,9 +99,15 @@ class RedisServer(_Process):
             raise ServiceError("redis-server not found: apt-get install redis-server")
         persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent else [
             "--appendonly", "no"]
+        access = [] if self.password is None else [
+            "--user", "default", "off", "--user", self.user, "on", f">{self.password}", "~*", "&*", "+@all"]
+        listen = ["--port", str(self.port)] if self.tls is None else [
+            "--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no",
+            "--tls-cert-file", str(self.tls / "redis.crt"), "--tls-key-file", str(self.tls / "redis.key"),
+            "--tls-ca-cert-file", str(self.tls / "ca.crt")]
         self.proc = self._spawn(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
-             "--maxmemory-policy", "noeviction", "--dir", str(self.workdir)],
+            [binary, *listen, "--bind", "127.0.0.1", "--save", "", *persistence,
+             "--maxmemory-policy", "noeviction", "--dir", str(self.workdir), *access],
             "redis.log",
         )
         wait_until(self._ping, 15, "redis-server", self.proc)
@@ -105,11 +116,32 @@ class RedisServer(_Process):
     def _ping(self) -> bool:
         import redis
 
-        return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        tls = {} if self.tls is None else {"ssl_ca_certs": str(self.tls / "ca.crt")}
+        return bool(redis.Redis.from_url(self.url, password=self.password, socket_timeout=1, **tls).ping())
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """Without the password (the product reads it apart, REDIS_PASSWORD)."""
+        scheme, user = ("redis" if self.tls is None else "rediss"), ("" if self.password is None else f"{self.user}@")
+        return f"{scheme}://{user}127.0.0.1:{self.port}/0"
+
+
+def make_certificates(directory: Path) -> Path:
+    """A throwaway CA (ca.crt) and a certificate it signed for 127.0.0.1 and localhost
+    (redis.crt, redis.key), with the openssl command line."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
+            "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "redis.key",
+            "-out", "redis.csr")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.ext", "-out", "redis.crt")
+    return directory
 
 
 def _pg_bin(name: str) -> str:
