@@ -1,11 +1,6 @@
-"""Typed configuration read from the environment, validated in one place at start.
-
-Every process reads the same variables and checks all of them when it starts, so a wrong
-value stops it with a message naming the variable instead of crashing a worker in the middle
-of a batch. One class per concern; a field's ``description`` is its only documentation
-(.env.example and docs/deploying.md's table are generated from it: docs/development.md,
-"Settings"). Credentials are ``SecretStr``: masked in ``repr`` and ``str``, unwrapped with
-``.get_secret_value()`` only where they are handed to a driver.
+"""Typed configuration from the environment, all of it validated when a process starts, so a
+wrong value stops it with a message naming the variable. A field's ``description`` is its only
+documentation (docs/development.md, "Settings"); credentials are ``SecretStr``.
 """
 
 from __future__ import annotations
@@ -78,26 +73,6 @@ def _dsn_password(value: str) -> str | None:
 
     password: str | None = parse_dsn(value).get("password")
     return password
-
-
-def _check_rate_limit(value: str) -> str:
-    match = _RATE.match(value)
-    if match is None or float(match.group(1)) <= 0:
-        raise ValueError("must be a Celery rate limit: a positive number of tasks per second, "
-                         "or N/s, N/m, N/h (e.g. 20/s)")
-    number, unit = match.groups()
-    return f"{number}/{unit or 's'}"
-
-
-def _check_bootstrap(value: str) -> str:
-    servers = [part.strip() for part in value.split(",") if part.strip()]
-    if not servers:
-        raise ValueError("needs at least one host:port")
-    for server in servers:
-        match = _HOST_PORT.match(server)
-        if match is None or not 0 < int(match.group(2)) < 65536:
-            raise ValueError(f"{server!r} is not host:port (e.g. kafka:9092)")
-    return ",".join(servers)
 
 
 def secret_fields(settings_cls: type[BaseSettings]) -> list[str]:
@@ -360,25 +335,16 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("redis_url", "result_backend_url", mode="before")
+    @field_validator("redis_url", "result_backend_url", "postgres_dsn", mode="before")
     @classmethod
-    def _redis(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
-            return None
+    def _connection_string(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str) and not value.strip() and info.field_name != "postgres_dsn":
+            return None  # a blank Redis URL (an empty secret file) is not set
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if isinstance(raw, str):
-            _check_redis_url(raw.strip())
-            return raw.strip()
-        return value
-
-    @field_validator("postgres_dsn", mode="before")
-    @classmethod
-    def _postgres(cls, value: object) -> object:
-        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if isinstance(raw, str):
-            _check_postgres_dsn(raw.strip())
-            return raw.strip()
-        return value
+        if not isinstance(raw, str):
+            return value
+        (_check_postgres_dsn if info.field_name == "postgres_dsn" else _check_redis_url)(raw.strip())
+        return raw.strip()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -401,12 +367,24 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _bootstrap(cls, value: str) -> str:
-        return _check_bootstrap(value)
+        servers = [part.strip() for part in value.split(",") if part.strip()]
+        if not servers:
+            raise ValueError("needs at least one host:port")
+        for server in servers:
+            match = _HOST_PORT.match(server)
+            if match is None or not 0 < int(match.group(2)) < 65536:
+                raise ValueError(f"{server!r} is not host:port (e.g. kafka:9092)")
+        return ",".join(servers)
 
     @field_validator("ingest_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
-        return _check_rate_limit(value)
+        match = _RATE.match(value)
+        if match is None or float(match.group(1)) <= 0:
+            raise ValueError("must be a Celery rate limit: a positive number of tasks per second, "
+                             "or N/s, N/m, N/h (e.g. 20/s)")
+        number, unit = match.groups()
+        return f"{number}/{unit or 's'}"
 
     @field_validator("post_schedule", "maintenance_schedule")
     @classmethod

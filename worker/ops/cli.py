@@ -1,10 +1,7 @@
 """The `aggregator` command: one entry point for every process and operator task.
 
-It parses the command line, reads the settings once and runs the chosen command
-(``worker/ops/commands/<name>.py``), importing only that one, so `aggregator --help` and
-the health check stay fast and need no service. A failure ends in one or two lines and a
-``sysexits`` code (:mod:`worker.ops.failures`; docs/deploying.md, "Exit codes and errors");
-``--debug`` adds the traceback and librdkafka's own log lines.
+A failure ends in one or two lines and a ``sysexits`` code (docs/deploying.md, "Exit codes
+and errors"); ``--debug`` adds the traceback and librdkafka's own log lines.
 """
 
 from __future__ import annotations

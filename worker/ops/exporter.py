@@ -1,11 +1,7 @@
-"""The product's state as Prometheus metrics, read at scrape time (``aggregator exporter``).
-
-What an operator pages on is state: trend ages, the last run's phases, queue depths, dead
-letters waiting, the morning post. It lives in PostgreSQL, Redis and Kafka, so one process
-reads it on every scrape instead of every worker exporting a partial view; the workers'
-own counters are :mod:`worker.celeryapp.metrics`. A source that does not answer is a 0 in
-``aggregator_exporter_source_up``, not a failed scrape. The metrics: docs/operating.md,
-"Metrics and alerts".
+"""The product's state as Prometheus metrics, read from PostgreSQL, Redis and Kafka at each
+scrape (``aggregator exporter``): one process sees what no single worker does. A source that
+does not answer is a 0 in ``aggregator_exporter_source_up``, not a failed scrape. The
+metrics: docs/operating.md, "Metrics and alerts".
 """
 
 from __future__ import annotations

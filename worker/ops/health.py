@@ -1,9 +1,8 @@
-"""`aggregator health <component>...`: exit 0 when what the component's process talks to answers.
+"""`aggregator health <component>...`: the container healthcheck of every product service.
 
-The container healthcheck of every product service (docker-compose.yml), so it must never
-hang: each check gives up after ``TIMEOUT_S`` and they run concurrently, so a dead
-dependency costs one timeout, not the sum. One line per check, which ``docker inspect``
-keeps. What each component checks and why: docs/operating.md, "Health checks".
+It must never hang: each check gives up after ``TIMEOUT_S`` and they run concurrently, so a
+dead dependency costs one timeout, not the sum. What each component checks and why:
+docs/operating.md, "Health checks".
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""`aggregator schedule`: measure, plan, draw (the I/O around :mod:`worker.ops.dayplan`).
-
-A source of run lengths that does not answer is reported and its jobs get the assumed
-lengths: the plan of the schedules is worth drawing even before anything ran.
-"""
+"""`aggregator schedule`: measure, plan, draw. A source of run lengths that does not answer
+costs only its measurements: its jobs get the assumed lengths."""
 
 from __future__ import annotations
 
