@@ -20,7 +20,7 @@ import pytest
 from tests.support.devstack.services import free_port
 from tests.support.helpers import CELERY, log_text, start_worker, wait_for
 from worker.config.settings import Settings
-from worker.ops.health import check_celery_ping
+from worker.ops.health import celery_ping
 
 pytestmark = pytest.mark.integration
 
@@ -112,4 +112,4 @@ def test_flower_shows_our_worker_and_queue_lengths(redis_url: str, spawn: Callab
     assert "trends" not in names, text
 
     # The container healthcheck's ping finds this worker by host pattern.
-    assert node in check_celery_ping(Settings(redis_url=redis_url), "localhost")()
+    assert node in celery_ping(Settings(redis_url=redis_url), "localhost")

@@ -1,8 +1,5 @@
-"""Logging for every process: key=value (default) or JSON lines, chosen by LOG_FORMAT.
-
-Operators grep for run ids, task ids and DOIs; both formats put every ``extra`` field on
-the line so one search finds a run's whole story across bridge, workers and beat.
-"""
+"""Logging for every process: key=value (default) or JSON lines (LOG_FORMAT), every ``extra``
+field on the line, so one grep finds a run's story across bridge, workers and beat."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""Typed configuration read from the environment, validated in one place at start.
-
-Every process reads the same variables and checks all of them when it starts, so a wrong
-value stops it with a message naming the variable instead of crashing a worker in the middle
-of a batch. One class per concern; a field's ``description`` is its only documentation
-(.env.example and docs/deploying.md's table are generated from it: docs/development.md,
-"Settings"). Credentials are ``SecretStr``: masked in ``repr`` and ``str``, unwrapped with
-``.get_secret_value()`` only where they are handed to a driver.
+"""Typed configuration from the environment, all of it validated when a process starts, so a
+wrong value stops it with a message naming the variable. A field's ``description`` is its only
+documentation (docs/development.md, "Settings"); credentials are ``SecretStr``.
 """
 
 from __future__ import annotations
@@ -38,11 +33,8 @@ _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^\s\[\]:/,]+):(\d{1,5})$")
 
 
 class ConfigurationError(SystemExit):
-    """The environment holds an invalid setting.
-
-    A ``SystemExit``: a Celery worker or beat that imports a bad configuration stops with
-    this message instead of a traceback; the ``aggregator`` command catches it and exits 78.
-    """
+    """An invalid setting. A ``SystemExit``, so a worker or beat stops with this message, not a
+    traceback; the ``aggregator`` command exits 78."""
 
 
 def _check_redis_url(value: str) -> None:
@@ -81,26 +73,6 @@ def _dsn_password(value: str) -> str | None:
     return password
 
 
-def _check_rate_limit(value: str) -> str:
-    match = _RATE.match(value)
-    if match is None or float(match.group(1)) <= 0:
-        raise ValueError("must be a Celery rate limit: a positive number of tasks per second, "
-                         "or N/s, N/m, N/h (e.g. 20/s)")
-    number, unit = match.groups()
-    return f"{number}/{unit or 's'}"
-
-
-def _check_bootstrap(value: str) -> str:
-    servers = [part.strip() for part in value.split(",") if part.strip()]
-    if not servers:
-        raise ValueError("needs at least one host:port")
-    for server in servers:
-        match = _HOST_PORT.match(server)
-        if match is None or not 0 < int(match.group(2)) < 65536:
-            raise ValueError(f"{server!r} is not host:port (e.g. kafka:9092)")
-    return ",".join(servers)
-
-
 def secret_fields(settings_cls: type[BaseSettings]) -> list[str]:
     """The secret settings (typed ``SecretStr``), in declaration order: each may come from a
     ``<NAME>_FILE``, and ``setup`` refuses .env.example's placeholder in any of them."""
@@ -108,13 +80,9 @@ def secret_fields(settings_cls: type[BaseSettings]) -> list[str]:
 
 
 class SecretFiles(PydanticBaseSettingsSource):
-    """Every secret setting from a file: ``POSTGRES_DSN_FILE=/run/secrets/postgres_dsn``.
-
-    Docker and Kubernetes hand secrets over as files so they never show in ``docker
-    inspect`` or a process's environment. The file's text is the value (one trailing newline
-    dropped); a variable set both ways is refused, as a file that cannot be read is: either
-    would leave an operator guessing which value the process uses.
-    """
+    """Every secret setting from a file (``POSTGRES_DSN_FILE=/run/secrets/postgres_dsn``), as
+    Docker and Kubernetes hand secrets over; one trailing newline dropped. A variable set both
+    ways, or an unreadable file, is refused: the operator must not guess which value is used."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # everything happens in __call__
@@ -144,17 +112,15 @@ class ConnectionSettings(BaseModel):
     redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), description=(
         "Celery's broker; rediss:// for TLS. A password in it: URL-safe characters (letters, digits, - _ . ~) or "
         "percent-encoded."))
-    result_backend_url: SecretStr | None = Field(None, description="Celery's result backend (chord state); "
-                                                 "not set = REDIS_URL.")
+    result_backend_url: SecretStr | None = Field(None, description="Celery's result backend; not set = REDIS_URL.")
     redis_password: SecretStr | None = Field(None, description=(
-        "The password apart from REDIS_URL and RESULT_BACKEND_URL without one (for the user they name, or Redis's "
-        "default user), so that only it is a secret; a URL with a password too is refused."))
+        "The password apart from REDIS_URL and RESULT_BACKEND_URL (for the user they name, or Redis's default user); "
+        "a URL with a password too is refused."))
     redis_ca_cert: str | None = Field(None, description=(
-        "With a rediss:// URL: the CA certificate (PEM) Redis's certificate is verified against; not set = the "
-        "system's CAs. The certificate is always verified, its host name too."))
+        "With rediss://: the CA certificate (PEM) Redis's certificate and host name are verified against; not set = "
+        "the system's CAs."))
     connect_timeout_s: float = Field(10.0, ge=0.5, le=300, description=(
-        "How long a process waits for PostgreSQL, Redis, Kafka or InfluxDB to answer before it calls the service "
-        "unreachable: a server that accepts the connection and never answers ends in an error, not a hang."))
+        "How long a process waits for any service to answer before it calls it unreachable (an error, not a hang)."))
 
 
 class KafkaSettings(BaseModel):
@@ -164,72 +130,58 @@ class KafkaSettings(BaseModel):
     kafka_topic: str = Field("events_processed-discusses", min_length=1, description="The bridge's topic.")
     kafka_group_id: str = Field("trend-aggregator", min_length=1, description="Consumer group of the bridges.")
     kafka_session_timeout_ms: int = Field(10_000, ge=1000, description=(
-        "A bridge that dies without leaving the group (SIGKILL, a lost host) keeps its partitions this long; the "
-        "others own them about 3 s later (measured). A new group's first join can wait about half of it. At least "
-        "3x librdkafka's heartbeat interval (3 s)."))
+        "A bridge that dies without leaving the group keeps its partitions this long (the others own them ~3 s "
+        "later). At least 3x librdkafka's heartbeat interval (3 s)."))
     kafka_prefetch_kbytes: int = Field(16_384, ge=1024, le=2_097_151, description=(
-        "librdkafka's queued.max.messages.kbytes (its default 64 MiB): the bridge's memory peak on a backlog. "
-        "16 MiB holds ~30,000 events, a second of the fastest ingest measured."))
+        "librdkafka's queued.max.messages.kbytes: the bridge's memory peak on a backlog (16 MiB: ~30,000 events)."))
     kafka_dlq_topic: str = Field("events_processed-discusses.dlq", min_length=1,
                                  description="Dead letters: invalid events and batches past their retries.")
     kafka_dlq_partitions: int = Field(1, ge=1, description="Partitions when setup creates the dead-letter topic.")
     kafka_dlq_replication_factor: int | None = Field(None, ge=1, description=(
-        "Copies of the dead-letter topic when the product creates it; blank = 3, or one per broker on a smaller "
-        "cluster (an existing topic keeps its own: docs/deploying.md, \"Kafka's retention\")."))
+        "Copies of the dead-letter topic when setup creates it; blank = 3, or one per broker on a smaller cluster."))
     kafka_dlq_retention_days: int = Field(0, ge=0, description=(
-        "Days Kafka keeps a dead letter; 0 = for ever (a dead letter is never dropped). Set by `setup` and at the "
-        "bridge's start, on an existing topic too."))
+        "Days Kafka keeps a dead letter; 0 = for ever. Set by setup and the bridge, on an existing topic too."))
     dlq_max_attempts: int = Field(3, ge=1, description=(
-        "`aggregator dlq replay` appends a letter still invalid again (attempt + 1) while its attempts stay within "
-        "this, then parks it (logged with a copy), so it stops coming back. The bridge's failure is attempt 1."))
+        "`dlq replay` appends a letter still invalid again (attempt + 1) up to this, then parks it. The bridge's "
+        "failure is attempt 1."))
 
 
 class StoreSettings(BaseModel):
-    """Event store (PostgreSQL or InfluxDB, amba's layout); PostgreSQL holds the trends either way.
-
-    A PostgreSQL statement past its timeout (0 = none), or a lock not granted in time, fails like an
-    unreachable store: an ingest batch is retried, a trend chunk or finalize fails its run.
-    """
+    """Event store (PostgreSQL or InfluxDB, amba's layout); PostgreSQL holds the trends either way. A
+    statement past its timeout (0 = none) fails like an unreachable store: retried, or its run fails."""
 
     event_store: Literal["postgres", "influxdb"] = Field("postgres", description="postgres or influxdb.")
     postgres_dsn: SecretStr = Field(SecretStr("postgresql://aggregator:aggregator@127.0.0.1:5432/aggregator"),
                                     description="A postgresql:// URL or libpq keywords.")
-    postgres_password: SecretStr | None = Field(None, description=(
-        "The password apart from a POSTGRES_DSN without one, so that only it is a secret; both is refused."))
+    postgres_password: SecretStr | None = Field(None, description="For a POSTGRES_DSN without one; both is refused.")
     pg_statement_timeout_ingest_s: float = Field(60.0, ge=0, description="An ingest batch's statements.")
     pg_statement_timeout_trends_s: float = Field(60.0, ge=0, description="Qualifying DOIs, a chunk's inputs.")
     pg_statement_timeout_finalize_s: float = Field(60.0, ge=0, description="Each statement of the finalize.")
     pg_lock_timeout_s: float = Field(10.0, ge=0, description="Every session (the maintenance DDL has its own).")
     influxdb_v2_url: str | None = Field(None, description="Needed with EVENT_STORE=influxdb.")
-    influxdb_v2_token: SecretStr | None = Field(None, description=(
-        "Allowed to create and write buckets and tasks in INFLUXDB_V2_ORG (setup manages them)."))
+    influxdb_v2_token: SecretStr | None = Field(None, description="May create and write buckets and tasks in the org.")
     influxdb_v2_org: str = Field("amba", description="The InfluxDB organization of the buckets and tasks.")
     influxdb_v2_bucket: str = Field("currently", description="The raw events, as amba's streams API reads them.")
     influxdb_v2_retention_days: int = Field(400, ge=0, description=(
-        "Set by setup; 0 = for ever. At least the longest span plus a day (366): every run reads raw events."))
+        "Set by setup; 0 = for ever. At least the longest span plus a day (366)."))
     influxdb_v2_timeout_ms: int = Field(30_000, ge=1000, description="One InfluxDB request.")
     influxdb_bucket_prefix: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$", description=(
-        "Prefix of the other buckets and tasks setup manages (`today`..`year`, `numbers`, `trending_<duration>`, "
-        "`task_...`). Empty in an amba system, whose streams API reads fixed names; set to run a second copy."))
+        "Prefix of the other buckets and tasks setup manages; empty in an amba system (it reads fixed names)."))
     influxdb_measurement: str = Field("trending", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                                       description="Of the events, the downsampled windows and the trend rows.")
 
 
 class CelerySettings(BaseModel):
-    """Redelivery, the active beat, and the hard time limit of each task kind.
-
-    The soft limit, SOFT_TIME_LIMIT_RATIO of the hard one, fails the task first; the defaults
-    are far above the times measured (docs/trends.md, "A hung chunk").
-    """
+    """Redelivery, the active beat, and each task kind's hard time limit (the soft one fails it first;
+    docs/trends.md, "A hung chunk")."""
 
     visibility_timeout_s: int = Field(7200, ge=1, description=(
         "Redis redelivers an unacked task after this: keep it above the longest task, retry wait and chord."))
     worker_heartbeat_ttl_s: float = Field(10.0, ge=1, le=600, description=(
-        "A worker's heartbeat lives this long; once it is gone, the others hand the deliveries it held out again "
-        "(worker/celeryapp/liveness.py): a dead worker's batches come back within this plus a fifth."))
+        "A worker's heartbeat lives this long: a dead worker's deliveries come back within this plus a fifth."))
     beat_lock_timeout_s: int = Field(60, ge=5, le=90, description=(
-        "The active beat's lock; a standby fires within this plus a fifth after the active one dies. At most 90, "
-        "so the takeover ends within beat's 120 s starting deadline and a missed tick fires late, not never."))
+        "The active beat's lock: a standby takes over within this plus a fifth (at most 90: within beat's 120 s "
+        "starting deadline, so a missed tick fires late, not never)."))
     task_time_limit_ingest_s: float = Field(120.0, gt=1, description="Storing one batch.")
     task_time_limit_trend_run_s: float = Field(120.0, gt=1, description="The plan: select and cut the DOIs.")
     task_time_limit_chunk_s: float = Field(120.0, gt=1, description="One chunk of a trend run.")
@@ -243,13 +195,12 @@ class IngestSettings(BaseModel):
 
     ingest_queue: str = Field("ingest", min_length=1, description="Celery queue of the ingest tasks.")
     ingest_rate_limit: str = Field("20/s", description=(
-        "Batches written per second (N/s, N/m, N/h) by ALL ingest workers together: one token bucket in Redis, "
-        "bursting one second's worth. More workers do not raise it."))
+        "Batches written per second (N/s, N/m, N/h) by ALL ingest workers together: more workers do not raise it."))
     ingest_outage_tolerance_s: float = Field(3600.0, gt=0, description=(
-        "How long a batch waits for an unavailable store before it is dead-lettered; the bridge pauses meanwhile."))
+        "How long a batch waits for an unavailable store before it is dead-lettered."))
     ingest_retry_backoff_s: float = Field(2.0, gt=0, description="First retry wait (exponential, jittered).")
     ingest_retry_backoff_max_s: float = Field(30.0, gt=0, description=(
-        "Longest wait between attempts; each tells the bridge the batch lives: 10 s below BRIDGE_CONFIRM_TIMEOUT_S."))
+        "Longest wait between attempts: at least 10 s below BRIDGE_CONFIRM_TIMEOUT_S."))
 
 
 class BridgeSettings(BaseModel):
@@ -266,24 +217,21 @@ class BridgeSettings(BaseModel):
     bridge_queue_high_watermark: int = Field(200, ge=1, description="Ingest tasks queued: the bridge pauses ...")
     bridge_queue_low_watermark: int = Field(50, ge=0, description="... and resumes.")
     bridge_redis_memory_high_watermark: float = Field(0.8, gt=0.05, le=1, description=(
-        "The bridge also pauses at this share of Redis's maxmemory (a full Redis refuses publishes and retries); "
-        "1.0 pauses only when it is full; without maxmemory only the depth counts."))
+        "The bridge also pauses at this share of Redis's maxmemory (a full Redis refuses publishes)."))
     bridge_depth_check_interval_s: float = Field(1.0, gt=0, description="Between two reads of the queue depth.")
     bridge_shutdown_deadline_s: float = Field(20.0, gt=0, description=(
         "SIGTERM: to publish, confirm and commit what it holds; below compose's stop_grace_period (30 s)."))
     bridge_revoke_deadline_s: float = Field(10.0, gt=0, le=60, description=(
-        "Rebalance: to publish what it holds of revoked partitions and await their confirmations (the rest is read "
-        "again by the new owner). Fits one publish's worst case, 8.2 s: two 2 s Redis attempts and a retry."))
+        "Rebalance: to publish and confirm what it holds of revoked partitions (above one publish's worst, 8.2 s)."))
     bridge_confirm_timeout_s: float = Field(60.0, gt=0, description=(
-        "A batch not confirmed as stored (nor its task seen alive) by then is read again from Kafka and published "
-        "again: Redis lost it or its worker died. Doubles per partition after each such rewind, up to 4x."))
+        "A batch not confirmed as stored (nor seen alive) by then is read again from Kafka; doubles per partition "
+        "after each such rewind, up to 4x."))
     bridge_max_in_flight: int = Field(100, ge=2, description="Batches awaiting confirmation: the bridge pauses.")
     bridge_idle_flush_s: float = Field(1.0, gt=0, description="The source quiet this long, what it holds leaves.")
     bridge_poll_timeout_s: float = Field(0.5, gt=0, description="Of one Kafka poll.")
     bridge_max_dlq_ratio: float = Field(0.5, gt=0, le=1, description=(
-        "Dead-letter guard: past this share of invalid events among the last BRIDGE_DLQ_MIN_EVENTS the bridges "
-        "stop consuming until `aggregator bridge resume` or a restart with a changed value; 1.0 = off "
-        "(docs/operating.md, \"Dead-letter guard\")."))
+        "Past this share of invalid events among the last BRIDGE_DLQ_MIN_EVENTS the bridges stop until "
+        "`aggregator bridge resume`; 1.0 = off (docs/operating.md, \"Dead-letter guard\")."))
     bridge_dlq_min_events: int = Field(1000, ge=1, description="The guard's window: nothing is decided on fewer.")
     bridge_metrics_port: int = Field(0, ge=0, le=65535, description="The bridge's Prometheus /metrics; 0 = off.")
 
@@ -294,22 +242,19 @@ class TrendSettings(BaseModel):
     trends_queue: str = Field("trends", min_length=1, description="Celery queue of the trend runs.")
     trend_chunk_size: int = Field(200, ge=1, description="DOIs per chord chunk.")
     trend_query_connections: int = Field(2, ge=1, le=16, description=(
-        "PostgreSQL store: connections (backends) a chunk's query is split over, like PostgreSQL's parallel "
-        "query; with 1 the `year` run at scale takes 1.2x longer (docs/benchmarks.md)."))
+        "PostgreSQL store: connections a chunk's query is split over (docs/benchmarks.md)."))
     trend_start_offset_s: int = Field(15, ge=0, description="After the cron minute, so late events arrive.")
     trend_durations: str = Field("{}", description=(
         "JSON overriding fields of the durations table, e.g. {\"currently\": {\"min_events\": 5}}."))
     trend_lock_ttl_s: int = Field(150, ge=10, description=(
-        "A run's lease on its duration, renewed by each chunk and the finalize: a dead run's is gone within this. "
-        "Below every duration's period, above the chunk's and finalize's time limits."))
+        "A run's lease, renewed by each chunk and the finalize: below every period, above their time limits."))
 
 
 class MaintenanceSettings(BaseModel):
     """Retention and trend history: the maintenance task and `aggregator maintain` (worker/core/retention.py)."""
 
     event_retention_days: int = Field(400, ge=1, description=(
-        "Events in PostgreSQL, removed a month partition at a time (so up to a month later). At least the longest "
-        "span plus a day. InfluxDB's bucket has its own (INFLUXDB_V2_RETENTION_DAYS)."))
+        "Events in PostgreSQL, dropped a month partition at a time. At least the longest span plus a day."))
     trend_history_full_days: int = Field(7, ge=1, description="trending_history keeps every run's rows ...")
     trend_history_hourly_days: int = Field(35, ge=1, description="... then the last of each hour per DOI ...")
     trend_history_retention_days: int = Field(400, ge=1, description="... then the last of each day; no older.")
@@ -332,13 +277,12 @@ class MonitoringSettings(BaseModel):
     """Metrics, health and logs."""
 
     exporter_port: int = Field(9109, ge=1, le=65535, description="`aggregator exporter`: the product's state.")
-    alertmanager_url: str | None = Field(None, description=(
-        "`aggregator health alerts` asks this Alertmanager whether its receivers deliver anywhere."))
+    alertmanager_url: str | None = Field(None, description="`health alerts` asks it whether its receivers deliver.")
     worker_metrics_port: int = Field(0, ge=0, le=65535, description=(
-        "A Celery worker's own counters, summed over its pool processes; 0 = off. Needs PROMETHEUS_MULTIPROC_DIR."))
+        "A worker's own counters; 0 = off. Needs PROMETHEUS_MULTIPROC_DIR."))
     prometheus_multiproc_dir: str | None = Field(None, description="An empty directory of the worker's own.")
     health_max_ingest_lag: int = Field(1_000_000, ge=1, description=(
-        "Unstored events of KAFKA_TOPIC past which `aggregator health lag` (the bridge's healthcheck) fails."))
+        "Unstored events of KAFKA_TOPIC past which `aggregator health lag` fails."))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
         "DEBUG, INFO, WARNING or ERROR (also Celery's --loglevel in compose)."))
     log_format: Literal["kv", "json"] = Field("kv", description="kv (key=value lines) or json.")
@@ -368,25 +312,16 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("redis_url", "result_backend_url", mode="before")
+    @field_validator("redis_url", "result_backend_url", "postgres_dsn", mode="before")
     @classmethod
-    def _redis(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
-            return None
+    def _connection_string(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str) and not value.strip() and info.field_name != "postgres_dsn":
+            return None  # a blank Redis URL (an empty secret file) is not set
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if isinstance(raw, str):
-            _check_redis_url(raw.strip())
-            return raw.strip()
-        return value
-
-    @field_validator("postgres_dsn", mode="before")
-    @classmethod
-    def _postgres(cls, value: object) -> object:
-        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if isinstance(raw, str):
-            _check_postgres_dsn(raw.strip())
-            return raw.strip()
-        return value
+        if not isinstance(raw, str):
+            return value
+        (_check_postgres_dsn if info.field_name == "postgres_dsn" else _check_redis_url)(raw.strip())
+        return raw.strip()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -409,12 +344,24 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _bootstrap(cls, value: str) -> str:
-        return _check_bootstrap(value)
+        servers = [part.strip() for part in value.split(",") if part.strip()]
+        if not servers:
+            raise ValueError("needs at least one host:port")
+        for server in servers:
+            match = _HOST_PORT.match(server)
+            if match is None or not 0 < int(match.group(2)) < 65536:
+                raise ValueError(f"{server!r} is not host:port (e.g. kafka:9092)")
+        return ",".join(servers)
 
     @field_validator("ingest_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
-        return _check_rate_limit(value)
+        match = _RATE.match(value)
+        if match is None or float(match.group(1)) <= 0:
+            raise ValueError("must be a Celery rate limit: a positive number of tasks per second, "
+                             "or N/s, N/m, N/h (e.g. 20/s)")
+        number, unit = match.groups()
+        return f"{number}/{unit or 's'}"
 
     @field_validator("post_schedule", "maintenance_schedule")
     @classmethod

@@ -1,10 +1,7 @@
 """The `aggregator` command: one entry point for every process and operator task.
 
-It parses the command line, reads the settings once and runs the chosen command
-(``worker/ops/commands/<name>.py``), importing only that one, so `aggregator --help` and
-the health check stay fast and need no service. A failure ends in one or two lines and a
-``sysexits`` code (:mod:`worker.ops.failures`; docs/deploying.md, "Exit codes and errors");
-``--debug`` adds the traceback and librdkafka's own log lines.
+A failure ends in one or two lines and a ``sysexits`` code (docs/deploying.md, "Exit codes
+and errors"); ``--debug`` adds the traceback and librdkafka's own log lines.
 """
 
 from __future__ import annotations
@@ -17,12 +14,11 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 from worker.config.logs import setup_logging
 from worker.config.settings import ConfigurationError, Settings, get_settings
 from worker.core.durations import DEFAULT_DURATIONS
-from worker.core.failures import OperatorError
 from worker.ingest.kafka_config import KAFKA_LOGGER
 from worker.ingest.triage import REASON_KINDS, parse_position, parse_range
 from worker.ops.failures import classify, exit_code
@@ -133,6 +129,13 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _command(into: _Subparsers, name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+    return into.add_parser(name, help=summary, description=description or summary, formatter_class=_Formatter)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aggregator", formatter_class=_Formatter,
@@ -146,57 +149,48 @@ def make_parser() -> argparse.ArgumentParser:
                         help="on failure show the traceback, and show librdkafka's own log lines")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, summary: str, description: str | None = None,
-                into: argparse._SubParsersAction[argparse.ArgumentParser] = sub) -> argparse.ArgumentParser:
-        return into.add_parser(name, help=summary, description=description or summary, formatter_class=_Formatter)
-
-    setup = command("setup", "create or update what the product needs (idempotent)",
-                    "Apply the PostgreSQL migrations, set up the event store (InfluxDB buckets and tasks) and "
-                    "create the dead-letter topic, then run `aggregator selftest` (exit 1 when a check fails). "
-                    "Safe to run at every start. Refuses .env.example's change-me secrets.")
+    setup = _command(sub, "setup", "create or update what the product needs (idempotent)",
+                     "Apply the migrations, set up the event store and the dead-letter topic, then run `aggregator "
+                     "selftest`. Safe at every start. Refuses .env.example's change-me secrets.")
     setup.add_argument("--allow-placeholder-secrets", action="store_true",
                        help="accept change-me secrets (a throwaway development stack only)")
     setup.add_argument("--no-selftest", action="store_true", help="skip the self-test at the end")
 
-    command("selftest", "check the event store end to end with probe events; leaves nothing behind",
-            "Write probe events through ingestion's code path into a scratch namespace (PostgreSQL: dedicated "
-            "DOIs in the year 2000; InfluxDB: a scratch bucket), read them back through the trend engine's "
-            "queries and compare the trend inputs and rows with the pure reference, column by column; for "
-            "InfluxDB also check the buckets and tasks setup created. One line per check; exit 0 when all "
-            "pass, 1 when one fails. Safe on a live deployment.")
+    _command(sub, "selftest", "check the event store end to end with probe events; leaves nothing behind",
+             "Write probe events through ingestion's code path into a scratch namespace, read them back "
+             "through the trend engine's queries and compare with the pure reference (for InfluxDB also the "
+             "buckets and tasks). One line per check; exit 1 when one fails. Safe on a live deployment.")
 
-    bridge = command("bridge", "run the Kafka -> Celery bridge until SIGTERM",
-                     "Consume KAFKA_TOPIC, validate each event, publish batches to the ingest queue, dead-letter "
-                     "invalid events; pause while the queue is above BRIDGE_QUEUE_HIGH_WATERMARK, and stop while "
-                     "the dead-letter guard holds (more than BRIDGE_MAX_DLQ_RATIO of the last "
-                     "BRIDGE_DLQ_MIN_EVENTS events invalid). `aggregator bridge resume` lifts that stop for every "
-                     "bridge of the group.")
+    bridge = _command(sub, "bridge", "run the Kafka -> Celery bridge until SIGTERM",
+                      "Consume KAFKA_TOPIC, publish batches to the ingest queue, dead-letter invalid events; pause "
+                      "above BRIDGE_QUEUE_HIGH_WATERMARK, stop while the dead-letter guard holds.")
     bridge.add_argument("bridge_command", nargs="?", choices=("resume",), default=None, metavar="resume",
                         help="lift the dead-letter guard's stop (every bridge of the group resumes) and exit; "
                              "without it: run the bridge")
 
-    dlq = command("dlq", "inspect, replay or discard dead letters").add_subparsers(
-        dest="dlq_command", required=True, metavar="ACTION")
-    lister = command("list", "print dead letters pending replay, one line each",
-                     "One tab-separated line per dead letter: partition@offset, failed at, kind, events, "
-                     "source, attempt, state, reason kind, reason; the count goes to stderr. Letters replayed, "
-                     "parked or discarded are left out unless --all (or --parked) asks for them.", into=dlq)
+    dlq = _command(sub, "dlq", "inspect, replay or discard dead letters")
+    _dlq_commands(dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION"))
+    _run_commands(sub)
+    _watch_commands(sub)
+    return parser
+
+
+def _dlq_commands(dlq: _Subparsers) -> None:
+    lister = _command(dlq, "list", "print dead letters pending replay, one line each",
+                      "Tab-separated: partition@offset, failed at, kind, events, source, attempt, state, reason "
+                      "kind, reason; the count on stderr. Resolved letters only with --all (or --parked).")
     shown = lister.add_mutually_exclusive_group()
     shown.add_argument("--all", action="store_true", help="every letter still on the topic, with its state")
     shown.add_argument("--parked", action="store_true", help="only the parked letters")
     lister.add_argument("--limit", type=non_negative_int, default=0, help="print at most N (0: all)")
 
-    show = command("show", "print dead letters in full: reason, source, attempts, state, payload",
-                   "For each partition@offset (as `dlq list` prints it): reason and its kind, source, failed at, "
-                   "attempt, origin, triage state and history, and the payload as text (a hex dump when it is "
-                   "not UTF-8; a batch's points as JSON).", into=dlq)
+    show = _command(dlq, "show", "print dead letters in full: reason, source, attempts, state, payload",
+                    "The payload as text (a hex dump when not UTF-8; a batch's points as JSON).")
     show.add_argument("positions", nargs="+", type=dlq_position, metavar="PARTITION@OFFSET")
 
-    replayer = command("replay", "validate pending dead letters again and re-publish them",
-                       "Events valid now and batches are re-published to the ingest queue; a letter still invalid "
-                       "is appended again with attempt + 1, or parked once it has failed DLQ_MAX_ATTEMPTS times. "
-                       "Filters take only some letters; the others stay pending for a later replay. Prints a JSON "
-                       f"report. Reason kinds: {', '.join(REASON_KINDS)}.", into=dlq)
+    replayer = _command(dlq, "replay", "validate pending dead letters again and re-publish them",
+                        "A letter still invalid is appended again (attempt + 1), or parked after DLQ_MAX_ATTEMPTS. "
+                        f"Prints a JSON report. Reason kinds: {', '.join(REASON_KINDS)}.")
     replayer.add_argument("--reason-kind", action="append", default=[], choices=list(REASON_KINDS),
                           metavar="KIND", help="only letters of this reason kind (repeatable)")
     replayer.add_argument("--offsets", action="append", default=[], type=dlq_range, metavar="RANGE",
@@ -207,58 +201,56 @@ def make_parser() -> argparse.ArgumentParser:
                           help="report what a replay would do, letter by letter; publish, append, log nothing")
     replayer.add_argument("--by", default=None, help="who replays, for the triage log (default: the OS user)")
 
-    discard = command("discard", "give up dead letters that cannot succeed, with a record of who and why",
-                      "Each letter gets a row in the triage log (who, when, why, a copy of the letter) and is no "
-                      "longer pending; `dlq list --all` and `dlq show` still show it. A position with no letter, "
-                      "or a letter already replayed or discarded, is refused and nothing is recorded.", into=dlq)
+    discard = _command(dlq, "discard", "give up dead letters that cannot succeed, with a record of who and why",
+                       "Each letter gets a row in the triage log (who, when, why, a copy). A position with no "
+                       "letter, or one already resolved, is refused and nothing is recorded.")
     discard.add_argument("positions", nargs="+", type=dlq_position, metavar="PARTITION@OFFSET")
     discard.add_argument("--reason", required=True, type=non_blank, help="why it cannot succeed (recorded)")
     discard.add_argument("--by", default=None, help="who discards, for the triage log (default: the OS user)")
 
-    demo = command("produce-demo", "produce realistic synthetic events to Kafka")
+
+def _run_commands(sub: _Subparsers) -> None:
+    demo = _command(sub, "produce-demo", "produce realistic synthetic events to Kafka")
     demo.add_argument("--events", type=positive_int, default=1000, help="how many events")
     demo.add_argument("--dois", type=positive_int, default=50, help="over how many DOIs (Zipf popularity)")
     demo.add_argument("--hours", type=positive_float, default=6.0, help="spread timestamps over the last H hours")
     demo.add_argument("--seed", type=int, default=7, help="random seed")
     demo.add_argument("--topic", default=None, help="topic (default: KAFKA_TOPIC)")
 
-    dev = command("dev", "run the whole product locally on real services (Ctrl-C stops)",
-                  "Start Kafka (Tansu), Redis and PostgreSQL from this machine's binaries, then setup, the "
-                  "bridge, the workers and beat; produce demo events and print what was ingested and trended. "
-                  "Runs from a checkout (pip install -e '.[dev]'): the local stack is not in the image.")
+    dev = _command(sub, "dev", "run the whole product locally on real services (Ctrl-C stops)",
+                   "Start Kafka (Tansu), Redis and PostgreSQL from this machine's binaries, then the product; "
+                   "produce demo events and print what was trended. Runs from a checkout only.")
     dev.add_argument("--events", type=positive_int, default=5000, help="demo events to produce")
     dev.add_argument("--dois", type=positive_int, default=200, help="DOIs they discuss")
     dev.add_argument("--workdir", default=".devstack", help="where the services keep data and logs")
     dev.add_argument("--keep", action="store_true", help="keep running after the demo until Ctrl-C")
-
-    trends = command("trends", "trend runs").add_subparsers(dest="trends_command", required=True, metavar="ACTION")
+    trends = _command(sub, "trends", "trend runs").add_subparsers(
+                      dest="trends_command", required=True, metavar="ACTION")
     names = [d.name for d in DEFAULT_DURATIONS]
-    run = command("run", "run one trend calculation in this process and print its phases",
-                  f"Select the DOIs, compute every chunk, replace the duration's rows, refresh the view: the "
-                  f"steps of a scheduled run, under the same overlap lock. Durations: {', '.join(names)}.",
-                  into=trends)
+    run = _command(trends, "run", "run one trend calculation in this process and print its phases",
+                   f"Select the DOIs, compute every chunk, replace the duration's rows, refresh the view: the "
+                   f"steps of a scheduled run, under the same overlap lock. Durations: {', '.join(names)}.")
     run.add_argument("duration", choices=names, help="which duration")
     run.add_argument("--at", type=iso_time, default=None,
                      help="compute as of this ISO 8601 time (no offset = UTC; default: now)")
 
-    maintain = command("maintain", "partitions ahead, retention, history thinning (PostgreSQL), once",
-                       "Create the coming partitions, drop events past EVENT_RETENTION_DAYS and trend history past "
-                       "TREND_HISTORY_RETENTION_DAYS (whole partitions), thin older history days to hourly and daily "
-                       "rows: what the beat task does every hour, in this process, with each step's time. A run "
-                       "already in flight: exit 75.")
+    maintain = _command(sub, "maintain", "partitions ahead, retention, history thinning (PostgreSQL), once",
+                        "What the hourly beat task does, in this process, with each step's time. A run already "
+                        "in flight: exit 75.")
     maintain.add_argument("--at", type=iso_time, default=None,
                           help="plan as of this ISO 8601 time (no offset = UTC; default: now)")
     maintain.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
 
-    post = command("post", "the morning post: compose today's text and post it to X",
-                   "Post the top three trending COVID-19 papers of `today` (once a day); without X "
-                   "credentials, or with --dry-run, only print the text.")
+    post = _command(sub, "post", "the morning post: compose today's text and post it to X",
+                    "Post the top three trending COVID-19 papers of `today` (once a day); without X "
+                    "credentials, or with --dry-run, only print the text.")
     post.add_argument("--dry-run", action="store_true", help="print today's text, post nothing")
 
-    schedule = command("schedule", "draw the day's plan of every scheduled job: heatmap (SVG) and text",
-                       "The five trend runs with their offsets, the InfluxDB tasks and the morning post on a "
-                       "minute-of-hour x hour-of-day heatmap, with each job's measured length (from trend_run, "
-                       "morning_post and InfluxDB's task runs) and the overlaps flagged.")
+
+def _watch_commands(sub: _Subparsers) -> None:
+    schedule = _command(sub, "schedule", "draw the day's plan of every scheduled job: heatmap (SVG) and text",
+                        "Every scheduled job on a minute-of-hour x hour-of-day heatmap, with its measured length "
+                        "and the overlaps flagged.")
     schedule.add_argument("--output", default="schedule.svg",
                           help="SVG to write; the summary goes to <name>.txt and stdout")
     schedule.add_argument("--date", type=iso_date, default=None,
@@ -267,26 +259,16 @@ def make_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--influx-tasks", action=argparse.BooleanOptionalAction, default=None,
                           help="include the InfluxDB tasks (default: when EVENT_STORE=influxdb)")
 
-    exporter = command("exporter", "serve the product's state as Prometheus metrics until SIGTERM",
-                       "Each scrape reads PostgreSQL (trend runs, the morning post), Redis (queue depths) and "
-                       "Kafka (ingest lag, dead letters pending); docs/operating.md lists the metrics.")
+    exporter = _command(sub, "exporter", "serve the product's state as Prometheus metrics until SIGTERM",
+                        "Each scrape reads PostgreSQL (trend runs, the morning post), Redis (queue depths) and "
+                        "Kafka (ingest lag, dead letters pending); docs/operating.md lists the metrics.")
     exporter.add_argument("--port", type=positive_int, default=None, help="port (default: EXPORTER_PORT)")
 
-    health = command("health", "exit 0 when a component's dependencies answer (container healthcheck)",
-                     "One line per check; exit 69 when one fails. `trends`: every duration's last finalized run "
-                     "against its bound, and the queue depths; `lag`: the consumer group's lag against "
-                     "HEALTH_MAX_INGEST_LAG; `alerts`: warns when Alertmanager's receivers deliver nowhere. "
-                     "Several components at once: `aggregator health worker trends`.")
+    health = _command(sub, "health", "exit 0 when a component's dependencies answer (container healthcheck)",
+                      "One line per check; exit 69 when one fails. Several at once: `aggregator health worker "
+                      "trends` (docs/operating.md, \"Health checks\").")
     health.add_argument("component", choices=COMPONENTS, nargs="*", default=["worker"],
                         help="what to check")
-    return parser
-
-
-def _report(command: str, failure: OperatorError) -> None:
-    lines = failure.lines()
-    print(f"aggregator {command}: {lines[0]}", file=sys.stderr)
-    for line in lines[1:]:
-        print(f"  {line}", file=sys.stderr)
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -353,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (Exception, ConfigurationError) as error:
         failure = classify(error, settings)
-        _report(command, failure)
+        first, *more = failure.lines()
+        print("\n".join([f"aggregator {command}: {first}", *(f"  {line}" for line in more)]), file=sys.stderr)
         if debug:
             traceback.print_exc()
         return exit_code(failure)

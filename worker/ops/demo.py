@@ -1,8 +1,5 @@
-"""Realistic synthetic discussion events for the local stack, tests and benchmarks.
-
-Popularity follows a Zipf-like law (a few DOIs get most discussions, as in real altmetrics)
-and timestamps spread over the recent past, so every trend duration has something to show.
-"""
+"""Synthetic discussion events for the local stack, tests and benchmarks: Zipf-like popularity
+over DOIs, timestamps spread over the recent past."""
 
 from __future__ import annotations
 

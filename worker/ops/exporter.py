@@ -1,11 +1,7 @@
-"""The product's state as Prometheus metrics, read at scrape time (``aggregator exporter``).
-
-What an operator pages on is state: trend ages, the last run's phases, queue depths, dead
-letters waiting, the morning post. It lives in PostgreSQL, Redis and Kafka, so one process
-reads it on every scrape instead of every worker exporting a partial view; the workers'
-own counters are :mod:`worker.celeryapp.metrics`. A source that does not answer is a 0 in
-``aggregator_exporter_source_up``, not a failed scrape. The metrics: docs/operating.md,
-"Metrics and alerts".
+"""The product's state as Prometheus metrics, read from PostgreSQL, Redis and Kafka at each
+scrape (``aggregator exporter``): one process sees what no single worker does. A source that
+does not answer is a 0 in ``aggregator_exporter_source_up``, not a failed scrape. The
+metrics: docs/operating.md, "Metrics and alerts".
 """
 
 from __future__ import annotations
@@ -20,12 +16,12 @@ from prometheus_client.registry import Collector
 from worker.celeryapp.beat import BEAT_LOCK_KEY
 from worker.celeryapp.resources import redis_client
 from worker.config.settings import Settings
-from worker.db.connection import Database, connect
+from worker.db.connection import Database
 from worker.ingest.bridge.guard_state import RedisGuardRecords
 from worker.ingest.deadletter import replay_group
 from worker.ingest.kafka_config import group_lag
 from worker.ingest.redis_memory import read_memory
-from worker.ops.health import queue_depths
+from worker.ops.health import query, queue_depths
 from worker.trends.freshness import stale_after
 
 log = logging.getLogger(__name__)
@@ -62,7 +58,7 @@ class StateCollector(Collector):
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._database = Database.from_settings(settings)
+        self._dsn = Database.from_settings(settings).dsn
 
     def describe(self) -> list[Metric]:
         return []  # nothing is read at registration: the sources may not be up yet
@@ -80,20 +76,10 @@ class StateCollector(Collector):
 
     def _postgres(self) -> list[Metric]:
         s = self._settings
-        conn = connect(self._database.dsn, application_name="aggregator-exporter", timeout_s=SOURCE_TIMEOUT_S)
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute("SET LOCAL statement_timeout = %s", (int(SOURCE_TIMEOUT_S * 1000),))
-                cur.execute(_LAST_RUNS)
-                last = {row[0]: row[1:] for row in cur.fetchall()}
-                cur.execute(_RUNS_24H)
-                runs = cur.fetchall()
-                cur.execute(_RUNNING)
-                running = (cur.fetchone() or (None,))[0]
-                cur.execute(_LAST_POST)
-                post = (cur.fetchone() or (None,))[0]
-        finally:
-            conn.close()
+        last_runs, runs, ((running,),), ((post,),) = query(
+            self._dsn, _LAST_RUNS, _RUNS_24H, _RUNNING, _LAST_POST, application_name="aggregator-exporter",
+            timeout_s=SOURCE_TIMEOUT_S)
+        last = {row[0]: row[1:] for row in last_runs}
         ages = _gauge("trend_age_seconds", "Seconds since the duration's last finalized run finished (before its "
                       "first: since the product's first run)", labels=["duration"])
         bound = _gauge("trend_stale_after_seconds", "Age of the last finalized run past which the duration is stale",

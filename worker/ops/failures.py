@@ -1,9 +1,6 @@
-"""How a failure ends an ``aggregator`` command: one or two lines and a ``sysexits`` code.
-
-A person or a restart policy can then tell a wrong setting (78) from an outage (69); the
-codes: docs/deploying.md, "Exit codes and errors". Library exceptions are translated in one
-place, :func:`classify`, by the library that raised them; each library is imported only to
-classify its own error. The address shown is the configured one, passwords masked.
+"""How a failure ends an ``aggregator`` command: one or two lines and a ``sysexits`` code, so a
+person or a restart policy tells a wrong setting (78) from an outage (69) (docs/deploying.md,
+"Exit codes and errors"). Each library is imported only to classify its own error.
 """
 
 from __future__ import annotations

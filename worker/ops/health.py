@@ -1,14 +1,12 @@
-"""`aggregator health <component>...`: exit 0 when what the component's process talks to answers.
+"""`aggregator health <component>...`: the container healthcheck of every product service.
 
-The container healthcheck of every product service (docker-compose.yml), so it must never
-hang: each check gives up after ``TIMEOUT_S`` and they run concurrently, so a dead
-dependency costs one timeout, not the sum. One line per check, which ``docker inspect``
-keeps. What each component checks and why: docs/operating.md, "Health checks".
+It must never hang: each check gives up after ``TIMEOUT_S`` and they run concurrently, so a
+dead dependency costs one timeout, not the sum. What each component checks and why:
+docs/operating.md, "Health checks".
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import socket
@@ -17,6 +15,8 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -56,19 +56,18 @@ def _redis(settings: Settings, url: SecretStr | None = None) -> redis.Redis:
     return redis_client(settings, TIMEOUT_S, url)
 
 
-def _query(dsn: str, *statements: str) -> list[list[tuple[Any, ...]]]:
-    """Each statement's rows, on one connection that gives up after ``TIMEOUT_S``."""
-    conn = connect(dsn, application_name="aggregator-health", timeout_s=TIMEOUT_S)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SET statement_timeout = %s", (int(TIMEOUT_S * 1000),))
-            results = []
-            for statement in statements:
-                cur.execute(statement)
-                results.append(cur.fetchall())
-            return results
-    finally:
-        conn.close()
+def query(dsn: str, *statements: str, params: Sequence[Any] = (), application_name: str = "aggregator-health",
+          timeout_s: float = TIMEOUT_S) -> list[list[tuple[Any, ...]]]:
+    """Each statement's rows (each given ``params``), on one connection whose connect and
+    statements give up after ``timeout_s``: a read for a person or a scrape must not hang."""
+    conn = connect(dsn, application_name=application_name, timeout_s=timeout_s)
+    with closing(conn), conn.cursor() as cur:
+        cur.execute("SET statement_timeout = %s", (int(timeout_s * 1000),))
+        results = []
+        for statement in statements:
+            cur.execute(statement, params or None)
+            results.append(cur.fetchall())
+        return results
 
 
 def _http_get(url: str) -> bytes:
@@ -92,55 +91,40 @@ def queue_depths(client: redis.Redis, settings: Settings) -> dict[str, int]:
     return depths
 
 
-def check_redis(settings: Settings, url: SecretStr | None = None) -> Check:
-    def run() -> str:
-        with _redis(settings, url) as client:
-            client.ping()
-        return mask_dsn((url or settings.redis_url).get_secret_value())
-
-    return run
+def redis_ping(settings: Settings, url: SecretStr | None = None) -> str:
+    with _redis(settings, url) as client:
+        client.ping()
+    return mask_dsn((url or settings.redis_url).get_secret_value())
 
 
-def check_postgres(dsn: str) -> Check:
-    def run() -> str:
-        _query(dsn, "SELECT 1")
-        return mask_dsn(dsn)
-
-    return run
+def postgres_select(dsn: str) -> str:
+    query(dsn, "SELECT 1")
+    return mask_dsn(dsn)
 
 
-def check_kafka(bootstrap: str, topic: str) -> Check:
-    def run() -> str:
-        from confluent_kafka.admin import AdminClient
+def kafka_topic(bootstrap: str, topic: str) -> str:
+    from confluent_kafka.admin import AdminClient
 
-        # One topic's metadata proves a broker answers without listing a big cluster. A missing
-        # topic is no failure: the product cannot create the customer's topic; the bridge waits.
-        admin = AdminClient(client_config(bootstrap, timeout_s=TIMEOUT_S))
-        found = admin.list_topics(topic=topic, timeout=TIMEOUT_S).topics.get(topic)
-        if found is None or found.error is not None:
-            return f"{bootstrap} (topic {topic} not available yet)"
-        return f"{bootstrap} topic {topic}: {len(found.partitions)} partition(s)"
-
-    return run
+    # One topic's metadata proves a broker answers without listing a big cluster. A missing
+    # topic is no failure: the product cannot create the customer's topic; the bridge waits.
+    admin = AdminClient(client_config(bootstrap, timeout_s=TIMEOUT_S))
+    found = admin.list_topics(topic=topic, timeout=TIMEOUT_S).topics.get(topic)
+    if found is None or found.error is not None:
+        return f"{bootstrap} (topic {topic} not available yet)"
+    return f"{bootstrap} topic {topic}: {len(found.partitions)} partition(s)"
 
 
-def check_influxdb(url: str) -> Check:
-    def run() -> str:
-        # /health needs no token and answers {"status": "pass"} only when InfluxDB is ready.
-        body = json.loads(_http_get(url.rstrip("/") + "/health"))
-        if body.get("status") != "pass":
-            raise RuntimeError(f"status {body.get('status')!r}: {body.get('message', '')}")
-        return f"{url} {body.get('version', '')}".rstrip()
-
-    return run
+def influxdb_ready(url: str) -> str:
+    # /health needs no token and answers {"status": "pass"} only when InfluxDB is ready.
+    body = json.loads(_http_get(url.rstrip("/") + "/health"))
+    if body.get("status") != "pass":
+        raise RuntimeError(f"status {body.get('status')!r}: {body.get('message', '')}")
+    return f"{url} {body.get('version', '')}".rstrip()
 
 
-def check_metrics_endpoint(port: int) -> Check:
-    def run() -> str:
-        _http_get(f"http://127.0.0.1:{port}/metrics")
-        return f"http://127.0.0.1:{port}/metrics"
-
-    return run
+def metrics_endpoint(port: int) -> str:
+    _http_get(f"http://127.0.0.1:{port}/metrics")
+    return f"http://127.0.0.1:{port}/metrics"
 
 
 def receivers(config: str) -> dict[str, list[str]]:
@@ -160,46 +144,40 @@ def receivers(config: str) -> dict[str, list[str]]:
     return found
 
 
-def check_alert_receivers(url: str | None) -> Check:
-    def run() -> str:
-        if not url:
-            raise Unheard("ALERTMANAGER_URL is not set: nothing checks that alerts reach anyone")
-        try:
-            status = json.loads(_http_get(url.rstrip("/") + "/api/v2/status"))
-        except OSError as error:
-            raise Unheard(f"Alertmanager at {url} did not answer ({error}): alerts reach no one") from error
-        found = receivers(status["config"]["original"])
-        silent = sorted(name for name, integrations in found.items() if not integrations)
-        if silent:
-            raise Unheard(f"receiver(s) {', '.join(silent)} deliver nowhere: set them in .env and secrets "
-                          "(docs/deploying.md, Where alerts go)")
-        return "; ".join(f"{name}: {', '.join(integrations)}" for name, integrations in found.items())
-
-    return run
+def alert_receivers(url: str | None) -> str:
+    if not url:
+        raise Unheard("ALERTMANAGER_URL is not set: nothing checks that alerts reach anyone")
+    try:
+        status = json.loads(_http_get(url.rstrip("/") + "/api/v2/status"))
+    except OSError as error:
+        raise Unheard(f"Alertmanager at {url} did not answer ({error}): alerts reach no one") from error
+    found = receivers(status["config"]["original"])
+    silent = sorted(name for name, integrations in found.items() if not integrations)
+    if silent:
+        raise Unheard(f"receiver(s) {', '.join(silent)} deliver nowhere: set them in .env and secrets "
+                      "(docs/deploying.md, Where alerts go)")
+    return "; ".join(f"{name}: {', '.join(integrations)}" for name, integrations in found.items())
 
 
-def check_celery_ping(settings: Settings, hostname: str) -> Check:
-    def run() -> str:
-        from celery import Celery
+def celery_ping(settings: Settings, hostname: str) -> str:
+    from celery import Celery
 
-        # A bare app on the same broker: worker.app would load every task module for a ping.
-        # Only this host's nodes answer (compose names them `<role>@%h`); limit=1 returns on
-        # the first reply instead of waiting out the timeout.
-        app = Celery("health", broker=settings.redis_address())
-        app.conf.broker_use_ssl = settings.redis_tls() or None
-        app.conf.broker_transport_options = {"socket_timeout": TIMEOUT_S, "socket_connect_timeout": TIMEOUT_S,
-                                             "max_retries": 1}
-        app.conf.broker_connection_retry_on_startup = False
-        try:
-            replies = app.control.ping(timeout=TIMEOUT_S, limit=1, pattern=f"*@{hostname}", matcher="glob")
-        finally:
-            app.close()
-        nodes = sorted(node for reply in replies or [] for node in reply)
-        if not nodes:
-            raise RuntimeError(f"no Celery worker on this host (*@{hostname}) answered a ping")
-        return ", ".join(nodes)
-
-    return run
+    # A bare app on the same broker: worker.app would load every task module for a ping.
+    # Only this host's nodes answer (compose names them `<role>@%h`); limit=1 returns on
+    # the first reply instead of waiting out the timeout.
+    app = Celery("health", broker=settings.redis_address())
+    app.conf.broker_use_ssl = settings.redis_tls() or None
+    app.conf.broker_transport_options = {"socket_timeout": TIMEOUT_S, "socket_connect_timeout": TIMEOUT_S,
+                                         "max_retries": 1}
+    app.conf.broker_connection_retry_on_startup = False
+    try:
+        replies = app.control.ping(timeout=TIMEOUT_S, limit=1, pattern=f"*@{hostname}", matcher="glob")
+    finally:
+        app.close()
+    nodes = sorted(node for reply in replies or [] for node in reply)
+    if not nodes:
+        raise RuntimeError(f"no Celery worker on this host (*@{hostname}) answered a ping")
+    return ", ".join(nodes)
 
 
 def _run_times(dsn: str) -> Callable[[], RunTimes]:
@@ -207,9 +185,9 @@ def _run_times(dsn: str) -> Callable[[], RunTimes]:
     ``trend:<duration>`` checks: they run concurrently, the first to ask queries for the others."""
     lock = threading.Lock()
 
-    @functools.cache
+    @cache
     def read() -> RunTimes:
-        last, ((since, now),) = _query(
+        last, ((since, now),) = query(
             dsn, "SELECT duration, max(finished_at) FROM trend_run WHERE status = 'finalized' GROUP BY duration",
             "SELECT (SELECT min(started_at) FROM trend_run), clock_timestamp()")
         return dict(last), since, now
@@ -221,104 +199,88 @@ def _run_times(dsn: str) -> Callable[[], RunTimes]:
     return get
 
 
-def check_trend(settings: Settings, duration: Duration, runs: Callable[[], RunTimes]) -> Check:
-    bound = stale_after(duration, settings)
-
-    def run() -> str:
-        last, since, now = runs()
-        freshness = Freshness(duration.name, bound, last.get(duration.name), since, now)
-        if freshness.stale:
-            raise RuntimeError(f"stale: {freshness.describe()}")
-        return freshness.describe()
-
-    return run
+def trend_fresh(settings: Settings, duration: Duration, runs: Callable[[], RunTimes]) -> str:
+    last, since, now = runs()
+    freshness = Freshness(duration.name, stale_after(duration, settings), last.get(duration.name), since, now)
+    if freshness.stale:
+        raise RuntimeError(f"stale: {freshness.describe()}")
+    return freshness.describe()
 
 
-def check_queues(settings: Settings) -> Check:
+def queues_drain(settings: Settings) -> str:
     bound = 2 * settings.bridge_queue_high_watermark
-
-    def run() -> str:
-        with _redis(settings) as client:
-            depths = queue_depths(client, settings)
-        text = " ".join(f"{queue}={depth}" for queue, depth in depths.items())
-        if depths[settings.ingest_queue] > bound:
-            raise RuntimeError(f"{settings.ingest_queue} holds more than {bound} batches (2 x "
-                               f"BRIDGE_QUEUE_HIGH_WATERMARK): {text}")
-        return text
-
-    return run
+    with _redis(settings) as client:
+        depths = queue_depths(client, settings)
+    text = " ".join(f"{queue}={depth}" for queue, depth in depths.items())
+    if depths[settings.ingest_queue] > bound:
+        raise RuntimeError(f"{settings.ingest_queue} holds more than {bound} batches (2 x "
+                           f"BRIDGE_QUEUE_HIGH_WATERMARK): {text}")
+    return text
 
 
-def check_redis_memory(settings: Settings) -> Check:
-    def run() -> str:
-        with _redis(settings) as client:
-            use = read_memory(client)
-        if use.ratio >= NEAR_FULL:
-            raise RuntimeError(f"Redis nearly full: {describe(use)}; at maxmemory it refuses new messages "
-                               "(see docs/operating.md, \"Redis memory\")")
-        return describe(use)
-
-    return run
+def redis_memory(settings: Settings) -> str:
+    with _redis(settings) as client:
+        use = read_memory(client)
+    if use.ratio >= NEAR_FULL:
+        raise RuntimeError(f"Redis nearly full: {describe(use)}; at maxmemory it refuses new messages "
+                           "(see docs/operating.md, \"Redis memory\")")
+    return describe(use)
 
 
-def check_dlq_guard(settings: Settings) -> Check:
-    def run() -> str:
-        with _redis(settings) as client:
-            stop = RedisGuardRecords(client, settings.kafka_group_id, settings.kafka_topic).read()
-        if stop is not None:
-            raise RuntimeError(f"stopped consuming since {stop.at or '?'} (by {stop.by or '?'}): {stop.reason}; "
-                               "see `aggregator dlq list`, then `aggregator bridge resume`")
-        ratio = settings.bridge_max_dlq_ratio
-        return "off (BRIDGE_MAX_DLQ_RATIO=1)" if ratio >= 1 else (
-            f"not tripped (stops above {ratio:g} of {settings.bridge_dlq_min_events} events invalid)")
-
-    return run
+def dlq_guard(settings: Settings) -> str:
+    with _redis(settings) as client:
+        stop = RedisGuardRecords(client, settings.kafka_group_id, settings.kafka_topic).read()
+    if stop is not None:
+        raise RuntimeError(f"stopped consuming since {stop.at or '?'} (by {stop.by or '?'}): {stop.reason}; "
+                           "see `aggregator dlq list`, then `aggregator bridge resume`")
+    ratio = settings.bridge_max_dlq_ratio
+    return "off (BRIDGE_MAX_DLQ_RATIO=1)" if ratio >= 1 else (
+        f"not tripped (stops above {ratio:g} of {settings.bridge_dlq_min_events} events invalid)")
 
 
-def check_lag(settings: Settings) -> Check:
-    def run() -> str:
-        lag = group_lag(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_group_id,
-                        timeout_s=TIMEOUT_S)
-        text = f"{lag} event(s) of {settings.kafka_topic} not stored yet (group {settings.kafka_group_id})"
-        if lag > settings.health_max_ingest_lag:
-            raise RuntimeError(f"{text}: more than HEALTH_MAX_INGEST_LAG ({settings.health_max_ingest_lag})")
-        return text
-
-    return run
+def ingest_lag(settings: Settings) -> str:
+    lag = group_lag(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_group_id,
+                    timeout_s=TIMEOUT_S)
+    text = f"{lag} event(s) of {settings.kafka_topic} not stored yet (group {settings.kafka_group_id})"
+    if lag > settings.health_max_ingest_lag:
+        raise RuntimeError(f"{text}: more than HEALTH_MAX_INGEST_LAG ({settings.health_max_ingest_lag})")
+    return text
 
 
-def checks_for(component: str, settings: Settings, hostname: str | None = None) -> list[tuple[str, Check]]:
+def checks_for(component: str, settings: Settings, hostname: str | None = None) -> Sequence[tuple[str, Check]]:
     """The named checks of one component: only what its process talks to, so an InfluxDB
     outage does not mark the bridge unhealthy."""
     s = settings
-    influx = [("influxdb", check_influxdb(url))] if (url := s.influxdb_v2_url) and s.event_store == "influxdb" else []
-    redis_checks = [("redis", check_redis(s))]
+    url = s.influxdb_v2_url
+    influx = [("influxdb", partial(influxdb_ready, url))] if url and s.event_store == "influxdb" else []
+    redis_checks = [("redis", partial(redis_ping, s))]
     if s.result_backend != s.redis_url:
-        redis_checks.append(("results", check_redis(s, s.result_backend)))
-    kafka = ("kafka", check_kafka(s.kafka_bootstrap_servers, s.kafka_topic))
-    dsn = Database.from_settings(s).dsn
+        redis_checks.append(("results", partial(redis_ping, s, s.result_backend)))
+    kafka = ("kafka", partial(kafka_topic, s.kafka_bootstrap_servers, s.kafka_topic))
+    postgres = ("postgres", partial(postgres_select, Database.from_settings(s).dsn))
     metrics = {"bridge": s.bridge_metrics_port, "worker": s.worker_metrics_port, "exporter": s.exporter_port}
-    metrics_check = [("metrics", check_metrics_endpoint(metrics[component]))] if metrics.get(component) else []
+    metrics_check = [("metrics", partial(metrics_endpoint, metrics[component]))] if metrics.get(component) else []
     match component:
         case "bridge":
-            return [redis_checks[0], kafka, ("dlq-guard", check_dlq_guard(s)), *metrics_check]
+            return [redis_checks[0], kafka, ("dlq-guard", partial(dlq_guard, s)), *metrics_check]
         case "worker":
-            return [*redis_checks, ("postgres", check_postgres(dsn)), *influx, kafka,
-                    ("celery", check_celery_ping(s, hostname or socket.gethostname())), *metrics_check]
+            return [*redis_checks, postgres, *influx, kafka,
+                    ("celery", partial(celery_ping, s, hostname or socket.gethostname())), *metrics_check]
         case "beat":
             return redis_checks[:1]
         case "setup":
-            return [("postgres", check_postgres(dsn)), *influx, kafka]
+            return [postgres, *influx, kafka]
         case "trends":
-            runs = _run_times(dsn)
-            return [*((f"trend:{d.name}", check_trend(s, d, runs)) for d in s.durations().values()),
-                    ("queues", check_queues(s)), ("redis-memory", check_redis_memory(s))]
+            runs = _run_times(Database.from_settings(s).dsn)
+            return [*((f"trend:{d.name}", partial(trend_fresh, s, d, runs)) for d in s.durations().values()),
+                    ("queues", partial(queues_drain, s)),
+                    ("redis-memory", partial(redis_memory, s))]
         case "lag":
-            return [("lag", check_lag(s))]
+            return [("lag", partial(ingest_lag, s))]
         case "exporter":
             return metrics_check
         case "alerts":
-            return [("receivers", check_alert_receivers(s.alertmanager_url))]
+            return [("receivers", partial(alert_receivers, s.alertmanager_url))]
     raise ValueError(f"unknown component {component!r} ({', '.join(COMPONENTS)})")
 
 

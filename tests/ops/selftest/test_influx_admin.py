@@ -13,7 +13,7 @@ from influxdb_client.domain.bucket_retention_rules import BucketRetentionRules
 from influxdb_client.domain.task import Task
 
 from worker.config.settings import Settings
-from worker.ops.selftest.influx import SCRATCH_RETENTION_S, InfluxAdmin, scratch_bucket_name, scratch_settings
+from worker.ops.selftest.influx import SCRATCH_RETENTION_S, InfluxAdmin
 from worker.store.influx.store import InfluxStore
 from worker.store.influx.tasks import task_flux
 
@@ -96,8 +96,7 @@ def test_a_missing_bucket_a_changed_retention_and_a_failed_task_run_fail() -> No
 
 def test_the_scratch_bucket_is_created_with_a_short_retention_and_deleted() -> None:
     made, fake = admin()
-    name = scratch_bucket_name(SETTINGS, "abc")
-    assert name == "p_selftest-abc"
+    name = "p_selftest-abc"
     made.create_scratch(name)
     assert fake.created == [{"bucket_name": name, "org": "amba",
                              "description": "aggregator selftest: probe events, deleted at its end",
@@ -108,7 +107,7 @@ def test_the_scratch_bucket_is_created_with_a_short_retention_and_deleted() -> N
 
 
 def test_the_probes_store_writes_and_reads_the_scratch_bucket_only() -> None:
-    store = InfluxStore.from_settings(scratch_settings(SETTINGS, "p_selftest-abc"))
+    store = InfluxStore.from_settings(SETTINGS.model_copy(update={"influxdb_v2_bucket": "p_selftest-abc"}))
     try:
         assert store.layout.events_bucket == "p_selftest-abc"
         assert store.layout.measurement == SETTINGS.influxdb_measurement

@@ -1,7 +1,5 @@
-"""`aggregator dlq list|show|replay|discard`: triage of the dead letters (Kafka's dead-letter
-topic) with the record of what was done to each (:mod:`worker.ingest.triage_log`). Every
-command reads Kafka first, so a broker that is down is the failure reported.
-"""
+"""`aggregator dlq list|show|replay|discard`: triage of the dead letters, recorded in
+:mod:`worker.ingest.triage_log`. Each reads Kafka first: a broker down is the failure reported."""
 
 from __future__ import annotations
 

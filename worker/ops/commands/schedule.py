@@ -1,8 +1,5 @@
-"""`aggregator schedule`: measure, plan, draw (the I/O around :mod:`worker.ops.dayplan`).
-
-A source of run lengths that does not answer is reported and its jobs get the assumed
-lengths: the plan of the schedules is worth drawing even before anything ran.
-"""
+"""`aggregator schedule`: measure, plan, draw. A source of run lengths that does not answer
+costs only its measurements: its jobs get the assumed lengths."""
 
 from __future__ import annotations
 
@@ -19,6 +16,7 @@ from worker.core.failures import first_line
 from worker.db.connection import Database
 from worker.ops.dayplan.heatmap import render_svg, summary
 from worker.ops.dayplan.jobs import length_of, plan_day, scheduled_jobs
+from worker.ops.health import query
 from worker.store.influx.store import InfluxStore, layout_from_settings
 
 _TREND_RUNS = """
@@ -33,17 +31,12 @@ WHERE status = 'posted' AND claimed_at > now() - %s * interval '1 day'
 
 def measured_postgres(settings: Settings, days: int) -> dict[str, list[float]]:
     """Job name -> measured run lengths (seconds) from ``trend_run`` and ``morning_post``."""
+    runs, posts = query(Database.from_settings(settings).dsn, _TREND_RUNS, _POSTS, params=(days,),
+                        application_name="aggregator-schedule", timeout_s=settings.connect_timeout_s)
     found: dict[str, list[float]] = defaultdict(list)
-    conn = Database.from_settings(settings).connect(application_name="aggregator-schedule")
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(_TREND_RUNS, (days,))
-            for duration, seconds in cur.fetchall():
-                found[f"trend {duration}"].append(float(seconds))
-            cur.execute(_POSTS, (days,))
-            found["morning post"] = [float(seconds) for (seconds,) in cur.fetchall()]
-    finally:
-        conn.close()
+    for duration, seconds in runs:
+        found[f"trend {duration}"].append(float(seconds))
+    found["morning post"] = [float(seconds) for (seconds,) in posts]
     return found
 
 

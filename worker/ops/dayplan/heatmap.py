@@ -1,8 +1,5 @@
-"""The day's plan as a heatmap (SVG) and as text (pure: a plan in, text out).
-
-One cell per minute (minute of the hour across, hour of the day down), shaded by the jobs
-running, framed red where two runs overlap, dotted where a trend run starts; hovering a
-cell lists its runs. A grid of rectangles needs no plotting library, and tests can read it.
+"""The day's plan as a heatmap (SVG) and as text (pure). One cell per minute, shaded by the
+jobs running, framed red where two runs overlap; a grid of rectangles needs no plotting library.
 """
 
 from __future__ import annotations

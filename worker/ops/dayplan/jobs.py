@@ -1,9 +1,5 @@
-"""The day's plan of every scheduled job, and where two of them run at once (pure).
-
-The trend runs and the InfluxDB tasks must not pile up, or queries time out (the seed chose
-its offsets with a heatmap of its cron jobs). Each run of one UTC day is ``[start, start +
-length)``, its length measured where known; crons are read with beat's own parser
-(``worker.core.cron.parse_cron``). docs/operating.md, "The day's schedule".
+"""The day's plan of every scheduled job, and where two of them compete (pure): trend runs
+and InfluxDB tasks that pile up make queries time out. docs/operating.md, "The day's schedule".
 """
 
 from __future__ import annotations

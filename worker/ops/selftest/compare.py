@@ -1,8 +1,5 @@
-"""The self-test's checks: what a store answered against what it must answer, as lines (pure).
-
-Each check is one line with the first difference and how many more; floats compare with the
-store contract suite's tolerance: the stores sum in their own order, and PostgreSQL's ``exp``
-is not numpy's.
+"""The self-test's checks as lines (pure). Floats compare with the store contract suite's
+tolerance: the stores sum in their own order, and PostgreSQL's ``exp`` is not numpy's.
 """
 
 from __future__ import annotations

@@ -24,15 +24,6 @@ SCRATCH_RETENTION_S = 8 * 86_400
 PROBE_MAX_AGE_S = SCRATCH_RETENTION_S - 3600
 
 
-def scratch_bucket_name(settings: Settings, token: str) -> str:
-    return f"{settings.influxdb_bucket_prefix}selftest-{token}"
-
-
-def scratch_settings(settings: Settings, bucket: str) -> Settings:
-    """The deployment's settings with the scratch bucket as the events bucket."""
-    return settings.model_copy(update={"influxdb_v2_bucket": bucket})
-
-
 class InfluxAdmin:
     """Reads the layout and creates and deletes the scratch bucket."""
 

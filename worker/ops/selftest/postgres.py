@@ -1,11 +1,6 @@
-"""The self-test's footprint in the product's PostgreSQL, and its removal.
-
-One self-test at a time (a session advisory lock: two would write and remove the same probe
-rows). The probe's events share ``discussion_event`` with the real ones, in the year 2000
-on the probe's DOIs; only the month partitions the probe's write created are dropped. Its
-staged rows have run ids of its own and are never finalized. The removal runs on a fresh
-connection once the others are closed: an interrupted statement may have left one inside a
-transaction that holds the partition to drop.
+"""The self-test's footprint in PostgreSQL, and its removal. One self-test at a time (an
+advisory lock); its events share ``discussion_event`` in the year 2000 on the probe's DOIs,
+and only the month partitions its write created are dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,22 +99,14 @@ class PostgresScratch:
 
     def remove_leftovers(self) -> None:
         """Rows an interrupted earlier self-test (``kill -9``) left: staged rows and probe events."""
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("DELETE FROM trending_staging WHERE run_id LIKE %s", (_like_prefix(RUN_ID_PREFIX),))
-                self._delete_events(cur)
-        finally:
-            conn.close()
+        with closing(self._connect()) as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM trending_staging WHERE run_id LIKE %s", (_like_prefix(RUN_ID_PREFIX),))
+            self._delete_events(cur)
 
     def note_partitions(self) -> None:
         """Remember which event partitions exist before the probe's write creates any."""
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                self._partitions_before = {p.name for p in partition_admin.attached(cur, partitions.EVENTS)}
-        finally:
-            conn.close()
+        with closing(self._connect()) as conn, conn.cursor() as cur:
+            self._partitions_before = {p.name for p in partition_admin.attached(cur, partitions.EVENTS)}
 
     def _delete_events(self, cur: Any) -> int:
         if self._events is None:
@@ -130,30 +118,22 @@ class PostgresScratch:
 
     def staged_rows(self, run: str) -> list[dict[str, Any]]:
         """A run's rows as ``trending_staging`` holds them, by DOI."""
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"SELECT publication_doi, {_COLUMNS} FROM trending_staging WHERE run_id = %s "
-                            "ORDER BY publication_doi", (run,))
-                return [{"doi": doi, **dict(zip(TREND_COLUMNS, rest, strict=True))} for doi, *rest in cur.fetchall()]
-        finally:
-            conn.close()
+        with closing(self._connect()) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT publication_doi, {_COLUMNS} FROM trending_staging WHERE run_id = %s "
+                        "ORDER BY publication_doi", (run,))
+            return [{"doi": doi, **dict(zip(TREND_COLUMNS, rest, strict=True))} for doi, *rest in cur.fetchall()]
 
     def remove(self, runs: Sequence[str]) -> tuple[list[str], list[str]]:
         """Remove the staged rows of ``runs`` and the probe's events, and drop the probe's month
         partitions that did not exist before. Returns what was removed and what could not be, in words."""
         done: list[str] = []
         left: list[str] = []
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("DELETE FROM trending_staging WHERE run_id = ANY(%s)", (list(runs),))
-                done.append(f"{cur.rowcount} staged rows")
-                if self._events is not None:
-                    done.insert(0, f"{self._delete_events(cur)} events")
-                    self._drop_created(conn, cur, self._events.months, done, left)
-        finally:
-            conn.close()
+        with closing(self._connect()) as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM trending_staging WHERE run_id = ANY(%s)", (list(runs),))
+            done.append(f"{cur.rowcount} staged rows")
+            if self._events is not None:
+                done.insert(0, f"{self._delete_events(cur)} events")
+                self._drop_created(conn, cur, self._events.months, done, left)
         return done, left
 
     def _drop_created(self, conn: Connection, cur: Any, months: Sequence[partitions.Range], done: list[str],

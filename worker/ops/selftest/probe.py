@@ -1,12 +1,8 @@
-"""The self-test's probe: a fixed set of events and what a store must answer about them (pure).
+"""The self-test's probe: fixed events under :data:`PREFIX` and what a store must answer (pure).
 
-Built for a deployment's durations and one run time ``now``, on DOIs under :data:`PREFIX`:
-``busy`` (qualifies everywhere; two events in one second, one event written twice),
-``steady`` (one event more than the largest ``min_events``: just qualifies), ``quiet``
-(exactly the smallest ``min_events``: just does not) and, per duration, ``edges-<duration>``:
-events on every window edge and span end as :mod:`worker.core.alignment` defines them, most
-with a sub-second part. The expected answers come from the events themselves, the trend
-inputs through :func:`worker.core.reference.reference_aggregates`.
+``busy`` qualifies everywhere (two events in one second, one written twice), ``steady`` just
+qualifies, ``quiet`` just does not, and ``edges-<duration>`` sits on every window edge and
+span end (:mod:`worker.core.alignment`).
 """
 
 from __future__ import annotations
@@ -44,7 +40,6 @@ class Probe:
     #: What is written, in order; the second batch starts with :attr:`redelivered` again.
     batches: tuple[tuple[Point, ...], ...]
     redelivered: Point
-    same_second: tuple[Point, Point]
     #: Edges not probed because they are older than ``max_age_s``.
     left_out: tuple[str, ...]
     prefix: str = PREFIX
@@ -94,15 +89,14 @@ def _point(event_id: str, doi: str, time_ns: int, i: int, score: float) -> Point
     )
 
 
-def _busy(doi: str, now_ns: int, reach_s: int, n: int) -> tuple[list[Point], tuple[Point, Point]]:
+def _busy(doi: str, now_ns: int, reach_s: int, n: int) -> list[Point]:
     step = max(1, (reach_s - 2) // n)
     points = [_point(f"selftest:busy:{i}", doi, now_ns - (1 + i * step) * NS + (i % 4) * 250_000 * _US, i,
                      0.5 * (n - i) + (i % 3) * 0.25)
               for i in range(n)]
     second = now_ns - 90 * NS
-    pair = (_point("selftest:busy:same-second-1", doi, second + 250_000 * _US, 1, 3.0),
-            _point("selftest:busy:same-second-2", doi, second + 750_000 * _US, 2, 4.5))
-    return [*points, *pair], pair
+    return [*points, _point("selftest:busy:same-second-1", doi, second + 250_000 * _US, 1, 3.0),
+            _point("selftest:busy:same-second-2", doi, second + 750_000 * _US, 2, 4.5)]
 
 
 def _spread(name: str, doi: str, now_ns: int, reach_s: int, n: int) -> list[Point]:
@@ -160,7 +154,7 @@ def build_probe(durations: Sequence[Duration], now_ns: int, *, max_age_s: int | 
     reach = min(d.span_s for d in durations)
     if max_age_s is not None:
         reach = min(reach, max_age_s - 1)
-    busy, pair = _busy(f"{prefix}busy", now_ns, reach, max(d.min_events for d in durations) + 2)
+    busy = _busy(f"{prefix}busy", now_ns, reach, max(d.min_events for d in durations) + 2)
     steady = _spread("steady", f"{prefix}steady", now_ns, reach, max(d.min_events for d in durations) + 1)
     quiet = _spread("quiet", f"{prefix}quiet", now_ns, reach, min(d.min_events for d in durations))
     edges: list[Point] = []
@@ -175,7 +169,7 @@ def build_probe(durations: Sequence[Duration], now_ns: int, *, max_age_s: int | 
     middle = len(events) // 2
     redelivered = events[0]
     batches = (events[:middle], (redelivered, *events[middle:]))
-    return Probe(now_ns, events, batches, redelivered, pair, tuple(left_out), prefix)
+    return Probe(now_ns, events, batches, redelivered, tuple(left_out), prefix)
 
 
 def upstream_event(point: Point) -> bytes:

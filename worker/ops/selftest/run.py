@@ -1,11 +1,6 @@
-"""The self-test: probe the event store through the product's own code paths (the bridge's
-decoding, the ingest task's wire format, ``store.write``, the trend engine's queries and
-staging), compare every answer with the pure reference, one line per check, and remove every
-trace. What it checks and leaves: docs/deploying.md, "After every deployment".
-
-The removal runs whatever happened before it: a failed check, a service error, Ctrl-C or
-SIGTERM; a second signal during the removal waits for it. A failed check is a ``FAIL`` line;
-a service that does not answer raises, as in every command.
+"""The self-test: probe events through the bridge's decoding, the ingest wire format,
+``store.write`` and the trend queries, one line per check, then remove every trace whatever
+happened (a failure, Ctrl-C, SIGTERM). docs/deploying.md, "After every deployment".
 """
 
 from __future__ import annotations
@@ -38,13 +33,7 @@ from worker.ops.selftest.compare import (
     summary,
     verdict,
 )
-from worker.ops.selftest.influx import (
-    PROBE_MAX_AGE_S,
-    SCRATCH_RETENTION_S,
-    InfluxAdmin,
-    scratch_bucket_name,
-    scratch_settings,
-)
+from worker.ops.selftest.influx import PROBE_MAX_AGE_S, SCRATCH_RETENTION_S, InfluxAdmin
 from worker.ops.selftest.postgres import PostgresScratch, ProbeEvents, run_id
 from worker.ops.selftest.probe import POSTGRES_NOW_NS, build_probe, upstream_event
 from worker.store import EventStore, StoreRejected, open_store
@@ -78,8 +67,9 @@ class SelfTest:
         self.record = record
         self.emit = emit
         self.durations = list(settings.durations().values())
-        self.token = uuid.uuid4().hex[:12]
-        self.runs = [run_id(d.name, self.token) for d in self.durations]
+        token = uuid.uuid4().hex[:12]
+        self.runs = [run_id(d.name, token) for d in self.durations]
+        self.bucket = f"{settings.influxdb_bucket_prefix}selftest-{token}"
         self.influx = settings.event_store == "influxdb"
         events = None
         if self.influx:
@@ -117,9 +107,8 @@ class SelfTest:
                 self.scratch.note_partitions()
                 store = open_store(self.settings)
             else:
-                bucket = scratch_bucket_name(self.settings, self.token)
-                admin.create_scratch(bucket)
-                store = open_store(scratch_settings(self.settings, bucket))
+                admin.create_scratch(self.bucket)
+                store = open_store(self.settings.model_copy(update={"influxdb_v2_bucket": self.bucket}))
             run_state = PostgresRunState.from_settings(self.settings)
             self._probe(store, run_state)
             completed = True
@@ -130,7 +119,7 @@ class SelfTest:
     def _header(self, admin: InfluxAdmin | None) -> None:
         at = datetime.fromtimestamp(self.probe.now_ns // alignment.NS_PER_S, UTC).isoformat()
         where = (f"InfluxDB at {self.settings.addresses()['InfluxDB']}, scratch bucket "
-                 f"{scratch_bucket_name(self.settings, self.token)}" if admin is not None else
+                 f"{self.bucket}" if admin is not None else
                  f"PostgreSQL at {self.settings.addresses()['PostgreSQL']}")
         line = (f"selftest of the event store ({where}): {len(self.probe.events)} probe events on "
                 f"{len(self.probe.dois)} DOIs {self.probe.prefix}*, run time {at}, durations "
