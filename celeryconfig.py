@@ -49,23 +49,15 @@ accept_content = ["json"]
 timezone = "UTC"
 enable_utc = True
 
-task_queues = (
-    Queue(_s.ingest_queue, Exchange(_s.ingest_queue), routing_key=_s.ingest_queue),
-    Queue(_s.trends_queue, Exchange(_s.trends_queue), routing_key=_s.trends_queue),
-    Queue(names.DEFAULT_QUEUE, Exchange(names.DEFAULT_QUEUE), routing_key=names.DEFAULT_QUEUE),
-    Queue(names.MAINTENANCE_QUEUE, Exchange(names.MAINTENANCE_QUEUE), routing_key=names.MAINTENANCE_QUEUE),
-)
+#: The queue of each task module.
+_QUEUES = {"ingest": _s.ingest_queue, "trends": _s.trends_queue, "post": names.DEFAULT_QUEUE,
+           "maintenance": names.MAINTENANCE_QUEUE}
+task_queues = tuple(Queue(queue, Exchange(queue), routing_key=queue) for queue in dict.fromkeys(_QUEUES.values()))
 task_default_queue = names.DEFAULT_QUEUE
-task_routes = {
-    "tasks.ingest.*": {"queue": _s.ingest_queue, "routing_key": _s.ingest_queue},
-    "tasks.trends.*": {"queue": _s.trends_queue, "routing_key": _s.trends_queue},
-    "tasks.post.*": {"queue": names.DEFAULT_QUEUE, "routing_key": names.DEFAULT_QUEUE},
-    "tasks.maintenance.*": {"queue": names.MAINTENANCE_QUEUE, "routing_key": names.MAINTENANCE_QUEUE},
-}
-# Time limits per task kind (worker/celeryapp/limits.py): a hung task costs its limit, not a
-# worker. No Celery rate_limit on the ingest task: it is per worker instance, so N workers
-# wrote at N x the limit. INGEST_RATE_LIMIT is one bucket in Redis shared by all ingest
-# workers, taken by the task before each write (worker/ingest/write_limit.py).
+task_routes = {f"tasks.{module}.*": {"queue": queue, "routing_key": queue} for module, queue in _QUEUES.items()}
+# Time limits per task kind (worker/celeryapp/limits.py). No Celery rate_limit on the ingest
+# task: it is per worker, so N workers wrote at N x the limit; INGEST_RATE_LIMIT is one bucket
+# in Redis shared by all ingest workers (worker/ingest/write_limit.py).
 task_annotations = time_limits(_s)
 
 # Ingest tasks are acknowledged after they ran; a killed worker's batch is redelivered

@@ -1,9 +1,7 @@
-"""The ingest task: one batch of validated points -> the event store -> a confirmation.
-
-The batch's offsets are confirmed to the bridge (:mod:`worker.ingest.acks`) only after the
-store write commits; a store outage is retried for ``INGEST_OUTAGE_TOLERANCE_S`` before
-the batch is dead-lettered, and nothing is ever dropped (docs/guarantees.md). Each write
-attempt first takes a token of the shared write limit (:mod:`worker.ingest.write_limit`).
+"""The ingest task: one batch of validated points -> the event store -> a confirmation to the
+bridge (:mod:`worker.ingest.acks`) once the write committed. A store outage is retried for
+``INGEST_OUTAGE_TOLERANCE_S``, then the batch is dead-lettered; nothing is dropped
+(docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -91,9 +89,8 @@ def write_batch(self: Task[Any, Any], points: str | list[list[Any]], acks: dict[
                 since: float | None = None) -> dict[str, int]:
     """Write a batch; idempotent, so a redelivered or re-published batch is harmless.
 
-    ``points`` is the JSON text of :func:`worker.core.events.points_to_wire` (or its list
-    form, a batch queued across an upgrade); ``acks`` says where to confirm the offsets
-    (absent for replayed dead letters).
+    ``points`` is :func:`worker.core.events.points_to_wire`'s JSON text (or its list form);
+    ``acks`` says where to confirm the offsets (absent for replayed dead letters).
     """
     attempt = _Attempt(self, acks, since if since is not None else time.time())
     try:
@@ -175,13 +172,9 @@ def _outage(attempt: _Attempt, batch: list[Point], error: Exception) -> dict[str
 
 
 def _retry(attempt: _Attempt, error: Exception, countdown: float) -> None:
-    """Publish the retry (a new message), or return when Redis refuses it for memory (or
-    kombu fails on the channel it closed then: :func:`closed_channel`).
-
-    A retry must not need Redis memory, or a full Redis would never drain: Celery rejects a
-    task whose retry cannot be published, and only the bridge's re-read would bring its batch
-    back, a confirm timeout later. So the slot waits and writes again itself, for at most
-    three quarters of the soft time limit (the last attempt still ends before it).
+    """Publish the retry, or return when Redis refuses it for memory (or kombu fails on the
+    channel it closed then): a full Redis must still drain, so the slot waits and writes again
+    itself, for at most three quarters of the soft time limit.
     """
     try:
         raise attempt.retry(countdown, error) from None

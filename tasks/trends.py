@@ -1,8 +1,6 @@
-"""Trend runs on the `trends` queue: run -> chord -> finalize.
-
-Thin wrappers of :class:`worker.trends.lifecycle.TrendRuns` (shared with `aggregator trends
-run`). Every task of the chord carries the errback ``trend_failed``, so a failing task fails
-the run at once (docs/trends.md, "How a run fails").
+"""Trend runs on the `trends` queue: run -> chord -> finalize, wrapping
+:class:`worker.trends.lifecycle.TrendRuns`. Every task of the chord carries the errback
+``trend_failed``, so a failing task fails the run at once (docs/trends.md, "How a run fails").
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.thinning import bucket_of, thin
 from worker.core.durations import DEFAULT_DURATIONS
 from worker.core.partitions import EVENTS, HISTORY, Range, days_of_ns
 from worker.core.retention import HistoryDay, Level, RetentionPolicy, plan
-from worker.maintenance.thinning import bucket_of, thin
 
 pytestmark = pytest.mark.unit
 

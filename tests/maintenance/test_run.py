@@ -17,6 +17,7 @@ import psycopg2
 import pytest
 
 from tests.support.helpers import q
+from tests.support.thinning import thin
 from worker.core.events import Point
 from worker.core.partitions import HISTORY
 from worker.core.retention import RetentionPolicy
@@ -24,7 +25,6 @@ from worker.db import partition_admin
 from worker.db.connection import Database
 from worker.maintenance import run as maintenance
 from worker.maintenance.run import MaintenanceInFlight, maintain
-from worker.maintenance.thinning import thin
 from worker.ops.failures import exit_code
 from worker.store.postgres.store import PostgresStore
 

@@ -46,30 +46,27 @@ def scheduler_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _expires(cron: str) -> int:
+    """Before the next tick (``expires`` counts from publication: room for the countdown)."""
+    return max(30, min_period_s(cron) - 30)
+
+
 def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     schedule: dict[str, dict[str, Any]] = {}
     for duration in settings.durations().values():
-        period = min_period_s(duration.schedule)
         schedule[f"trends-{duration.name}"] = {
             "task": names.RUN_TREND,
             "schedule": parse_cron(duration.schedule),
             "args": (duration.name,),
-            "options": {
-                "queue": settings.trends_queue,
-                "countdown": settings.trend_start_offset_s,
-                # expires counts from publication; leave room for the countdown.
-                "expires": max(30, period - 30),
-            },
+            "options": {"queue": settings.trends_queue, "countdown": settings.trend_start_offset_s,
+                        "expires": _expires(duration.schedule)},
         }
-    # Maintenance (partitions, retention, thinning) on its own queue, served beside the
-    # morning post by the default worker: never on `trends`, whose one slot it would hold.
-    # A duplicate fire of a tick does nothing: the task claims its cron slot first
-    # (worker/maintenance/slots.py), as the trend runs have their lease and the post its day.
-    period = min_period_s(settings.maintenance_schedule)
+    # Maintenance on its own queue, never on `trends`, whose one slot it would hold. A tick
+    # fired twice runs once: the task claims its cron slot (worker/maintenance/slots.py).
     schedule["maintenance"] = {
         "task": names.MAINTAIN,
         "schedule": parse_cron(settings.maintenance_schedule),
-        "options": {"queue": names.MAINTENANCE_QUEUE, "expires": max(30, period - 30)},
+        "options": {"queue": names.MAINTENANCE_QUEUE, "expires": _expires(settings.maintenance_schedule)},
     }
     schedule["morning-post"] = {
         "task": names.MORNING_POST,

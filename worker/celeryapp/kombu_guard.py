@@ -1,11 +1,4 @@
-"""Keep a Celery worker alive when Redis restarts under it or fills up (kombu 5.7).
-
-On a lost connection kombu's ``restore_unacked_once`` builds a Redis client from a
-transport that already dropped it, and the ``AttributeError`` ends the worker. Nothing
-needs restoring then (the ``unacked`` hash keeps the deliveries, or the bridge re-reads
-unconfirmed batches from Kafka), so that one step may fail quietly.
-tests/system/test_redis_faults.py fails without the guard.
-"""
+"""Keep a Celery worker alive when Redis restarts under it or fills up (kombu 5.7)."""
 
 from __future__ import annotations
 
@@ -24,7 +17,10 @@ _GUARDED = "_aggregator_restore_guard"
 
 
 def guarded(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``original`` (a QoS's ``restore_unacked_once``) with the one crash turned into a warning."""
+    """``original`` (a QoS's ``restore_unacked_once``) with the one crash turned into a warning:
+    on a lost connection kombu builds a client from a transport that dropped it, and the
+    ``AttributeError`` ended the worker (tests/system/test_redis_faults.py). Nothing needs
+    restoring then: the ``unacked`` hash keeps the deliveries."""
 
     @functools.wraps(original)
     def restore_unacked_once(self: Any, stderr: Any = None) -> Any:
@@ -50,15 +46,10 @@ def guard_restore_unacked() -> None:
         qos.restore_unacked_once = guarded(qos.restore_unacked_once)
 
 
-# -- a full Redis (maxmemory, noeviction) -------------------------------------------------------
-#
-# kombu records each delivery in the ``unacked`` hash (refused at ``maxmemory``) *after* BRPOP
-# took it off the queue, its visibility sweep takes a lock (refused too), and its ack is a
-# MULTI that Redis refuses whole: the ``OutOfMemoryError`` ended the worker and lost the
-# message it had just popped. With the guards a delivery is kept in the worker's memory only
-# and the ack is sent outside a transaction, so consuming frees Redis memory instead of
-# needing it. While Redis is full a worker that dies leaves no record of its deliveries; the
-# bridge re-reads their batches from Kafka when no confirmation comes.
+# A full Redis (maxmemory, noeviction) refuses kombu's record of a delivery it already popped,
+# the sweep's lock and the ack's MULTI: each raised OutOfMemoryError and ended the worker. With
+# these guards consuming frees Redis memory instead of needing it; a worker that dies meanwhile
+# leaves no record, and the bridge re-reads its batches from Kafka.
 
 _FULL_GUARDED = "_aggregator_full_redis_guard"
 

@@ -1,12 +1,7 @@
-"""A dead worker's deliveries back in seconds: per-worker unacked keys and a heartbeat.
-
-kombu's visibility sweep knows ages, not owners, so its timeout stays above the longest
-task (``VISIBILITY_TIMEOUT_S``, 2 h) and a SIGKILLed worker's batches were invisible that
-long. Each worker process gets unacked keys of its own and a heartbeat key
-(``WORKER_HEARTBEAT_TTL_S``, refreshed with ``PEXPIRE``, which works in a full Redis); a
-registered worker whose heartbeat is gone has its deliveries restored with kombu's
-``restore_by_tag``. A worker judges others only after its own heartbeat held a full TTL, so
-a stalled Redis does not make every worker look dead.
+"""A dead worker's deliveries back in seconds: per-worker unacked keys and a heartbeat
+(``WORKER_HEARTBEAT_TTL_S``); a registered worker whose heartbeat is gone has its deliveries
+restored with kombu's ``restore_by_tag``. docs/guarantees.md ("A dead worker's batches are
+back within seconds") says why kombu's age-based sweep cannot do this.
 """
 
 from __future__ import annotations
@@ -42,7 +37,7 @@ def transport_keys(worker_id: str) -> dict[str, str]:
 
 
 def registered(client: Any) -> list[str]:
-    """The ids of the workers that announced themselves (and were not found dead yet)."""
+    """The ids of the workers that announced themselves and were not found dead yet."""
     return sorted(member.decode() for member in client.smembers(REGISTRY))
 
 
@@ -89,7 +84,8 @@ class Liveness:
             self.trusted_from = self.clock()
 
     def sweep(self) -> list[str]:
-        """Restore the deliveries of registered workers whose heartbeat is gone; their ids."""
+        """Restore the deliveries of registered workers whose heartbeat is gone; their ids.
+        Only once our own heartbeat held a full TTL: a stalled Redis expires every heartbeat."""
         if self.trusted_from is None or self.clock() - self.trusted_from < self.ttl_s:
             return []
         others = [other for other in registered(self.client) if other != self.worker_id]
@@ -132,6 +128,6 @@ def _own_keys(sender: Any = None, instance: Any = None, conf: Any = None, **_: A
 
 @worker_ready.connect
 def _start_heartbeat(**_: Any) -> None:
-    """Beat and sweep from a thread of the main process (after the pool forked)."""
+    """Beat and sweep from a thread of the main process, after the pool forked."""
     if _liveness is not None:
         threading.Thread(target=_liveness.run, args=(threading.Event(),), name="heartbeat", daemon=True).start()

@@ -67,16 +67,14 @@ class Resources:
         return DeadLetterWriter(self.settings.kafka_bootstrap_servers, self.settings.kafka_dlq_topic,
                                 connect_timeout_s=self.settings.connect_timeout_s)
 
+    # Short timeouts for the confirmations and the write limit: a confirmation that does not go
+    # through costs a duplicate write, a limit Redis does not answer falls back to a local bucket.
     @cached_property
     def ack_client(self) -> redis.Redis:
-        """Redis for the confirmations to the bridge (short timeouts: a confirmation that does
-        not go through only costs a duplicate write, it must never hold a worker slot)."""
         return redis_client(self.settings, min(self.settings.connect_timeout_s, 2.0))
 
     @cached_property
     def write_limit(self) -> WriteLimit:
-        """The ingest workers' shared write limit (short timeouts: a Redis that does not
-        answer must not hold a batch; the limiter then falls back to a bucket of its own)."""
         settings = self.settings
         return WriteLimit(redis_client(settings, min(settings.connect_timeout_s, 2.0)),
                           bucket_key(settings.ingest_queue), settings.ingest_rate_per_s(), settings.ingest_burst())
@@ -87,7 +85,6 @@ class Resources:
 
     @cached_property
     def maintenance_slots(self) -> SlotClaims:
-        """Claims of the maintenance task's cron slots; kept two periods."""
         period = min_period_s(self.settings.maintenance_schedule)
         return SlotClaims(redis_client(self.settings), 2 * period)
 
@@ -114,11 +111,8 @@ _process: Resources | None = None
 
 
 def for_process() -> Resources:
-    """This process's resources, built from its settings on first use.
-
-    Rebuilt when the settings object changes (tests switch environments by clearing
-    ``get_settings``'s cache), so a resource never outlives the settings it came from.
-    """
+    """This process's resources, built on first use and again when the settings object changes,
+    so a resource never outlives the settings it came from."""
     global _process
     settings = get_settings()
     if _process is None or _process.settings is not settings:
@@ -180,9 +174,8 @@ def compose_bridge(settings: Settings, consumer: Consumer, publisher: IngestPubl
 
 
 def ensure_dead_letter_topic(settings: Settings) -> None:
-    """The dead-letter topic as the settings want it. Its retention is set on an existing topic
-    too: one created before KAFKA_DLQ_RETENTION_DAYS had the broker's default (7 days on Kafka),
-    which would drop letters nobody replayed in time."""
+    """The dead-letter topic as the settings want it, its retention set on an existing topic too
+    (the broker's default, 7 days on Kafka, would drop letters nobody replayed in time)."""
     days = settings.kafka_dlq_retention_days
     ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, settings.kafka_dlq_partitions,
                  replication=settings.kafka_dlq_replication_factor,

@@ -1,9 +1,6 @@
-"""A task waiting on a PostgreSQL that does not answer ends at its soft time limit.
-
-libpq resumes its wait when a signal interrupts it, so ``SoftTimeLimitExceeded`` never
-reaches a task inside a query. A timer armed at the task's start shuts the process's busy
-PostgreSQL connections :data:`GRACE_S` after the soft limit
-(:func:`worker.db.connection.sever_all`), and the task fails the ordinary way.
+"""A task waiting on a PostgreSQL that does not answer ends at its soft time limit: a timer
+armed at the task's start shuts the process's busy connections :data:`GRACE_S` after it
+(:func:`worker.db.connection.sever_all` says why nothing else ends such a wait).
 """
 
 from __future__ import annotations

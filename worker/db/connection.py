@@ -44,12 +44,9 @@ _OPENED: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary(
 
 def connect(dsn: str, *, application_name: str = "trend-aggregator", autocommit: bool = False,
             timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Connection:
-    """A connection with keepalives and a bounded connect time (``CONNECT_TIMEOUT_S``).
-
-    libpq's defaults wait for minutes on a dead server, and for ever on one that accepts
-    TCP and never answers; a task that holds a worker slot must fail fast so Celery can
-    retry it, and a command must end with a message. libpq counts the timeout in whole
-    seconds, at least 2.
+    """A connection with keepalives and a bounded connect time (``CONNECT_TIMEOUT_S``, whole
+    seconds, at least 2 for libpq): libpq's defaults wait for ever on a server that accepts
+    TCP and never answers, and a task holding a worker slot must fail fast so Celery retries it.
     """
     conn = psycopg2.connect(
         dsn,
@@ -68,16 +65,12 @@ def connect(dsn: str, *, application_name: str = "trend-aggregator", autocommit:
 
 
 def sever_all() -> int:
-    """Shut the socket of every connection of this process that is inside a statement; how many.
+    """Shut the socket of every connection of this process inside a statement; how many.
 
-    The one way to end a statement on a PostgreSQL that does not answer at all (stopped,
-    a frozen VM): libpq waits for the reply for ever and resumes its wait when a signal
-    interrupts it, so neither ``statement_timeout`` (server-side) nor a Python signal
-    handler (Celery's soft time limit) can end it, and the server's kernel still answers
-    the keepalives. A shut socket ends libpq's wait: the statement raises
-    ``OperationalError`` and the connection is closed (a kept one is reopened on next use).
-    Idle connections are left alone: the server may answer them again later. Called from
-    another thread (:mod:`worker.celeryapp.stalls`) while the process waits in libpq.
+    The one way to end a statement on a PostgreSQL that does not answer at all (a frozen
+    VM still answers keepalives): libpq resumes its wait after a signal, and
+    ``statement_timeout`` is the server's. The statement then raises ``OperationalError``.
+    Idle connections are left alone. Called from :mod:`worker.celeryapp.stalls`'s timer thread.
     """
     severed = 0
     for conn, pid in list(_OPENED.items()):
@@ -90,12 +83,8 @@ def sever_all() -> int:
 
 
 def with_password(dsn: str, password: str) -> str:
-    """``dsn`` (a URL or libpq keywords, without a password) with ``password`` in it.
-
-    A URL stays a URL (the password percent-encoded), so the masked DSN in messages reads
-    as the operator wrote it; keywords get a quoted ``password=``. A DSN that already has a password is
-    refused without showing either.
-    """
+    """``dsn`` (a URL or libpq keywords) with ``password`` in it; a URL stays a URL, so the
+    masked DSN in messages reads as the operator wrote it. A DSN with a password is refused."""
     if parse_dsn(dsn).get("password") is not None:
         raise ValueError("POSTGRES_DSN holds a password and POSTGRES_PASSWORD is set too: keep one")
     if "://" not in dsn:
@@ -110,13 +99,9 @@ def with_password(dsn: str, password: str) -> str:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """``statement_timeout`` and ``lock_timeout`` of one kind of session (0 = none).
-
-    Applied with ``SET LOCAL`` at the start of each transaction (:meth:`sql`), so one kept
-    connection can serve two kinds (the event store's writes and its trend queries) and a
-    pooled connection never carries a kind's limits into the next transaction. A statement
-    cancelled by either raises ``QueryCanceled`` or ``LockNotAvailable``, both
-    ``OperationalError``: the caller's "PostgreSQL did not answer" path.
+    """``statement_timeout`` and ``lock_timeout`` of one kind of session (0 = none), set per
+    transaction (``SET LOCAL``) so one kept connection serves several kinds. A cancelled
+    statement raises an ``OperationalError``: the caller's "PostgreSQL did not answer" path.
     """
 
     statement_s: float = 0.0
@@ -147,23 +132,15 @@ NO_TIMEOUTS = Timeouts()
 
 @dataclass(frozen=True)
 class Database:
-    """Where the product's PostgreSQL is and how long to wait for it.
-
-    :meth:`from_settings` is the one place the DSN secret is read from the settings; every
-    product connection is opened from a ``Database`` (or from its ``dsn``, by the objects
-    built from one), and its ``repr`` masks the password.
-    """
+    """Where the product's PostgreSQL is and how long to wait for it: the one place the DSN
+    secret is read from the settings (:meth:`from_settings`); its ``repr`` masks the password."""
 
     dsn: str = field(repr=False)
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
-        """The DSN with ``POSTGRES_PASSWORD`` added when it is given apart (a secret file).
-
-        The settings refuse a password in both places at start (exit 78); :func:`with_password`
-        refuses it again for settings built without that validation.
-        """
+        """The DSN with ``POSTGRES_PASSWORD`` added when it is given apart (a secret file)."""
         dsn = settings.postgres_dsn.get_secret_value()
         if settings.postgres_password is not None:
             dsn = with_password(dsn, settings.postgres_password.get_secret_value())
@@ -180,13 +157,9 @@ class Database:
 class ReusedConnection:
     """One open connection per DSN and process, for many short transactions in a row.
 
-    A trend run stages its rows chunk by chunk (a ``year`` run: ~116 chunks); a connection
-    for each cost ~5 ms to open and a new server process whose caches start cold — 0.6 s of
-    a year run (``bench/year_scale.py``). Celery's prefork children each get their own (the
-    key holds the process id: a connection must never cross a fork). A statement that finds
-    the kept connection dead (PostgreSQL restarted meanwhile) is retried once on a new one,
-    so a restart costs what a fresh connection would; the block must therefore be safe to
-    run twice, as an idempotent staging write is.
+    A connection per chunk of a trend run cost 0.6 s of a ``year`` run (``bench/year_scale.py``).
+    The key holds the process id: a connection never crosses a fork. A block that finds the
+    kept connection dead is run once more on a new one, so it must be safe to run twice.
     """
 
     def __init__(self, application_name: str, *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:

@@ -1,8 +1,5 @@
-"""Versioned schema migrations (yoyo-migrations), applied by `aggregator setup`.
-
-yoyo keeps its own bookkeeping table and takes a lock, so two containers starting at once
-(the one-shot setup service and a worker) cannot apply the same migration twice.
-"""
+"""Versioned schema migrations (yoyo-migrations), applied by `aggregator setup`; yoyo's lock
+keeps two containers starting at once from applying a migration twice."""
 
 from __future__ import annotations
 
@@ -17,12 +14,8 @@ log = logging.getLogger(__name__)
 
 
 def yoyo_uri(dsn: str, connect_timeout_s: float) -> str:
-    """The DSN (URL or libpq keywords) as the URL yoyo wants, with a connect timeout.
-
-    yoyo only takes a URL and connects without a timeout, so a server that accepts TCP and
-    never answers would hang `aggregator setup` for ever; ``connect_timeout`` travels as a
-    query argument, which yoyo hands to psycopg2 unchanged (as it does any other keyword).
-    """
+    """The DSN (URL or libpq keywords) as the URL yoyo wants, with a ``connect_timeout`` query
+    argument (yoyo hands it to psycopg2): without one a server that never answers hangs setup."""
     params = dict(parse_dsn(dsn))
     user, password = params.pop("user", None), params.pop("password", None)
     host, port, dbname = params.pop("host", None), params.pop("port", None), params.pop("dbname", "")

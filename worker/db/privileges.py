@@ -1,13 +1,6 @@
-"""What the product's PostgreSQL role needs, checked by `aggregator setup` before it changes anything.
-
-The product runs as a role of its own, neither superuser nor ``CREATEDB``
-(docs/deploying.md, "Credentials and TLS"). It owns what it creates: its tables, their
-partitions (created and dropped at run time), ``trending`` (amba's components may have
-created it first; migration 0004 alters it) and ``trending_covid_papers`` (only an owner
-may ``REFRESH`` a materialized view). On amba's tables it needs only to read them, and
-``REFERENCES`` on ``publication`` (``trending``'s foreign key). Without this check a
-missing privilege surfaces halfway through a migration as ``must be owner of table
-trending``; here it is named with the statement that grants it.
+"""What the product's PostgreSQL role needs, checked by `aggregator setup` before it changes
+anything: a missing privilege is named with the statement that grants it, not met halfway
+through a migration. docs/deploying.md, "Credentials and TLS", says why each is needed.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,11 +66,8 @@ class Report:
 
     def summary(self) -> dict[str, object]:
         """Counts per action, for the task's result and its log line."""
-        counts: dict[str, object] = {"at": self.at.isoformat(), "seconds": round(self.seconds, 3)}
-        for step in self.steps:
-            key = step.action.replace(" ", "_") + ("" if step.done else "_skipped")
-            counts[key] = int(str(counts.get(key, 0))) + 1
-        return counts
+        counts = Counter(step.action.replace(" ", "_") + ("" if step.done else "_skipped") for step in self.steps)
+        return {"at": self.at.isoformat(), "seconds": round(self.seconds, 3), **counts}
 
 
 def history_days(cur: Any) -> list[HistoryDay]:
@@ -136,25 +134,23 @@ def _carry_out(conn: Connection, policy: RetentionPolicy, now: datetime, todo: P
     if todo.create_events:
         _step(report, "create", f"{EVENTS.table} x{len(todo.create_events)}", create(EVENTS, todo.create_events))
     for part in todo.drop_events:
-        target = by_range[part]
-        _step(report, "drop", target.name, partial(_drop, conn, EVENTS, target))
+        _step(report, "drop", by_range[part].name, partial(_drop, conn, EVENTS, by_range[part]))
     if todo.create_history:
         _step(report, "create", f"{HISTORY.table} x{len(todo.create_history)}",
               create(HISTORY, todo.create_history))
     for day in todo.drop_history:
-        target = history[day]
-        _step(report, "drop", target.name, partial(_drop, conn, HISTORY, target))
+        _step(report, "drop", history[day].name, partial(_drop, conn, HISTORY, history[day]))
     _drop_leftovers(conn, policy, now, report)
     for day, level in todo.thin_history:
+        action, target = f"thin {level.name.lower()}", history[day]
         if budget_s is not None and time.perf_counter() - started > budget_s:
-            report.add(Step(f"thin {level.name.lower()}", history[day].name, 0.0, False, "budget spent"))
-            continue
-        target = history[day]
-        _step(report, f"thin {level.name.lower()}", target.name, partial(_thin, conn, target, level))
-    cutoff = now - timedelta(days=policy.history_retention_days)
-    _step(report, "prune trend_run", "trend_run", lambda: _prune_runs(conn, cutoff))
-    triage_cutoff = policy.event_cutoff(now)
-    _step(report, "prune dead_letter_triage", "dead_letter_triage", lambda: _prune_triage(conn, triage_cutoff))
+            report.add(Step(action, target.name, 0.0, False, "budget spent"))
+        else:
+            _step(report, action, target.name, partial(_thin, conn, target, level))
+    _step(report, "prune trend_run", "trend_run",
+          partial(_prune_runs, conn, now - timedelta(days=policy.history_retention_days)))
+    _step(report, "prune dead_letter_triage", "dead_letter_triage",
+          partial(_prune_triage, conn, policy.event_cutoff(now)))
 
 
 def _step(report: Report, action: str, target: str, run: Callable[[], str]) -> None:
@@ -188,13 +184,10 @@ def _drop(conn: Connection, layout: Layout, part: partition_admin.Partition) -> 
 def _drop_leftovers(conn: Connection, policy: RetentionPolicy, now: datetime, report: Report) -> None:
     """Tables of product partitions detached but not dropped (a run stopped in between)."""
     with conn.cursor() as cur:
-        leftovers = [(EVENTS, p) for p in partition_admin.detached(cur, EVENTS)]
-        leftovers += [(HISTORY, p) for p in partition_admin.detached(cur, HISTORY)]
-    for layout, part in leftovers:
-        expired = (part.range.stop <= policy.event_cutoff(now) if layout is EVENTS
-                   else policy.history_level(part.range, now) is None)
-        if expired:
-            _step(report, "drop", part.name, partial(_drop_detached, conn, part))
+        expired = [p for p in partition_admin.detached(cur, EVENTS) if p.range.stop <= policy.event_cutoff(now)]
+        expired += [p for p in partition_admin.detached(cur, HISTORY) if policy.history_level(p.range, now) is None]
+    for part in expired:
+        _step(report, "drop", part.name, partial(_drop_detached, conn, part))
 
 
 def _drop_detached(conn: Connection, part: partition_admin.Partition) -> str:
@@ -227,10 +220,8 @@ def _prune_runs(conn: Connection, cutoff: datetime) -> str:
 
 
 def _prune_triage(conn: Connection, cutoff: datetime) -> str:
-    """The triage log of letters last handled before the events' cutoff: their events would
-    be dropped by retention now anyway, and the topic's own retention (days) has long removed
-    the letters. A position goes whole (every row), so no letter is left with part of its
-    history; one still handled recently keeps all of its rows."""
+    """The triage log of letters last handled before the events' cutoff (their events are past
+    retention, the letters long gone from the topic); a letter's rows go all together."""
     with conn.cursor() as cur:
         cur.execute("""
             DELETE FROM dead_letter_triage t

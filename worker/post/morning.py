@@ -7,6 +7,7 @@ an ambiguous failure (a timeout) keeps it, since a duplicate post is worse than 
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -48,24 +49,16 @@ def last_name(name: str | None) -> str | None:
 
 
 def top_papers(database: Database, duration: str = "today") -> list[Paper]:
-    conn = database.connect()
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(TOP_QUERY, (duration,))
-            return [Paper(doi=doi, title=title, author_last_name=last_name(author))
-                    for doi, title, author in cur.fetchall()]
-    finally:
-        conn.close()
-
-
-def todays_text(settings: Settings) -> str | None:
-    return compose_post(top_papers(Database.from_settings(settings)), settings.trending_url)
+    with closing(database.connect()) as conn, conn, conn.cursor() as cur:
+        cur.execute(TOP_QUERY, (duration,))
+        return [Paper(doi=doi, title=title, author_last_name=last_name(author))
+                for doi, title, author in cur.fetchall()]
 
 
 def morning_post(settings: Settings, *, day: date | None = None, poster: XPoster | None = None,
                  dry_run: bool = False) -> PostOutcome:
     day = day or datetime.now(UTC).date()
-    text = todays_text(settings)
+    text = compose_post(top_papers(Database.from_settings(settings)), settings.trending_url)
     if text is None:
         log.info("no trending COVID-19 paper today: nothing to post", extra={"day": day.isoformat()})
         return PostOutcome("no_papers")

@@ -1,9 +1,8 @@
 """Posting to X (API v2, ``POST /2/tweets``) with tweepy, OAuth 1.0a user context.
 
-Tests point :class:`XPoster` at a local recorder with ``X_API_BASE_URL``: tweepy builds
-every URL from one hard-coded origin and sends through its public ``Client.session``, so a
-``requests.Session`` subclass rewrites that origin; nothing of tweepy is monkeypatched, and
-the OAuth signature covers the URL actually requested.
+``X_API_BASE_URL`` (tests: a local recorder) replaces the origin tweepy builds every URL from,
+in its public ``Client.session``: nothing of tweepy is monkeypatched, and the OAuth signature
+covers the URL actually requested.
 """
 
 from __future__ import annotations
@@ -56,8 +55,8 @@ class _XApiSession(requests.Session):
 
 
 def _clean_base_url(base_url: str) -> str:
-    """``scheme://host[:port][/prefix]`` without trailing slash, validated when the poster
-    is built (a typo in the setting should fail loudly, not send to a wrong place)."""
+    """``scheme://host[:port][/prefix]`` without trailing slash: a typo fails when the poster is
+    built, never sends to a wrong place."""
     parts = urlsplit(base_url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"X API base URL must be http(s)://host[:port], got {base_url!r}")
@@ -79,12 +78,8 @@ class XPoster:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> XPoster | None:
-        """The poster, or None when any of the four credentials is missing or blank.
-
-        None means "dry run": the caller logs the text instead of posting. A blank value
-        counts as missing because env files often carry ``X_ACCESS_TOKEN=`` placeholders.
-        Only the names of missing variables are logged, never values.
-        """
+        """The poster, or None (a dry run) when any of the four credentials is missing or blank
+        (env files carry ``X_ACCESS_TOKEN=`` placeholders); only the names are logged."""
         values = {name: (secret.get_secret_value().strip() if (secret := getattr(settings, name)) else "")
                   for name in _CREDENTIALS}
         missing = [name.upper() for name, value in values.items() if not value]
@@ -97,12 +92,8 @@ class XPoster:
                    api_base_url=settings.x_api_base_url)
 
     def post(self, text: str) -> str:
-        """Create a post with ``text``; return its id.
-
-        tweepy's HTTP exceptions (``tweepy.errors.HTTPException`` subclasses) and requests'
-        connection errors propagate unchanged: swallowing them would record the day as
-        posted when nothing was posted.
-        """
+        """Create a post with ``text``; return its id. tweepy's and requests' errors propagate:
+        the caller tells a refusal (nothing posted) from an unknown outcome."""
         response = self._client.create_tweet(text=text, user_auth=True)
         data = getattr(response, "data", None)
         tweet_id = data.get("id") if isinstance(data, dict) else None

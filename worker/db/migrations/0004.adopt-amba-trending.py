@@ -1,58 +1,12 @@
 """Adopt the `trending` table of a running amba system, whichever side created it.
 
-The product shares its PostgreSQL database with amba's components, and every one of them
-runs amba-event-stream's ``Base.metadata.create_all`` at start. So when setup runs,
-``trending`` is in one of three shapes:
-
-* amba's (``event_stream/models/model.py``, class ``Trending``): ``id bigserial`` primary
-  key, ``publication_doi`` with a foreign key to ``publication.doi``, the trend columns,
-  ``sum_followers integer``, all nullable, no key per (publication, duration);
-* the product's, from migration 0002: primary key ``(publication_doi, duration)``, no
-  ``id`` (amba's ORM selects ``trending.id`` and fails), ``sum_followers`` a float;
-* either of them, already converged by this migration.
-
-This step brings any of them to one shape, in one transaction:
-
-* amba's ORM keeps working: ``id bigserial`` is the primary key and every column of
-  amba's model exists; columns are only added or widened, never renamed or dropped, and
-  no column amba's or the streams API's SQL would find ambiguous (``doi``, ``title``...)
-  is added;
-* the product's columns exist: ``mk_trend``, ``mk_p``, ``run_id``, ``calculated_at``
-  (nullable: rows written by the original aggregator before the adoption have no run);
-* ``sum_followers`` is ``bigint``: a year of followers of a much-discussed paper exceeds
-  ``integer`` (2^31), and amba's ORM (``Integer``) reads a ``bigint`` as a Python int;
-* one row per (publication, duration): a unique index on ``(publication_doi, duration)``,
-  both ``NOT NULL``;
-* the foreign key to ``publication.doi`` exists in both orders, so a trending row always
-  names a publication in the publication's own spelling, which the streams API joins on
-  (``p.doi = t.publication_doi``) and whose title it looks up for every trending DOI.
-  Rows that break this (possible only in the product's old shape) are fixed before the
-  key is added: a DOI that matches a publication case-insensitively takes the
-  publication's spelling, a DOI without publication leaves ``trending`` (its run's rows
-  stay in ``trending_history``), and of duplicate rows the newest is kept. ``trending``
-  only ever holds the latest run's rows, so nothing is lost that the next run would not
-  recompute.
-
-And around the table:
-
-* ``publication (lower(doi))`` gets an index (``publication_doi_lower``): DOIs are
-  case-insensitive, so each finalize matches its DOIs to publications on ``lower(doi)``;
-  without the index that is a scan of the whole publication table every few minutes. It
-  is the one object this product adds to an upstream table; amba's ORM does not see
-  indexes.
-* ``trend_run`` counts, per run, the rows kept out of ``trending`` because the
-  publication is unknown, or because another spelling of the same publication was
-  published in the same run.
-* the materialized view ``trending_covid_papers`` is (re)created last, since it depends on
-  ``trending``'s columns (``t.*`` is expanded when a view is created). Its columns are
-  the original aggregator's (``trending_ranking``, ``doi``, ``pub_date``, ``year``,
-  ``citation_count``, ``title``, then ``trending``'s) plus ``publication_id``: the streams
-  API selects ``*`` from it, filters on ``duration`` and ``title`` and sorts by those
-  columns. A view of the same name left by the original aggregator is replaced; an object
-  that depends on the view makes this step fail instead of being dropped with it.
-
-Every statement is conditional or idempotent, so the step is safe on any of the three
-shapes; yoyo records it once per database.
+amba's components run amba-event-stream's ``create_all`` at start, so ``trending`` is amba's
+shape (``id bigserial`` key, no key per publication and duration), the product's from 0002
+(key ``(publication_doi, duration)``, no ``id``), or already converged. This step brings any
+of them to one shape amba's ORM and the product both use: columns are only added or widened,
+never renamed or dropped. docs/amba.md, "PostgreSQL", lists the shape and why; every
+statement is conditional or idempotent. ``trending`` holds only the latest run's rows, so the
+rows removed to satisfy the keys are recomputed by the next run.
 """
 
 from __future__ import annotations

@@ -1,42 +1,10 @@
 """Partition the two tables that grow for ever: events by month, trend history by day.
 
-``discussion_event`` (every event) and ``trending_history`` (every run's rows) only ever
-grew: after a year, 2.8 GB of events and some 74 million history rows. Range partitions on
-time let the maintenance task (``aggregator maintain``, :mod:`worker.maintenance`) remove
-old data by dropping whole partitions and thin old history one day at a time
-(:mod:`worker.core.partitions` says why months and days).
-
-For each of the two tables, when it is not partitioned yet (any database that applied
-0001-0004), in this migration's one transaction:
-
-1. the table is renamed ``<table>_unpartitioned`` (with its indexes), and the partitioned
-   table is created with the same columns (``LIKE``: types, defaults, ``NOT NULL``);
-2. its keys and indexes:
-
-   * ``discussion_event``: primary key ``(event_id, time)``. A unique key on a partitioned
-     table must include the partition key, so the key is the event's identity *and* time;
-     a redelivered event carries both unchanged and is still written once
-     (``ON CONFLICT (event_id, time) DO NOTHING`` in the store). ``(doi, time) INCLUDE
-     (score, sentiment_raw, followers, contains_abstract_raw, length, questions,
-     exclamations, bot_rating)``: the trend queries read everything they aggregate from
-     this index (index-only scans) instead of fetching one heap page per event, the
-     largest part of the ``year`` run's time (``bench/year_scale.py``). ``(time)`` as
-     before, for the short spans' selection;
-   * ``trending_history``: the same primary key ``(duration, calculated_at,
-     publication_doi)`` (it already holds the partition key) and the index
-     ``(publication_doi, duration, calculated_at)`` that charts one DOI over time;
-
-3. a partition for every month (day) that holds rows, the rows moved over (``INSERT …
-   SELECT``; about 150,000 events a second here), and the old table dropped. The table is
-   locked meanwhile: run setup before the new workers start (README, "Upgrading");
-   ingest batches of old workers wait or retry, nothing is lost. It needs free disk space
-   for one copy of the table.
-
-It also creates ``trending_history_compaction``: the resolution each history day was
-thinned to.
-
-A database created fresh takes the same path with empty tables. The step checks whether
-each table is partitioned already, so running it again changes nothing.
+Each table not partitioned yet is renamed ``<table>_unpartitioned``, its partitioned successor
+created with the same columns, keys and indexes (:data:`_KEYS`), a partition made for every
+month (day) that holds rows, the rows copied and the old table dropped, in one transaction
+that locks the table (docs/operating.md, "Migration 0005"; :mod:`worker.core.partitions`
+says why months and days). A partitioned table is left alone, so a second run changes nothing.
 """
 
 from __future__ import annotations
@@ -59,9 +27,13 @@ _COPY_PARTS = 20
 
 __depends__ = {"0004.adopt-amba-trending"}
 
+#: Everything the trend queries aggregate, so they read the (doi, time) index alone
+#: (index-only scans) instead of one heap page per event (``bench/year_scale.py``).
 _EVENT_COVERED = ("score", "sentiment_raw", "followers", "contains_abstract_raw", "length", "questions",
                   "exclamations", "bot_rating")
 
+#: A unique key of a partitioned table must hold the partition key: an event's key is its id
+#: *and* time, which a redelivered event carries unchanged (written once, ON CONFLICT).
 _KEYS = {
     EVENTS.table: [
         "ALTER TABLE discussion_event ADD CONSTRAINT discussion_event_pkey PRIMARY KEY (event_id, time)",
