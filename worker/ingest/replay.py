@@ -95,7 +95,7 @@ class _Pass:
         valid: bool | None = None
         decoded: list[Point] = []
         why = "not a dead letter (unreadable record)"
-        if letter is not None and (state is None or not state.final) and self.selection.takes(where, kind, state):
+        if letter is not None and self.selection.takes(where, kind, state):
             decoded, error = validate(letter)
             valid = error is None
             why = error or ""
