@@ -8,6 +8,7 @@ lists expire after a day.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,11 +40,6 @@ def ack_spec(group: str, topic: str, ranges: Iterable[tuple[int, int, int]]) -> 
     return {"key": key_prefix(group, topic), "ranges": [[p, first, last] for p, first, last in sorted(ranges)]}
 
 
-def _spec_ranges(spec: Mapping[str, Any]) -> list[tuple[str, int, int, int]]:
-    key = str(spec["key"])
-    return [(key, int(p), int(first), int(last)) for p, first, last in spec["ranges"]]
-
-
 def send(client: redis.Redis, spec: Mapping[str, Any] | None, *, stored: bool) -> bool:
     """Confirm (or sign life for) the task's ranges; False when Redis did not take it.
 
@@ -54,24 +50,16 @@ def send(client: redis.Redis, spec: Mapping[str, Any] | None, *, stored: bool) -
         return True
     try:
         pipe = client.pipeline(transaction=False)
-        for key, partition, first, last in _spec_ranges(spec):
-            pipe.rpush(f"{key}:{partition}", f"{STORED if stored else ALIVE}:{first}:{last}")
-            pipe.expire(f"{key}:{partition}", ACK_TTL_S)
+        for partition, first, last in spec["ranges"]:
+            key = f"{spec['key']}:{int(partition)}"
+            pipe.rpush(key, f"{STORED if stored else ALIVE}:{int(first)}:{int(last)}")
+            pipe.expire(key, ACK_TTL_S)
         pipe.execute()
     except (redis.RedisError, OSError, KeyError, TypeError, ValueError) as error:
         log.warning("confirmation not sent; the bridge will publish the batch again",
                     extra={"stored": stored, "error": str(error)[:200]})
         return False
     return True
-
-
-def parse(partition: int, item: bytes | str) -> Ack | None:
-    text = item.decode() if isinstance(item, bytes) else item
-    try:
-        kind, first, last = text.split(":")
-        return Ack(partition, int(first), int(last), kind == STORED)
-    except ValueError:
-        return None
 
 
 class AckReader:
@@ -91,7 +79,7 @@ class AckReader:
         acks = []
         for partition, items in zip(partitions, pipe.execute(), strict=True):
             for item in items or ():
-                ack = parse(partition, item)
-                if ack is not None:
-                    acks.append(ack)
+                with contextlib.suppress(ValueError):  # not a confirmation: skipped
+                    kind, first, last = (item.decode() if isinstance(item, bytes) else item).split(":")
+                    acks.append(Ack(partition, int(first), int(last), kind == STORED))
         return acks

@@ -1,9 +1,8 @@
 """Dead letters: a Kafka topic holding what could not be stored, with the reason.
 
-A topic, not a table: the dead letters must be writable exactly when the store is down. A
-write is confirmed (``acks=all``) before the caller moves on, and a failed one raises for
-the caller to retry; the replay cursor is a consumer-group offset (docs/operating.md,
-"Dead letters").
+A topic, not a table, because the dead letters must be writable exactly when the store is
+down. Writes are confirmed (``acks=all``) or raise; the replay cursor is a consumer-group
+offset (docs/operating.md, "Dead letters").
 """
 
 from __future__ import annotations
@@ -62,21 +61,17 @@ def decode(raw: bytes) -> DeadLetter | None:
         return None
 
 
-def encode(letter: DeadLetter) -> bytes:
-    return _encoder.encode(letter)
-
-
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def event_letter(raw: bytes, reason: str, *, source: str, origin: str | None, attempt: int = 1) -> DeadLetter:
+    letter = DeadLetter("event", reason, source, now_iso(), origin=origin, attempt=attempt)
     try:
-        return DeadLetter("event", reason, source, now_iso(), payload_text=raw.decode(), origin=origin,
-                          attempt=attempt)
+        letter.payload_text = raw.decode()
     except UnicodeDecodeError:
-        return DeadLetter("event", reason, source, now_iso(), payload_b64=base64.b64encode(raw).decode(),
-                          origin=origin, attempt=attempt)
+        letter.payload_b64 = base64.b64encode(raw).decode()
+    return letter
 
 
 def batch_letter(points: object, reason: str, *, source: str, attempt: int = 1) -> DeadLetter:
@@ -90,15 +85,14 @@ def batch_letter(points: object, reason: str, *, source: str, attempt: int = 1) 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, *, replication: int | None = None,
                  config: Mapping[str, str] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-    """Create the topic if it does not exist, and give it ``config`` either way (idempotent);
-    KafkaException when Kafka is silent. ``replication`` None: 3 copies, or one per broker on a
-    smaller cluster (a factor above the brokers is refused by Kafka)."""
+    """Create the topic if need be and give it ``config`` either way; KafkaException when Kafka
+    is silent. ``replication`` None: 3 copies, fewer on a smaller cluster (Kafka refuses more)."""
     settings = client_config(bootstrap, timeout_s=timeout_s)
     timeout = settings["socket.timeout.ms"] / 1000
     admin = AdminClient(settings)
     metadata = admin.list_topics(timeout=timeout)
     if topic in metadata.topics:
-        if config:  # an existing topic keeps its replication; its configs are set again
+        if config:
             entries = [ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
                        for name, value in config.items()]
             resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
@@ -182,13 +176,9 @@ class DeadLetterReader:
 
     def records(self, starts: Mapping[int, int] | None = None, *,
                 idle_s: float = 1.0) -> Iterator[tuple[Position, bytes, DeadLetter | None]]:
-        """Yield (position, record, letter) from ``starts`` (per partition; default the cursor)
-        to the end; letter None for a record that is not a dead letter.
-
-        The high watermark is only a lower bound of the end here: the end is reached when every
-        partition is past its watermark and the broker stays quiet for ``idle_s`` (some
-        Kafka-API brokers, Tansu among them, report the watermark per record batch).
-        """
+        """Yield (position, record, letter or None) from ``starts`` (default the cursor) to the
+        end: every partition past its high watermark and the broker quiet for ``idle_s`` (some
+        Kafka-API brokers, Tansu among them, report the watermark per record batch)."""
         partitions = self._partitions()
         if not partitions:
             return
@@ -228,8 +218,8 @@ class DeadLetterReader:
         if where.offset < low:
             return None
         self._consumer.assign([tp])
-        # Below the watermark the record exists: wait for it. At or above it, it may still
-        # exist (a per-batch watermark), but a short quiet spell is the answer "no".
+        # At or above the watermark the record may still exist (a per-batch watermark): a
+        # short quiet spell is the answer "no".
         msg = self._consumer.poll(wait_s if where.offset < high else 1.0)
         if msg is None:
             if where.offset < high:
@@ -243,8 +233,7 @@ class DeadLetterReader:
         return raw, decode(raw)
 
     def commit_cursor(self, cursor: Mapping[int, int]) -> None:
-        """Set the replay cursor to ``cursor`` (partition -> next offset to read), synchronously:
-        this is a CLI, not a rebalance callback."""
+        """Set the replay cursor (partition -> next offset to read)."""
         if cursor:
             self._consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in cursor.items()],
                                   asynchronous=False)

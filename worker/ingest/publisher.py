@@ -30,8 +30,7 @@ PUBLISH_TIMEOUT_S = 2.0
 
 def bounded_transport_options(options: dict[str, Any], timeout_s: float = PUBLISH_TIMEOUT_S) -> dict[str, Any]:
     """The broker transport options of a publishing process: short socket timeouts, one retry."""
-    return {**options, "socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "max_retries": 1,
-            "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+    return {**options, "socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, **RETRY_POLICY}
 
 
 def batch_task_id(topic: str, ranges: Iterable[tuple[int, int, int]]) -> str:
@@ -44,13 +43,9 @@ def batch_task_id(topic: str, ranges: Iterable[tuple[int, int, int]]) -> str:
 
 
 def closed_channel(error: BaseException | None) -> bool:
-    """kombu 5.7's failure on a channel it closed itself, seen with a full Redis.
-
-    A failed publish can leave a pooled producer on a channel kombu has closed (its
-    ``connection`` set to None); the next publish through it fails in kombu's
-    ``_connparams``, reading ``self.connection.client``. Only that: it is a failed publish
-    like any other, and the next one gets a live channel.
-    """
+    """kombu 5.7's failure on a channel it closed itself (seen with a full Redis): a pooled
+    producer left on it fails reading ``self.connection.client``. A failed publish like any
+    other; the next one gets a live channel."""
     return isinstance(error, AttributeError) and "has no attribute 'client'" in str(error)
 
 

@@ -1,9 +1,7 @@
-"""Replaying dead letters: ``aggregator dlq replay`` (and the cursor's move after a discard).
-
-Each letter the :class:`~worker.ingest.triage.Selection` takes is validated again and
-re-published, appended again (attempt + 1) or parked, as :func:`worker.ingest.triage.triage`
-decides, and logged; the cursor moves only over the leading run of resolved letters. A dry
-run makes the same decisions and changes nothing (docs/operating.md, "Dead letters").
+"""Replaying dead letters (``aggregator dlq replay``, and the cursor's move after a discard):
+each letter the selection takes is validated again, then re-published, appended again or
+parked as :func:`worker.ingest.triage.triage` decides, and logged. A dry run decides the same
+and changes nothing (docs/operating.md, "Dead letters").
 """
 
 from __future__ import annotations
@@ -70,7 +68,7 @@ def again(letter: DeadLetter, reason: str) -> DeadLetter:
 
 @dataclass
 class _Pass:
-    """One replay's reading: what it decided per letter, and what it holds to publish, append and log."""
+    """One replay's decisions, and what it holds to publish, append and log."""
 
     topic: str
     selection: Selection
@@ -95,7 +93,7 @@ class _Pass:
         valid: bool | None = None
         decoded: list[Point] = []
         why = "not a dead letter (unreadable record)"
-        if letter is not None and (state is None or not state.final) and self.selection.takes(where, kind, state):
+        if letter is not None and self.selection.takes(where, kind, state):
             decoded, error = validate(letter)
             valid = error is None
             why = error or ""

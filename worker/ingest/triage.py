@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
-# -- positions: "partition@offset" ----------------------------------------------------------------
 @dataclass(frozen=True, order=True)
 class Position:
     """Where a letter sits on the dead-letter topic; printed as ``partition@offset`` (as `dlq list`)."""
@@ -70,7 +69,6 @@ def parse_range(text: str) -> OffsetRange:
     return OffsetRange(partition, first, int(last))
 
 
-# -- reason kinds -------------------------------------------------------------------------------
 #: A letter's reason kind: a stable category of its free-text reason, the words before the
 #: details. The reasons come from worker/core/events.py (validation), tasks/ingest.py (the
 #: store) and the replay; "unreadable" is a record that is not a dead letter at all.
@@ -104,7 +102,6 @@ def reason_kind(reason: str | None) -> str:
     return next((kind for prefix, kind in _PREFIXES if text.startswith(prefix)), "other")
 
 
-# -- states and outcomes ------------------------------------------------------------------------
 class State(StrEnum):
     """What the triage log says of a position (its latest entry); no entry = pending."""
 
@@ -130,14 +127,9 @@ class Outcome(StrEnum):
 
 
 def still_invalid(attempt: int, max_attempts: int) -> Outcome:
-    """A letter that failed validation again: its ``attempt`` failures so far plus this one.
-
-    It is appended again (as attempt + 1) while that total is below ``max_attempts``; the
-    failure that reaches it parks the letter. With the default 3, a bridge letter (attempt
-    1) comes back once as attempt 2, and the replay that finds it invalid a third time parks
-    it, instead of appending it for ever. No letter is appended with an attempt of
-    ``max_attempts`` or more.
-    """
+    """A letter that failed validation again, after ``attempt`` failures: appended again (as
+    attempt + 1) while the total stays below ``max_attempts``, parked by the failure that
+    reaches it, so no letter is appended for ever."""
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     return Outcome.REDEADLETTER if attempt + 1 < max_attempts else Outcome.PARK
@@ -152,15 +144,11 @@ class Selection:
     ranges: tuple[OffsetRange, ...] = ()
     include_parked: bool = False
 
-    def matches(self, position: Position, kind: str) -> bool:
-        return ((not self.kinds or kind in self.kinds)
-                and (not self.ranges or any(position in r for r in self.ranges)))
-
     def takes(self, position: Position, kind: str, state: State | None) -> bool:
         """Whether the replay handles this letter (and resolves it) rather than leaving it."""
         if state is not None and (state.final or not self.include_parked):
             return False
-        return self.matches(position, kind)
+        return (not self.kinds or kind in self.kinds) and (not self.ranges or any(position in r for r in self.ranges))
 
 
 def triage(position: Position, kind: str, state: State | None, selection: Selection,
@@ -183,14 +171,10 @@ RESOLVING = frozenset({Outcome.REPLAY, Outcome.REDEADLETTER, Outcome.PARK, Outco
 
 
 def advance(cursor: int, read: Sequence[tuple[int, bool]]) -> int:
-    """The new cursor of one partition: past the leading run of resolved letters.
-
-    ``read`` is the (offset, resolved) of each letter read from ``cursor`` on, in order. The
-    cursor (the next offset to read) moves past a letter only when it and every letter
-    before it are resolved, so a letter a filter left pending is read again by the next
-    replay, whatever was resolved behind it (those are then skipped by their state).
-    Offsets may have gaps (Kafka's are not dense); the cursor moves past the last resolved.
-    """
+    """The new cursor of one partition, given the (offset, resolved) of each letter read from
+    ``cursor`` on: past the leading run of resolved letters only, so a letter a filter left
+    pending is read again by the next replay (what was resolved behind it is skipped by its
+    state). Kafka's offsets may have gaps."""
     for offset, resolved in read:
         if offset < cursor:
             continue

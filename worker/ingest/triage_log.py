@@ -1,8 +1,6 @@
-"""The dead-letter triage log in PostgreSQL (table ``dead_letter_triage``, migration 0007).
-
-The replay cursor can only say "everything before this offset is done"; a filtered replay,
-a discard or a parked letter resolves letters *after* a pending one, so each resolution is
-appended here (who, when, why) and the replay skips what the log resolved.
+"""The dead-letter triage log (table ``dead_letter_triage``): the replay cursor only says
+"everything before this offset is done", but a filtered replay, a discard or a parked letter
+resolves letters after a pending one, so each resolution is appended here (who, when, why).
 """
 
 from __future__ import annotations
@@ -44,11 +42,12 @@ class Resolution:
 #: Each position's latest row, of one topic (``{join}`` narrows the positions read).
 _LATEST = ("SELECT DISTINCT ON (kafka_partition, kafka_offset) kafka_partition, kafka_offset, state, actor, at, why "
            "FROM dead_letter_triage{join} WHERE topic = %s ORDER BY kafka_partition, kafka_offset, id DESC")
+#: Narrows the positions to the (partition, offset) arrays passed, ``{op}`` comparing the offsets.
+_POSITIONS = " JOIN unnest(%s::int[], %s::bigint[]) AS s(p, o) ON kafka_partition = s.p AND kafka_offset {op} s.o"
 
 
 class TriageLog:
-    """Reads and appends the log of one dead-letter topic; one short connection per call
-    (an operator command makes two or three)."""
+    """The log of one dead-letter topic; a short connection per call (a command makes two or three)."""
 
     def __init__(self, database: Database, topic: str) -> None:
         self._database = database
@@ -65,18 +64,15 @@ class TriageLog:
             conn.close()
 
     def states(self, since: Mapping[int, int] | None = None) -> dict[Position, Resolution]:
-        """The latest entry of each position; with ``since`` (not empty), only of the partitions named and
-        at or after their offset (the replay cursor: what is behind it is done anyway, and
-        the log of a long-lived topic is far longer than what is pending)."""
+        """The latest entry of each position; with ``since`` (the replay cursor), only at or after
+        it: the log of a long-lived topic is far longer than what is pending."""
         if not since:
             return self._latest("", [])
-        return self._latest(" JOIN unnest(%s::int[], %s::bigint[]) AS s(p, o) "
-                            "ON kafka_partition = s.p AND kafka_offset >= s.o", [list(since), list(since.values())])
+        return self._latest(_POSITIONS.format(op=">="), [list(since), list(since.values())])
 
     def states_of(self, positions: Sequence[Position]) -> dict[Position, Resolution]:
         """The latest entry of just these positions (`dlq show`, `dlq discard`)."""
-        return self._latest(" JOIN unnest(%s::int[], %s::bigint[]) AS s(p, o) "
-                            "ON kafka_partition = s.p AND kafka_offset = s.o",
+        return self._latest(_POSITIONS.format(op="="),
                             [[w.partition for w in positions], [w.offset for w in positions]])
 
     def _latest(self, join: str, params: list[object]) -> dict[Position, Resolution]:

@@ -1,17 +1,14 @@
-"""One write limit for the event store, shared by every ingest worker: a token bucket in Redis.
-
-Celery's ``rate_limit`` is per worker, so N workers wrote at N x ``INGEST_RATE_LIMIT``. Here
-each write attempt takes a token from one bucket, in one Lua script on Redis's clock (hosts
-may disagree); its arithmetic is :func:`worker.core.token_bucket.take`. While Redis does not
-answer, each process falls back to a bucket of its own at the same rate, so the limiter
-never stops ingestion (docs/operating.md, "Scaling the ingest rate").
+"""One write limit for the event store, shared by every ingest worker (Celery's ``rate_limit``
+is per worker): a token bucket in Redis, taken by one Lua script on Redis's clock (hosts may
+disagree) doing :func:`worker.core.token_bucket.take`. While Redis does not answer, each
+process limits itself at the same rate, so the limiter never stops ingestion
+(docs/operating.md, "Scaling the ingest rate").
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 import redis
 
@@ -20,18 +17,12 @@ from worker.core.token_bucket import Bucket, capacity_units, idle_expiry_ms, tak
 log = logging.getLogger(__name__)
 
 #: KEYS[1] the bucket (a hash: t = micro-tokens, at = microseconds); ARGV: rate (tokens/s),
-#: capacity in micro-tokens, expiry (ms), and the time in microseconds or "" for Redis's
-#: own clock. Returns {granted 1/0, wait in microseconds}. Mirrors worker/core/token_bucket.take.
+#: capacity in micro-tokens, expiry (ms). Returns {granted 1/0, wait in microseconds}.
 TAKE_SCRIPT = """
 local rate = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
-local now
-if ARGV[4] == '' then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-    now = tonumber(ARGV[4])
-end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local state = redis.call('HMGET', KEYS[1], 't', 'at')
 local tokens, at
 if state[1] == false or state[2] == false then
@@ -64,8 +55,7 @@ def bucket_key(queue: str) -> str:
 class WriteLimit:
     """The shared bucket of the ingest writes, on one Redis client (built by the caller)."""
 
-    def __init__(self, client: redis.Redis, key: str, rate: float, capacity: float,
-                 clock_us: Callable[[], int] | None = None) -> None:
+    def __init__(self, client: redis.Redis, key: str, rate: float, capacity: float) -> None:
         self._client = client
         self.key = key
         self.rate = rate
@@ -75,17 +65,11 @@ class WriteLimit:
         self._cap_units = capacity_units(capacity)
         self._local: Bucket | None = None  # the fallback bucket while Redis does not answer
         self._falling_back = False  # logged once per outage, not per take
-        self._monotonic_us = clock_us or (lambda: time.monotonic_ns() // 1000)
 
-    def take(self, now_us: int | None = None) -> float:
-        """Take a token: 0.0 when granted, else the seconds to wait for one.
-
-        ``now_us`` is for the tests that hold Redis's answer against the pure arithmetic;
-        the product leaves it out and Redis's clock counts.
-        """
+    def take(self) -> float:
+        """Take a token: 0.0 when granted, else the seconds to wait for one."""
         try:
-            granted, wait_us = self._script(keys=[self.key], args=[
-                repr(self.rate), str(self._cap_units), str(self._expiry_ms), "" if now_us is None else str(now_us)])
+            granted, wait_us = self._script(keys=[self.key], args=[repr(self.rate), self._cap_units, self._expiry_ms])
         except (redis.RedisError, OSError) as error:
             return self._take_locally(error)
         if self._falling_back:
@@ -98,23 +82,21 @@ class WriteLimit:
             self._falling_back = True
             log.warning("write limit: Redis did not answer; this process limits itself to the rate alone",
                         extra={"key": self.key, "error": str(error)[:200]})
-        result = take(self._local, self._monotonic_us(), self.rate, self.capacity)
+        result = take(self._local, time.monotonic_ns() // 1000, self.rate, self.capacity)
         self._local = result.state
         return result.wait_us / 1e6
 
-    def acquire(self, max_wait_s: float, sleep: Callable[[float], None] = time.sleep,
-                now_us: Callable[[], int] | None = None) -> float:
+    def acquire(self, max_wait_s: float) -> float:
         """Wait for a token for at most ``max_wait_s``: 0.0 once taken, else the seconds still
-        to wait (the caller retries the task with that countdown instead of holding a slot).
-        ``sleep`` and ``now_us`` (as in :meth:`take`) let a test run the wait on a fake clock."""
+        to wait (the caller retries the task with that countdown instead of holding a slot)."""
         waited = 0.0
         while True:
-            wait = self.take(None if now_us is None else now_us())
+            wait = self.take()
             if wait == 0.0:
                 return 0.0
             if waited + wait > max_wait_s:
                 return wait
-            sleep(wait)
+            time.sleep(wait)
             waited += wait
 
     def close(self) -> None:

@@ -1,12 +1,9 @@
-"""The dynamic ceiling: how many events the bridge gathers before it publishes a batch.
+"""The dynamic ceiling (pure): ceiling = smoothed rate x target interval, clamped, so a batch
+leaves about every ``target_interval_s`` whatever the rate (docs/guarantees.md).
 
-ceiling = smoothed rate x target interval, clamped, so a batch leaves about every
-``target_interval_s`` whatever the rate (docs/guarantees.md). A new ceiling applies only to
-a new batch and beyond the hysteresis; a batch never waits past ``max_age_s`` nor grows past
-``max_bytes``, and leaves when the source is quiet for ``idle_gaps`` expected gaps (at
-least ``idle_s``). With g gaps a Poisson batch of n is cut short with probability about
-n·e^-g: g = 5 cut 15% of the batches at 5 events/s (a property test caught it), g = 8 cuts
-1.3%. Pure: the clock is passed in.
+A batch also leaves at ``max_age_s``, ``max_bytes``, or after ``idle_gaps`` expected gaps of
+quiet (at least ``idle_s``): with g gaps a Poisson batch of n is cut short with probability
+about n·e^-g, so g = 8 cuts 1.3% where g = 5 cut 15% at 5 events/s.
 """
 
 from __future__ import annotations
@@ -42,16 +39,10 @@ class CeilingConfig:
 
 
 class RateEstimator:
-    """Events per second as an exponentially decayed count of arrivals.
-
-    The estimate is Σ exp(-(now - tᵢ)/τ) / W: for a steady rate r it converges to r, with
-    memory τ = half_life / ln 2. W = τ·(1 - exp(-elapsed/τ)) is the decayed length of the
-    time observed so far (→ τ once the estimator has run for a few half-lives). Dividing
-    by W instead of τ removes the start-up bias: a bridge started against a backlog sees
-    the backlog's rate at once instead of a rate creeping up from zero over minutes, so
-    its first batches are not tiny. W never falls below ``min_window_s``, so the first
-    event alone does not look like an infinite rate.
-    """
+    """Events per second: Σ exp(-(now - tᵢ)/τ) / W, with τ = half_life / ln 2 and W the decayed
+    length of the time observed so far, τ·(1 - exp(-elapsed/τ)), at least ``min_window_s``.
+    Dividing by W rather than τ lets a bridge started against a backlog see its rate at once
+    (no tiny first batches), and the floor keeps one event from looking like an infinite rate."""
 
     def __init__(self, half_life_s: float, min_window_s: float = 1.0) -> None:
         self._tau = half_life_s / math.log(2)
@@ -101,31 +92,22 @@ class CeilingPolicy:
         self.rate = RateEstimator(config.half_life_s, min_window_s=config.target_interval_s)
         self.ceiling = config.min_batch
 
-    def target(self, now: float) -> int:
-        """The ceiling the current rate asks for, before hysteresis."""
-        c = self.config
-        wanted = round(self.rate.rate(now) * c.target_interval_s)
-        return max(c.min_batch, min(c.max_batch, wanted))
-
     def next_ceiling(self, now: float) -> int:
-        """Ceiling for a batch that starts now (hysteresis applied)."""
-        wanted = self.target(now)
+        """Ceiling for a batch that starts now: what the rate asks for, beyond the hysteresis."""
+        c = self.config
+        wanted = max(c.min_batch, min(c.max_batch, round(self.rate.rate(now) * c.target_interval_s)))
         if abs(wanted - self.ceiling) > self.config.hysteresis * self.ceiling:
             self.ceiling = wanted
         return self.ceiling
-
-    def idle_threshold(self, now: float) -> float:
-        """Seconds without an event after which the source counts as quiet."""
-        rate = self.rate.rate(now)
-        quiet = self.config.idle_gaps / rate if rate > 0 else float("inf")
-        return max(self.config.idle_s, quiet)
 
     def is_due(self, batch: Batch[T], now: float) -> bool:
         if not len(batch):
             return False
         if len(batch) >= batch.ceiling or now - batch.started_at >= self.config.max_age_s:
             return True
-        return now - batch.last_at >= self.idle_threshold(now)
+        rate = self.rate.rate(now)
+        quiet_s = max(self.config.idle_s, self.config.idle_gaps / rate if rate > 0 else float("inf"))
+        return now - batch.last_at >= quiet_s
 
 
 class Batcher(Generic[T]):

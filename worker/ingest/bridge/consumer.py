@@ -58,7 +58,6 @@ class Bridge:
     def topic(self) -> str:
         return self.partitions.topic
 
-    # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
         """Signal-safe: only sets a flag; the loop drains and closes."""
         self._stopping = True
@@ -92,10 +91,9 @@ class Bridge:
         log.info("bridge stopped", extra=self._stats_extra())
         return self.stats
 
-    # -- one iteration ---------------------------------------------------------------------
     def step(self) -> None:
-        """Decode/validate -> depth check -> batch -> publish -> store offsets (committed by
-        the client); the confirmations, rewinds and the guard's record are read first."""
+        """Read confirmations, rewinds and the guard's record; then decode, batch, publish and
+        store offsets (the client commits them)."""
         now = self.clock()
         self.commit.read_acks(now)
         self._rewind_overdue(now)
@@ -111,7 +109,6 @@ class Bridge:
             self._take(message, now)
         if self.guard.stop is not None and not self.pause.paused:
             self.pause.pause()
-        # Publish in the same step a batch became due: no extra poll of latency.
         self.publish.hold([self.batcher.due(now)])
         if not self.publish.backoff.blocked(now):
             self.publish.flush(gated=True)
@@ -131,9 +128,7 @@ class Bridge:
         self.guard.observe(entry.partition, entry.offset, now, taken.reason)
 
     def _leave_in_kafka(self, messages: list[Message]) -> None:
-        """Messages fetched but not taken (the guard tripped): the next offset to take of
-        their partitions is their first, so a resume seeks back to it and the commit point
-        never passes them."""
+        """Messages fetched but not taken (the guard tripped): a resume seeks back to them."""
         first: dict[int, int] = {}
         for message in messages:
             if message.error() is None:
@@ -166,8 +161,7 @@ class Bridge:
         self.publish.drop(partitions)
 
     def _update_stats(self, now: float) -> None:
-        """The numbers the metrics read; the consumer lag from the cached high watermark (no
-        broker round trip; frozen while paused, when librdkafka fetches nothing)."""
+        """The numbers the metrics read; the lag from the cached high watermark (no round trip)."""
         s = self.stats
         s.dlq_ratio = self.guard.guard.ratio()
         s.dlq_guard_tripped = self.guard.stop is not None
@@ -186,10 +180,9 @@ class Bridge:
             self._reported_at = now
             log.info("bridge progress", extra=self._stats_extra())
 
-    # -- rebalance and shutdown ------------------------------------------------------------
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Hand the partitions over: drain, store what is confirmed (the client commits it
-        before they move), drop the rest. At close the shutdown has drained already."""
+        """Drain, store what is confirmed (the client commits it before the partitions move),
+        drop the rest. At close the shutdown has drained already."""
         revoked = {tp.partition for tp in partitions} & self.partitions.owned
         started = self.clock()
         if revoked and not self._closing:
@@ -224,8 +217,7 @@ class Bridge:
                 "unpublished_batches": len(self.publish.ready), "unconfirmed_batches": unconfirmed})
 
     def _drain(self, deadline: float, partitions: set[int], *, hand_over: bool) -> None:
-        """Publish what is held, then wait until ``partitions`` have nothing unconfirmed; what
-        stays unpublished is not tracked, so not waited for."""
+        """Publish what is held, then wait until ``partitions`` have nothing unconfirmed."""
         publish = self.publish
         publish.hold([self.batcher.drain()])
         while (now := self.clock()) < deadline:
@@ -247,5 +239,4 @@ class Bridge:
             self.sleep(min(self.commit.POLL_S, max(0.0, deadline - self.clock())))
 
     def _stats_extra(self) -> dict[str, object]:
-        """The counters and gauges of :class:`BridgeStats` (not the per-partition dicts)."""
         return {name: value for name, value in asdict(self.stats).items() if not isinstance(value, dict)}

@@ -1,9 +1,6 @@
-"""Depth of a kombu queue on Redis, for the bridge's backpressure.
-
-One pipeline reads the lengths of the queue's priority lists, how full Redis is, and
-whether the exchange binding exists (kombu silently drops a message without it,
-kombu#1063). The answer is cached for ``interval_s``; a Redis error reads as "too deep":
-pausing on an unknown depth is safe, publishing into it is not.
+"""Depth of a kombu queue on Redis, for the bridge's backpressure: one cached pipeline reads
+the priority lists' lengths, Redis's memory and whether the exchange binding exists (kombu
+drops a message without it, kombu#1063). An error reads as "too deep": pausing is safe.
 """
 
 from __future__ import annotations
@@ -64,11 +61,10 @@ class QueueDepthProbe:
         self._last, self._read_at = reading, now
         return reading
 
-    def note_published(self, n: int = 1) -> None:
-        """Count our own publishes into the cached depth, so a burst cannot overshoot the
-        high watermark between two reads."""
+    def note_published(self) -> None:
+        """Count our own publish into the cached depth: a burst cannot overshoot between reads."""
         if self._last is not None and self._last.depth != UNKNOWN_DEPTH:
-            self._last = DepthReading(self._last.depth + n, self._last.binding_ok, self._last.memory_ratio)
+            self._last = DepthReading(self._last.depth + 1, self._last.binding_ok, self._last.memory_ratio)
 
     def invalidate(self) -> None:
         self._last = None

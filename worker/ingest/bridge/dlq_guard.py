@@ -1,11 +1,7 @@
-"""The dead-letter-rate guard: when a stream turns mostly invalid, stop instead of
-dead-lettering all of it (pure code, fake-clock and property tested).
-
-The window is the last N events, not the last T seconds: what an operator replays after a
-trip is a number of events, whatever the rate. A ratio over the window catches every run
-of invalid events longer than ``max_ratio x window`` and also a stream where every other
-event is invalid, which a count of consecutive ones (arroyo's ``DlqLimit``) misses. Each
-offset counts once (a rewind re-reads); ``max_ratio = 1.0`` is off.
+"""The dead-letter-rate guard (pure): when a stream turns mostly invalid, stop instead of
+dead-lettering all of it. The window is the last N events, not T seconds (an operator
+replays a number of events); a ratio over it also catches a stream where every other event
+is invalid, which a count of consecutive ones misses. Each offset counts once; 1.0 is off.
 """
 
 from __future__ import annotations
@@ -58,17 +54,14 @@ class DlqGuard:
         return self.max_ratio < 1
 
     def observe(self, partition: int, offset: int, now: float, reason: str | None = None) -> Trip | None:
-        """One event taken from ``partition`` at ``offset``: valid (``reason`` None) or
-        dead-lettered with ``reason``. Returns the trip when this event tripped the guard.
-        Once tripped, nothing more is counted until :meth:`reset`."""
+        """One event taken: valid (``reason`` None) or dead-lettered. Returns the trip when this
+        event tripped the guard; once tripped, nothing is counted until :meth:`reset`."""
         if self.tripped is not None or offset <= self._counted.get(partition, -1):
             return None
         self._counted[partition] = offset
-        invalid = reason is not None
-        self._events.append((invalid, now))
-        self._invalid += invalid
-        if invalid:
-            assert reason is not None
+        self._events.append((reason is not None, now))
+        self._invalid += reason is not None
+        if reason is not None:
             short = reason[:200]
             if short in self._reasons:
                 self._reasons.remove(short)

@@ -1,9 +1,6 @@
-"""Where a dead-letter-guard stop is recorded: one Redis key per consumer group and topic.
-
-The stop must outlive the bridge that tripped and reach the group's other bridges, a
-restarted bridge and `aggregator health`, which all talk to Redis already (a state file
-reaches none of them). No TTL: only an operator lifts it (docs/operating.md,
-"Dead-letter guard").
+"""Where a dead-letter-guard stop is recorded: one Redis key per consumer group and topic,
+which the group's other bridges, a restarted bridge and `aggregator health` all reach. No
+TTL: only an operator lifts it (docs/operating.md, "Dead-letter guard").
 """
 
 from __future__ import annotations
@@ -24,19 +21,11 @@ if TYPE_CHECKING:  # `aggregator --help` imports this through health: no client 
 
 log = logging.getLogger(__name__)
 
-def guard_key(group: str, topic: str) -> str:
-    return f"aggregator:bridge:dlq-guard:{group}:{topic}"
-
-
-def fingerprint(max_ratio: float, window: int) -> str:
-    """The settings a stop was decided under; a bridge started with others lifts it."""
-    return f"BRIDGE_MAX_DLQ_RATIO={max_ratio:g} BRIDGE_DLQ_MIN_EVENTS={window}"
-
 
 @dataclass(frozen=True, slots=True)
 class GuardStop:
     reason: str  # the guard's one-line description
-    settings: str  # :func:`fingerprint` of the tripping bridge
+    settings: str  # the guard's settings where it tripped; a bridge started with others lifts the stop
     at: str  # ISO time (UTC) of the trip
     by: str  # host:pid of the bridge that tripped
 
@@ -56,7 +45,7 @@ class RedisGuardRecords:
 
     def __init__(self, client: redis.Redis, group: str, topic: str) -> None:
         self._client = client
-        self.key = guard_key(group, topic)
+        self.key = f"aggregator:bridge:dlq-guard:{group}:{topic}"
 
     def read(self) -> GuardStop | None:
         return _parse(self._client.get(self.key))
@@ -95,7 +84,7 @@ class GuardSync:
         self.guard = guard
         self.records = records
         self.stats = stats
-        self.settings = fingerprint(guard.max_ratio, guard.window)
+        self.settings = f"BRIDGE_MAX_DLQ_RATIO={guard.max_ratio:g} BRIDGE_DLQ_MIN_EVENTS={guard.window}"
         self.stop: str | None = None
         self._unrecorded: GuardStop | None = None  # our trip, not yet in Redis
         self._read_at = float("-inf")
@@ -106,8 +95,6 @@ class GuardSync:
             self._trip(trip)
 
     def _trip(self, trip: Trip) -> None:
-        """Our guard tripped: stop taking messages (the loop leaves the rest of the poll in
-        Kafka), say why once, and record the stop for the group, health and restarts."""
         self.stop = trip.describe()
         self.stats.dlq_guard_trips += 1
         self._unrecorded = GuardStop(self.stop, self.settings, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -120,9 +107,8 @@ class GuardSync:
         self._read_at = float("-inf")  # record it in the same step
 
     def poll(self, now: float, *, force: bool = False) -> None:
-        """Keep the group's stop record and ours in step (about once a second): record our
-        trip; adopt another bridge's; resume when an operator removed it; remove one decided
-        under other settings (a restart with a changed setting is the operator's decision)."""
+        """About once a second: record our trip; adopt another bridge's; resume when an operator
+        removed it; remove one decided under other settings (the operator restarted us so)."""
         if self.records is None or (not force and now - self._read_at < self.POLL_S):
             return
         self._read_at = now

@@ -40,8 +40,7 @@ class BridgeCollector(Collector):
         self._bridge = bridge
 
     def describe(self) -> list[Metric]:
-        # Registering without calling collect(): the bridge may not have run a step yet.
-        return []
+        return []  # registered without a collect(): the bridge may not have run a step yet
 
     def collect(self) -> Iterator[Metric]:
         s = self._bridge.stats
@@ -88,18 +87,15 @@ class BridgeCollector(Collector):
         yield gauge("queue_depth", "Tasks waiting in the ingest queue (all priorities; NaN: Redis did "
                     "not answer).", depth)
 
-        lag = GaugeMetricFamily(f"{PREFIX}_consumer_lag", "Messages in Kafka not yet taken by the bridge, per "
-                                "partition (cached high watermark - next offset; frozen while paused).",
-                                labels=["topic", "partition"])
-        for partition, value in sorted(dict(s.lag).items()):
-            lag.add_metric([topic, str(partition)], value)
-        yield lag
-        stored = GaugeMetricFamily(f"{PREFIX}_stored_offset", "Next offset stored for commit per partition "
-                                   "(everything before it is in the event store or the dead letters).",
-                                   labels=["topic", "partition"])
-        for partition, value in sorted(dict(s.committed_upto).items()):
-            stored.add_metric([topic, str(partition)], value)
-        yield stored
+        for name, doc, values in (
+                ("consumer_lag", "Messages in Kafka not yet taken by the bridge, per partition (cached high "
+                 "watermark - next offset; frozen while paused).", s.lag),
+                ("stored_offset", "Next offset stored for commit per partition (everything before it is in the "
+                 "event store or the dead letters).", s.committed_upto)):
+            family = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["topic", "partition"])
+            for partition, value in sorted(dict(values).items()):
+                family.add_metric([topic, str(partition)], value)
+            yield family
 
 
 def make_registry(bridge: HasStats) -> CollectorRegistry:
@@ -111,9 +107,6 @@ def make_registry(bridge: HasStats) -> CollectorRegistry:
 
 
 def serve_metrics(bridge: HasStats, port: int, addr: str = "0.0.0.0") -> tuple[WSGIServer, Thread]:
-    """Serve ``/metrics`` on ``addr:port`` from a daemon thread; returns (server, thread).
-
-    All interfaces by default: Prometheus scrapes the container from another one. The
-    thread dies with the process, so the bridge's shutdown needs nothing extra.
-    """
+    """Serve ``/metrics`` on ``addr:port`` from a daemon thread (all interfaces by default:
+    Prometheus scrapes the container from another one); returns (server, thread)."""
     return start_http_server(port, addr=addr, registry=make_registry(bridge))

@@ -1,12 +1,8 @@
-"""Offset bookkeeping of the bridge: commit only what the event store holds (pure code).
-
-Redis may forget a queued batch, so a batch's offsets are committed only once the ingest
-task confirmed them stored; per partition the commit point is the end of the longest
-confirmed prefix of published spans. A span not confirmed by its deadline is read again
-from Kafka (writes are idempotent); a sign of life moves the deadline, and each rewind
-doubles the partition's timeout, up to 4x: the re-read is the last resort for a batch Redis
-lost, so one slow store must not leave it waiting long (dead workers' batches come back
-through :mod:`worker.celeryapp.liveness`).
+"""Offset bookkeeping (pure): Redis may forget a queued batch, so the commit point of a
+partition is the end of its longest prefix of published spans the ingest task confirmed
+stored. A span not confirmed by its deadline is read again (writes are idempotent); a sign of
+life moves the deadline, each rewind doubles the partition's timeout, up to 4x
+(docs/guarantees.md; dead workers' batches come back through :mod:`worker.celeryapp.liveness`).
 """
 
 from __future__ import annotations
@@ -38,13 +34,11 @@ class OffsetTracker:
         self._patience: dict[int, int] = {}
         self._commit: dict[int, int] = {}  # partition -> next offset to commit, not yet handed out
 
-    # -- publishing side -----------------------------------------------------------------------
     def timeout(self, partition: int) -> float:
         return self.confirm_timeout_s * (1 << self._patience.get(partition, 0))
 
     def track(self, partition: int, first: int, last: int, now: float, *, confirmed: bool = False) -> None:
-        """A batch holding offsets first..last of ``partition`` was published (or needs no
-        confirmation: it held only dead-lettered events, already confirmed by Kafka)."""
+        """Offsets first..last of ``partition`` were published (``confirmed``: dead letters only)."""
         if last < first:
             raise ValueError(f"span {first}..{last} is empty")
         spans = self._spans.setdefault(partition, deque())
@@ -53,7 +47,6 @@ class OffsetTracker:
         spans.append(Span(first, last, now, now + self.timeout(partition), confirmed))
         self._advance(partition)
 
-    # -- confirmation side ---------------------------------------------------------------------
     def confirm(self, partition: int, first: int, last: int) -> int:
         """Offsets first..last are in the store; returns how many spans that confirmed."""
         confirmed = 0
@@ -85,7 +78,6 @@ class OffsetTracker:
         points, self._commit = self._commit, {}
         return points
 
-    # -- loss detection --------------------------------------------------------------------------
     def overdue(self, now: float) -> dict[int, int]:
         """Partitions whose oldest unconfirmed span is past its deadline -> its first offset."""
         late = {}
@@ -96,9 +88,8 @@ class OffsetTracker:
         return late
 
     def rewind(self, partition: int) -> int | None:
-        """Forget the partition's spans (they will be read and published again); returns the
-        offset to read from, or None when nothing was unconfirmed. Confirmed spans behind an
-        unconfirmed one are read again too: their commit point could not move past it."""
+        """Forget the partition's spans (they will be read again, confirmed ones behind the first
+        unconfirmed too); the offset to read from, None when nothing was unconfirmed."""
         spans = self._spans.pop(partition, deque())
         head = next((span for span in spans if not span.confirmed), None)
         if head is None:
@@ -113,7 +104,6 @@ class OffsetTracker:
             self._patience.pop(partition, None)
             self._commit.pop(partition, None)
 
-    # -- numbers -----------------------------------------------------------------------------------
     def in_flight(self) -> int:
         """Unconfirmed spans: published batches whose events may not be stored yet."""
         return sum(not span.confirmed for spans in self._spans.values() for span in spans)

@@ -1,9 +1,6 @@
-"""Pause: the partitions are held, and the bridge keeps polling, while backpressure
-(:mod:`~worker.ingest.bridge.flow`), a failing downstream or the dead-letter guard's stop
-(:class:`~worker.ingest.bridge.guard_state.GuardSync`) says so; Kafka holds the data.
-
-Pausing is not free (librdkafka drops its prefetch, so a resume seeks each partition to the
-next offset not taken): it is never done per batch.
+"""Pause: the partitions are held (the bridge keeps polling, Kafka holds the data) while
+backpressure, a failing downstream or the dead-letter guard's stop says so. Never per batch:
+librdkafka drops its prefetch, so a resume seeks each partition to the next offset not taken.
 """
 
 from __future__ import annotations
@@ -34,8 +31,7 @@ class Pause:
     paused: bool = field(default=False, init=False)
 
     def update(self, now: float, *, blocked: bool) -> None:
-        """Pause or resume from the depth, the batches in flight, ``blocked`` (downstream
-        failing) and the guard's stop."""
+        """Pause or resume; ``blocked``: downstream failing."""
         s = self.stats
         reading = self.probe.read()
         s.queue_depth = reading.depth
@@ -72,7 +68,6 @@ class Pause:
             self.consumer.resume(self._owned())
             for p in sorted(self.partitions.owned):
                 if p in self.partitions.next_offset:
-                    # librdkafka dropped what it had prefetched when we paused.
                     self.consumer.seek(TopicPartition(self.partitions.topic, p, self.partitions.next_offset[p]))
         log.info("resumed", extra={"depth": self.stats.queue_depth, "in_flight": self.stats.in_flight})
 
@@ -83,7 +78,7 @@ class Pause:
         try:
             self.consumer.seek(TopicPartition(self.partitions.topic, partition, offset))
         except KafkaException as error:
-            # The partition has no fetch position yet: pausing and resuming seeks again.
+            # No fetch position yet: pausing and resuming seeks again.
             log.warning("seek failed; will seek on resume", extra={"partition": partition, "error": str(error)})
             self.pause()
 

@@ -1,9 +1,6 @@
-"""Publish: dead letters first, then the batches, in order, as far as backpressure lets.
-
-A batch waits behind the dead letters taken before it until the dead-letter topic confirmed
-them, so no offset is stored past an invalid event that is not in the dead letters. A
-batch of dead letters only needs no task: it is tracked as confirmed at once. A failing
-Redis or dead-letter topic is retried under :class:`~worker.ingest.bridge.flow.Backoff`.
+"""Publish: dead letters first, then the batches, in order, as far as backpressure lets; a
+batch waits until the dead letters taken before it are confirmed, so no offset is stored past
+an invalid event missing from the dead letters. Failures are retried under ``Backoff``.
 """
 
 from __future__ import annotations
@@ -50,8 +47,7 @@ class Publish:
     backoff: Backoff = field(default_factory=Backoff, init=False)
     ready: deque[Batch[Entry]] = field(default_factory=deque, init=False)
     letters: list[tuple[Entry, DeadLetter]] = field(default_factory=list, init=False)
-    # partition -> offset after the last dead letter written: a partition read again after a
-    # rewind does not write the same dead letter twice (letters are written in order).
+    # partition -> offset after the last dead letter written: a rewind does not write it twice.
     _written: dict[int, int] = field(default_factory=dict, init=False)
 
     @property
@@ -66,9 +62,8 @@ class Publish:
         self.ready.extend(batch for batch in batches if batch is not None)
 
     def flush(self, *, gated: bool = False, deadline: float | None = None) -> bool:
-        """Write pending dead letters, then publish ready batches in order (unless backpressure
-        holds them: then they wait, and so does everything behind them); False on a failure.
-        With a ``deadline``, no attempt starts that could outlast it."""
+        """Write pending dead letters, then publish ready batches in order while backpressure
+        lets; False on a failure. No attempt starts that could outlast ``deadline``."""
         try:
             if self.letters and self._time_for(deadline, self.dead_letters.timeout_s):
                 self.dead_letters.write([letter for _, letter in self.letters])
@@ -88,9 +83,7 @@ class Publish:
         return not self.pending
 
     def _held_back(self) -> bool:
-        """Backpressure, checked before every batch: the depth (cached, counting our own
-        publishes) and the batches in flight, so one poll's worth of ready batches cannot
-        overshoot either limit."""
+        """Backpressure, checked before every batch so one poll's batches cannot overshoot it."""
         limits = self.backpressure
         return (limits.paused or self.probe.read().depth >= limits.high_watermark
                 or self.tracker.in_flight() >= limits.max_in_flight)
