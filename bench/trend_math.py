@@ -31,8 +31,9 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.event_columns import EventColumns, aggregate_events
+from worker.core.aggregates import TrendColumns
 from worker.core.durations import DEFAULT_DURATIONS, Duration
-from worker.trends.math import TrendColumns, compute_trends, rows
+from worker.trends.math import compute_trends, rows
 
 CURRENTLY = next(d for d in DEFAULT_DURATIONS if d.name == "currently")
 EVENTS_PER_DOI = 100

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from worker.core.aggregates import TREND_COLUMNS
 from worker.core.durations import Duration
 
 #: The duration the streams API reads from the raw event bucket.
@@ -76,28 +77,11 @@ PUB_COUNT_FIELD = "pub_count"
 FieldKind = Literal["float", "int", "string"]
 
 #: Trend row column -> (field of ``trending_<duration>``, its type): the original
-#: aggregator's names and types, and the product's Mann-Kendall columns.
+#: aggregator's names and types (floats but these two), and the product's Mann-Kendall columns.
+_RENAMED_FIELDS = {"sum_followers": "sum_follower"}
+_FIELD_KINDS: dict[str, FieldKind] = {"count": "int", "mk_trend": "string"}
 TREND_FIELDS: dict[str, tuple[str, FieldKind]] = {
-    "score": ("score", "float"),
-    "count": ("count", "int"),
-    "mean_sentiment": ("mean_sentiment", "float"),
-    "sum_followers": ("sum_follower", "float"),
-    "abstract_difference": ("abstract_difference", "float"),
-    "mean_age": ("mean_age", "float"),
-    "mean_length": ("mean_length", "float"),
-    "mean_questions": ("mean_questions", "float"),
-    "mean_exclamations": ("mean_exclamations", "float"),
-    "mean_bot_rating": ("mean_bot_rating", "float"),
-    "mean_score": ("mean_score", "float"),
-    "stddev": ("stddev", "float"),
-    "ema": ("ema", "float"),
-    "kama": ("kama", "float"),
-    "ker": ("ker", "float"),
-    "projected_change": ("projected_change", "float"),
-    "trending": ("trending", "float"),
-    "mk_trend": ("mk_trend", "string"),
-    "mk_p": ("mk_p", "float"),
-}
+    column: (_RENAMED_FIELDS.get(column, column), _FIELD_KINDS.get(column, "float")) for column in TREND_COLUMNS}
 
 DURATION_BUCKET_MARGIN_S = 1 * _H
 TREND_BUCKET_MARGIN_S = 1 * _D

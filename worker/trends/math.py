@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
-from worker.core.aggregates import Aggregates
+from worker.core.aggregates import TREND_COLUMNS as TREND_COLUMNS
+from worker.core.aggregates import Aggregates, FloatArray, TrendColumns
 from worker.core.durations import Duration
-
-FloatArray = NDArray[np.float64]
 
 EMA_PERIOD = 10
 EMA_ALPHA = 2.0 / (EMA_PERIOD + 1)
@@ -46,38 +44,6 @@ CHUNK_DOIS = 128
 
 _MAX = float(np.finfo(np.float64).max)
 
-
-@dataclass(frozen=True, slots=True)
-class TrendColumns:
-    """The trend columns of many DOIs (SPEC §4), one array of length ``n_dois`` each, all
-    float64 but ``mk_trend`` (strings). The field order is that of a trend row."""
-
-    score: FloatArray
-    count: FloatArray
-    mean_sentiment: FloatArray
-    sum_followers: FloatArray
-    abstract_difference: FloatArray
-    mean_age: FloatArray
-    mean_length: FloatArray
-    mean_questions: FloatArray
-    mean_exclamations: FloatArray
-    mean_bot_rating: FloatArray
-    mean_score: FloatArray
-    stddev: FloatArray
-    ema: FloatArray
-    kama: FloatArray
-    ker: FloatArray
-    projected_change: FloatArray
-    trending: FloatArray
-    mk_trend: NDArray[np.str_]
-    mk_p: FloatArray
-
-    def __len__(self) -> int:
-        return len(self.score)
-
-
-#: Column order of a trend row; the PostgreSQL layer uses it for its column lists.
-TREND_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(TrendColumns))
 
 #: Each mean column and the per-DOI sum it divides by the event count.
 _MEANS = {
