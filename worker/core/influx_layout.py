@@ -1,20 +1,11 @@
 """The InfluxDB layout amba's streams API reads: buckets, measurement, fields, tasks (pure).
 
-The buckets and tasks are listed in docs/amba.md; ``worker/store/influx/tasks.py`` writes
-the tasks' Flux. Why each choice:
-
-* **One raw bucket** whose retention covers the longest trend span: every trend run,
-  ``year`` included, reads raw events, because exact trends need them.
-* **Downsampled from the raw events, not a cascade**: an error in one bucket never
-  propagates; every run recomputes its last ``lookback`` of complete windows, so late
-  events (an ingest backlog) land in their window and rewriting writes the same points.
-* **Field types are the original aggregator's**, so a bucket it filled keeps accepting
-  writes (InfluxDB refuses a float into an integer field).
-* **Retention**: duration buckets and ``numbers`` are enforced (the product can recompute
-  them); an existing ``trending_<duration>`` keeps an operator's retention, since its
-  points cannot be recomputed.
-* **Task names are the original's**, so setup takes its tasks over and rewrites them in
-  place instead of running beside them.
+docs/amba.md lists them, and why every task reads the raw events and keeps the original
+aggregator's name; ``worker/store/influx/tasks.py`` writes the tasks' Flux. Field types
+are the original's too, so a bucket it filled keeps accepting writes (InfluxDB refuses a
+float into an integer field). Setup enforces the retention of what the product can
+recompute (duration buckets, ``numbers``); an existing ``trending_<duration>`` keeps an
+operator's, since its points cannot be recomputed.
 """
 
 from __future__ import annotations
@@ -156,8 +147,6 @@ class Layout:
            durations: Mapping[str, Duration]) -> Layout:
         return cls(measurement, events_bucket, events_retention_days * _D, prefix, dict(durations))
 
-    # -- names ----------------------------------------------------------------------------
-
     def duration_bucket(self, duration: str) -> str:
         """The bucket the streams API reads for a duration."""
         return self.events_bucket if duration == RAW_DURATION else f"{self.prefix}{duration}"
@@ -174,8 +163,6 @@ class Layout:
 
     def numbers_task_name(self, duration: str) -> str:
         return f"{self.prefix}task_numbers_{duration}"
-
-    # -- what setup creates ---------------------------------------------------------------
 
     def buckets(self) -> list[BucketSpec]:
         spans = {name: d.span_s for name, d in self.durations.items()}
