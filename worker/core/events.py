@@ -15,6 +15,8 @@ from urllib.parse import unquote
 
 import msgspec
 
+from worker.core.failures import first_line
+
 
 class InvalidEvent(ValueError):
     """An event that cannot be stored; ``reason`` is meant for the dead-letter listing."""
@@ -176,16 +178,11 @@ def decode_event(raw: bytes | str) -> Point:
     except msgspec.ValidationError as error:
         raise InvalidEvent(f"invalid event: {error}") from None
     except (msgspec.DecodeError, UnicodeError) as error:
-        raise InvalidEvent(f"not valid JSON: {_short(error)}") from None
+        raise InvalidEvent(f"not valid JSON: {first_line(error, 300)}") from None
     except RecursionError:
         raise InvalidEvent("not valid JSON: nested too deeply") from None
     except Exception as error:
-        raise InvalidEvent(f"undecodable event: {type(error).__name__}: {_short(error)}") from None
-
-
-def _short(error: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        raise InvalidEvent(f"undecodable event: {type(error).__name__}: {first_line(error, 300)}") from None
 
 
 def _decode(raw: bytes | str) -> Point:
