@@ -61,9 +61,6 @@ _STRING_ESCAPES = _CONTROLS | str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\x
 _REGEX_ESCAPES = _CONTROLS | str.maketrans({c: "\\" + c for c in "\\.+*?()|[]{}^$/"})
 
 
-# --------------------------------------------------------------------------- literals
-
-
 def string_literal(value: str) -> str:
     """A Flux string literal whose parsed value is exactly ``value``: ``$`` is always
     ``\\x24`` (no ``${`` interpolation can start), control characters ``\\xHH``."""
@@ -123,9 +120,6 @@ def int_literal(value: int) -> str:
     return str(value)
 
 
-# --------------------------------------------------------------------------- pieces
-
-
 def _check_range(start_ns: int, stop_ns: int) -> None:
     if stop_ns <= start_ns:
         raise ValueError(f"empty time range: start {start_ns} >= stop {stop_ns}")
@@ -159,9 +153,6 @@ def _dois_predicate(dois: Sequence[str]) -> str:
     return f"r.doi =~ {regex_set_literal(dois)}"
 
 
-# --------------------------------------------------------------------------- events
-
-
 def read_events_query(bucket: str, doi: str, start_ns: int, stop_ns: int, measurement: str = MEASUREMENT) -> str:
     """The events of one DOI with ``start_ns <= time < stop_ns``, one row per event.
 
@@ -186,9 +177,6 @@ def count_per_doi_query(bucket: str, start_ns: int, stop_ns: int, measurement: s
         "    |> count()\n"
         '    |> keep(columns: ["doi", "_value"])\n'
     )
-
-
-# --------------------------------------------------------------------------- trends
 
 
 def qualifying_dois_query(bucket: str, duration: Duration, now_ns: int, measurement: str = MEASUREMENT) -> str:
