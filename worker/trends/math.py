@@ -114,12 +114,9 @@ def compute_trends(agg: Aggregates, duration: Duration) -> TrendColumns:
 
 
 def rows(dois: Sequence[str], cols: TrendColumns) -> list[dict[str, Any]]:
-    """One dict per DOI: ``{"doi": ..., <TREND_COLUMNS>...}`` with plain Python values.
-
-    Plain ``float``/``int``/``str`` (via ``tolist``), because the rows travel as JSON
-    through a Celery chord and into psycopg2, neither of which takes numpy scalars.
-    ``count`` becomes an ``int``: it is a number of events.
-    """
+    """One dict per DOI: ``{"doi": ..., <TREND_COLUMNS>...}``, ``count`` an ``int`` (a number of
+    events). Plain Python values (``tolist``): staging writes each value's ``repr``, which
+    for a numpy scalar is ``np.float64(…)``, not a number."""
     if len(dois) != len(cols):
         raise ValueError(f"{len(dois)} DOIs for {len(cols)} trend rows")
     lists: dict[str, list[Any]] = {name: getattr(cols, name).tolist() for name in TREND_COLUMNS}
