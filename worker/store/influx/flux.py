@@ -23,13 +23,13 @@ from decimal import Decimal
 from worker.core import alignment
 from worker.core.durations import Duration
 
-#: The events' measurement unless the layout says otherwise (amba's name; ``layout.py``).
+#: The events' measurement unless the layout says otherwise (amba's name).
 MEASUREMENT = "trending"
 COUNT_FIELD = "count"
 SCORE_FIELD = "score"
 
 #: Fields summed per DOI for the trend math: field -> name of the aggregate it feeds
-#: (the names of ``worker.trends.math.Aggregates``).
+#: (a field of ``worker.core.aggregates.Aggregates``).
 SUM_FIELDS: dict[str, str] = {
     "count": "count",
     "score": "sum_score",
@@ -120,14 +120,10 @@ def int_literal(value: int) -> str:
     return str(value)
 
 
-def _check_range(start_ns: int, stop_ns: int) -> None:
-    if stop_ns <= start_ns:
-        raise ValueError(f"empty time range: start {start_ns} >= stop {stop_ns}")
-
-
 def _source(bucket: str, start_ns: int, stop_ns: int, predicate: str) -> str:
     """``from |> range |> filter`` with a literal predicate (pushable to storage)."""
-    _check_range(start_ns, stop_ns)
+    if stop_ns <= start_ns:
+        raise ValueError(f"empty time range: start {start_ns} >= stop {stop_ns}")
     return (
         f"from(bucket: {string_literal(bucket)})\n"
         f"    |> range(start: {time_literal(start_ns)}, stop: {time_literal(stop_ns)})\n"
