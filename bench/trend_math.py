@@ -4,8 +4,9 @@ Run ``python -m bench.trend_math`` (or ``python bench/trend_math.py``); ``--quic
 only 1,000 DOIs. Synthetic events: about 100 per DOI at uniform random ages over the
 ``currently`` duration (6 h, 60 windows of 6 min).
 
-The vectorized path is ``aggregate_events`` + ``compute_trends`` (``rows()`` is timed
-apart, it is the hand-over to PostgreSQL). The baseline is what one would write first:
+The vectorized path is ``aggregate_events`` (``tests/support/event_columns.py``: what the
+stores do in their databases) + ``compute_trends`` (``rows()`` is timed apart, it is the
+hand-over to PostgreSQL). The baseline is what one would write first:
 pandas ``groupby`` per DOI for the aggregates and the window series, then per series
 ``pymannkendall.original_test`` + ``sens_slope``, statsmodels ``Holt(series, initialization_method="estimated").fit()``,
 pandas ``ewm`` and a KAMA loop. Its cost per DOI does not depend on how many DOIs there
@@ -29,14 +30,10 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.support.event_columns import EventColumns, aggregate_events
+from worker.core.aggregates import TrendColumns
 from worker.core.durations import DEFAULT_DURATIONS, Duration
-from worker.trends.math import (
-    EventColumns,
-    TrendColumns,
-    aggregate_events,
-    compute_trends,
-    rows,
-)
+from worker.trends.math import compute_trends, rows
 
 CURRENTLY = next(d for d in DEFAULT_DURATIONS if d.name == "currently")
 EVENTS_PER_DOI = 100

@@ -10,7 +10,7 @@ seconds, so both stores decide alike. These properties check that, without a ser
   window (simulating ``range`` and ``aggregateWindow(offset:, timeSrc: "_stop")``, as the
   query of ``flux.trend_inputs_query`` uses them);
 * the series assembled from Flux's windows (``influx._fill_trend_inputs``) equals
-  ``worker.trends.math.window_series`` on the whole-second ages.
+  ``tests.support.event_columns.window_series`` on the whole-second ages.
 
 The live tests (``tests/store/test_trend_inputs_contract.py`` with ``INFLUXDB_V2_URL``) check the
 same on a real server.
@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.event_columns import window_series
 from worker.core import alignment
 from worker.core.alignment import NS_PER_S
 from worker.core.durations import DEFAULT_DURATIONS, Duration
@@ -32,7 +33,6 @@ from worker.core.events import Point
 from worker.store.influx import flux
 from worker.store.influx.lineprotocol import event_timestamp_ns
 from worker.store.influx.store import _fill_trend_inputs
-from worker.trends.math import window_series
 
 pytestmark = pytest.mark.unit
 

@@ -1,5 +1,5 @@
-"""The reference trend inputs (``worker.core.reference``), event by event, against the trend
-math's vectorized aggregation of the same events: two implementations of one definition
+"""The reference trend inputs (``worker.core.reference``), event by event, against a
+vectorized aggregation of the same events (``tests.support.event_columns``): two implementations of one definition
 (``worker.core.alignment``) that share no code must agree, edges and sub-seconds included."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.event_columns import aggregate_points
 from worker.core import alignment
 from worker.core.aggregates import Aggregates
 from worker.core.durations import DEFAULT_DURATIONS, Duration
 from worker.core.events import Point
 from worker.core.reference import decay_weight, reference_aggregates
-from worker.trends.math import EventColumns, aggregate_events
 
 pytestmark = pytest.mark.unit
 
@@ -24,18 +24,6 @@ S = alignment.NS_PER_S
 NOW = 1_700_000_000 * S
 DOIS = ["10.1/a", "10.1/b", "10.1/c"]
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def vectorized(points: list[Point], dois: list[str], now: int, duration: Duration) -> Aggregates:
-    index = {d: i for i, d in enumerate(dois)}
-    mine = [p for p in points if p.doi in index]
-    return aggregate_events(EventColumns(
-        doi_index=np.array([index[p.doi] for p in mine], dtype=np.int64),
-        age_s=np.array([float(alignment.age_s(now, p.time_ns)) for p in mine]),
-        **{name: np.array([float(getattr(p, name)) for p in mine]) for name in (
-            "score", "sentiment_raw", "followers", "length", "questions", "exclamations", "bot_rating",
-            "contains_abstract_raw")},
-    ), len(dois), duration)
 
 
 def assert_same(got: Aggregates, want: Aggregates) -> None:
@@ -65,7 +53,7 @@ def events(draw: st.DrawFn) -> tuple[Duration, list[Point]]:
 @given(events())
 def test_the_reference_equals_the_trend_maths_aggregation(case: tuple[Duration, list[Point]]) -> None:
     duration, points = case
-    assert_same(reference_aggregates(points, DOIS, NOW, duration), vectorized(points, DOIS, NOW, duration))
+    assert_same(reference_aggregates(points, DOIS, NOW, duration), aggregate_points(points, DOIS, NOW, duration))
 
 
 @pytest.mark.parametrize("duration", DEFAULT_DURATIONS, ids=lambda d: d.name)
@@ -82,7 +70,7 @@ def test_edges_of_the_real_durations(duration: Duration) -> None:
     assert got.series[0, -2] == 4.0
     assert got.series.sum() == 12.0
     assert got.sum_age.tolist() == [float(w + w - 1 + 2 * span)]
-    assert_same(got, vectorized(points, ["10.1/a"], NOW, duration))
+    assert_same(got, aggregate_points(points, ["10.1/a"], NOW, duration))
 
 
 def test_dois_without_events_get_zeros_and_other_dois_are_ignored() -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.core.events import Point
+from worker.core.events import POINT_FIELDS, Point
 from worker.core.reference import reference_aggregates
 
-__all__ = ["SECOND", "make_point", "reference_aggregates"]
+__all__ = ["SECOND", "make_point", "measured", "reference_aggregates"]
 
 #: A whole second (2021-05-04T12:34:56Z) in nanoseconds.
 SECOND = 1_620_131_696 * 10**9
@@ -35,3 +35,8 @@ def make_point(
     }
     values.update(kw)
     return Point(event_id=event_id, doi=doi, time_ns=time_ns, **values)
+
+
+def measured(point: Point) -> tuple[float | int, ...]:
+    """The measured values of a point (all but its identity and time), to compare a read-back."""
+    return tuple(getattr(point, name) for name in POINT_FIELDS)

@@ -26,35 +26,17 @@ from scipy.special import ndtr
 from scipy.stats import norm
 from statsmodels.tsa.holtwinters import Holt
 
+from tests.support.event_columns import EVENT_FIELDS, EventColumns, aggregate_events
 from worker.core.aggregates import Aggregates
 from worker.core.durations import DEFAULT_DURATIONS, Duration
 from worker.trends import math as tm
-from worker.trends.math import (
-    HOLT_ALPHAS,
-    HOLT_BETAS,
-    TREND_COLUMNS,
-    EventColumns,
-    aggregate_events,
-    compute_trends,
-    rows,
-)
+from worker.trends.math import HOLT_ALPHAS, HOLT_BETAS, TREND_COLUMNS, compute_trends, rows
 
 pytestmark = pytest.mark.unit
 
 CURRENTLY = next(d for d in DEFAULT_DURATIONS if d.name == "currently")
 YEAR = next(d for d in DEFAULT_DURATIONS if d.name == "year")
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-EVENT_FIELDS = (
-    "score",
-    "sentiment_raw",
-    "followers",
-    "length",
-    "questions",
-    "exclamations",
-    "bot_rating",
-    "contains_abstract_raw",
-)
 
 
 @dataclass(frozen=True)
@@ -590,24 +572,11 @@ def test_columns_and_rows_shape() -> None:
         rows(["a", "b"], compute_trends(aggregate_events(columns_of([[]]), 1, CURRENTLY), CURRENTLY))
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"score": np.array([math.nan])}, "NaN or infinity"),
-        ({"age_s": np.array([math.inf])}, "NaN or infinity"),
-        ({"doi_index": np.array([3])}, "doi_index"),
-        ({"length": np.array([1.0, 2.0])}, "shape"),
-    ],
-)
-def test_invalid_events_are_rejected(change: dict[str, np.ndarray], message: str) -> None:
-    cols = replace(columns_of([[Event(age=1.0, score=1.0)]]), **change)
-    with pytest.raises(ValueError, match=message):
-        aggregate_events(cols, 1, CURRENTLY)
-
-
 def test_invalid_aggregates_are_rejected() -> None:
     good = aggregate_events(columns_of([[Event(age=1.0, score=1.0)]]), 1, CURRENTLY)
     with pytest.raises(ValueError, match="series has shape"):
         compute_trends(replace(good, series=np.zeros((1, 59))), CURRENTLY)
     with pytest.raises(ValueError, match="NaN"):
         compute_trends(replace(good, sum_age=np.array([math.nan])), CURRENTLY)
+    with pytest.raises(ValueError, match="'count' has shape"):
+        compute_trends(replace(good, count=np.zeros(2)), CURRENTLY)

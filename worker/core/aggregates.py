@@ -8,7 +8,7 @@ the rows); they live here, below all three, so the math imports no store.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,5 +41,37 @@ class Aggregates:
     series: FloatArray
 
 
-#: One published trend row: ``doi`` and the columns of ``worker.trends.math.TREND_COLUMNS``.
+@dataclass(frozen=True, slots=True)
+class TrendColumns:
+    """The trend columns of many DOIs (SPEC §4), one array of length ``n_dois`` each, all
+    float64 but ``mk_trend`` (strings). The field order is that of a trend row."""
+
+    score: FloatArray
+    count: FloatArray
+    mean_sentiment: FloatArray
+    sum_followers: FloatArray
+    abstract_difference: FloatArray
+    mean_age: FloatArray
+    mean_length: FloatArray
+    mean_questions: FloatArray
+    mean_exclamations: FloatArray
+    mean_bot_rating: FloatArray
+    mean_score: FloatArray
+    stddev: FloatArray
+    ema: FloatArray
+    kama: FloatArray
+    ker: FloatArray
+    projected_change: FloatArray
+    trending: FloatArray
+    mk_trend: NDArray[np.str_]
+    mk_p: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+
+#: Column order of a trend row (the PostgreSQL tables', InfluxDB's trend fields').
+TREND_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(TrendColumns))
+
+#: One published trend row: ``doi`` and the columns of :data:`TREND_COLUMNS`.
 TrendRow = Mapping[str, object]

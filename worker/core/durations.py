@@ -1,9 +1,7 @@
-"""The five trend durations (SPEC §3): one table, overridable by configuration.
+"""The five trend durations (SPEC §3) with the source aggregator's values, pure.
 
-The values are the source aggregator's. They live here once, pure; the settings own the
-table a process uses (``Settings.durations()``, with ``TREND_DURATIONS`` applied), and beat
-entries, store queries, the trend math and the CLI all read it from there, so an override
-applies everywhere.
+Every consumer reads the table from ``Settings.durations()`` (``TREND_DURATIONS`` applied),
+so an override applies everywhere.
 """
 
 from __future__ import annotations

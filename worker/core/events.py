@@ -15,21 +15,7 @@ from urllib.parse import unquote
 
 import msgspec
 
-# Field order of a Point on the wire and in the stores; `count` (always 1) is implicit.
-POINT_FIELDS: tuple[str, ...] = (
-    "score",
-    "sentiment_raw",
-    "followers",
-    "length",
-    "questions",
-    "exclamations",
-    "bot_rating",
-    "contains_abstract_raw",
-    "time_score",
-    "type_factor",
-    "user_score",
-    "content_score",
-)
+from worker.core.failures import first_line
 
 
 class InvalidEvent(ValueError):
@@ -42,9 +28,9 @@ class InvalidEvent(ValueError):
 
 # Integer measures are bounded by the stores' column types (PostgreSQL integer / bigint):
 # an out-of-range value is an invalid event, named by its JSON path, not a failed write.
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
-Int64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=_INT64_MAX)]
+Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
 
 
 # --- the wire format of the upstream event (only what we read; extra fields are ignored) --
@@ -104,10 +90,10 @@ class Point(msgspec.Struct, frozen=True, array_like=True):
     user_score: float
     content_score: float
 
-    def fields(self) -> tuple[float | int, ...]:
-        """The measured values in :data:`POINT_FIELDS` order."""
-        return tuple(getattr(self, name) for name in POINT_FIELDS)
 
+#: The measured fields of a Point, in its order (on the wire and in the stores); the stores'
+#: ``count`` (always 1) is implicit.
+POINT_FIELDS: tuple[str, ...] = Point.__struct_fields__[3:]
 
 _decoder = msgspec.json.Decoder(_Event)
 _encoder = msgspec.json.Encoder()
@@ -120,18 +106,11 @@ _MICROSECOND = timedelta(microseconds=1)
 
 def parse_timestamp_ns(text: str) -> int:
     """ISO 8601 -> UTC nanoseconds; a timestamp without offset is taken as UTC (SPEC §2).
-
-    Hot path (once per event in the bridge): ``fromisoformat`` (3.11 reads ``Z`` and the
-    basic format) and exact integer arithmetic on the timedelta, with no intermediate float
-    that could shift a microsecond.
-    """
+    Integer arithmetic on the timedelta: no intermediate float shifts a microsecond."""
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(text.strip())
     except ValueError:
-        try:
-            parsed = datetime.fromisoformat(text.strip())
-        except ValueError:
-            raise InvalidEvent(f"timestamp {text!r} is not ISO 8601") from None
+        raise InvalidEvent(f"timestamp {text!r} is not ISO 8601") from None
     epoch = _EPOCH_NAIVE if parsed.tzinfo is None else _EPOCH
     return (parsed - epoch) // _MICROSECOND * 1_000
 
@@ -158,14 +137,9 @@ _DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "
 
 
 def normalize_doi(text: str) -> str:
-    """One spelling per publication: resolver prefixes removed, lower case.
-
-    DOIs are case-insensitive (SPEC §8; the DOI Handbook: "case-insensitive for ASCII
-    characters"), so ``10.1101/ABC.1``, ``https://doi.org/10.1101/abc.1`` and
-    ``doi:10.1101/abc.1`` are one publication and are stored as ``10.1101/abc.1``. A DOI taken
-    from a resolver URL is percent-decoded (``10.1000%2F182`` in a URL is ``10.1000/182``).
-    Joins with amba's ``publication`` table compare ``lower(doi)`` the same way.
-    """
+    """One spelling per publication: resolver prefixes removed (a URL's DOI percent-decoded),
+    lower case, as DOIs are case-insensitive (SPEC §8) and joins with amba's ``publication``
+    compare ``lower(doi)``: ``https://doi.org/10.1101/ABC.1`` is stored as ``10.1101/abc.1``."""
     doi = text.strip()
     folded = doi.lower()
     for prefix in _DOI_PREFIXES:
@@ -194,10 +168,8 @@ def _checked_text(value: str, where: str, *, limit: int | None = None) -> str:
 def decode_event(raw: bytes | str) -> Point:
     """Validate one Kafka value and return its point, or raise :class:`InvalidEvent`.
 
-    Whatever the bytes are, the outcome is a point or ``InvalidEvent``, never another
-    exception: a message that crashed the bridge would crash it again after every restart
-    (a poison pill). msgspec raises ``UnicodeDecodeError`` for invalid UTF-8 inside a string
-    and ``RecursionError`` for very deep nesting, neither a ``msgspec.DecodeError``.
+    Never another exception, whatever the bytes: a message that crashed the bridge would
+    crash it after every restart (a poison pill).
     """
     try:
         return _decode(raw)
@@ -206,16 +178,11 @@ def decode_event(raw: bytes | str) -> Point:
     except msgspec.ValidationError as error:
         raise InvalidEvent(f"invalid event: {error}") from None
     except (msgspec.DecodeError, UnicodeError) as error:
-        raise InvalidEvent(f"not valid JSON: {_short(error)}") from None
+        raise InvalidEvent(f"not valid JSON: {first_line(error, 300)}") from None
     except RecursionError:
         raise InvalidEvent("not valid JSON: nested too deeply") from None
-    except Exception as error:  # defence in depth: any surprise is a reason, not a crash
-        raise InvalidEvent(f"undecodable event: {type(error).__name__}: {_short(error)}") from None
-
-
-def _short(error: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    except Exception as error:
+        raise InvalidEvent(f"undecodable event: {type(error).__name__}: {first_line(error, 300)}") from None
 
 
 def _decode(raw: bytes | str) -> Point:
@@ -230,11 +197,10 @@ def _decode(raw: bytes | str) -> Point:
     timestamp = _checked_text(event.timestamp, "$.timestamp")
     processed = event.subj.processed
     time_ns = parse_timestamp_ns(timestamp)
-    if not _INT64_MIN <= time_ns <= _INT64_MAX:  # years 1677-2262: what int64 nanoseconds hold
+    if not INT64_MIN <= time_ns <= INT64_MAX:
         raise InvalidEvent(f"timestamp {timestamp!r} is outside 1677-2262 (int64 nanoseconds)")
-    # The identity hashes the DOI as received: a redelivered event has the same bytes, so the
-    # same identity, whatever normalize_doi does to it (the stored DOI is normalized).
-    # Positional: this runs once per event, and keywords cost a third of the construction.
+    # The identity hashes the DOI as received, so a redelivery keeps it whatever normalize_doi
+    # does. Positional: keywords cost a third of the construction, once per event.
     return Point(
         event_identity(event.id, pid, received_doi, timestamp), doi, time_ns,
         processed.score, processed.sentiment_raw, processed.followers, processed.length,
@@ -248,14 +214,9 @@ _batch_decoder = msgspec.json.Decoder(list[Point])
 
 
 def points_to_wire(points: list[Point]) -> str:
-    """A batch as one JSON text: the argument of an ingest task.
-
-    One string, not a list of lists, because Celery's JSON serializer then has a single
-    string to escape, the worker's main process (which decodes every message body to look
-    for protocol-1 fields) parses one string instead of 15 objects per event, and the pool
-    child decodes and validates the batch with msgspec in one pass. Measured: ~14 µs less
-    CPU per event across bridge and worker (``python -m bench --only ingest``).
-    """
+    """A batch as one JSON text, the argument of an ingest task: Celery escapes and its main
+    process parses one string instead of 15 objects per event, and the pool child decodes
+    it with msgspec in one pass (~14 µs less CPU per event, ``python -m bench --only ingest``)."""
     return _encoder.encode(points).decode()
 
 
@@ -266,9 +227,7 @@ def points_to_builtins(points: list[Point]) -> list[list[object]]:
 
 
 def points_from_wire(payload: object) -> list[Point]:
-    """Inverse of :func:`points_to_wire`; also takes the list form (a dead letter's, and a
-    batch still queued across an upgrade from a release that published lists). Rejects a
-    malformed batch loudly."""
+    """Inverse of :func:`points_to_wire`; also takes the list form a dead letter keeps."""
     try:
         if isinstance(payload, str | bytes):
             return _batch_decoder.decode(payload)
@@ -278,10 +237,8 @@ def points_from_wire(payload: object) -> list[Point]:
 
 
 def wire_to_builtins(payload: object) -> object:
-    """A task argument in the plain form a dead letter keeps, whatever it is.
-
-    A string that is not JSON is returned as it is: the dead letter must still say what came.
-    """
+    """A task argument in the plain form a dead letter keeps; a string that is not JSON as it
+    is (the dead letter must still say what came)."""
     if isinstance(payload, str | bytes):
         try:
             return msgspec.json.decode(payload)

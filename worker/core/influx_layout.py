@@ -1,20 +1,11 @@
 """The InfluxDB layout amba's streams API reads: buckets, measurement, fields, tasks (pure).
 
-The buckets and tasks are listed in docs/amba.md; ``worker/store/influx/tasks.py`` writes
-the tasks' Flux. Why each choice:
-
-* **One raw bucket** whose retention covers the longest trend span: every trend run,
-  ``year`` included, reads raw events, because exact trends need them.
-* **Downsampled from the raw events, not a cascade**: an error in one bucket never
-  propagates; every run recomputes its last ``lookback`` of complete windows, so late
-  events (an ingest backlog) land in their window and rewriting writes the same points.
-* **Field types are the original aggregator's**, so a bucket it filled keeps accepting
-  writes (InfluxDB refuses a float into an integer field).
-* **Retention**: duration buckets and ``numbers`` are enforced (the product can recompute
-  them); an existing ``trending_<duration>`` keeps an operator's retention, since its
-  points cannot be recomputed.
-* **Task names are the original's**, so setup takes its tasks over and rewrites them in
-  place instead of running beside them.
+docs/amba.md lists them, and why every task reads the raw events and keeps the original
+aggregator's name; ``worker/store/influx/tasks.py`` writes the tasks' Flux. Field types
+are the original's too, so a bucket it filled keeps accepting writes (InfluxDB refuses a
+float into an integer field). Setup enforces the retention of what the product can
+recompute (duration buckets, ``numbers``); an existing ``trending_<duration>`` keeps an
+operator's, since its points cannot be recomputed.
 """
 
 from __future__ import annotations
@@ -23,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from worker.core.aggregates import TREND_COLUMNS
 from worker.core.durations import Duration
 
 #: The duration the streams API reads from the raw event bucket.
@@ -76,28 +68,11 @@ PUB_COUNT_FIELD = "pub_count"
 FieldKind = Literal["float", "int", "string"]
 
 #: Trend row column -> (field of ``trending_<duration>``, its type): the original
-#: aggregator's names and types, and the product's Mann-Kendall columns.
+#: aggregator's names and types (floats but these two), and the product's Mann-Kendall columns.
+_RENAMED_FIELDS = {"sum_followers": "sum_follower"}
+_FIELD_KINDS: dict[str, FieldKind] = {"count": "int", "mk_trend": "string"}
 TREND_FIELDS: dict[str, tuple[str, FieldKind]] = {
-    "score": ("score", "float"),
-    "count": ("count", "int"),
-    "mean_sentiment": ("mean_sentiment", "float"),
-    "sum_followers": ("sum_follower", "float"),
-    "abstract_difference": ("abstract_difference", "float"),
-    "mean_age": ("mean_age", "float"),
-    "mean_length": ("mean_length", "float"),
-    "mean_questions": ("mean_questions", "float"),
-    "mean_exclamations": ("mean_exclamations", "float"),
-    "mean_bot_rating": ("mean_bot_rating", "float"),
-    "mean_score": ("mean_score", "float"),
-    "stddev": ("stddev", "float"),
-    "ema": ("ema", "float"),
-    "kama": ("kama", "float"),
-    "ker": ("ker", "float"),
-    "projected_change": ("projected_change", "float"),
-    "trending": ("trending", "float"),
-    "mk_trend": ("mk_trend", "string"),
-    "mk_p": ("mk_p", "float"),
-}
+    column: (_RENAMED_FIELDS.get(column, column), _FIELD_KINDS.get(column, "float")) for column in TREND_COLUMNS}
 
 DURATION_BUCKET_MARGIN_S = 1 * _H
 TREND_BUCKET_MARGIN_S = 1 * _D
@@ -172,8 +147,6 @@ class Layout:
            durations: Mapping[str, Duration]) -> Layout:
         return cls(measurement, events_bucket, events_retention_days * _D, prefix, dict(durations))
 
-    # -- names ----------------------------------------------------------------------------
-
     def duration_bucket(self, duration: str) -> str:
         """The bucket the streams API reads for a duration."""
         return self.events_bucket if duration == RAW_DURATION else f"{self.prefix}{duration}"
@@ -190,8 +163,6 @@ class Layout:
 
     def numbers_task_name(self, duration: str) -> str:
         return f"{self.prefix}task_numbers_{duration}"
-
-    # -- what setup creates ---------------------------------------------------------------
 
     def buckets(self) -> list[BucketSpec]:
         spans = {name: d.span_s for name, d in self.durations.items()}

@@ -1,12 +1,8 @@
 """The names other processes address: Celery task names and the fixed queue names.
 
-A task name is how the bridge, beat, the CLI and the dev stack reach a task in another
-process; a typo there is a message no worker ever takes. Each is defined once here and
-imported wherever a task is declared, sent, routed or scheduled. They are part of the
-deployment's contract (queued messages and Flower's history carry them): never rename one.
-
-The ingest and trends queues are settings (``INGEST_QUEUE``, ``TRENDS_QUEUE``); the two
-below are fixed.
+Defined once, as a typo in one is a message no worker ever takes; queued messages and
+Flower's history carry them, so never rename one. The ingest and trends queues are
+settings (``INGEST_QUEUE``, ``TRENDS_QUEUE``).
 """
 
 from __future__ import annotations

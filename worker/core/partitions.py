@@ -41,8 +41,7 @@ class Layout:
 
     def range_of(self, at: datetime) -> Range:
         """The partition range that holds ``at`` (an aware datetime)."""
-        day = at.astimezone(UTC).date()
-        return self._range_starting(day.replace(day=1) if self.unit == "month" else day)
+        return self.range_of_day(at.astimezone(UTC).date())
 
     def range_of_day(self, day: date) -> Range:
         return self._range_starting(day.replace(day=1) if self.unit == "month" else day)

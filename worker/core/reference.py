@@ -1,8 +1,7 @@
 """The trend inputs a store must return, computed from the events one by one (pure).
 
 Straight from :mod:`worker.core.alignment`'s definitions, sharing no code with the stores'
-queries or with ``worker.trends.math.aggregate_events``: the reference for all of them in
-the store contract tests and ``aggregator selftest``.
+queries: the reference for them in the store contract tests and ``aggregator selftest``.
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
-"""The overlap guard: one run of a duration in flight at a time, as a heartbeat lease.
+"""One run of a duration in flight at a time: a lease in Redis, renewed by every chunk and
+the finalize (docs/trends.md, "A killed trends worker").
 
-The lock is taken by the run and released when the *chord* is over (its callback or
-errback) — libraries like celery-once release when the launching task returns, which is
-before the chunks even ran. The token is passed explicitly through the chord (redis-py's
-Lock keeps it per thread), and release and renewal are compare-and-set, so a run whose
-lease expired can never release or extend the lease of the run after it.
-
-A lease, not a long lock: its TTL (``TREND_LOCK_TTL_S``, minutes) is renewed by every chunk
-and by the finalize step. A run whose worker was killed stops renewing, its lease expires
-within the TTL, and the next scheduled run of the duration takes over (and marks the dead
-run failed) — instead of the duration freezing for an hour behind a long TTL.
+Released when the *chord* is over, not when the launching task returns (as celery-once
+would, before the chunks ran); the token travels through the chord (redis-py's Lock keeps
+it per thread), and release and renewal are compare-and-set, so a run whose lease expired
+can never release or extend the next run's.
 """
 
 from __future__ import annotations

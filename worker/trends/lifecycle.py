@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from worker.core.durations import Duration
@@ -90,9 +90,7 @@ class RunSteps:
             started = time.perf_counter()
             self.state.refresh_covid_view(run_id)
             timings["view_refresh_s"] = time.perf_counter() - started
-        return {"run_id": run_id, "status": result.status, "rows": result.rows,
-                "without_publication": result.without_publication,
-                "duplicate_publication": result.duplicate_publication, **timings}
+        return {"run_id": run_id, **asdict(result), **timings}
 
 
 class TrendRuns:

@@ -4,8 +4,8 @@ docs/trends.md, "The math"): pure numpy, no I/O.
 Every quantity is computed for all DOIs of a chunk in one array operation: per-DOI Python
 (pandas, ``pymannkendall``, statsmodels' Holt at ~25 ms a fit) manages a few dozen rows a
 second (``bench/trend_math.py``). Loops run only over time, over blocks of DOIs and over
-the terms of a series. :func:`aggregate_events` does in numpy what the stores do in their
-databases; :func:`compute_trends` turns the :class:`Aggregates` into the trend columns.
+the terms of a series. :func:`compute_trends` turns the :class:`Aggregates` a store
+computed in its database into the trend columns.
 No NaN or infinity ever leaves this module: non-finite inputs are refused, and a DOI
 without events or with a constant series gets numbers (zeros, ``'no trend'``, ``p = 1``).
 """
@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
-from worker.core.aggregates import Aggregates
+from worker.core.aggregates import TREND_COLUMNS as TREND_COLUMNS
+from worker.core.aggregates import Aggregates, FloatArray, TrendColumns
 from worker.core.durations import Duration
-
-FloatArray = NDArray[np.float64]
 
 EMA_PERIOD = 10
 EMA_ALPHA = 2.0 / (EMA_PERIOD + 1)
@@ -47,58 +45,6 @@ CHUNK_DOIS = 128
 _MAX = float(np.finfo(np.float64).max)
 
 
-@dataclass(frozen=True, slots=True)
-class EventColumns:
-    """Raw events of many DOIs, one array element per event (columnar, as stores read them).
-
-    ``doi_index`` is each event's DOI position (``0 .. n_dois − 1``), ``age_s`` is
-    ``now − t`` in seconds; the rest are the stored event fields (SPEC §2) as float64.
-    """
-
-    doi_index: NDArray[np.int64]
-    age_s: FloatArray
-    score: FloatArray
-    sentiment_raw: FloatArray
-    followers: FloatArray
-    length: FloatArray
-    questions: FloatArray
-    exclamations: FloatArray
-    bot_rating: FloatArray
-    contains_abstract_raw: FloatArray
-
-
-@dataclass(frozen=True, slots=True)
-class TrendColumns:
-    """The trend columns of many DOIs (SPEC §4), one array of length ``n_dois`` each, all
-    float64 but ``mk_trend`` (strings). The field order is that of a trend row."""
-
-    score: FloatArray
-    count: FloatArray
-    mean_sentiment: FloatArray
-    sum_followers: FloatArray
-    abstract_difference: FloatArray
-    mean_age: FloatArray
-    mean_length: FloatArray
-    mean_questions: FloatArray
-    mean_exclamations: FloatArray
-    mean_bot_rating: FloatArray
-    mean_score: FloatArray
-    stddev: FloatArray
-    ema: FloatArray
-    kama: FloatArray
-    ker: FloatArray
-    projected_change: FloatArray
-    trending: FloatArray
-    mk_trend: NDArray[np.str_]
-    mk_p: FloatArray
-
-    def __len__(self) -> int:
-        return len(self.score)
-
-
-#: Column order of a trend row; the PostgreSQL layer uses it for its column lists.
-TREND_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(TrendColumns))
-
 #: Each mean column and the per-DOI sum it divides by the event count.
 _MEANS = {
     "mean_sentiment": "sum_sentiment",
@@ -112,100 +58,19 @@ _MEANS = {
 }
 
 
-def aggregate_events(cols: EventColumns, n_dois: int, duration: Duration) -> Aggregates:
-    """Per-DOI sums and window series of raw events, all DOIs in a handful of ``bincount``s.
-
-    Only events with ``0 <= age_s <= span_s`` take part (the SPEC's ``[now − span, now]``),
-    so a caller may hand over a superset. Mismatched lengths, DOI indices out of range and
-    non-finite values raise :class:`ValueError`: each would corrupt other DOIs' rows.
-    """
-    if n_dois < 0:
-        raise ValueError(f"n_dois must be >= 0, got {n_dois}")
-    doi_index = np.asarray(cols.doi_index)
-    if doi_index.ndim != 1:
-        raise ValueError("doi_index must be one-dimensional")
-    if doi_index.size and not np.issubdtype(doi_index.dtype, np.integer):
-        raise ValueError(f"doi_index must be integers, got {doi_index.dtype}")
-    doi_index = doi_index.astype(np.int64, copy=False)
-    if doi_index.size and (doi_index.min() < 0 or doi_index.max() >= n_dois):
-        raise ValueError(f"doi_index must lie in 0..{n_dois - 1}")
-    values = _float_columns(cols, "doi_index", doi_index.size, "column")
-    take = (values["age_s"] >= 0.0) & (values["age_s"] <= float(duration.span_s))
-    if not take.all():
-        doi_index = doi_index[take]
-        values = {name: column[take] for name, column in values.items()}
-    age, score = values["age_s"], values["score"]
-
-    def total(weights: FloatArray) -> FloatArray:
-        return np.bincount(doi_index, weights=weights, minlength=n_dois).astype(np.float64)
-
-    return Aggregates(
-        count=np.bincount(doi_index, minlength=n_dois).astype(np.float64),
-        sum_score=total(score),
-        decayed_score=total(score * decay_weights(age, duration.gravity)),
-        sum_age=total(age),
-        sum_sentiment=total(values["sentiment_raw"]),
-        sum_followers=total(values["followers"]),
-        sum_abstract=total(values["contains_abstract_raw"]),
-        sum_length=total(values["length"]),
-        sum_questions=total(values["questions"]),
-        sum_exclamations=total(values["exclamations"]),
-        sum_bot_rating=total(values["bot_rating"]),
-        series=window_series(doi_index, age, score, n_dois, duration),
-    )
-
-
-def decay_weights(age_s: FloatArray, gravity: float) -> FloatArray:
-    """The weight ``exp(gravity · age)`` of an event in ``score``, always in [0, 1].
-
-    Age 0 weighs 1 explicitly (for an infinite gravity ``gravity · 0`` is NaN); an
-    overflowing product (``-inf``) and deep underflow both weigh 0.
-    """
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        exponent = np.where(age_s > 0.0, gravity * age_s, 0.0)
-        return np.exp(np.minimum(exponent, 0.0))
-
-
-def window_series(
-    doi_index: NDArray[np.int64],
-    age_s: FloatArray,
-    score: FloatArray,
-    n_dois: int,
-    duration: Duration,
-) -> FloatArray:
-    """Sum of ``score`` per DOI and window, shape ``(n_dois, windows)``, oldest window first.
-
-    Column ``j`` holds the ages in ``[(windows−1−j)·w, (windows−j)·w)``: the last window
-    ends at ``now`` and holds age 0; older ages count in the sums only. ``floor(age / w)``
-    alone can round an age just below a boundary up; it is corrected against exact
-    multiples of ``w`` (integers below 2**53), so a boundary age always lands in the
-    later-aged window.
-    """
-    windows = duration.windows
-    width = float(duration.window_s)
-    k = np.floor(age_s / width)
-    k = np.where(k * width > age_s, k - 1.0, k)
-    k = np.where((k + 1.0) * width <= age_s, k + 1.0, k)
-    inside = (k >= 0.0) & (k < windows)
-    column = (windows - 1) - k[inside].astype(np.int64)
-    flat = doi_index[inside] * windows + column
-    series = np.bincount(flat, weights=score[inside], minlength=n_dois * windows)
-    return series.astype(np.float64).reshape(n_dois, windows)
-
-
-def _float_columns(table: Any, skip: str, n: int, what: str) -> dict[str, FloatArray]:
-    """Every field of ``table`` but ``skip`` as float64 of shape ``(n,)``, all finite."""
-    columns: dict[str, FloatArray] = {}
-    for field in fields(table):
-        if field.name == skip:
+def _checked_sums(agg: Aggregates, n: int) -> dict[str, FloatArray]:
+    """Every per-DOI sum of ``agg`` as float64 of shape ``(n,)``, all finite."""
+    sums: dict[str, FloatArray] = {}
+    for field in fields(agg):
+        if field.name == "series":
             continue
-        column = np.asarray(getattr(table, field.name), dtype=np.float64)
+        column = np.asarray(getattr(agg, field.name), dtype=np.float64)
         if column.shape != (n,):
-            raise ValueError(f"{what} {field.name!r} has shape {column.shape}, expected ({n},)")
+            raise ValueError(f"aggregate {field.name!r} has shape {column.shape}, expected ({n},)")
         if not np.isfinite(column).all():
-            raise ValueError(f"{what} {field.name!r} contains NaN or infinity")
-        columns[field.name] = column
-    return columns
+            raise ValueError(f"aggregate {field.name!r} contains NaN or infinity")
+        sums[field.name] = column
+    return sums
 
 
 def compute_trends(agg: Aggregates, duration: Duration) -> TrendColumns:
@@ -218,7 +83,7 @@ def compute_trends(agg: Aggregates, duration: Duration) -> TrendColumns:
     if not np.isfinite(series).all():
         raise ValueError("series contains NaN or infinity")
     n = series.shape[0]
-    sums = _float_columns(agg, "series", n, "aggregate")
+    sums = _checked_sums(agg, n)
     count = sums["count"]
     has_events = count > 0
     safe_count = np.where(has_events, count, 1.0)
@@ -249,12 +114,9 @@ def compute_trends(agg: Aggregates, duration: Duration) -> TrendColumns:
 
 
 def rows(dois: Sequence[str], cols: TrendColumns) -> list[dict[str, Any]]:
-    """One dict per DOI: ``{"doi": ..., <TREND_COLUMNS>...}`` with plain Python values.
-
-    Plain ``float``/``int``/``str`` (via ``tolist``), because the rows travel as JSON
-    through a Celery chord and into psycopg2, neither of which takes numpy scalars.
-    ``count`` becomes an ``int``: it is a number of events.
-    """
+    """One dict per DOI: ``{"doi": ..., <TREND_COLUMNS>...}``, ``count`` an ``int`` (a number of
+    events). Plain Python values (``tolist``): staging writes each value's ``repr``, which
+    for a numpy scalar is ``np.float64(…)``, not a number."""
     if len(dois) != len(cols):
         raise ValueError(f"{len(dois)} DOIs for {len(cols)} trend rows")
     lists: dict[str, list[Any]] = {name: getattr(cols, name).tolist() for name in TREND_COLUMNS}

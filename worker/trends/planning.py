@@ -1,9 +1,5 @@
-"""A run's identity and shape, pure: its time, its id, its lease token and its chunks.
-
-plan (select qualifying DOIs, split into chunks) -> compute one chunk per subtask ->
-finalize; :mod:`worker.trends.lifecycle` carries those steps out, this module only names
-and cuts them, so it is testable without any service.
-"""
+"""A run's identity and shape, pure: its time, its id, its lease token and its chunks
+(:mod:`worker.trends.lifecycle` carries the run out)."""
 
 from __future__ import annotations
 

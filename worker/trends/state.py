@@ -118,13 +118,6 @@ def _drop_staged(conn: Connection, sql: str, params: tuple[object, ...]) -> None
                     extra={"error": str(error).strip()[:300]})
 
 
-def _fetch_one(cur: Any) -> tuple[Any, ...]:
-    row = cur.fetchone()
-    if row is None:  # pragma: no cover - every statement above returns one row
-        raise RuntimeError("expected one row")
-    return tuple(row)
-
-
 class PostgresRunState:
     """Where a run's state and rows live between its steps, which may run in different
     processes: every call stands alone, and staging is idempotent (chunks are redelivered).
@@ -208,7 +201,7 @@ class PostgresRunState:
                             "VALUES (%s, '-infinity', '') ON CONFLICT (duration) DO NOTHING", (duration.name,))
                 cur.execute("SELECT calculated_at FROM trending_state WHERE duration = %s FOR UPDATE",
                             (duration.name,))
-                (current,) = _fetch_one(cur)
+                [(current,)] = cur.fetchall()
                 if current >= calculated_at:
                     cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))
                     cur.execute("UPDATE trend_run SET status = 'superseded', finished_at = clock_timestamp(), "
@@ -218,7 +211,7 @@ class PostgresRunState:
                     return FinalizeResult("superseded", 0)
                 cur.execute("DELETE FROM trending WHERE duration = %s", (duration.name,))
                 cur.execute(_PUBLISH, {"run_id": run_id, "duration": duration.name, "at": calculated_at})
-                rows, unknown, duplicate = _fetch_one(cur)
+                [(rows, unknown, duplicate)] = cur.fetchall()
                 cur.execute("UPDATE trending_state SET calculated_at = %s, run_id = %s WHERE duration = %s",
                             (calculated_at, run_id, duration.name))
                 cur.execute("DELETE FROM trending_staging WHERE run_id = %s", (run_id,))

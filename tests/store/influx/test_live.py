@@ -19,16 +19,16 @@ from influxdb_client.client.influxdb_client import InfluxDBClient
 
 from tests.support import amba_streams_api as api
 from tests.support.devstack.services import wait_until
+from tests.support.event_columns import aggregate_points
 from tests.support.influx_live import admin_client, live_settings, live_store, needs_influx
+from tests.support.sample_points import measured
 from worker.config.settings import Settings
-from worker.core import alignment
 from worker.core.durations import Duration
 from worker.core.events import Point
 from worker.store.base import Aggregates, StoreRejected
 from worker.store.influx.lineprotocol import event_timestamp_ns
 from worker.store.influx.store import InfluxStore
 from worker.store.influx.tasks import task_flux
-from worker.trends.math import EventColumns, aggregate_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.influx_live, needs_influx]
 
@@ -111,7 +111,7 @@ def test_write_rewrite_count_read(store: InfluxStore) -> None:
     expected = sorted((p for p in POINTS if p.doi == DOI_A), key=event_timestamp_ns)
     assert [p.time_ns for p in read] == [event_timestamp_ns(p) for p in expected]
     for got, want in zip(read, expected, strict=True):
-        assert got.fields() == want.fields()
+        assert measured(got) == measured(want)
         assert got.time_ns // NS == want.time_ns // NS  # the second is kept
 
 
@@ -120,21 +120,7 @@ def test_trend_inputs_equal_the_math_on_the_events(store: InfluxStore) -> None:
     dois = [DOI_B, DOI_A, DOI_NONE]
     got = store.trend_inputs(LIVE, NOW_NS, dois)
     index = {doi: i for i, doi in enumerate(dois)}
-
-    def column(name: str) -> np.ndarray:
-        return np.array([float(getattr(p, name)) for p in POINTS])
-
-    expected = aggregate_events(
-        EventColumns(
-            doi_index=np.array([index[p.doi] for p in POINTS], dtype=np.int64),
-            age_s=np.array([float(alignment.age_s(NOW_NS, p.time_ns)) for p in POINTS]),  # the events' own times
-            score=column("score"), sentiment_raw=column("sentiment_raw"), followers=column("followers"),
-            length=column("length"), questions=column("questions"), exclamations=column("exclamations"),
-            bot_rating=column("bot_rating"), contains_abstract_raw=column("contains_abstract_raw"),
-        ),
-        len(dois),
-        LIVE,
-    )
+    expected = aggregate_points(POINTS, dois, NOW_NS, LIVE)  # at the events' own times
     for name in Aggregates.__dataclass_fields__:
         np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-9, atol=1e-9, err_msg=name)
     a = got.series[index[DOI_A]]

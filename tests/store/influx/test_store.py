@@ -20,7 +20,7 @@ import pytest
 import urllib3.exceptions
 from influxdb_client.rest import ApiException
 
-from tests.support.sample_points import SECOND, make_point
+from tests.support.sample_points import SECOND, make_point, measured
 from worker.core import alignment
 from worker.core.durations import DEFAULT_DURATIONS, build_durations
 from worker.core.events import POINT_FIELDS
@@ -411,7 +411,7 @@ def test_read_events_over_http(fake: tuple[FakeInflux, str]) -> None:
     state.csv = annotated_csv([("_result", columns, [row])])
 
     (read,) = store.read_events(point.doi, SECOND - 10**9, SECOND + 10**9)
-    assert read.fields() == point.fields()
+    assert measured(read) == measured(point)
     assert read.time_ns == stamp
     assert read.event_id == f"influxdb:{point.doi}@{stamp}"
     ((method, path, query, body),) = state.requests

@@ -23,13 +23,13 @@ from decimal import Decimal
 from worker.core import alignment
 from worker.core.durations import Duration
 
-#: The events' measurement unless the layout says otherwise (amba's name; ``layout.py``).
+#: The events' measurement unless the layout says otherwise (amba's name).
 MEASUREMENT = "trending"
 COUNT_FIELD = "count"
 SCORE_FIELD = "score"
 
 #: Fields summed per DOI for the trend math: field -> name of the aggregate it feeds
-#: (the names of ``worker.trends.math.Aggregates``).
+#: (a field of ``worker.core.aggregates.Aggregates``).
 SUM_FIELDS: dict[str, str] = {
     "count": "count",
     "score": "sum_score",
@@ -59,9 +59,6 @@ _CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
 _STRING_ESCAPES = _CONTROLS | str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\x24", "\n": "\\n", "\r": "\\r",
                                              "\t": "\\t"})
 _REGEX_ESCAPES = _CONTROLS | str.maketrans({c: "\\" + c for c in "\\.+*?()|[]{}^$/"})
-
-
-# --------------------------------------------------------------------------- literals
 
 
 def string_literal(value: str) -> str:
@@ -123,17 +120,10 @@ def int_literal(value: int) -> str:
     return str(value)
 
 
-# --------------------------------------------------------------------------- pieces
-
-
-def _check_range(start_ns: int, stop_ns: int) -> None:
-    if stop_ns <= start_ns:
-        raise ValueError(f"empty time range: start {start_ns} >= stop {stop_ns}")
-
-
 def _source(bucket: str, start_ns: int, stop_ns: int, predicate: str) -> str:
     """``from |> range |> filter`` with a literal predicate (pushable to storage)."""
-    _check_range(start_ns, stop_ns)
+    if stop_ns <= start_ns:
+        raise ValueError(f"empty time range: start {start_ns} >= stop {stop_ns}")
     return (
         f"from(bucket: {string_literal(bucket)})\n"
         f"    |> range(start: {time_literal(start_ns)}, stop: {time_literal(stop_ns)})\n"
@@ -157,9 +147,6 @@ def _dois_predicate(dois: Sequence[str]) -> str:
     if len(dois) > MAX_DOIS_PER_QUERY:
         raise ValueError(f"{len(dois)} DOIs in one query; at most {MAX_DOIS_PER_QUERY}")
     return f"r.doi =~ {regex_set_literal(dois)}"
-
-
-# --------------------------------------------------------------------------- events
 
 
 def read_events_query(bucket: str, doi: str, start_ns: int, stop_ns: int, measurement: str = MEASUREMENT) -> str:
@@ -186,9 +173,6 @@ def count_per_doi_query(bucket: str, start_ns: int, stop_ns: int, measurement: s
         "    |> count()\n"
         '    |> keep(columns: ["doi", "_value"])\n'
     )
-
-
-# --------------------------------------------------------------------------- trends
 
 
 def qualifying_dois_query(bucket: str, duration: Duration, now_ns: int, measurement: str = MEASUREMENT) -> str:

@@ -19,13 +19,12 @@ from collections.abc import Mapping, Sequence
 import msgspec
 import msgspec.inspect
 
-from worker.core.events import POINT_FIELDS, Point
+from worker.core.events import INT64_MAX, INT64_MIN, POINT_FIELDS, Point
 from worker.core.influx_layout import TREND_FIELDS, FieldKind
 
 COUNT_FIELD = "count"
 
 _NS_PER_S = 1_000_000_000
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 # The integer fields, from Point itself (type_info: they are Annotated[int, Meta]).
 INT_FIELDS = frozenset(
@@ -81,7 +80,7 @@ def float_value(name: str, value: float) -> str:
 
 def int_value(name: str, value: int) -> str:
     number = int(value)
-    if not _INT64_MIN <= number <= _INT64_MAX:
+    if not INT64_MIN <= number <= INT64_MAX:
         raise UnrepresentableValue(f"field {name} = {number} does not fit an int64")
     return f"{number}i"
 

@@ -43,12 +43,7 @@ log = logging.getLogger(__name__)
 #: Lines per write request (InfluxDB's guidance is batches of about 5000 lines).
 WRITE_CHUNK_LINES = 5000
 
-_NS_PER_S = 1_000_000_000
-
 _REJECTED_STATUSES = frozenset({400, 413, 422})
-
-
-# --------------------------------------------------------------------------- errors
 
 
 def _describe(error: BaseException) -> str:
@@ -58,7 +53,6 @@ def _describe(error: BaseException) -> str:
 
 @contextmanager
 def _translated(action: str) -> Iterator[None]:
-    """Map client errors to the port's exceptions."""
     try:
         yield
     except ApiException as error:
@@ -69,15 +63,10 @@ def _translated(action: str) -> Iterator[None]:
         raise StoreUnavailable(text) from error
     except InfluxDBError as error:  # a client-side failure without an HTTP status
         raise StoreUnavailable(f"InfluxDB {action}: {_describe(error)}") from error
-    except FluxQueryException as error:
-        # An error reported inside the result stream: the query compiled (our texts are
-        # compiler-checked), so it is a runtime failure on the server (memory, timeout).
+    except FluxQueryException as error:  # in the result stream: a server failure (memory, timeout)
         raise StoreUnavailable(f"InfluxDB {action}: query failed: {_describe(error)}") from error
     except (urllib3.exceptions.HTTPError, OSError) as error:
         raise StoreUnavailable(f"InfluxDB {action}: unreachable: {_describe(error)}") from error
-
-
-# --------------------------------------------------------------------------- the store
 
 
 class InfluxStore:
@@ -86,19 +75,10 @@ class InfluxStore:
     name = "influxdb"
     keeps_trend_history = True  # the trending_<duration> buckets the streams API charts
 
-    def __init__(
-        self,
-        url: str,
-        token: str,
-        org: str,
-        layout: Layout,
-        timeout_ms: int = 30_000,
-        *,
-        client: InfluxDBClient | None = None,
-    ) -> None:
+    def __init__(self, url: str, token: str, org: str, layout: Layout, timeout_ms: int = 30_000, *,
+                 client: InfluxDBClient | None = None) -> None:
         self._org = org
         self.layout = layout
-        # No connection is opened here: the client connects on the first request.
         self._client = client or InfluxDBClient(url=url, token=token or "", org=org, timeout=timeout_ms)
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._query_api = self._client.query_api()
@@ -107,15 +87,8 @@ class InfluxStore:
     def from_settings(cls, settings: Settings) -> InfluxStore:
         if not settings.influxdb_v2_url or settings.influxdb_v2_token is None:
             raise ValueError("EVENT_STORE=influxdb needs INFLUXDB_V2_URL and INFLUXDB_V2_TOKEN")
-        return cls(
-            url=settings.influxdb_v2_url,
-            token=settings.influxdb_v2_token.get_secret_value(),
-            org=settings.influxdb_v2_org,
-            layout=layout_from_settings(settings),
-            timeout_ms=settings.influxdb_v2_timeout_ms,
-        )
-
-    # -- setup --------------------------------------------------------------------------
+        return cls(settings.influxdb_v2_url, settings.influxdb_v2_token.get_secret_value(),
+                   settings.influxdb_v2_org, layout_from_settings(settings), settings.influxdb_v2_timeout_ms)
 
     def setup(self) -> None:
         """The layout's buckets and tasks, created or updated in place (idempotent)."""
@@ -134,10 +107,8 @@ class InfluxStore:
                 raise
             orgs = []
         if not orgs:
-            raise StoreRejected(
-                f"InfluxDB organization {self._org!r} not found (INFLUXDB_V2_ORG), "
-                "or the token may not read it"
-            )
+            raise StoreRejected(f"InfluxDB organization {self._org!r} not found (INFLUXDB_V2_ORG), "
+                                "or the token may not read it")
         return str(orgs[0].id)
 
     def _ensure_bucket(self, org_id: str, spec: BucketSpec) -> None:
@@ -193,8 +164,6 @@ class InfluxStore:
                     )
         return durations
 
-    # -- writes -------------------------------------------------------------------------
-
     def write(self, points: Sequence[Point]) -> None:
         """Write the events; representable chunks first, then :class:`StoreRejected`."""
         refused: list[Point] = []
@@ -242,8 +211,6 @@ class InfluxStore:
         for start in range(0, len(lines), WRITE_CHUNK_LINES):
             self._write_lines(bucket, lines[start : start + WRITE_CHUNK_LINES])
 
-    # -- reads --------------------------------------------------------------------------
-
     def _query(self, source: str, action: str) -> list[FluxRecord]:
         with _translated(action):
             return list(self._query_api.query_stream(source, org=self._org))
@@ -272,18 +239,12 @@ class InfluxStore:
             counts[str(record.values["doi"])] += int(record.values["_value"])
         return dict(counts)
 
-    # -- trends -------------------------------------------------------------------------
-
     def qualifying_dois(self, duration: Duration, now_ns: int) -> list[str]:
         """DOIs with more than ``min_events`` events in the span, sorted."""
         source = flux.qualifying_dois_query(self.layout.events_bucket, duration, now_ns, self.layout.measurement)
         return sorted({str(record.values["doi"]) for record in self._query(source, "qualifying DOIs")})
 
     def trend_inputs(self, duration: Duration, now_ns: int, dois: Sequence[str]) -> Aggregates:
-        """Per-DOI sums, decayed score, sum of ages and window series, in ``dois`` order.
-
-        A DOI without events in the span gets zeros (and an all-zero series).
-        """
         index = {doi: i for i, doi in enumerate(dois)}
         if len(index) != len(dois):
             raise ValueError("trend_inputs: duplicate DOIs in the chunk")
@@ -315,17 +276,11 @@ def layout_from_settings(settings: Settings) -> Layout:
     )
 
 
-def _fill_trend_inputs(
-    records: list[FluxRecord],
-    index: Mapping[str, int],
-    duration: Duration,
-    now_ns: int,
-    sums: dict[str, np.ndarray],
-    series: np.ndarray,
-) -> None:
+def _fill_trend_inputs(records: list[FluxRecord], index: Mapping[str, int], duration: Duration, now_ns: int,
+                       sums: dict[str, np.ndarray], series: np.ndarray) -> None:
     """Place the three results of :func:`flux.trend_inputs_query` into the arrays."""
     _, stop, _ = alignment.series_range(duration, now_ns)
-    width = duration.window_s * _NS_PER_S
+    width = duration.window_s * alignment.NS_PER_S
     windows = duration.windows
     for record in records:
         values = record.values
@@ -342,7 +297,6 @@ def _fill_trend_inputs(
             sums["sum_age"][row] += float(values.get("age") or 0.0)
         elif result == flux.RESULT_SERIES:
             # time_ns is a window's stop; the last window stops at `stop`.
-            back = round((stop - int(values[flux.TIME_NS_COLUMN])) / width)
-            column = windows - 1 - back
+            column = windows - 1 - round((stop - int(values[flux.TIME_NS_COLUMN])) / width)
             if 0 <= column < windows:
                 series[row, column] += float(values.get("_value") or 0.0)

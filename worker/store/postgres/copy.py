@@ -1,9 +1,6 @@
-"""The events of a batch in PostgreSQL's binary COPY format, and the staging table they go to.
-
-Pure: bytes out of points, no connection. The store (:mod:`worker.store.postgres.store`)
-copies a batch into the session's temporary ``event_staging`` table and merges it into
-``discussion_event`` from there; keeping the codec apart lets it be tested and measured on
-its own (``bench/ingest.py``, ``bench/year_scale.py``).
+"""The events of a batch in PostgreSQL's binary COPY format, and the staging table they go to
+(:mod:`worker.store.postgres.store` merges it into ``discussion_event``). Pure, so it is
+tested and measured on its own (``bench/ingest.py``, ``bench/year_scale.py``).
 """
 
 from __future__ import annotations

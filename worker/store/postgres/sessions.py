@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
 
-from worker.db.connection import connect
+from worker.db.connection import Cursor, connect
 from worker.store.base import StoreUnavailable
 
 
@@ -52,31 +52,32 @@ class Sessions:
                 conn.close()
         self._conns[slot] = None
 
-    def _query(self, sql: str, params: tuple[object, ...] | dict[str, object], *,
-               settings: str | None = None) -> list[tuple[Any, ...]]:
-        conn = self._connection()
+    @contextlib.contextmanager
+    def _transaction(self, slot: int = 0) -> Iterator[Cursor]:
+        """A cursor in a transaction on ``slot``'s connection, dropped when the connection fails."""
+        conn = self._connection(slot)
         try:
             with conn, conn.cursor() as cur:
-                if settings:
-                    cur.execute(settings)
-                cur.execute(sql, params)
-                return cur.fetchall()
+                yield cur
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-            self._drop_connection()
+            self._drop_connection(slot)
             raise StoreUnavailable(f"PostgreSQL query failed: {error}".strip()) from error
+
+    def _query(self, sql: str, params: tuple[object, ...] | dict[str, object], *,
+               settings: str | None = None) -> list[tuple[Any, ...]]:
+        with self._transaction() as cur:
+            if settings:
+                cur.execute(settings)
+            cur.execute(sql, params)
+            return cur.fetchall()
 
     def _copy_out(self, sql: str, params: dict[str, object], slot: int = 0) -> bytes:
         """The output of ``COPY (…) TO STDOUT`` on the connection of ``slot`` (COPY takes no
         bind parameters: psycopg2 quotes the values, as ``execute`` does)."""
-        conn = self._connection(slot)
         out = io.BytesIO()
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(self._query_settings)
-                cur.copy_expert(cur.mogrify(sql, params).decode(), out)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-            self._drop_connection(slot)
-            raise StoreUnavailable(f"PostgreSQL query failed: {error}".strip()) from error
+        with self._transaction(slot) as cur:
+            cur.execute(self._query_settings)
+            cur.copy_expert(cur.mogrify(sql, params).decode(), out)
         return out.getvalue()
 
     def _copy_out_parts(self, sql: str, params: Sequence[dict[str, object]]) -> list[bytes]:

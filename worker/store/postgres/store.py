@@ -60,11 +60,10 @@ ORDER BY s.event_id LIMIT 1000
 _CONFLICT_STATES = {"40001", "40P01"}  # serialization failure, deadlock: retry at once
 _DATA_CLASSES = {"22", "23", "54"}  # data exception, integrity violation, program limit: the data
 _CONFLICT_RETRIES = 5
-_US = "1000"
 
 
 def _ns_to_ts_sql(param: str) -> str:
-    return f"to_timestamp(0) + ({param}::bigint / {_US}) * interval '1 microsecond'"
+    return f"to_timestamp(0) + ({param}::bigint / 1000) * interval '1 microsecond'"
 
 
 # Aggregates field -> SQL over the span's events (`ev`). float8: numeric arithmetic of
@@ -149,8 +148,7 @@ class PostgresStore(Sessions):
     name = "postgres"
     keeps_trend_history = False  # trending_history is written by the finalize step itself
 
-    def __init__(self, dsn: str, *, query_connections: int = 1,
-                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    def __init__(self, dsn: str, *, query_connections: int = 1, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
                  write_timeouts: Timeouts = NO_TIMEOUTS, query_timeouts: Timeouts = NO_TIMEOUTS) -> None:
         super().__init__(dsn, slots=query_connections, connect_timeout_s=connect_timeout_s,
                          query_settings=f"{_TREND_QUERY_SETTINGS}; {query_timeouts.sql()}")
@@ -278,19 +276,16 @@ class PostgresStore(Sessions):
         return [doi for (doi,) in rows]
 
     def trend_inputs(self, duration: Duration, now_ns: int, dois: Sequence[str]) -> Aggregates:
-        """One ``GROUP BY doi, window`` (:data:`_TREND_WINDOWS`): only DOIs × windows partial
-        sums leave the database. Window ``k`` back from now is series position
-        ``windows − 1 − k``; older events count in the sums only. The chunk is queried in
-        ``query_connections`` interleaved parts at once (:meth:`_copy_out_parts`)."""
+        """Only DOIs × windows partial sums leave the database (:data:`_TREND_WINDOWS`),
+        from ``query_connections`` interleaved parts of the chunk at once."""
         if len(set(dois)) != len(dois):
             raise ValueError("trend_inputs: duplicate DOIs in the chunk")
         n, windows = len(dois), duration.windows
         sums = np.zeros((n, len(_SUMS)))
         series = np.zeros((n, windows))
         start, stop = alignment.span_range(duration, now_ns)
+        # Part p holds the DOIs p, p + parts, …, so DOIs sorted by popularity split evenly.
         parts = min(n, self.query_connections)
-        # Part p holds the DOIs p, p + parts, …: interleaved, so a chunk whose DOIs sort by
-        # popularity still splits into parts of similar weight.
         params = [{"now_s": now_ns // alignment.NS_PER_S, "start": start, "stop": stop,
                    "dois": list(dois[p::parts]), "g": duration.gravity, "w": duration.window_s}
                   for p in range(parts)]
@@ -300,7 +295,7 @@ class PostgresStore(Sessions):
             rows_k = found["k"].astype(np.int64)
             values = np.column_stack([found[f"v{j}"] for j in range(len(_SUMS))]).astype(np.float64)
             np.add.at(sums, rows_doi, values)
-            inside = rows_k < windows
+            inside = rows_k < windows  # window k back is position windows - 1 - k; older: sums only
             series[rows_doi[inside], windows - 1 - rows_k[inside]] = values[inside, _SCORE]
         return Aggregates(**{name: sums[:, i].copy() for i, name in enumerate(_SUMS)}, series=series)
 
