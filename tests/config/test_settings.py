@@ -126,6 +126,38 @@ def test_every_secret_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_
     assert "s3cret" in settings.secret_values()  # and so masked wherever a person reads
 
 
+def test_kafka_security_reaches_librdkafka(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The keys every Kafka client gets; the password from its file, the CA only with TLS."""
+    (tmp_path / "password").write_text("pa ss\n")
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    for key, value in {"KAFKA_BOOTSTRAP_SERVERS": "k:9093", "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                       "KAFKA_SASL_USERNAME": "agg", "KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "password"),
+                       "KAFKA_SSL_CA_LOCATION": str(tmp_path / "ca.pem")}.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    assert settings.kafka_connection() == {
+        "bootstrap.servers": "k:9093", "security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": "agg", "sasl.password": "pa ss", "ssl.ca.location": str(tmp_path / "ca.pem")}
+    assert "pa ss" in settings.secret_values() and "pa ss" not in repr(settings)
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")  # credentials unused, nothing sent
+    assert load_settings().kafka_connection() == {"bootstrap.servers": "k:9093", "security.protocol": "PLAINTEXT"}
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "agg"},
+     "KAFKA_SECURITY_PROTOCOL=SASL_SSL needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"),
+    ({"KAFKA_SSL_CA_LOCATION": "{dir}/ca.pem"}, "KAFKA_SSL_CA_LOCATION='{dir}/ca.pem': is not a readable file"),
+    ({"KAFKA_SASL_MECHANISM": "GSSAPI"}, "KAFKA_SASL_MECHANISM='GSSAPI'"),
+])
+def test_kafka_security_that_cannot_work_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path, env: dict[str, str],
+                                                  named: str) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value.format(dir=tmp_path))
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert named.format(dir=tmp_path) in str(caught.value)
+
+
 @pytest.mark.parametrize(("env", "named"), [
     ({"POSTGRES_DSN": "postgresql://a@b/c", "POSTGRES_DSN_FILE": "{dir}/dsn"},
      "POSTGRES_DSN and POSTGRES_DSN_FILE are both set"),

@@ -49,7 +49,8 @@ OUTSIDE: dict[str, dict[str, str]] = {
 # The secret files (scripts/make-secrets.sh's, or amba's password and token written into them).
 SECRETS = {"redis_password": "redis p@ss/word",
            "postgres_password": "pg p@ss/word", "influxdb_token": "influx-token==", "influxdb_admin_password": "x",
-           "x_consumer_key": "", "x_consumer_secret": "", "x_access_token": "", "x_access_token_secret": ""}
+           "x_consumer_key": "", "x_consumer_secret": "", "x_access_token": "", "x_access_token_secret": "",
+           "kafka_sasl_password": "", "kafka_ca": ""}
 COMBINATIONS = profile_combinations(INFRA)
 
 

@@ -211,6 +211,7 @@ SECRET_HOLDERS = {
     "POSTGRES_PASSWORD": _PG_USERS,
     "REDIS_PASSWORD": set(PRODUCT),
     "INFLUXDB_V2_TOKEN": {"setup", "worker-ingest", "worker-trends"},
+    "KAFKA_SASL_PASSWORD": {"setup", "bridge", "worker-ingest", "worker-trends", "worker-default", "exporter"},
     "X_CONSUMER_KEY": {"setup", "worker-default"},
     "X_CONSUMER_SECRET": {"setup", "worker-default"},
     "X_ACCESS_TOKEN": {"setup", "worker-default"},
@@ -229,6 +230,7 @@ def test_each_secret_reaches_only_the_services_that_use_it(secret: str) -> None:
 # The secret settings compose hands over as Docker secrets (files), never as variables.
 SECRET_FILES = {"REDIS_PASSWORD": "redis_password",
                 "POSTGRES_PASSWORD": "postgres_password", "INFLUXDB_V2_TOKEN": "influxdb_token",
+                "KAFKA_SASL_PASSWORD": "kafka_sasl_password",
                 "X_CONSUMER_KEY": "x_consumer_key", "X_CONSUMER_SECRET": "x_consumer_secret",
                 "X_ACCESS_TOKEN": "x_access_token", "X_ACCESS_TOKEN_SECRET": "x_access_token_secret"}
 
@@ -252,6 +254,7 @@ def test_secrets_reach_services_as_files_only(name: str) -> None:
     mounted = {value.removeprefix("/run/secrets/") for value in environment.values() if value.startswith("/run/")}
     mounted |= {"postgres_ca"} if "PGSSLROOTCERT" in environment else set()  # named in .env (blank: unused)
     mounted |= {"redis_ca"} if "REDIS_CA_CERT" in environment else set()
+    mounted |= {"kafka_ca"} if "KAFKA_SSL_CA_LOCATION" in environment else set()
     assert set(listed) == mounted, f"{name}: mounts secrets it does not read, or reads ones not mounted"
 
 

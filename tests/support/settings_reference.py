@@ -30,6 +30,7 @@ ELSEWHERE = {
                     "(below), without a password.",
     "POSTGRES_PASSWORD": "The secret postgres_password.",
     "REDIS_PASSWORD": "The secret redis_password.",
+    "KAFKA_SASL_PASSWORD": "The secret kafka_sasl_password.",
     "INFLUXDB_V2_TOKEN": "The secret influxdb_token.",
     "INFLUXDB_V2_ORG": "INFLUXDB_ORG (below).",
     **{name: f"The secret {name.lower()}." for name in ("X_CONSUMER_KEY", "X_CONSUMER_SECRET", "X_ACCESS_TOKEN",

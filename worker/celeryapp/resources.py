@@ -64,7 +64,7 @@ class Resources:
 
     @cached_property
     def dead_letters(self) -> DeadLetterWriter:
-        return DeadLetterWriter(self.settings.kafka_bootstrap_servers, self.settings.kafka_dlq_topic,
+        return DeadLetterWriter(self.settings.kafka_connection(), self.settings.kafka_dlq_topic,
                                 connect_timeout_s=self.settings.connect_timeout_s)
 
     # Short timeouts for the confirmations and the write limit: a confirmation that does not go
@@ -131,7 +131,7 @@ def reset() -> None:
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
-    return client_config(settings.kafka_bootstrap_servers, timeout_s=settings.connect_timeout_s, extra={
+    return client_config(settings.kafka_connection(), timeout_s=settings.connect_timeout_s, extra={
         "group.id": settings.kafka_group_id,
         "enable.auto.commit": True,
         "auto.commit.interval.ms": 1000,
@@ -177,7 +177,7 @@ def ensure_dead_letter_topic(settings: Settings) -> None:
     """The dead-letter topic as the settings want it, its retention set on an existing topic too
     (the broker's default, 7 days on Kafka, would drop letters nobody replayed in time)."""
     days = settings.kafka_dlq_retention_days
-    ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, settings.kafka_dlq_partitions,
+    ensure_topic(settings.kafka_connection(), settings.kafka_dlq_topic, settings.kafka_dlq_partitions,
                  replication=settings.kafka_dlq_replication_factor,
                  config={"retention.ms": str(days * 86_400_000 if days else -1)}, timeout_s=settings.connect_timeout_s)
 
@@ -194,7 +194,7 @@ def build_bridge(settings: Settings, app: Celery) -> Bridge:
     probe = QueueDepthProbe(client, settings.ingest_queue, interval_s=settings.bridge_depth_check_interval_s)
     return compose_bridge(settings, Consumer(consumer_config(settings)),
                           IngestPublisher(app, settings.ingest_queue, timeout_s=timeout), probe,
-                          DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
+                          DeadLetterWriter(settings.kafka_connection(), settings.kafka_dlq_topic,
                                            timeout_s=min(10.0, settings.bridge_shutdown_deadline_s / 2),
                                            connect_timeout_s=settings.connect_timeout_s),
                           AckReader(client, settings.kafka_group_id, settings.kafka_topic),

@@ -127,6 +127,16 @@ class KafkaSettings(BaseModel):
     """The topic the bridge consumes, and its dead letters."""
 
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Brokers: host:port, comma-separated.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_SSL (a password over TLS: a managed Kafka) or "
+        "SASL_PLAINTEXT. Every Kafka client of the product uses these settings.")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="With SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, as the brokers want.")
+    kafka_sasl_username: str | None = Field(None, description="With SASL_* (needed).")
+    kafka_sasl_password: SecretStr | None = Field(None, description="With SASL_* (needed).")
+    kafka_ssl_ca_location: str | None = Field(None, description=(
+        "With SSL or SASL_SSL: the CA certificate (PEM) the brokers' certificates are verified against; not set "
+        "= the system's CAs. The certificates are always verified, their host names too."))
     kafka_topic: str = Field("events_processed-discusses", min_length=1, description="The bridge's topic.")
     kafka_group_id: str = Field("trend-aggregator", min_length=1, description="Consumer group of the bridges.")
     kafka_session_timeout_ms: int = Field(10_000, ge=1000, description=(
@@ -353,6 +363,13 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                 raise ValueError(f"{server!r} is not host:port (e.g. kafka:9092)")
         return ",".join(servers)
 
+    @field_validator("kafka_ssl_ca_location")
+    @classmethod
+    def _readable_file(cls, value: str | None) -> str | None:
+        if value is not None and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+            raise ValueError("is not a readable file")
+        return value
+
     @field_validator("ingest_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
@@ -386,6 +403,10 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                     for low, holds, relation, high, why in _ORDERED
                     if not holds(getattr(self, low), getattr(self, high))]
         problems += self._bounded_work_problems()
+        if self.kafka_security_protocol.startswith("SASL_") and not (self.kafka_sasl_username
+                                                                    and self.kafka_sasl_password):
+            problems.append(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs KAFKA_SASL_USERNAME and "
+                            "KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE)")
         if self.postgres_password is not None and _dsn_password(self.postgres_dsn.get_secret_value()) is not None:
             # Neither wins silently: a stale password left in the DSN would be a login failure
             # (or a login as someone else) nobody could explain. Neither value is shown.
@@ -490,6 +511,18 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                 value = secret.get_secret_value()
                 values.append(_CONNECTION_STRINGS[name][1](value) if name in _CONNECTION_STRINGS else value)
         return [value for value in values if value]
+
+    def kafka_connection(self) -> dict[str, str]:
+        """librdkafka's keys that reach the brokers, for every Kafka client: one place, so the
+        bridge, the dead letters, setup and the health and lag checks cannot disagree."""
+        protocol = self.kafka_security_protocol
+        config = {"bootstrap.servers": self.kafka_bootstrap_servers, "security.protocol": protocol}
+        if protocol.startswith("SASL_") and self.kafka_sasl_username and self.kafka_sasl_password:
+            config.update({"sasl.mechanisms": self.kafka_sasl_mechanism, "sasl.username": self.kafka_sasl_username,
+                           "sasl.password": self.kafka_sasl_password.get_secret_value()})
+        if protocol.endswith("SSL") and self.kafka_ssl_ca_location:
+            config["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return config
 
     def addresses(self) -> dict[str, str]:
         """Where each service is, as an operator may read it (passwords masked)."""

@@ -24,7 +24,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in its 
 )
 
 from worker.ingest.errors import DeadLetterError
-from worker.ingest.kafka_config import DEFAULT_TIMEOUT_S, client_config, position
+from worker.ingest.kafka_config import DEFAULT_TIMEOUT_S, Brokers, client_config, position
 from worker.ingest.triage import Position
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def batch_letter(points: object, reason: str, *, source: str, attempt: int = 1) 
     return DeadLetter("batch", reason, source, now_iso(), payload_text=text, attempt=attempt)
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, *, replication: int | None = None,
+def ensure_topic(bootstrap: Brokers, topic: str, partitions: int = 1, *, replication: int | None = None,
                  config: Mapping[str, str] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
     """Create the topic if need be and give it ``config`` either way; KafkaException when Kafka
     is silent. ``replication`` None: 3 copies, fewer on a smaller cluster (Kafka refuses more)."""
@@ -112,7 +112,7 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, *, replication
 class DeadLetterWriter:
     """Confirmed writes to the dead-letter topic."""
 
-    def __init__(self, bootstrap: str, topic: str, timeout_s: float = 30.0, *,
+    def __init__(self, bootstrap: Brokers, topic: str, timeout_s: float = 30.0, *,
                  connect_timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.topic = topic
         self.timeout_s = timeout_s
@@ -151,7 +151,7 @@ def replay_group(group_id: str) -> str:
 class DeadLetterReader:
     """Reads the dead-letter topic from the replay cursor (or the beginning) to its end."""
 
-    def __init__(self, bootstrap: str, topic: str, group_id: str, *,
+    def __init__(self, bootstrap: Brokers, topic: str, group_id: str, *,
                  connect_timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.topic = topic
         config = client_config(bootstrap, {"group.id": replay_group(group_id), "enable.auto.commit": False,

@@ -54,6 +54,10 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+#: Where the brokers are: a bootstrap list (tests, tools), or librdkafka's keys that reach them,
+#: security included (``Settings.kafka_connection()``: what every product client is given).
+Brokers = str | Mapping[str, str]
+
 #: ``CONNECT_TIMEOUT_S``'s default, for clients built without settings (tests, tools).
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -74,13 +78,13 @@ def kafka_logger() -> logging.Logger:
     return logger
 
 
-def client_config(bootstrap: str, extra: Mapping[str, Any] | None = None, *,
+def client_config(bootstrap: Brokers, extra: Mapping[str, Any] | None = None, *,
                   timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
     """Config of a librdkafka client (consumer, producer, admin) plus ``extra``; ``timeout_s``
     bounds connecting and each request (the product passes ``CONNECT_TIMEOUT_S``)."""
     timeout_ms = max(10, int(timeout_s * 1000))
     config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
+        **({"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else bootstrap),
         "logger": kafka_logger(),
         # A connection the broker closes when idle is normal, not a line in the log.
         "log.connection.close": False,
@@ -91,7 +95,7 @@ def client_config(bootstrap: str, extra: Mapping[str, Any] | None = None, *,
     return config
 
 
-def group_lag(bootstrap: str, topic: str, group: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+def group_lag(bootstrap: Brokers, topic: str, group: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
     """Records of ``topic`` the consumer ``group`` has not committed: for the bridge's group,
     events not yet stored; for the dead-letter replay cursor, letters pending replay.
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 from confluent_kafka import Producer
 
-from worker.ingest.kafka_config import DEFAULT_TIMEOUT_S, client_config
+from worker.ingest.kafka_config import DEFAULT_TIMEOUT_S, Brokers, client_config
 
 _encoder = msgspec.json.Encoder()
 
@@ -59,7 +59,7 @@ def demo_events(n: int, dois: int, *, seed: int = 7, now: datetime | None = None
         yield _encoder.encode(make_event(rng, demo_doi(index), at))
 
 
-def produce(bootstrap: str, topic: str, payloads: Iterator[bytes], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+def produce(bootstrap: Brokers, topic: str, payloads: Iterator[bytes], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
     """Produce and wait for every delivery; return how many were delivered."""
     producer = Producer(client_config(bootstrap, {"linger.ms": 20, "acks": "all"}, timeout_s=timeout_s))
     errors: list[str] = []

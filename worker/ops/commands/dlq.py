@@ -23,7 +23,7 @@ from worker.ingest.triage_log import Entry, Resolution, TriageLog
 
 
 def _reader(settings: Settings) -> DeadLetterReader:
-    return DeadLetterReader(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, settings.kafka_group_id,
+    return DeadLetterReader(settings.kafka_connection(), settings.kafka_dlq_topic, settings.kafka_group_id,
                             connect_timeout_s=settings.connect_timeout_s)
 
 
@@ -141,13 +141,13 @@ def replay_letters(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(error)) from None
     dry = bool(args.dry_run)
     reader = _reader(settings)
-    writer = None if dry else DeadLetterWriter(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
+    writer = None if dry else DeadLetterWriter(settings.kafka_connection(), settings.kafka_dlq_topic,
                                                connect_timeout_s=settings.connect_timeout_s)
     publisher = None if dry else IngestPublisher(app, settings.ingest_queue)
     try:
         if publisher is not None:
             publisher.declare()  # Redis first, as the replay itself does: its failure is the one reported
-        pending = group_lag(settings.kafka_bootstrap_servers, settings.kafka_dlq_topic,
+        pending = group_lag(settings.kafka_connection(), settings.kafka_dlq_topic,
                             replay_group(settings.kafka_group_id), timeout_s=settings.connect_timeout_s)
         # Letter by letter on stderr; the JSON report stays alone on stdout.
         progress = Progress("letters", pending, sys.stderr.write, terminal=sys.stderr.isatty())
