@@ -65,11 +65,13 @@ def _check_postgres_dsn(value: str) -> None:
         raise ValueError(f"port {port!r} is not a number")
 
 
-def _dsn_password(value: str) -> str | None:
-    """The password a PostgreSQL DSN (URL or keywords) holds, if any."""
+def _password(connection_string: str) -> str | None:
+    """The password a Redis URL or a PostgreSQL DSN (URL or keywords) holds, if any."""
     from psycopg2.extensions import parse_dsn
 
-    password: str | None = parse_dsn(value).get("password")
+    if connection_string.startswith(("redis", "unix")):
+        return urlsplit(connection_string).password
+    password: str | None = parse_dsn(connection_string).get("password")
     return password
 
 
@@ -315,8 +317,6 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
     @field_validator("redis_url", "result_backend_url", "postgres_dsn", mode="before")
     @classmethod
     def _connection_string(cls, value: object, info: ValidationInfo) -> object:
-        if isinstance(value, str) and not value.strip() and info.field_name != "postgres_dsn":
-            return None  # a blank Redis URL (an empty secret file) is not set
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         if not isinstance(raw, str):
             return value
@@ -386,12 +386,12 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                     for low, holds, relation, high, why in _ORDERED
                     if not holds(getattr(self, low), getattr(self, high))]
         problems += self._bounded_work_problems()
-        if self.postgres_password is not None and _dsn_password(self.postgres_dsn.get_secret_value()) is not None:
+        if self.postgres_password is not None and _password(self.postgres_dsn.get_secret_value()) is not None:
             # Neither wins silently: a stale password left in the DSN would be a login failure
             # (or a login as someone else) nobody could explain. Neither value is shown.
             problems.append("POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE) is set and POSTGRES_DSN holds a password "
                             "too: keep one (remove the password from the DSN, or unset POSTGRES_PASSWORD)")
-        if self.redis_password is not None and any(urlsplit(url.get_secret_value()).password is not None
+        if self.redis_password is not None and any(_password(url.get_secret_value()) is not None
                                                    for url in (self.redis_url, self.result_backend)):
             problems.append("REDIS_PASSWORD (or REDIS_PASSWORD_FILE) is set and REDIS_URL or RESULT_BACKEND_URL "
                             "holds a password too: keep one")
@@ -483,12 +483,9 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
     def secret_values(self) -> list[str]:
         """Every credential this process knows (of a connection string, its password), for
         scrubbing text a person will read."""
-        values: list[str | None] = []
-        for name in secret_fields(Settings):
-            secret: SecretStr | None = getattr(self, name)
-            if secret is not None:
-                value = secret.get_secret_value()
-                values.append(_CONNECTION_STRINGS[name][1](value) if name in _CONNECTION_STRINGS else value)
+        secrets = {name: secret.get_secret_value() for name in secret_fields(Settings)
+                   if (secret := getattr(self, name)) is not None}
+        values = [_password(value) if name in _CONNECTION_STRINGS else value for name, value in secrets.items()]
         return [value for value in values if value]
 
     def addresses(self) -> dict[str, str]:
@@ -517,40 +514,31 @@ _ORDERED: tuple[tuple[str, Callable[[float, float], bool], str, str, str], ...] 
 )
 _SECRET_FIELDS = set(secret_fields(Settings))
 # Of a connection string only the password is secret: it is shown masked (the rest is what is
-# wrong) and scrubbed. Each: (mask, password).
-_CONNECTION_STRINGS: dict[str, tuple[Callable[[str], str], Callable[[str], str | None]]] = {
-    "postgres_dsn": (mask_dsn, _dsn_password),
-    "redis_url": (mask_url, lambda url: urlsplit(url).password),
-    "result_backend_url": (mask_url, lambda url: urlsplit(url).password),
-}
+# wrong) and scrubbed.
+_CONNECTION_STRINGS = ("postgres_dsn", "redis_url", "result_backend_url")
 
 
 def _shown(name: str, value: object) -> str:
     if name in _CONNECTION_STRINGS and isinstance(value, str):
-        return repr(_CONNECTION_STRINGS[name][0](value))
+        return repr(mask_dsn(value))
     return "'***'" if name in _SECRET_FIELDS else repr(value)
 
 
-def describe(error: ValidationError) -> list[str]:
-    """One line per problem, naming the variable and showing its value (secrets masked)."""
-    lines = []
-    for item in error.errors():
-        message = item["msg"].removeprefix("Value error, ")
-        if not item["loc"]:  # a rule between settings: the message names them
-            lines.extend(message.split("; "))
-            continue
-        name = ".".join(str(part) for part in item["loc"])
-        lines.append(f"{name.upper()}={_shown(name, item.get('input'))}: {message}")
-    return lines
-
-
 def load_settings() -> Settings:
-    """Read and validate the environment; exit with a readable message when it is wrong."""
+    """Read and validate the environment; when it is wrong, exit with one line per problem,
+    naming the variable and showing its value (secrets masked)."""
     try:
         return Settings()
     except ValidationError as error:
-        problems = describe(error)
-        raise ConfigurationError("invalid configuration: " + "\n".join(problems)) from None
+        lines = []
+        for item in error.errors():
+            message = item["msg"].removeprefix("Value error, ")
+            if not item["loc"]:  # a rule between settings: the message names them
+                lines.extend(message.split("; "))
+                continue
+            name = ".".join(str(part) for part in item["loc"])
+            lines.append(f"{name.upper()}={_shown(name, item.get('input'))}: {message}")
+        raise ConfigurationError("invalid configuration: " + "\n".join(lines)) from None
 
 
 @lru_cache(maxsize=1)
