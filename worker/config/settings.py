@@ -308,7 +308,6 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, SecretFiles(settings_cls), dotenv_settings, file_secret_settings
 
-    # -- one field at a time ---------------------------------------------------------------
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -379,7 +378,6 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                 raise ValueError(f"{duration.name}: schedule {duration.schedule!r}: {error}") from None
         return value
 
-    # -- settings that must agree -----------------------------------------------------------
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         problems = [f"{low.upper()} ({getattr(self, low):g}) {relation} {high.upper()} ({getattr(self, high):g}){why}"
@@ -400,18 +398,15 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
         if self.worker_metrics_port and not self.prometheus_multiproc_dir:
             problems.append(f"WORKER_METRICS_PORT ({self.worker_metrics_port}) needs PROMETHEUS_MULTIPROC_DIR: an "
                             "empty directory of the worker's own, where its pool processes keep their values")
-        # Retention and history thinning (checked whatever the store: the maintenance worker
-        # manages discussion_event's partitions and need not know which store is in use).
+        # Whatever the store: the maintenance worker manages discussion_event's partitions regardless.
         problems += self.retention_policy().problems(max(d.span_s for d in self.durations().values()))
         if self.event_store == "influxdb":
-            missing = [name for name, value in (("INFLUXDB_V2_URL", self.influxdb_v2_url),
-                                                ("INFLUXDB_V2_TOKEN", self.influxdb_v2_token),
-                                                ("INFLUXDB_V2_ORG", self.influxdb_v2_org)) if not value]
+            missing = [name.upper() for name in ("influxdb_v2_url", "influxdb_v2_token", "influxdb_v2_org")
+                       if not getattr(self, name)]
             if missing:
                 problems.append(f"EVENT_STORE=influxdb needs {', '.join(missing)}")
             else:
-                # The InfluxDB layout's own rules (retention covers the longest span plus a
-                # day, distinct bucket names): checked here so they fail at start, not in setup.
+                # The layout's own rules (retention, distinct bucket names): fail at start, not in setup.
                 try:
                     Layout.of(measurement=self.influxdb_measurement, events_bucket=self.influxdb_v2_bucket,
                               events_retention_days=self.influxdb_v2_retention_days,
@@ -440,7 +435,6 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                                 "by the next run")
         return problems
 
-    # -- derived values ------------------------------------------------------------------------
     @property
     def result_backend(self) -> SecretStr:
         return self.result_backend_url or self.redis_url
