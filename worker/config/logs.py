@@ -11,8 +11,14 @@ from datetime import UTC, datetime
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
-def _extras(record: logging.LogRecord) -> dict[str, object]:
-    return {k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")}
+def _fields(formatter: logging.Formatter, record: logging.LogRecord, ts: str) -> dict[str, object]:
+    """The line's fields: time, level, logger, message, every ``extra``, the traceback if any."""
+    fields: dict[str, object] = {"ts": ts, "level": record.levelname.lower(), "logger": record.name,
+                                 "msg": record.getMessage()}
+    fields.update((k, v) for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_"))
+    if record.exc_info:
+        fields["exc"] = formatter.formatException(record.exc_info)
+    return fields
 
 
 def _quote(value: object) -> str:
@@ -23,26 +29,13 @@ def _quote(value: object) -> str:
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        parts = [f"ts={ts}", f"level={record.levelname.lower()}", f"logger={record.name}",
-                 f"msg={_quote(record.getMessage())}"]
-        parts.extend(f"{k}={_quote(v)}" for k, v in _extras(record).items())
-        if record.exc_info:
-            parts.append(f"exc={_quote(self.formatException(record.exc_info))}")
-        return " ".join(parts)
+        return " ".join(f"{k}={_quote(v)}" for k, v in _fields(self, record, ts).items())
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        data.update(_extras(record))
-        if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
+        ts = datetime.fromtimestamp(record.created, UTC).isoformat()
+        return json.dumps(_fields(self, record, ts), default=str)
 
 
 def make_formatter(fmt: str) -> logging.Formatter:

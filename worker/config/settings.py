@@ -65,11 +65,13 @@ def _check_postgres_dsn(value: str) -> None:
         raise ValueError(f"port {port!r} is not a number")
 
 
-def _dsn_password(value: str) -> str | None:
-    """The password a PostgreSQL DSN (URL or keywords) holds, if any."""
+def _password(connection_string: str) -> str | None:
+    """The password a Redis URL or a PostgreSQL DSN (URL or keywords) holds, if any."""
     from psycopg2.extensions import parse_dsn
 
-    password: str | None = parse_dsn(value).get("password")
+    if connection_string.startswith(("redis", "unix")):
+        return urlsplit(connection_string).password
+    password: str | None = parse_dsn(connection_string).get("password")
     return password
 
 
@@ -316,7 +318,6 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, SecretFiles(settings_cls), dotenv_settings, file_secret_settings
 
-    # -- one field at a time ---------------------------------------------------------------
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -325,8 +326,6 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
     @field_validator("redis_url", "result_backend_url", "postgres_dsn", mode="before")
     @classmethod
     def _connection_string(cls, value: object, info: ValidationInfo) -> object:
-        if isinstance(value, str) and not value.strip() and info.field_name != "postgres_dsn":
-            return None  # a blank Redis URL (an empty secret file) is not set
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         if not isinstance(raw, str):
             return value
@@ -396,7 +395,6 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                 raise ValueError(f"{duration.name}: schedule {duration.schedule!r}: {error}") from None
         return value
 
-    # -- settings that must agree -----------------------------------------------------------
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         problems = [f"{low.upper()} ({getattr(self, low):g}) {relation} {high.upper()} ({getattr(self, high):g}){why}"
@@ -407,12 +405,12 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                                                                     and self.kafka_sasl_password):
             problems.append(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs KAFKA_SASL_USERNAME and "
                             "KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE)")
-        if self.postgres_password is not None and _dsn_password(self.postgres_dsn.get_secret_value()) is not None:
+        if self.postgres_password is not None and _password(self.postgres_dsn.get_secret_value()) is not None:
             # Neither wins silently: a stale password left in the DSN would be a login failure
             # (or a login as someone else) nobody could explain. Neither value is shown.
             problems.append("POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE) is set and POSTGRES_DSN holds a password "
                             "too: keep one (remove the password from the DSN, or unset POSTGRES_PASSWORD)")
-        if self.redis_password is not None and any(urlsplit(url.get_secret_value()).password is not None
+        if self.redis_password is not None and any(_password(url.get_secret_value()) is not None
                                                    for url in (self.redis_url, self.result_backend)):
             problems.append("REDIS_PASSWORD (or REDIS_PASSWORD_FILE) is set and REDIS_URL or RESULT_BACKEND_URL "
                             "holds a password too: keep one")
@@ -421,18 +419,15 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
         if self.worker_metrics_port and not self.prometheus_multiproc_dir:
             problems.append(f"WORKER_METRICS_PORT ({self.worker_metrics_port}) needs PROMETHEUS_MULTIPROC_DIR: an "
                             "empty directory of the worker's own, where its pool processes keep their values")
-        # Retention and history thinning (checked whatever the store: the maintenance worker
-        # manages discussion_event's partitions and need not know which store is in use).
+        # Whatever the store: the maintenance worker manages discussion_event's partitions regardless.
         problems += self.retention_policy().problems(max(d.span_s for d in self.durations().values()))
         if self.event_store == "influxdb":
-            missing = [name for name, value in (("INFLUXDB_V2_URL", self.influxdb_v2_url),
-                                                ("INFLUXDB_V2_TOKEN", self.influxdb_v2_token),
-                                                ("INFLUXDB_V2_ORG", self.influxdb_v2_org)) if not value]
+            missing = [name.upper() for name in ("influxdb_v2_url", "influxdb_v2_token", "influxdb_v2_org")
+                       if not getattr(self, name)]
             if missing:
                 problems.append(f"EVENT_STORE=influxdb needs {', '.join(missing)}")
             else:
-                # The InfluxDB layout's own rules (retention covers the longest span plus a
-                # day, distinct bucket names): checked here so they fail at start, not in setup.
+                # The layout's own rules (retention, distinct bucket names): fail at start, not in setup.
                 try:
                     Layout.of(measurement=self.influxdb_measurement, events_bucket=self.influxdb_v2_bucket,
                               events_retention_days=self.influxdb_v2_retention_days,
@@ -461,7 +456,6 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                                 "by the next run")
         return problems
 
-    # -- derived values ------------------------------------------------------------------------
     @property
     def result_backend(self) -> SecretStr:
         return self.result_backend_url or self.redis_url
@@ -504,12 +498,9 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
     def secret_values(self) -> list[str]:
         """Every credential this process knows (of a connection string, its password), for
         scrubbing text a person will read."""
-        values: list[str | None] = []
-        for name in secret_fields(Settings):
-            secret: SecretStr | None = getattr(self, name)
-            if secret is not None:
-                value = secret.get_secret_value()
-                values.append(_CONNECTION_STRINGS[name][1](value) if name in _CONNECTION_STRINGS else value)
+        secrets = {name: secret.get_secret_value() for name in secret_fields(Settings)
+                   if (secret := getattr(self, name)) is not None}
+        values = [_password(value) if name in _CONNECTION_STRINGS else value for name, value in secrets.items()]
         return [value for value in values if value]
 
     def kafka_connection(self) -> dict[str, str]:
@@ -550,40 +541,31 @@ _ORDERED: tuple[tuple[str, Callable[[float, float], bool], str, str, str], ...] 
 )
 _SECRET_FIELDS = set(secret_fields(Settings))
 # Of a connection string only the password is secret: it is shown masked (the rest is what is
-# wrong) and scrubbed. Each: (mask, password).
-_CONNECTION_STRINGS: dict[str, tuple[Callable[[str], str], Callable[[str], str | None]]] = {
-    "postgres_dsn": (mask_dsn, _dsn_password),
-    "redis_url": (mask_url, lambda url: urlsplit(url).password),
-    "result_backend_url": (mask_url, lambda url: urlsplit(url).password),
-}
+# wrong) and scrubbed.
+_CONNECTION_STRINGS = ("postgres_dsn", "redis_url", "result_backend_url")
 
 
 def _shown(name: str, value: object) -> str:
     if name in _CONNECTION_STRINGS and isinstance(value, str):
-        return repr(_CONNECTION_STRINGS[name][0](value))
+        return repr(mask_dsn(value))
     return "'***'" if name in _SECRET_FIELDS else repr(value)
 
 
-def describe(error: ValidationError) -> list[str]:
-    """One line per problem, naming the variable and showing its value (secrets masked)."""
-    lines = []
-    for item in error.errors():
-        message = item["msg"].removeprefix("Value error, ")
-        if not item["loc"]:  # a rule between settings: the message names them
-            lines.extend(message.split("; "))
-            continue
-        name = ".".join(str(part) for part in item["loc"])
-        lines.append(f"{name.upper()}={_shown(name, item.get('input'))}: {message}")
-    return lines
-
-
 def load_settings() -> Settings:
-    """Read and validate the environment; exit with a readable message when it is wrong."""
+    """Read and validate the environment; when it is wrong, exit with one line per problem,
+    naming the variable and showing its value (secrets masked)."""
     try:
         return Settings()
     except ValidationError as error:
-        problems = describe(error)
-        raise ConfigurationError("invalid configuration: " + "\n".join(problems)) from None
+        lines = []
+        for item in error.errors():
+            message = item["msg"].removeprefix("Value error, ")
+            if not item["loc"]:  # a rule between settings: the message names them
+                lines.extend(message.split("; "))
+                continue
+            name = ".".join(str(part) for part in item["loc"])
+            lines.append(f"{name.upper()}={_shown(name, item.get('input'))}: {message}")
+        raise ConfigurationError("invalid configuration: " + "\n".join(lines)) from None
 
 
 @lru_cache(maxsize=1)

@@ -28,6 +28,7 @@ from worker.ops.health import COMPONENTS
 Command = Callable[[argparse.Namespace, Settings], int]
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 DISTRIBUTION = "altmetrics-trend-aggregator"
 #: Subcommands that run until stopped: librdkafka's lines are part of their log.
@@ -68,30 +69,23 @@ def iso_date(text: str) -> str:
     return text.strip()
 
 
-@_usage_error
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise ValueError(f"{value} is not positive")
-    return value
+def _number(convert: Callable[[str], N], allowed: Callable[[N], bool], what: str) -> Callable[[str], N]:
+    @_usage_error
+    def parse(text: str) -> N:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not allowed(value):
+            raise ValueError(f"{text!r} is not {what}")
+        return value
+
+    return parse
 
 
-@_usage_error
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise ValueError(f"{text} is not positive")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    return 0 if text.strip() == "0" else positive_int(text)
+positive_int = _number(int, lambda n: n > 0, "a positive whole number")
+non_negative_int = _number(int, lambda n: n >= 0, "a whole number, 0 or more")
+positive_float = _number(float, lambda x: x > 0, "a positive number")
 
 
 @_usage_error

@@ -35,6 +35,9 @@ def exit_code(failure: OperatorError) -> int:
     return next((code for kind, code in _EXIT_CODES if isinstance(failure, kind)), EX_SOFTWARE)
 
 
+#: The service each library talks to: an error of it the branches of _classify leave is an outage.
+_SERVICES = {"psycopg2": "PostgreSQL", "redis": "Redis", "kombu": "Redis", "confluent_kafka": "Kafka",
+             "cimpl": "Kafka", "urllib3": "InfluxDB", "influxdb_client": "InfluxDB"}
 _PG_CONFIG_HINTS = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
                     "role", "authentication", "no password supplied")
 
@@ -74,50 +77,38 @@ def _classify(error: BaseException, settings: Settings | None) -> OperatorError:
         return ConfigError("\n".join([first, *(f"  {line}" for line in more)]),
                            "Fix the variable(s) named above; .env.example documents each one.")
     module = type(error).__module__.split(".")[0]
-
+    reason = first_line(error)
     if module == "psycopg2":
         import psycopg2
 
-        reason = first_line(error)
         if isinstance(error, psycopg2.OperationalError) and any(h in reason for h in _PG_CONFIG_HINTS):
             return ConfigError(f"PostgreSQL at {_address(settings, 'PostgreSQL')} refused the login: {reason}",
                                "Check the user and database name in POSTGRES_DSN and the password "
                                "(POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE).")
-        if isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError):
-            return ServiceUnavailable("PostgreSQL", _address(settings, "PostgreSQL"), reason)
-        return OperatorError(f"PostgreSQL refused a statement: {reason}",
-                             "Run with --debug for the details; if the schema is not the product's, "
-                             "run `aggregator setup`.")
-
-    if module in ("redis", "kombu"):
+        if not isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError):
+            return OperatorError(f"PostgreSQL refused a statement: {reason}",
+                                 "Run with --debug for the details; if the schema is not the product's, "
+                                 "run `aggregator setup`.")
+    elif module in ("redis", "kombu"):
         import redis
 
-        refused_login = isinstance(error, redis.AuthenticationError) or (
-            isinstance(error, redis.ResponseError) and any(w in str(error).upper() for w in ("NOAUTH", "WRONGPASS")))
-        if refused_login:
-            return ConfigError(f"Redis at {_address(settings, 'Redis')} refused the login: {first_line(error)}",
+        refused = isinstance(error, redis.ResponseError) and any(w in str(error) for w in ("NOAUTH", "WRONGPASS"))
+        if refused or isinstance(error, redis.AuthenticationError):
+            return ConfigError(f"Redis at {_address(settings, 'Redis')} refused the login: {reason}",
                                "Check the user in REDIS_URL and the password (REDIS_PASSWORD_FILE, or in REDIS_URL).")
-        return ServiceUnavailable("Redis", _address(settings, "Redis"), first_line(error))
-
-    if module in ("confluent_kafka", "cimpl"):
+    elif module in ("confluent_kafka", "cimpl"):
         unreachable, reason = _kafka_error(error)
-        if unreachable:
-            return ServiceUnavailable("Kafka", _address(settings, "Kafka"), reason)
-        return OperatorError(f"Kafka refused a request: {reason}", "Run with --debug for the details.")
-
-    if isinstance(error, PublishError):
-        return ServiceUnavailable("Redis", _address(settings, "Redis"), first_line(error))
-    if isinstance(error, DeadLetterError):
-        return ServiceUnavailable("Kafka", _address(settings, "Kafka"), first_line(error))
-    if isinstance(error, StoreUnavailable):
-        service = "InfluxDB" if settings is not None and settings.event_store == "influxdb" else "PostgreSQL"
-        return ServiceUnavailable(service, _address(settings, service), first_line(error))
-    if module in ("urllib3", "influxdb_client"):
-        return ServiceUnavailable("InfluxDB", _address(settings, "InfluxDB"), first_line(error))
-    if module in ("tweepy", "requests"):
+        if not unreachable:
+            return OperatorError(f"Kafka refused a request: {reason}", "Run with --debug for the details.")
+    elif module in ("tweepy", "requests"):
         return _x_api(error, settings)
-    return OperatorError(f"unexpected error: {type(error).__name__}: {first_line(error)}",
-                         "This is a bug: run again with --debug and report the traceback.")
+    store = "InfluxDB" if settings is not None and settings.event_store == "influxdb" else "PostgreSQL"
+    service = _SERVICES.get(module) or next((name for kind, name in ((PublishError, "Redis"), (
+        DeadLetterError, "Kafka"), (StoreUnavailable, store)) if isinstance(error, kind)), None)
+    if service is None:
+        return OperatorError(f"unexpected error: {type(error).__name__}: {reason}",
+                             "This is a bug: run again with --debug and report the traceback.")
+    return ServiceUnavailable(service, _address(settings, service), reason)
 
 
 def _x_api(error: BaseException, settings: Settings | None) -> OperatorError:

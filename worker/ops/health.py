@@ -51,11 +51,6 @@ class Unheard(Exception):
     stays 0 (a container must not turn unhealthy because alerting is not set up)."""
 
 
-def _redis(settings: Settings, url: SecretStr | None = None) -> redis.Redis:
-    """A Redis client on ``url`` (default REDIS_URL) that gives up after ``TIMEOUT_S``."""
-    return redis_client(settings, TIMEOUT_S, url)
-
-
 def query(dsn: str, *statements: str, params: Sequence[Any] = (), application_name: str = "aggregator-health",
           timeout_s: float = TIMEOUT_S) -> list[list[tuple[Any, ...]]]:
     """Each statement's rows (each given ``params``), on one connection whose connect and
@@ -92,7 +87,7 @@ def queue_depths(client: redis.Redis, settings: Settings) -> dict[str, int]:
 
 
 def redis_ping(settings: Settings, url: SecretStr | None = None) -> str:
-    with _redis(settings, url) as client:
+    with redis_client(settings, TIMEOUT_S, url) as client:
         client.ping()
     return mask_dsn((url or settings.redis_url).get_secret_value())
 
@@ -210,7 +205,7 @@ def trend_fresh(settings: Settings, duration: Duration, runs: Callable[[], RunTi
 
 def queues_drain(settings: Settings) -> str:
     bound = 2 * settings.bridge_queue_high_watermark
-    with _redis(settings) as client:
+    with redis_client(settings, TIMEOUT_S) as client:
         depths = queue_depths(client, settings)
     text = " ".join(f"{queue}={depth}" for queue, depth in depths.items())
     if depths[settings.ingest_queue] > bound:
@@ -220,7 +215,7 @@ def queues_drain(settings: Settings) -> str:
 
 
 def redis_memory(settings: Settings) -> str:
-    with _redis(settings) as client:
+    with redis_client(settings, TIMEOUT_S) as client:
         use = read_memory(client)
     if use.ratio >= NEAR_FULL:
         raise RuntimeError(f"Redis nearly full: {describe(use)}; at maxmemory it refuses new messages "
@@ -229,7 +224,7 @@ def redis_memory(settings: Settings) -> str:
 
 
 def dlq_guard(settings: Settings) -> str:
-    with _redis(settings) as client:
+    with redis_client(settings, TIMEOUT_S) as client:
         stop = RedisGuardRecords(client, settings.kafka_group_id, settings.kafka_topic).read()
     if stop is not None:
         raise RuntimeError(f"stopped consuming since {stop.at or '?'} (by {stop.by or '?'}): {stop.reason}; "

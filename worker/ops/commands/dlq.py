@@ -8,6 +8,7 @@ import getpass
 import json
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack, closing
 
 from worker.celeryapp.app import app
 from worker.config.settings import Settings
@@ -42,10 +43,9 @@ def _size(letter: DeadLetter) -> int | str:
 
 
 def list_letters(args: argparse.Namespace, settings: Settings) -> int:
-    reader = _reader(settings)
     triage_log = _log(settings)
     shown = 0
-    try:
+    with closing(_reader(settings)) as reader:
         if args.parked:
             starts: dict[int, int] | None = triage_log.parked_from()
         else:
@@ -68,8 +68,6 @@ def list_letters(args: argparse.Namespace, settings: Settings) -> int:
             shown += 1
             if args.limit and shown >= args.limit:
                 break
-    finally:
-        reader.close()
     what = "in total" if args.all else "parked" if args.parked else "pending replay"
     print(f"{shown} dead letter(s) {what}", file=sys.stderr)
     return 0
@@ -100,25 +98,16 @@ def _state_line(resolution: Resolution | None) -> str:
 def _fetch_all(reader: DeadLetterReader, positions: list[Position],
                topic: str) -> list[tuple[Position, bytes, DeadLetter | None]]:
     """Every position's record, or a usage error naming those the topic does not have."""
-    found, missing = [], []
-    for where in positions:
-        got = reader.fetch(where)
-        if got is None:
-            missing.append(str(where))
-        else:
-            found.append((where, *got))
-    if missing:
+    got = [(where, reader.fetch(where)) for where in positions]
+    if missing := [str(where) for where, record in got if record is None]:
         raise UsageError(f"no dead letter at {', '.join(missing)} on {topic!r}",
                          "`aggregator dlq list --all` prints the positions the topic holds.")
-    return found
+    return [(where, *record) for where, record in got if record is not None]
 
 
 def show_letters(args: argparse.Namespace, settings: Settings) -> int:
-    reader = _reader(settings)
-    try:
+    with closing(_reader(settings)) as reader:
         records = _fetch_all(reader, list(args.positions), settings.kafka_dlq_topic)
-    finally:
-        reader.close()
     states = _log(settings).states_of([where for where, _, _ in records])
     for index, (where, raw, letter) in enumerate(records):
         if index:
@@ -140,11 +129,11 @@ def replay_letters(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     dry = bool(args.dry_run)
-    reader = _reader(settings)
-    writer = None if dry else DeadLetterWriter(settings.kafka_connection(), settings.kafka_dlq_topic,
-                                               connect_timeout_s=settings.connect_timeout_s)
     publisher = None if dry else IngestPublisher(app, settings.ingest_queue)
-    try:
+    with ExitStack() as stack:
+        reader = stack.enter_context(closing(_reader(settings)))
+        writer = None if dry else stack.enter_context(closing(DeadLetterWriter(
+            settings.kafka_connection(), settings.kafka_dlq_topic, connect_timeout_s=settings.connect_timeout_s)))
         if publisher is not None:
             publisher.declare()  # Redis first, as the replay itself does: its failure is the one reported
         pending = group_lag(settings.kafka_connection(), settings.kafka_dlq_topic,
@@ -154,10 +143,6 @@ def replay_letters(args: argparse.Namespace, settings: Settings) -> int:
         report = replay(reader, writer, publisher, _log(settings), selection=selection,
                         max_attempts=settings.dlq_max_attempts, actor=_actor(args), dry_run=dry,
                         on_letter=progress.advance)
-    finally:
-        reader.close()
-        if writer is not None:
-            writer.close()
     progress.finish()
     print(json.dumps(report.as_json()))
     return 0
@@ -165,10 +150,9 @@ def replay_letters(args: argparse.Namespace, settings: Settings) -> int:
 
 def discard_letters(args: argparse.Namespace, settings: Settings) -> int:
     positions = list(dict.fromkeys(args.positions))  # a position named twice is discarded once
-    reader = _reader(settings)
     triage_log = _log(settings)
     actor = _actor(args)
-    try:
+    with closing(_reader(settings)) as reader:
         records = _fetch_all(reader, positions, settings.kafka_dlq_topic)
         states = triage_log.states_of([where for where, _, _ in records])
         done = [f"{where} ({states[where].state.value})" for where, _, _ in records
@@ -184,7 +168,5 @@ def discard_letters(args: argparse.Namespace, settings: Settings) -> int:
             print(f"discarded {entry.position} ({entry.reason_kind}, attempt {entry.attempt}) by {actor}: "
                   f"{args.reason}")
         settle(reader, triage_log)
-    finally:
-        reader.close()
     print(f"{len(entries)} dead letter(s) discarded", file=sys.stderr)
     return 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from html import escape
 
-from worker.ops.dayplan.jobs import WHERE, DayPlan, Overlap, Run, minute_load
+from worker.ops.dayplan.jobs import WHERE, DayPlan, Overlap, minute_load
 
 CELL = 15
 GAP = 1
@@ -33,10 +33,6 @@ def overlap_minutes(overlaps: tuple[Overlap, ...]) -> dict[int, list[Overlap]]:
         for minute in range(int(start // 60), int((end - 1e-9) // 60) + 1):
             found[minute % 1440].append(overlap)
     return found
-
-
-def _describe_run(run: Run) -> str:
-    return f"{clock(run.start_s)} {run.job.name} ({run.length_s:.0f} s)"
 
 
 def render_svg(plan: DayPlan) -> str:
@@ -68,7 +64,8 @@ def render_svg(plan: DayPlan) -> str:
             shade = SHADES[min(len(jobs), len(SHADES) - 1)]
             x, y0 = LEFT + minute * CELL, TOP + hour * CELL
             stroke = f' stroke="{OVERLAP}" stroke-width="2"' if index in clashes else ""
-            tip = f"{hour:02d}:{minute:02d}: " + ("; ".join(_describe_run(r) for r in runs) or "nothing runs")
+            tip = f"{hour:02d}:{minute:02d}: " + ("; ".join(
+                f"{clock(r.start_s)} {r.job.name} ({r.length_s:.0f} s)" for r in runs) or "nothing runs")
             if index in clashes:
                 tip += " | OVERLAP: " + "; ".join(
                     f"{o.first.job.name} × {o.second.job.name}" for o in clashes[index])
@@ -77,24 +74,20 @@ def render_svg(plan: DayPlan) -> str:
             if index in trend_starts:
                 out.append(f'<circle cx="{x + (CELL - GAP) / 2}" cy="{y0 + (CELL - GAP) / 2}" r="2.5" '
                            f'fill="{TREND_START}"/>')
-    legend_y = TOP + 24 * CELL + 22
-    x = LEFT
-    out.append(f'<text x="{x}" y="{legend_y + 10}">jobs running in the minute:</text>')
-    x += 160
+    y = TOP + 24 * CELL + 22  # the legend's row
+    swatch = f'y="{y}" width="{CELL - GAP}" height="{CELL - GAP}"'
+    out.append(f'<text x="{LEFT}" y="{y + 10}">jobs running in the minute:</text>')
     for count, shade in enumerate(SHADES):
-        label = f"{count}+" if count == len(SHADES) - 1 else str(count)
-        out.append(f'<rect x="{x}" y="{legend_y}" width="{CELL - GAP}" height="{CELL - GAP}" fill="{shade}"/>')
-        out.append(f'<text x="{x + CELL + 3}" y="{legend_y + 11}">{label}</text>')
-        x += 42
-    out.append(f'<rect x="{x + 10}" y="{legend_y}" width="{CELL - GAP}" height="{CELL - GAP}" fill="{SHADES[1]}" '
-               f'stroke="{OVERLAP}" stroke-width="2"/>')
-    out.append(f'<text x="{x + 10 + CELL + 4}" y="{legend_y + 11}">two runs overlap</text>')
-    x += 140
-    out.append(f'<circle cx="{x + 7}" cy="{legend_y + 7}" r="2.5" fill="{TREND_START}"/>')
-    out.append(f'<text x="{x + 16}" y="{legend_y + 11}">a trend run starts</text>')
-    out.append(f'<text x="{LEFT}" y="{legend_y + 34}" fill="#555">Each run lasts its measured 95th percentile '
-               "(or an assumption; see the text summary). Hover a cell for its runs.</text>")
-    out.append("</svg>")
+        x = LEFT + 160 + 42 * count
+        out += [f'<rect x="{x}" {swatch} fill="{shade}"/>',
+                f'<text x="{x + CELL + 3}" y="{y + 11}">{count}{"+" * (count == len(SHADES) - 1)}</text>']
+    x = LEFT + 170 + 42 * len(SHADES)
+    out += [f'<rect x="{x}" {swatch} fill="{SHADES[1]}" stroke="{OVERLAP}" stroke-width="2"/>',
+            f'<text x="{x + CELL + 4}" y="{y + 11}">two runs overlap</text>',
+            f'<circle cx="{x + 137}" cy="{y + 7}" r="2.5" fill="{TREND_START}"/>',
+            f'<text x="{x + 146}" y="{y + 11}">a trend run starts</text>',
+            f'<text x="{LEFT}" y="{y + 34}" fill="#555">Each run lasts its measured 95th percentile (or an '
+            "assumption; see the text summary). Hover a cell for its runs.</text>", "</svg>"]
     return "\n".join(out) + "\n"
 
 
@@ -121,8 +114,7 @@ def summary(plan: DayPlan, image: str | None = None) -> str:
     else:
         pairs: dict[tuple[str, str], list[Overlap]] = defaultdict(list)
         for overlap in plan.overlaps:
-            key = (overlap.first.job.name, overlap.second.job.name)
-            pairs[key].append(overlap)
+            pairs[overlap.first.job.name, overlap.second.job.name].append(overlap)
         lines.append(f"overlaps: {len(plan.overlaps)} pair(s) of runs, {len(pairs)} pair(s) of jobs")
         for (first, second), found in sorted(pairs.items(), key=lambda item: -len(item[1])):
             times = ", ".join(clock(max(o.first.start_s, o.second.start_s)) for o in found[:3])

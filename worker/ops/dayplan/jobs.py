@@ -17,7 +17,7 @@ from worker.core.influx_layout import TaskSpec
 DAY_S = 86_400
 Kind = Literal["trend", "influx", "post", "maintenance"]
 
-#: Where each kind of job runs, and what two overlapping jobs of those kinds mean.
+#: Where each kind of job runs (the summary's "runs on").
 WHERE: dict[Kind, str] = {"trend": "trends worker", "influx": "InfluxDB task", "post": "default worker",
                           "maintenance": "default worker"}
 
@@ -46,8 +46,7 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class Length:
-    """How long a job's runs take: ``seconds`` is what the plan uses (the 95th percentile
-    of the measured runs, so a plan without overlaps holds on most days)."""
+    """How long a job's runs take; the plan uses the 95th percentile: it holds on most days."""
 
     seconds: float
     measured: tuple[float, ...] = ()
@@ -129,11 +128,9 @@ def day_runs(jobs: Sequence[Job], day: date, lengths: Mapping[str, Length]) -> l
 
 
 def overlaps(runs: Sequence[Run]) -> list[Overlap]:
-    """Pairs of runs that compete (:data:`RESOURCES`; two runs of one job always do: a run
-    longer than its period) and whose ``[start, end)`` intersect, the day taken as a circle
-    (a run past midnight meets the first runs of the day, as it will tomorrow)."""
+    """Pairs of runs that compete (:data:`RESOURCES`, or two runs of one job) and whose
+    ``[start, end)`` intersect; a run past midnight meets the first runs of the day, as tomorrow."""
     ordered = sorted(runs, key=lambda r: r.start_s)
-    # Runs that cross midnight also start again a day earlier, so the sweep sees them at 0.
     shifted = [Run(r.job, r.start_s - DAY_S, r.length_s) for r in ordered if r.end_s > DAY_S]
     found: list[Overlap] = []
     active: list[Run] = []

@@ -50,11 +50,7 @@ def show(value: Any) -> str:
     """A value as the lines show it: floats in their shortest exact form (``7.5``, ``8.0``)."""
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return repr(value)
-    return str(value)
+    return repr(value) if isinstance(value, float | str) else str(value)
 
 
 def _same(got: Any, want: Any) -> bool:

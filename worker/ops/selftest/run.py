@@ -55,7 +55,7 @@ def report(settings: Settings, emit: Emit = print) -> int:
         emit(check.line())
 
     # SIGTERM (`docker stop`, a timeout) interrupts as Ctrl-C does, so the removal runs.
-    with _handling(_interrupt, signal.SIGTERM):
+    with _handling(signal.default_int_handler, signal.SIGTERM):
         SelfTest(settings, record, emit).run()
     emit(summary(checks))
     return 0 if all(check.ok for check in checks) else 1
@@ -83,15 +83,10 @@ class SelfTest:
 
     def run(self) -> None:
         self.scratch.lock()  # the first contact: PostgreSQL not answering ends here
-        try:
-            admin = InfluxAdmin(self.settings) if self.influx else None
-            try:
-                self._with_cleanup(admin)
-            finally:
-                if admin is not None:
-                    admin.close()
-        finally:
-            self.scratch.close()
+        with contextlib.ExitStack() as stack:
+            stack.callback(self.scratch.close)
+            admin = stack.enter_context(contextlib.closing(InfluxAdmin(self.settings))) if self.influx else None
+            self._with_cleanup(admin)
 
     def _with_cleanup(self, admin: InfluxAdmin | None) -> None:
         store: EventStore | None = None
@@ -130,7 +125,6 @@ class SelfTest:
                      f"scratch bucket's {SCRATCH_RETENTION_S // 86_400} d retention)")
         self.emit(line)
 
-    # -- the probe ----------------------------------------------------------------------------
     def _probe(self, store: EventStore, run_state: PostgresRunState) -> None:
         probe = self.probe
         batches = self._decoded()
@@ -208,7 +202,6 @@ class SelfTest:
         self.record(verdict(f"staged rows {name}", row_differences(staged, got_rows),
                             f"{len(staged)} rows back from trending_staging (run {run})"))
 
-    # -- the removal --------------------------------------------------------------------------
     def _remove(self, admin: InfluxAdmin | None, store: EventStore | None, run_state: PostgresRunState | None,
                 *, raise_errors: bool) -> None:
         """Remove every trace; a failure is a FAIL line, and raised unless an error is already
@@ -238,7 +231,6 @@ def _rows(dois: list[str], aggregates: Aggregates, duration: Duration) -> tuple[
         return [], [f"the trend math refused the inputs: {error}"]
 
 
-# -- signals ----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _handling(handler: Callable[[int, FrameType | None], None], *signums: int) -> Iterator[None]:
     """``handler`` for ``signums`` while the block runs (only the main thread may set one)."""
@@ -251,10 +243,6 @@ def _handling(handler: Callable[[int, FrameType | None], None], *signums: int) -
     finally:
         for signum, handler_before in previous.items():
             signal.signal(signum, handler_before)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @contextlib.contextmanager
