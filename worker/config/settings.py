@@ -124,6 +124,27 @@ class ConnectionSettings(BaseModel):
     connect_timeout_s: float = Field(10.0, ge=0.5, le=300, description=(
         "How long a process waits for any service to answer before it calls it unreachable (an error, not a hang)."))
 
+    @property
+    def result_backend(self) -> SecretStr:
+        return self.result_backend_url or self.redis_url
+
+    def redis_address(self, url: SecretStr | None = None) -> str:
+        """``url`` (default REDIS_URL) with REDIS_PASSWORD in it: what every Redis client connects to."""
+        raw = (url or self.redis_url).get_secret_value()
+        if self.redis_password is None:
+            return raw
+        parts = urlsplit(raw)
+        user, _, host = parts.netloc.rpartition("@")
+        password = quote(self.redis_password.get_secret_value(), safe="")
+        return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+    def redis_tls(self, url: SecretStr | None = None) -> dict[str, Any]:
+        """The TLS options of a client of a rediss:// ``url`` (default REDIS_URL), as redis-py,
+        kombu's ``broker_use_ssl`` and Celery's ``redis_backend_use_ssl`` take them; none for redis://."""
+        if urlsplit((url or self.redis_url).get_secret_value()).scheme != "rediss":
+            return {}
+        return {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": self.redis_ca_cert}
+
 
 class KafkaSettings(BaseModel):
     """The topic the bridge consumes, and its dead letters."""
@@ -156,6 +177,37 @@ class KafkaSettings(BaseModel):
     dlq_max_attempts: int = Field(3, ge=1, description=(
         "`dlq replay` appends a letter still invalid again (attempt + 1) up to this, then parks it. The bridge's "
         "failure is attempt 1."))
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        servers = [part.strip() for part in value.split(",") if part.strip()]
+        if not servers:
+            raise ValueError("needs at least one host:port")
+        for server in servers:
+            match = _HOST_PORT.match(server)
+            if match is None or not 0 < int(match.group(2)) < 65536:
+                raise ValueError(f"{server!r} is not host:port (e.g. kafka:9092)")
+        return ",".join(servers)
+
+    @field_validator("kafka_ssl_ca_location")
+    @classmethod
+    def _readable_file(cls, value: str | None) -> str | None:
+        if value is not None and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+            raise ValueError("is not a readable file")
+        return value
+
+    def kafka_connection(self) -> dict[str, str]:
+        """librdkafka's keys that reach the brokers, for every Kafka client: one place, so the
+        bridge, the dead letters, setup and the health and lag checks cannot disagree."""
+        protocol = self.kafka_security_protocol
+        config = {"bootstrap.servers": self.kafka_bootstrap_servers, "security.protocol": protocol}
+        if protocol.startswith("SASL_") and self.kafka_sasl_username and self.kafka_sasl_password:
+            config.update({"sasl.mechanisms": self.kafka_sasl_mechanism, "sasl.username": self.kafka_sasl_username,
+                           "sasl.password": self.kafka_sasl_password.get_secret_value()})
+        if protocol.endswith("SSL") and self.kafka_ssl_ca_location:
+            config["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return config
 
 
 class StoreSettings(BaseModel):
@@ -214,6 +266,25 @@ class IngestSettings(BaseModel):
     ingest_retry_backoff_max_s: float = Field(30.0, gt=0, description=(
         "Longest wait between attempts: at least 10 s below BRIDGE_CONFIRM_TIMEOUT_S."))
 
+    @field_validator("ingest_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        match = _RATE.match(value)
+        if match is None or float(match.group(1)) <= 0:
+            raise ValueError("must be a Celery rate limit: a positive number of tasks per second, "
+                             "or N/s, N/m, N/h (e.g. 20/s)")
+        number, unit = match.groups()
+        return f"{number}/{unit or 's'}"
+
+    def ingest_rate_per_s(self) -> float:
+        """``INGEST_RATE_LIMIT`` in batches per second."""
+        number, unit = self.ingest_rate_limit.split("/")
+        return float(number) / {"s": 1, "m": 60, "h": 3600}[unit]
+
+    def ingest_burst(self) -> float:
+        """The shared bucket's capacity: one second's worth of writes, at least one."""
+        return max(1.0, self.ingest_rate_per_s())
+
 
 class BridgeSettings(BaseModel):
     """From Kafka to the ingest queue. A batch leaves about every BRIDGE_TARGET_INTERVAL_S:
@@ -260,6 +331,20 @@ class TrendSettings(BaseModel):
         "JSON overriding fields of the durations table, e.g. {\"currently\": {\"min_events\": 5}}."))
     trend_lock_ttl_s: int = Field(150, ge=10, description=(
         "A run's lease, renewed by each chunk and the finalize: below every period, above their time limits."))
+
+    @field_validator("trend_durations")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        for duration in build_durations(value).values():
+            try:
+                min_period_s(duration.schedule)
+            except ValueError as error:
+                raise ValueError(f"{duration.name}: schedule {duration.schedule!r}: {error}") from None
+        return value
+
+    def durations(self) -> dict[str, Duration]:
+        """The durations table with this environment's overrides (validated at start)."""
+        return build_durations(self.trend_durations)
 
 
 class MaintenanceSettings(BaseModel):
@@ -350,49 +435,10 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
         _ = parts.port
         return value
 
-    @field_validator("kafka_bootstrap_servers")
-    @classmethod
-    def _bootstrap(cls, value: str) -> str:
-        servers = [part.strip() for part in value.split(",") if part.strip()]
-        if not servers:
-            raise ValueError("needs at least one host:port")
-        for server in servers:
-            match = _HOST_PORT.match(server)
-            if match is None or not 0 < int(match.group(2)) < 65536:
-                raise ValueError(f"{server!r} is not host:port (e.g. kafka:9092)")
-        return ",".join(servers)
-
-    @field_validator("kafka_ssl_ca_location")
-    @classmethod
-    def _readable_file(cls, value: str | None) -> str | None:
-        if value is not None and not (os.path.isfile(value) and os.access(value, os.R_OK)):
-            raise ValueError("is not a readable file")
-        return value
-
-    @field_validator("ingest_rate_limit")
-    @classmethod
-    def _rate_limit(cls, value: str) -> str:
-        match = _RATE.match(value)
-        if match is None or float(match.group(1)) <= 0:
-            raise ValueError("must be a Celery rate limit: a positive number of tasks per second, "
-                             "or N/s, N/m, N/h (e.g. 20/s)")
-        number, unit = match.groups()
-        return f"{number}/{unit or 's'}"
-
     @field_validator("post_schedule", "maintenance_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
         parse_cron(value)  # ValueError names what is wrong
-        return value
-
-    @field_validator("trend_durations")
-    @classmethod
-    def _durations(cls, value: str) -> str:
-        for duration in build_durations(value).values():
-            try:
-                min_period_s(duration.schedule)
-            except ValueError as error:
-                raise ValueError(f"{duration.name}: schedule {duration.schedule!r}: {error}") from None
         return value
 
     @model_validator(mode="after")
@@ -456,40 +502,6 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                                 "by the next run")
         return problems
 
-    @property
-    def result_backend(self) -> SecretStr:
-        return self.result_backend_url or self.redis_url
-
-    def redis_address(self, url: SecretStr | None = None) -> str:
-        """``url`` (default REDIS_URL) with REDIS_PASSWORD in it: what every Redis client connects to."""
-        raw = (url or self.redis_url).get_secret_value()
-        if self.redis_password is None:
-            return raw
-        parts = urlsplit(raw)
-        user, _, host = parts.netloc.rpartition("@")
-        password = quote(self.redis_password.get_secret_value(), safe="")
-        return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
-
-    def redis_tls(self, url: SecretStr | None = None) -> dict[str, Any]:
-        """The TLS options of a client of a rediss:// ``url`` (default REDIS_URL), as redis-py,
-        kombu's ``broker_use_ssl`` and Celery's ``redis_backend_use_ssl`` take them; none for redis://."""
-        if urlsplit((url or self.redis_url).get_secret_value()).scheme != "rediss":
-            return {}
-        return {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": self.redis_ca_cert}
-
-    def ingest_rate_per_s(self) -> float:
-        """``INGEST_RATE_LIMIT`` in batches per second."""
-        number, unit = self.ingest_rate_limit.split("/")
-        return float(number) / {"s": 1, "m": 60, "h": 3600}[unit]
-
-    def ingest_burst(self) -> float:
-        """The shared bucket's capacity: one second's worth of writes, at least one."""
-        return max(1.0, self.ingest_rate_per_s())
-
-    def durations(self) -> dict[str, Duration]:
-        """The durations table with this environment's overrides (validated at start)."""
-        return build_durations(self.trend_durations)
-
     def retention_policy(self) -> RetentionPolicy:
         """What the maintenance task keeps (``worker.core.retention``)."""
         return RetentionPolicy(self.event_retention_days, self.trend_history_full_days,
@@ -502,18 +514,6 @@ class Settings(MonitoringSettings, PostSettings, MaintenanceSettings, TrendSetti
                    if (secret := getattr(self, name)) is not None}
         values = [_password(value) if name in _CONNECTION_STRINGS else value for name, value in secrets.items()]
         return [value for value in values if value]
-
-    def kafka_connection(self) -> dict[str, str]:
-        """librdkafka's keys that reach the brokers, for every Kafka client: one place, so the
-        bridge, the dead letters, setup and the health and lag checks cannot disagree."""
-        protocol = self.kafka_security_protocol
-        config = {"bootstrap.servers": self.kafka_bootstrap_servers, "security.protocol": protocol}
-        if protocol.startswith("SASL_") and self.kafka_sasl_username and self.kafka_sasl_password:
-            config.update({"sasl.mechanisms": self.kafka_sasl_mechanism, "sasl.username": self.kafka_sasl_username,
-                           "sasl.password": self.kafka_sasl_password.get_secret_value()})
-        if protocol.endswith("SSL") and self.kafka_ssl_ca_location:
-            config["ssl.ca.location"] = self.kafka_ssl_ca_location
-        return config
 
     def addresses(self) -> dict[str, str]:
         """Where each service is, as an operator may read it (passwords masked)."""
