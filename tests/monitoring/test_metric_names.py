@@ -5,7 +5,7 @@ A renamed metric would otherwise leave a panel empty and an alert silent for eve
 absent series never fires `== 1` or `> 600`). The exported names are read from the source:
 the prometheus-client objects (``Counter("aggregator_…")``) and the collectors' families,
 which are built from a module's ``PREFIX`` (``f"{PREFIX}_…"``, and the bridge's
-``counter("…")``/``gauge("…")`` helpers).
+``counter("…")``/``gauge("…")`` and the exporter's ``_gauge("…")`` helpers).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
 _OBJECT = re.compile(r"\b(?:Counter|Gauge|Histogram|Summary)\(\s*\"(aggregator_[a-z0-9_]+)\"")
 _PREFIX = re.compile(r"^PREFIX = \"([a-z0-9_]+)\"", re.M)
 _FAMILY = re.compile(r"f\"\{PREFIX\}_([a-z0-9_]+)\"")
-_HELPER = re.compile(r"\b(?:counter|gauge)\(\s*\"([a-z0-9_]+)\"")
+_HELPER = re.compile(r"\b_?(?:counter|gauge)\(\s*\"([a-z0-9_]+)\"")
 
 
 def exported_names() -> set[str]:

@@ -47,10 +47,11 @@ _RUNNING = "SELECT extract(epoch FROM clock_timestamp() - min(started_at)) FROM 
 _LAST_POST = ("SELECT extract(epoch FROM clock_timestamp() - max(posted_at)) FROM morning_post "
               "WHERE status = 'posted'")
 PHASES = ("plan", "chunks", "finalize", "refresh")
+PREFIX = "aggregator"
 
 
 def _gauge(name: str, documentation: str, **kwargs: Any) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"aggregator_{name}", documentation, **kwargs)
+    return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, **kwargs)
 
 
 class StateCollector(Collector):
