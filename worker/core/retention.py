@@ -88,11 +88,6 @@ class Plan:
     thin_history: list[tuple[Range, Level]] = field(default_factory=list)  # oldest first
     drop_history: list[Range] = field(default_factory=list)
 
-    @property
-    def empty(self) -> bool:
-        return not (self.create_events or self.drop_events or self.create_history or self.thin_history
-                    or self.drop_history)
-
 
 def plan(policy: RetentionPolicy, now: datetime, events: Sequence[Range], history: Sequence[HistoryDay]) -> Plan:
     """What to do at ``now`` given the event partitions and history days that exist."""

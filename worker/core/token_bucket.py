@@ -30,10 +30,6 @@ class Take:
     state: Bucket
     wait_us: int
 
-    @property
-    def granted(self) -> bool:
-        return self.wait_us == 0
-
 
 def capacity_units(capacity: float) -> int:
     return math.floor(capacity * UNIT)
