@@ -1,8 +1,5 @@
-"""Dead letters: a Kafka topic holding what could not be stored, with the reason.
-
-A topic, not a table, because the dead letters must be writable exactly when the store is
-down. Writes are confirmed (``acks=all``) or raise; the replay cursor is a consumer-group
-offset (docs/operating.md, "Dead letters").
+"""Dead letters: a Kafka topic holding what could not be stored, with the reason; a topic, not
+a table, as it must be writable exactly when the store is down (docs/operating.md, "Dead letters").
 """
 
 from __future__ import annotations

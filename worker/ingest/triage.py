@@ -67,9 +67,8 @@ def parse_range(text: str) -> OffsetRange:
     return OffsetRange(partition, first, int(last))
 
 
-#: A letter's reason kind: a stable category of its free-text reason, the words before the
-#: details. The reasons come from worker/core/events.py (validation), tasks/ingest.py (the
-#: store) and the replay; "unreadable" is a record that is not a dead letter at all.
+#: A letter's reason kind: a stable category of its free-text reason (worker/core/events.py,
+#: tasks/ingest.py, the replay), the words before the details.
 REASON_KINDS: dict[str, str] = {
     "invalid-json": "the event is not JSON (or is nested too deeply)",
     "undecodable": "the event could not be decoded at all",
