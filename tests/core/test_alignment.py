@@ -48,9 +48,9 @@ def point(event_id: str, time_ns: int, score: float = 1.0) -> Point:
 
 
 def test_run_time_is_the_whole_second() -> None:
-    assert alignment.run_time_ns(NOW + 999_999_999) == NOW
-    assert alignment.run_time_ns(NOW) == NOW
-    assert alignment.run_time_ns(-1) == -NS_PER_S
+    assert alignment.whole_second_ns(NOW + 999_999_999) == NOW
+    assert alignment.whole_second_ns(NOW) == NOW
+    assert alignment.whole_second_ns(-1) == -NS_PER_S
 
 
 def test_a_run_time_with_a_fraction_is_refused() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from worker.ingest.redis_memory import read_memory, refused_for_memory
+from worker.ingest.redis_memory import MemoryUse, refused_for_memory
 
 pytestmark = pytest.mark.integration
 
@@ -20,10 +20,10 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def test_the_ratio_is_used_over_maxmemory_and_zero_without_a_limit(client: redis.Redis) -> None:
-    assert read_memory(client).limit == 0 and read_memory(client).ratio == 0.0
-    used = read_memory(client).used
+    assert MemoryUse.read(client).limit == 0 and MemoryUse.read(client).ratio == 0.0
+    used = MemoryUse.read(client).used
     client.config_set("maxmemory", used * 4)
-    assert 0.2 < read_memory(client).ratio < 0.3
+    assert 0.2 < MemoryUse.read(client).ratio < 0.3
 
 
 def test_every_shape_of_the_refusal_is_recognised_and_nothing_else(client: redis.Redis) -> None:

@@ -20,7 +20,7 @@ from tests.support.helpers import q
 from tests.support.thinning import thin
 from worker.core.events import Point
 from worker.core.partitions import HISTORY
-from worker.core.retention import RetentionPolicy
+from worker.core.retention import Plan, RetentionPolicy
 from worker.db import partition_admin
 from worker.db.connection import Database
 from worker.maintenance import run as maintenance
@@ -79,7 +79,7 @@ def test_retention_drops_whole_months_and_keeps_every_event_of_the_longest_span(
     # This month and the next exist before the first batch of the month needs them.
     assert {"discussion_event_p20260201", "discussion_event_p20260301"} <= set(children(pg_dsn, "discussion_event"))
     # Again at the same time: nothing left to do.
-    assert maintain(Database(pg_dsn), POLICY, now).plan.empty
+    assert maintain(Database(pg_dsn), POLICY, now).plan == Plan()
 
 
 def test_a_drop_waits_for_no_reader_and_is_finished_later(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:

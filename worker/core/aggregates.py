@@ -1,8 +1,6 @@
-"""What the trend math needs of a chunk's events, and what a trend run publishes per DOI.
-
-Pure types shared by the event stores (which compute :class:`Aggregates` in their
-databases), the trend math (which turns them into rows) and the run state (which publishes
-the rows); they live here, below all three, so the math imports no store.
+"""What the trend math needs of a chunk's events, and what a trend run publishes per DOI:
+pure types shared by the stores, the trend math and the run state, kept below all three so
+the math imports no store.
 """
 
 from __future__ import annotations

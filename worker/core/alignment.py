@@ -1,13 +1,8 @@
-"""What "the events of a span" and "a window" mean, to the second, for every store (pure).
-
-Both stores implement this one definition (docs/trends.md, "Whole seconds"), so the same
-events give the same trend rows in either. A run's ``now`` is a whole second, an event
-counts at its whole second ``t = floor(τ)`` of its stored time ``τ``, the span is
-``now − span <= t <= now`` and window ``k`` back from ``now`` holds the ages
-``[k·w, (k+1)·w)``. As ``t >= a ⟺ τ >= a`` and ``t <= b ⟺ τ < b + 1 s`` for whole
-seconds, each is a half-open range of ``τ`` a time index answers: the span is
-``[now − span, now + 1 s)`` (:func:`span_range`), the series ``[now − windows·w + 1 s,
-now + 1 s)`` cut every ``w`` (:func:`series_range`).
+"""What "the events of a span" and "a window" mean, to the second, for every store (pure;
+docs/trends.md, "Whole seconds"). An event counts at its whole second ``t = floor(τ)``; as
+``t >= a ⟺ τ >= a`` and ``t <= b ⟺ τ < b + 1 s`` for whole seconds, the span
+``now − span <= t <= now`` and window ``k``'s ages ``[k·w, (k+1)·w)`` are half-open ranges
+of the stored time ``τ`` a time index answers (:func:`span_range`, :func:`series_range`).
 """
 
 from __future__ import annotations
@@ -17,25 +12,21 @@ from worker.core.durations import Duration
 NS_PER_S = 1_000_000_000
 
 
-def run_time_ns(ns: int) -> int:
-    """A run's ``now``: the whole second at or before ``ns``."""
+def whole_second_ns(ns: int) -> int:
+    """The whole second at or before ``ns`` (also before 1970): a run's ``now``, and the
+    second an event counts at."""
     return ns - ns % NS_PER_S
-
-
-def event_second_ns(time_ns: int) -> int:
-    """The whole second an event counts at (floor; also for times before 1970)."""
-    return time_ns - time_ns % NS_PER_S
 
 
 def check_now(now_ns: int) -> None:
     if now_ns % NS_PER_S:
-        raise ValueError(f"a trend run's time must be a whole second (run_time_ns), got {now_ns} ns")
+        raise ValueError(f"a trend run's time must be a whole second (whole_second_ns), got {now_ns} ns")
 
 
 def age_s(now_ns: int, time_ns: int) -> int:
     """An event's age in whole seconds (negative for an event after ``now``)."""
     check_now(now_ns)
-    return (now_ns - event_second_ns(time_ns)) // NS_PER_S
+    return (now_ns - whole_second_ns(time_ns)) // NS_PER_S
 
 
 def span_range(duration: Duration, now_ns: int) -> tuple[int, int]:

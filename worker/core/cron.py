@@ -1,8 +1,5 @@
-"""UTC cron expressions: parsed as Celery beat reads them, and their shortest period.
-
-Pure: the settings validate every cron with these at start, beat builds its entries from
-them and ``aggregator schedule`` draws the day's plan from them, so all three read a cron
-the same way (Celery's ``crontab``, a library, not the project).
+"""UTC cron expressions, parsed as Celery beat reads them (its ``crontab``), and their
+shortest period: the settings, beat and ``aggregator schedule`` all read a cron the same way.
 """
 
 from __future__ import annotations

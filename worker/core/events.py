@@ -1,16 +1,15 @@
 """Processed discussion events: decoding, validation and the compact point (SPEC §2).
 
-Each Kafka message is decoded exactly once, in the bridge; from there on only the compact
-:class:`Point` travels (through Redis, into the store), never the raw 1–2 KB event. msgspec
-decodes and type-checks in one pass and reports the JSON path of the first bad field, which
-becomes the dead-letter reason an operator reads.
+Each Kafka message is decoded once, in the bridge; only the compact :class:`Point` travels
+on, never the raw 1–2 KB event. msgspec names the JSON path of the first bad field: the
+dead-letter reason an operator reads.
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, cast
 from urllib.parse import unquote
 
 import msgspec
@@ -116,11 +115,8 @@ def parse_timestamp_ns(text: str) -> int:
 
 
 def event_identity(event_id: str | None, pid: str | None, doi: str, timestamp: str) -> str:
-    """The event's id, or a stable hash of (pid, doi, timestamp) for old events without one.
-
-    The hash must not depend on the process (unlike ``hash()``), so a redelivered event gets
-    the same identity in any worker, today or after a restart.
-    """
+    """The event's id, or a stable hash of (pid, doi, timestamp) for old events without one:
+    not ``hash()``, so a redelivered event gets the same identity in any process."""
     if event_id:
         return event_id
     digest = hashlib.blake2b(f"{pid or ''}\x1f{doi}\x1f{timestamp}".encode(), digest_size=16)
@@ -166,11 +162,8 @@ def _checked_text(value: str, where: str, *, limit: int | None = None) -> str:
 
 
 def decode_event(raw: bytes | str) -> Point:
-    """Validate one Kafka value and return its point, or raise :class:`InvalidEvent`.
-
-    Never another exception, whatever the bytes: a message that crashed the bridge would
-    crash it after every restart (a poison pill).
-    """
+    """Validate one Kafka value into its point, or raise :class:`InvalidEvent` and nothing
+    else, whatever the bytes: a message that crashed the bridge would do so after every restart."""
     try:
         return _decode(raw)
     except InvalidEvent:
@@ -222,8 +215,7 @@ def points_to_wire(points: list[Point]) -> str:
 
 def points_to_builtins(points: list[Point]) -> list[list[object]]:
     """Points as plain lists: the form a dead letter keeps (readable in ``dlq list``)."""
-    builtins: list[list[object]] = msgspec.to_builtins(points)
-    return builtins
+    return cast(list[list[object]], msgspec.to_builtins(points))
 
 
 def points_from_wire(payload: object) -> list[Point]:

@@ -1,10 +1,6 @@
-"""Failures an operator can act on: what failed, where and what to do — by kind.
-
-Domain code raises these when the failure is the operator's to act on (a setting, a
-service that did not answer, "not now"). Each is a *kind*; the process that reports it
-chooses what follows: the ``aggregator`` command maps kinds to ``sysexits`` codes
-(:mod:`worker.ops.failures`), a Celery task logs and skips or retries. Pure: it names
-services by the variable an operator changes, never by reading settings.
+"""Failures an operator can act on (a setting, a service that did not answer, "not now"), by
+kind: the process that reports one chooses what follows (the ``aggregator`` command maps kinds
+to ``sysexits`` codes in :mod:`worker.ops.failures`; a Celery task logs and skips or retries).
 """
 
 from __future__ import annotations

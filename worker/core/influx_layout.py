@@ -1,11 +1,6 @@
-"""The InfluxDB layout amba's streams API reads: buckets, measurement, fields, tasks (pure).
-
-docs/amba.md lists them, and why every task reads the raw events and keeps the original
-aggregator's name; ``worker/store/influx/tasks.py`` writes the tasks' Flux. Field types
-are the original's too, so a bucket it filled keeps accepting writes (InfluxDB refuses a
-float into an integer field). Setup enforces the retention of what the product can
-recompute (duration buckets, ``numbers``); an existing ``trending_<duration>`` keeps an
-operator's, since its points cannot be recomputed.
+"""The InfluxDB layout amba's streams API reads: buckets, measurement, fields, tasks (pure;
+docs/amba.md lists them and says why). Field types are the original aggregator's, so a
+bucket it filled keeps accepting writes (InfluxDB refuses a float into an integer field).
 """
 
 from __future__ import annotations
@@ -100,7 +95,9 @@ class LayoutError(ValueError):
 class BucketSpec:
     name: str
     retention_s: int  # 0 = for ever
-    enforce_retention: bool  # setup corrects an existing bucket's retention to this
+    # Setup corrects an existing bucket's retention to this; not a trend bucket's, whose
+    # points cannot be recomputed.
+    enforce_retention: bool
     holds: str
 
 

@@ -1,9 +1,7 @@
 """Credentials out of everything a person reads: logs, health lines, error messages.
 
-Connection strings carry passwords in two forms: URLs (``postgresql://user:pw@host/db``,
-``redis://:pw@host:6379/0``) and libpq keyword strings (``host=db password=pw``). Both are
-masked here, in one place, and :func:`scrub` removes known secret values from any text
-as a last line of defence (a driver may quote a DSN in its error message).
+Passwords come in URLs (``redis://:pw@host:6379/0``) and libpq keyword strings
+(``password=pw``); :func:`scrub` also removes known secret values, as a driver may quote a DSN.
 """
 
 from __future__ import annotations

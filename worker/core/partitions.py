@@ -87,9 +87,6 @@ HISTORY = Layout("trending_history", "calculated_at", "day")
 
 
 def days_of_ns(times_ns: Iterable[int]) -> set[date]:
-    """The UTC days of event times in nanoseconds (floor: also before 1970).
-
-    Integer arithmetic per time, dates only per distinct day: a batch of 5,000 events
-    costs a set of integers, not 5,000 datetimes.
-    """
+    """The UTC days of event times in nanoseconds (floor: also before 1970); dates only per
+    distinct day, so a batch of 5,000 events costs a set of integers, not 5,000 datetimes."""
     return {_EPOCH + timedelta(days=d) for d in {t // NS_PER_DAY for t in times_ns}}

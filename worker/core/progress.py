@@ -1,9 +1,6 @@
-"""Done / total of a long operation, as an operator reads it while it runs.
-
-On a terminal the line is redrawn in place (``\\r``), at most every ``redraw_s``; elsewhere
-(a container's log, a pipe) a whole line is written at most every ``every_s``, so a log
-gets a heartbeat, not a flood. Pure: the caller gives the clock and where lines go (the
-commands write to stderr, leaving stdout to their report).
+"""Done / total of a long operation, as an operator reads it while it runs: redrawn in place
+on a terminal, elsewhere a whole line at most every ``every_s`` (a log gets a heartbeat, not
+a flood).
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""What the maintenance task does at a given time: retention and history thinning (pure).
-
-:func:`plan` says which partitions to create ahead, which to drop and which history days
-to thin; :mod:`worker.maintenance.run` carries it out. A partition or day moves on only
+"""What the maintenance task does at a given time: retention and history thinning (pure;
+:mod:`worker.maintenance.run` carries out the :func:`plan`). A partition or day moves on only
 once all of it is older than its threshold, so everything is kept at least as long and as
-finely as the policy says (docs/operating.md). "The last row" of an hour or day is the
-latest calculation in it: a chart keeps the value at the end of each.
+finely as the policy says (docs/operating.md).
 """
 
 from __future__ import annotations
@@ -25,7 +22,8 @@ HISTORY_AHEAD = timedelta(days=2)
 
 
 class Level(IntEnum):
-    """A history day's resolution; a larger value is thinner."""
+    """A history day's resolution; a larger value is thinner. "The last row" is the latest
+    calculation: a chart keeps the value at the end of each hour or day."""
 
     FULL = 0  # every run
     HOURLY = 1  # per (DOI, duration): the last row of each hour
@@ -89,11 +87,6 @@ class Plan:
     create_history: list[Range] = field(default_factory=list)
     thin_history: list[tuple[Range, Level]] = field(default_factory=list)  # oldest first
     drop_history: list[Range] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.create_events or self.drop_events or self.create_history or self.thin_history
-                    or self.drop_history)
 
 
 def plan(policy: RetentionPolicy, now: datetime, events: Sequence[Range], history: Sequence[HistoryDay]) -> Plan:

@@ -1,9 +1,7 @@
-"""Token-bucket arithmetic in integers (micro-tokens, microseconds), pure.
-
-The ingest workers share a write limit as a bucket in Redis, taken by a Lua script
-(:mod:`worker.ingest.write_limit`); this is the same arithmetic in Python: the reference
-the script is tested against, and the bucket a worker uses alone while Redis does not
-answer. Integers with floored refills give the same answer in Lua's and Python's doubles.
+"""Token-bucket arithmetic in integers (micro-tokens, microseconds), pure: the reference the
+Lua script of :mod:`worker.ingest.write_limit` is tested against, and the bucket a worker
+uses alone while Redis does not answer. Integers with floored refills give the same answer
+in Lua's and Python's doubles.
 """
 
 from __future__ import annotations
@@ -29,10 +27,6 @@ class Take:
 
     state: Bucket
     wait_us: int
-
-    @property
-    def granted(self) -> bool:
-        return self.wait_us == 0
 
 
 def capacity_units(capacity: float) -> int:

@@ -1,8 +1,5 @@
-"""Dead letters: a Kafka topic holding what could not be stored, with the reason.
-
-A topic, not a table, because the dead letters must be writable exactly when the store is
-down. Writes are confirmed (``acks=all``) or raise; the replay cursor is a consumer-group
-offset (docs/operating.md, "Dead letters").
+"""Dead letters: a Kafka topic holding what could not be stored, with the reason; a topic, not
+a table, as it must be writable exactly when the store is down (docs/operating.md, "Dead letters").
 """
 
 from __future__ import annotations
@@ -47,6 +44,10 @@ class DeadLetter(msgspec.Struct, omit_defaults=True):
         if self.payload_b64 is not None:
             return base64.b64decode(self.payload_b64)
         return b""
+
+    def batch(self) -> object:
+        """A batch letter's points, or the text of what came instead of them."""
+        return self.points if self.points is not None else self.payload_text or ""
 
 
 _encoder = msgspec.json.Encoder()
@@ -133,10 +134,8 @@ class DeadLetterWriter:
             self._producer.produce(self.topic, _encoder.encode(letter), on_delivery=on_delivery)
         remaining = self._producer.flush(self.timeout_s)
         if remaining or errors:
-            raise DeadLetterError(
-                f"dead-letter write to {self.topic!r} not confirmed: "
-                f"{remaining} undelivered, errors={errors[:3]}"
-            )
+            raise DeadLetterError(f"dead-letter write to {self.topic!r} not confirmed: "
+                                  f"{remaining} undelivered, errors={errors[:3]}")
         log.warning("dead-lettered", extra={"count": len(letters), "topic": self.topic,
                                             "reason": letters[0].reason[:200]})
 
@@ -210,8 +209,7 @@ class DeadLetterReader:
     def fetch(self, where: Position, *, wait_s: float = 10.0) -> tuple[bytes, DeadLetter | None] | None:
         """The record at ``where``, or None when the topic has no record there (a partition
         it does not have, an offset removed by retention, not written yet, or in a gap)."""
-        partitions = {tp.partition for tp in self._partitions()}
-        if where.partition not in partitions:
+        if where.partition not in {tp.partition for tp in self._partitions()}:
             return None
         tp = TopicPartition(self.topic, where.partition, where.offset)
         low, high = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s)

@@ -1,8 +1,6 @@
 """Publishing batches of points as ingest tasks, from one thread (the Celery app is not
-thread-safe, celery#4480).
-
-Redis gives no publisher confirm: a publish that raises leaves the batch with the caller,
-uncommitted. The task id names the batch's offsets, so a copy is recognisable in Flower.
+thread-safe, celery#4480). Redis gives no publisher confirm: a publish that raises leaves the
+batch with the caller, uncommitted.
 """
 
 from __future__ import annotations
@@ -34,7 +32,8 @@ def bounded_transport_options(options: dict[str, Any], timeout_s: float = PUBLIS
 
 
 def batch_task_id(topic: str, ranges: Iterable[tuple[int, int, int]]) -> str:
-    """``ingest:<topic>:p<partition>:<first>-<last>,…`` (hashed when it gets long)."""
+    """``ingest:<topic>:p<partition>:<first>-<last>,…`` (hashed when it gets long): a copy of a
+    batch is recognisable in Flower."""
     spans = ",".join(f"p{p}:{first}-{last}" for p, first, last in sorted(ranges))
     text = f"ingest:{topic}:{spans}"
     if len(text) <= 150:
@@ -71,18 +70,10 @@ class IngestPublisher:
     def publish(self, points: list[Point], task_id: str, acks: dict[str, Any] | None = None) -> None:
         """Hand a batch to Redis; ``acks`` says where the task confirms its offsets as stored."""
         try:
-            self.app.send_task(
-                names.WRITE_BATCH,
-                args=[points_to_wire(points)],
-                kwargs={"acks": acks} if acks else {},
-                # What Flower and the worker log show instead of a truncated JSON text.
-                argsrepr=f"[<{len(points)} points>]",
-                task_id=task_id,
-                queue=self.queue,
-                routing_key=self.queue,
-                retry=True,
-                retry_policy=RETRY_POLICY,
-            )
+            # argsrepr: what Flower and the worker log show instead of a truncated JSON text.
+            self.app.send_task(names.WRITE_BATCH, args=[points_to_wire(points)], kwargs={"acks": acks} if acks else {},
+                               argsrepr=f"[<{len(points)} points>]", task_id=task_id, queue=self.queue,
+                               routing_key=self.queue, retry=True, retry_policy=RETRY_POLICY)
         except (OperationalError, OSError, redis.RedisError) as error:
             raise PublishError(f"publish of {task_id} failed: {error}") from error
         except AttributeError as error:

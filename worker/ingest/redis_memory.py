@@ -23,26 +23,25 @@ class MemoryUse:
     used: int  # bytes (INFO memory's used_memory)
     limit: int  # maxmemory; 0 = no limit
 
+    @classmethod
+    def of(cls, info: Mapping[str, Any]) -> MemoryUse:
+        """From the answer of ``INFO memory``."""
+        return cls(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
+
+    @classmethod
+    def read(cls, client: redis.Redis) -> MemoryUse:
+        return cls.of(client.info("memory"))
+
     @property
     def ratio(self) -> float:
         """``used / limit``; 0.0 without a limit (then only the queue depth counts)."""
         return self.used / self.limit if self.limit > 0 else 0.0
 
-
-def describe(use: MemoryUse) -> str:
-    mib = 1024 * 1024
-    if not use.limit:
-        return f"{use.used / mib:.1f} MiB used, no maxmemory"
-    return f"{use.used / mib:.1f} MiB of {use.limit / mib:.1f} MiB maxmemory ({use.ratio:.0%})"
-
-
-def memory_use(info: Mapping[str, Any]) -> MemoryUse:
-    """From the answer of ``INFO memory``."""
-    return MemoryUse(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
-
-
-def read_memory(client: redis.Redis) -> MemoryUse:
-    return memory_use(client.info("memory"))
+    def __str__(self) -> str:
+        mib = 1024 * 1024
+        if not self.limit:
+            return f"{self.used / mib:.1f} MiB used, no maxmemory"
+        return f"{self.used / mib:.1f} MiB of {self.limit / mib:.1f} MiB maxmemory ({self.ratio:.0%})"
 
 
 def refused_for_memory(error: BaseException | None) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from worker.core.events import InvalidEvent, Point, decode_event, points_from_wire
 from worker.ingest.deadletter import DeadLetter, DeadLetterReader, DeadLetterWriter, batch_letter, event_letter
 from worker.ingest.publisher import IngestPublisher
-from worker.ingest.triage import RESOLVING, Outcome, Position, Selection, State, advance, reason_kind, triage
+from worker.ingest.triage import Outcome, Position, Selection, State, advance, reason_kind, triage
 from worker.ingest.triage_log import Entry, Resolution, TriageLog
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,9 @@ class ReplayReport:
 
 def validate(letter: DeadLetter) -> tuple[list[Point], str | None]:
     """The letter's points when it validates now, or the reason it does not."""
-    if letter.kind == "batch":
-        kept = letter.points if letter.points is not None else letter.payload_text or ""
-        try:
-            return points_from_wire(kept), None
-        except InvalidEvent as error:
-            return [], error.reason
     try:
+        if letter.kind == "batch":
+            return points_from_wire(letter.batch()), None
         return [decode_event(letter.raw())], None
     except InvalidEvent as error:
         return [], error.reason
@@ -61,8 +57,7 @@ def validate(letter: DeadLetter) -> tuple[list[Point], str | None]:
 def again(letter: DeadLetter, reason: str) -> DeadLetter:
     """The letter appended again: the new reason, source "replay", attempt + 1."""
     if letter.kind == "batch":
-        kept = letter.points if letter.points is not None else letter.payload_text or ""
-        return batch_letter(kept, reason, source="replay", attempt=letter.attempt + 1)
+        return batch_letter(letter.batch(), reason, source="replay", attempt=letter.attempt + 1)
     return event_letter(letter.raw(), reason, source="replay", origin=letter.origin, attempt=letter.attempt + 1)
 
 
@@ -100,7 +95,8 @@ class _Pass:
         outcome = triage(where, kind, state, self.selection, valid, attempt, self.max_attempts)
         if self.report.letters is not None and outcome is not Outcome.DONE:
             self.report.letters[str(where)] = outcome.value
-        self.seen.setdefault(where.partition, []).append((where.offset, outcome in RESOLVING or state is State.PARKED))
+        resolved = outcome is not Outcome.PENDING or state is State.PARKED  # the cursor may pass it
+        self.seen.setdefault(where.partition, []).append((where.offset, resolved))
         if outcome is Outcome.REPLAY and letter is not None:
             self._replay(where, letter, decoded, kind)
         elif outcome is Outcome.REDEADLETTER and letter is not None:

@@ -1,8 +1,6 @@
 """Dead-letter triage policy (pure): positions, reason kinds, filters, and what a replay does.
-
-Kept free of Kafka and PostgreSQL so the rules operators rely on ("a letter is never skipped
-for ever", "parked after ``DLQ_MAX_ATTEMPTS``") are property-tested, and a dry run reads
-the same decisions as the real replay.
+Pure so the rules operators rely on ("never skipped for ever", "parked after
+``DLQ_MAX_ATTEMPTS``") are property-tested, and a dry run decides as the real replay.
 """
 
 from __future__ import annotations
@@ -69,9 +67,8 @@ def parse_range(text: str) -> OffsetRange:
     return OffsetRange(partition, first, int(last))
 
 
-#: A letter's reason kind: a stable category of its free-text reason, the words before the
-#: details. The reasons come from worker/core/events.py (validation), tasks/ingest.py (the
-#: store) and the replay; "unreadable" is a record that is not a dead letter at all.
+#: A letter's reason kind: a stable category of its free-text reason (worker/core/events.py,
+#: tasks/ingest.py, the replay), the words before the details.
 REASON_KINDS: dict[str, str] = {
     "invalid-json": "the event is not JSON (or is nested too deeply)",
     "undecodable": "the event could not be decoded at all",
@@ -164,10 +161,6 @@ def triage(position: Position, kind: str, state: State | None, selection: Select
     if valid:
         return Outcome.REPLAY
     return still_invalid(attempt, max_attempts)
-
-
-#: Outcomes after which a position is resolved (the cursor may pass it).
-RESOLVING = frozenset({Outcome.REPLAY, Outcome.REDEADLETTER, Outcome.PARK, Outcome.DONE})
 
 
 def advance(cursor: int, read: Sequence[tuple[int, bool]]) -> int:

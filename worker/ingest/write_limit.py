@@ -1,8 +1,7 @@
-"""One write limit for the event store, shared by every ingest worker (Celery's ``rate_limit``
-is per worker): a token bucket in Redis, taken by one Lua script on Redis's clock (hosts may
-disagree) doing :func:`worker.core.token_bucket.take`. While Redis does not answer, each
-process limits itself at the same rate, so the limiter never stops ingestion
-(docs/operating.md, "Scaling the ingest rate").
+"""One write limit for the event store shared by every ingest worker (Celery's ``rate_limit``
+is per worker): :func:`worker.core.token_bucket.take` as a Lua script on Redis's clock (hosts
+may disagree); each process limits itself while Redis does not answer (docs/operating.md,
+"Scaling the ingest rate").
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from worker.db.connection import Database
 from worker.ingest.bridge.guard_state import RedisGuardRecords
 from worker.ingest.deadletter import replay_group
 from worker.ingest.kafka_config import group_lag
-from worker.ingest.redis_memory import read_memory
+from worker.ingest.redis_memory import MemoryUse
 from worker.ops.health import query, queue_depths
 from worker.trends.freshness import stale_after
 
@@ -112,7 +112,7 @@ class StateCollector(Collector):
         s = self._settings
         with redis_client(s, SOURCE_TIMEOUT_S) as client:
             depths = queue_depths(client, s)
-            memory = read_memory(client)
+            memory = MemoryUse.read(client)
             # The dead-letter guard's stop is a record in Redis: seen here even with
             # BRIDGE_METRICS_PORT=0 or every bridge down.
             stopped = RedisGuardRecords(client, s.kafka_group_id, s.kafka_topic).read() is not None

@@ -31,7 +31,7 @@ from worker.db.connection import Database, connect
 from worker.ingest.bridge.depth import priority_keys
 from worker.ingest.bridge.guard_state import RedisGuardRecords
 from worker.ingest.kafka_config import Brokers, client_config, group_lag
-from worker.ingest.redis_memory import NEAR_FULL, describe, read_memory
+from worker.ingest.redis_memory import NEAR_FULL, MemoryUse
 from worker.trends.freshness import Freshness, stale_after
 
 if TYPE_CHECKING:
@@ -216,11 +216,11 @@ def queues_drain(settings: Settings) -> str:
 
 def redis_memory(settings: Settings) -> str:
     with redis_client(settings, TIMEOUT_S) as client:
-        use = read_memory(client)
+        use = MemoryUse.read(client)
     if use.ratio >= NEAR_FULL:
-        raise RuntimeError(f"Redis nearly full: {describe(use)}; at maxmemory it refuses new messages "
+        raise RuntimeError(f"Redis nearly full: {use}; at maxmemory it refuses new messages "
                            "(see docs/operating.md, \"Redis memory\")")
-    return describe(use)
+    return str(use)
 
 
 def dlq_guard(settings: Settings) -> str:

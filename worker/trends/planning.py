@@ -37,7 +37,7 @@ def run_time_ns(at: str | datetime | None = None) -> int:
     current time, floored to a whole second, the resolution every store computes trends at
     (:mod:`worker.core.alignment`)."""
     moment = datetime.fromisoformat(at) if isinstance(at, str) else at or datetime.now(UTC)
-    return alignment.run_time_ns(datetime_to_ns(moment))
+    return alignment.whole_second_ns(datetime_to_ns(moment))
 
 
 def chunked(items: Sequence[str], size: int) -> list[list[str]]:

@@ -42,7 +42,7 @@ def test_a_redelivered_event_and_two_events_in_one_second() -> None:
     assert len({p.event_id for p in PROBE.events}) == len(PROBE.events)
     a, b = (p for p in PROBE.events if p.event_id.startswith("selftest:busy:same-second-"))
     assert a.doi == b.doi and a.event_id != b.event_id and a.time_ns != b.time_ns
-    assert alignment.event_second_ns(a.time_ns) == alignment.event_second_ns(b.time_ns)
+    assert alignment.whole_second_ns(a.time_ns) == alignment.whole_second_ns(b.time_ns)
     assert PROBE.counts()[f"{PREFIX}busy"] == sum(p.doi == f"{PREFIX}busy" for p in PROBE.events)
 
 

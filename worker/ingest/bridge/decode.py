@@ -1,8 +1,5 @@
-"""Decode and validate, the bridge's first step: any bytes in, a point or a dead letter out.
-
-Decoding raises nothing but ``InvalidEvent``, and any other exception while taking a
-message is a dead letter too, with the exception as the reason: no message can stop a
-partition.
+"""Decode and validate, the bridge's first step: any bytes in, a point or a dead letter out
+(an unexpected exception too, with itself as the reason): no message can stop a partition.
 """
 
 from __future__ import annotations
@@ -51,7 +48,7 @@ def decode(message: Message) -> Taken | None:
         return Taken(Entry(partition, offset, point), point_size(point), None)
     except InvalidEvent as invalid:
         reason = invalid.reason
-    except Exception as error:  # defence in depth: a message must never stop the partition
+    except Exception as error:
         log.exception("unexpected error taking a message; dead-lettered", extra={
             "partition": partition, "offset": offset})
         reason = f"unexpected {type(error).__name__}: {error}"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
-from worker.ingest.redis_memory import memory_use
+from worker.ingest.redis_memory import MemoryUse
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class QueueDepthProbe:
             pipe.exists(self._binding_key)
             pipe.info("memory")
             *lengths, binding, memory = pipe.execute()
-            reading = DepthReading(int(sum(lengths)), bool(binding), memory_use(memory).ratio)
+            reading = DepthReading(int(sum(lengths)), bool(binding), MemoryUse.of(memory).ratio)
         except redis.RedisError as error:
             log.warning("queue depth unknown, treating as too deep", extra={"error": str(error)})
             reading = DepthReading(UNKNOWN_DEPTH, True)

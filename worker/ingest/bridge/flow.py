@@ -1,9 +1,6 @@
-"""When the bridge stops consuming and when it tries again (pure code, fake-clock tested).
-
-:class:`Backpressure` pauses while the ingest queue, Redis's memory or the unconfirmed
-batches (where a store outage shows first) are above their high watermarks, and resumes
-below the low ones; Kafka keeps the data meanwhile. :class:`Backoff` spaces the attempts
-at a failing Redis or dead-letter topic.
+"""When the bridge stops consuming and when it tries again (pure): :class:`Backpressure` on
+the ingest queue, Redis's memory and the unconfirmed batches (where a store outage shows
+first), with hysteresis; :class:`Backoff` between attempts at a failing Redis or dead-letter topic.
 """
 
 from __future__ import annotations

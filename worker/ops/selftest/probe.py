@@ -57,7 +57,7 @@ class Probe:
     def time_range_ns(self) -> tuple[int, int]:
         """``[start, stop)`` on the stored time holding every probe event (whole seconds:
         InfluxDB moves an event within its second)."""
-        times = [alignment.event_second_ns(p.time_ns) for p in self.events]
+        times = [alignment.whole_second_ns(p.time_ns) for p in self.events]
         return min(times), max(times) + NS
 
     def counts(self) -> dict[str, int]:

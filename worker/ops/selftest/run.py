@@ -73,7 +73,7 @@ class SelfTest:
         self.influx = settings.event_store == "influxdb"
         events = None
         if self.influx:
-            now = alignment.run_time_ns(time.time_ns())
+            now = alignment.whole_second_ns(time.time_ns())
             self.probe = build_probe(self.durations, now, max_age_s=PROBE_MAX_AGE_S)
         else:  # the probe's events share discussion_event with the real ones
             self.probe = build_probe(self.durations, POSTGRES_NOW_NS)
