@@ -141,7 +141,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "max.poll.interval.ms": 300_000,
         "session.timeout.ms": settings.kafka_session_timeout_ms,
         # Only the partitions that change owner move (worker.ingest.bridge.consumer); a group
-        # cannot mix it with the eager strategies: stop older bridges before starting these.
+        # cannot mix it with the eager strategies (docs/operating.md, "Several bridges").
         "partition.assignment.strategy": "cooperative-sticky",
         "queued.max.messages.kbytes": settings.kafka_prefetch_kbytes,
         "enable.partition.eof": False,
