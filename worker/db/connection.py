@@ -108,7 +108,6 @@ class Timeouts:
     lock_s: float = 0.0
 
     def sql(self, *, local: bool = True) -> str:
-        """``SET LOCAL`` for a transaction; ``local=False`` for an autocommit session."""
         scope = "SET LOCAL" if local else "SET"
         return (f"{scope} statement_timeout = {round(self.statement_s * 1000)}; "
                 f"{scope} lock_timeout = {round(self.lock_s * 1000)}")
@@ -140,7 +139,6 @@ class Database:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
-        """The DSN with ``POSTGRES_PASSWORD`` added when it is given apart (a secret file)."""
         dsn = settings.postgres_dsn.get_secret_value()
         if settings.postgres_password is not None:
             dsn = with_password(dsn, settings.postgres_password.get_secret_value())

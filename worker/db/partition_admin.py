@@ -75,7 +75,6 @@ def drop_detached(conn: Connection, part: Partition) -> None:
 
 
 def _bound(part: Range) -> sql.Composed:
-    """``FOR VALUES FROM (…) TO (…)`` with the bounds as timestamptz literals."""
     return sql.SQL("FOR VALUES FROM ({}) TO ({})").format(sql.Literal(part.start.isoformat()),
                                                           sql.Literal(part.stop.isoformat()))
 
@@ -104,7 +103,6 @@ def create_missing(cur: Any, layout: Layout, ranges: Iterable[Range]) -> list[st
 
 
 def ensure(conn: Connection, layout: Layout, ranges: Sequence[Range]) -> list[str]:
-    """:func:`create_missing` in a transaction of its own on ``conn``."""
     with conn, conn.cursor() as cur:
         cur.execute("SET LOCAL lock_timeout = %s", (CREATE_LOCK_TIMEOUT,))
         return create_missing(cur, layout, ranges)

@@ -122,24 +122,12 @@ def _carry_out(conn: Connection, policy: RetentionPolicy, now: datetime, todo: P
     with conn.cursor() as cur:
         history = {p.range: p for p in partition_admin.attached(cur, HISTORY)}
 
-    def create(layout: Layout, ranges: list[Range]) -> Callable[[], str]:
-        def step() -> str:
-            conn.autocommit = False
-            try:
-                return f"{len(partition_admin.ensure(conn, layout, ranges))} created"
-            finally:
-                conn.autocommit = True
-        return step
-
-    if todo.create_events:
-        _step(report, "create", f"{EVENTS.table} x{len(todo.create_events)}", create(EVENTS, todo.create_events))
-    for part in todo.drop_events:
-        _step(report, "drop", by_range[part].name, partial(_drop, conn, EVENTS, by_range[part]))
-    if todo.create_history:
-        _step(report, "create", f"{HISTORY.table} x{len(todo.create_history)}",
-              create(HISTORY, todo.create_history))
-    for day in todo.drop_history:
-        _step(report, "drop", history[day].name, partial(_drop, conn, HISTORY, history[day]))
+    for layout, create, drop, existing in ((EVENTS, todo.create_events, todo.drop_events, by_range),
+                                           (HISTORY, todo.create_history, todo.drop_history, history)):
+        if create:
+            _step(report, "create", f"{layout.table} x{len(create)}", partial(_create, conn, layout, create))
+        for part in drop:
+            _step(report, "drop", existing[part].name, partial(_drop, conn, layout, existing[part]))
     _drop_leftovers(conn, policy, now, report)
     for day, level in todo.thin_history:
         action, target = f"thin {level.name.lower()}", history[day]
@@ -173,6 +161,20 @@ def _step(report: Report, action: str, target: str, run: Callable[[], str]) -> N
         return
 
 
+@contextmanager
+def _in_transactions(conn: Connection) -> Iterator[None]:
+    conn.autocommit = False
+    try:
+        yield
+    finally:
+        conn.autocommit = True
+
+
+def _create(conn: Connection, layout: Layout, ranges: list[Range]) -> str:
+    with _in_transactions(conn):
+        return f"{len(partition_admin.ensure(conn, layout, ranges))} created"
+
+
 def _drop(conn: Connection, layout: Layout, part: partition_admin.Partition) -> str:
     partition_admin.detach_and_drop(conn, layout, part)
     if layout is HISTORY:
@@ -203,11 +205,8 @@ def _thin(conn: Connection, part: partition_admin.Partition, level: Level) -> st
                     "rows_before = EXCLUDED.rows_before, rows_after = EXCLUDED.rows_after, compacted_at = now()",
                     (part.range.start.date(), level.name.lower(), result.rows_before, result.rows_after))
 
-    conn.autocommit = False
-    try:
+    with _in_transactions(conn):
         result = partition_admin.swap_thinned(conn, HISTORY, part, kept_rows(level), on_swap=record)
-    finally:
-        conn.autocommit = True
     if not result.swapped:
         return "rows arrived meanwhile; left for the next run"
     return f"{result.rows_before} -> {result.rows_after} rows"

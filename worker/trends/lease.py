@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import redis
 
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
-return 0
-"""
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
+# Compare-and-set: with a TTL (ARGV[2]) it renews, without one it releases.
+_IF_HELD = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return redis.call('del', KEYS[1])
 """
 
 
@@ -40,10 +34,10 @@ class RunLock:
 
     def renew(self, token: str) -> bool:
         """Extend the lease by the full TTL; False when it is no longer ours."""
-        return bool(self._client.eval(_RENEW, 1, self.key, token, str(self._ttl_ms)))
+        return bool(self._client.eval(_IF_HELD, 1, self.key, token, str(self._ttl_ms)))
 
     def release(self, token: str) -> bool:
-        return bool(self._client.eval(_RELEASE, 1, self.key, token))
+        return bool(self._client.eval(_IF_HELD, 1, self.key, token))
 
     def holder(self) -> str | None:
         value = self._client.get(self.key)
@@ -58,7 +52,6 @@ class Leases:
         self.ttl_s = ttl_s
 
     def of(self, duration: str) -> RunLock:
-        """The lease of the duration named ``duration``."""
         return RunLock(self._client, duration, self.ttl_s)
 
     def close(self) -> None:

@@ -61,7 +61,6 @@ class RunSteps:
         self.chunk_size = chunk_size
 
     def plan(self, duration: Duration, now_ns: int, token: str) -> Plan:
-        """Record the run, select the qualifying DOIs and cut them into chunks."""
         run_id = new_run_id(duration.name, now_ns, token)
         self.state.start(run_id, duration, ns_to_datetime(now_ns))
         dois = self.store.qualifying_dois(duration, now_ns)
@@ -76,7 +75,6 @@ class RunSteps:
         return self.state.stage_rows(run_id, trend_rows)
 
     def finalize(self, duration: Duration, run_id: str, now_ns: int) -> dict[str, Any]:
-        """Publish the staged rows atomically, keep the store's history, refresh the view."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
         result = self.state.finalize(run_id, duration, ns_to_datetime(now_ns))
@@ -161,8 +159,6 @@ class TrendRuns:
             return False
 
     def record_failure(self, duration: str, run_id: str, error: str) -> bool:
-        """Mark the run failed (if still running); :class:`FailureNotRecorded` if PostgreSQL
-        did not take it."""
         try:
             failed = self.state.fail(run_id, error)
         except Exception as cause:

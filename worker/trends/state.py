@@ -183,7 +183,6 @@ class PostgresRunState:
         return len(rows)
 
     def finalize(self, run_id: str, duration: Duration, calculated_at: datetime) -> FinalizeResult:
-        """Replace the duration's rows with the run's staged rows, unless a newer run won."""
         with closing(self._connect()) as conn:
             with conn, conn.cursor() as cur:
                 cur.execute(self._timeouts)

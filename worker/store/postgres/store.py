@@ -114,7 +114,6 @@ _TREND_QUERY_SETTINGS = "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'"
 
 
 def _window_rows(data: bytes) -> np.ndarray:
-    """The rows of a binary COPY of :data:`_TREND_WINDOWS` as a structured array."""
     if not data.startswith(copy.SIGNATURE) or not data.endswith(copy.TRAILER):
         raise StoreUnavailable("PostgreSQL sent an unexpected COPY stream for the trend inputs")
     (extension,) = struct.unpack_from(">i", data, len(copy.SIGNATURE) + 4)
