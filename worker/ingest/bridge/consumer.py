@@ -92,8 +92,6 @@ class Bridge:
         return self.stats
 
     def step(self) -> None:
-        """Read confirmations, rewinds and the guard's record; then decode, batch, publish and
-        store offsets (the client commits them)."""
         now = self.clock()
         self.commit.read_acks(now)
         self._rewind_overdue(now)
