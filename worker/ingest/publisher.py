@@ -59,7 +59,6 @@ class IngestPublisher:
         """Declare the ingest queue and its exchange binding in Redis (kombu#1063)."""
         try:
             with self.app.connection_for_write() as conn:
-                # Bounded: a few quick attempts, then the caller reports or retries later.
                 conn.ensure_connection(max_retries=1, interval_start=0, interval_step=1, interval_max=1)
                 channel = conn.default_channel
                 for queue in self.app.amqp.queues.values():

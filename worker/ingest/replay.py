@@ -79,7 +79,6 @@ class _Pass:
     seen: dict[int, list[tuple[int, bool]]] = field(default_factory=dict)  # partition -> (offset, resolved)
 
     def take(self, where: Position, raw: bytes, letter: DeadLetter | None) -> None:
-        """Decide one letter (:func:`triage`) and act on it."""
         self.report.read += 1
         resolution = self.states.get(where)
         state = resolution.state if resolution is not None else None
@@ -98,7 +97,17 @@ class _Pass:
         resolved = outcome is not Outcome.PENDING or state is State.PARKED  # the cursor may pass it
         self.seen.setdefault(where.partition, []).append((where.offset, resolved))
         if outcome is Outcome.REPLAY and letter is not None:
-            self._replay(where, letter, decoded, kind)
+            self.entries.append(Entry(where, State.REPLAYED, self.actor, f"valid on replay ({len(decoded)} event(s))",
+                                      kind, attempt))
+            self.report.events_replayed += len(decoded)
+            if letter.kind == "batch":  # a batch goes as it was; events are gathered into batches of ``batch_size``
+                self.report.batches_replayed += 1
+                if self.publisher is not None:
+                    self.publisher.publish(decoded, f"replay:{self.topic}:{where.partition}:{where.offset}")
+            else:
+                self.points.extend(decoded)
+                if len(self.points) >= self.batch_size:
+                    self.flush()
         elif outcome is Outcome.REDEADLETTER and letter is not None:
             self.report.still_invalid += 1
             self.redead.append(again(letter, why))
@@ -116,20 +125,6 @@ class _Pass:
             self.report.left_pending += 1
         else:
             self.report.already_done += 1
-
-    def _replay(self, where: Position, letter: DeadLetter, decoded: list[Point], kind: str) -> None:
-        """A batch goes as it was; events are gathered into batches of ``batch_size``."""
-        self.entries.append(Entry(where, State.REPLAYED, self.actor, f"valid on replay ({len(decoded)} event(s))",
-                                  kind, letter.attempt))
-        self.report.events_replayed += len(decoded)
-        if letter.kind == "batch":
-            self.report.batches_replayed += 1
-            if self.publisher is not None:
-                self.publisher.publish(decoded, f"replay:{self.topic}:{where.partition}:{where.offset}")
-            return
-        self.points.extend(decoded)
-        if len(self.points) >= self.batch_size:
-            self.flush()
 
     def flush(self) -> None:
         if self.points and self.publisher is not None:

@@ -55,7 +55,6 @@ class TriageLog:
 
     @contextmanager
     def _cursor(self) -> Iterator[Cursor]:
-        """One transaction on a connection of its own, closed after."""
         conn = self._database.connect(application_name="aggregator-dlq")
         try:
             with conn, conn.cursor() as cur:

@@ -70,20 +70,17 @@ class WriteLimit:
         try:
             granted, wait_us = self._script(keys=[self.key], args=[repr(self.rate), self._cap_units, self._expiry_ms])
         except (redis.RedisError, OSError) as error:
-            return self._take_locally(error)
+            if not self._falling_back:
+                self._falling_back = True
+                log.warning("write limit: Redis did not answer; this process limits itself to the rate alone",
+                            extra={"key": self.key, "error": str(error)[:200]})
+            result = take(self._local, time.monotonic_ns() // 1000, self.rate, self.capacity)
+            self._local = result.state
+            return result.wait_us / 1e6
         if self._falling_back:
             self._falling_back = False
             log.info("write limit: Redis answers again; the shared bucket applies", extra={"key": self.key})
         return 0.0 if int(granted) else int(wait_us) / 1e6
-
-    def _take_locally(self, error: Exception) -> float:
-        if not self._falling_back:
-            self._falling_back = True
-            log.warning("write limit: Redis did not answer; this process limits itself to the rate alone",
-                        extra={"key": self.key, "error": str(error)[:200]})
-        result = take(self._local, time.monotonic_ns() // 1000, self.rate, self.capacity)
-        self._local = result.state
-        return result.wait_us / 1e6
 
     def acquire(self, max_wait_s: float) -> float:
         """Wait for a token for at most ``max_wait_s``: 0.0 once taken, else the seconds still

@@ -66,5 +66,4 @@ class Commit:
         self.stats.committed_upto.update(points)
 
     def waiting(self, partitions: set[int]) -> bool:
-        """Whether any of these partitions has a published batch not confirmed yet."""
         return not partitions.isdisjoint(self.tracker.pending_partitions())

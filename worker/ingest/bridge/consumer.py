@@ -92,8 +92,6 @@ class Bridge:
         return self.stats
 
     def step(self) -> None:
-        """Read confirmations, rewinds and the guard's record; then decode, batch, publish and
-        store offsets (the client commits them)."""
         now = self.clock()
         self.commit.read_acks(now)
         self._rewind_overdue(now)
@@ -129,15 +127,12 @@ class Bridge:
 
     def _leave_in_kafka(self, messages: list[Message]) -> None:
         """Messages fetched but not taken (the guard tripped): a resume seeks back to them."""
-        first: dict[int, int] = {}
+        next_offset = self.partitions.next_offset
         for message in messages:
             if message.error() is None:
                 partition, offset = position(message)
-                first.setdefault(partition, offset)
-        next_offset = self.partitions.next_offset
-        for partition, offset in first.items():
-            if partition in self.partitions.owned:
-                next_offset[partition] = min(next_offset.get(partition, offset), offset)
+                if partition in self.partitions.owned:
+                    next_offset[partition] = min(next_offset.get(partition, offset), offset)
 
     def _rewind_overdue(self, now: float) -> None:
         """Read a partition again from its oldest batch not confirmed in time."""

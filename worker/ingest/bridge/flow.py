@@ -51,7 +51,6 @@ class Backoff:
     retry_at: float = 0.0
 
     def failure(self, now: float) -> float:
-        """Record a failed attempt; returns the delay before the next one."""
         delay = min(self.maximum_s, self.initial_s * (1 << min(self.failures, 16)))
         self.failures += 1
         self.retry_at = now + delay

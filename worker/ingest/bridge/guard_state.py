@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from worker.ingest.bridge.dlq_guard import DlqGuard, Trip
+from worker.ingest.bridge.dlq_guard import DlqGuard
 from worker.ingest.bridge.state import BridgeStats
 
 if TYPE_CHECKING:  # `aggregator --help` imports this through health: no client library at import
@@ -91,10 +91,8 @@ class GuardSync:
 
     def observe(self, partition: int, offset: int, now: float, reason: str | None) -> None:
         trip = self.guard.observe(partition, offset, now, reason)
-        if trip is not None:
-            self._trip(trip)
-
-    def _trip(self, trip: Trip) -> None:
+        if trip is None:
+            return
         self.stop = trip.describe()
         self.stats.dlq_guard_trips += 1
         self._unrecorded = GuardStop(self.stop, self.settings, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -24,15 +24,6 @@ from worker.ingest.publisher import IngestPublisher, batch_task_id
 log = logging.getLogger(__name__)
 
 
-def spans_of(batch: Batch[Entry]) -> dict[int, tuple[int, int]]:
-    """partition -> (first, last offset) of a batch's entries."""
-    ranges: dict[int, tuple[int, int]] = {}
-    for entry in batch.items:
-        first, last = ranges.get(entry.partition, (entry.offset, entry.offset))
-        ranges[entry.partition] = (min(first, entry.offset), max(last, entry.offset))
-    return ranges
-
-
 @dataclass
 class Publish:
     publisher: IngestPublisher
@@ -92,7 +83,10 @@ class Publish:
         return deadline is None or self.clock() + worst_case_s <= deadline
 
     def _publish(self, batch: Batch[Entry]) -> None:
-        ranges = spans_of(batch)
+        ranges: dict[int, tuple[int, int]] = {}  # partition -> (first, last offset)
+        for entry in batch.items:
+            first, last = ranges.get(entry.partition, (entry.offset, entry.offset))
+            ranges[entry.partition] = (min(first, entry.offset), max(last, entry.offset))
         points = [entry.point for entry in batch.items if entry.point is not None]
         now = self.clock()
         if points:
