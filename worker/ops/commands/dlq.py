@@ -7,7 +7,6 @@ import argparse
 import getpass
 import json
 import sys
-from collections.abc import Iterator
 from contextlib import ExitStack, closing
 
 from worker.celeryapp.app import app
@@ -51,10 +50,7 @@ def list_letters(args: argparse.Namespace, settings: Settings) -> int:
         else:
             starts = {} if args.all else reader.cursor()  # {}: from the start of every partition
         states = triage_log.states(since=None if args.all or args.parked else starts)
-        records: Iterator[tuple[Position, bytes, DeadLetter | None]] = iter(())
-        if not args.parked or starts:
-            records = reader.records(starts)
-        for where, _raw, letter in records:
+        for where, _raw, letter in reader.records(starts) if not args.parked or starts else ():
             resolution = states.get(where)
             state = resolution.state.value if resolution is not None else "pending"
             if (args.parked and state != "parked") or (not args.all and not args.parked and resolution is not None):

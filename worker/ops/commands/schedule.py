@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from contextlib import closing
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -41,11 +42,8 @@ def measured_postgres(settings: Settings, days: int) -> dict[str, list[float]]:
 
 
 def measured_influx(settings: Settings, days: int) -> dict[str, list[float]]:
-    store = InfluxStore.from_settings(settings)
-    try:
+    with closing(InfluxStore.from_settings(settings)) as store:
         return store.task_run_seconds(datetime.now(UTC) - timedelta(days=days))
-    finally:
-        store.close()
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

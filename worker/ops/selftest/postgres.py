@@ -59,9 +59,8 @@ def _drop(conn: Connection, part: partition_admin.Partition) -> str | None:
             partition_admin.detach_and_drop(conn, partitions.EVENTS, part)
             return None
         except psycopg2.errors.LockNotAvailable as error:
-            reason = first_line(error)
             if pause is None:
-                return reason
+                return first_line(error)
             time.sleep(pause)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -133,14 +132,13 @@ class PostgresScratch:
             done.append(f"{cur.rowcount} staged rows")
             if self._events is not None:
                 done.insert(0, f"{self._delete_events(cur)} events")
-                self._drop_created(conn, cur, self._events.months, done, left)
+                self._drop_created(conn, cur, done, left)
         return done, left
 
-    def _drop_created(self, conn: Connection, cur: Any, months: Sequence[partitions.Range], done: list[str],
-                      left: list[str]) -> None:
-        if self._partitions_before is None:  # the probe was never written
+    def _drop_created(self, conn: Connection, cur: Any, done: list[str], left: list[str]) -> None:
+        if self._events is None or self._partitions_before is None:  # the probe was never written
             return
-        wanted = {partitions.EVENTS.name(m) for m in months} - self._partitions_before
+        wanted = {partitions.EVENTS.name(m) for m in self._events.months} - self._partitions_before
         dropped, kept = [], []
         for part in partition_admin.attached(cur, partitions.EVENTS):
             if part.name not in wanted:
