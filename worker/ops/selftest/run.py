@@ -96,9 +96,8 @@ class SelfTest:
                 if admin is not None:
                     for check in admin.layout_checks():
                         self.record(check)
-                self.scratch.remove_leftovers()
+                self.scratch.prepare()
                 if admin is None:
-                    self.scratch.note_partitions()
                     store = open_store(self.settings)
                 else:
                     admin.create_scratch(self.bucket)
