@@ -118,19 +118,24 @@ class StateCollector(Collector):
             stopped = RedisGuardRecords(client, s.kafka_group_id, s.kafka_topic).read() is not None
             # The active beat holds this lock (celery-redbeat) and renews it at every tick; none
             # held for longer than BEAT_LOCK_TIMEOUT_S means no beat fires anything.
-            beat_held = bool(client.exists(BEAT_LOCK_KEY))
+            beat_held = client.exists(BEAT_LOCK_KEY)
         unacked = depths.pop("unacked")
         depth = _gauge("queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
         for queue, waiting in depths.items():
             depth.add_metric([queue], float(waiting))
-        return [depth, *(_gauge(name, documentation, value=float(value)) for name, documentation, value in (
-            ("queue_unacked", "Messages handed to workers and not acknowledged yet (all queues)", unacked),
-            ("dead_letter_guard_stopped",
-             "1 while the dead-letter guard's stop is in force (the bridges consume nothing)", stopped),
-            ("beat_lock_held", "1 while a beat holds the scheduler's lock (one beat is active and firing)", beat_held),
-            ("redis_memory_used_bytes", "Memory Redis uses (INFO used_memory)", memory.used),
-            ("redis_memory_max_bytes", "Redis's maxmemory (0: no limit); at it Redis refuses new messages",
-             memory.limit)))]
+        return [
+            depth,
+            _gauge("queue_unacked", "Messages handed to workers and not acknowledged yet (all queues)",
+                   value=float(unacked)),
+            _gauge("dead_letter_guard_stopped",
+                   "1 while the dead-letter guard's stop is in force (the bridges consume nothing)",
+                   value=1.0 if stopped else 0.0),
+            _gauge("beat_lock_held", "1 while a beat holds the scheduler's lock (one beat is active and firing)",
+                   value=1.0 if beat_held else 0.0),
+            _gauge("redis_memory_used_bytes", "Memory Redis uses (INFO used_memory)", value=float(memory.used)),
+            _gauge("redis_memory_max_bytes", "Redis's maxmemory (0: no limit); at it Redis refuses new messages",
+                   value=float(memory.limit)),
+        ]
 
     def _kafka(self) -> list[Metric]:
         s = self._settings
