@@ -101,7 +101,7 @@ def _classify(error: BaseException, settings: Settings | None) -> OperatorError:
         if not unreachable:
             return OperatorError(f"Kafka refused a request: {reason}", "Run with --debug for the details.")
     elif module in ("tweepy", "requests"):
-        return _x_api(error, settings)
+        return _x_api(error, reason, settings)
     store = "InfluxDB" if settings is not None and settings.event_store == "influxdb" else "PostgreSQL"
     service = _SERVICES.get(module) or next((name for kind, name in ((PublishError, "Redis"), (
         DeadLetterError, "Kafka"), (StoreUnavailable, store)) if isinstance(error, kind)), None)
@@ -111,11 +111,10 @@ def _classify(error: BaseException, settings: Settings | None) -> OperatorError:
     return ServiceUnavailable(service, _address(settings, service), reason)
 
 
-def _x_api(error: BaseException, settings: Settings | None) -> OperatorError:
+def _x_api(error: BaseException, reason: str, settings: Settings | None) -> OperatorError:
     import tweepy
 
     address = (settings.x_api_base_url if settings is not None else None) or "https://api.twitter.com"
-    reason = first_line(error)
     if isinstance(error, tweepy.Unauthorized | tweepy.Forbidden):
         return ConfigError(f"the X API at {address} refused the post: {reason}",
                            "Check the X_* credentials and the app's permissions (a duplicate text is refused too).")

@@ -26,12 +26,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def resume(settings: Settings) -> int:
     """Remove the group's stop record: every bridge of the group resumes within about a
     second, with an empty guard window (a stream still invalid trips it again)."""
-    client = redis_client(settings)
-    records = RedisGuardRecords(client, settings.kafka_group_id, settings.kafka_topic)
-    try:
-        lifted = records.clear()  # a Redis error is reported as one (worker.ops.failures.classify)
-    finally:
-        client.close()
+    with redis_client(settings) as client:
+        # a Redis error is reported as one (worker.ops.failures.classify)
+        lifted = RedisGuardRecords(client, settings.kafka_group_id, settings.kafka_topic).clear()
     where = f"group {settings.kafka_group_id}, topic {settings.kafka_topic}"
     if lifted is None:
         print(f"no dead-letter guard stop in force ({where})")

@@ -7,7 +7,6 @@ import argparse
 import getpass
 import json
 import sys
-from collections.abc import Iterator
 from contextlib import ExitStack, closing
 
 from worker.celeryapp.app import app
@@ -20,7 +19,7 @@ from worker.ingest.kafka_config import group_lag
 from worker.ingest.publisher import IngestPublisher
 from worker.ingest.replay import replay, settle
 from worker.ingest.triage import Position, State, hexdump, reason_kind, selection_from
-from worker.ingest.triage_log import Entry, Resolution, TriageLog
+from worker.ingest.triage_log import Entry, TriageLog
 
 
 def _reader(settings: Settings) -> DeadLetterReader:
@@ -51,10 +50,7 @@ def list_letters(args: argparse.Namespace, settings: Settings) -> int:
         else:
             starts = {} if args.all else reader.cursor()  # {}: from the start of every partition
         states = triage_log.states(since=None if args.all or args.parked else starts)
-        records: Iterator[tuple[Position, bytes, DeadLetter | None]] = iter(())
-        if not args.parked or starts:
-            records = reader.records(starts)
-        for where, _raw, letter in records:
+        for where, _raw, letter in reader.records(starts) if not args.parked or starts else ():
             resolution = states.get(where)
             state = resolution.state.value if resolution is not None else "pending"
             if (args.parked and state != "parked") or (not args.all and not args.parked and resolution is not None):
@@ -88,13 +84,6 @@ def _payload_lines(raw: bytes, letter: DeadLetter | None) -> list[str]:
     return [f"{label} (text, {len(data)} bytes):", text]
 
 
-def _state_line(resolution: Resolution | None) -> str:
-    if resolution is None:
-        return "pending"
-    return (f"{resolution.state.value} by {resolution.actor} at "
-            f"{resolution.at.isoformat(timespec='seconds')}: {resolution.why}")
-
-
 def _fetch_all(reader: DeadLetterReader, positions: list[Position],
                topic: str) -> list[tuple[Position, bytes, DeadLetter | None]]:
     """Every position's record, or a usage error naming those the topic does not have."""
@@ -112,7 +101,11 @@ def show_letters(args: argparse.Namespace, settings: Settings) -> int:
     for index, (where, raw, letter) in enumerate(records):
         if index:
             print()
-        fields = [("position", where), ("state", _state_line(states.get(where)))]
+        resolution = states.get(where)
+        state = "pending" if resolution is None else (
+            f"{resolution.state.value} by {resolution.actor} at {resolution.at.isoformat(timespec='seconds')}: "
+            f"{resolution.why}")
+        fields = [("position", where), ("state", state)]
         if letter is None:
             fields.append(("reason kind", "unreadable"))
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from contextlib import closing
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -40,14 +41,6 @@ def measured_postgres(settings: Settings, days: int) -> dict[str, list[float]]:
     return found
 
 
-def measured_influx(settings: Settings, days: int) -> dict[str, list[float]]:
-    store = InfluxStore.from_settings(settings)
-    try:
-        return store.task_run_seconds(datetime.now(UTC) - timedelta(days=days))
-    finally:
-        store.close()
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     output, day, days, influx_tasks = args.output, args.date, args.days, args.influx_tasks
     with_influx = settings.event_store == "influxdb" if influx_tasks is None else influx_tasks
@@ -62,7 +55,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
     if with_influx and settings.influxdb_v2_url:
         try:
-            measured.update(measured_influx(settings, days))
+            with closing(InfluxStore.from_settings(settings)) as store:
+                measured.update(store.task_run_seconds(datetime.now(UTC) - timedelta(days=days)))
         except Exception as error:  # an unreachable InfluxDB only costs the measurements
             print(f"InfluxDB task lengths not measured ({first_line(error)}); assumed instead", file=sys.stderr)
     lengths = {job.name: length_of(measured.get(job.name, []), job.kind) for job in jobs}

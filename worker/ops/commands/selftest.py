@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import functools
 
 from worker.config.settings import Settings
 from worker.ops.selftest.run import report
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    return report(settings, emit=functools.partial(print, flush=True))
+    return report(settings)

@@ -4,8 +4,8 @@ then `aggregator selftest` (unless ``--no-selftest``): a failed check makes setu
 from __future__ import annotations
 
 import argparse
-import functools
 import os
+from contextlib import closing
 
 from worker.celeryapp.resources import ensure_dead_letter_topic
 from worker.config.settings import PLACEHOLDER_SECRET, Settings, secret_fields
@@ -37,20 +37,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "pass --allow-placeholder-secrets.")
     # Trend tables live in PostgreSQL whatever the event store.
     database = Database.from_settings(settings)
-    conn = database.connect()
-    try:
+    with closing(database.connect()) as conn:
         privileges.check(conn)
-    finally:
-        conn.close()
     applied = migrate(database.dsn, connect_timeout_s=database.connect_timeout_s)
-    store = open_store(settings)
-    try:
+    with closing(open_store(settings)) as store:
         store.setup()  # idempotent (for PostgreSQL the migrations above, already applied)
-    finally:
-        store.close()
     ensure_dead_letter_topic(settings)
     print(f"setup done: migrations applied={','.join(applied) or 'none'} store={store.name} "
           f"dead-letter topic={settings.kafka_dlq_topic}", flush=True)
-    if args.no_selftest:
-        return 0
-    return report(settings, emit=functools.partial(print, flush=True))
+    return 0 if args.no_selftest else report(settings)

@@ -122,7 +122,6 @@ def starts(job: Job, day: date) -> list[int]:
 
 
 def day_runs(jobs: Sequence[Job], day: date, lengths: Mapping[str, Length]) -> list[Run]:
-    """All runs of the day, by start time."""
     runs = [Run(job, start, lengths[job.name].seconds) for job in jobs for start in starts(job, day)]
     return sorted(runs, key=lambda r: (r.start_s, r.job.name))
 

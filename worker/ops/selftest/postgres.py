@@ -59,9 +59,8 @@ def _drop(conn: Connection, part: partition_admin.Partition) -> str | None:
             partition_admin.detach_and_drop(conn, partitions.EVENTS, part)
             return None
         except psycopg2.errors.LockNotAvailable as error:
-            reason = first_line(error)
             if pause is None:
-                return reason
+                return first_line(error)
             time.sleep(pause)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -97,23 +96,20 @@ class PostgresScratch:
                 raise SelfTestInFlight("another selftest is in flight; not starting a second one",
                                        "Wait for it to finish (a few seconds), then run again.")
 
-    def remove_leftovers(self) -> None:
-        """Rows an interrupted earlier self-test (``kill -9``) left: staged rows and probe events."""
+    def prepare(self) -> None:
+        """Remove what an interrupted earlier self-test (``kill -9``) left (staged rows, probe
+        events), and note which event partitions exist before the probe's write creates any."""
         with closing(self._connect()) as conn, conn.cursor() as cur:
             cur.execute("DELETE FROM trending_staging WHERE run_id LIKE %s", (_like_prefix(RUN_ID_PREFIX),))
-            self._delete_events(cur)
+            if self._events is not None:
+                self._delete_events(cur, self._events)
+                self._partitions_before = {p.name for p in partition_admin.attached(cur, partitions.EVENTS)}
 
-    def note_partitions(self) -> None:
-        """Remember which event partitions exist before the probe's write creates any."""
-        with closing(self._connect()) as conn, conn.cursor() as cur:
-            self._partitions_before = {p.name for p in partition_admin.attached(cur, partitions.EVENTS)}
-
-    def _delete_events(self, cur: Any) -> int:
-        if self._events is None:
-            return 0
-        start, stop = self._events.range_ns
+    @staticmethod
+    def _delete_events(cur: Any, events: ProbeEvents) -> int:
+        start, stop = events.range_ns
         cur.execute("DELETE FROM discussion_event WHERE doi LIKE %s AND time >= to_timestamp(%s) "
-                    "AND time < to_timestamp(%s)", (_like_prefix(self._events.prefix), start // _NS, -(-stop // _NS)))
+                    "AND time < to_timestamp(%s)", (_like_prefix(events.prefix), start // _NS, -(-stop // _NS)))
         return int(cur.rowcount)
 
     def staged_rows(self, run: str) -> list[dict[str, Any]]:
@@ -132,15 +128,14 @@ class PostgresScratch:
             cur.execute("DELETE FROM trending_staging WHERE run_id = ANY(%s)", (list(runs),))
             done.append(f"{cur.rowcount} staged rows")
             if self._events is not None:
-                done.insert(0, f"{self._delete_events(cur)} events")
-                self._drop_created(conn, cur, self._events.months, done, left)
+                done.insert(0, f"{self._delete_events(cur, self._events)} events")
+                self._drop_created(conn, cur, done, left)
         return done, left
 
-    def _drop_created(self, conn: Connection, cur: Any, months: Sequence[partitions.Range], done: list[str],
-                      left: list[str]) -> None:
-        if self._partitions_before is None:  # the probe was never written
+    def _drop_created(self, conn: Connection, cur: Any, done: list[str], left: list[str]) -> None:
+        if self._events is None or self._partitions_before is None:  # the probe was never written
             return
-        wanted = {partitions.EVENTS.name(m) for m in months} - self._partitions_before
+        wanted = {partitions.EVENTS.name(m) for m in self._events.months} - self._partitions_before
         dropped, kept = [], []
         for part in partition_admin.attached(cur, partitions.EVENTS):
             if part.name not in wanted:

@@ -124,10 +124,7 @@ def edge_offsets(duration: Duration) -> list[tuple[int, int, str]]:
         (span + 1, last, "the second before the span (out)"),
         (windows * w, 0, "one window past the series"),  # the span's start for every default duration
     ]
-    unique: dict[tuple[int, int], tuple[int, int, str]] = {}
-    for back, micros, what in found:
-        unique.setdefault((back, micros), (back, micros, what))
-    return list(unique.values())
+    return [edge for i, edge in enumerate(found) if edge[:2] not in {seen[:2] for seen in found[:i]}]  # first wins
 
 
 def _edges(doi: str, duration: Duration, now_ns: int, max_age_s: int | None) -> tuple[list[Point], list[str]]:

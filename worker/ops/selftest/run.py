@@ -6,6 +6,7 @@ happened (a failure, Ctrl-C, SIGTERM). docs/deploying.md, "After every deploymen
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import threading
 import time
@@ -41,11 +42,12 @@ from worker.trends.math import TREND_COLUMNS, compute_trends, rows
 from worker.trends.state import PostgresRunState
 
 Emit = Callable[[str], None]
+_PRINT: Emit = functools.partial(print, flush=True)  # each line as it completes
 
 _SUMS = len(fields(Aggregates)) - 1
 
 
-def report(settings: Settings, emit: Emit = print) -> int:
+def report(settings: Settings, emit: Emit = _PRINT) -> int:
     """Each check's line through ``emit`` as it completes, then the summary; 0 when every
     check passed, else 1."""
     checks: list[Check] = []
@@ -86,30 +88,26 @@ class SelfTest:
         with contextlib.ExitStack() as stack:
             stack.callback(self.scratch.close)
             admin = stack.enter_context(contextlib.closing(InfluxAdmin(self.settings))) if self.influx else None
-            self._with_cleanup(admin)
-
-    def _with_cleanup(self, admin: InfluxAdmin | None) -> None:
-        store: EventStore | None = None
-        run_state: PostgresRunState | None = None
-        completed = False
-        try:
-            self._header(admin)
-            if admin is not None:
-                for check in admin.layout_checks():
-                    self.record(check)
-            self.scratch.remove_leftovers()
-            if admin is None:
-                self.scratch.note_partitions()
-                store = open_store(self.settings)
-            else:
-                admin.create_scratch(self.bucket)
-                store = open_store(self.settings.model_copy(update={"influxdb_v2_bucket": self.bucket}))
-            run_state = PostgresRunState.from_settings(self.settings)
-            self._probe(store, run_state)
-            completed = True
-        finally:
-            with _interrupts_deferred():
-                self._remove(admin, store, run_state, raise_errors=completed)
+            store: EventStore | None = None
+            run_state: PostgresRunState | None = None
+            completed = False
+            try:
+                self._header(admin)
+                if admin is not None:
+                    for check in admin.layout_checks():
+                        self.record(check)
+                self.scratch.prepare()
+                if admin is None:
+                    store = open_store(self.settings)
+                else:
+                    admin.create_scratch(self.bucket)
+                    store = open_store(self.settings.model_copy(update={"influxdb_v2_bucket": self.bucket}))
+                run_state = PostgresRunState.from_settings(self.settings)
+                self._probe(store, run_state)
+                completed = True
+            finally:
+                with _interrupts_deferred():
+                    self._remove(admin, store, run_state, raise_errors=completed)
 
     def _header(self, admin: InfluxAdmin | None) -> None:
         at = datetime.fromtimestamp(self.probe.now_ns // alignment.NS_PER_S, UTC).isoformat()
