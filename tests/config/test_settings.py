@@ -162,10 +162,12 @@ def test_kafka_security_that_cannot_work_is_named(monkeypatch: pytest.MonkeyPatc
     ({"POSTGRES_DSN": "postgresql://a@b/c", "POSTGRES_DSN_FILE": "{dir}/dsn"},
      "POSTGRES_DSN and POSTGRES_DSN_FILE are both set"),
     ({"REDIS_URL_FILE": "{dir}/missing"}, "REDIS_URL_FILE='{dir}/missing': No such file or directory"),
+    ({"POSTGRES_DSN_FILE": "{dir}/empty"}, "is empty"),
 ])
 def test_a_secret_file_that_cannot_be_used_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path, env: dict[str, str],
                                                     named: str) -> None:
     (tmp_path / "dsn").write_text("postgresql://x@y/z")
+    (tmp_path / "empty").write_text("\n")
     for key, value in env.items():
         monkeypatch.setenv(key, value.format(dir=tmp_path))
     with pytest.raises(ConfigurationError) as caught:

@@ -54,6 +54,8 @@ def _check_postgres_dsn(value: str) -> None:
     from psycopg2 import ProgrammingError
     from psycopg2.extensions import parse_dsn
 
+    if not value:
+        raise ValueError("is empty: libpq would fall back to its own defaults")
     if "://" in value and not value.startswith(("postgresql://", "postgres://")):
         raise ValueError("must be a postgresql:// URL or a libpq keyword string (host=... dbname=...)")
     try:
