@@ -87,12 +87,10 @@ def with_password(dsn: str, password: str) -> str:
     masked DSN in messages reads as the operator wrote it. A DSN with a password is refused."""
     if parse_dsn(dsn).get("password") is not None:
         raise ValueError("POSTGRES_DSN holds a password and POSTGRES_PASSWORD is set too: keep one")
-    if "://" not in dsn:
-        return make_dsn(dsn, password=password)
     parts = urlsplit(dsn)
     user, _, host = parts.netloc.rpartition("@")
-    if not user:
-        # libpq's default user (the OS user) cannot carry a password in a URL: use keywords.
+    if "://" not in dsn or not user:
+        # Keywords, or a URL for libpq's default user (the OS user), which cannot carry a password.
         return make_dsn(dsn, password=password)
     return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
