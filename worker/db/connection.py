@@ -110,18 +110,6 @@ class Timeouts:
         return (f"{scope} statement_timeout = {round(self.statement_s * 1000)}; "
                 f"{scope} lock_timeout = {round(self.lock_s * 1000)}")
 
-    @classmethod
-    def ingest(cls, settings: Settings) -> Timeouts:
-        return cls(settings.pg_statement_timeout_ingest_s, settings.pg_lock_timeout_s)
-
-    @classmethod
-    def trends(cls, settings: Settings) -> Timeouts:
-        return cls(settings.pg_statement_timeout_trends_s, settings.pg_lock_timeout_s)
-
-    @classmethod
-    def finalize(cls, settings: Settings) -> Timeouts:
-        return cls(settings.pg_statement_timeout_finalize_s, settings.pg_lock_timeout_s)
-
 
 #: No statement or lock timeout: what a session has unless its kind sets one.
 NO_TIMEOUTS = Timeouts()

@@ -159,8 +159,9 @@ class PostgresStore(Sessions):
     def from_settings(cls, settings: Settings) -> PostgresStore:
         database = Database.from_settings(settings)
         return cls(database.dsn, query_connections=settings.trend_query_connections,
-                   connect_timeout_s=database.connect_timeout_s, write_timeouts=Timeouts.ingest(settings),
-                   query_timeouts=Timeouts.trends(settings))
+                   connect_timeout_s=database.connect_timeout_s,
+                   write_timeouts=Timeouts(settings.pg_statement_timeout_ingest_s, settings.pg_lock_timeout_s),
+                   query_timeouts=Timeouts(settings.pg_statement_timeout_trends_s, settings.pg_lock_timeout_s))
 
     def setup(self) -> None:
         migrate(self._dsn, connect_timeout_s=self._timeout_s)
