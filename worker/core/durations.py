@@ -72,8 +72,7 @@ def build_durations(overrides_json: str = "{}") -> dict[str, Duration]:
             raise ValueError(f"TREND_DURATIONS: unknown duration {name!r} (known: {sorted(table)})")
         if not isinstance(changes, Mapping):
             raise ValueError(f"TREND_DURATIONS[{name!r}] must be an object")
-        unknown = set(changes) - _FIELD_TYPES.keys()
-        if unknown:
+        if unknown := set(changes) - _FIELD_TYPES.keys():
             raise ValueError(f"TREND_DURATIONS[{name!r}]: unknown fields {sorted(unknown)}")
         for key, value in changes.items():
             expected = _FIELD_TYPES[key]
