@@ -21,7 +21,7 @@ broker_connection_retry_on_startup = True
 
 # Redis has no publisher confirms; fail fast instead of blocking forever when Redis is gone
 # (celery#4296), so the bridge keeps its batch, does not commit, and retries.
-_transport = {
+broker_transport_options = {
     "visibility_timeout": _s.visibility_timeout_s,  # above the longest task / retry wait
     # Sweep for messages of dead workers (unacked past the visibility timeout) every
     # min(10 s, timeout) instead of kombu's default ~100 s (interval x throttle 10).
@@ -34,7 +34,6 @@ _transport = {
     "interval_step": 0.5,
     "interval_max": 2,
 }
-broker_transport_options = _transport
 result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout_s}
 redis_socket_timeout = _s.connect_timeout_s
 redis_socket_connect_timeout = _s.connect_timeout_s

@@ -59,8 +59,7 @@ def run_trend(self: Task[Any, Any], duration_name: str, at: str | None = None) -
     try:
         log.info("trend run planned", extra={"run_id": plan.run_id, "dois": plan.dois, "chunks": len(plan.chunks)})
         errback = trend_failed.s(plan.run_id, duration_name, token).set(queue=queue)
-        callback = finalize_trend.s(plan.run_id, duration_name, plan.now_ns, token).set(queue=queue)
-        callback = callback.on_error(errback)
+        callback = finalize_trend.s(plan.run_id, duration_name, plan.now_ns, token).set(queue=queue).on_error(errback)
         if not plan.chunks:  # nothing qualifies: the duration's rows become empty, atomically
             callback.delay([])
         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 
@@ -67,14 +67,12 @@ def build_durations(overrides_json: str = "{}") -> dict[str, Duration]:
         raise ValueError(f"TREND_DURATIONS is not valid JSON: {error}") from None
     if not isinstance(overrides, Mapping):
         raise ValueError("TREND_DURATIONS must be a JSON object of duration name -> fields")
-    allowed = {f.name for f in fields(Duration)} - {"name"}
     for name, changes in overrides.items():
         if name not in table:
             raise ValueError(f"TREND_DURATIONS: unknown duration {name!r} (known: {sorted(table)})")
         if not isinstance(changes, Mapping):
             raise ValueError(f"TREND_DURATIONS[{name!r}] must be an object")
-        unknown = set(changes) - allowed
-        if unknown:
+        if unknown := set(changes) - _FIELD_TYPES.keys():
             raise ValueError(f"TREND_DURATIONS[{name!r}]: unknown fields {sorted(unknown)}")
         for key, value in changes.items():
             expected = _FIELD_TYPES[key]

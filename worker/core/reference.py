@@ -49,10 +49,7 @@ def reference_aggregates(points: Iterable[Point], dois: Sequence[str], now_ns: i
     if len(index) != len(dois):
         raise ValueError("reference_aggregates: duplicate DOIs")
     n, windows = len(dois), duration.windows
-    count = np.zeros(n)
-    decayed = np.zeros(n)
-    ages = np.zeros(n)
-    sums = {name: np.zeros(n) for name in SUMMED_FIELDS}
+    sums = {name: np.zeros(n) for name in ("count", "decayed_score", "sum_age", *SUMMED_FIELDS)}
     series = np.zeros((n, windows))
     for point in points:
         row = index.get(point.doi)
@@ -60,12 +57,12 @@ def reference_aggregates(points: Iterable[Point], dois: Sequence[str], now_ns: i
             continue
         age = alignment.age_s(now_ns, point.time_ns)
         score = float(point.score)
-        count[row] += 1.0
-        decayed[row] += score * decay_weight(age, duration.gravity)
-        ages[row] += float(age)
+        sums["count"][row] += 1.0
+        sums["decayed_score"][row] += score * decay_weight(age, duration.gravity)
+        sums["sum_age"][row] += float(age)
         for name, field in SUMMED_FIELDS.items():
             sums[name][row] += float(getattr(point, field))
         back = alignment.window_back(duration, now_ns, point.time_ns)
         if back is not None:
             series[row, windows - 1 - back] += score
-    return Aggregates(count=count, decayed_score=decayed, sum_age=ages, series=series, **sums)
+    return Aggregates(series=series, **sums)

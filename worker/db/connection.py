@@ -87,12 +87,10 @@ def with_password(dsn: str, password: str) -> str:
     masked DSN in messages reads as the operator wrote it. A DSN with a password is refused."""
     if parse_dsn(dsn).get("password") is not None:
         raise ValueError("POSTGRES_DSN holds a password and POSTGRES_PASSWORD is set too: keep one")
-    if "://" not in dsn:
-        return make_dsn(dsn, password=password)
     parts = urlsplit(dsn)
     user, _, host = parts.netloc.rpartition("@")
-    if not user:
-        # libpq's default user (the OS user) cannot carry a password in a URL: use keywords.
+    if "://" not in dsn or not user:
+        # Keywords, or a URL for libpq's default user (the OS user), which cannot carry a password.
         return make_dsn(dsn, password=password)
     return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
@@ -111,18 +109,6 @@ class Timeouts:
         scope = "SET LOCAL" if local else "SET"
         return (f"{scope} statement_timeout = {round(self.statement_s * 1000)}; "
                 f"{scope} lock_timeout = {round(self.lock_s * 1000)}")
-
-    @classmethod
-    def ingest(cls, settings: Settings) -> Timeouts:
-        return cls(settings.pg_statement_timeout_ingest_s, settings.pg_lock_timeout_s)
-
-    @classmethod
-    def trends(cls, settings: Settings) -> Timeouts:
-        return cls(settings.pg_statement_timeout_trends_s, settings.pg_lock_timeout_s)
-
-    @classmethod
-    def finalize(cls, settings: Settings) -> Timeouts:
-        return cls(settings.pg_statement_timeout_finalize_s, settings.pg_lock_timeout_s)
 
 
 #: No statement or lock timeout: what a session has unless its kind sets one.

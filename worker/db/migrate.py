@@ -31,8 +31,7 @@ def yoyo_uri(dsn: str, connect_timeout_s: float) -> str:
 
 def migrate(dsn: str, *, connect_timeout_s: float = 10.0) -> list[str]:
     """Apply pending migrations; return the ids applied (empty when up to date)."""
-    directory = str(resources.files("worker.db") / "migrations")
-    migrations = read_migrations(directory)
+    migrations = read_migrations(str(resources.files("worker.db") / "migrations"))
     backend = get_backend(yoyo_uri(dsn, connect_timeout_s))
     try:
         with backend.lock():

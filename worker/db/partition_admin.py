@@ -115,7 +115,6 @@ def detach_and_drop(conn: Connection, layout: Layout, part: Partition) -> None:
         raise ValueError("detach_and_drop needs an autocommit connection")
     table, parent = sql.Identifier(part.name), sql.Identifier(layout.table)
     with _session_lock_timeout(conn) as cur:
-        # An earlier attempt may have stopped half way (detach pending).
         cur.execute("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(%s) "
                     "AND inhparent = %s::regclass", (part.name, layout.table))
         row = cur.fetchone()

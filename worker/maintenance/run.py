@@ -32,6 +32,15 @@ log = logging.getLogger(__name__)
 _LOCK_KEY = "aggregator.maintenance"
 _ATTEMPTS = 3
 _PAUSE_S = 1.0
+_PRUNE_RUNS = "DELETE FROM trend_run WHERE calculated_at < %s"
+# The triage log of letters last handled before the events' cutoff (their events are past
+# retention, the letters long gone from the topic); a letter's rows go all together.
+_PRUNE_TRIAGE = """
+    DELETE FROM dead_letter_triage t
+    USING (SELECT topic, kafka_partition, kafka_offset FROM dead_letter_triage
+           GROUP BY topic, kafka_partition, kafka_offset HAVING max(at) < %s) old
+    WHERE t.topic = old.topic AND t.kafka_partition = old.kafka_partition
+      AND t.kafka_offset = old.kafka_offset"""
 
 
 class MaintenanceInFlight(TryLater):
@@ -136,9 +145,9 @@ def _carry_out(conn: Connection, policy: RetentionPolicy, now: datetime, todo: P
         else:
             _step(report, action, target.name, partial(_thin, conn, target, level))
     _step(report, "prune trend_run", "trend_run",
-          partial(_prune_runs, conn, now - timedelta(days=policy.history_retention_days)))
+          partial(_delete, conn, _PRUNE_RUNS, now - timedelta(days=policy.history_retention_days)))
     _step(report, "prune dead_letter_triage", "dead_letter_triage",
-          partial(_prune_triage, conn, policy.event_cutoff(now)))
+          partial(_delete, conn, _PRUNE_TRIAGE, policy.event_cutoff(now)))
 
 
 def _step(report: Report, action: str, target: str, run: Callable[[], str]) -> None:
@@ -212,20 +221,7 @@ def _thin(conn: Connection, part: partition_admin.Partition, level: Level) -> st
     return f"{result.rows_before} -> {result.rows_after} rows"
 
 
-def _prune_runs(conn: Connection, cutoff: datetime) -> str:
+def _delete(conn: Connection, statement: str, cutoff: datetime) -> str:
     with conn.cursor() as cur:
-        cur.execute("DELETE FROM trend_run WHERE calculated_at < %s", (cutoff,))
-        return f"{cur.rowcount} deleted"
-
-
-def _prune_triage(conn: Connection, cutoff: datetime) -> str:
-    """The triage log of letters last handled before the events' cutoff (their events are past
-    retention, the letters long gone from the topic); a letter's rows go all together."""
-    with conn.cursor() as cur:
-        cur.execute("""
-            DELETE FROM dead_letter_triage t
-            USING (SELECT topic, kafka_partition, kafka_offset FROM dead_letter_triage
-                   GROUP BY topic, kafka_partition, kafka_offset HAVING max(at) < %s) old
-            WHERE t.topic = old.topic AND t.kafka_partition = old.kafka_partition
-              AND t.kafka_offset = old.kafka_offset""", (cutoff,))
+        cur.execute(statement, (cutoff,))
         return f"{cur.rowcount} deleted"

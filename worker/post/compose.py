@@ -81,18 +81,12 @@ def _attempts(papers: Sequence[tuple[str | None, str]]) -> Iterator[list[str]]:
     shortest = CUT_LENGTHS[-1]
 
     def without_titles(count: int, name_max: int | None) -> list[str]:
-        lines = []
-        for number, (name, title) in enumerate(papers[:count], start=1):
-            if name:
-                shown = name if name_max is None else cut_text(name, name_max)
-                lines.append(_line(number, shown, None))
-            else:
-                lines.append(_line(number, None, cut_text(title, shortest)))
-        return lines
+        return [_line(number, name if name_max is None else cut_text(name, name_max), None) if name
+                else _line(number, None, cut_text(title, shortest))
+                for number, (name, title) in enumerate(papers[:count], start=1)]
 
-    yield without_titles(len(papers), None)
-    for max_chars in CUT_LENGTHS:
-        yield without_titles(len(papers), max_chars)
+    for name_max in (None, *CUT_LENGTHS):
+        yield without_titles(len(papers), name_max)
     for count in range(len(papers) - 1, 0, -1):
         yield without_titles(count, shortest)
 

@@ -40,9 +40,9 @@ class PostOutcome:
 
 def last_name(name: str | None) -> str | None:
     """"Lovelace, Ada" and "Ada Lovelace" both give "Lovelace"; empty gives None."""
-    if not name or not name.strip():
+    name = (name or "").strip()
+    if not name:
         return None
-    name = name.strip()
     if "," in name:
         return name.split(",", 1)[0].strip() or None
     return name.split()[-1]

@@ -19,14 +19,10 @@ return redis.call('del', KEYS[1])
 """
 
 
-def lock_key(duration: str) -> str:
-    return f"aggregator:trend-run:{duration}"
-
-
 class RunLock:
     def __init__(self, client: redis.Redis, duration: str, ttl_s: int) -> None:
         self._client = client
-        self.key = lock_key(duration)
+        self.key = f"aggregator:trend-run:{duration}"
         self._ttl_ms = ttl_s * 1000
 
     def acquire(self, token: str) -> bool:

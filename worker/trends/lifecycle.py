@@ -75,10 +75,9 @@ class RunSteps:
         return self.state.stage_rows(run_id, trend_rows)
 
     def finalize(self, duration: Duration, run_id: str, now_ns: int) -> dict[str, Any]:
-        timings: dict[str, float] = {}
         started = time.perf_counter()
         result = self.state.finalize(run_id, duration, ns_to_datetime(now_ns))
-        timings["finalize_s"] = time.perf_counter() - started
+        timings = {"finalize_s": time.perf_counter() - started}
         if result.status == "finalized":
             if self.store.keeps_trend_history:
                 try:  # InfluxDB keeps the rows the streams API charts (trending_<duration>), as the source did

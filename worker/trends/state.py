@@ -137,7 +137,8 @@ class PostgresRunState:
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresRunState:
         database = Database.from_settings(settings)
-        return cls(database.dsn, connect_timeout_s=database.connect_timeout_s, timeouts=Timeouts.finalize(settings))
+        return cls(database.dsn, connect_timeout_s=database.connect_timeout_s,
+                   timeouts=Timeouts(settings.pg_statement_timeout_finalize_s, settings.pg_lock_timeout_s))
 
     def __repr__(self) -> str:
         return f"PostgresRunState({mask_dsn(self._dsn)!r})"

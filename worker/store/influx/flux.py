@@ -54,7 +54,6 @@ TIME_NS_COLUMN = "time_ns"
 #: A chunk is 200 DOIs (SPEC §7); the ceiling only guards against an unbounded regex.
 MAX_DOIS_PER_QUERY = 2000
 
-_NS_PER_S = 1_000_000_000
 _CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
 _STRING_ESCAPES = _CONTROLS | str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\x24", "\n": "\\n", "\r": "\\r",
                                              "\t": "\\t"})
@@ -87,7 +86,7 @@ def regex_set_literal(values: Sequence[str]) -> str:
 
 def time_literal(ns: int) -> str:
     """RFC 3339 time literal with all nine fractional digits (UTC)."""
-    seconds, fraction = divmod(int(ns), _NS_PER_S)
+    seconds, fraction = divmod(int(ns), alignment.NS_PER_S)
     moment = datetime.fromtimestamp(seconds, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{fraction:09d}Z"
 
@@ -95,8 +94,8 @@ def time_literal(ns: int) -> str:
 def duration_literal(ns: int) -> str:
     """A duration literal in whole seconds when possible, else nanoseconds."""
     ns = int(ns)
-    if ns % _NS_PER_S == 0:
-        return f"{ns // _NS_PER_S}s"
+    if ns % alignment.NS_PER_S == 0:
+        return f"{ns // alignment.NS_PER_S}s"
     return f"{ns}ns"
 
 
@@ -231,7 +230,7 @@ def trend_inputs_query(bucket: str, duration: Duration, now_ns: int, dois: Seque
         + _source(bucket, series_start, series_stop, score_only)
         + "\n"
         "    |> aggregateWindow(\n"
-        f"        every: {duration_literal(duration.window_s * _NS_PER_S)},\n"
+        f"        every: {duration_literal(duration.window_s * alignment.NS_PER_S)},\n"
         f"        offset: {duration_literal(offset)},\n"
         "        fn: sum,\n"
         "        createEmpty: true,\n"

@@ -93,13 +93,8 @@ def string_value(name: str, value: str) -> str:
 
 def point_line(point: Point, measurement: str) -> str:
     """One event: ``<measurement>,doi=… <12 fields>,count=1i <timestamp>``."""
-    fields = []
-    for name in POINT_FIELDS:
-        value = getattr(point, name)
-        if name in INT_FIELDS:
-            fields.append(f"{name}={int_value(name, value)}")
-        else:
-            fields.append(f"{name}={float_value(name, value)}")
+    fields = [f"{name}={(int_value if name in INT_FIELDS else float_value)(name, getattr(point, name))}"
+              for name in POINT_FIELDS]
     fields.append(f"{COUNT_FIELD}=1i")
     return (
         f"{escape_measurement(measurement)},doi={escape_tag_value(point.doi)} "
@@ -133,11 +128,8 @@ def trend_lines(measurement: str, calculated_at_ns: int, rows: Sequence[Mapping[
         doi = row.get("doi", row.get("publication_doi"))
         if not isinstance(doi, str):
             raise UnrepresentableValue(f"trend row without a doi: {row!r}")
-        fields = []
-        for column, (field, kind) in TREND_FIELDS.items():
-            value = _typed(kind, field, row.get(column))
-            if value is not None:
-                fields.append(f"{field}={value}")
+        fields = [f"{field}={value}" for column, (field, kind) in TREND_FIELDS.items()
+                  if (value := _typed(kind, field, row.get(column))) is not None]
         if fields:
             lines.append(f"{prefix},doi={escape_tag_value(doi)} {','.join(fields)} {int(calculated_at_ns)}")
     return lines

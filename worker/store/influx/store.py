@@ -191,8 +191,6 @@ class InfluxStore:
             )
 
     def _write_lines(self, bucket: str, lines: list[str]) -> None:
-        if not lines:
-            return
         with _translated(f"write to {bucket}"):
             self._write_api.write(
                 bucket=bucket,

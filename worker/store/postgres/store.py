@@ -159,8 +159,9 @@ class PostgresStore(Sessions):
     def from_settings(cls, settings: Settings) -> PostgresStore:
         database = Database.from_settings(settings)
         return cls(database.dsn, query_connections=settings.trend_query_connections,
-                   connect_timeout_s=database.connect_timeout_s, write_timeouts=Timeouts.ingest(settings),
-                   query_timeouts=Timeouts.trends(settings))
+                   connect_timeout_s=database.connect_timeout_s,
+                   write_timeouts=Timeouts(settings.pg_statement_timeout_ingest_s, settings.pg_lock_timeout_s),
+                   query_timeouts=Timeouts(settings.pg_statement_timeout_trends_s, settings.pg_lock_timeout_s))
 
     def setup(self) -> None:
         migrate(self._dsn, connect_timeout_s=self._timeout_s)
@@ -172,8 +173,7 @@ class PostgresStore(Sessions):
         :class:`StoreRejected` with exactly the points refused as data, after writing all
         the others: the batch is bisected, log2(batch) extra round trips per bad point.
         """
-        rejected: list[Point] = []
-        reasons: list[str] = []
+        rejected: list[tuple[Point, str]] = []  # each refused point and PostgreSQL's reason
         conflicts = 0
         pending = [points] if points else []
         while pending:
@@ -182,13 +182,13 @@ class PostgresStore(Sessions):
                 conflicts += self._write_chunk(chunk)
             except _Refused as refusal:
                 if len(chunk) == 1:
-                    rejected.append(chunk[0])
-                    reasons.append(str(refusal))
+                    rejected.append((chunk[0], str(refusal)))
                 else:
                     middle = len(chunk) // 2
                     pending += [chunk[middle:], chunk[:middle]]
         if rejected:
-            raise StoreRejected(f"PostgreSQL refused {len(rejected)} point(s): {reasons[0]}", rejected, conflicts)
+            raise StoreRejected(f"PostgreSQL refused {len(rejected)} point(s): {rejected[0][1]}",
+                                [point for point, _ in rejected], conflicts)
         return conflicts
 
     def _write_chunk(self, points: Sequence[Point]) -> int:
