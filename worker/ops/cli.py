@@ -28,7 +28,6 @@ from worker.ops.health import COMPONENTS
 Command = Callable[[argparse.Namespace, Settings], int]
 
 T = TypeVar("T")
-N = TypeVar("N", int, float)
 
 DISTRIBUTION = "altmetrics-trend-aggregator"
 #: Subcommands that run until stopped: librdkafka's lines are part of their log.
@@ -49,29 +48,10 @@ def _usage_error(parse: Callable[[str], T]) -> Callable[[str], T]:
     return checked
 
 
-@_usage_error
-def iso_time(text: str) -> datetime:
-    """ISO 8601; a time without offset is UTC (as in the events)."""
-    try:
-        parsed = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 time, e.g. 2026-11-23T12:00:00+00:00") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-@_usage_error
-def iso_date(text: str) -> str:
-    """A calendar day, YYYY-MM-DD (kept as text: the planner parses it)."""
-    try:
-        date.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not a day (YYYY-MM-DD)") from None
-    return text.strip()
-
-
-def _number(convert: Callable[[str], N], allowed: Callable[[N], bool], what: str) -> Callable[[str], N]:
+def _parsed(convert: Callable[[str], T], what: str,
+            allowed: Callable[[T], bool] = lambda _: True) -> Callable[[str], T]:
     @_usage_error
-    def parse(text: str) -> N:
+    def parse(text: str) -> T:
         try:
             value = convert(text)
         except ValueError:
@@ -83,9 +63,17 @@ def _number(convert: Callable[[str], N], allowed: Callable[[N], bool], what: str
     return parse
 
 
-positive_int = _number(int, lambda n: n > 0, "a positive whole number")
-non_negative_int = _number(int, lambda n: n >= 0, "a whole number, 0 or more")
-positive_float = _number(float, lambda x: x > 0, "a positive number")
+def _utc(text: str) -> datetime:
+    """ISO 8601; a time without offset is UTC (as in the events)."""
+    parsed = datetime.fromisoformat(text.strip())
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+iso_time = _parsed(_utc, "an ISO 8601 time, e.g. 2026-11-23T12:00:00+00:00")
+iso_date = _parsed(lambda text: date.fromisoformat(text.strip()), "a day (YYYY-MM-DD)")
+positive_int = _parsed(int, "a positive whole number", lambda n: n > 0)
+non_negative_int = _parsed(int, "a whole number, 0 or more", lambda n: n >= 0)
+positive_float = _parsed(float, "a positive number", lambda x: x > 0)
 
 
 @_usage_error
