@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import TypeAlias, TypeVar
+from typing import Protocol, TypeAlias, TypeVar
 
 from worker.config.logs import setup_logging
 from worker.config.settings import ConfigurationError, Settings, get_settings
@@ -26,6 +26,10 @@ from worker.ops.health import COMPONENTS
 
 #: A command's entry: ``run(args, settings) -> exit code``.
 Command = Callable[[argparse.Namespace, Settings], int]
+
+
+class CommandModule(Protocol):  # a module of worker.ops.commands
+    def run(self, args: argparse.Namespace, settings: Settings) -> int: ...
 
 T = TypeVar("T")
 
@@ -257,46 +261,38 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     """Import the chosen command and run it. The imports are here, not at the top: all the
     commands together load Celery, librdkafka, twitter-text and influxdb-client (about 2 s),
     and `aggregator --help` or a container's health check needs none of them."""
+    command: CommandModule
     match args.command:
         case "setup":
-            from worker.ops.commands import setup
-            return setup.run(args, settings)
+            from worker.ops.commands import setup as command
         case "selftest":
-            from worker.ops.commands import selftest
-            return selftest.run(args, settings)
+            from worker.ops.commands import selftest as command
         case "bridge":
-            from worker.ops.commands import bridge
-            return bridge.run(args, settings)
+            from worker.ops.commands import bridge as command
         case "dlq":
             from worker.ops.commands import dlq
             actions: dict[str, Command] = {"list": dlq.list_letters, "show": dlq.show_letters,
                                            "replay": dlq.replay_letters, "discard": dlq.discard_letters}
             return actions[args.dlq_command](args, settings)
         case "produce-demo":
-            from worker.ops.commands import produce_demo
-            return produce_demo.run(args, settings)
+            from worker.ops.commands import produce_demo as command
         case "dev":
-            from worker.ops.commands import dev
-            return dev.run(args, settings)
+            from worker.ops.commands import dev as command
         case "trends":
-            from worker.ops.commands import trends
-            return trends.run(args, settings)
+            from worker.ops.commands import trends as command
         case "maintain":
-            from worker.ops.commands import maintain
-            return maintain.run(args, settings)
+            from worker.ops.commands import maintain as command
         case "post":
-            from worker.ops.commands import post
-            return post.run(args, settings)
+            from worker.ops.commands import post as command
         case "schedule":
-            from worker.ops.commands import schedule
-            return schedule.run(args, settings)
+            from worker.ops.commands import schedule as command
         case "exporter":
-            from worker.ops.commands import exporter
-            return exporter.run(args, settings)
+            from worker.ops.commands import exporter as command
         case "health":
-            from worker.ops.commands import health
-            return health.run(args, settings)
-    raise AssertionError(f"no command {args.command!r}")  # the parser accepts only the commands above
+            from worker.ops.commands import health as command
+        case _:
+            raise AssertionError(f"no command {args.command!r}")  # the parser accepts only the commands above
+    return command.run(args, settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
