@@ -30,25 +30,18 @@ WHERE status = 'posted' AND claimed_at > now() - %s * interval '1 day'
 """
 
 
-def measured_postgres(settings: Settings, days: int) -> dict[str, list[float]]:
-    """Job name -> measured run lengths (seconds) from ``trend_run`` and ``morning_post``."""
-    runs, posts = query(Database.from_settings(settings).dsn, _TREND_RUNS, _POSTS, params=(days,),
-                        application_name="aggregator-schedule", timeout_s=settings.connect_timeout_s)
-    found: dict[str, list[float]] = defaultdict(list)
-    for duration, seconds in runs:
-        found[f"trend {duration}"].append(float(seconds))
-    found["morning post"] = [float(seconds) for (seconds,) in posts]
-    return found
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     with_influx = settings.event_store == "influxdb" if args.influx_tasks is None else args.influx_tasks
     jobs = scheduled_jobs(settings.durations().values(), settings.trend_start_offset_s,
                           layout_from_settings(settings).tasks() if with_influx else [], settings.post_schedule,
                           settings.maintenance_schedule)
-    measured: dict[str, list[float]] = {}
+    measured: dict[str, list[float]] = defaultdict(list)  # job name -> run lengths (seconds)
     try:
-        measured.update(measured_postgres(settings, args.days))
+        runs, posts = query(Database.from_settings(settings).dsn, _TREND_RUNS, _POSTS, params=(args.days,),
+                            application_name="aggregator-schedule", timeout_s=settings.connect_timeout_s)
+        for duration, seconds in runs:
+            measured[f"trend {duration}"].append(float(seconds))
+        measured["morning post"] = [float(seconds) for (seconds,) in posts]
     except psycopg2.Error as error:
         print(f"trend and post lengths not measured (PostgreSQL: {first_line(error)}); assumed instead",
               file=sys.stderr)
