@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import TypeAlias, TypeVar
+from typing import Protocol, TypeAlias, TypeVar
 
 from worker.config.logs import setup_logging
 from worker.config.settings import ConfigurationError, Settings, get_settings
@@ -27,8 +27,11 @@ from worker.ops.health import COMPONENTS
 #: A command's entry: ``run(args, settings) -> exit code``.
 Command = Callable[[argparse.Namespace, Settings], int]
 
+
+class CommandModule(Protocol):  # a module of worker.ops.commands
+    def run(self, args: argparse.Namespace, settings: Settings) -> int: ...
+
 T = TypeVar("T")
-N = TypeVar("N", int, float)
 
 DISTRIBUTION = "altmetrics-trend-aggregator"
 #: Subcommands that run until stopped: librdkafka's lines are part of their log.
@@ -49,29 +52,10 @@ def _usage_error(parse: Callable[[str], T]) -> Callable[[str], T]:
     return checked
 
 
-@_usage_error
-def iso_time(text: str) -> datetime:
-    """ISO 8601; a time without offset is UTC (as in the events)."""
-    try:
-        parsed = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 time, e.g. 2026-11-23T12:00:00+00:00") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-@_usage_error
-def iso_date(text: str) -> str:
-    """A calendar day, YYYY-MM-DD (kept as text: the planner parses it)."""
-    try:
-        date.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not a day (YYYY-MM-DD)") from None
-    return text.strip()
-
-
-def _number(convert: Callable[[str], N], allowed: Callable[[N], bool], what: str) -> Callable[[str], N]:
+def _parsed(convert: Callable[[str], T], what: str,
+            allowed: Callable[[T], bool] = lambda _: True) -> Callable[[str], T]:
     @_usage_error
-    def parse(text: str) -> N:
+    def parse(text: str) -> T:
         try:
             value = convert(text)
         except ValueError:
@@ -83,9 +67,17 @@ def _number(convert: Callable[[str], N], allowed: Callable[[N], bool], what: str
     return parse
 
 
-positive_int = _number(int, lambda n: n > 0, "a positive whole number")
-non_negative_int = _number(int, lambda n: n >= 0, "a whole number, 0 or more")
-positive_float = _number(float, lambda x: x > 0, "a positive number")
+def _utc(text: str) -> datetime:
+    """ISO 8601; a time without offset is UTC (as in the events)."""
+    parsed = datetime.fromisoformat(text.strip())
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+iso_time = _parsed(_utc, "an ISO 8601 time, e.g. 2026-11-23T12:00:00+00:00")
+iso_date = _parsed(lambda text: date.fromisoformat(text.strip()), "a day (YYYY-MM-DD)")
+positive_int = _parsed(int, "a positive whole number", lambda n: n > 0)
+non_negative_int = _parsed(int, "a whole number, 0 or more", lambda n: n >= 0)
+positive_float = _parsed(float, "a positive number", lambda x: x > 0)
 
 
 @_usage_error
@@ -269,46 +261,38 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     """Import the chosen command and run it. The imports are here, not at the top: all the
     commands together load Celery, librdkafka, twitter-text and influxdb-client (about 2 s),
     and `aggregator --help` or a container's health check needs none of them."""
+    command: CommandModule
     match args.command:
         case "setup":
-            from worker.ops.commands import setup
-            return setup.run(args, settings)
+            from worker.ops.commands import setup as command
         case "selftest":
-            from worker.ops.commands import selftest
-            return selftest.run(args, settings)
+            from worker.ops.commands import selftest as command
         case "bridge":
-            from worker.ops.commands import bridge
-            return bridge.run(args, settings)
+            from worker.ops.commands import bridge as command
         case "dlq":
             from worker.ops.commands import dlq
             actions: dict[str, Command] = {"list": dlq.list_letters, "show": dlq.show_letters,
                                            "replay": dlq.replay_letters, "discard": dlq.discard_letters}
             return actions[args.dlq_command](args, settings)
         case "produce-demo":
-            from worker.ops.commands import produce_demo
-            return produce_demo.run(args, settings)
+            from worker.ops.commands import produce_demo as command
         case "dev":
-            from worker.ops.commands import dev
-            return dev.run(args, settings)
+            from worker.ops.commands import dev as command
         case "trends":
-            from worker.ops.commands import trends
-            return trends.run(args, settings)
+            from worker.ops.commands import trends as command
         case "maintain":
-            from worker.ops.commands import maintain
-            return maintain.run(args, settings)
+            from worker.ops.commands import maintain as command
         case "post":
-            from worker.ops.commands import post
-            return post.run(args, settings)
+            from worker.ops.commands import post as command
         case "schedule":
-            from worker.ops.commands import schedule
-            return schedule.run(args, settings)
+            from worker.ops.commands import schedule as command
         case "exporter":
-            from worker.ops.commands import exporter
-            return exporter.run(args, settings)
+            from worker.ops.commands import exporter as command
         case "health":
-            from worker.ops.commands import health
-            return health.run(args, settings)
-    raise AssertionError(f"no command {args.command!r}")  # the parser accepts only the commands above
+            from worker.ops.commands import health as command
+        case _:
+            raise AssertionError(f"no command {args.command!r}")  # the parser accepts only the commands above
+    return command.run(args, settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -69,14 +69,13 @@ def produce(bootstrap: Brokers, topic: str, payloads: Iterator[bytes], *, timeou
             errors.append(str(err))
 
     count = 0
-    for payload in payloads:
+    for count, payload in enumerate(payloads, 1):
         while True:
             try:
                 producer.produce(topic, payload, on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.5)  # local queue full: wait for deliveries
-        count += 1
         if count % 10_000 == 0:
             producer.poll(0)
     if producer.flush(60):

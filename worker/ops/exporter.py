@@ -40,9 +40,7 @@ _RUNS_24H = """
 SELECT duration, status, count(*) FROM trend_run
 WHERE started_at > clock_timestamp() - interval '24 hours' GROUP BY 1, 2
 """
-# Seconds since the product's first trend run: the age of what never happened yet (a duration
-# never finalized, no post ever sent) counts from it, as in worker/trends/freshness.py, so an
-# absence ages into an alert instead of being an absent series nothing fires on.
+# Seconds since the product's first trend run: what never happened yet ages from it (docs/operating.md).
 _RUNNING = "SELECT extract(epoch FROM clock_timestamp() - min(started_at)) FROM trend_run"
 _LAST_POST = ("SELECT extract(epoch FROM clock_timestamp() - max(posted_at)) FROM morning_post "
               "WHERE status = 'posted'")
@@ -113,11 +111,7 @@ class StateCollector(Collector):
         with redis_client(s, SOURCE_TIMEOUT_S) as client:
             depths = queue_depths(client, s)
             memory = MemoryUse.read(client)
-            # The dead-letter guard's stop is a record in Redis: seen here even with
-            # BRIDGE_METRICS_PORT=0 or every bridge down.
             stopped = RedisGuardRecords(client, s.kafka_group_id, s.kafka_topic).read() is not None
-            # The active beat holds this lock (celery-redbeat) and renews it at every tick; none
-            # held for longer than BEAT_LOCK_TIMEOUT_S means no beat fires anything.
             beat_held = client.exists(BEAT_LOCK_KEY)
         unacked = depths.pop("unacked")
         depth = _gauge("queue_depth", "Messages waiting in a Celery queue", labels=["queue"])

@@ -118,11 +118,10 @@ def _x_api(error: BaseException, reason: str, settings: Settings | None) -> Oper
     if isinstance(error, tweepy.Unauthorized | tweepy.Forbidden):
         return ConfigError(f"the X API at {address} refused the post: {reason}",
                            "Check the X_* credentials and the app's permissions (a duplicate text is refused too).")
-    if isinstance(error, tweepy.HTTPException) and not isinstance(error, tweepy.TooManyRequests
-                                                                  | tweepy.TwitterServerError):
-        return OperatorError(f"the X API at {address} refused the post: {reason}", "Run with --debug for the details.")
-    if isinstance(error, tweepy.HTTPException):
+    if isinstance(error, tweepy.TooManyRequests | tweepy.TwitterServerError):
         return ServiceUnavailable("the X API", address, reason, "Try again later: nothing was posted.")
+    if isinstance(error, tweepy.HTTPException):
+        return OperatorError(f"the X API at {address} refused the post: {reason}", "Run with --debug for the details.")
     return ServiceUnavailable("the X API", address, reason,
                               "The outcome is unknown: check the account before clearing today's row in "
                               "morning_post, then run `aggregator post` again.")

@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from functools import cache, partial
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -180,17 +180,16 @@ def _run_times(dsn: str) -> Callable[[], RunTimes]:
     """(duration -> last finalized, first run's start, the server's now), read once for all the
     ``trend:<duration>`` checks: they run concurrently, the first to ask queries for the others."""
     lock = threading.Lock()
-
-    @cache
-    def read() -> RunTimes:
-        last, ((since, now),) = query(
-            dsn, "SELECT duration, max(finished_at) FROM trend_run WHERE status = 'finalized' GROUP BY duration",
-            "SELECT (SELECT min(started_at) FROM trend_run), clock_timestamp()")
-        return dict(last), since, now
+    read: list[RunTimes] = []
 
     def get() -> RunTimes:
         with lock:
-            return read()
+            if not read:
+                last, ((since, now),) = query(dsn, "SELECT duration, max(finished_at) FROM trend_run "
+                                              "WHERE status = 'finalized' GROUP BY duration",
+                                              "SELECT (SELECT min(started_at) FROM trend_run), clock_timestamp()")
+                read.append((dict(last), since, now))
+            return read[0]
 
     return get
 
@@ -295,10 +294,7 @@ def _timed(check: Check) -> tuple[str, str, float]:
 
 def check(component: str | Sequence[str], *, settings: Settings, hostname: str | None = None) -> int:
     """Run the components' checks concurrently; print one line each; 0 when all pass.
-
-    ``hostname`` selects the Celery nodes that must answer the ping (default: this host,
-    matching the ``-n <role>@%h`` names compose gives the workers).
-    """
+    ``hostname``: whose Celery nodes must answer the ping (default: this host)."""
     components = [component] if isinstance(component, str) else list(component)
     named = list(dict(pair for part in components for pair in checks_for(part, settings, hostname)).items())
     with ThreadPoolExecutor(max_workers=len(named)) as pool:

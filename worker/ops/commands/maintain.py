@@ -41,16 +41,15 @@ def _step_line(step: Step) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    dry_run: bool = args.dry_run
     now = args.at or datetime.now(UTC)
-    # Each step on stderr as it ends (thinning a backlog takes minutes); the table at the end.
-    report = maintain(Database.from_settings(settings), settings.retention_policy(), now, dry_run=dry_run,
-                      on_step=lambda step: print(f"  {_step_line(step)}", file=sys.stderr, flush=True))
     policy = settings.retention_policy()
+    # Each step on stderr as it ends (thinning a backlog takes minutes); the table at the end.
+    report = maintain(Database.from_settings(settings), policy, now, dry_run=args.dry_run,
+                      on_step=lambda step: print(f"  {_step_line(step)}", file=sys.stderr, flush=True))
     print(f"maintenance at {now.isoformat()}: events kept {policy.event_retention_days} d; history every run "
           f"{policy.history_full_days} d, hourly to {policy.history_hourly_days} d, daily to "
           f"{policy.history_retention_days} d")
-    if dry_run:
+    if args.dry_run:
         print("plan (dry run, nothing changed):")
         print("\n".join(_plan_lines(report.plan)))
         return 0

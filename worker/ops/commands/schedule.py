@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections import defaultdict
 from contextlib import closing
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -30,39 +30,31 @@ WHERE status = 'posted' AND claimed_at > now() - %s * interval '1 day'
 """
 
 
-def measured_postgres(settings: Settings, days: int) -> dict[str, list[float]]:
-    """Job name -> measured run lengths (seconds) from ``trend_run`` and ``morning_post``."""
-    runs, posts = query(Database.from_settings(settings).dsn, _TREND_RUNS, _POSTS, params=(days,),
-                        application_name="aggregator-schedule", timeout_s=settings.connect_timeout_s)
-    found: dict[str, list[float]] = defaultdict(list)
-    for duration, seconds in runs:
-        found[f"trend {duration}"].append(float(seconds))
-    found["morning post"] = [float(seconds) for (seconds,) in posts]
-    return found
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    output, day, days, influx_tasks = args.output, args.date, args.days, args.influx_tasks
-    with_influx = settings.event_store == "influxdb" if influx_tasks is None else influx_tasks
+    with_influx = settings.event_store == "influxdb" if args.influx_tasks is None else args.influx_tasks
     jobs = scheduled_jobs(settings.durations().values(), settings.trend_start_offset_s,
                           layout_from_settings(settings).tasks() if with_influx else [], settings.post_schedule,
                           settings.maintenance_schedule)
-    measured: dict[str, list[float]] = {}
+    measured: dict[str, list[float]] = defaultdict(list)  # job name -> run lengths (seconds)
     try:
-        measured.update(measured_postgres(settings, days))
+        runs, posts = query(Database.from_settings(settings).dsn, _TREND_RUNS, _POSTS, params=(args.days,),
+                            application_name="aggregator-schedule", timeout_s=settings.connect_timeout_s)
+        for duration, seconds in runs:
+            measured[f"trend {duration}"].append(float(seconds))
+        measured["morning post"] = [float(seconds) for (seconds,) in posts]
     except psycopg2.Error as error:
         print(f"trend and post lengths not measured (PostgreSQL: {first_line(error)}); assumed instead",
               file=sys.stderr)
     if with_influx and settings.influxdb_v2_url:
         try:
             with closing(InfluxStore.from_settings(settings)) as store:
-                measured.update(store.task_run_seconds(datetime.now(UTC) - timedelta(days=days)))
+                measured.update(store.task_run_seconds(datetime.now(UTC) - timedelta(days=args.days)))
         except Exception as error:  # an unreachable InfluxDB only costs the measurements
             print(f"InfluxDB task lengths not measured ({first_line(error)}); assumed instead", file=sys.stderr)
     lengths = {job.name: length_of(measured.get(job.name, []), job.kind) for job in jobs}
-    plan = plan_day(jobs, date.fromisoformat(day) if day else datetime.now(UTC).date(), lengths)
+    plan = plan_day(jobs, args.date or datetime.now(UTC).date(), lengths)
 
-    image = Path(output)
+    image = Path(args.output)
     image.parent.mkdir(parents=True, exist_ok=True)
     image.write_text(render_svg(plan), encoding="utf-8")
     text = summary(plan, str(image))

@@ -38,10 +38,6 @@ class SelfTestInFlight(TryLater):
     """Another ``aggregator selftest`` (or a setup running one) holds the lock."""
 
 
-def run_id(duration: str, token: str) -> str:
-    return f"{RUN_ID_PREFIX}{duration}:{token}"
-
-
 def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -129,31 +125,28 @@ class PostgresScratch:
             done.append(f"{cur.rowcount} staged rows")
             if self._events is not None:
                 done.insert(0, f"{self._delete_events(cur, self._events)} events")
-                self._drop_created(conn, cur, done, left)
-        return done, left
-
-    def _drop_created(self, conn: Connection, cur: Any, done: list[str], left: list[str]) -> None:
-        if self._events is None or self._partitions_before is None:  # the probe was never written
-            return
-        wanted = {partitions.EVENTS.name(m) for m in self._events.months} - self._partitions_before
-        dropped, kept = [], []
-        for part in partition_admin.attached(cur, partitions.EVENTS):
-            if part.name not in wanted:
-                continue
-            cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(part.name)))
-            if _one(cur):
-                kept.append(part.name)  # something else wrote there meanwhile: not the probe's to drop
-                continue
-            reason = _drop(conn, part)
-            if reason is None:
-                dropped.append(part.name)
-            else:
-                left.append(f"partition {part.name} (empty) not dropped: {reason}; the hourly maintenance drops "
-                            "it (it is past the retention)")
+            if self._events is None or self._partitions_before is None:  # the probe was never written
+                return done, left
+            wanted = {partitions.EVENTS.name(m) for m in self._events.months} - self._partitions_before
+            dropped, kept = [], []
+            for part in partition_admin.attached(cur, partitions.EVENTS):
+                if part.name not in wanted:
+                    continue
+                cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(part.name)))
+                if _one(cur):
+                    kept.append(part.name)  # something else wrote there meanwhile: not the probe's to drop
+                    continue
+                reason = _drop(conn, part)
+                if reason is None:
+                    dropped.append(part.name)
+                else:
+                    left.append(f"partition {part.name} (empty) not dropped: {reason}; the hourly maintenance "
+                                "drops it (it is past the retention)")
         if dropped:
             done.append(f"partition{'s' * (len(dropped) > 1)} {', '.join(dropped)} dropped")
         if kept:
             done.append(f"kept {', '.join(kept)} (holds other events)")
+        return done, left
 
     def close(self) -> None:
         """Release the lock (closing its session does)."""

@@ -127,17 +127,6 @@ def edge_offsets(duration: Duration) -> list[tuple[int, int, str]]:
     return [edge for i, edge in enumerate(found) if edge[:2] not in {seen[:2] for seen in found[:i]}]  # first wins
 
 
-def _edges(doi: str, duration: Duration, now_ns: int, max_age_s: int | None) -> tuple[list[Point], list[str]]:
-    points, left_out = [], []
-    for i, (back, micros, what) in enumerate(edge_offsets(duration)):
-        if max_age_s is not None and back + 1 > max_age_s:
-            left_out.append(f"{duration.name}: {what}")
-            continue
-        points.append(_point(f"selftest:edges-{duration.name}:{back}.{micros:06d}", doi,
-                             now_ns - back * NS + micros * _US, i, 1.0 + (i % 8) * 0.5))
-    return points, left_out
-
-
 def build_probe(durations: Sequence[Duration], now_ns: int, *, max_age_s: int | None = None,
                 prefix: str = PREFIX) -> Probe:
     """The probe for these durations at ``now_ns`` (a whole second).
@@ -157,9 +146,12 @@ def build_probe(durations: Sequence[Duration], now_ns: int, *, max_age_s: int | 
     edges: list[Point] = []
     left_out: list[str] = []
     for duration in durations:
-        points, skipped = _edges(f"{prefix}edges-{duration.name}", duration, now_ns, max_age_s)
-        edges += points
-        left_out += skipped
+        for i, (back, micros, what) in enumerate(edge_offsets(duration)):
+            if max_age_s is not None and back + 1 > max_age_s:
+                left_out.append(f"{duration.name}: {what}")
+                continue
+            edges.append(_point(f"selftest:edges-{duration.name}:{back}.{micros:06d}", f"{prefix}edges-{duration.name}",
+                                now_ns - back * NS + micros * _US, i, 1.0 + (i % 8) * 0.5))
     events = (*busy, *steady, *quiet, *edges)
     if len({p.event_id for p in events}) != len(events):
         raise ValueError("probe event ids must be unique")  # e.g. two durations of one name

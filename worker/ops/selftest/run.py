@@ -35,7 +35,7 @@ from worker.ops.selftest.compare import (
     verdict,
 )
 from worker.ops.selftest.influx import PROBE_MAX_AGE_S, SCRATCH_RETENTION_S, InfluxAdmin
-from worker.ops.selftest.postgres import PostgresScratch, ProbeEvents, run_id
+from worker.ops.selftest.postgres import RUN_ID_PREFIX, PostgresScratch, ProbeEvents
 from worker.ops.selftest.probe import POSTGRES_NOW_NS, build_probe, upstream_event
 from worker.store import EventStore, StoreRejected, open_store
 from worker.trends.math import TREND_COLUMNS, compute_trends, rows
@@ -70,7 +70,7 @@ class SelfTest:
         self.emit = emit
         self.durations = list(settings.durations().values())
         token = uuid.uuid4().hex[:12]
-        self.runs = [run_id(d.name, token) for d in self.durations]
+        self.runs = [f"{RUN_ID_PREFIX}{d.name}:{token}" for d in self.durations]
         self.bucket = f"{settings.influxdb_bucket_prefix}selftest-{token}"
         self.influx = settings.event_store == "influxdb"
         events = None
