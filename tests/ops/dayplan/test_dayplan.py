@@ -37,7 +37,8 @@ def job(name: str, cron: str, offset_s: int = 0, kind: str = "trend") -> Job:
 def product_plan(lengths: dict[str, float] | None = None) -> tuple[list[Job], dict[str, Length]]:
     settings = Settings()
     jobs = scheduled_jobs(build_durations().values(), settings.trend_start_offset_s,
-                          layout_from_settings(settings).tasks(), settings.post_schedule)
+                          layout_from_settings(settings).tasks(), settings.post_schedule,
+                          settings.maintenance_schedule)
     measured = {name: [seconds] for name, seconds in (lengths or {}).items()}
     return jobs, {j.name: length_of(measured.get(j.name, []), j.kind) for j in jobs}
 
@@ -129,7 +130,7 @@ def test_the_heatmap_is_one_cell_per_minute_with_overlaps_framed(svg_and_text: t
 
 def test_the_text_summary_names_every_job_and_the_overlaps(svg_and_text: tuple[ET.Element, str, int]) -> None:
     _, text, count = svg_and_text
-    assert text.startswith("Scheduled jobs on 2026-11-23 (UTC): 15 jobs, ")
+    assert text.startswith("Scheduled jobs on 2026-11-23 (UTC): 16 jobs, ")
     for name in ("trend currently", "trend year", "task_today", "task_numbers_year", "morning post"):
         assert f"  {name} " in text
     assert "assumed 30 s" in text and "assumed 10 s" in text

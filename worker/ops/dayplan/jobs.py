@@ -99,14 +99,12 @@ class Overlap:
 
 
 def scheduled_jobs(durations: Iterable[Duration], trend_offset_s: int, influx_tasks: Iterable[TaskSpec],
-                   post_schedule: str, maintenance_schedule: str | None = None) -> list[Job]:
+                   post_schedule: str, maintenance_schedule: str) -> list[Job]:
     """Every scheduled job of a deployment, in a stable order."""
     jobs = [Job(f"trend {d.name}", "trend", d.schedule, trend_offset_s) for d in durations]
     jobs += [Job(t.name, "influx", t.cron, t.offset_s) for t in influx_tasks]
-    jobs.append(Job("morning post", "post", post_schedule, 0))
-    if maintenance_schedule is not None:
-        jobs.append(Job("maintenance", "maintenance", maintenance_schedule, 0))
-    return jobs
+    return [*jobs, Job("morning post", "post", post_schedule, 0),
+            Job("maintenance", "maintenance", maintenance_schedule, 0)]
 
 
 def starts(job: Job, day: date) -> list[int]:
