@@ -70,22 +70,17 @@ def position(message: Message) -> tuple[int, int]:
     return partition, offset
 
 
-def kafka_logger() -> logging.Logger:
-    """The ``kafka`` logger with its repeat filter (installed once per process)."""
-    logger = logging.getLogger(KAFKA_LOGGER)
-    if not any(isinstance(f, RepeatFilter) for f in logger.filters):
-        logger.addFilter(RepeatFilter())
-    return logger
-
-
 def client_config(bootstrap: Brokers, extra: Mapping[str, Any] | None = None, *,
                   timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
     """Config of a librdkafka client (consumer, producer, admin) plus ``extra``; ``timeout_s``
-    bounds connecting and each request (the product passes ``CONNECT_TIMEOUT_S``)."""
+    bounds connecting and each request. Installs the repeat filter once per process."""
+    logger = logging.getLogger(KAFKA_LOGGER)
+    if not any(isinstance(f, RepeatFilter) for f in logger.filters):
+        logger.addFilter(RepeatFilter())
     timeout_ms = max(10, int(timeout_s * 1000))
     config: dict[str, Any] = {
         **({"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else bootstrap),
-        "logger": kafka_logger(),
+        "logger": logger,
         # A connection the broker closes when idle is normal, not a line in the log.
         "log.connection.close": False,
         "socket.timeout.ms": max(timeout_ms, 1000),
