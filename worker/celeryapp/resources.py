@@ -44,9 +44,8 @@ from worker.trends.state import PostgresRunState
 
 
 def redis_client(settings: Settings, timeout_s: float | None = None, url: SecretStr | None = None) -> redis.Redis:
-    """A Redis client on ``url`` (default ``REDIS_URL``), with REDIS_PASSWORD and TLS as set,
-    whose calls give up after ``timeout_s`` (default ``CONNECT_TIMEOUT_S``): every redis-py
-    client of the product is built here."""
+    """Every redis-py client of the product: on ``url`` (default ``REDIS_URL``) with REDIS_PASSWORD
+    and TLS as set, its calls bounded by ``timeout_s`` (default ``CONNECT_TIMEOUT_S``)."""
     timeout = settings.connect_timeout_s if timeout_s is None else timeout_s
     return redis.Redis.from_url(settings.redis_address(url), socket_timeout=timeout, socket_connect_timeout=timeout,
                                 **settings.redis_tls(url))
@@ -111,8 +110,7 @@ _process: Resources | None = None
 
 
 def for_process() -> Resources:
-    """This process's resources, built on first use and again when the settings object changes,
-    so a resource never outlives the settings it came from."""
+    """This process's resources, built again when the settings object changes: none outlives its settings."""
     global _process
     settings = get_settings()
     if _process is None or _process.settings is not settings:

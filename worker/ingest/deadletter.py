@@ -165,8 +165,7 @@ class DeadLetterReader:
         return [TopicPartition(self.topic, p) for p in sorted(metadata.partitions)]
 
     def cursor(self) -> dict[int, int]:
-        """The replay cursor: per partition, the next offset a replay reads (the partition's
-        first offset when nothing was committed, or when retention removed what it pointed at)."""
+        """The replay cursor: per partition, the next offset a replay reads (never below the first kept)."""
         cursor: dict[int, int] = {}
         for tp in self._consumer.committed(self._partitions(), timeout=self._timeout_s):
             low, _high = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s)

@@ -92,12 +92,8 @@ def client_config(bootstrap: Brokers, extra: Mapping[str, Any] | None = None, *,
 
 def group_lag(bootstrap: Brokers, topic: str, group: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
     """Records of ``topic`` the consumer ``group`` has not committed: for the bridge's group,
-    events not yet stored; for the dead-letter replay cursor, letters pending replay.
-
-    Reads the committed offsets (an OffsetFetch: it does not join the group) and the high
-    watermarks; a partition without a commit counts from its low watermark. A topic that
-    does not exist yet has no lag.
-    """
+    events not yet stored; for the dead-letter replay cursor, letters pending replay. The
+    committed offsets are read with an OffsetFetch, which does not join the group."""
     consumer = Consumer(client_config(bootstrap, {"group.id": group, "enable.auto.commit": False},
                                       timeout_s=timeout_s))
     try:
