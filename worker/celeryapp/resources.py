@@ -66,8 +66,7 @@ class Resources:
         return DeadLetterWriter(self.settings.kafka_connection(), self.settings.kafka_dlq_topic,
                                 connect_timeout_s=self.settings.connect_timeout_s)
 
-    # Short timeouts for the confirmations and the write limit: a confirmation that does not go
-    # through costs a duplicate write, a limit Redis does not answer falls back to a local bucket.
+    # Short timeouts for the confirmations and the write limit: both have a fallback (acks.py, write_limit.py).
     @cached_property
     def ack_client(self) -> redis.Redis:
         return redis_client(self.settings, min(self.settings.connect_timeout_s, 2.0))
@@ -184,8 +183,7 @@ def build_bridge(settings: Settings, app: Celery) -> Bridge:
     """The Kafka -> Celery bridge with every collaborator it needs, from ``settings``."""
     # Fail at start, with a message, when Kafka does not answer (the loop would only wait).
     ensure_dead_letter_topic(settings)
-    # Every Redis call of the bridge fails fast: a blocked publish keeps its batch (and the
-    # SIGTERM deadline) instead of hanging the loop. Set before the app's first connection.
+    # Every Redis call of the bridge fails fast (PUBLISH_TIMEOUT_S says why); set before the app's first connection.
     timeout = min(settings.connect_timeout_s, PUBLISH_TIMEOUT_S)
     app.conf.broker_transport_options = bounded_transport_options(dict(app.conf.broker_transport_options), timeout)
     client = redis_client(settings, timeout)

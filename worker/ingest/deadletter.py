@@ -215,8 +215,7 @@ class DeadLetterReader:
         if where.offset < low:
             return None
         self._consumer.assign([tp])
-        # At or above the watermark the record may still exist (a per-batch watermark): a
-        # short quiet spell is the answer "no".
+        # At or above the (per-batch) watermark, a short quiet spell is the answer "no".
         msg = self._consumer.poll(wait_s if where.offset < high else 1.0)
         if msg is None:
             if where.offset < high:

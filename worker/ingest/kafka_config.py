@@ -23,13 +23,9 @@ _VARYING = re.compile(r"\d+")
 
 
 class RepeatFilter(logging.Filter):
-    """Pass the first of identical messages; suppress repeats for ``window_s``, then count.
-
-    Messages that differ only in numbers ("after 0ms", "after 3ms", a client counter) are
-    the same message. After the window, the next occurrence passes with ``repeated=N``
-    (how many were suppressed meanwhile), so a persisting fault stays visible without
-    flooding the log.
-    """
+    """Pass the first of identical messages (numbers aside: "after 0ms", "after 3ms"), suppress
+    repeats for ``window_s``; the next one after it passes with ``repeated=N`` (how many were
+    suppressed), so a persisting fault stays visible without flooding the log."""
 
     def __init__(self, window_s: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
