@@ -19,8 +19,7 @@ from worker.core.cron import min_period_s, parse_cron
 BEAT_KEY_PREFIX = "aggregator:beat:"
 #: The lock of the active beat.
 BEAT_LOCK_KEY = BEAT_KEY_PREFIX + "lock"
-#: The active beat ticks (and extends its lock) at least this many times per lock timeout;
-#: a standby polls for the lock as often.
+#: Ticks of the active beat (each extends its lock), and a standby's polls, per lock timeout.
 TICKS_PER_LOCK = 5
 
 

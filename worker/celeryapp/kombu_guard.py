@@ -13,7 +13,7 @@ from worker.ingest.redis_memory import refused_for_memory
 
 log = logging.getLogger(__name__)
 
-_GUARDED = "_aggregator_restore_guard"
+_GUARDED = "_aggregator_guard"  # marks a method already wrapped here
 
 
 def guarded(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -50,8 +50,6 @@ def guard_restore_unacked() -> None:
 # the sweep's lock and the ack's MULTI: each raised OutOfMemoryError and ended the worker. With
 # these guards consuming frees Redis memory instead of needing it; a worker that dies meanwhile
 # leaves no record, and the bridge re-reads its batches from Kafka.
-
-_FULL_GUARDED = "_aggregator_full_redis_guard"
 
 
 def _on_full(original: Callable[..., Any], fallback: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,9 +89,9 @@ def guard_full_redis() -> None:
     from kombu.transport import redis as kombu_redis
 
     qos: Any = kombu_redis.QoS
-    if not getattr(qos.append, _FULL_GUARDED, False):
+    if not getattr(qos.append, _GUARDED, False):
         for name, fallback in (("append", _append_in_memory), ("ack", _ack_outside_multi),
                                ("restore_visible", _skip_sweep)):
             guarded_method = _on_full(getattr(qos, name), fallback)
-            setattr(guarded_method, _FULL_GUARDED, True)
+            setattr(guarded_method, _GUARDED, True)
             setattr(qos, name, guarded_method)

@@ -44,9 +44,8 @@ from worker.trends.state import PostgresRunState
 
 
 def redis_client(settings: Settings, timeout_s: float | None = None, url: SecretStr | None = None) -> redis.Redis:
-    """A Redis client on ``url`` (default ``REDIS_URL``), with REDIS_PASSWORD and TLS as set,
-    whose calls give up after ``timeout_s`` (default ``CONNECT_TIMEOUT_S``): every redis-py
-    client of the product is built here."""
+    """Every redis-py client of the product: on ``url`` (default ``REDIS_URL``) with REDIS_PASSWORD
+    and TLS as set, its calls bounded by ``timeout_s`` (default ``CONNECT_TIMEOUT_S``)."""
     timeout = settings.connect_timeout_s if timeout_s is None else timeout_s
     return redis.Redis.from_url(settings.redis_address(url), socket_timeout=timeout, socket_connect_timeout=timeout,
                                 **settings.redis_tls(url))
@@ -67,8 +66,7 @@ class Resources:
         return DeadLetterWriter(self.settings.kafka_connection(), self.settings.kafka_dlq_topic,
                                 connect_timeout_s=self.settings.connect_timeout_s)
 
-    # Short timeouts for the confirmations and the write limit: a confirmation that does not go
-    # through costs a duplicate write, a limit Redis does not answer falls back to a local bucket.
+    # Short timeouts for the confirmations and the write limit: both have a fallback (acks.py, write_limit.py).
     @cached_property
     def ack_client(self) -> redis.Redis:
         return redis_client(self.settings, min(self.settings.connect_timeout_s, 2.0))
@@ -111,8 +109,7 @@ _process: Resources | None = None
 
 
 def for_process() -> Resources:
-    """This process's resources, built on first use and again when the settings object changes,
-    so a resource never outlives the settings it came from."""
+    """This process's resources, built again when the settings object changes: none outlives its settings."""
     global _process
     settings = get_settings()
     if _process is None or _process.settings is not settings:
@@ -186,8 +183,7 @@ def build_bridge(settings: Settings, app: Celery) -> Bridge:
     """The Kafka -> Celery bridge with every collaborator it needs, from ``settings``."""
     # Fail at start, with a message, when Kafka does not answer (the loop would only wait).
     ensure_dead_letter_topic(settings)
-    # Every Redis call of the bridge fails fast: a blocked publish keeps its batch (and the
-    # SIGTERM deadline) instead of hanging the loop. Set before the app's first connection.
+    # Every Redis call of the bridge fails fast (PUBLISH_TIMEOUT_S says why); set before the app's first connection.
     timeout = min(settings.connect_timeout_s, PUBLISH_TIMEOUT_S)
     app.conf.broker_transport_options = bounded_transport_options(dict(app.conf.broker_transport_options), timeout)
     client = redis_client(settings, timeout)

@@ -41,11 +41,8 @@ def ack_spec(group: str, topic: str, ranges: Iterable[tuple[int, int, int]]) -> 
 
 
 def send(client: redis.Redis, spec: Mapping[str, Any] | None, *, stored: bool) -> bool:
-    """Confirm (or sign life for) the task's ranges; False when Redis did not take it.
-
-    Never raises: the events are stored either way, and a confirmation that does not arrive
-    only makes the bridge publish the batch again.
-    """
+    """Confirm (or sign life for) the task's ranges; False when Redis did not take it. Never
+    raises: a lost confirmation costs a duplicate write, never an event."""
     if not spec:
         return True
     try:

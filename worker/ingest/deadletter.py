@@ -165,8 +165,7 @@ class DeadLetterReader:
         return [TopicPartition(self.topic, p) for p in sorted(metadata.partitions)]
 
     def cursor(self) -> dict[int, int]:
-        """The replay cursor: per partition, the next offset a replay reads (the partition's
-        first offset when nothing was committed, or when retention removed what it pointed at)."""
+        """The replay cursor: per partition, the next offset a replay reads (never below the first kept)."""
         cursor: dict[int, int] = {}
         for tp in self._consumer.committed(self._partitions(), timeout=self._timeout_s):
             low, _high = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s)
@@ -216,8 +215,7 @@ class DeadLetterReader:
         if where.offset < low:
             return None
         self._consumer.assign([tp])
-        # At or above the watermark the record may still exist (a per-batch watermark): a
-        # short quiet spell is the answer "no".
+        # At or above the (per-batch) watermark, a short quiet spell is the answer "no".
         msg = self._consumer.poll(wait_s if where.offset < high else 1.0)
         if msg is None:
             if where.offset < high:

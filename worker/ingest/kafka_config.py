@@ -23,13 +23,9 @@ _VARYING = re.compile(r"\d+")
 
 
 class RepeatFilter(logging.Filter):
-    """Pass the first of identical messages; suppress repeats for ``window_s``, then count.
-
-    Messages that differ only in numbers ("after 0ms", "after 3ms", a client counter) are
-    the same message. After the window, the next occurrence passes with ``repeated=N``
-    (how many were suppressed meanwhile), so a persisting fault stays visible without
-    flooding the log.
-    """
+    """Pass the first of identical messages (numbers aside: "after 0ms", "after 3ms"), suppress
+    repeats for ``window_s``; the next one after it passes with ``repeated=N`` (how many were
+    suppressed), so a persisting fault stays visible without flooding the log."""
 
     def __init__(self, window_s: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
@@ -70,22 +66,17 @@ def position(message: Message) -> tuple[int, int]:
     return partition, offset
 
 
-def kafka_logger() -> logging.Logger:
-    """The ``kafka`` logger with its repeat filter (installed once per process)."""
-    logger = logging.getLogger(KAFKA_LOGGER)
-    if not any(isinstance(f, RepeatFilter) for f in logger.filters):
-        logger.addFilter(RepeatFilter())
-    return logger
-
-
 def client_config(bootstrap: Brokers, extra: Mapping[str, Any] | None = None, *,
                   timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
     """Config of a librdkafka client (consumer, producer, admin) plus ``extra``; ``timeout_s``
-    bounds connecting and each request (the product passes ``CONNECT_TIMEOUT_S``)."""
+    bounds connecting and each request. Installs the repeat filter once per process."""
+    logger = logging.getLogger(KAFKA_LOGGER)
+    if not any(isinstance(f, RepeatFilter) for f in logger.filters):
+        logger.addFilter(RepeatFilter())
     timeout_ms = max(10, int(timeout_s * 1000))
     config: dict[str, Any] = {
         **({"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else bootstrap),
-        "logger": kafka_logger(),
+        "logger": logger,
         # A connection the broker closes when idle is normal, not a line in the log.
         "log.connection.close": False,
         "socket.timeout.ms": max(timeout_ms, 1000),
@@ -97,12 +88,8 @@ def client_config(bootstrap: Brokers, extra: Mapping[str, Any] | None = None, *,
 
 def group_lag(bootstrap: Brokers, topic: str, group: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
     """Records of ``topic`` the consumer ``group`` has not committed: for the bridge's group,
-    events not yet stored; for the dead-letter replay cursor, letters pending replay.
-
-    Reads the committed offsets (an OffsetFetch: it does not join the group) and the high
-    watermarks; a partition without a commit counts from its low watermark. A topic that
-    does not exist yet has no lag.
-    """
+    events not yet stored; for the dead-letter replay cursor, letters pending replay. The
+    committed offsets are read with an OffsetFetch, which does not join the group."""
     consumer = Consumer(client_config(bootstrap, {"group.id": group, "enable.auto.commit": False},
                                       timeout_s=timeout_s))
     try:

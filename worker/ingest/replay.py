@@ -44,16 +44,6 @@ class ReplayReport:
         return report
 
 
-def validate(letter: DeadLetter) -> tuple[list[Point], str | None]:
-    """The letter's points when it validates now, or the reason it does not."""
-    try:
-        if letter.kind == "batch":
-            return points_from_wire(letter.batch()), None
-        return [decode_event(letter.raw())], None
-    except InvalidEvent as error:
-        return [], error.reason
-
-
 def again(letter: DeadLetter, reason: str) -> DeadLetter:
     """The letter appended again: the new reason, source "replay", attempt + 1."""
     if letter.kind == "batch":
@@ -87,10 +77,12 @@ class _Pass:
         valid: bool | None = None
         decoded: list[Point] = []
         why = "not a dead letter (unreadable record)"
-        if letter is not None and self.selection.takes(where, kind, state):
-            decoded, error = validate(letter)
-            valid = error is None
-            why = error or ""
+        if letter is not None and self.selection.takes(where, kind, state):  # does it validate now?
+            try:
+                decoded = points_from_wire(letter.batch()) if letter.kind == "batch" else [decode_event(letter.raw())]
+                valid, why = True, ""
+            except InvalidEvent as error:
+                valid, why = False, error.reason
         outcome = triage(where, kind, state, self.selection, valid, attempt, self.max_attempts)
         if self.report.letters is not None and outcome is not Outcome.DONE:
             self.report.letters[str(where)] = outcome.value

@@ -46,11 +46,6 @@ class OffsetRange:
         return (isinstance(position, Position) and position.partition == self.partition
                 and position.offset >= self.first and (self.last is None or position.offset <= self.last))
 
-    def __str__(self) -> str:
-        if self.last == self.first:
-            return f"{self.partition}@{self.first}"
-        return f"{self.partition}@{self.first}-{'' if self.last is None else self.last}"
-
 
 def parse_range(text: str) -> OffsetRange:
     """``P@O`` (one letter), ``P@A-B`` (A to B inclusive) or ``P@A-`` (A onwards)."""

@@ -28,11 +28,8 @@ if state[1] == false or state[2] == false then
     tokens, at = cap, now
 else
     local last = tonumber(state[2])
-    local elapsed = now - last
-    if elapsed < 0 then elapsed = 0 end
-    tokens = tonumber(state[1]) + math.floor(elapsed * rate)
-    if tokens > cap then tokens = cap end
-    if now > last then at = now else at = last end
+    tokens = math.min(cap, tonumber(state[1]) + math.floor(math.max(0, now - last) * rate))
+    at = math.max(now, last)
 end
 local wait = 0
 if tokens >= 1000000 then

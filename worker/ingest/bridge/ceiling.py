@@ -121,8 +121,7 @@ class Batcher(Generic[T]):
         """Add one item; return the batches that became due (oldest first), possibly none."""
         self.policy.rate.observe(now)
         out: list[Batch[T]] = []
-        c = self.policy.config
-        if len(self.current) and self.current.nbytes + nbytes > c.max_bytes:
+        if len(self.current) and self.current.nbytes + nbytes > self.policy.config.max_bytes:
             out.append(self._take())
         if not len(self.current):
             self.current = Batch(started_at=now, ceiling=self.policy.next_ceiling(now))

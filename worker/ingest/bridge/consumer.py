@@ -137,11 +137,9 @@ class Bridge:
     def _rewind_overdue(self, now: float) -> None:
         """Read a partition again from its oldest batch not confirmed in time."""
         tracker = self.commit.tracker
-        for partition in tracker.overdue(now):
+        for partition, offset in tracker.overdue(now).items():
             timeout = tracker.timeout(partition)
-            offset = tracker.rewind(partition)
-            if offset is None:
-                continue
+            tracker.rewind(partition)
             self.stats.rewinds += 1
             self._drop_unpublished({partition})
             self.partitions.next_offset[partition] = offset

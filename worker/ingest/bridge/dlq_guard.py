@@ -46,7 +46,7 @@ class DlqGuard:
         self._events: deque[tuple[bool, float]] = deque()  # (invalid, time), oldest first
         self._invalid = 0
         self._counted: dict[int, int] = {}  # partition -> highest offset counted
-        self._reasons: deque[str] = deque()
+        self._reasons: deque[str] = deque(maxlen=self.REASONS_KEPT)  # the oldest drops out
         self.tripped: Trip | None = None
 
     @property
@@ -66,8 +66,6 @@ class DlqGuard:
             if short in self._reasons:
                 self._reasons.remove(short)
             self._reasons.append(short)
-            if len(self._reasons) > self.REASONS_KEPT:
-                self._reasons.popleft()
         if len(self._events) > self.window:
             old_invalid, _ = self._events.popleft()
             self._invalid -= old_invalid

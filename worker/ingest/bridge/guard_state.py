@@ -72,11 +72,8 @@ def _parse(raw: object) -> GuardStop | None:
 
 
 class GuardSync:
-    """The bridge's side of the stop: its guard's trip recorded, the group's record obeyed.
-
-    ``stop`` is the reason while the guard (this bridge's or another's) holds the partitions,
-    None while consuming; unlike backpressure's pause, only an operator lifts it.
-    """
+    """The bridge's side of the stop: its guard's trip recorded, the group's record obeyed;
+    ``stop`` is the reason while the guard (this bridge's or another's) holds the partitions."""
 
     POLL_S = 1.0  # how often the group's record is read
 

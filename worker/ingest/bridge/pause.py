@@ -83,8 +83,7 @@ class Pause:
             self.pause()
 
     def assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Partitions added (cooperative: only the change): each starts from its committed
-        offset, and is paused at once while the bridge is paused."""
+        """Partitions added (cooperative: only the change); each starts from its committed offset."""
         added = {tp.partition for tp in partitions}
         self.partitions.owned |= added
         self.stats.assigned = len(self.partitions.owned)

@@ -114,7 +114,6 @@ class Publish:
         self.letters = [item for item in self.letters if item[0].partition not in partitions]
 
     def release(self, partitions: set[int]) -> None:
-        """Partitions handed over: their next owner reads them from the committed offset."""
-        self.drop(partitions)
+        """Partitions handed over (their work dropped already): the next owner writes their letters."""
         for p in partitions:
             self._written.pop(p, None)
