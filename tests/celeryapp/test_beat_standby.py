@@ -4,7 +4,8 @@ Both run the product's beat configuration (celery-redbeat, BEAT_LOCK_TIMEOUT_S) 
 schedule of one entry every second (tests/support/beat_probe.py). Every fire is a message in
 Redis that names the process that sent it, read here as it arrives: while both beats live,
 every tick fires once, from the lock holder; once the holder is SIGKILLed, the standby fires
-within the lock timeout plus one poll and one tick, and still every tick once.
+within the lock timeout plus one poll and one tick, and still every tick once. A beat on a
+full Redis stays alive and fires again a tick after Redis has room.
 """
 
 from __future__ import annotations
@@ -140,3 +141,43 @@ def test_a_beat_stopped_with_sigterm_hands_over_at_once(env: dict[str, str], spa
     print(f"FAULT beat SIGTERM: standby fired {handover:.1f} s after the stop")
     assert handover <= MAX_INTERVAL_S + TICK_S + 1.0
     assert_each_tick_once(reader.since(both))
+
+
+def _refused_for_memory(client: redis.Redis) -> int:
+    """How many commands Redis has refused at its ``maxmemory`` (INFO errorstats)."""
+    return int(client.info("errorstats").get("errorstat_OOM", {}).get("count", 0))
+
+
+def test_a_full_redis_pauses_beat_which_fires_again_once_redis_has_room(
+        env: dict[str, str], spawn, fires: tuple[Fires, str], redis_url: str) -> None:
+    """Over its ``maxmemory`` (noeviction) Redis refuses even beat's read of its schedule (a
+    MULTI): beat fires nothing then, stays alive, and fires again a tick after Redis has room."""
+    reader, queue = fires
+    client = redis.Redis.from_url(redis_url)
+    beat = spawn(BEAT, {**env, "BEAT_LOCK_TIMEOUT_S": str(LOCK_TIMEOUT_S), "PROBE_QUEUE": queue}, "beat")
+    wait_for(lambda: bool(reader.seen) or beat.poll() is not None, 60, "beat fires")
+    filler = f"filler-{uuid.uuid4().hex[:6]}"
+    try:
+        # 2 MiB of filler, and maxmemory 1 MiB below what Redis then holds: full until the
+        # filler goes, whatever the clients' buffers do meanwhile.
+        client.rpush(filler, *[b"x" * 4096] * 512)
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"]) - 1024 * 1024)
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            client.rpush(filler, b"x")
+        wait_for(lambda: "beat: Redis is full" in log_text(beat) or beat.poll() is not None, 30,
+                 "beat meets the full Redis")
+        refused = _refused_for_memory(client)
+        wait_for(lambda: _refused_for_memory(client) >= refused + 3 or beat.poll() is not None, 30,
+                 "three more ticks refused")
+        assert beat.poll() is None, log_text(beat)[-3000:]
+        client.delete(filler)
+        room = time.monotonic()
+    finally:
+        client.delete(filler)
+        client.config_set("maxmemory", 0)
+    wait_for(lambda: bool(reader.since(room)) or beat.poll() is not None, 30, "beat fires again")
+    resumed = reader.since(room)[0].at - room
+    print(f"FAULT beat on a full Redis: alive, fired again {resumed:.1f} s after Redis had room")
+    assert resumed <= MAX_INTERVAL_S + TICK_S + 1.0
+    assert "beat: Redis answers again" in log_text(beat)
+    assert beat.poll() is None

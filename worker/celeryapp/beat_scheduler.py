@@ -1,9 +1,12 @@
-"""Beat's scheduler: celery-redbeat's, kept alive while Redis does not answer.
+"""Beat's scheduler: celery-redbeat's, kept alive while Redis does not answer or is full.
 
 redbeat's lock extension is one unretried Redis call, and beat exited on its timeout
-(10 s into a frozen Redis, tests/system/test_frozen_peers.py). Here such a tick fires
-nothing and is tried again; a lock lost meanwhile makes the beat a standby until it takes
-the lock again, so one beat stays active.
+(10 s into a frozen Redis, tests/system/test_frozen_peers.py); its read of the schedule is
+a MULTI, which a Redis over its ``maxmemory`` refuses, and beat exited on that too
+(tests/celeryapp/test_beat_standby.py). Here such a tick fires nothing and is tried again:
+an entry missed meanwhile is still due, and fires once Redis answers, within its expiry. A
+lock lost meanwhile makes the beat a standby until it takes the lock again, so one beat
+stays active.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 
 import redis
 from redbeat import RedBeatScheduler
+
+from worker.ingest.redis_memory import refused_for_memory
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +40,14 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat ships no typ
             log.warning("beat: lock lost (expired while Redis did not answer, or another beat holds it); "
                         "firing nothing until it is ours again")
             return 0.0  # try to take it at once
-        except (redis.ConnectionError, redis.TimeoutError) as error:
+        except redis.RedisError as error:
+            full = refused_for_memory(error)
+            if not (full or isinstance(error, redis.ConnectionError | redis.TimeoutError)):
+                raise
             if not self._redis_lost:
                 self._redis_lost = True
-                log.warning("beat: Redis does not answer; firing nothing until it does", extra={
-                    "error": str(error)[:200]})
+                log.warning("beat: Redis %s; firing nothing until it answers", "is full" if full else
+                            "does not answer", extra={"error": str(error)[:200]})
             return float(self.max_interval)
         if self._redis_lost:
             self._redis_lost = False
