@@ -1,12 +1,10 @@
 """Beat's scheduler: celery-redbeat's, kept alive while Redis does not answer or is full.
 
-redbeat's lock extension is one unretried Redis call, and beat exited on its timeout
-(10 s into a frozen Redis, tests/system/test_frozen_peers.py); its read of the schedule is
-a MULTI, which a Redis over its ``maxmemory`` refuses, and beat exited on that too
-(tests/celeryapp/test_beat_standby.py). Here such a tick fires nothing and is tried again:
-an entry missed meanwhile is still due, and fires once Redis answers, within its expiry. A
-lock lost meanwhile makes the beat a standby until it takes the lock again, so one beat
-stays active.
+redbeat's tick makes unretried Redis calls (the lock's extension; the schedule's read, a
+MULTI that a Redis over its ``maxmemory`` refuses) and their errors ended beat. Here such a
+tick fires nothing and is tried again: an entry due meanwhile fires once Redis answers,
+within its expiry. A lock lost meanwhile makes the beat a standby until it takes the lock
+again, so one beat stays active.
 """
 
 from __future__ import annotations
