@@ -79,7 +79,7 @@ def test_existing_rows_move_into_partitions_unchanged(empty_pg_dsn: str, caplog:
 
     with caplog.at_level(logging.INFO, logger="worker.db.migrations"):
         assert migrate(dsn) == ["0005.partition-events-and-history", "0006.trend-run-autovacuum",
-                                "0007.dead-letter-triage"]
+                                "0007.dead-letter-triage", "0008.event-day-rollup"]
     # setup says how far the copy is (the last line of each table: every block copied)
     lines = [r.getMessage() for r in caplog.records if r.name == "worker.db.migrations"]
     assert any(line.startswith("migration 0005: discussion_event copied (blocks): 1/1 (100%)") for line in lines), lines

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg2
@@ -78,6 +78,10 @@ def test_retention_drops_whole_months_and_keeps_every_event_of_the_longest_span(
     assert min(p.time_ns for p in written if p.event_id in kept) < cutoff.timestamp() * S
     # This month and the next exist before the first batch of the month needs them.
     assert {"discussion_event_p20260201", "discussion_event_p20260301"} <= set(children(pg_dsn, "discussion_event"))
+    # The day rollup holds exactly the kept events' days (rolled up in the same run), none of the dropped month's.
+    assert q(pg_dsn, "SELECT min(day), sum(n) FROM event_rollup_day") == [(date(2025, 2, 1), len(kept))]
+    assert q(pg_dsn, "SELECT count(*) FROM event_rollup_stale") == [(0,)]
+    assert [s.detail for s in report.steps if s.action == "roll up"] == [f"{len(kept)} days, {len(kept)} rows"]
     # Again at the same time: nothing left to do.
     assert maintain(Database(pg_dsn), POLICY, now).plan == Plan()
 

@@ -8,13 +8,14 @@ sub-second parts), never from what a store keeps: ages are whole seconds
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import date
 
 import numpy as np
 import pytest
 
 from tests.support.sample_points import reference_aggregates
-from tests.support.trend_seed import S, seed_events
+from tests.support.trend_seed import S, roll_up, seed_events
 from worker.core import alignment
 from worker.core.durations import DEFAULT_DURATIONS, Duration
 from worker.core.events import Point
@@ -27,7 +28,7 @@ NOW = 1_700_000_000 * S
 EDGE_FRACTIONS_NS = (0, 1_000, 999_999_000)  # PostgreSQL keeps microseconds
 
 
-@pytest.fixture(params=["postgres", "postgres-3-connections", "influxdb"])
+@pytest.fixture(params=["postgres", "postgres-3-connections", "postgres-rollup", "influxdb"])
 def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
     if request.param == "influxdb":
         from tests.support.influx_live import live_store
@@ -37,11 +38,22 @@ def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
         return
     from worker.store.postgres.store import PostgresStore
 
-    # Three connections split the five DOIs below into interleaved parts of 2, 2 and 1.
+    # Three connections split the five DOIs below into interleaved parts of 2, 2 and 1; with
+    # the rollup, every DOI reads its whole days from it (the threshold is 0 events).
     connections = 3 if request.param == "postgres-3-connections" else 1
-    postgres = PostgresStore(request.getfixturevalue("pg_dsn"), query_connections=connections)
+    postgres = PostgresStore(request.getfixturevalue("pg_dsn"), query_connections=connections,
+                             rollup_min_events=0 if request.param == "postgres-rollup" else None)
     yield postgres
     postgres.close()
+
+
+@pytest.fixture
+def roll_up_days(request: pytest.FixtureRequest) -> Callable[[], object]:
+    """The maintenance task's roll-up, for the store that reads the rollup; a no-op for the others."""
+    if request.node.callspec.params.get("store") != "postgres-rollup":
+        return lambda: None
+    dsn = request.getfixturevalue("pg_dsn")
+    return lambda: roll_up(dsn, date.max)
 
 
 def edge_events(duration: Duration, doi: str) -> list[Point]:
@@ -62,7 +74,8 @@ def edge_point(event_id: str, doi: str, time_ns: int, seed: int) -> Point:
 
 
 @pytest.mark.parametrize("duration", DEFAULT_DURATIONS, ids=lambda d: d.name)
-def test_store_aggregates_equal_the_pure_aggregation(store: EventStore, duration: Duration) -> None:
+def test_store_aggregates_equal_the_pure_aggregation(store: EventStore, roll_up_days: Callable[[], object],
+                                                     duration: Duration) -> None:
     counts = {"10.1/a": 40, "10.1/b": 12, "10.1/c": 3, "10.1/d": 0}
     seed = DEFAULT_DURATIONS.index(duration)
     points = seed_events(store, NOW, {k: v for k, v in counts.items() if v}, duration.span_s, seed=seed)
@@ -73,6 +86,7 @@ def test_store_aggregates_equal_the_pure_aggregation(store: EventStore, duration
     edges = edge_events(duration, "10.1/e")
     store.write(edges)
     points += edges
+    roll_up_days()
     assert store.count_per_doi(NOW - duration.span_s * S - 10 * S, NOW + 10 * S)["10.1/a"] == 42
     dois = [*counts, "10.1/e"]
     in_span = sum(alignment.in_span(duration, NOW, p.time_ns) for p in edges)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from contextlib import closing
+from datetime import date
 
 import psycopg2
 
 from worker.core.events import Point
 from worker.store import EventStore
+from worker.store.postgres import rollup
 from worker.store.postgres.store import PostgresStore
 
 S = 1_000_000_000
@@ -33,6 +36,12 @@ def seed_events(target: str | EventStore, now_ns: int, counts: dict[str, int], s
     if isinstance(target, str):
         store.close()
     return points
+
+
+def roll_up(dsn: str, before: date = date.max) -> list[rollup.Rolled]:
+    """What the maintenance task does every hour: roll up the marked days before ``before``."""
+    with closing(psycopg2.connect(dsn)) as conn:
+        return rollup.roll_up(conn, before)
 
 
 def seed_publications(dsn: str, covid: Sequence[str], other: Sequence[str]) -> None:

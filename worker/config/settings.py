@@ -328,6 +328,10 @@ class TrendSettings(BaseModel):
     trend_chunk_size: int = Field(200, ge=1, description="DOIs per chord chunk.")
     trend_query_connections: int = Field(2, ge=1, le=16, description=(
         "PostgreSQL store: connections a chunk's query is split over (docs/benchmarks.md)."))
+    trend_rollup: bool = Field(True, description=(
+        "PostgreSQL store: runs the day rollup can serve (`year`) read whole days from it (docs/trends.md)."))
+    trend_rollup_min_events: int = Field(2000, ge=0, description=(
+        "A DOI with fewer events than this in the rollup reads its span raw (docs/benchmarks.md)."))
     trend_start_offset_s: int = Field(15, ge=0, description="After the cron minute, so late events arrive.")
     trend_durations: str = Field("{}", description=(
         "JSON overriding fields of the durations table, e.g. {\"currently\": {\"min_events\": 5}}."))

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -26,6 +26,7 @@ from worker.core.retention import HistoryDay, Level, Plan, RetentionPolicy, plan
 from worker.db import partition_admin
 from worker.db.connection import Database
 from worker.maintenance.thinning import kept_rows
+from worker.store.postgres import rollup
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class MaintenanceInFlight(TryLater):
 
 @dataclass
 class Step:
-    action: str  # "create", "drop", "thin hourly", "thin daily", "prune trend_run", "prune dead_letter_triage"
+    action: str  # "create", "drop", "roll up", "thin hourly", "thin daily", "prune <table>"
     target: str
     seconds: float
     done: bool
@@ -138,6 +139,8 @@ def _carry_out(conn: Connection, policy: RetentionPolicy, now: datetime, todo: P
         for part in drop:
             _step(report, "drop", existing[part].name, partial(_drop, conn, layout, existing[part]))
     _drop_leftovers(conn, policy, now, report)
+    _step(report, "prune event_rollup_day", "event_rollup_day", partial(_prune_rollup, conn))
+    _step(report, "roll up", "event_rollup_day", partial(_roll_up, conn, now, budget_s, started))
     for day, level in todo.thin_history:
         action, target = f"thin {level.name.lower()}", history[day]
         if budget_s is not None and time.perf_counter() - started > budget_s:
@@ -190,6 +193,25 @@ def _drop(conn: Connection, layout: Layout, part: partition_admin.Partition) -> 
         with conn.cursor() as cur:
             cur.execute("DELETE FROM trending_history_compaction WHERE day = %s", (part.range.start.date(),))
     return f"{part.range.start:%Y-%m-%d}..{part.range.stop:%Y-%m-%d}"
+
+
+def _prune_rollup(conn: Connection) -> str:
+    """The rollup's days that no events partition holds any more (dropped above, or earlier)."""
+    with conn.cursor() as cur:
+        kept = partition_admin.attached(cur, EVENTS)
+        oldest = kept[0].range.start.date() if kept else date.max
+        deleted = 0
+        for statement in rollup.PRUNE:
+            cur.execute(statement, (oldest,))
+            deleted += cur.rowcount
+    return f"{deleted} deleted"
+
+
+def _roll_up(conn: Connection, now: datetime, budget_s: float | None, started: float) -> str:
+    """The marked days that have ended, newest month first, while the budget lasts."""
+    with _in_transactions(conn):
+        done = rollup.roll_up(conn, now.date(), deadline=None if budget_s is None else started + budget_s)
+    return f"{sum(r.days for r in done)} days, {sum(r.rows for r in done)} rows" if done else "up to date"
 
 
 def _drop_leftovers(conn: Connection, policy: RetentionPolicy, now: datetime, report: Report) -> None:

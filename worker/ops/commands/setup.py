@@ -1,11 +1,13 @@
-"""`aggregator setup`: migrations, the event store's layout, the dead-letter topic (idempotent),
-then `aggregator selftest` (unless ``--no-selftest``): a failed check makes setup exit 1."""
+"""`aggregator setup`: migrations, the event store's layout, the day rollup of the events
+already stored, the dead-letter topic (idempotent), then `aggregator selftest` (unless
+``--no-selftest``): a failed check makes setup exit 1."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from contextlib import closing
+from datetime import UTC, datetime
 
 from worker.celeryapp.resources import ensure_dead_letter_topic
 from worker.config.settings import PLACEHOLDER_SECRET, Settings, secret_fields
@@ -15,6 +17,7 @@ from worker.db.connection import Database
 from worker.db.migrate import migrate
 from worker.ops.selftest.run import report
 from worker.store import open_store
+from worker.store.postgres import rollup
 
 
 def placeholder_secrets(settings: Settings, environ: dict[str, str]) -> list[str]:
@@ -42,7 +45,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     applied = migrate(database.dsn, connect_timeout_s=database.connect_timeout_s)
     with closing(open_store(settings)) as store:
         store.setup()  # idempotent (for PostgreSQL the migrations above, already applied)
+    with closing(database.connect(application_name="aggregator-setup")) as conn:
+        # The events stored before the rollup existed (migration 0008), a month at a time;
+        # an interrupted setup goes on where it stopped.
+        rolled = rollup.roll_up(conn, datetime.now(UTC).date(), on_month=lambda r: print(
+            f"rollup: {r.month} rolled up ({r.days} days, {r.rows} rows, {r.seconds:.1f} s)", flush=True))
     ensure_dead_letter_topic(settings)
     print(f"setup done: migrations applied={','.join(applied) or 'none'} store={store.name} "
-          f"dead-letter topic={settings.kafka_dlq_topic}", flush=True)
+          f"dead-letter topic={settings.kafka_dlq_topic} rollup days={sum(r.days for r in rolled)}", flush=True)
     return 0 if args.no_selftest else report(settings)

@@ -19,7 +19,7 @@ import numpy as np
 import psycopg2
 from psycopg2.extensions import connection as Connection
 
-from worker.core import alignment, partitions
+from worker.core import alignment, day_rollup, partitions
 from worker.core.aggregates import Aggregates, TrendRow
 from worker.core.durations import Duration
 from worker.core.events import POINT_FIELDS, Point
@@ -27,7 +27,7 @@ from worker.db import partition_admin
 from worker.db.connection import DEFAULT_CONNECT_TIMEOUT_S, NO_TIMEOUTS, Database, Timeouts
 from worker.db.migrate import migrate
 from worker.store.base import StoreRejected, StoreUnavailable
-from worker.store.postgres import copy
+from worker.store.postgres import copy, rollup, trend_sql
 from worker.store.postgres.sessions import Sessions
 
 if TYPE_CHECKING:
@@ -62,56 +62,11 @@ _DATA_CLASSES = {"22", "23", "54"}  # data exception, integrity violation, progr
 _CONFLICT_RETRIES = 5
 
 
-def _ns_to_ts_sql(param: str) -> str:
-    return f"to_timestamp(0) + ({param}::bigint / 1000) * interval '1 microsecond'"
-
-
-# Aggregates field -> SQL over the span's events (`ev`). float8: numeric arithmetic of
-# sum(bigint) was most of the `year` run's database time; exact in float8 up to 2**53.
-_SUMS = {
-    "count": "count(*)::float8",
-    "sum_score": "sum(score)",
-    # exp() raises on underflow in PostgreSQL; below e^-700 a weight is 0 in float64 anyway.
-    "decayed_score": "sum(score * exp(greatest(%(g)s * age, -700)))",
-    "sum_age": "sum(age)",
-    "sum_sentiment": "sum(sentiment_raw)",
-    "sum_followers": "sum(followers::float8)",
-    "sum_abstract": "sum(contains_abstract_raw)",
-    "sum_length": "sum(length)::float8",
-    "sum_questions": "sum(questions)::float8",
-    "sum_exclamations": "sum(exclamations)::float8",
-    "sum_bot_rating": "sum(bot_rating)",
-}
-_SCORE = list(_SUMS).index("sum_score")
-# Per DOI position `i` in the chunk (integers hash and travel cheaply) and window `k`, the
-# sums of its events in [now - span, now + 1 s) (worker.core.alignment), from the covering
-# (doi, time) index of each partition the span overlaps. The age `now - floor(epoch)` is
-# exact in float8 for the years 1685-2255 (microseconds below 2**53).
-_TREND_WINDOWS = f"""
-COPY (
-    SELECT c.i::int4, ev.age::int8 / %(w)s, {", ".join(_SUMS.values())}
-    FROM unnest(%(dois)s::text[]) WITH ORDINALITY AS c(doi, i)
-    CROSS JOIN LATERAL (
-        SELECT %(now_s)s::float8 - floor(date_part('epoch', e.time)) AS age, e.score, e.sentiment_raw,
-               e.followers, e.contains_abstract_raw, e.length, e.questions, e.exclamations, e.bot_rating
-        FROM discussion_event e
-        WHERE e.doi = c.doi
-          AND e.time >= {_ns_to_ts_sql("%(start)s")}
-          AND e.time < {_ns_to_ts_sql("%(stop)s")}
-        OFFSET 0
-    ) ev
-    GROUP BY 1, 2
-) TO STDOUT (FORMAT binary)
-"""
 # Its binary COPY rows (a field count, then length and value per field, big-endian), read
 # straight into numpy: no float is formatted by PostgreSQL or parsed by Python.
 _WINDOW_ROW = np.dtype([("fields", ">i2"), ("i_len", ">i4"), ("i", ">i4"), ("k_len", ">i4"), ("k", ">i8")]
-                       + [(f"{kind}{j}", code) for j in range(len(_SUMS)) for kind, code in (("len", ">i4"),
+                       + [(f"{kind}{j}", code) for j in range(len(trend_sql.SUMS)) for kind, code in (("len", ">i4"),
                                                                                              ("v", ">f8"))])
-# JIT compiled each chunk's query for ~70 ms, more than most take; the grouped rows (a few
-# MB) fit in memory as a hash table instead of being sorted on disk.
-_TREND_QUERY_SETTINGS = "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'"
-
 
 def _window_rows(data: bytes) -> np.ndarray:
     if not data.startswith(copy.SIGNATURE) or not data.endswith(copy.TRAILER):
@@ -122,7 +77,7 @@ def _window_rows(data: bytes) -> np.ndarray:
     if body % _WINDOW_ROW.itemsize:
         raise StoreUnavailable("PostgreSQL sent trend inputs of an unexpected shape")
     rows = np.frombuffer(data, dtype=_WINDOW_ROW, offset=start, count=body // _WINDOW_ROW.itemsize)
-    if rows.size and (rows["fields"] != 2 + len(_SUMS)).any():
+    if rows.size and (rows["fields"] != 2 + len(trend_sql.SUMS)).any():
         raise StoreUnavailable("PostgreSQL sent trend inputs of an unexpected shape")
     return rows
 
@@ -148,12 +103,16 @@ class PostgresStore(Sessions):
     keeps_trend_history = False  # trending_history is written by the finalize step itself
 
     def __init__(self, dsn: str, *, query_connections: int = 1, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
-                 write_timeouts: Timeouts = NO_TIMEOUTS, query_timeouts: Timeouts = NO_TIMEOUTS) -> None:
+                 write_timeouts: Timeouts = NO_TIMEOUTS, query_timeouts: Timeouts = NO_TIMEOUTS,
+                 rollup_min_events: int | None = None) -> None:
         super().__init__(dsn, slots=query_connections, connect_timeout_s=connect_timeout_s,
-                         query_settings=f"{_TREND_QUERY_SETTINGS}; {query_timeouts.sql()}")
+                         query_settings=f"{trend_sql.QUERY_SETTINGS}; {query_timeouts.sql()}")
         self._write_timeouts = write_timeouts.sql()
         self.conflict_retries = 0  # deadlocks / serialization failures retried (should stay 0)
         self._known_partitions: set[str] = set()  # event partitions known to exist
+        # None: trend runs read raw events only; else a DOI with at least this many events in
+        # the day rollup reads its whole days from it (TREND_ROLLUP_MIN_EVENTS).
+        self.rollup_min_events = rollup_min_events
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
@@ -161,7 +120,8 @@ class PostgresStore(Sessions):
         return cls(database.dsn, query_connections=settings.trend_query_connections,
                    connect_timeout_s=database.connect_timeout_s,
                    write_timeouts=Timeouts(settings.pg_statement_timeout_ingest_s, settings.pg_lock_timeout_s),
-                   query_timeouts=Timeouts(settings.pg_statement_timeout_trends_s, settings.pg_lock_timeout_s))
+                   query_timeouts=Timeouts(settings.pg_statement_timeout_trends_s, settings.pg_lock_timeout_s),
+                   rollup_min_events=settings.trend_rollup_min_events if settings.trend_rollup else None)
 
     def setup(self) -> None:
         migrate(self._dsn, connect_timeout_s=self._timeout_s)
@@ -207,7 +167,10 @@ class PostgresStore(Sessions):
                     cur.execute(copy.STAGING)
                     cur.copy_expert(copy.COPY, buffer)
                     cur.execute(_MERGE)
-                    if cur.rowcount == len(points):
+                    inserted = cur.rowcount
+                    if inserted:
+                        cur.execute(rollup.MARK_STALE)  # the rollup of these days is behind now
+                    if inserted == len(points):
                         return 0
                     cur.execute(_CONFLICTS)
                     clashing = [event_id for (event_id,) in cur.fetchall()]
@@ -250,7 +213,7 @@ class PostgresStore(Sessions):
                    (extract(epoch FROM time - to_timestamp(0)) * 1000000)::bigint * 1000,
                    {", ".join(POINT_FIELDS)}
             FROM discussion_event
-            WHERE doi = %s AND time >= {_ns_to_ts_sql("%s")} AND time < {_ns_to_ts_sql("%s")}
+            WHERE doi = %s AND time >= {trend_sql.ns_to_ts("%s")} AND time < {trend_sql.ns_to_ts("%s")}
             ORDER BY time, event_id
         """
         return [Point(*row) for row in self._query(sql, (doi, start_ns, stop_ns))]
@@ -258,45 +221,57 @@ class PostgresStore(Sessions):
     def count_per_doi(self, start_ns: int, stop_ns: int) -> dict[str, int]:
         sql = f"""
             SELECT doi, count(*) FROM discussion_event
-            WHERE time >= {_ns_to_ts_sql("%s")} AND time < {_ns_to_ts_sql("%s")}
+            WHERE time >= {trend_sql.ns_to_ts("%s")} AND time < {trend_sql.ns_to_ts("%s")}
             GROUP BY doi
         """
         return {doi: int(n) for doi, n in self._query(sql, (start_ns, stop_ns))}
 
+    def _rollup_params(self, duration: Duration, now_ns: int, *, by_window: bool) -> dict[str, object] | None:
+        """The day cover's parameters (:mod:`worker.store.postgres.trend_sql`), or None when the
+        run reads raw events only (the rollup is off, or cannot serve the duration)."""
+        if self.rollup_min_events is None or not day_rollup.serves(duration):
+            return None
+        cover = day_rollup.cover(duration, now_ns, by_window=by_window)
+        if not cover.days:
+            return None
+        return {"days": cover.days, "ks": cover.windows, "first": cover.days[0], "last": cover.days[-1],
+                "lo": [lo for lo, _ in cover.raw], "hi": [hi for _, hi in cover.raw],
+                "heavy": self.rollup_min_events,
+                **{f"c{j}": c for j, c in enumerate(day_rollup.decay_coefficients(duration.gravity), 1)}}
+
     def qualifying_dois(self, duration: Duration, now_ns: int) -> list[str]:
         start, stop = alignment.span_range(duration, now_ns)
-        sql = f"""
-            SELECT doi FROM discussion_event
-            WHERE time >= {_ns_to_ts_sql("%(start)s")} AND time < {_ns_to_ts_sql("%(stop)s")}
-            GROUP BY doi HAVING count(*) > %(min)s ORDER BY doi
-        """
-        rows = self._query(sql, {"start": start, "stop": stop, "min": duration.min_events},
-                           settings=self._query_settings)
+        params: dict[str, object] = {"start": start, "stop": stop, "min": duration.min_events}
+        cover = self._rollup_params(duration, now_ns, by_window=False)
+        sql = trend_sql.QUALIFYING if cover is None else trend_sql.QUALIFYING_ROLLUP
+        rows = self._query(sql, params | (cover or {}), settings=self._query_settings)
         return [doi for (doi,) in rows]
 
     def trend_inputs(self, duration: Duration, now_ns: int, dois: Sequence[str]) -> Aggregates:
-        """Only DOIs × windows partial sums leave the database (:data:`_TREND_WINDOWS`),
-        from ``query_connections`` interleaved parts of the chunk at once."""
+        """Only DOIs × windows partial sums leave the database (:mod:`.trend_sql`), from
+        ``query_connections`` interleaved parts of the chunk at once."""
         if len(set(dois)) != len(dois):
             raise ValueError("trend_inputs: duplicate DOIs in the chunk")
         n, windows = len(dois), duration.windows
-        sums = np.zeros((n, len(_SUMS)))
+        sums = np.zeros((n, len(trend_sql.SUMS)))
         series = np.zeros((n, windows))
         start, stop = alignment.span_range(duration, now_ns)
+        cover = self._rollup_params(duration, now_ns, by_window=True)
+        sql = trend_sql.TREND_WINDOWS if cover is None else trend_sql.TREND_WINDOWS_ROLLUP
         # Part p holds the DOIs p, p + parts, …, so DOIs sorted by popularity split evenly.
         parts = min(n, self.query_connections)
         params = [{"now_s": now_ns // alignment.NS_PER_S, "start": start, "stop": stop,
-                   "dois": list(dois[p::parts]), "g": duration.gravity, "w": duration.window_s}
+                   "dois": list(dois[p::parts]), "g": duration.gravity, "w": duration.window_s, **(cover or {})}
                   for p in range(parts)]
-        for p, data in enumerate(self._copy_out_parts(_TREND_WINDOWS, params) if parts else []):
+        for p, data in enumerate(self._copy_out_parts(sql, params) if parts else []):
             found = _window_rows(data)
             rows_doi = p + (found["i"].astype(np.int64) - 1) * parts  # WITH ORDINALITY counts from 1
             rows_k = found["k"].astype(np.int64)
-            values = np.column_stack([found[f"v{j}"] for j in range(len(_SUMS))]).astype(np.float64)
+            values = np.column_stack([found[f"v{j}"] for j in range(len(trend_sql.SUMS))]).astype(np.float64)
             np.add.at(sums, rows_doi, values)
             inside = rows_k < windows  # window k back is position windows - 1 - k; older: sums only
-            series[rows_doi[inside], windows - 1 - rows_k[inside]] = values[inside, _SCORE]
-        return Aggregates(**{name: sums[:, i].copy() for i, name in enumerate(_SUMS)}, series=series)
+            np.add.at(series, (rows_doi[inside], windows - 1 - rows_k[inside]), values[inside, trend_sql.SCORE])
+        return Aggregates(**{name: sums[:, i].copy() for i, name in enumerate(trend_sql.SUMS)}, series=series)
 
     def write_trend_history(self, duration: str, calculated_at_ns: int, rows: Sequence[TrendRow]) -> None:
         """Nothing to do: the finalize step appends the run to ``trending_history``."""

@@ -1,0 +1,135 @@
+"""The day rollup against the raw events, on a real PostgreSQL: whatever the order of writes,
+redeliveries, late events and roll-ups, a `year` run's qualifying DOIs and every trend input
+read through the rollup equal the raw path's within 1e-9 (worker/store/postgres/rollup.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import replace
+from datetime import date, timedelta
+
+import numpy as np
+import psycopg2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from msgspec import structs
+
+from tests.support.trend_seed import S, roll_up
+from worker.core.day_rollup import DAY_S, day_start_s
+from worker.core.durations import DEFAULT_DURATIONS
+from worker.core.events import Point
+from worker.db.migrate import migrate
+from worker.store.postgres import rollup
+from worker.store.postgres.store import PostgresStore
+
+pytestmark = pytest.mark.integration
+
+YEAR = replace(next(d for d in DEFAULT_DURATIONS if d.name == "year"), min_events=2)
+NOW_S = 1_790_000_000  # 2026-09-21T13:33:20Z; a whole second, as a run's time is
+TODAY = date(1970, 1, 1) + timedelta(days=NOW_S // DAY_S)
+# Where the two paths could part: day starts, window edges, both span ends, now.
+_EDGES = sorted({NOW_S - k * YEAR.window_s for k in range(YEAR.windows + 1)} | {NOW_S - YEAR.span_s, NOW_S}
+                | {day_start_s(TODAY - timedelta(days=n)) for n in range(0, 370, 7)})
+
+
+@st.composite
+def events(draw: st.DrawFn) -> list[Point]:
+    """Times on and beside the edges (a second before, at it, sub-second after), some in
+    the same second, and anywhere in the span; three DOIs."""
+    n = draw(st.integers(1, 40))
+    points = []
+    for i in range(n):
+        if draw(st.booleans()):
+            base = draw(st.sampled_from(_EDGES)) + draw(st.sampled_from((-1, 0, 1)))
+        else:
+            base = NOW_S - draw(st.integers(0, YEAR.span_s + DAY_S))
+        t_ns = base * S + draw(st.sampled_from((0, 1_000, 999_999_000)))
+        # Scores of a real magnitude: PostgreSQL raises on a float product that underflows to
+        # 0, which a score below ~1e-290 makes in the raw path's decay as in the rollup's
+        # (docs/trends.md, "The day rollup").
+        score = draw(st.one_of(st.just(0.0), st.floats(1e-6, 80), st.floats(-50, -1e-6)))
+        points.append(Point(f"e{i}", draw(st.sampled_from(("10.1/a", "10.1/b", "10.1/c"))), t_ns, score,
+                            draw(st.floats(-1, 1)), draw(st.integers(0, 10**7)), 120, 1, 0, 2.0,
+                            draw(st.floats(0, 1)), 1.0, 1.0, 2.0, 3.0))
+    return points
+
+
+@pytest.fixture
+def stores(pg_dsn: str) -> Iterator[tuple[str, PostgresStore, PostgresStore]]:
+    raw, rolled = PostgresStore(pg_dsn), PostgresStore(pg_dsn, query_connections=2, rollup_min_events=0)
+    yield pg_dsn, raw, rolled
+    raw.close()
+    rolled.close()
+
+
+def assert_same(raw: PostgresStore, rolled: PostgresStore) -> None:
+    now_ns = NOW_S * S
+    assert rolled.qualifying_dois(YEAR, now_ns) == raw.qualifying_dois(YEAR, now_ns)
+    dois = ["10.1/a", "10.1/b", "10.1/c", "10.1/none"]
+    want, got = raw.trend_inputs(YEAR, now_ns, dois), rolled.trend_inputs(YEAR, now_ns, dois)
+    for field in ("count", "sum_score", "decayed_score", "sum_age", "sum_sentiment", "sum_followers",
+                  "sum_abstract", "sum_length", "sum_questions", "sum_exclamations", "sum_bot_rating", "series"):
+        # Sums of mixed signs: the tolerance is relative to the largest term, as float addition in
+        # another order gives.
+        np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-9, atol=1e-9 * 8e7,
+                                   err_msg=field)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=events(), late=events(), cut=st.integers(0, 400), redeliver=st.booleans())
+def test_reads_through_the_rollup_equal_the_raw_events(stores: tuple[str, PostgresStore, PostgresStore],
+                                                        first: list[Point], late: list[Point], cut: int,
+                                                        redeliver: bool) -> None:
+    dsn, raw, rolled = stores
+    with closing(psycopg2.connect(dsn)) as conn, conn, conn.cursor() as cur:
+        cur.execute("TRUNCATE discussion_event, event_rollup_day, event_rollup_stale")
+    raw.write(first)
+    roll_up(dsn, TODAY - timedelta(days=cut))  # the days before some day are rolled up, the rest stay marked
+    assert_same(raw, rolled)
+    # Late events land in rolled-up days (their marks send the run to the raw events until the
+    # next roll-up); a redelivered batch is stored and counted once.
+    raw.write([structs.replace(p, event_id=f"late-{p.event_id}") for p in late])
+    if redeliver:
+        raw.write(first)
+    assert_same(raw, rolled)
+    roll_up(dsn)
+    assert_same(raw, rolled)
+    with closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT coalesce(sum(n), 0) FROM event_rollup_day")
+        assert cur.fetchone() == (len({p.event_id: p for p in first}) + len(late),)  # nothing counted twice
+
+
+def test_setup_rolls_up_the_events_stored_before_the_rollup_month_by_month(pg_dsn: str) -> None:
+    """Migration 0008 on a populated database marks every stored day; the roll-up, interrupted
+    after a month, goes on where it stopped; each month is one transaction."""
+    raw = PostgresStore(pg_dsn)
+    raw.write([Point(f"e{n}", "10.1/a", (NOW_S - n * 9 * DAY_S) * S, 1.0, 0.0, 1, 1, 0, 0, 0.0, 0.0, 1.0, 1.0,
+                     1.0, 1.0) for n in range(40)])  # one a week, back a year
+    with closing(psycopg2.connect(pg_dsn)) as conn, conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM _yoyo_migration WHERE migration_id = '0008.event-day-rollup'")  # as before 0008
+        cur.execute("DROP TABLE event_rollup_day, event_rollup_stale")
+    assert migrate(pg_dsn) == ["0008.event-day-rollup"]
+    with closing(psycopg2.connect(pg_dsn)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), min(day), max(day) FROM event_rollup_stale")
+        first_day = TODAY - timedelta(days=39 * 9)
+        assert cur.fetchone() == ((TODAY - first_day).days + 1, first_day, TODAY)
+        rolled = roll_up_some(conn, TODAY)
+    assert rolled[0].month == "2026-09" and len(rolled) == 1
+    assert [r.month for r in roll_up(pg_dsn, TODAY)][:2] == ["2026-08", "2026-07"]
+    assert roll_up(pg_dsn, TODAY) == []
+    assert_same(raw, PostgresStore(pg_dsn, rollup_min_events=0))
+
+
+def roll_up_some(conn: psycopg2.extensions.connection, before: date) -> list[rollup.Rolled]:
+    """A roll-up interrupted (as by Ctrl-C) once its first month is committed."""
+    seen: list[rollup.Rolled] = []
+
+    def interrupt(month: rollup.Rolled) -> None:
+        seen.append(month)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rollup.roll_up(conn, before, on_month=interrupt)
+    return seen

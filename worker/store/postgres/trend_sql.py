@@ -1,0 +1,128 @@
+"""The trend queries' SQL: qualifying DOIs and per-(DOI, window) sums, from the raw events
+and, for the durations the day rollup serves (:func:`worker.core.day_rollup.serves`), from
+whole rolled-up days plus the raw edges (docs/trends.md, "A run", "The day rollup").
+
+Every variant returns the same binary COPY rows ``(i, k, sums…)``, possibly several rows
+per ``(i, k)`` (one per part) that the store adds up.
+"""
+
+from __future__ import annotations
+
+from worker.core.day_rollup import HALF_DAY_S, TERMS
+
+
+def ns_to_ts(param: str) -> str:
+    return f"to_timestamp(0) + ({param}::bigint / 1000) * interval '1 microsecond'"
+
+
+# Aggregates field -> SQL over the span's events (`ev`). float8: numeric arithmetic of
+# sum(bigint) was most of the `year` run's database time; exact in float8 up to 2**53.
+SUMS = {
+    "count": "count(*)::float8",
+    "sum_score": "sum(score)",
+    # exp() raises on underflow in PostgreSQL; below e^-700 a weight is 0 in float64 anyway.
+    "decayed_score": "sum(score * exp(greatest(%(g)s * age, -700)))",
+    "sum_age": "sum(age)",
+    "sum_sentiment": "sum(sentiment_raw)",
+    "sum_followers": "sum(followers::float8)",
+    "sum_abstract": "sum(contains_abstract_raw)",
+    "sum_length": "sum(length)::float8",
+    "sum_questions": "sum(questions)::float8",
+    "sum_exclamations": "sum(exclamations)::float8",
+    "sum_bot_rating": "sum(bot_rating)",
+}
+SCORE = list(SUMS).index("sum_score")
+# The same sums over rolled-up days `r` (migration 0008) whose midpoint is `d.mid`
+# (worker.core.day_rollup: ages from Σ x, the decayed score from Σ score·x^j).
+_ROLLUP_SUMS = {
+    "count": "sum(r.n)::float8",
+    "sum_score": "sum(r.sum_score)",
+    "decayed_score": "sum(exp(%(g)s * (%(now_s)s - d.mid)) * (r.sum_score + "
+                     + " + ".join(f"%(c{j})s * r.score_x{j}" for j in range(1, TERMS + 1)) + "))",
+    "sum_age": "sum(r.n * (%(now_s)s - d.mid) - r.sum_x)",
+    **{name: f"sum(r.{name})" for name in ("sum_sentiment", "sum_followers", "sum_abstract", "sum_length",
+                                           "sum_questions", "sum_exclamations", "sum_bot_rating")},
+}
+assert list(_ROLLUP_SUMS) == list(SUMS)
+
+# JIT compiled each chunk's query for ~70 ms, more than most take; the grouped rows (a few
+# MB) fit in memory as a hash table instead of being sorted on disk.
+QUERY_SETTINGS = "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'"
+
+
+def _events(start: str, stop: str) -> str:
+    """The events of DOI ``c.doi`` in ``[start, stop)``, with their age in whole seconds
+    (``now - floor(epoch)``, exact in float8 for the years 1685-2255), from the covering
+    ``(doi, time)`` index of each partition the range overlaps."""
+    return f"""(
+        SELECT %(now_s)s::float8 - floor(date_part('epoch', e.time)) AS age, e.score, e.sentiment_raw,
+               e.followers, e.contains_abstract_raw, e.length, e.questions, e.exclamations, e.bot_rating
+        FROM discussion_event e
+        WHERE e.doi = c.doi AND e.time >= {ns_to_ts(start)} AND e.time < {ns_to_ts(stop)}
+        OFFSET 0
+    ) ev"""
+
+
+_BY_WINDOW = f"SELECT c.i::int4, ev.age::int8 / %(w)s, {', '.join(SUMS.values())}"
+
+# Per DOI position `i` in the chunk (integers hash and travel cheaply) and window `k`, the
+# sums of its events in [now - span, now + 1 s) (worker.core.alignment).
+TREND_WINDOWS = f"""
+COPY (
+    {_BY_WINDOW}
+    FROM unnest(%(dois)s::text[]) WITH ORDINALITY AS c(doi, i)
+    CROSS JOIN LATERAL {_events("%(start)s", "%(stop)s")}
+    GROUP BY 1, 2
+) TO STDOUT (FORMAT binary)
+"""
+
+# The whole days of the cover (`days`, each with its window `ks`) that are not marked stale,
+# and the ranges read raw: the cover's (`lo`, `hi`) and the stale days.
+_COVER = f"""
+d AS MATERIALIZED (
+    SELECT u.day, u.k, date_part('epoch', u.day) + {HALF_DAY_S} AS mid,
+           EXISTS (SELECT FROM event_rollup_stale s WHERE s.day = u.day) AS stale
+    FROM unnest(%(days)s::date[], %(ks)s::int8[]) AS u(day, k)),
+raw AS MATERIALIZED (
+    SELECT lo, hi FROM unnest(%(lo)s::int8[], %(hi)s::int8[]) AS r(lo, hi)
+    UNION ALL
+    SELECT date_part('epoch', day)::int8 * 1000000000, (date_part('epoch', day)::int8 + 86400) * 1000000000
+    FROM d WHERE stale)"""
+_ROLLED = "JOIN d ON d.day = r.day AND NOT d.stale WHERE r.day >= %(first)s AND r.day <= %(last)s"
+
+# A DOI with fewer than `heavy` events in the rollup reads its span raw, as above: for it the
+# rollup's rows and the edges' index descents cost more than its few events
+# (docs/benchmarks.md, "The day rollup").
+TREND_WINDOWS_ROLLUP = f"""
+COPY (
+    WITH c AS MATERIALIZED (
+        SELECT c.doi, c.i, coalesce((SELECT sum(r.n) FROM event_rollup_day r
+                                     WHERE r.doi = c.doi AND r.day >= %(first)s AND r.day <= %(last)s), 0)
+                           >= %(heavy)s AS heavy
+        FROM unnest(%(dois)s::text[]) WITH ORDINALITY AS c(doi, i)),
+    {_COVER}
+    {_BY_WINDOW} FROM c CROSS JOIN LATERAL {_events("%(start)s", "%(stop)s")} WHERE NOT c.heavy GROUP BY 1, 2
+    UNION ALL
+    {_BY_WINDOW} FROM c CROSS JOIN raw CROSS JOIN LATERAL {_events("raw.lo", "raw.hi")} WHERE c.heavy GROUP BY 1, 2
+    UNION ALL
+    SELECT c.i::int4, d.k, {", ".join(_ROLLUP_SUMS.values())}
+    FROM c JOIN event_rollup_day r ON r.doi = c.doi AND c.heavy {_ROLLED}
+    GROUP BY 1, 2
+) TO STDOUT (FORMAT binary)
+"""
+
+QUALIFYING = f"""
+SELECT doi FROM discussion_event
+WHERE time >= {ns_to_ts("%(start)s")} AND time < {ns_to_ts("%(stop)s")}
+GROUP BY doi HAVING count(*) > %(min)s ORDER BY doi
+"""
+QUALIFYING_ROLLUP = f"""
+WITH {_COVER}
+SELECT doi FROM (
+    SELECT r.doi, r.n FROM event_rollup_day r  -- the whole days of the span are first..last
+    WHERE r.day >= %(first)s AND r.day <= %(last)s AND r.day <> ALL (ARRAY(SELECT day FROM d WHERE stale))
+    UNION ALL
+    SELECT e.doi, 1 FROM raw JOIN discussion_event e ON e.time >= {ns_to_ts("raw.lo")} AND e.time < {ns_to_ts("raw.hi")}
+) x
+GROUP BY doi HAVING sum(n) > %(min)s ORDER BY doi
+"""
