@@ -23,7 +23,7 @@ import pytest
 
 from tests.support.helpers import q
 from tests.support.influx_live import admin_client, live_settings, live_store, needs_influx
-from tests.support.trend_seed import S, seed_events
+from tests.support.trend_seed import S, roll_up, seed_events
 from worker.config.settings import Settings, get_settings
 from worker.db import partition_admin
 from worker.ops import cli
@@ -70,6 +70,7 @@ def seeded(env: dict[str, str], pg_dsn: str) -> Iterator[dict[str, Any]]:
     # A real run's staged row (19 trend columns: score, count, 15 more numbers, mk_trend, mk_p).
     q(pg_dsn, "INSERT INTO trending_staging VALUES ('today:20260302T120000Z:abcd', '10.1101/real.1', 1, 1, "
               f"{', '.join(['0'] * 15)}, 'no trend', 1)")
+    roll_up(pg_dsn)  # what the maintenance task did with the real events' days
     before = footprint(pg_dsn)
     assert before["tables"]["discussion_event_p20000701"] == 1
     assert "discussion_event_p19990801" not in before["tables"]
@@ -100,7 +101,8 @@ def test_selftest_passes_and_leaves_nothing_behind(seeded: dict[str, Any], capsy
     durations = ["currently", "today", "week", "month", "year"]
     assert names == ["events decoded", "events written", "events stored",
                      *(f"{what} {d}" for d in durations for what in ("qualifying DOIs", "trend inputs",
-                                                                       "trend rows", "staged rows")),
+                                                                       "day rollup", "trend rows", "staged rows")
+                       if what != "day rollup" or d == "year"),
                      "probe removed"]
     assert lines[0].startswith("selftest of the event store (PostgreSQL at postgresql://")
     assert lines[-1] == f"selftest passed: {len(found)} checks"
@@ -131,12 +133,13 @@ def test_a_corrupted_probe_row_fails_with_a_one_line_difference(seeded: dict[str
     failed = {m[2].strip(): m[3] for m in checks(lines) if m[1] == "FAIL"}
     # busy:0 is a second old: in every span; the rows computed from it differ too.
     assert set(failed) == {f"{what} {d}" for what in ("trend inputs", "trend rows")
-                           for d in ("currently", "today", "week", "month", "year")}, "\n".join(lines)
+                           for d in ("currently", "today", "week", "month", "year")} | {"day rollup year"}, \
+        "\n".join(lines)
     got, want = re.fullmatch(rf"{re.escape(BUSY)}: sum_score (\S+) != expected (\S+) \(and \d+ more differences\)",
                              failed["trend inputs currently"]).groups()
     assert float(got) == float(want) + 0.5
     assert failed["trend rows today"].startswith(f"{BUSY}: score ")
-    assert lines[-1] == f"selftest FAILED: 10 of {len(checks(lines))} checks"
+    assert lines[-1] == f"selftest FAILED: 11 of {len(checks(lines))} checks"
     assert next(m for m in checks(lines) if m[2].strip() == "probe removed")[1] == "ok  "
 
 

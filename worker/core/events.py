@@ -30,6 +30,10 @@ class InvalidEvent(ValueError):
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
+# The score is multiplied in the stores (the decay; the day rollup's Σ score·x^j, x up to
+# 43,200): PostgreSQL raises on a float product that overflows or underflows to 0, so a score
+# of no real magnitude would fail every run whose span holds it (docs/trends.md, "The day rollup").
+SCORE_MIN, SCORE_MAX = 1e-100, 1e100
 
 
 # --- the wire format of the upstream event (only what we read; extra fields are ignored) --
@@ -189,6 +193,9 @@ def _decode(raw: bytes | str) -> Point:
     pid = _checked_text(event.subj.pid, "$.subj.pid") if event.subj.pid is not None else None
     timestamp = _checked_text(event.timestamp, "$.timestamp")
     processed = event.subj.processed
+    if processed.score and not SCORE_MIN <= abs(processed.score) <= SCORE_MAX:
+        raise InvalidEvent(f"invalid event: `$.subj.processed.score` {processed.score!r} is not 0 and not within "
+                           f"±[{SCORE_MIN}, {SCORE_MAX}]")
     time_ns = parse_timestamp_ns(timestamp)
     if not INT64_MIN <= time_ns <= INT64_MAX:
         raise InvalidEvent(f"timestamp {timestamp!r} is outside 1677-2262 (int64 nanoseconds)")

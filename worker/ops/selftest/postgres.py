@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 import psycopg2
@@ -20,6 +21,7 @@ from worker.core import partitions
 from worker.core.failures import TryLater, first_line
 from worker.db import partition_admin
 from worker.db.connection import Connection, Database
+from worker.store.postgres import rollup
 from worker.trends.math import TREND_COLUMNS
 
 #: The advisory lock of a self-test in flight.
@@ -69,6 +71,13 @@ class ProbeEvents:
     range_ns: tuple[int, int]
     months: Sequence[partitions.Range]
 
+    @property
+    def days(self) -> tuple[date, date]:
+        """The first and the last UTC day of the probe's events."""
+        start, stop = self.range_ns
+        return (date(1970, 1, 1) + timedelta(days=start // partitions.NS_PER_DAY),
+                date(1970, 1, 1) + timedelta(days=(stop - 1) // partitions.NS_PER_DAY))
+
 
 class PostgresScratch:
     """Where the self-test writes in PostgreSQL, and the removal of all of it."""
@@ -106,7 +115,28 @@ class PostgresScratch:
         start, stop = events.range_ns
         cur.execute("DELETE FROM discussion_event WHERE doi LIKE %s AND time >= to_timestamp(%s) "
                     "AND time < to_timestamp(%s)", (_like_prefix(events.prefix), start // _NS, -(-stop // _NS)))
-        return int(cur.rowcount)
+        deleted = int(cur.rowcount)
+        first, last = events.days
+        cur.execute("DELETE FROM event_rollup_day WHERE doi LIKE %s AND day >= %s AND day <= %s",
+                    (_like_prefix(events.prefix), first, last))
+        PostgresScratch._unmark(cur, events)
+        return deleted
+
+    @staticmethod
+    def _unmark(cur: Any, events: ProbeEvents) -> None:
+        """The day marks of the probe's days that mark nothing: no event and no rolled-up row
+        is left on the day (a mark only sends the runs and the roll-up to the events)."""
+        cur.execute("DELETE FROM event_rollup_stale s WHERE day >= %s AND day <= %s "
+                    "AND NOT EXISTS (SELECT FROM event_rollup_day r WHERE r.day = s.day) "
+                    "AND NOT EXISTS (SELECT FROM discussion_event WHERE time >= s.day::timestamp AT TIME ZONE 'UTC' "
+                    "AND time < (s.day + 1)::timestamp AT TIME ZONE 'UTC')", events.days)
+
+    def roll_up(self) -> None:
+        """Roll up the probe's days (and whatever else is marked in them), as maintenance would."""
+        if self._events is not None:
+            first, last = self._events.days
+            with closing(self._connect()) as conn:
+                rollup.roll_up(conn, last + timedelta(days=1), since=first)
 
     def staged_rows(self, run: str) -> list[dict[str, Any]]:
         """A run's rows as ``trending_staging`` holds them, by DOI."""

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from worker.config.settings import Settings
-from worker.core import alignment, partitions
+from worker.core import alignment, day_rollup, partitions
 from worker.core.aggregates import Aggregates
 from worker.core.durations import Duration
 from worker.core.events import InvalidEvent, Point, decode_event, points_from_wire, points_to_wire
@@ -188,6 +188,9 @@ class SelfTest:
                             f"{len(dois)} DOIs x ({_SUMS} sums + {duration.windows} windows), {in_span} events "
                             "in the span"))
 
+        if not self.influx and day_rollup.serves(duration):
+            self._through_rollup(duration, want, expected)
+
         got_rows, problems = _rows(dois, got, duration)
         want_rows, _ = _rows(dois, want, duration)
         self.record(verdict(f"trend rows {name}", problems or row_differences(got_rows, want_rows),
@@ -199,6 +202,21 @@ class SelfTest:
         staged = self.scratch.staged_rows(run)
         self.record(verdict(f"staged rows {name}", row_differences(staged, got_rows),
                             f"{len(staged)} rows back from trending_staging (run {run})"))
+
+    def _through_rollup(self, duration: Duration, want: Aggregates, expected: list[str]) -> None:
+        """The same run through the day rollup (every probe DOI reading it), once the probe's
+        days are rolled up: the path the `year` run takes for its busiest DOIs."""
+        self.scratch.roll_up()
+        rolled = open_store(self.settings.model_copy(update={"trend_rollup": True, "trend_rollup_min_events": 0}))
+        try:
+            probe = self.probe
+            qualifying = [doi for doi in rolled.qualifying_dois(duration, probe.now_ns) if doi.startswith(probe.prefix)]
+            got = rolled.trend_inputs(duration, probe.now_ns, probe.dois)
+        finally:
+            rolled.close()
+        self.record(verdict(f"day rollup {duration.name}", list_differences("qualifying", qualifying, expected)
+                            + aggregate_differences(probe.dois, got, want),
+                            "qualifying DOIs and trend inputs read through the rolled-up days equal the events'"))
 
     def _remove(self, admin: InfluxAdmin | None, store: EventStore | None, run_state: PostgresRunState | None,
                 *, raise_errors: bool) -> None:

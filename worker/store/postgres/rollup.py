@@ -26,7 +26,7 @@ SELECT DISTINCT ((to_timestamp(0) + time_us * interval '1 microsecond') AT TIME 
 FROM event_staging ORDER BY 1
 ON CONFLICT DO NOTHING
 """
-_STALE_BEFORE = "SELECT day FROM event_rollup_stale WHERE day < %s ORDER BY day DESC"
+_STALE = "SELECT day FROM event_rollup_stale WHERE day >= %s AND day < %s ORDER BY day DESC"
 _UNMARK = "DELETE FROM event_rollup_stale WHERE day = ANY(%(days)s)"
 _FORGET = "DELETE FROM event_rollup_day WHERE day = ANY(%(days)s)"
 _BUILD = f"""
@@ -55,9 +55,9 @@ class Rolled:
     seconds: float
 
 
-def roll_up(conn: Connection, before: date, *, deadline: float | None = None,
+def roll_up(conn: Connection, before: date, *, since: date = date.min, deadline: float | None = None,
             on_month: Callable[[Rolled], object] | None = None) -> list[Rolled]:
-    """Roll up the marked days before ``before`` (the days that have ended), newest month
+    """Roll up the marked days from ``since`` to before ``before`` (the days that have ended), newest month
     first, one transaction per month (``conn`` must not be in autocommit); stops starting
     months after ``deadline`` (``time.perf_counter()``). Resumable: an interrupted month
     stays marked.
@@ -67,7 +67,7 @@ def roll_up(conn: Connection, before: date, *, deadline: float | None = None,
     left its mark, or is waiting on the removed one and adds it back when this commits."""
     done: list[Rolled] = []
     with conn, conn.cursor() as cur:
-        cur.execute(_STALE_BEFORE, (before,))
+        cur.execute(_STALE, (since, before))
         stale = [day for (day,) in cur.fetchall()]
     for month, group in groupby(stale, key=lambda day: day.strftime("%Y-%m")):
         if deadline is not None and time.perf_counter() > deadline:
