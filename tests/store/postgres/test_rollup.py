@@ -4,6 +4,7 @@ read through the rollup equal the raw path's within 1e-9 (worker/store/postgres/
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import replace
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgspec import structs
 
+from tests.support.helpers import q
 from tests.support.trend_seed import S, roll_up
 from worker.core.day_rollup import DAY_S, day_start_s
 from worker.core.durations import DEFAULT_DURATIONS
@@ -133,3 +135,44 @@ def roll_up_some(conn: psycopg2.extensions.connection, before: date) -> list[rol
     with pytest.raises(KeyboardInterrupt):
         rollup.roll_up(conn, before, on_month=interrupt)
     return seen
+
+
+def test_a_write_racing_a_roll_up_keeps_its_mark(pg_dsn: str) -> None:
+    """The roll-up's order, step by step on its own connection: its marks removed (not yet
+    committed), a write of the same day meanwhile (it waits on the removed mark), the day
+    read and committed; the write then commits with its mark, so runs read that day raw."""
+    raw, rolled = PostgresStore(pg_dsn), PostgresStore(pg_dsn, rollup_min_events=0)
+    day_s = day_start_s(TODAY - timedelta(days=10))
+    point = Point("a", "10.1/a", day_s * S, 2.0, 0.0, 1, 1, 0, 0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0)
+    raw.write([point, structs.replace(point, event_id="b", time_ns=(day_s + 60) * S)])
+    roll_up(pg_dsn)
+    day = TODAY - timedelta(days=10)
+    params = {"days": [day], "first": day, "last": day}
+    with closing(psycopg2.connect(pg_dsn)) as conn:
+        roll_up_cur = conn.cursor()
+        raw.write([structs.replace(point, event_id="c", time_ns=(day_s + 120) * S)])  # marks the day again
+        roll_up_cur.execute(rollup._UNMARK, params)
+        late = threading.Thread(target=raw.write, args=([structs.replace(point, event_id="d",
+                                                                          time_ns=(day_s + 180) * S)],))
+        late.start()
+        wait_for_lock_wait(pg_dsn)  # the late write waits on the removed mark
+        roll_up_cur.execute(rollup._FORGET, params)
+        roll_up_cur.execute(rollup._BUILD, params)
+        conn.commit()
+        late.join(timeout=30)
+        assert not late.is_alive()
+    assert q(pg_dsn, "SELECT day FROM event_rollup_stale") == [(day,)]  # the late write's mark stands
+    assert q(pg_dsn, "SELECT n FROM event_rollup_day") == [(3,)]  # a, b, c: the roll-up did not see d
+    assert_same(raw, rolled)  # and the runs count d, reading the marked day raw
+    raw.close()
+    rolled.close()
+
+
+def wait_for_lock_wait(dsn: str) -> None:
+    """Until a session of the database waits on a lock (pg_stat_activity says so)."""
+    for _ in range(3000):
+        if q(dsn, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                  "AND wait_event_type = 'Lock'")[0][0]:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("no session waited on a lock")
