@@ -62,26 +62,6 @@ _DATA_CLASSES = {"22", "23", "54"}  # data exception, integrity violation, progr
 _CONFLICT_RETRIES = 5
 
 
-# Its binary COPY rows (a field count, then length and value per field, big-endian), read
-# straight into numpy: no float is formatted by PostgreSQL or parsed by Python.
-_WINDOW_ROW = np.dtype([("fields", ">i2"), ("i_len", ">i4"), ("i", ">i4"), ("k_len", ">i4"), ("k", ">i8")]
-                       + [(f"{kind}{j}", code) for j in range(len(trend_sql.SUMS)) for kind, code in (("len", ">i4"),
-                                                                                             ("v", ">f8"))])
-
-def _window_rows(data: bytes) -> np.ndarray:
-    if not data.startswith(copy.SIGNATURE) or not data.endswith(copy.TRAILER):
-        raise StoreUnavailable("PostgreSQL sent an unexpected COPY stream for the trend inputs")
-    (extension,) = struct.unpack_from(">i", data, len(copy.SIGNATURE) + 4)
-    start = len(copy.SIGNATURE) + 8 + extension
-    body = len(data) - start - len(copy.TRAILER)
-    if body % _WINDOW_ROW.itemsize:
-        raise StoreUnavailable("PostgreSQL sent trend inputs of an unexpected shape")
-    rows = np.frombuffer(data, dtype=_WINDOW_ROW, offset=start, count=body // _WINDOW_ROW.itemsize)
-    if rows.size and (rows["fields"] != 2 + len(trend_sql.SUMS)).any():
-        raise StoreUnavailable("PostgreSQL sent trend inputs of an unexpected shape")
-    return rows
-
-
 class _Refused(Exception):
     """PostgreSQL (or the binary encoding for it) refused a chunk as data; the reason."""
 
@@ -264,7 +244,7 @@ class PostgresStore(Sessions):
                    "dois": list(dois[p::parts]), "g": duration.gravity, "w": duration.window_s, **(cover or {})}
                   for p in range(parts)]
         for p, data in enumerate(self._copy_out_parts(sql, params) if parts else []):
-            found = _window_rows(data)
+            found = trend_sql.window_rows(data)
             rows_doi = p + (found["i"].astype(np.int64) - 1) * parts  # WITH ORDINALITY counts from 1
             rows_k = found["k"].astype(np.int64)
             values = np.column_stack([found[f"v{j}"] for j in range(len(trend_sql.SUMS))]).astype(np.float64)

@@ -2,13 +2,19 @@
 and, for the durations the day rollup serves (:func:`worker.core.day_rollup.serves`), from
 whole rolled-up days plus the raw edges (docs/trends.md, "A run", "The day rollup").
 
-Every variant returns the same binary COPY rows ``(i, k, sums…)``, possibly several rows
-per ``(i, k)`` (one per part) that the store adds up.
+Every trend-input variant returns the same binary COPY rows ``(i, k, sums…)``
+(:func:`window_rows`), possibly several per ``(i, k)`` (one per part) that the store adds up.
 """
 
 from __future__ import annotations
 
+import struct
+
+import numpy as np
+
 from worker.core.day_rollup import HALF_DAY_S, TERMS
+from worker.store.base import StoreUnavailable
+from worker.store.postgres import copy
 
 
 def ns_to_ts(param: str) -> str:
@@ -110,6 +116,27 @@ COPY (
     GROUP BY 1, 2
 ) TO STDOUT (FORMAT binary)
 """
+
+# Its binary COPY rows (a field count, then length and value per field, big-endian), read
+# straight into numpy: no float is formatted by PostgreSQL or parsed by Python.
+WINDOW_ROW = np.dtype([("fields", ">i2"), ("i_len", ">i4"), ("i", ">i4"), ("k_len", ">i4"), ("k", ">i8")]
+                      + [(f"{kind}{j}", code) for j in range(len(SUMS)) for kind, code in (("len", ">i4"),
+                                                                                            ("v", ">f8"))])
+
+
+def window_rows(data: bytes) -> np.ndarray:
+    if not data.startswith(copy.SIGNATURE) or not data.endswith(copy.TRAILER):
+        raise StoreUnavailable("PostgreSQL sent an unexpected COPY stream for the trend inputs")
+    (extension,) = struct.unpack_from(">i", data, len(copy.SIGNATURE) + 4)
+    start = len(copy.SIGNATURE) + 8 + extension
+    body = len(data) - start - len(copy.TRAILER)
+    if body % WINDOW_ROW.itemsize:
+        raise StoreUnavailable("PostgreSQL sent trend inputs of an unexpected shape")
+    rows = np.frombuffer(data, dtype=WINDOW_ROW, offset=start, count=body // WINDOW_ROW.itemsize)
+    if rows.size and (rows["fields"] != 2 + len(SUMS)).any():
+        raise StoreUnavailable("PostgreSQL sent trend inputs of an unexpected shape")
+    return rows
+
 
 QUALIFYING = f"""
 SELECT doi FROM discussion_event
