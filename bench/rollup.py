@@ -40,7 +40,6 @@ from bench.common import machine_line
 from tests.support.devstack.services import PostgresServer
 from worker.config.settings import Settings
 from worker.core.durations import DEFAULT_DURATIONS
-from worker.db.migrate import migrate
 from worker.store.postgres import rollup
 from worker.store.postgres.store import PostgresStore
 from worker.trends.lifecycle import RunSteps
@@ -64,19 +63,7 @@ def ordered(events: year_scale.Events, order: str, seed: int) -> year_scale.Even
 
 
 def new_database(pg: PostgresServer, n_dois: int) -> str:
-    name = f"rollup_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(pg.admin_dsn)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    dsn = pg.dsn_for(name)
-    migrate(dsn)
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO publication (doi, title) SELECT format('10.1101/year.%%s', "
-                    "lpad(i::text, 7, '0')), 'Paper ' || i FROM generate_series(0, %s - 1) AS i", (n_dois,))
-    conn.close()
-    return dsn
+    return year_scale.new_database(pg, f"rollup_{uuid.uuid4().hex[:8]}", n_dois)
 
 
 def ingest(pg: PostgresServer, events: year_scale.Events, n_dois: int) -> tuple[float, float]:

@@ -319,8 +319,6 @@ def _database_bytes(dsn: str) -> int:
 
 def run_year(sizes: Sequence[int], n_dois: int, thresholds: Sequence[int], runs: int,
              keep: Path | None) -> list[YearSize]:
-    from worker.db.migrate import migrate
-
     workdir = keep or Path(tempfile.mkdtemp(prefix="bench-scale-year-"))
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)  # the `postgres` user must enter it
@@ -329,19 +327,7 @@ def run_year(sizes: Sequence[int], n_dois: int, thresholds: Sequence[int], runs:
     store: PostgresStore | None = None
     state: PostgresRunState | None = None
     try:
-        name = f"scale_{uuid.uuid4().hex[:8]}"
-        admin = psycopg2.connect(pg.admin_dsn)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        admin.close()
-        dsn = pg.dsn_for(name)
-        migrate(dsn)
-        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-            # Every DOI has its publication, as in amba: the finalize matches rows to them.
-            cur.execute("INSERT INTO publication (doi, title) SELECT format('10.1101/year.%%s', "
-                        "lpad(i::text, 7, '0')), 'Paper ' || i FROM generate_series(0, %s - 1) AS i", (n_dois,))
-        conn.close()
+        dsn = year_scale.new_database(pg, f"scale_{uuid.uuid4().hex[:8]}", n_dois)
         store = PostgresStore(dsn, query_connections=year_scale.QUERY_CONNECTIONS)
         timed = year_scale._TimedStore(store)
         state = PostgresRunState(dsn)

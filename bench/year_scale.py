@@ -292,22 +292,30 @@ def sizes(dsn: str) -> dict[str, int]:
     return found
 
 
-def prepare(pg: PostgresServer, name: str, events: Events, baseline: bool, n_dois: int, progress: Any) -> Side:
+def new_database(pg: PostgresServer, name: str, n_dois: int) -> str:
+    """A migrated database ``name`` in which every DOI has its publication, as in amba (the
+    finalize matches rows to them); its DSN."""
     from worker.db.migrate import migrate
 
-    dsn = pg.dsn_for(name)
     admin = psycopg2.connect(pg.admin_dsn)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     admin.close()
+    dsn = pg.dsn_for(name)
     migrate(dsn)
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO publication (doi, title) SELECT format('10.1101/year.%%s', lpad(i::text, 7, '0')), "
+                    "'Paper ' || i FROM generate_series(0, %s - 1) AS i", (n_dois,))
+    conn.close()
+    return dsn
+
+
+def prepare(pg: PostgresServer, name: str, events: Events, baseline: bool, n_dois: int, progress: Any) -> Side:
+    dsn = new_database(pg, name, n_dois)
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         if baseline:
             cur.execute(BASELINE_TABLE)
-        # Every DOI has its publication, as in amba: the finalize matches rows to them.
-        cur.execute("INSERT INTO publication (doi, title) SELECT format('10.1101/year.%%s', lpad(i::text, 7, '0')), "
-                    "'Paper ' || i FROM generate_series(0, %s - 1) AS i", (n_dois,))
     conn.close()
     side = Side(name, dsn, BaselineStore(dsn) if baseline else PostgresStore(dsn, query_connections=QUERY_CONNECTIONS))
     progress(f"{name}: writing {len(events.doi):,} events in batches of {BATCH:,}")
