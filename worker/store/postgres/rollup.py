@@ -1,8 +1,10 @@
-"""The per-(DOI, UTC day) rollup of ``discussion_event`` (migration 0008): marking, rolling
-up, and the run queries that read it (docs/trends.md, "The day rollup").
+"""The per-(DOI, UTC day) rollup of ``discussion_event`` (migration 0008): marking and
+rolling up; the run queries that read it are in :mod:`.trend_sql` (docs/trends.md, "The
+day rollup").
 
 Ingest only marks the days it wrote (:data:`MARK_STALE`, in the write's transaction): an
-`INSERT … ON CONFLICT DO NOTHING` of a few rows, against a second write of every event.
+`INSERT … ON CONFLICT DO NOTHING` of a few rows, 1.045x ingest's time where writing the
+rollup itself in that transaction took 1.24-1.80x (docs/benchmarks.md).
 The maintenance task and `aggregator setup` roll up the marked days that have ended
 (:func:`roll_up`), a month per transaction. A run reads a day from the rollup only while it
 is unmarked, in the same statement (one snapshot), so the rollup is never behind a run.
