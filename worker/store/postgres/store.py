@@ -223,8 +223,11 @@ class PostgresStore(Sessions):
         start, stop = alignment.span_range(duration, now_ns)
         params: dict[str, object] = {"start": start, "stop": stop, "min": duration.min_events}
         cover = self._rollup_params(duration, now_ns, by_window=False)
-        sql = trend_sql.QUALIFYING if cover is None else trend_sql.QUALIFYING_ROLLUP
-        rows = self._query(sql, params | (cover or {}), settings=self._query_settings)
+        if cover is None:
+            rows = self._query(trend_sql.QUALIFYING, params, settings=self._query_settings)
+        else:
+            rows = self._query(trend_sql.QUALIFYING_ROLLUP, params | cover,
+                               settings=f"{self._query_settings}; {trend_sql.QUALIFYING_ROLLUP_SETTINGS}")
         return [doi for (doi,) in rows]
 
     def trend_inputs(self, duration: Duration, now_ns: int, dois: Sequence[str]) -> Aggregates:

@@ -143,13 +143,24 @@ SELECT doi FROM discussion_event
 WHERE time >= {ns_to_ts("%(start)s")} AND time < {ns_to_ts("%(stop)s")}
 GROUP BY doi HAVING count(*) > %(min)s ORDER BY doi
 """
+# Per DOI, its whole days' counts (`rolled`) and its raw ranges' counts (`edges`), joined.
+# `rolled` reads only the primary key (doi, day) INCLUDE (n), in DOI order, as PostgreSQL's
+# parallel workers split it; each group is summed as it streams past and the two sorted
+# streams merge. Hashing the ~0.8M groups instead (the planner's choice: it underestimates
+# distinct DOIs ~9x under Zipf popularity) took twice as long (docs/benchmarks.md, "The day
+# rollup"), hence QUALIFYING_ROLLUP_SETTINGS.
 QUALIFYING_ROLLUP = f"""
-WITH {_COVER}
-SELECT doi FROM (
-    SELECT r.doi, r.n FROM event_rollup_day r  -- the whole days of the span are first..last
+WITH {_COVER},
+rolled AS (
+    SELECT r.doi, sum(r.n) AS n FROM event_rollup_day r  -- the whole days of the span are first..last
     WHERE r.day >= %(first)s AND r.day <= %(last)s AND r.day <> ALL (ARRAY(SELECT day FROM d WHERE stale))
-    UNION ALL
-    SELECT e.doi, 1 FROM raw JOIN discussion_event e ON e.time >= {ns_to_ts("raw.lo")} AND e.time < {ns_to_ts("raw.hi")}
-) x
-GROUP BY doi HAVING sum(n) > %(min)s ORDER BY doi
+    GROUP BY r.doi),
+edges AS (
+    SELECT e.doi, count(*) AS n
+    FROM raw JOIN discussion_event e ON e.time >= {ns_to_ts("raw.lo")} AND e.time < {ns_to_ts("raw.hi")}
+    GROUP BY e.doi)
+SELECT doi FROM rolled FULL JOIN edges USING (doi)
+WHERE coalesce(rolled.n, 0) + coalesce(edges.n, 0) > %(min)s
+ORDER BY doi
 """
+QUALIFYING_ROLLUP_SETTINGS = "SET LOCAL enable_hashagg = off; SET LOCAL enable_hashjoin = off"
