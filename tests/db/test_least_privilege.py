@@ -157,6 +157,10 @@ def test_a_deployment_that_ran_as_another_role_is_told_each_table_to_hand_over(p
     partitions = q(pg_dsn, "SELECT count(*) FROM pg_inherits JOIN pg_class c ON c.oid = inhrelid "
                            "WHERE c.relkind = 'r'")[0][0]
     assert partitions >= 1
+    # Every table and view the migrations made is the product's or amba's: none is left behind.
+    made = q(pg_dsn, "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+                     "AND relkind IN ('r', 'p', 'm') AND NOT relispartition")
+    assert {name for (name,) in made} == set(privileges.OWNED) | set(privileges.UPSTREAM)
     # One ALTER per table, view and partition; standalone, the old owner also made amba's tables.
     assert len([s for s in needed if s.startswith("ALTER ")]) == len(privileges.OWNED) + partitions, needed
     assert f"GRANT SELECT, REFERENCES ON publication TO {role};" in needed

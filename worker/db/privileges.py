@@ -12,7 +12,7 @@ from worker.core.failures import ConfigError
 #: Created by the product (migrations, yoyo's bookkeeping): it must own them, and their partitions.
 OWNED = ("discussion_event", "trending", "trending_history", "trending_staging", "trend_run", "trending_state",
          "morning_post", "dead_letter_triage", "trending_history_compaction", "trending_covid_papers",
-         "_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock")
+         "event_rollup_day", "event_rollup_stale", "_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock")
 
 #: amba's tables (SPEC §5; created by the product only when absent) and what the product does with them.
 UPSTREAM = {"publication": ("SELECT", "REFERENCES"), "author": ("SELECT",), "publication_author": ("SELECT",),
