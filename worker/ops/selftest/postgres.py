@@ -75,8 +75,8 @@ class ProbeEvents:
     def days(self) -> tuple[date, date]:
         """The first and the last UTC day of the probe's events."""
         start, stop = self.range_ns
-        return (date(1970, 1, 1) + timedelta(days=start // partitions.NS_PER_DAY),
-                date(1970, 1, 1) + timedelta(days=(stop - 1) // partitions.NS_PER_DAY))
+        days = partitions.days_of_ns((start, stop - 1))
+        return min(days), max(days)
 
 
 class PostgresScratch:
