@@ -27,7 +27,7 @@ def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
 def dead_lettered_events(env: dict[str, str]) -> int:
     reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], env["KAFKA_GROUP_ID"])
     try:
-        return sum(len(letter.points or []) for _, _, letter in reader.records() if letter)
+        return sum(len(letter.points or []) for _, _, letter in reader.records(reader.cursor()) if letter)
     finally:
         reader.close()
 

@@ -41,7 +41,7 @@ def test_malformed_batch_goes_to_dead_letters(eager, env: dict[str, str]) -> Non
     def read_all(group: str) -> list:
         reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], group)
         try:
-            return [letter for _, _, letter in reader.records()]
+            return [letter for _, _, letter in reader.records(reader.cursor())]
         finally:
             reader.close()
 
@@ -76,7 +76,7 @@ def test_point_the_store_refuses_is_dead_lettered_alone(eager, env: dict[str, st
     assert write_batch.delay(wire).get() == {"written": 49, "dead_lettered": 1, "conflicts": 0}
     assert count_events(env["POSTGRES_DSN"]) == 49
     reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], env["KAFKA_GROUP_ID"])
-    letters = [letter for _, _, letter in reader.records()]
+    letters = [letter for _, _, letter in reader.records(reader.cursor())]
     reader.close()
     assert len(letters) == 1 and letters[0].points == [wire[17]]
     assert "store rejected: PostgreSQL refused 1 point(s)" in letters[0].reason
@@ -116,7 +116,7 @@ def test_unreachable_store_past_the_tolerance_dead_letters(eager, store_down: No
                                throw=True)
     assert result.get() == {"written": 0, "dead_lettered": 5, "conflicts": 0}
     reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], env["KAFKA_GROUP_ID"])
-    letters = [letter for _, _, letter in reader.records()]
+    letters = [letter for _, _, letter in reader.records(reader.cursor())]
     reader.close()
     assert letters[0].kind == "batch" and letters[0].attempt == 3
     assert "store unavailable for 10 s (INGEST_OUTAGE_TOLERANCE_S)" in letters[0].reason

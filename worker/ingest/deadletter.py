@@ -172,16 +172,14 @@ class DeadLetterReader:
             cursor[tp.partition] = max(tp.offset, low)
         return cursor
 
-    def records(self, starts: Mapping[int, int] | None = None, *,
+    def records(self, starts: Mapping[int, int], *,
                 idle_s: float = 1.0) -> Iterator[tuple[Position, bytes, DeadLetter | None]]:
-        """Yield (position, record, letter or None) from ``starts`` (default the cursor) to the
+        """Yield (position, record, letter or None) from ``starts`` (``{}``: the oldest kept) to the
         end: every partition past its high watermark and the broker quiet for ``idle_s`` (some
         Kafka-API brokers, Tansu among them, report the watermark per record batch)."""
         partitions = self._partitions()
         if not partitions:
             return
-        if starts is None:
-            starts = self.cursor()
         behind: dict[int, int] = {}
         assignment = []
         for tp in partitions:

@@ -98,7 +98,7 @@ def test_invalid_events_are_dead_lettered_and_replayed(env: dict[str, str], spaw
     bridge.send_signal(signal.SIGTERM)
     bridge.wait(30)
     reader = DeadLetterReader(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_DLQ_TOPIC"], env["KAFKA_GROUP_ID"])
-    letters = sorted((letter.reason for _, _, letter in reader.records()), key=len)
+    letters = sorted((letter.reason for _, _, letter in reader.records(reader.cursor())), key=len)
     reader.close()
     assert len(letters) == 2
     assert any("not valid JSON" in reason for reason in letters)
