@@ -50,7 +50,7 @@ def list_letters(args: argparse.Namespace, settings: Settings) -> int:
         else:
             starts = {} if args.all else reader.cursor()  # {}: from the start of every partition
         states = triage_log.states(since=None if args.all or args.parked else starts)
-        for where, _raw, letter in reader.records(starts) if not args.parked or starts else ():
+        for where, _raw, letter in reader.records(starts) if starts is not None and (starts or not args.parked) else ():
             resolution = states.get(where)
             state = resolution.state.value if resolution is not None else "pending"
             if (args.parked and state != "parked") or (not args.all and not args.parked and resolution is not None):
