@@ -63,11 +63,8 @@ class Sessions:
             self._drop_connection(slot)
             raise StoreUnavailable(f"PostgreSQL query failed: {error}".strip()) from error
 
-    def _query(self, sql: str, params: tuple[object, ...] | dict[str, object], *,
-               settings: str | None = None) -> list[tuple[Any, ...]]:
+    def _query(self, sql: str, params: tuple[object, ...] | dict[str, object]) -> list[tuple[Any, ...]]:
         with self._transaction() as cur:
-            if settings:
-                cur.execute(settings)
             cur.execute(sql, params)
             return cur.fetchall()
 

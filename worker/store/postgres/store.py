@@ -223,12 +223,19 @@ class PostgresStore(Sessions):
         start, stop = alignment.span_range(duration, now_ns)
         params: dict[str, object] = {"start": start, "stop": stop, "min": duration.min_events}
         cover = self._rollup_params(duration, now_ns, by_window=False)
-        if cover is None:
-            rows = self._query(trend_sql.QUALIFYING, params, settings=self._query_settings)
-        else:
-            rows = self._query(trend_sql.QUALIFYING_ROLLUP, params | cover,
-                               settings=f"{self._query_settings}; {trend_sql.QUALIFYING_ROLLUP_SETTINGS}")
-        return [doi for (doi,) in rows]
+        with self._transaction() as cur:
+            cur.execute(self._query_settings)
+            if cover is not None:
+                cur.execute(trend_sql.STALE_DAYS, cover)
+                [(stale,)] = cur.fetchall()
+                if stale > trend_sql.SELECT_STALE_DAYS_MAX:
+                    cover = None  # a backfill not rolled up yet: the events are cheaper to read
+            if cover is None:
+                cur.execute(trend_sql.QUALIFYING, params)
+            else:
+                cur.execute(trend_sql.QUALIFYING_ROLLUP_SETTINGS)
+                cur.execute(trend_sql.QUALIFYING_ROLLUP, params | cover)
+            return [doi for (doi,) in cur.fetchall()]
 
     def trend_inputs(self, duration: Duration, now_ns: int, dois: Sequence[str]) -> Aggregates:
         """Only DOIs × windows partial sums leave the database (:mod:`.trend_sql`), from

@@ -164,3 +164,8 @@ WHERE coalesce(rolled.n, 0) + coalesce(edges.n, 0) > %(min)s
 ORDER BY doi
 """
 QUALIFYING_ROLLUP_SETTINGS = "SET LOCAL enable_hashagg = off; SET LOCAL enable_hashjoin = off"
+# The select reads a stale day's events through their time index, a heap page per event in a
+# backfill's random order: past about a month of stale days, the select over the events (a
+# sequential scan) is cheaper (docs/benchmarks.md, "The day rollup").
+SELECT_STALE_DAYS_MAX = 30
+STALE_DAYS = "SELECT count(*) FROM event_rollup_stale WHERE day >= %(first)s AND day <= %(last)s"
