@@ -10,7 +10,9 @@ path, then ``VACUUM ANALYZE``, then rolled up as the maintenance task does (time
 size the `year`, `currently` and `today` runs (plan, chunks, finalize, in this process, as
 ``aggregator trends run`` does them) alternate between the raw path (``TREND_ROLLUP=false``,
 the baseline) and the rollup (``TREND_ROLLUP_MIN_EVENTS`` default), ``--runs`` times each;
-the table reports the best of each and the `year` DOI lists are checked equal.
+the table reports the best of each and the `year` DOI lists are checked equal. Then the
+`year` select through the rollup with 0, 30 and 120 of the span's days marked stale, its
+fallback to the events off (what ``SELECT_STALE_DAYS_MAX`` weighs).
 
 Ingest: the first size's events are written into two new databases alternately, one batch
 at a time, by the product's write path and by the same path with the day mark replaced by a
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import random
 import shutil
 import sys
 import tempfile
@@ -39,8 +42,9 @@ from bench import year_scale
 from bench.common import machine_line
 from tests.support.devstack.services import PostgresServer
 from worker.config.settings import Settings
+from worker.core import day_rollup
 from worker.core.durations import DEFAULT_DURATIONS
-from worker.store.postgres import rollup
+from worker.store.postgres import rollup, trend_sql
 from worker.store.postgres.store import PostgresStore
 from worker.trends.lifecycle import RunSteps
 from worker.trends.planning import datetime_to_ns
@@ -96,6 +100,37 @@ class Size:
     best: dict[str, float]  # "<duration> raw|rollup" -> best total seconds
     phases: dict[str, year_scale.Run]  # the year's best run per side
     same_dois: bool
+    stale_select: dict[int, float]  # days awaiting their roll-up -> the rollup select's seconds
+
+
+STALE_DAYS = (0, 30, 120)
+
+
+def stale_selects(dsn: str, store: PostgresStore, now_ns: int) -> dict[int, float]:
+    """The rollup select's best of two with k of the span's days marked stale (a backfill not
+    rolled up yet), its fallback to the events off: what SELECT_STALE_DAYS_MAX weighs."""
+    days = list(day_rollup.cover(year_scale.YEAR, now_ns, by_window=False).days)
+    random.Random(0).shuffle(days)
+    limit, trend_sql.SELECT_STALE_DAYS_MAX = trend_sql.SELECT_STALE_DAYS_MAX, len(days)
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    seconds: dict[int, float] = {}
+    try:
+        with conn.cursor() as cur:
+            for k in STALE_DAYS:
+                cur.execute("INSERT INTO event_rollup_stale SELECT unnest(%s::date[]) ON CONFLICT DO NOTHING",
+                            (days[:k],))
+                times = []
+                for _ in range(2):
+                    started = time.perf_counter()
+                    store.qualifying_dois(year_scale.YEAR, now_ns)
+                    times.append(time.perf_counter() - started)
+                seconds[k] = min(times)
+            cur.execute("DELETE FROM event_rollup_stale")
+    finally:
+        trend_sql.SELECT_STALE_DAYS_MAX = limit
+        conn.close()
+    return seconds
 
 
 def measure(dsn: str, order: str, events: int, write_s: float, runs: int, second: list[int]) -> Size:
@@ -134,11 +169,14 @@ def measure(dsn: str, order: str, events: int, write_s: float, runs: int, second
                 if duration.name == "year":
                     dois[side] = store.qualifying_dois(duration, now_ns)
                 progress(f"{order} {events:,}: {key} {run.total_s:.2f} s ({run.dois:,} DOIs)")
+    stale = stale_selects(dsn, stores["rollup"], datetime_to_ns(year_scale.NOW) + second[0] * S)
+    progress(f"{order} {events:,}: the rollup select with 0/30/120 days stale: "
+             + "/".join(f"{seconds:.2f}" for seconds in stale.values()) + " s")
     for store in stores.values():
         store.close()
     state.close()
     return Size(order, events, write_s, rollup_s, sum(r.rows for r in rolled), best, phases,
-                dois["raw"] == dois["rollup"])
+                dois["raw"] == dois["rollup"], stale)
 
 
 def _pair(a: float, b: float, width: int, digits: int = 2) -> str:
@@ -159,6 +197,12 @@ def report(sizes: list[Size], ingest_s: dict[str, tuple[float, float]], n: int) 
         lines.append(f"{s.order:<8}{s.events:>12,}{s.write_s:>9.1f}{s.rollup_s:>10.1f}{s.rollup_rows:>13,}"
                      f"{s.best['year raw']:>11.2f}{s.best['year rollup']:>14.2f}"
                      f"{s.best['year raw'] / s.best['year rollup']:>7.2f}{''.join(pairs)}{s.same_dois!s:>10}")
+    lines += ["", "the `year` select with days awaiting their roll-up (the rollup select, its fallback off) / "
+              "over the events (s)"]
+    for s in sizes:
+        lines.append(f"  {s.order:<7}{s.events:>12,}  " + "  ".join(
+            f"{k} days {seconds:.2f}" for k, seconds in s.stale_select.items())
+            + f"  / events {s.phases['raw'].select_s:.2f}")
     lines += ["", f"ingest of {n:,} events, batches of {year_scale.BATCH:,}: with the day mark / without (events/s)"]
     for order, (marked, plain) in ingest_s.items():
         lines.append(f"  {order:<7} {n / marked:>10,.0f} / {n / plain:>10,.0f}  ({marked / plain:.3f}x the time)")

@@ -26,5 +26,8 @@ def test_rollup_quick_reports_both_paths_for_each_order_and_size() -> None:
     assert [(order, size) for order, size, _ in rows] == [("time", "20,000"), ("time", "40,000"),
                                                           ("random", "20,000"), ("random", "40,000")]
     assert all(same == "True" for *_, same in rows)  # the rollup's year select found the raw path's DOIs
+    stale = re.findall(r"^  (time|random)\s+([\d,]+)  0 days [\d.]+  30 days [\d.]+  120 days [\d.]+  / events [\d.]+$",
+                       report, re.MULTILINE)
+    assert stale == [(order, size) for order, size, _ in rows]
     assert re.findall(r"^  (time|random)\s+[\d,]+ /\s+[\d,]+  \([\d.]+x the time\)$", report,
                       re.MULTILINE) == ["time", "random"]
