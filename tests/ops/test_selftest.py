@@ -238,6 +238,20 @@ def test_setup_runs_the_selftest_unless_told_not_to(env: dict[str, str], pg_dsn:
     assert code == 0 and len(lines) == 1 and lines[0].startswith("setup done: "), lines
 
 
+def test_setup_rolls_up_the_stored_events_and_vacuums_the_rollup(env: dict[str, str], pg_dsn: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Events stored before the rollup (their days marked) are rolled up by setup, a line per
+    month; the rollup is vacuumed (the select's index-only scans need its visibility map) and analyzed."""
+    now_ns = int(datetime.now(UTC).timestamp()) * S
+    seed_events(pg_dsn, now_ns, {"10.1/setup": 50}, span_s=20 * 86_400)
+    code, lines = run_cli(capsys, "setup", "--no-selftest")
+    assert code == 0, "\n".join(lines)
+    assert any(re.fullmatch(r"rollup: \d{4}-\d{2} rolled up \(\d+ days, \d+ rows, [\d.]+ s\)", line)
+               for line in lines), lines
+    assert q(pg_dsn, "SELECT vacuum_count, analyze_count FROM pg_stat_user_tables "
+                     "WHERE relname = 'event_rollup_day'") == [(1, 1)]
+
+
 def test_setup_fails_when_a_check_fails(env: dict[str, str], pg_dsn: str, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(PostgresStore, "count_per_doi", _corrupting(pg_dsn, PostgresStore.count_per_doi))

@@ -50,6 +50,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # an interrupted setup goes on where it stopped.
         rolled = rollup.roll_up(conn, datetime.now(UTC).date(), on_month=lambda r: print(
             f"rollup: {r.month} rolled up ({r.days} days, {r.rows} rows, {r.seconds:.1f} s)", flush=True))
+        if rolled:
+            # The select reads the rollup's key by index-only scans, which need the visibility
+            # map: set now, not whenever autovacuum gets to the table (until then a run after
+            # an upgrade would also read the table's page of every row), and the statistics.
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("VACUUM (ANALYZE) event_rollup_day")
     ensure_dead_letter_topic(settings)
     print(f"setup done: migrations applied={','.join(applied) or 'none'} store={store.name} "
           f"dead-letter topic={settings.kafka_dlq_topic} rollup days={sum(r.days for r in rolled)}", flush=True)
