@@ -45,12 +45,10 @@ def list_letters(args: argparse.Namespace, settings: Settings) -> int:
     triage_log = _log(settings)
     shown = 0
     with closing(_reader(settings)) as reader:
-        if args.parked:
-            starts: dict[int, int] | None = triage_log.parked_from()
-        else:
-            starts = {} if args.all else reader.cursor()  # {}: from the start of every partition
+        # {}: from the start of every partition (parked: nothing is parked, nothing to read)
+        starts = triage_log.parked_from() if args.parked else {} if args.all else reader.cursor()
         states = triage_log.states(since=None if args.all or args.parked else starts)
-        for where, _raw, letter in reader.records(starts) if starts is not None and (starts or not args.parked) else ():
+        for where, _raw, letter in reader.records(starts) if not args.parked or starts else ():
             resolution = states.get(where)
             state = resolution.state.value if resolution is not None else "pending"
             if (args.parked and state != "parked") or (not args.all and not args.parked and resolution is not None):

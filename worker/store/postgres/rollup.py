@@ -3,8 +3,8 @@ rolling up; the run queries that read it are in :mod:`.trend_sql` (docs/trends.m
 day rollup").
 
 Ingest only marks the days it wrote (:data:`MARK_STALE`, in the write's transaction): an
-`INSERT … ON CONFLICT DO NOTHING` of a few rows, 1.045x ingest's time where writing the
-rollup itself in that transaction took 1.24-1.80x (docs/benchmarks.md).
+`INSERT … ON CONFLICT DO NOTHING` of a few rows, a few percent of ingest's time where
+writing the rollup itself in that transaction took 1.24-1.80x (docs/benchmarks.md).
 The maintenance task and `aggregator setup` roll up the marked days that have ended
 (:func:`roll_up`), a month per transaction. A run reads a day from the rollup only while it
 is unmarked, in the same statement (one snapshot), so the rollup is never behind a run.
