@@ -88,6 +88,8 @@ def test_kombu_still_fails_on_a_full_redis_without_the_guards(redis_url: str, fu
         type(qos).append.__wrapped__(qos, delivery(qos.channel, "tag-1"), "tag-1")
     with pytest.raises(redis.exceptions.OutOfMemoryError):  # ZREM + HDEL, refused because inside MULTI
         type(qos).ack.__wrapped__(qos, "tag-1")
+    with pytest.raises(redis.exceptions.OutOfMemoryError):  # the same, for a task that failed for good
+        type(qos).reject.__wrapped__(qos, "tag-1")
 
 
 def test_a_full_redis_delivery_is_kept_in_memory_and_acknowledged_without_new_memory(
@@ -110,3 +112,20 @@ def test_a_full_redis_delivery_is_kept_in_memory_and_acknowledged_without_new_me
     assert not full_redis.hexists("unacked", "recorded") and not full_redis.zscore("unacked_index", "recorded")
     assert {"recorded", "kept"} <= qos._dirty  # acknowledged in the worker too (kombu flushes them later)
     qos.restore_visible(interval=1)  # its lock (SET NX) is refused: skipped, not raised
+
+
+def test_a_full_redis_rejected_delivery_goes_or_stays_in_the_unacked_hash(redis_url: str,
+                                                                          full_redis: Any) -> None:
+    """A task that failed for good (no requeue): its delivery goes, as an ack's. One to run
+    again (requeue): Redis has no room to queue it, so it stays where a sweep finds it."""
+    guard_full_redis()
+    channel: Any = Connection(redis_url).default_channel
+    qos = channel.qos
+    full_redis.config_set("maxmemory", 0)
+    for tag in ("failed", "again"):
+        qos.append(delivery(channel, tag), tag)
+    full_redis.config_set("maxmemory", 1)
+    qos.reject("failed", requeue=False)
+    qos.reject("again", requeue=True)
+    assert not full_redis.hexists("unacked", "failed") and full_redis.hexists("unacked", "again")
+    assert {"failed", "again"} <= qos._dirty

@@ -47,7 +47,7 @@ def guard_restore_unacked() -> None:
 
 
 # A full Redis (maxmemory, noeviction) refuses kombu's record of a delivery it already popped,
-# the sweep's lock and the ack's MULTI: each raised OutOfMemoryError and ended the worker. With
+# the sweep's lock and the MULTI of an ack or a reject: each raised OutOfMemoryError and ended the worker. With
 # these guards consuming frees Redis memory instead of needing it; a worker that dies meanwhile
 # leaves no record, and the bridge re-reads its batches from Kafka.
 
@@ -84,6 +84,17 @@ def _ack_outside_multi(self: Any, delivery_tag: Any) -> None:
     InMemoryQoS.ack(self, delivery_tag)
 
 
+def _reject_outside_multi(self: Any, delivery_tag: Any, requeue: bool = False) -> None:
+    if not requeue:  # a task that failed for good: its delivery goes, as an ack's does
+        _ack_outside_multi(self, delivery_tag)
+        return
+    # Putting it back in its queue needs memory: it stays in the unacked hash instead, put
+    # back when this worker stops (worker/celeryapp/liveness.py) or at the visibility timeout.
+    log.warning("Redis full: a rejected delivery stays in the unacked hash instead of its queue",
+                extra={"delivery_tag": str(delivery_tag)})
+    InMemoryQoS.ack(self, delivery_tag)
+
+
 def guard_full_redis() -> None:
     """Install the full-Redis guards on kombu's Redis QoS (idempotent)."""
     from kombu.transport import redis as kombu_redis
@@ -91,7 +102,7 @@ def guard_full_redis() -> None:
     qos: Any = kombu_redis.QoS
     if not getattr(qos.append, _GUARDED, False):
         for name, fallback in (("append", _append_in_memory), ("ack", _ack_outside_multi),
-                               ("restore_visible", _skip_sweep)):
+                               ("reject", _reject_outside_multi), ("restore_visible", _skip_sweep)):
             guarded_method = _on_full(getattr(qos, name), fallback)
             setattr(guarded_method, _GUARDED, True)
             setattr(qos, name, guarded_method)
