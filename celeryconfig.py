@@ -27,6 +27,7 @@ broker_transport_options = {
     # min(10 s, timeout) instead of kombu's default ~100 s (interval x throttle 10).
     "unacked_restore_interval": min(10, _s.visibility_timeout_s),
     "unacked_restore_throttle": 1,
+    "priority_steps": [0],  # one list per queue: a worker's BLMOVE pops from one (inflight.py)
     "socket_timeout": _s.connect_timeout_s,
     "socket_connect_timeout": _s.connect_timeout_s,
     "max_retries": 3,

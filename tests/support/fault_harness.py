@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psycopg2
+import redis
 from confluent_kafka import Producer
 
-from tests.support.devstack.services import wait_until
+from tests.support.devstack.services import ServiceError, wait_until
 from tests.support.devstack.supervisor import Supervisor
 from tests.support.helpers import committed_total
 
@@ -154,6 +155,20 @@ class Stage:
             return self.stored()[1] >= len(set(self.produced))
         except psycopg2.Error:
             return False
+
+    def wait_all_stored(self, timeout: float) -> None:
+        """Await every produced event in the store; failing, say where the missing ones are:
+        in a queue, held by a worker, or in neither (lost to Redis: only the bridge's re-read
+        can bring them back)."""
+        try:
+            wait(self.all_stored, timeout, "every event stored")
+        except ServiceError as error:
+            client = redis.Redis.from_url(self.env["REDIS_URL"])
+            held = {key.decode(): client.hlen(key) for key in client.scan_iter("unacked:*")}
+            workers = sorted(member.decode() for member in client.smembers("aggregator:workers"))
+            missing = len(set(self.produced) - self.stored_ids())
+            raise AssertionError(f"{error}: {missing} not stored; ingest queue {client.llen('ingest')} "
+                                 f"tasks, held (unacked) {held}, registered workers {workers}") from error
 
     def committed(self) -> int:
         return committed_total(self.env["KAFKA_BOOTSTRAP_SERVERS"], self.env["KAFKA_GROUP_ID"],

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import redis
 
 from tests.support.fault_harness import Stage, wait
+from worker.core.events import decode_event
 from worker.ops.demo import demo_events
 
 pytestmark = pytest.mark.faults
@@ -57,11 +59,13 @@ def test_ingest_worker_killed_mid_batch_three_times(stage: Stage) -> None:
     worker = stage.supervisor.children["worker-ingest"]
     last_restart = time.monotonic()
     for round_ in range(3):
-        stage.produce(list(demo_events(10_000, 400, seed=30 + round_)))
         locker = psycopg2.connect(stage.dsn)
         try:
             with locker.cursor() as cur:  # the worker's next write waits here, inside its batch
                 cur.execute("LOCK TABLE discussion_event IN SHARE ROW EXCLUSIVE MODE")
+            # Produced after the lock: produced first, a quick pipeline could store them all
+            # before the lock, and no write would wait.
+            stage.produce(list(demo_events(10_000, 400, seed=30 + round_)))
             wait(lambda: waiting_writes(stage.dsn) >= 1, 60, "a batch write waits on the lock")
             stage.supervisor.signal("worker-ingest", signal.SIGKILL)
             wait(lambda: worker.restarts > round_ and worker.alive, 30,  # noqa: B023 - awaited here
@@ -70,7 +74,7 @@ def test_ingest_worker_killed_mid_batch_three_times(stage: Stage) -> None:
         finally:
             locker.rollback()
             locker.close()
-    wait(stage.all_stored, 120, "every event stored")
+    stage.wait_all_stored(120)
     recovery = time.monotonic() - last_restart
     ledger = stage.ledger("ingest worker SIGKILL mid-batch x3", recovery)
     assert (ledger.lost, ledger.conflicts, ledger.stored) == (0, 0, 40_000)
@@ -96,3 +100,43 @@ def test_bridge_killed_mid_stream(stage: Stage) -> None:
     assert (ledger.lost, ledger.conflicts, ledger.stored) == (0, 0, 5000)
     assert recovery <= RECOVERY_BOUND_S, f"recovered in {recovery:.0f} s"
     wait(lambda: stage.committed() == 5000, 60, "every offset committed once stored")
+
+
+def blocked_pops(client: redis.Redis) -> int:
+    """Redis connections blocked in a pop: a worker waiting for work on its queue."""
+    return sum(1 for c in client.client_list() if "b" in c["flags"])
+
+
+def test_a_batch_redis_handed_to_a_worker_killed_before_it_read_it_comes_back(stage: Stage) -> None:
+    """The window of celery#4354: Redis pops a batch for a worker's waiting pop and writes it
+    to the worker's socket; the worker dies before it reads it. With kombu's BRPOP the batch
+    was then in no queue and no unacked hash (worker/celeryapp/inflight.py). The worker's
+    frozen group (SIGSTOP) holds that window open. The bridge is not running, so its re-read
+    cannot be what brings the batch back."""
+    from worker.app import app
+    from worker.ingest.publisher import IngestPublisher
+
+    client = redis.Redis.from_url(stage.env["REDIS_URL"])
+    publisher = IngestPublisher(app, "ingest")
+    stage.start_worker(concurrency=1)
+    worker = stage.supervisor.children["worker-ingest"]
+    for attempt in range(5):  # a pop times out every second: the batch may come just after
+        wait(lambda: blocked_pops(client) == 1, 60, "the worker waits on its queue")
+        stage.supervisor.signal("worker-ingest", signal.SIGSTOP)
+        points = [decode_event(raw) for raw in demo_events(50, 5, seed=41 + attempt)]
+        publisher.publish(points, f"ingest:popped-unread-{attempt}")
+        stage.produced.extend(point.event_id for point in points)
+        if client.llen("ingest") == 0:  # Redis handed it to the frozen worker's pop
+            break
+        stage.supervisor.signal("worker-ingest", signal.SIGCONT)
+        wait(stage.all_stored, 30, "the batch stored by the woken worker")
+    else:
+        raise AssertionError("the worker's pop timed out before each of 5 batches")
+    stage.supervisor.signal("worker-ingest", signal.SIGKILL)
+    wait(lambda: worker.restarts == 1 and worker.alive, 30, "the worker restarted")
+    restarted = time.monotonic()
+    stage.wait_all_stored(60)
+    recovery = time.monotonic() - restarted
+    ledger = stage.ledger("ingest worker SIGKILL with a batch unread in its socket", recovery)
+    assert (ledger.lost, ledger.conflicts, ledger.stored) == (0, 0, 50 * (attempt + 1))
+    assert recovery <= WORKER_RECOVERY_BOUND_S, f"recovered in {recovery:.0f} s"

@@ -1,7 +1,8 @@
 """A dead worker's deliveries back in seconds: per-worker unacked keys and a heartbeat
 (``WORKER_HEARTBEAT_TTL_S``); a registered worker whose heartbeat is gone has its deliveries
-restored with kombu's ``restore_by_tag``. docs/guarantees.md ("A dead worker's batches are
-back within seconds") says why kombu's age-based sweep cannot do this.
+restored with kombu's ``restore_by_tag``, and the messages it was popping moved back
+(worker/celeryapp/inflight.py). docs/guarantees.md ("A dead worker's batches are back within
+seconds") says why kombu's age-based sweep cannot do this.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import redis
 from celery.signals import celeryd_init, worker_ready
 
+from worker.celeryapp.inflight import TRANSPORT, inflight_prefix, restore_inflight
 from worker.celeryapp.resources import redis_client
 from worker.config.settings import get_settings
 
@@ -47,7 +49,7 @@ def unacked_keys(client: Any) -> list[str]:
 
 
 def restore_deliveries(app: Any, worker_id: str) -> int:
-    """Put every delivery ``worker_id`` held back in its queue; returns how many are left."""
+    """Put every delivery ``worker_id`` held, or was popping, back in its queue; returns how many are left."""
     from kombu.transport.redis import QoS
 
     keys = transport_keys(worker_id)
@@ -58,7 +60,7 @@ def restore_deliveries(app: Any, worker_id: str) -> int:
         client = channel.client
         for tag in client.hkeys(keys["unacked_key"]):
             qos.restore_by_tag(tag, client)
-        return int(client.hlen(keys["unacked_key"]))
+        return int(client.hlen(keys["unacked_key"])) + restore_inflight(client, worker_id)
 
 
 class Liveness:
@@ -112,11 +114,13 @@ _liveness: Liveness | None = None
 
 @celeryd_init.connect
 def _own_keys(sender: Any = None, instance: Any = None, conf: Any = None, **_: Any) -> None:
-    """Give this worker its unacked keys and announce it, before its consumer connects."""
+    """Give this worker its unacked keys and in-flight lists and announce it, before its consumer connects."""
     global _liveness
     app = instance.app
     worker_id = f"{sender or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    conf.broker_transport_options = {**conf.broker_transport_options, **transport_keys(worker_id)}
+    conf.broker_transport_options = {**conf.broker_transport_options, **transport_keys(worker_id),
+                                     "inflight_prefix": inflight_prefix(worker_id)}
+    conf.broker_transport = TRANSPORT  # workers only: Flower reads the transport's name as a URL scheme
     settings = get_settings()
     _liveness = Liveness(redis_client(settings), worker_id, settings.worker_heartbeat_ttl_s,
                          lambda other: restore_deliveries(app, other))
