@@ -28,7 +28,6 @@ from worker.core import names
 from worker.core.durations import Duration
 from worker.core.masking import mask_dsn, scrub
 from worker.db.connection import Database, connect
-from worker.ingest.bridge.depth import priority_keys
 from worker.ingest.bridge.guard_state import RedisGuardRecords
 from worker.ingest.kafka_config import Brokers, client_config, group_lag
 from worker.ingest.redis_memory import NEAR_FULL, MemoryUse
@@ -71,18 +70,17 @@ def _http_get(url: str) -> bytes:
 
 
 def queue_depths(client: redis.Redis, settings: Settings) -> dict[str, int]:
-    """Messages waiting per queue (kombu's list and its priority lists) and, as ``unacked``,
-    those handed to workers and not acknowledged yet (each worker's own hash): one round trip."""
+    """Messages waiting per queue (kombu's list) and, as ``unacked``, those handed to workers
+    and not acknowledged yet (each worker's own hash): one round trip."""
     queues = [settings.ingest_queue, settings.trends_queue, names.DEFAULT_QUEUE, names.MAINTENANCE_QUEUE]
-    keys = {queue: priority_keys(queue) for queue in queues}
     with client.pipeline(transaction=False) as pipe:
-        for key in (key for queue_keys in keys.values() for key in queue_keys):
-            pipe.llen(key)
+        for queue in queues:
+            pipe.llen(queue)
         for key in unacked_keys(client):
             pipe.hlen(key)
-        counts = iter(int(n) for n in pipe.execute())
-    depths = {queue: sum(next(counts) for _ in queue_keys) for queue, queue_keys in keys.items()}
-    depths["unacked"] = sum(counts)
+        counts = [int(n) for n in pipe.execute()]
+    depths = dict(zip(queues, counts, strict=False))
+    depths["unacked"] = sum(counts[len(queues):])
     return depths
 
 

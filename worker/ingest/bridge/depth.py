@@ -1,6 +1,7 @@
 """Depth of a kombu queue on Redis, for the bridge's backpressure: one cached pipeline reads
-the priority lists' lengths, Redis's memory and whether the exchange binding exists (kombu
-drops a message without it, kombu#1063). An error reads as "too deep": pausing is safe.
+the queue's length (one list: celeryconfig.py's ``priority_steps``), Redis's memory and whether
+the exchange binding exists (kombu drops a message without it, kombu#1063). An error reads as
+"too deep": pausing is safe.
 """
 
 from __future__ import annotations
@@ -16,13 +17,7 @@ from worker.ingest.redis_memory import MemoryUse
 
 log = logging.getLogger(__name__)
 
-PRIORITY_SEP = "\x06\x16"
-PRIORITY_STEPS = (0, 3, 6, 9)
 UNKNOWN_DEPTH = 2**62
-
-
-def priority_keys(queue: str) -> list[str]:
-    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
 
 
 @dataclass
@@ -36,7 +31,7 @@ class QueueDepthProbe:
     def __init__(self, client: redis.Redis, queue: str, exchange: str | None = None,
                  interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
-        self._keys = priority_keys(queue)
+        self._queue = queue
         self._binding_key = f"_kombu.binding.{exchange or queue}"
         self._interval_s = interval_s
         self._clock = clock
@@ -49,12 +44,11 @@ class QueueDepthProbe:
             return self._last
         try:
             pipe = self._client.pipeline(transaction=False)
-            for key in self._keys:
-                pipe.llen(key)
+            pipe.llen(self._queue)
             pipe.exists(self._binding_key)
             pipe.info("memory")
-            *lengths, binding, memory = pipe.execute()
-            reading = DepthReading(int(sum(lengths)), bool(binding), MemoryUse.of(memory).ratio)
+            length, binding, memory = pipe.execute()
+            reading = DepthReading(int(length), bool(binding), MemoryUse.of(memory).ratio)
         except redis.RedisError as error:
             log.warning("queue depth unknown, treating as too deep", extra={"error": str(error)})
             reading = DepthReading(UNKNOWN_DEPTH, True)
