@@ -130,13 +130,14 @@ def _source(bucket: str, start_ns: int, stop_ns: int, predicate: str) -> str:
     )
 
 
-def _fields_predicate(fields: Sequence[str]) -> str:
+def fields_predicate(fields: Sequence[str]) -> str:
+    """``r._field`` is one of ``fields`` (the Flux of a query here and of the downsampling tasks)."""
     if len(fields) == 1:
         return f"r._field == {string_literal(fields[0])}"
     return "(" + " or ".join(f"r._field == {string_literal(f)}" for f in fields) + ")"
 
 
-def _measurement(measurement: str) -> str:
+def measurement_predicate(measurement: str) -> str:
     return f"r._measurement == {string_literal(measurement)}"
 
 
@@ -154,7 +155,7 @@ def read_events_query(bucket: str, doi: str, start_ns: int, stop_ns: int, measur
     ``pivot`` turns the per-field rows into one row per timestamp (a point's fields share
     its timestamp); ``time_ns`` carries the exact time as an integer.
     """
-    predicate = f"{_measurement(measurement)} and r.doi == {string_literal(doi)}"
+    predicate = f"{measurement_predicate(measurement)} and r.doi == {string_literal(doi)}"
     return (
         _source(bucket, start_ns, stop_ns, predicate) + "\n"
         '    |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
@@ -166,7 +167,7 @@ def read_events_query(bucket: str, doi: str, start_ns: int, stop_ns: int, measur
 
 def count_per_doi_query(bucket: str, start_ns: int, stop_ns: int, measurement: str = MEASUREMENT) -> str:
     """Number of events per DOI with ``start_ns <= time < stop_ns`` (a pushed-down count)."""
-    predicate = f"{_measurement(measurement)} and {_fields_predicate([COUNT_FIELD])}"
+    predicate = f"{measurement_predicate(measurement)} and {fields_predicate([COUNT_FIELD])}"
     return (
         _source(bucket, start_ns, stop_ns, predicate) + "\n"
         "    |> count()\n"
@@ -181,7 +182,7 @@ def qualifying_dois_query(bucket: str, duration: Duration, now_ns: int, measurem
     DOIs travel.
     """
     start, stop = alignment.span_range(duration, now_ns)
-    predicate = f"{_measurement(measurement)} and {_fields_predicate([COUNT_FIELD])}"
+    predicate = f"{measurement_predicate(measurement)} and {fields_predicate([COUNT_FIELD])}"
     return (
         _source(bucket, start, stop, predicate) + "\n"
         "    |> count()\n"
@@ -200,14 +201,14 @@ def trend_inputs_query(bucket: str, duration: Duration, now_ns: int, dois: Seque
     ``_value`` = sum of score, 0.0 when empty).
     """
     start, stop = alignment.span_range(duration, now_ns)
-    select = f"{_measurement(measurement)} and {_dois_predicate(dois)}"
-    score_only = f"{select} and {_fields_predicate([SCORE_FIELD])}"
+    select = f"{measurement_predicate(measurement)} and {_dois_predicate(dois)}"
+    score_only = f"{select} and {fields_predicate([SCORE_FIELD])}"
     series_start, series_stop, offset = alignment.series_range(duration, now_ns)
     return (
         'import "math"\n\n'
         f"nowNs = {int_literal(now_ns)}\n"
         f"gravity = {float_literal(duration.gravity)}\n\n"
-        + _source(bucket, start, stop, f"{select} and {_fields_predicate(list(SUM_FIELDS))}")
+        + _source(bucket, start, stop, f"{select} and {fields_predicate(list(SUM_FIELDS))}")
         + "\n"
         "    |> sum()\n"
         '    |> keep(columns: ["doi", "_field", "_value"])\n'

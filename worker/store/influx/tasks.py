@@ -9,7 +9,7 @@ up the per-DOI sums the storage engine computes (pushed down) and writes one poi
 from __future__ import annotations
 
 from worker.core.influx_layout import MEAN_FIELDS, PUB_COUNT_FIELD, SUM_FIELDS, Layout, TaskSpec
-from worker.store.influx.flux import duration_literal, string_literal
+from worker.store.influx.flux import duration_literal, fields_predicate, measurement_predicate, string_literal
 
 _NS_PER_S = 1_000_000_000
 
@@ -32,16 +32,12 @@ def _header(task: TaskSpec, imports: tuple[str, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _fields(fields: tuple[str, ...]) -> str:
-    return "(" + " or ".join(f"r._field == {string_literal(f)}" for f in fields) + ")"
-
-
 def _source(layout: Layout, fields: tuple[str, ...], start: str, stop: str | None = None) -> str:
     window = f"start: {start}" + (f", stop: {stop}" if stop else "")
     return (
         f"from(bucket: {string_literal(layout.events_bucket)})\n"
         f"    |> range({window})\n"
-        f"    |> filter(fn: (r) => r._measurement == {string_literal(layout.measurement)} and {_fields(fields)})\n"
+        f"    |> filter(fn: (r) => {measurement_predicate(layout.measurement)} and {fields_predicate(fields)})\n"
     )
 
 
