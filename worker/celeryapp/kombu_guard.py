@@ -47,9 +47,9 @@ def guard_restore_unacked() -> None:
 
 
 # A full Redis (maxmemory, noeviction) refuses kombu's record of a delivery it already popped,
-# the sweep's lock and the MULTI of an ack or a reject: each raised OutOfMemoryError and ended the worker. With
-# these guards consuming frees Redis memory instead of needing it; a worker that dies meanwhile
-# leaves no record, and the bridge re-reads its batches from Kafka.
+# the sweep's lock and the MULTI of an ack or a reject: each raised OutOfMemoryError and ended
+# the worker. With these guards consuming frees Redis memory instead of needing it; a worker
+# that dies meanwhile leaves no record, and the bridge re-reads its batches from Kafka.
 
 
 def _on_full(original: Callable[..., Any], fallback: Callable[..., Any]) -> Callable[..., Any]:

@@ -79,7 +79,7 @@ def queue_depths(client: redis.Redis, settings: Settings) -> dict[str, int]:
         for key in unacked_keys(client):
             pipe.hlen(key)
         counts = [int(n) for n in pipe.execute()]
-    depths = dict(zip(queues, counts, strict=False))
+    depths = dict(zip(queues, counts[:len(queues)], strict=True))
     depths["unacked"] = sum(counts[len(queues):])
     return depths
 
