@@ -10,7 +10,10 @@ path, then ``VACUUM ANALYZE``, then rolled up as the maintenance task does (time
 size the `year`, `currently` and `today` runs (plan, chunks, finalize, in this process, as
 ``aggregator trends run`` does them) alternate between the raw path (``TREND_ROLLUP=false``,
 the baseline) and the rollup (``TREND_ROLLUP_MIN_EVENTS`` default), ``--runs`` times each;
-the table reports the best of each and the `year` DOI lists are checked equal. Then the
+the table reports the best of each and the `year` DOI lists are checked equal. The `year`
+run also runs at ``min_events`` scaled with the events (30 at 10M, 90 at 30M, 3 at 1M), which
+under Zipf popularity qualifies about the same DOIs at every size: how its time grows with
+the events when the DOIs stay (``fixed DOIs``). Then the
 `year` select through the rollup with 0, 30 and 120 of the span's days marked stale, its
 fallback to the events off (what ``SELECT_STALE_DAYS_MAX`` weighs).
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import random
 import shutil
 import sys
@@ -43,7 +47,7 @@ from bench.common import machine_line
 from tests.support.devstack.services import PostgresServer
 from worker.config.settings import Settings
 from worker.core import day_rollup
-from worker.core.durations import DEFAULT_DURATIONS
+from worker.core.durations import DEFAULT_DURATIONS, Duration
 from worker.store.postgres import rollup, trend_sql
 from worker.store.postgres.store import PostgresStore
 from worker.trends.lifecycle import RunSteps
@@ -53,6 +57,13 @@ from worker.trends.state import PostgresRunState
 S = 1_000_000_000
 DEFAULT_MIN_EVENTS: int = Settings.model_fields["trend_rollup_min_events"].default
 DURATIONS = [d for d in DEFAULT_DURATIONS if d.name in ("currently", "today", "year")]
+FIXED_AT = 10_000_000  # the fixed-DOIs run qualifies about the DOIs the default qualifies at 10M
+
+
+def fixed_dois(events: int) -> Duration:
+    """The `year` duration at ``min_events`` scaled with ``events`` from :data:`FIXED_AT`."""
+    scaled = round(year_scale.YEAR.min_events * events / FIXED_AT)
+    return dataclasses.replace(year_scale.YEAR, min_events=max(1, scaled))
 
 
 def progress(text: str) -> None:
@@ -97,7 +108,8 @@ class Size:
     write_s: float
     rollup_s: float
     rollup_rows: int
-    best: dict[str, float]  # "<duration> raw|rollup" -> best total seconds
+    best: dict[str, float]  # "<duration> raw|rollup", "fixed raw|rollup" -> best total seconds
+    fixed_dois: int  # qualifying DOIs of the fixed-DOIs `year` run
     phases: dict[str, year_scale.Run]  # the year's best run per side
     same_dois: bool
     stale_select: dict[int, float]  # days awaiting their roll-up -> the rollup select's seconds
@@ -154,20 +166,23 @@ def measure(dsn: str, order: str, events: int, write_s: float, runs: int, second
     best: dict[str, float] = {}
     phases: dict[str, year_scale.Run] = {}
     dois: dict[str, list[str]] = {}
+    fixed = fixed_dois(events)
+    fixed_count = 0
     for _ in range(runs):
-        for duration in DURATIONS:
+        for label, duration in [(d.name, d) for d in DURATIONS] + [("fixed", fixed)]:
             for side, store in stores.items():
                 timed = year_scale._TimedStore(store)
                 second[0] += 1
                 now_ns = datetime_to_ns(year_scale.NOW) + second[0] * S
                 run = year_scale.timed_run(RunSteps(timed, state, chunk_size=200), timed, duration, now_ns)
-                key = f"{duration.name} {side}"
+                key = f"{label} {side}"
                 if run.total_s < best.get(key, float("inf")):
                     best[key] = run.total_s
-                    if duration.name == "year":
+                    if label == "year":
                         phases[side] = run
-                if duration.name == "year":
+                if label == "year":
                     dois[side] = store.qualifying_dois(duration, now_ns)
+                fixed_count = run.dois if label == "fixed" else fixed_count
                 progress(f"{order} {events:,}: {key} {run.total_s:.2f} s ({run.dois:,} DOIs)")
     stale = stale_selects(dsn, stores["rollup"], datetime_to_ns(year_scale.NOW) + second[0] * S)
     progress(f"{order} {events:,}: the rollup select with 0/30/120 days stale: "
@@ -175,7 +190,7 @@ def measure(dsn: str, order: str, events: int, write_s: float, runs: int, second
     for store in stores.values():
         store.close()
     state.close()
-    return Size(order, events, write_s, rollup_s, sum(r.rows for r in rolled), best, phases,
+    return Size(order, events, write_s, rollup_s, sum(r.rows for r in rolled), best, fixed_count, phases,
                 dois["raw"] == dois["rollup"], stale)
 
 
@@ -197,6 +212,15 @@ def report(sizes: list[Size], ingest_s: dict[str, tuple[float, float]], n: int) 
         lines.append(f"{s.order:<8}{s.events:>12,}{s.write_s:>9.1f}{s.rollup_s:>10.1f}{s.rollup_rows:>13,}"
                      f"{s.best['year raw']:>11.2f}{s.best['year rollup']:>14.2f}"
                      f"{s.best['year raw'] / s.best['year rollup']:>7.2f}{''.join(pairs)}{s.same_dois!s:>10}")
+    lines += ["", f"the `year` run at the qualifying DOIs of {FIXED_AT:,} events (min_events scaled with the "
+              "events): raw / rollup (s), and x the time of the first size's (same order)"]
+    for s in sizes:
+        first = next(f for f in sizes if f.order == s.order)
+        by_side = [s.best[f"fixed {side}"] for side in ("raw", "rollup")]
+        growth = [s.best[f"fixed {side}"] / first.best[f"fixed {side}"] for side in ("raw", "rollup")]
+        lines.append(f"  {s.order:<7}{s.events:>12,}  min_events {fixed_dois(s.events).min_events:>4}"
+                     f"  {s.fixed_dois:>8,} DOIs  {by_side[0]:.2f} / {by_side[1]:.2f}"
+                     f"  ({growth[0]:.2f}x / {growth[1]:.2f}x)")
     lines += ["", "the `year` select with days awaiting their roll-up (the rollup select, its fallback off) / "
               "over the events (s)"]
     for s in sizes:

@@ -1,5 +1,5 @@
 """`python -m bench.rollup --quick` runs and reports, for each order and size, the runs with
-and without the day rollup and ingest with and without its mark. Only the report's shape and
+and without the day rollup (also at the fixed DOIs) and ingest with and without its mark. Only the report's shape and
 the DOI check are asserted; the figures are the benchmark's business."""
 
 from __future__ import annotations
@@ -29,5 +29,8 @@ def test_rollup_quick_reports_both_paths_for_each_order_and_size() -> None:
     stale = re.findall(r"^  (time|random)\s+([\d,]+)  0 days [\d.]+  30 days [\d.]+  120 days [\d.]+  / events [\d.]+$",
                        report, re.MULTILINE)
     assert stale == [(order, size) for order, size, _ in rows]
+    fixed = re.findall(r"^  (time|random)\s+([\d,]+)  min_events\s+\d+\s+[\d,]+ DOIs  [\d.]+ / [\d.]+  "
+                       r"\([\d.]+x / [\d.]+x\)$", report, re.MULTILINE)
+    assert fixed == [(order, size) for order, size, _ in rows]
     assert re.findall(r"^  (time|random)\s+[\d,]+ /\s+[\d,]+  \([\d.]+x the time\)$", report,
                       re.MULTILINE) == ["time", "random"]
