@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import replace
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import psycopg2
@@ -23,7 +24,7 @@ from worker.core.day_rollup import DAY_S, day_start_s
 from worker.core.durations import DEFAULT_DURATIONS
 from worker.core.events import Point
 from worker.db.migrate import migrate
-from worker.store.postgres import rollup
+from worker.store.postgres import rollup, trend_sql
 from worker.store.postgres.store import PostgresStore
 
 pytestmark = pytest.mark.integration
@@ -176,3 +177,35 @@ def wait_for_lock_wait(dsn: str) -> None:
             return
         threading.Event().wait(0.01)
     raise AssertionError("no session waited on a lock")
+
+
+def test_the_select_reads_the_raw_ranges_through_the_time_index(pg_dsn: str) -> None:
+    """The select's raw ranges (the span's first day, today, stale days) are read range by
+    range: joined plainly, the planner read every event of the year in DOI order and filtered
+    them by range, 27-32 s at 30M events (docs/benchmarks.md, "The day rollup")."""
+    store = PostgresStore(pg_dsn, rollup_min_events=0)
+    store.write([Point(f"e{n}", f"10.1/{n % 97}", (NOW_S - n * 1_777) * S, 1.0, 0.0, 1, 1, 0, 0, 0.0, 0.0, 1.0, 1.0,
+                       1.0, 1.0) for n in range(YEAR.span_s // 1_777)])
+    roll_up(pg_dsn, TODAY)
+    params = store._rollup_params(YEAR, NOW_S * S, by_window=False)
+    assert params is not None
+    with closing(psycopg2.connect(pg_dsn)) as conn, conn.cursor() as cur:
+        cur.execute("ANALYZE")
+        cur.execute(trend_sql.QUERY_SETTINGS)
+        cur.execute(trend_sql.QUALIFYING_ROLLUP_SETTINGS)
+        # What 30M events made the planner weigh (sorting the ranges' events by DOI dearer than
+        # reading the year presorted), on a few events: sorting made dear.
+        cur.execute("SET LOCAL enable_sort = off")
+        cur.execute("EXPLAIN (FORMAT JSON) " + trend_sql.QUALIFYING_ROLLUP, {"min": YEAR.min_events, **params})
+        [(plan,)] = cur.fetchall()
+
+    def scans(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if node.get("Relation Name", "").startswith("discussion_event"):
+            yield node
+        for child in node.get("Plans", []):
+            yield from scans(child)
+
+    found = list(scans(plan[0]["Plan"]))
+    assert found
+    for scan in found:
+        assert any("time" in scan.get(key, "") for key in ("Index Cond", "Recheck Cond", "Filter")), scan
