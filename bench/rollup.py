@@ -182,7 +182,8 @@ def measure(dsn: str, order: str, events: int, write_s: float, runs: int, second
                         phases[side] = run
                 if label == "year":
                     dois[side] = store.qualifying_dois(duration, now_ns)
-                fixed_count = run.dois if label == "fixed" else fixed_count
+                if label == "fixed":
+                    fixed_count = run.dois
                 progress(f"{order} {events:,}: {key} {run.total_s:.2f} s ({run.dois:,} DOIs)")
     stale = stale_selects(dsn, stores["rollup"], datetime_to_ns(year_scale.NOW) + second[0] * S)
     progress(f"{order} {events:,}: the rollup select with 0/30/120 days stale: "

@@ -1,6 +1,6 @@
 """`python -m bench.rollup --quick` runs and reports, for each order and size, the runs with
-and without the day rollup (also at the fixed DOIs) and ingest with and without its mark. Only the report's shape and
-the DOI check are asserted; the figures are the benchmark's business."""
+and without the day rollup (also at fixed DOIs) and ingest with and without its mark. Only
+the report's shape and the DOI check are asserted; the figures are the benchmark's business."""
 
 from __future__ import annotations
 

@@ -188,6 +188,7 @@ def test_the_select_reads_the_raw_ranges_through_the_time_index(pg_dsn: str) -> 
                        1.0, 1.0) for n in range(YEAR.span_s // 1_777)])
     roll_up(pg_dsn, TODAY)
     params = store._rollup_params(YEAR, NOW_S * S, by_window=False)
+    store.close()
     assert params is not None
     with closing(psycopg2.connect(pg_dsn)) as conn, conn.cursor() as cur:
         cur.execute("ANALYZE")

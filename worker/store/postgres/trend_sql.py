@@ -151,7 +151,7 @@ GROUP BY doi HAVING count(*) > %(min)s ORDER BY doi
 # rollup"), hence QUALIFYING_ROLLUP_SETTINGS. The raw ranges are read one at a time through the
 # time index (the LATERAL): joined plainly, the planner, without hash joins and taking half of
 # the span's days for stale, chose at 30M events to read every event of the year in DOI order
-# and filter them by range, 27-32 s against 4-6 s (docs/benchmarks.md, "The day rollup").
+# and filter them by range, 27-32 s against 3.9-4.6 s (docs/benchmarks.md, "The day rollup").
 QUALIFYING_ROLLUP = f"""
 WITH {_COVER},
 rolled AS (
