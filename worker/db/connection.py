@@ -40,6 +40,8 @@ T = TypeVar("T")
 #: Every connection :func:`connect` opened and not yet collected, with the process that opened
 #: it (a forked child inherits the set, never the right to shut its parent's sockets).
 _OPENED: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
+#: The connections :func:`sever_all` shut: their server stopped answering.
+_SEVERED: weakref.WeakSet[Connection] = weakref.WeakSet()
 
 
 def connect(dsn: str, *, application_name: str = "trend-aggregator", autocommit: bool = False,
@@ -76,9 +78,14 @@ def sever_all() -> int:
     for conn, pid in list(_OPENED.items()):
         if conn.closed or pid != os.getpid() or conn.info.transaction_status != TRANSACTION_STATUS_ACTIVE:
             continue
-        with contextlib.suppress(OSError, psycopg2.Error), socket.socket(fileno=os.dup(conn.fileno())) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
-            severed += 1
+        _SEVERED.add(conn)  # first: the thread waiting on it wakes at the shutdown and asks
+        try:
+            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, psycopg2.Error):
+            _SEVERED.discard(conn)
+            continue
+        severed += 1
     return severed
 
 
@@ -143,7 +150,9 @@ class ReusedConnection:
 
     A connection per chunk of a trend run cost 0.6 s of a ``year`` run (``bench/year_scale.py``).
     The key holds the process id: a connection never crosses a fork. A block that finds the
-    kept connection dead is run once more on a new one, so it must be safe to run twice.
+    kept connection dead is run once more on a new one, so it must be safe to run twice; not
+    when :func:`sever_all` shut it: that server stopped answering, and a new connection would
+    wait on it past the task's hard time limit.
     """
 
     def __init__(self, application_name: str, *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
@@ -167,7 +176,7 @@ class ReusedConnection:
                 if not conn.closed:  # the statement failed, the connection is fine (a lock timeout…)
                     raise
                 self._connections.pop(key, None)  # the connection broke: never reuse it
-                if fresh or attempt == 2:
+                if fresh or attempt == 2 or conn in _SEVERED:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -122,8 +122,8 @@ class PostgresRunState:
     """Where a run's state and rows live between its steps, which may run in different
     processes: every call stands alone, and staging is idempotent (chunks are redelivered).
 
-    Only staging keeps a connection per process; every other call opens a short one, as
-    the steps of a run come minutes apart.
+    Only the chunks' calls (staging and the check before each) keep a connection per
+    process; every other call opens a short one, as the steps of a run come minutes apart.
     """
 
     def __init__(self, dsn: str, *, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
@@ -249,10 +249,14 @@ class PostgresRunState:
             return gone
 
     def is_running(self, run_id: str) -> bool:
-        with closing(self._connect()) as conn, conn, conn.cursor() as cur:
+        """Asked before every chunk, so on the kept connection: a connection per chunk cost
+        about 0.5 s of a 14 s `year` run at 10M events (116 chunks), on loopback without TLS."""
+        def check(cur: Cursor) -> bool:
             cur.execute("SELECT status = 'running' FROM trend_run WHERE run_id = %s", (run_id,))
             row = cur.fetchone()
             return bool(row and row[0])
+
+        return self._staging.run(self._dsn, check)
 
     def fail(self, run_id: str, error: str) -> bool:
         """Mark the run failed if still running (whether it was); its staged rows go, the
