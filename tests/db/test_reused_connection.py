@@ -52,3 +52,7 @@ def test_a_block_whose_connection_was_severed_is_not_run_again(pg_dsn: str) -> N
         assert kept.run(pg_dsn, block) == 3  # the next block gets a new connection
     finally:
         kept.close()
+        with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:  # the severed backend sleeps on
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                        (APPLICATION,))
+        conn.close()
