@@ -57,11 +57,9 @@ def _copy_column(values: list[Any]) -> list[str]:
     """One column's values in COPY's text format. Floats as ``repr``, the shortest text that
     reads back as the same double (PostgreSQL 12+ parses it exactly); the trend math never
     yields NaN or an infinity here (``worker.trends.math.compute_trends``), and ``repr`` of
-    those would still parse. A column at a time: a call per value took 0.47 s for the 23,000
-    rows of a `year` run at 10M events, this 0.32 s."""
-    if any(isinstance(value, str) for value in values):
-        return [value.translate(_COPY_ESCAPES) if isinstance(value, str) else repr(value) for value in values]
-    return list(map(repr, values))
+    those would still parse. A column at a time: a call per value took 0.36 s for the 23,000
+    rows of a `year` run at 10M events, this 0.29 s."""
+    return [value.translate(_COPY_ESCAPES) if isinstance(value, str) else repr(value) for value in values]
 
 
 def _copy_text(run_id: str, rows: Sequence[Mapping[str, Any]]) -> str:
