@@ -1,23 +1,27 @@
-"""The guard against kombu 5.7's restore crash (worker/celeryapp/kombu_guard.py), on a real Redis.
+"""The guards against kombu 5.7's crashes on a lost connection (worker/celeryapp/kombu_guard.py),
+on a real Redis.
 
-The crash needs a race (Celery closes the channel after the transport dropped its client);
-here that state is made directly: a channel with one unacknowledged delivery whose
-transport has lost its client, as after a lost connection. kombu's own method then raises
-the AttributeError that ended the worker; the guarded one leaves the delivery to the
-visibility sweep and lets Celery reconnect. When a kombu release fixes the bug, the first
-test fails and says so: the guard can then go. The same for the full-Redis guards, on a
-Redis whose maxmemory is below what it uses.
+The crashes need a race (Celery restores the deliveries after the transport dropped its
+client; a task finishes and is acknowledged after Celery closed its channel); here those
+states are made directly: a channel with one unacknowledged delivery whose transport has
+lost its client, and a channel closed under its QoS. kombu's own methods then raise the
+AttributeError that ended the worker; the guarded ones leave the delivery to the visibility
+sweep and let Celery reconnect. When a kombu release fixes a bug, its "still crashes" test
+fails and says so: that guard can then go. The same for the full-Redis guards, on a Redis
+whose maxmemory is below what it uses.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from kombu import Connection
 
-from worker.celeryapp.kombu_guard import guard_full_redis, guard_restore_unacked, guarded
+from worker.celeryapp.kombu_guard import _on_full, guard_full_redis, guard_lost_connection, guarded
 
 pytestmark = pytest.mark.integration
 
@@ -32,18 +36,36 @@ def channel_after_a_lost_connection(redis_url: str) -> Any:
     return channel
 
 
+def qos_of_a_closed_channel(redis_url: str) -> Any:
+    """What a task finishing just after Celery closed its channel on a lost connection acks on
+    (the close's own restore is the guarded crash above)."""
+    channel = channel_after_a_lost_connection(redis_url)
+    qos = channel.qos
+    channel.close()
+    return qos
+
+
 def test_kombu_still_crashes_without_the_guard(redis_url: str) -> None:
-    guard_restore_unacked()
+    guard_lost_connection()
     qos = channel_after_a_lost_connection(redis_url).qos
-    original = type(qos).restore_unacked_once.__wrapped__
+    original = inspect.unwrap(type(qos).restore_unacked_once)
     with pytest.raises(AttributeError, match="hostname"):
         original(qos)  # if this stops raising, kombu fixed it: remove worker/celeryapp/kombu_guard.py
 
 
+def test_kombu_still_crashes_acking_on_a_closed_channel(redis_url: str) -> None:
+    guard_lost_connection()
+    qos = qos_of_a_closed_channel(redis_url)
+    with pytest.raises(AttributeError, match="client"):  # if not, kombu fixed it: drop "ack" and "reject"
+        inspect.unwrap(type(qos).ack)(qos, "tag-1")
+    with pytest.raises(AttributeError, match="client"):
+        inspect.unwrap(type(qos).reject)(qos, "tag-1", requeue=True)
+
+
 def test_the_guard_leaves_the_delivery_and_lets_the_worker_go_on(redis_url: str,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
-    guard_restore_unacked()
-    guard_restore_unacked()  # idempotent: one wrapper, not two
+    guard_lost_connection()
+    guard_lost_connection()  # idempotent: one wrapper, not two
     qos = channel_after_a_lost_connection(redis_url).qos
     assert not hasattr(type(qos).restore_unacked_once.__wrapped__, "__wrapped__")
     with caplog.at_level(logging.WARNING, logger="worker.celeryapp.kombu_guard"):
@@ -51,12 +73,35 @@ def test_the_guard_leaves_the_delivery_and_lets_the_worker_go_on(redis_url: str,
     assert "unacked deliveries left for the visibility sweep" in caplog.text
 
 
+def test_a_task_acknowledged_after_its_channel_closed_leaves_its_delivery_to_the_sweep(
+        redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    guard_lost_connection()
+    qos = qos_of_a_closed_channel(redis_url)
+    with caplog.at_level(logging.WARNING, logger="worker.celeryapp.kombu_guard"):
+        assert qos.ack("tag-1") is None
+        assert qos.reject("tag-1", requeue=True) is None
+    assert caplog.text.count("the visibility sweep runs the task again") == 2
+
+
+def test_the_lost_connection_guard_is_outermost_over_the_full_redis_guards() -> None:
+    """app.py installs it last, so it also covers the full-Redis fallbacks' own client."""
+    from kombu.transport import redis as kombu_redis
+
+    import worker.celeryapp.app  # noqa: F401 - installs both guards, as every worker does
+
+    lost_connection, full_redis = guarded(print, "").__code__, _on_full(print, print).__code__
+    for name in ("ack", "reject"):
+        outer = getattr(kombu_redis.QoS, name)
+        assert (outer.__code__, outer.__wrapped__.__code__) == (lost_connection, full_redis)
+
+
 def test_any_other_attribute_error_still_stops_the_worker() -> None:
     def broken(self: Any, stderr: Any = None) -> None:
         raise AttributeError("something else entirely")
 
+    live = SimpleNamespace(channel=SimpleNamespace(connection=SimpleNamespace(client=object())))
     with pytest.raises(AttributeError, match="something else"):
-        guarded(broken)(object())
+        guarded(broken, "")(live)
 
 
 # -- a full Redis --------------------------------------------------------------------------------
@@ -85,11 +130,11 @@ def test_kombu_still_fails_on_a_full_redis_without_the_guards(redis_url: str, fu
     channel: Any = Connection(redis_url).default_channel
     qos = channel.qos
     with pytest.raises(redis.exceptions.OutOfMemoryError):  # kombu fixed it? then the guards can go
-        type(qos).append.__wrapped__(qos, delivery(qos.channel, "tag-1"), "tag-1")
+        inspect.unwrap(type(qos).append)(qos, delivery(qos.channel, "tag-1"), "tag-1")
     with pytest.raises(redis.exceptions.OutOfMemoryError):  # ZREM + HDEL, refused because inside MULTI
-        type(qos).ack.__wrapped__(qos, "tag-1")
+        inspect.unwrap(type(qos).ack)(qos, "tag-1")
     with pytest.raises(redis.exceptions.OutOfMemoryError):  # the same, for a task that failed for good
-        type(qos).reject.__wrapped__(qos, "tag-1")
+        inspect.unwrap(type(qos).reject)(qos, "tag-1")
 
 
 def test_a_full_redis_delivery_is_kept_in_memory_and_acknowledged_without_new_memory(

@@ -13,13 +13,13 @@ from worker.celeryapp import (
     recovery,  # noqa: F401 - connects the lease recovery to worker_ready
     stalls,  # noqa: F401 - ends a task's PostgreSQL wait at its soft time limit
 )
-from worker.celeryapp.kombu_guard import guard_full_redis, guard_restore_unacked
+from worker.celeryapp.kombu_guard import guard_full_redis, guard_lost_connection
 from worker.config.logs import make_formatter
 from worker.config.settings import get_settings
 from worker.core.names import TASK_MODULES
 
-guard_restore_unacked()  # a Redis restart must not end the worker (see worker/celeryapp/kombu_guard.py)
-guard_full_redis()  # nor a full one (same module)
+guard_full_redis()  # a full Redis must not end the worker (see worker/celeryapp/kombu_guard.py)
+guard_lost_connection()  # nor a Redis restart (same module; outermost, so it covers the full-Redis fallbacks too)
 metrics.prepare_directory(os.environ)  # before the task modules define their metrics
 app = Celery("aggregator", include=list(TASK_MODULES))
 app.config_from_object("celeryconfig")

@@ -13,37 +13,54 @@ from worker.ingest.redis_memory import refused_for_memory
 
 log = logging.getLogger(__name__)
 
-_GUARDED = "_aggregator_guard"  # marks a method already wrapped here
+_GUARDED = "_aggregator_guard"  # marks a method already wrapped by the full-Redis guards
+_LOST = "_aggregator_lost_connection_guard"  # marks one wrapped by the lost-connection guard
+
+# A lost connection leaves the channel without a transport (Celery closed it) or the
+# transport without its client. kombu then builds a client from nothing, and the
+# AttributeError ended the worker (tests/system/test_redis_faults.py): when Celery
+# restored the unacked deliveries, or acknowledged a task that finished in that moment.
+# Nothing is lost by skipping either: the deliveries stay in the worker's unacked hash,
+# and the visibility sweep queues them again (the tasks are idempotent, docs/guarantees.md).
+_ON_LOST = {
+    "restore_unacked_once": "unacked deliveries left for the visibility sweep "
+                            "(kombu could not build a client to restore them)",
+    "ack": "an acknowledgement not sent; the visibility sweep runs the task again",
+    "reject": "a rejection not sent; the visibility sweep runs the task again",
+}
 
 
-def guarded(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``original`` (a QoS's ``restore_unacked_once``) with the one crash turned into a warning:
-    on a lost connection kombu builds a client from a transport that dropped it, and the
-    ``AttributeError`` ended the worker (tests/system/test_redis_faults.py). Nothing needs
-    restoring then: the ``unacked`` hash keeps the deliveries."""
+def _connection_lost(qos: Any) -> bool:
+    transport = getattr(qos.channel, "connection", None)
+    return transport is None or getattr(transport, "client", None) is None
+
+
+def guarded(original: Callable[..., Any], outcome: str) -> Callable[..., Any]:
+    """``original`` (a method of kombu's Redis QoS) with kombu's crash on a lost connection
+    turned into a warning saying ``outcome``; any other ``AttributeError`` is raised."""
 
     @functools.wraps(original)
-    def restore_unacked_once(self: Any, stderr: Any = None) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return original(self, stderr)
+            return original(self, *args, **kwargs)
         except AttributeError as error:
-            if "hostname" not in str(error):
+            if not _connection_lost(self):
                 raise
-            log.warning("lost Redis connection: unacked deliveries left for the visibility sweep "
-                        "(kombu could not build a client to restore them)", extra={"error": str(error)})
+            log.warning(f"lost Redis connection: {outcome}", extra={"error": str(error)})
             return None
 
-    setattr(restore_unacked_once, _GUARDED, True)
-    return restore_unacked_once
+    setattr(method, _LOST, True)
+    return method
 
 
-def guard_restore_unacked() -> None:
+def guard_lost_connection() -> None:
     """Install the guard on kombu's Redis QoS (idempotent)."""
     from kombu.transport import redis as kombu_redis
 
     qos: Any = kombu_redis.QoS
-    if not getattr(qos.restore_unacked_once, _GUARDED, False):
-        qos.restore_unacked_once = guarded(qos.restore_unacked_once)
+    for name, outcome in _ON_LOST.items():
+        if not getattr(getattr(qos, name), _LOST, False):
+            setattr(qos, name, guarded(getattr(qos, name), outcome))
 
 
 # A full Redis (maxmemory, noeviction) refuses kombu's record of a delivery it already popped,
