@@ -19,7 +19,7 @@ from worker.config.settings import get_settings
 from worker.core.names import TASK_MODULES
 
 guard_full_redis()  # a full Redis must not end the worker (see worker/celeryapp/kombu_guard.py)
-guard_lost_connection()  # nor a Redis restart (same module; outermost, so it covers the full-Redis fallbacks too)
+guard_lost_connection()  # nor a Redis restart (same module)
 metrics.prepare_directory(os.environ)  # before the task modules define their metrics
 app = Celery("aggregator", include=list(TASK_MODULES))
 app.config_from_object("celeryconfig")
