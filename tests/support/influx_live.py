@@ -27,8 +27,14 @@ from influxdb_client.client.influxdb_client import InfluxDBClient
 from worker.config.settings import Settings
 from worker.store.influx.store import InfluxStore
 
-needs_influx = pytest.mark.skipif(not os.environ.get("INFLUXDB_V2_URL"),
-                                  reason="INFLUXDB_V2_URL not set: no InfluxDB 2 on this machine")
+_NO_SERVER = "INFLUXDB_V2_URL not set: no InfluxDB 2 on this machine"
+needs_influx = pytest.mark.skipif(not os.environ.get("INFLUXDB_V2_URL"), reason=_NO_SERVER)
+
+
+def require_server() -> None:
+    """Skip the calling test where no server runs (before any settings need its URL)."""
+    if not os.environ.get("INFLUXDB_V2_URL"):
+        pytest.skip(_NO_SERVER)
 
 
 def live_settings(retention_days: int = 0) -> Settings:
@@ -58,8 +64,7 @@ def remove_layout(store: InfluxStore, client: InfluxDBClient) -> None:
 @contextmanager
 def live_store(settings: Settings | None = None) -> Iterator[InfluxStore]:
     """A set-up store on the live server (skips the test without one); removed afterwards."""
-    if not os.environ.get("INFLUXDB_V2_URL"):
-        pytest.skip("INFLUXDB_V2_URL not set: no InfluxDB 2 on this machine")
+    require_server()
     settings = settings or live_settings()
     store = InfluxStore.from_settings(settings)
     client = admin_client(settings)

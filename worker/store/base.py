@@ -55,9 +55,6 @@ class EventStore(Protocol):
         not stored, and the caller logs them), or None when the store cannot tell.
         """
 
-    def read_events(self, doi: str, start_ns: int, stop_ns: int) -> list[Point]:
-        """Events of one DOI with start_ns <= time < stop_ns, oldest first."""
-
     def count_per_doi(self, start_ns: int, stop_ns: int) -> dict[str, int]:
         """Number of events per DOI with start_ns <= time < stop_ns."""
 

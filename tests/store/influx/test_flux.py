@@ -1,4 +1,5 @@
-"""Every Flux text the product sends passes the real Flux compiler; literals round-trip.
+"""Every Flux text the product sends passes the real Flux compiler (and the tests' reader of
+stored events, ``tests/support/stored_events.py``); literals round-trip.
 
 The compiler is libflux (wasm, run by node through ``tests/support/flux_compiler.py``); all sources
 go through ONE node process per test session (module-scoped fixture), which keeps this
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.support.flux_compiler import FluxCompilerMissing, FluxResult, check_flux
+from tests.support.stored_events import influx_events_query
 from worker.core import alignment
 from worker.core.durations import DEFAULT_DURATIONS, Duration, build_durations
 from worker.core.influx_layout import MEAN_FIELDS, SUM_FIELDS, Layout, TaskSpec
@@ -51,7 +53,7 @@ AWKWARD_DOIS: list[str] = [
 def _sources() -> dict[str, str]:
     sources: dict[str, str] = {}
     for i, doi in enumerate(AWKWARD_DOIS):
-        sources[f"read_events[{i}]"] = flux.read_events_query(BUCKET, doi, NOW_NS - 10**12, NOW_NS)
+        sources[f"stored_events[{i}]"] = influx_events_query(BUCKET, doi, NOW_NS - 10**12, NOW_NS)
     sources["count_per_doi"] = flux.count_per_doi_query(BUCKET, 0, NOW_NS)
     chunk = [f"10.5555/chunk.{i}" for i in range(200)]
     for duration in DEFAULT_DURATIONS:
@@ -64,7 +66,7 @@ def _sources() -> dict[str, str]:
         sources[f"trend_inputs[{duration.name},200]"] = flux.trend_inputs_query(
             BUCKET, duration, NOW_NS, chunk
         )
-    sources["read_events[odd measurement]"] = flux.read_events_query(BUCKET, "d", 0, NOW_NS, 'm "$x"')
+    sources["stored_events[odd measurement]"] = influx_events_query(BUCKET, "d", 0, NOW_NS, 'm "$x"')
     for layout in LAYOUTS:
         for task in layout.tasks():
             sources[f"task[{layout.prefix}{task.name}]"] = task_flux(layout, task)
@@ -122,7 +124,7 @@ def test_every_flux_text_compiles(name: str, compiled: dict[str, FluxResult]) ->
 
 @pytest.mark.parametrize("index", range(len(AWKWARD_DOIS)))
 def test_doi_reaches_the_parser_verbatim(index: int, compiled: dict[str, FluxResult]) -> None:
-    assert AWKWARD_DOIS[index] in compiled[f"read_events[{index}]"].strings
+    assert AWKWARD_DOIS[index] in compiled[f"stored_events[{index}]"].strings
 
 
 @pytest.mark.parametrize("duration", DEFAULT_DURATIONS, ids=lambda d: d.name)
@@ -261,7 +263,7 @@ def test_int_literal_refuses_bool_and_float() -> None:
 
 def test_builders_refuse_bad_input() -> None:
     with pytest.raises(ValueError):
-        flux.read_events_query(BUCKET, "d", 10, 10)
+        flux.count_per_doi_query(BUCKET, 10, 10)
     with pytest.raises(ValueError):
         flux.trend_inputs_query(BUCKET, DEFAULT_DURATIONS[0], NOW_NS, [])
     with pytest.raises(ValueError):

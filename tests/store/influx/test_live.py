@@ -22,6 +22,7 @@ from tests.support.devstack.services import wait_until
 from tests.support.event_columns import aggregate_points
 from tests.support.influx_live import admin_client, live_settings, live_store, needs_influx
 from tests.support.sample_points import measured
+from tests.support.stored_events import influx_events
 from worker.config.settings import Settings
 from worker.core.durations import Duration
 from worker.core.events import Point
@@ -102,12 +103,12 @@ def test_setup_creates_the_layout_once_and_leaves_it_alone_the_second_time(
                                                        task_flux(store.layout, task_spec))
 
 
-def test_write_rewrite_count_read(store: InfluxStore) -> None:
+def test_write_rewrite_count_read(store: InfluxStore, admin: InfluxDBClient) -> None:
     store.write(POINTS)  # a redelivered batch changes nothing
     store.write(POINTS[:2])
     start, stop = NOW_NS - 3600 * NS, NOW_NS + 60 * NS
     assert store.count_per_doi(start, stop) == {DOI_A: 4, DOI_B: 2}
-    read = store.read_events(DOI_A, start, stop)
+    read = influx_events(admin, store.layout, DOI_A, start, stop)
     expected = sorted((p for p in POINTS if p.doi == DOI_A), key=event_timestamp_ns)
     assert [p.time_ns for p in read] == [event_timestamp_ns(p) for p in expected]
     for got, want in zip(read, expected, strict=True):

@@ -20,14 +20,13 @@ import pytest
 import urllib3.exceptions
 from influxdb_client.rest import ApiException
 
-from tests.support.sample_points import SECOND, make_point, measured
+from tests.support.sample_points import SECOND, make_point
 from worker.core import alignment
 from worker.core.durations import DEFAULT_DURATIONS, build_durations
-from worker.core.events import POINT_FIELDS
 from worker.core.influx_layout import Layout
 from worker.store.base import EventStore, StoreRejected, StoreUnavailable
 from worker.store.influx import flux
-from worker.store.influx.lineprotocol import event_timestamp_ns, point_line
+from worker.store.influx.lineprotocol import point_line
 from worker.store.influx.store import WRITE_CHUNK_LINES, InfluxStore
 from worker.store.influx.tasks import task_flux
 
@@ -392,32 +391,6 @@ def test_write_over_http(fake: tuple[FakeInflux, str]) -> None:
     state.fail = (422, {"code": "unprocessable entity", "message": "field type conflict"})
     with pytest.raises(StoreRejected, match="field type conflict"):
         store.write(points)
-    store.close()
-
-
-def test_read_events_over_http(fake: tuple[FakeInflux, str]) -> None:
-    state, url = fake
-    store = http_store(url)
-    point = make_point(event_id="a")
-    stamp = event_timestamp_ns(point)
-    columns = [("doi", "string"), ("_time", "dateTime:RFC3339Nano"), ("count", "long")]
-    row: list[object] = [point.doi, "2021-05-04T12:34:56.690321836Z", 1]
-    for name in POINT_FIELDS:
-        integer = isinstance(getattr(point, name), int)
-        columns.append((name, "long" if integer else "double"))
-        row.append(getattr(point, name))
-    columns.append(("time_ns", "long"))
-    row.append(stamp)
-    state.csv = annotated_csv([("_result", columns, [row])])
-
-    (read,) = store.read_events(point.doi, SECOND - 10**9, SECOND + 10**9)
-    assert measured(read) == measured(point)
-    assert read.time_ns == stamp
-    assert read.event_id == f"influxdb:{point.doi}@{stamp}"
-    ((method, path, query, body),) = state.requests
-    assert (method, path, query) == ("POST", "/api/v2/query", {"org": ["amba"]})
-    sent = json.loads(body)["query"]
-    assert sent == flux.read_events_query("currently", point.doi, SECOND - 10**9, SECOND + 10**9, MEASUREMENT)
     store.close()
 
 

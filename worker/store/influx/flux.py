@@ -149,22 +149,6 @@ def _dois_predicate(dois: Sequence[str]) -> str:
     return f"r.doi =~ {regex_set_literal(dois)}"
 
 
-def read_events_query(bucket: str, doi: str, start_ns: int, stop_ns: int, measurement: str = MEASUREMENT) -> str:
-    """The events of one DOI with ``start_ns <= time < stop_ns``, one row per event.
-
-    ``pivot`` turns the per-field rows into one row per timestamp (a point's fields share
-    its timestamp); ``time_ns`` carries the exact time as an integer.
-    """
-    predicate = f"{measurement_predicate(measurement)} and r.doi == {string_literal(doi)}"
-    return (
-        _source(bucket, start_ns, stop_ns, predicate) + "\n"
-        '    |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
-        f"    |> map(fn: (r) => ({{r with {TIME_NS_COLUMN}: int(v: r._time)}}))\n"
-        '    |> drop(columns: ["_start", "_stop", "_measurement"])\n'
-        '    |> sort(columns: ["_time"])\n'
-    )
-
-
 def count_per_doi_query(bucket: str, start_ns: int, stop_ns: int, measurement: str = MEASUREMENT) -> str:
     """Number of events per DOI with ``start_ns <= time < stop_ns`` (a pushed-down count)."""
     predicate = f"{measurement_predicate(measurement)} and {fields_predicate([COUNT_FIELD])}"

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import urllib3.exceptions
@@ -28,11 +28,11 @@ from influxdb_client.rest import ApiException
 from worker.core import alignment
 from worker.core.aggregates import Aggregates, TrendRow
 from worker.core.durations import Duration, build_durations
-from worker.core.events import POINT_FIELDS, Point
+from worker.core.events import Point
 from worker.core.influx_layout import BucketSpec, Layout, TaskSpec
 from worker.store.base import StoreRejected, StoreUnavailable
 from worker.store.influx import flux
-from worker.store.influx.lineprotocol import INT_FIELDS, UnrepresentableValue, point_line, trend_lines
+from worker.store.influx.lineprotocol import UnrepresentableValue, point_line, trend_lines
 from worker.store.influx.tasks import task_flux
 
 if TYPE_CHECKING:
@@ -212,21 +212,6 @@ class InfluxStore:
     def _query(self, source: str, action: str) -> list[FluxRecord]:
         with _translated(action):
             return list(self._query_api.query_stream(source, org=self._org))
-
-    def read_events(self, doi: str, start_ns: int, stop_ns: int) -> list[Point]:
-        if stop_ns <= start_ns:
-            return []
-        source = flux.read_events_query(self.layout.events_bucket, doi, start_ns, stop_ns, self.layout.measurement)
-        points = []
-        for record in self._query(source, "read events"):
-            values = record.values
-            time_ns = int(values[flux.TIME_NS_COLUMN])
-            fields: dict[str, Any] = {name: (int if name in INT_FIELDS else float)(values.get(name) or 0)
-                                      for name in POINT_FIELDS}
-            stored_doi = str(values.get("doi", doi))
-            points.append(Point(event_id=f"influxdb:{stored_doi}@{time_ns}", doi=stored_doi, time_ns=time_ns, **fields))
-        points.sort(key=lambda p: p.time_ns)
-        return points
 
     def count_per_doi(self, start_ns: int, stop_ns: int) -> dict[str, int]:
         if stop_ns <= start_ns:

@@ -88,7 +88,6 @@ class PostgresStore(Sessions):
         super().__init__(dsn, slots=query_connections, connect_timeout_s=connect_timeout_s,
                          query_settings=f"{trend_sql.QUERY_SETTINGS}; {query_timeouts.sql()}")
         self._write_timeouts = write_timeouts.sql()
-        self.conflict_retries = 0  # deadlocks / serialization failures retried (should stay 0)
         self._known_partitions: set[str] = set()  # event partitions known to exist
         # None: trend runs read raw events only; else a DOI with at least this many events in
         # the day rollup reads its whole days from it (TREND_ROLLUP_MIN_EVENTS).
@@ -170,7 +169,6 @@ class PostgresStore(Sessions):
                 if kind == "data":
                     raise _Refused(reason) from error
                 if kind == "conflict" and attempt < _CONFLICT_RETRIES:
-                    self.conflict_retries += 1
                     log.info("write conflict, trying again", extra={"sqlstate": error.pgcode, "attempt": attempt + 1})
                     time.sleep(random.uniform(0, 0.05 * 2**attempt))  # jitter: let the other transaction finish
                     continue
@@ -186,17 +184,6 @@ class PostgresStore(Sessions):
         if missing:
             partition_admin.ensure(conn, partitions.EVENTS, missing)
             self._known_partitions.update(partitions.EVENTS.name(m) for m in missing)
-
-    def read_events(self, doi: str, start_ns: int, stop_ns: int) -> list[Point]:
-        sql = f"""
-            SELECT event_id, doi,
-                   (extract(epoch FROM time - to_timestamp(0)) * 1000000)::bigint * 1000,
-                   {", ".join(POINT_FIELDS)}
-            FROM discussion_event
-            WHERE doi = %s AND time >= {trend_sql.ns_to_ts("%s")} AND time < {trend_sql.ns_to_ts("%s")}
-            ORDER BY time, event_id
-        """
-        return [Point(*row) for row in self._query(sql, (doi, start_ns, stop_ns))]
 
     def count_per_doi(self, start_ns: int, stop_ns: int) -> dict[str, int]:
         sql = f"""
