@@ -223,7 +223,8 @@ class StoreSettings(BaseModel):
     pg_statement_timeout_ingest_s: float = Field(60.0, ge=0, description="An ingest batch's statements.")
     pg_statement_timeout_trends_s: float = Field(60.0, ge=0, description="Qualifying DOIs, a chunk's inputs.")
     pg_statement_timeout_finalize_s: float = Field(60.0, ge=0, description="Each statement of the finalize.")
-    pg_lock_timeout_s: float = Field(10.0, ge=0, description="Every session (the maintenance DDL has its own).")
+    pg_lock_timeout_s: float = Field(10.0, ge=0, description=(
+        "The sessions of ingest's writes and of the trend runs (the maintenance DDL has its own)."))
     influxdb_v2_url: str | None = Field(None, description="Needed with EVENT_STORE=influxdb.")
     influxdb_v2_token: SecretStr | None = Field(None, description="May create and write buckets and tasks in the org.")
     influxdb_v2_org: str = Field("amba", description="The InfluxDB organization of the buckets and tasks.")
