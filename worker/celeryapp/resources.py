@@ -22,7 +22,7 @@ from worker.config.settings import Settings, get_settings
 from worker.core.cron import min_period_s
 from worker.ingest.acks import AckReader
 from worker.ingest.bridge.ceiling import Batcher, CeilingConfig, CeilingPolicy
-from worker.ingest.bridge.commit import AckSource, Commit
+from worker.ingest.bridge.commit import AckSource, Commit, log_refused_commit
 from worker.ingest.bridge.consumer import Bridge
 from worker.ingest.bridge.depth import QueueDepthProbe
 from worker.ingest.bridge.dlq_guard import DlqGuard
@@ -132,6 +132,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "group.id": settings.kafka_group_id,
         "enable.auto.commit": True,
         "auto.commit.interval.ms": 1000,
+        "on_commit": log_refused_commit,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         # Every blocking step of the bridge's loop is bounded well under this.

@@ -5,7 +5,8 @@ session timeout plus a measured margin, and in the end every produced event is s
 and every offset committed. Stored once is the schema's (tests/support/fault_harness.py);
 what it hides is counted from the product's own counters: the events written again (a
 redelivery the store absorbs) on the ``FAULT`` line, and for the SIGTERM hand-over, the
-events published, which the bridges' counters show to be each published once.
+events published, which the bridges' counters show to be each published once (unless the
+broker refused a commit, which the bridges log: then at most what they published comes twice).
 """
 
 from __future__ import annotations
@@ -189,9 +190,17 @@ def test_a_bridge_added_mid_stream_then_one_sigtermed(six: dict[str, str], spawn
         bridges.procs[name].send_signal(signal.SIGTERM)
         assert bridges.procs[name].wait(60) == 0
     # Each hand-over (the join's revoke, the SIGTERM) committed what was confirmed before the
-    # partitions moved, so no new owner read an event again: none published twice, none written twice.
-    assert sum(published(proc) for proc in bridges.procs.values()) == ledger.produced, "published twice"
-    assert ledger.written_again == 0
+    # partitions moved, so no new owner read an event again: none published twice, none written
+    # twice. Unless the broker refused a commit, which the bridge logs: then the next owner
+    # reads from the last accepted one, and at most what the refused bridges published comes twice.
+    refused = {name: [line for line in log_text(proc).splitlines() if "offset commit refused" in line]
+               for name, proc in bridges.procs.items()}
+    twice = sum(published(proc) for proc in bridges.procs.values()) - ledger.produced
+    if not any(refused.values()):
+        assert (twice, ledger.written_again) == (0, 0), "published twice"
+    else:
+        print(f"REBALANCE commits refused: {refused}")
+        assert 0 <= twice <= sum(published(bridges.procs[name]) for name, lines in refused.items() if lines)
 
 
 def test_a_sigkilled_bridge_loses_its_partitions_within_the_session_timeout(

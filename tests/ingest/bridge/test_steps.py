@@ -3,6 +3,8 @@ outside (consumer, publisher, dead-letter topic, confirmations, the guard's reco
 
 from __future__ import annotations
 
+import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,7 +25,7 @@ from tests.support.bridge_fakes import (
 from worker.ingest.acks import Ack
 from worker.ingest.bridge import decode as decode_module
 from worker.ingest.bridge.ceiling import Batch
-from worker.ingest.bridge.commit import Commit
+from worker.ingest.bridge.commit import Commit, log_refused_commit
 from worker.ingest.bridge.decode import Entry, decode
 from worker.ingest.bridge.dlq_guard import DlqGuard
 from worker.ingest.bridge.flow import Backpressure
@@ -123,6 +125,18 @@ def test_commit_stores_offsets_only_once_confirmed_and_reads_at_most_every_poll_
     step.read_acks(0.1, force=True)
     assert consumer.stored == {0: 10} and stats.confirmed_batches == 1
     assert not step.waiting({0}) and step.waiting({0, 1})
+
+
+def test_a_commit_refused_for_some_partitions_names_them(caplog: pytest.LogCaptureFixture) -> None:
+    """The broker's answer can refuse partitions one by one, with no error for the whole
+    commit (librdkafka's ``TopicPartition.error`` is read-only, hence the stand-ins)."""
+    fenced = KafkaError(KafkaError.ILLEGAL_GENERATION)
+    answer = [SimpleNamespace(partition=0, error=None), SimpleNamespace(partition=3, error=fenced)]
+    with caplog.at_level(logging.WARNING, logger="worker.ingest.bridge.commit"):
+        log_refused_commit(None, answer)  # type: ignore[arg-type]
+        log_refused_commit(None, [SimpleNamespace(partition=0, error=None)])  # type: ignore[list-item]
+    (record,) = caplog.records
+    assert record.partitions == [3] and "ILLEGAL_GENERATION" in record.error  # type: ignore[attr-defined]
 
 
 # -- pause -------------------------------------------------------------------------------------------

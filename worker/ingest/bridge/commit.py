@@ -9,13 +9,27 @@ import logging
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from worker.ingest.acks import Ack
 from worker.ingest.bridge.offsets import OffsetTracker
 from worker.ingest.bridge.state import BridgeStats, Partitions
 
 log = logging.getLogger(__name__)
+
+
+def log_refused_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    """librdkafka's ``on_commit``: a commit the broker refused (a rebalance that fenced this
+    member, the coordinator moving) leaves the partitions' committed offsets behind, so their
+    next owner reads those events again and publishes them once more (the store writes them
+    once). Nothing stored to commit is not a refusal."""
+    refused = [tp for tp in partitions if tp.error is not None]
+    if refused:
+        error, partitions = refused[0].error, refused
+    elif error is None or error.code() == KafkaError._NO_OFFSET:
+        return
+    log.warning("offset commit refused: the next owner reads these partitions' events since their last commit again",
+                extra={"error": str(error), "partitions": sorted(tp.partition for tp in partitions)})
 
 
 class AckSource(Protocol):
