@@ -81,8 +81,9 @@ def test_without_redis_each_process_limits_itself_at_the_rate() -> None:
         def hang_up() -> None:
             with contextlib.suppress(OSError):
                 while True:
-                    server.accept()[0].close()
-                    attempts.append(1)
+                    connection = server.accept()[0]
+                    attempts.append(1)  # before the hang-up the client waits for: counted when it returns
+                    connection.close()
 
         threading.Thread(target=hang_up, daemon=True).start()
         settings = Settings(_env_file=None, redis_url=f"redis://127.0.0.1:{server.getsockname()[1]}/0")
