@@ -15,9 +15,7 @@ from influxdb_client.client.influxdb_client import InfluxDBClient
 from worker.core.events import POINT_FIELDS, Point
 from worker.core.influx_layout import Layout
 from worker.store.influx import flux
-
-#: The column that carries an InfluxDB event's exact time as an integer.
-TIME_NS = "time_ns"
+from worker.store.postgres.trend_sql import ns_to_ts
 
 
 def postgres_events(dsn: str, doi: str, start_ns: int, stop_ns: int) -> list[Point]:
@@ -27,8 +25,7 @@ def postgres_events(dsn: str, doi: str, start_ns: int, stop_ns: int) -> list[Poi
             SELECT event_id, doi, (extract(epoch FROM time - to_timestamp(0)) * 1000000)::bigint * 1000,
                    {", ".join(POINT_FIELDS)}
             FROM discussion_event
-            WHERE doi = %s AND time >= to_timestamp(0) + (%s::bigint / 1000) * interval '1 microsecond'
-              AND time < to_timestamp(0) + (%s::bigint / 1000) * interval '1 microsecond'
+            WHERE doi = %s AND time >= {ns_to_ts("%s")} AND time < {ns_to_ts("%s")}
             ORDER BY time, event_id""", (doi, start_ns, stop_ns))
         return [Point(*row) for row in cur.fetchall()]
 
@@ -42,7 +39,7 @@ def influx_events_query(bucket: str, doi: str, start_ns: int, stop_ns: int,
         f"    |> range(start: {flux.time_literal(start_ns)}, stop: {flux.time_literal(stop_ns)})\n"
         f"    |> filter(fn: (r) => {flux.measurement_predicate(measurement)} and r.doi == {flux.string_literal(doi)})\n"
         '    |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
-        f"    |> map(fn: (r) => ({{r with {TIME_NS}: int(v: r._time)}}))\n"
+        f"    |> map(fn: (r) => ({{r with {flux.TIME_NS_COLUMN}: int(v: r._time)}}))\n"
         '    |> sort(columns: ["_time"])\n'
     )
 
@@ -54,7 +51,7 @@ def influx_events(client: InfluxDBClient, layout: Layout, doi: str, start_ns: in
     points = []
     for record in client.query_api().query_stream(source):
         values = record.values
-        time_ns = int(values[TIME_NS])
+        time_ns = int(values[flux.TIME_NS_COLUMN])
         points.append(Point(f"influxdb:{doi}@{time_ns}", str(values["doi"]), time_ns,
                             *(values[name] for name in POINT_FIELDS)))
     return points
